@@ -1,0 +1,107 @@
+//! The error types callers match on.
+
+use crate::key::Malformed;
+
+/// A storage failure (database unreachable, query failed). Its message may
+/// name the database; it never carries a key or a hash.
+#[derive(Debug, thiserror::Error)]
+#[error("key store unavailable: {message}")]
+pub struct StoreError {
+    message: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl StoreError {
+    /// A store failure with a cause.
+    pub fn new(
+        message: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// A store failure described by a message alone (e.g. corrupt data).
+    pub fn msg(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            source: None,
+        }
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::new("database error", e)
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        Self::new("migration failed", e)
+    }
+}
+
+/// Why a lifecycle operation (create, rotate, revoke, list, get, events)
+/// failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Bad input: an ill-formed or unknown scope, a negative grace, a bad
+    /// cursor or filter. The message says what and is safe to show callers.
+    #[error("{0}")]
+    Invalid(String),
+    /// The acting key may not do this (e.g. grant scopes it does not hold).
+    #[error("{0}")]
+    Forbidden(String),
+    /// No key with that id.
+    #[error("no key with id {0}")]
+    NotFound(String),
+    /// The key is in a state that forbids the operation (already rotated,
+    /// revoked, expired), or a concurrent operation won.
+    #[error("{0}")]
+    Conflict(String),
+    /// The store failed.
+    #[error(transparent)]
+    Unavailable(#[from] StoreError),
+    /// Something that should not happen (the system random source failed).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Why a presented key was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// Not a well-formed key (shape, prefix or checksum); no lookup was made.
+    #[error("malformed key ({0:?})")]
+    Malformed(Malformed),
+    /// Well formed, but no such key.
+    #[error("unknown key")]
+    Unknown,
+    /// The key was revoked.
+    #[error("revoked key")]
+    Revoked,
+    /// The key expired (or its rotation grace ended).
+    #[error("expired key")]
+    Expired,
+    /// The store failed: callers must refuse the request (fail closed).
+    #[error(transparent)]
+    Unavailable(#[from] StoreError),
+}
+
+impl VerifyError {
+    /// A short reason for logs and the audit log (`malformed`, `unknown`, …).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            VerifyError::Malformed(_) => "malformed",
+            VerifyError::Unknown => "unknown",
+            VerifyError::Revoked => "revoked",
+            VerifyError::Expired => "expired",
+            VerifyError::Unavailable(_) => "unavailable",
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! Key identity and format: [`KeyId`], [`Plaintext`], the checksum, the hash
+//! and the display hint.
+//!
+//! A plaintext key reads `<prefix>_<secret><check>`: `secret` is 32 base62
+//! characters from the operating system's CSPRNG (190 bits), `check` is the
+//! CRC32 of `<prefix>_<secret>` written as 6 base62 characters, so a mistyped
+//! or truncated key is rejected without a database round trip and secret
+//! scanners can recognise scopekey keys.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::Error;
+
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+/// Length of the random part of a generated key.
+pub const SECRET_LEN: usize = 32;
+/// Length of the checksum suffix.
+pub const CHECK_LEN: usize = 6;
+/// The longest plaintext key accepted by [`KeyFormat::parse`]; longer input is
+/// refused before any hashing.
+pub const MAX_KEY_LEN: usize = 256;
+/// The default key prefix.
+pub const DEFAULT_PREFIX: &str = "sk";
+
+/// A key's identifier (UUID v7, time-ordered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct KeyId(pub Uuid);
+
+impl KeyId {
+    /// The underlying UUID.
+    pub fn as_uuid(&self) -> Uuid {
+        self.0
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+impl FromStr for KeyId {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::try_parse(s)
+            .map(KeyId)
+            .map_err(|_| Error::Invalid(format!("`{}` is not a key id (a UUID)", s.escape_debug())))
+    }
+}
+
+impl From<Uuid> for KeyId {
+    fn from(u: Uuid) -> Self {
+        Self(u)
+    }
+}
+
+/// A plaintext key. It exists once, when a key is created or rotated; it is
+/// never stored. `Debug` and `Display` print only the hint.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Plaintext(String);
+
+impl Plaintext {
+    /// The secret text: hand it to the key's holder, once.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+
+    /// The non-secret hint (`sk_…Wx9a`).
+    pub fn hint(&self) -> String {
+        hint(&self.0)
+    }
+}
+
+impl fmt::Debug for Plaintext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Plaintext({})", self.hint())
+    }
+}
+
+impl fmt::Display for Plaintext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.hint())
+    }
+}
+
+/// The BLAKE3 hash a key is stored and looked up by. Never leaves the store or
+/// the verifier: no public API returns it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyHash(pub(crate) [u8; 32]);
+
+impl KeyHash {
+    /// Wraps raw bytes read from a store.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The raw bytes, for a store to write.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for KeyHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyHash(..)")
+    }
+}
+
+/// Why a presented key was refused before any lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Malformed {
+    /// Longer than [`MAX_KEY_LEN`].
+    TooLong,
+    /// Not `<prefix>_<secret><check>` with the configured prefix.
+    Shape,
+    /// The check characters do not match.
+    Checksum,
+}
+
+/// The key format in force: the prefix, and the hashing pepper.
+#[derive(Clone)]
+pub struct KeyFormat {
+    prefix: String,
+    pepper: Option<[u8; 32]>,
+}
+
+impl fmt::Debug for KeyFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyFormat")
+            .field("prefix", &self.prefix)
+            .field("peppered", &self.pepper.is_some())
+            .finish()
+    }
+}
+
+impl Default for KeyFormat {
+    fn default() -> Self {
+        Self {
+            prefix: DEFAULT_PREFIX.into(),
+            pepper: None,
+        }
+    }
+}
+
+impl KeyFormat {
+    /// A format with this prefix (`[a-z][a-z0-9]*(_[a-z0-9]+)*`, e.g. `acme_live`).
+    pub fn new(prefix: &str) -> Result<Self, Error> {
+        if !valid_prefix(prefix) {
+            return Err(Error::Invalid(format!(
+                "key prefix `{}` must match [a-z][a-z0-9]*(_[a-z0-9]+)*, e.g. `sk` or `acme_live`",
+                prefix.escape_debug()
+            )));
+        }
+        Ok(Self {
+            prefix: prefix.into(),
+            pepper: None,
+        })
+    }
+
+    /// Keys the hash with a server-side pepper: a stolen database then cannot
+    /// be checked against guessed keys without the pepper. Changing the pepper
+    /// invalidates every stored key.
+    pub fn with_pepper(mut self, pepper: &[u8]) -> Self {
+        self.pepper = Some(blake3::derive_key("scopekey 2026 key hash pepper", pepper));
+        self
+    }
+
+    /// The prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// A fresh key from the operating system's CSPRNG.
+    pub fn generate(&self) -> Result<Plaintext, Error> {
+        let mut secret = String::with_capacity(SECRET_LEN);
+        let mut buf = [0u8; 64];
+        while secret.len() < SECRET_LEN {
+            getrandom::fill(&mut buf)
+                .map_err(|e| Error::Internal(format!("the system random source failed: {e}")))?;
+            // Rejection sampling: 248 = 4 * 62, so accepted bytes are uniform mod 62.
+            for &b in buf.iter().filter(|&&b| b < 248) {
+                if secret.len() == SECRET_LEN {
+                    break;
+                }
+                secret.push(BASE62[(b % 62) as usize] as char);
+            }
+        }
+        let mut key = format!("{}_{}", self.prefix, secret);
+        let check = checksum(&key);
+        key.push_str(&check);
+        Ok(Plaintext(key))
+    }
+
+    /// Checks a presented key's shape, prefix and checksum; no I/O.
+    pub fn parse(&self, presented: &str) -> Result<(), Malformed> {
+        if presented.len() > MAX_KEY_LEN {
+            return Err(Malformed::TooLong);
+        }
+        let body = presented
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|rest| rest.strip_prefix('_'))
+            .ok_or(Malformed::Shape)?;
+        if body.len() < SECRET_LEN + CHECK_LEN || !body.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(Malformed::Shape);
+        }
+        let split = presented.len() - CHECK_LEN;
+        if checksum(&presented[..split]) != presented[split..] {
+            return Err(Malformed::Checksum);
+        }
+        Ok(())
+    }
+
+    /// The lookup hash of a key (keyed with the pepper, if any).
+    pub fn hash(&self, presented: &str) -> KeyHash {
+        KeyHash(match &self.pepper {
+            Some(pepper) => *blake3::keyed_hash(pepper, presented.as_bytes()).as_bytes(),
+            None => *blake3::hash(presented.as_bytes()).as_bytes(),
+        })
+    }
+}
+
+fn valid_prefix(p: &str) -> bool {
+    let mut parts = p.split('_');
+    let first = parts.next().unwrap_or_default();
+    first.starts_with(|c: char| c.is_ascii_lowercase())
+        && first
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && parts.all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+}
+
+/// CRC32 of `text` as exactly [`CHECK_LEN`] base62 characters.
+fn checksum(text: &str) -> String {
+    let mut n = u64::from(crc32fast::hash(text.as_bytes()));
+    let mut out = [b'0'; CHECK_LEN];
+    for slot in out.iter_mut().rev() {
+        *slot = BASE62[(n % 62) as usize];
+        n /= 62;
+    }
+    // 62^6 > 2^32, so every CRC32 fits; the bytes are ASCII by construction.
+    out.iter().map(|&b| b as char).collect()
+}
+
+/// The display hint of a key: the prefix and its last four characters.
+pub fn hint(key: &str) -> String {
+    let (prefix, tail) = key.rsplit_once('_').unwrap_or(("", key));
+    let last = tail.len().saturating_sub(4);
+    format!("{prefix}_…{}", tail.get(last..).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn generated_keys_parse_and_differ() {
+        let f = KeyFormat::new("acme_live").unwrap();
+        let a = f.generate().unwrap();
+        let b = f.generate().unwrap();
+        assert_ne!(a, b);
+        assert!(a.expose_secret().starts_with("acme_live_"));
+        assert_eq!(a.expose_secret().len(), "acme_live_".len() + SECRET_LEN + CHECK_LEN);
+        assert_eq!(f.parse(a.expose_secret()), Ok(()));
+        assert_eq!(KeyFormat::default().parse(a.expose_secret()), Err(Malformed::Shape));
+    }
+
+    #[test]
+    fn debug_and_display_never_print_the_secret() {
+        let k = KeyFormat::default().generate().unwrap();
+        let secret = &k.expose_secret()[3..];
+        for shown in [format!("{k:?}"), format!("{k}")] {
+            assert!(!shown.contains(secret), "{shown}");
+            assert!(shown.contains(&k.hint()));
+        }
+        assert!(k.hint().starts_with("sk_…") && k.hint().chars().count() == 8);
+    }
+
+    #[test]
+    fn prefixes() {
+        for ok in ["sk", "acme_live", "a1_b2_3"] {
+            assert!(KeyFormat::new(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "Sk", "1sk", "sk_", "_sk", "s-k", "sk__x"] {
+            assert!(KeyFormat::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn malformed_keys() {
+        let f = KeyFormat::default();
+        assert_eq!(f.parse(""), Err(Malformed::Shape));
+        assert_eq!(f.parse("sk_short"), Err(Malformed::Shape));
+        assert_eq!(f.parse(&"x".repeat(MAX_KEY_LEN + 1)), Err(Malformed::TooLong));
+        let k = f.generate().unwrap();
+        let mut s = k.expose_secret().to_owned();
+        s.insert(5, '-');
+        assert_eq!(f.parse(&s), Err(Malformed::Shape));
+    }
+
+    #[test]
+    fn pepper_changes_the_hash() {
+        let k = KeyFormat::default().generate().unwrap();
+        let plain = KeyFormat::default().hash(k.expose_secret());
+        let peppered = KeyFormat::default().with_pepper(b"pepper").hash(k.expose_secret());
+        assert_ne!(plain, peppered);
+        assert_eq!(plain, KeyFormat::default().hash(k.expose_secret()));
+    }
+
+    proptest! {
+        #[test]
+        fn a_single_changed_character_is_caught(pos in 0usize..44, replacement in 0usize..62) {
+            let f = KeyFormat::default();
+            let key = f.generate().unwrap();
+            let original = key.expose_secret();
+            let pos = 3 + pos % (original.len() - 3);
+            let mut bytes = original.as_bytes().to_vec();
+            let new = BASE62[replacement];
+            prop_assume!(bytes[pos] != new);
+            bytes[pos] = new;
+            let changed = String::from_utf8(bytes).unwrap();
+            // CRC32 detects every single-character substitution.
+            prop_assert_eq!(f.parse(&changed), Err(Malformed::Checksum));
+        }
+
+        #[test]
+        fn parse_never_panics(s in "\\PC{0,300}") {
+            let _ = KeyFormat::new("acme_live").unwrap().parse(&s);
+        }
+    }
+}

@@ -1,0 +1,864 @@
+//! The key lifecycle — create, verify, rotate, revoke, list, audit — and its
+//! rules, written once against any [`Store`].
+//!
+//! Rules kept here and nowhere else:
+//! - a key's scopes are valid grants, and in the scope catalogue if one is
+//!   configured;
+//! - no escalation: a key acting through the API can only create or rotate
+//!   keys whose scopes its own scopes include;
+//! - a key may rotate itself; rotating another key takes `api_keys:write`;
+//! - a successor never has scopes its parent did not have;
+//! - the parent keeps working until `now + grace`, never past its own expiry;
+//! - a successor gets the parent's lifetime afresh (a 30-day key rotates into
+//!   a new 30-day key; a key without expiry into one without).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use crate::clock::{Clock, SystemClock, truncate_micros};
+use crate::error::{Error, StoreError, VerifyError};
+use crate::key::{KeyFormat, KeyHash, KeyId, hint};
+use crate::model::{
+    ApiKey, AuditEvent, CreatedKey, KeyRecord, Page, Principal, Status, event_type,
+};
+use crate::scope::{Grant, Grants};
+use crate::store::{
+    Cursor, DEFAULT_PAGE_SIZE, EventQuery, KeyQuery, MAX_PAGE_SIZE, RevokeOutcome, RotateOutcome,
+    Rotation, Store,
+};
+use crate::verify::{Verifier, VerifierConfig};
+
+/// The scope that lets a key rotate keys other than itself, and create keys.
+pub const SCOPE_WRITE: &str = "api_keys:write";
+/// The scope that lets a key read other keys and the audit log.
+pub const SCOPE_READ: &str = "api_keys:read";
+/// The scope that lets a key revoke keys.
+pub const SCOPE_REVOKE: &str = "api_keys:revoke";
+
+/// The default grace period of a rotation: 24 hours.
+pub const DEFAULT_GRACE: Duration = Duration::hours(24);
+/// The longest rotation grace: 365 days.
+pub const MAX_GRACE: Duration = Duration::days(365);
+/// The longest key name, in characters.
+pub const MAX_NAME_LEN: usize = 200;
+/// The largest metadata object, in bytes of JSON.
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+/// The most scopes one key may hold.
+pub const MAX_SCOPES: usize = 100;
+
+/// Who is acting: recorded in the audit log, and checked against the rules.
+#[derive(Debug, Clone, Copy)]
+pub enum Actor<'a> {
+    /// An operator or the service itself (CLI, bootstrap): no scope checks.
+    System,
+    /// A caller authenticated with a key.
+    Key(&'a Principal),
+}
+
+impl Actor<'_> {
+    fn key_id(&self) -> Option<KeyId> {
+        match self {
+            Actor::System => None,
+            Actor::Key(p) => Some(p.id),
+        }
+    }
+}
+
+/// What to create.
+#[derive(Debug, Clone, Default)]
+pub struct NewKey {
+    /// Human name (1 to 200 characters).
+    pub name: String,
+    /// Granted scopes (`orders:read`, `orders:*`, `*`).
+    pub scopes: Vec<String>,
+    /// Absolute expiry.
+    pub expires_at: Option<OffsetDateTime>,
+    /// Expiry relative to now (not together with `expires_at`).
+    pub expires_in: Option<Duration>,
+    /// Free-form JSON object.
+    pub metadata: Option<Map<String, Value>>,
+}
+
+impl NewKey {
+    /// A key with a name and scopes, no expiry, no metadata.
+    pub fn new<I, S>(name: impl Into<String>, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            name: name.into(),
+            scopes: scopes.into_iter().map(Into::into).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Expires this long after creation.
+    pub fn expires_in(mut self, ttl: Duration) -> Self {
+        self.expires_in = Some(ttl);
+        self
+    }
+
+    /// Expires at this time.
+    pub fn expires_at(mut self, at: OffsetDateTime) -> Self {
+        self.expires_at = Some(at);
+        self
+    }
+
+    /// Attaches metadata.
+    pub fn metadata(mut self, metadata: Map<String, Value>) -> Self {
+        self.metadata = Some(metadata);
+        self
+    }
+}
+
+/// How to rotate.
+#[derive(Debug, Clone, Default)]
+pub struct RotateOptions {
+    /// How long the old key keeps working (default 24 h; zero ends it now).
+    pub grace: Option<Duration>,
+    /// A subset of the parent's scopes for the successor (default: the same).
+    pub scopes: Option<Vec<String>>,
+}
+
+/// A key listing request.
+#[derive(Debug, Clone, Default)]
+pub struct ListKeys {
+    /// Only keys with this status.
+    pub status: Option<Status>,
+    /// Only keys whose name starts with this (literally).
+    pub name_prefix: Option<String>,
+    /// Page size, 1 to 500 (default 50).
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// An audit log request.
+#[derive(Debug, Clone, Default)]
+pub struct ListEvents {
+    /// Only events about this key.
+    pub key_id: Option<KeyId>,
+    /// Page size, 1 to 500 (default 50).
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Settings of a [`ScopeKey`]; see [`ScopeKeyBuilder`].
+#[derive(Debug, Clone)]
+struct Config {
+    format: KeyFormat,
+    default_grace: Duration,
+    catalogue: Option<Grants>,
+    auth_failures_per_second: u32,
+}
+
+/// The scopekey runtime: a cheap-to-clone handle on a store, a clock and a
+/// verification cache. Create one per process and share it.
+#[derive(Clone)]
+pub struct ScopeKey {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: Config,
+    verifier: Verifier,
+}
+
+impl std::fmt::Debug for ScopeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScopeKey")
+            .field("format", &self.inner.config.format)
+            .field("clock", &self.inner.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`ScopeKey`].
+pub struct ScopeKeyBuilder {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: Config,
+    verifier: VerifierConfig,
+}
+
+impl ScopeKeyBuilder {
+    /// Uses this clock instead of the system clock (tests use
+    /// [`ManualClock`](crate::ManualClock)).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The key format (prefix, pepper). Default: prefix `sk`, no pepper.
+    pub fn key_format(mut self, format: KeyFormat) -> Self {
+        self.config.format = format;
+        self
+    }
+
+    /// The default rotation grace (24 h unless set).
+    pub fn default_grace(mut self, grace: Duration) -> Self {
+        self.config.default_grace = grace;
+        self
+    }
+
+    /// Restricts the scopes keys may hold to a catalogue (e.g.
+    /// `scopekey::catalogue!()`); `*` and `resource:*` stay allowed where they
+    /// cover a catalogued scope. Invalid entries are an error.
+    pub fn catalogue<I, S>(mut self, scopes: I) -> Result<Self, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let grants = Grants::parse_all(scopes)
+            .map_err(|e| Error::Invalid(format!("scope catalogue: {e}")))?;
+        self.config.catalogue = Some(grants);
+        Ok(self)
+    }
+
+    /// How long a verification read from the store is served from cache
+    /// (default 1 s): the bound on how late another process's revocation
+    /// is seen.
+    pub fn cache_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.verifier.cache_ttl = ttl;
+        self
+    }
+
+    /// How many verifications the cache holds (default 100,000).
+    pub fn cache_capacity(mut self, capacity: u64) -> Self {
+        self.verifier.cache_capacity = capacity;
+        self
+    }
+
+    /// At most this many `auth.failed` audit events a second (default 10).
+    pub fn auth_failures_per_second(mut self, limit: u32) -> Self {
+        self.config.auth_failures_per_second = limit;
+        self
+    }
+
+    /// Finishes the runtime. Does not touch the store: call
+    /// [`ScopeKey::migrate`] once at start-up.
+    pub fn build(self) -> ScopeKey {
+        ScopeKey {
+            inner: Arc::new(Inner {
+                store: self.store,
+                clock: self.clock,
+                verifier: Verifier::new(&self.verifier),
+                config: self.config,
+            }),
+        }
+    }
+}
+
+impl ScopeKey {
+    /// Starts building a runtime on a store.
+    pub fn builder(store: impl Store) -> ScopeKeyBuilder {
+        Self::builder_arc(Arc::new(store))
+    }
+
+    /// Starts building a runtime on a shared store.
+    pub fn builder_arc(store: Arc<dyn Store>) -> ScopeKeyBuilder {
+        ScopeKeyBuilder {
+            store,
+            clock: Arc::new(SystemClock),
+            config: Config {
+                format: KeyFormat::default(),
+                default_grace: DEFAULT_GRACE,
+                catalogue: None,
+                auth_failures_per_second: 10,
+            },
+            verifier: VerifierConfig::default(),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The current time by the runtime's clock, to the microsecond.
+    pub fn now(&self) -> OffsetDateTime {
+        truncate_micros(self.inner.clock.now())
+    }
+
+    /// The key format in force.
+    pub fn key_format(&self) -> &KeyFormat {
+        &self.inner.config.format
+    }
+
+    /// Creates or upgrades the schema.
+    pub async fn migrate(&self) -> Result<(), Error> {
+        Ok(self.inner.store.migrate().await?)
+    }
+
+    /// Whether the store holds no key (a service may then bootstrap one).
+    pub async fn is_empty(&self) -> Result<bool, Error> {
+        Ok(self.inner.store.is_empty().await?)
+    }
+
+    fn event(
+        &self,
+        now: OffsetDateTime,
+        kind: &str,
+        key_id: Option<KeyId>,
+        actor: Option<KeyId>,
+        details: Value,
+    ) -> AuditEvent {
+        AuditEvent {
+            id: uuid_at(now),
+            key_id,
+            kind: kind.to_owned(),
+            actor_key_id: actor,
+            at: now,
+            details,
+        }
+    }
+
+    /// Parses, deduplicates and checks scopes against the catalogue.
+    fn grants(&self, scopes: &[String]) -> Result<(Vec<String>, Grants), Error> {
+        if scopes.is_empty() {
+            return Err(Error::Invalid("`scopes` must name at least one scope".into()));
+        }
+        if scopes.len() > MAX_SCOPES {
+            return Err(Error::Invalid(format!(
+                "a key holds at most {MAX_SCOPES} scopes"
+            )));
+        }
+        let mut seen = HashSet::new();
+        let mut texts = Vec::new();
+        let mut grants = Vec::new();
+        for s in scopes {
+            let grant = Grant::parse(s).map_err(|e| Error::Invalid(e.to_string()))?;
+            if let Some(catalogue) = &self.inner.config.catalogue
+                && !in_catalogue(catalogue, &grant)
+            {
+                return Err(Error::Invalid(format!(
+                    "scope `{grant}` is not in the scope catalogue"
+                )));
+            }
+            if seen.insert(grant.to_string()) {
+                texts.push(grant.to_string());
+                grants.push(grant);
+            }
+        }
+        Ok((texts, Grants::new(grants)))
+    }
+
+    /// Creates a key; its plaintext is in the result and nowhere else.
+    pub async fn create(&self, new: NewKey, actor: Actor<'_>) -> Result<CreatedKey, Error> {
+        let now = self.now();
+        let name = check_name(&new.name)?;
+        let (scopes, grants) = self.grants(&new.scopes)?;
+        if let Actor::Key(p) = actor
+            && !p.grants().includes_all(&grants)
+        {
+            return Err(escalation(&grants, p.grants()));
+        }
+        let expires_at = match (new.expires_at, new.expires_in) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Invalid(
+                    "give `expires_at` or `expires_in_seconds`, not both".into(),
+                ));
+            }
+            (Some(at), None) => Some(truncate_micros(at)),
+            (None, Some(ttl)) if ttl <= Duration::ZERO => {
+                return Err(Error::Invalid("`expires_in_seconds` must be positive".into()));
+            }
+            (None, Some(ttl)) => Some(
+                now.checked_add(ttl)
+                    .ok_or_else(|| Error::Invalid("`expires_in_seconds` is too large".into()))?,
+            ),
+            (None, None) => None,
+        };
+        if expires_at.is_some_and(|e| e <= now) {
+            return Err(Error::Invalid("`expires_at` must be in the future".into()));
+        }
+        let metadata = check_metadata(new.metadata)?;
+        let (record, plaintext) = self.new_record(now, name, scopes, metadata, expires_at, None)?;
+        let event = self.event(
+            now,
+            event_type::KEY_CREATED,
+            Some(record.id),
+            actor.key_id(),
+            json!({ "name": record.name, "scopes": record.scopes, "expires_at": rfc3339(record.expires_at) }),
+        );
+        self.inner.store.insert_key(&record, &event).await?;
+        self.inner.verifier.invalidate(&record.key_hash);
+        tracing::info!(key_id = %record.id, hint = %record.hint, "api key created");
+        Ok(CreatedKey {
+            key: record.to_api_key(now),
+            plaintext,
+        })
+    }
+
+    fn new_record(
+        &self,
+        now: OffsetDateTime,
+        name: String,
+        scopes: Vec<String>,
+        metadata: Map<String, Value>,
+        expires_at: Option<OffsetDateTime>,
+        parent_key_id: Option<KeyId>,
+    ) -> Result<(KeyRecord, crate::key::Plaintext), Error> {
+        let format = &self.inner.config.format;
+        let plaintext = format.generate()?;
+        let record = KeyRecord {
+            id: KeyId(uuid_at(now)),
+            name,
+            scopes,
+            metadata,
+            hint: hint(plaintext.expose_secret()),
+            key_hash: format.hash(plaintext.expose_secret()),
+            created_at: now,
+            expires_at,
+            revoked_at: None,
+            revoked_reason: None,
+            rotated_at: None,
+            parent_key_id,
+            last_used_at: None,
+        };
+        Ok((record, plaintext))
+    }
+
+    /// Verifies a presented key: format and checksum first (no I/O), then
+    /// the cache, then the store. Refusals are logged and sampled into the
+    /// audit log as `auth.failed`.
+    pub async fn verify(&self, presented: &str) -> Result<Principal, VerifyError> {
+        let format = &self.inner.config.format;
+        let now = self.now();
+        let result = match format.parse(presented) {
+            Err(malformed) => Err((VerifyError::Malformed(malformed), None)),
+            Ok(()) => {
+                let hash = format.hash(presented);
+                self.inner
+                    .verifier
+                    .verify(&*self.inner.store, hash, now)
+                    .await
+                    .map_err(|e| (e, Some(hash)))
+            }
+        };
+        match result {
+            Ok(principal) => Ok(principal),
+            Err((err, hash)) => {
+                self.report_failure(&err, hash, presented, now).await;
+                Err(err)
+            }
+        }
+    }
+
+    async fn report_failure(
+        &self,
+        err: &VerifyError,
+        hash: Option<KeyHash>,
+        presented: &str,
+        now: OffsetDateTime,
+    ) {
+        if let VerifyError::Unavailable(e) = err {
+            tracing::error!(error = %e, "key verification failed: store unavailable; refusing");
+            return;
+        }
+        let key_id = hash.and_then(|h| self.inner.verifier.cached_id(&h));
+        // The hint of a well-formed key is not secret; of anything else we
+        // keep nothing.
+        let shown = hash.map(|_| hint(presented));
+        tracing::info!(reason = err.reason(), key_id = ?key_id, hint = ?shown, "api key refused");
+        if !self
+            .inner
+            .verifier
+            .admit_failure_event(now, self.inner.config.auth_failures_per_second)
+        {
+            return;
+        }
+        let event = self.event(
+            now,
+            event_type::AUTH_FAILED,
+            key_id,
+            None,
+            json!({ "reason": err.reason(), "hint": shown }),
+        );
+        if let Err(e) = self.inner.store.insert_event(&event).await {
+            tracing::warn!(error = %e, "could not record auth.failed event");
+        }
+    }
+
+    /// Rotates a key: a successor with the same (or fewer) scopes, while the
+    /// old key keeps working for the grace period.
+    pub async fn rotate(
+        &self,
+        id: KeyId,
+        options: RotateOptions,
+        actor: Actor<'_>,
+    ) -> Result<CreatedKey, Error> {
+        let now = self.now();
+        let grace = options.grace.unwrap_or(self.inner.config.default_grace);
+        if grace < Duration::ZERO || grace > MAX_GRACE {
+            return Err(Error::Invalid(format!(
+                "`grace_seconds` must be between 0 and {}",
+                MAX_GRACE.whole_seconds()
+            )));
+        }
+        let parent = self
+            .inner
+            .store
+            .get(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        if let Actor::Key(p) = actor
+            && p.id != id
+            && !p.grants().covers_str(SCOPE_WRITE)
+        {
+            return Err(Error::Forbidden(format!(
+                "rotating another key needs `{SCOPE_WRITE}`"
+            )));
+        }
+        rotatable(&parent, now)?;
+        let (parent_scopes, parent_grants) = self.grants_of(&parent)?;
+        let (scopes, grants) = match &options.scopes {
+            None => (parent_scopes, parent_grants.clone()),
+            Some(asked) => {
+                let (scopes, grants) = self.grants(asked)?;
+                if !parent_grants.includes_all(&grants) {
+                    return Err(Error::Forbidden(format!(
+                        "a successor cannot have scopes its parent did not have ({})",
+                        missing(&grants, &parent_grants)
+                    )));
+                }
+                (scopes, grants)
+            }
+        };
+        if let Actor::Key(p) = actor
+            && !p.grants().includes_all(&grants)
+        {
+            return Err(escalation(&grants, p.grants()));
+        }
+        let grace_end = now + grace;
+        let parent_expires_at = match parent.expires_at {
+            Some(own) if own < grace_end => own,
+            _ => grace_end,
+        };
+        let child_expires_at = parent
+            .expires_at
+            .map(|e| now + (e - parent.created_at));
+        let (child, plaintext) = self.new_record(
+            now,
+            parent.name.clone(),
+            scopes,
+            parent.metadata.clone(),
+            child_expires_at,
+            Some(parent.id),
+        )?;
+        let details = json!({
+            "parent_key_id": parent.id,
+            "successor_key_id": child.id,
+            "grace_seconds": grace.whole_seconds(),
+            "parent_expires_at": rfc3339(Some(parent_expires_at)),
+        });
+        let rotation = Rotation {
+            parent_id: parent.id,
+            now,
+            parent_expires_at,
+            events: vec![
+                self.event(now, event_type::KEY_ROTATED, Some(parent.id), actor.key_id(), details.clone()),
+                self.event(now, event_type::KEY_ROTATED, Some(child.id), actor.key_id(), details),
+            ],
+            child,
+        };
+        match self.inner.store.rotate(&rotation).await? {
+            RotateOutcome::Rotated(before) => {
+                self.inner.verifier.invalidate(&before.key_hash);
+                self.inner.verifier.invalidate(&rotation.child.key_hash);
+                tracing::info!(key_id = %parent.id, successor = %rotation.child.id, "api key rotated");
+                Ok(CreatedKey {
+                    key: rotation.child.to_api_key(now),
+                    plaintext,
+                })
+            }
+            RotateOutcome::NotFound => Err(Error::NotFound(id.to_string())),
+            RotateOutcome::Conflict(now_record) => {
+                rotatable(&now_record, now)?;
+                Err(Error::Conflict(format!("key {id} was rotated concurrently")))
+            }
+        }
+    }
+
+    fn grants_of(&self, record: &KeyRecord) -> Result<(Vec<String>, Grants), Error> {
+        let grants = Grants::parse_all(&record.scopes).map_err(|e| {
+            Error::Unavailable(StoreError::msg(format!(
+                "key {} has an invalid stored scope: {e}",
+                record.id
+            )))
+        })?;
+        Ok((record.scopes.clone(), grants))
+    }
+
+    /// Revokes a key at once (idempotent: revoking a revoked key changes
+    /// nothing and succeeds).
+    pub async fn revoke(
+        &self,
+        id: KeyId,
+        reason: Option<&str>,
+        actor: Actor<'_>,
+    ) -> Result<ApiKey, Error> {
+        self.revoke_as(id, reason, actor, event_type::KEY_REVOKED).await
+    }
+
+    pub(crate) async fn revoke_as(
+        &self,
+        id: KeyId,
+        reason: Option<&str>,
+        actor: Actor<'_>,
+        kind: &str,
+    ) -> Result<ApiKey, Error> {
+        let now = self.now();
+        if let Some(r) = reason
+            && (r.chars().count() > 500 || r.chars().any(char::is_control))
+        {
+            return Err(Error::Invalid(
+                "`reason` must be at most 500 characters, without control characters".into(),
+            ));
+        }
+        let event = self.event(now, kind, Some(id), actor.key_id(), json!({ "reason": reason }));
+        match self.inner.store.revoke(id, now, reason, &event).await? {
+            RevokeOutcome::Revoked(record) => {
+                self.inner.verifier.invalidate(&record.key_hash);
+                tracing::info!(key_id = %id, "api key revoked");
+                Ok(record.to_api_key(now))
+            }
+            RevokeOutcome::AlreadyRevoked(record) => {
+                self.inner.verifier.invalidate(&record.key_hash);
+                Ok(record.to_api_key(now))
+            }
+            RevokeOutcome::NotFound => Err(Error::NotFound(id.to_string())),
+        }
+    }
+
+    /// One key.
+    pub async fn get(&self, id: KeyId) -> Result<ApiKey, Error> {
+        let now = self.now();
+        self.inner
+            .store
+            .get(id)
+            .await?
+            .map(|r| r.to_api_key(now))
+            .ok_or_else(|| Error::NotFound(id.to_string()))
+    }
+
+    /// A page of keys, newest first.
+    pub async fn list(&self, request: &ListKeys) -> Result<Page<ApiKey>, Error> {
+        let now = self.now();
+        let limit = page_size(request.limit)?;
+        let query = KeyQuery {
+            status: request.status,
+            name_prefix: request.name_prefix.clone().filter(|p| !p.is_empty()),
+            cursor: request.cursor.as_deref().map(Cursor::decode).transpose()?,
+            limit: limit + 1,
+            now,
+        };
+        let mut rows = self.inner.store.list(&query).await?;
+        let next_cursor = next_page(&mut rows, limit, |r| Cursor::after(r.created_at, r.id.0));
+        Ok(Page {
+            items: rows.iter().map(|r| r.to_api_key(now)).collect(),
+            next_cursor,
+        })
+    }
+
+    /// A page of the audit log (of one key, or all), newest first.
+    pub async fn events(&self, request: &ListEvents) -> Result<Page<AuditEvent>, Error> {
+        let limit = page_size(request.limit)?;
+        if let Some(id) = request.key_id
+            && self.inner.store.get(id).await?.is_none()
+        {
+            return Err(Error::NotFound(id.to_string()));
+        }
+        let query = EventQuery {
+            key_id: request.key_id,
+            cursor: request.cursor.as_deref().map(Cursor::decode).transpose()?,
+            limit: limit + 1,
+        };
+        let mut rows = self.inner.store.list_events(&query).await?;
+        let next_cursor = next_page(&mut rows, limit, |e| Cursor::after(e.at, e.id));
+        Ok(Page {
+            items: rows,
+            next_cursor,
+        })
+    }
+
+    /// The rotation lineage of a key, oldest first: its ancestors through
+    /// `parent_key_id`, itself, and its successors. A cycle in corrupted data
+    /// ends the walk instead of looping.
+    pub async fn lineage(&self, id: KeyId) -> Result<Vec<ApiKey>, Error> {
+        let now = self.now();
+        let store = &self.inner.store;
+        let me = store
+            .get(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        let mut seen = HashSet::from([me.id]);
+        let mut ancestors = Vec::new();
+        let mut cursor = me.parent_key_id;
+        while let Some(parent_id) = cursor {
+            if !seen.insert(parent_id) {
+                tracing::warn!(key_id = %id, "cycle in key lineage; stopping the walk");
+                break;
+            }
+            let Some(parent) = store.get(parent_id).await? else {
+                break;
+            };
+            cursor = parent.parent_key_id;
+            ancestors.push(parent);
+        }
+        ancestors.reverse();
+        let mut out: Vec<ApiKey> = ancestors.iter().map(|r| r.to_api_key(now)).collect();
+        let mut next = store.successor(me.id).await?;
+        out.push(me.to_api_key(now));
+        while let Some(child) = next {
+            if !seen.insert(child.id) {
+                tracing::warn!(key_id = %id, "cycle in key lineage; stopping the walk");
+                break;
+            }
+            next = store.successor(child.id).await?;
+            out.push(child.to_api_key(now));
+        }
+        Ok(out)
+    }
+
+    /// Writes the pending last-used times in one batch. Call it on shutdown;
+    /// [`ScopeKey::spawn_last_used_flusher`] calls it periodically.
+    pub async fn flush_last_used(&self) -> Result<(), Error> {
+        let batch = self.inner.verifier.take_last_used();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.inner.store.touch_last_used(&batch).await {
+            self.inner.verifier.restore_last_used(batch);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Flushes last-used times every `interval` until the returned task is
+    /// aborted (at most one write per key per interval).
+    pub fn spawn_last_used_flusher(&self, interval: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = this.flush_last_used().await {
+                    tracing::warn!(error = %e, "could not flush last-used times");
+                }
+            }
+        })
+    }
+
+    /// Drops every cached verification (e.g. after losing a change feed).
+    pub fn invalidate_cache(&self) {
+        self.inner.verifier.invalidate_all();
+    }
+}
+
+fn in_catalogue(catalogue: &Grants, grant: &Grant) -> bool {
+    if catalogue.includes(grant) {
+        return true;
+    }
+    // A wildcard grant is fine if it covers at least one catalogued scope.
+    catalogue.as_slice().iter().any(|entry| grant.includes(entry))
+}
+
+fn rotatable(record: &KeyRecord, now: OffsetDateTime) -> Result<(), Error> {
+    let why = match record.status_at(now) {
+        Status::Active => return Ok(()),
+        Status::Rotating => "it already has a successor",
+        Status::Revoked => "it is revoked",
+        Status::Expired => "it is expired",
+    };
+    Err(Error::Conflict(format!(
+        "key {} cannot be rotated: {why}",
+        record.id
+    )))
+}
+
+fn missing(asked: &Grants, held: &Grants) -> String {
+    asked
+        .as_slice()
+        .iter()
+        .filter(|g| !held.includes(g))
+        .map(|g| format!("`{g}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn escalation(asked: &Grants, held: &Grants) -> Error {
+    Error::Forbidden(format!(
+        "the calling key cannot grant scopes it does not hold: {}",
+        missing(asked, held)
+    ))
+}
+
+fn check_name(name: &str) -> Result<String, Error> {
+    let trimmed = name.trim();
+    if trimmed.is_empty() || trimmed.chars().count() > MAX_NAME_LEN {
+        return Err(Error::Invalid(format!(
+            "`name` must be 1 to {MAX_NAME_LEN} characters"
+        )));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(Error::Invalid("`name` must not contain control characters".into()));
+    }
+    Ok(trimmed.to_owned())
+}
+
+fn check_metadata(metadata: Option<Map<String, Value>>) -> Result<Map<String, Value>, Error> {
+    let metadata = metadata.unwrap_or_default();
+    // Serializing a Map of Values cannot fail.
+    let size = serde_json::to_vec(&metadata).map(|v| v.len()).unwrap_or(0);
+    if size > MAX_METADATA_BYTES {
+        return Err(Error::Invalid(format!(
+            "`metadata` is {size} bytes of JSON; the limit is {MAX_METADATA_BYTES}"
+        )));
+    }
+    Ok(metadata)
+}
+
+fn page_size(limit: Option<u32>) -> Result<u32, Error> {
+    match limit {
+        None => Ok(DEFAULT_PAGE_SIZE),
+        Some(n @ 1..=MAX_PAGE_SIZE) => Ok(n),
+        Some(_) => Err(Error::Invalid(format!(
+            "`limit` must be between 1 and {MAX_PAGE_SIZE}"
+        ))),
+    }
+}
+
+/// Trims the look-ahead row and makes the cursor for the next page.
+fn next_page<T>(rows: &mut Vec<T>, limit: u32, cursor: impl Fn(&T) -> Cursor) -> Option<String> {
+    if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        rows.last().map(|last| cursor(last).encode())
+    } else {
+        None
+    }
+}
+
+/// A UUID v7 stamped with the runtime clock's time, so ids sort with
+/// `created_at` even when tests move the clock.
+fn uuid_at(now: OffsetDateTime) -> Uuid {
+    let nanos = now.unix_timestamp_nanos();
+    let secs = u64::try_from(nanos.div_euclid(1_000_000_000)).unwrap_or(0);
+    let sub = u32::try_from(nanos.rem_euclid(1_000_000_000)).unwrap_or(0);
+    Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, secs, sub))
+}
+
+fn rfc3339(t: Option<OffsetDateTime>) -> Value {
+    t.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .map_or(Value::Null, Value::String)
+}

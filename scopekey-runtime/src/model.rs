@@ -1,0 +1,249 @@
+//! Plain data: keys, statuses, principals, audit events, pages.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::error::Error;
+use crate::key::{KeyHash, KeyId, Plaintext};
+use crate::scope::Grants;
+
+/// A key's status, derived from its row at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Usable, not rotated.
+    Active,
+    /// Rotated, still inside its grace window.
+    Rotating,
+    /// Revoked.
+    Revoked,
+    /// Past its expiry (or past the end of its grace window).
+    Expired,
+}
+
+impl Status {
+    /// Every status, in the order the filters document them.
+    pub const ALL: [Status; 4] = [
+        Status::Active,
+        Status::Rotating,
+        Status::Revoked,
+        Status::Expired,
+    ];
+
+    /// The status name as used in JSON and filters.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Status::Active => "active",
+            Status::Rotating => "rotating",
+            Status::Revoked => "revoked",
+            Status::Expired => "expired",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Status {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Status::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "status `{}` is not one of active, rotating, revoked, expired",
+                    s.escape_debug()
+                ))
+            })
+    }
+}
+
+/// A stored key, as a [`Store`](crate::Store) reads and writes it. Carries
+/// the hash: only stores and the verifier see this type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRecord {
+    /// Identifier.
+    pub id: KeyId,
+    /// Human name.
+    pub name: String,
+    /// Granted scopes, as validated strings.
+    pub scopes: Vec<String>,
+    /// Free-form JSON object.
+    pub metadata: Map<String, Value>,
+    /// Display hint (`sk_…Wx9a`).
+    pub hint: String,
+    /// Lookup hash.
+    pub key_hash: KeyHash,
+    /// Creation time.
+    pub created_at: OffsetDateTime,
+    /// Expiry; after a rotation, the end of the grace window.
+    pub expires_at: Option<OffsetDateTime>,
+    /// Revocation time.
+    pub revoked_at: Option<OffsetDateTime>,
+    /// Why it was revoked.
+    pub revoked_reason: Option<String>,
+    /// When it was rotated (it has a successor).
+    pub rotated_at: Option<OffsetDateTime>,
+    /// The key this one replaced.
+    pub parent_key_id: Option<KeyId>,
+    /// Last successful verification, as last flushed.
+    pub last_used_at: Option<OffsetDateTime>,
+}
+
+impl KeyRecord {
+    /// The status at `now`: revoked, else expired, else rotating, else active.
+    pub fn status_at(&self, now: OffsetDateTime) -> Status {
+        if self.revoked_at.is_some() {
+            Status::Revoked
+        } else if self.expires_at.is_some_and(|e| e <= now) {
+            Status::Expired
+        } else if self.rotated_at.is_some() {
+            Status::Rotating
+        } else {
+            Status::Active
+        }
+    }
+
+    /// The public view at `now`: no hash.
+    pub fn to_api_key(&self, now: OffsetDateTime) -> ApiKey {
+        ApiKey {
+            id: self.id,
+            name: self.name.clone(),
+            scopes: self.scopes.clone(),
+            metadata: self.metadata.clone(),
+            hint: self.hint.clone(),
+            status: self.status_at(now),
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            revoked_at: self.revoked_at,
+            revoked_reason: self.revoked_reason.clone(),
+            rotated_at: self.rotated_at,
+            parent_key_id: self.parent_key_id,
+            last_used_at: self.last_used_at,
+        }
+    }
+}
+
+/// A key as the API shows it: never a hash, never a plaintext.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKey {
+    /// Identifier.
+    pub id: KeyId,
+    /// Human name.
+    pub name: String,
+    /// Granted scopes.
+    pub scopes: Vec<String>,
+    /// Free-form JSON object.
+    pub metadata: Map<String, Value>,
+    /// Display hint (`sk_…Wx9a`).
+    pub hint: String,
+    /// Status when this view was made.
+    pub status: Status,
+    /// Creation time.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Expiry (after a rotation, the end of the grace window).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// Revocation time.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+    /// Why it was revoked.
+    #[serde(default)]
+    pub revoked_reason: Option<String>,
+    /// When it was rotated.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub rotated_at: Option<OffsetDateTime>,
+    /// The key this one replaced.
+    pub parent_key_id: Option<KeyId>,
+    /// Last successful use (flushed in batches, so it may lag slightly).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
+}
+
+/// A key just created or rotated, with its plaintext: the only time the
+/// plaintext exists.
+#[derive(Debug, Clone)]
+pub struct CreatedKey {
+    /// The stored key.
+    pub key: ApiKey,
+    /// The plaintext, to hand over once.
+    pub plaintext: Plaintext,
+}
+
+/// A verified caller: who it is and what it may do.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The key's id.
+    pub id: KeyId,
+    /// The key's name.
+    pub name: Arc<str>,
+    /// What the key holds.
+    pub grants: Arc<Grants>,
+    /// When the key stops working.
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+impl Principal {
+    /// The granted scopes.
+    pub fn grants(&self) -> &Grants {
+        &self.grants
+    }
+}
+
+/// An audit event type name (`key.created`, …). Kept as text so later
+/// additions need no migration.
+pub mod event_type {
+    /// A key was created.
+    pub const KEY_CREATED: &str = "key.created";
+    /// A key was rotated (recorded on the old and the new key).
+    pub const KEY_ROTATED: &str = "key.rotated";
+    /// A key was revoked.
+    pub const KEY_REVOKED: &str = "key.revoked";
+    /// A key expired.
+    pub const KEY_EXPIRED: &str = "key.expired";
+    /// An expiry notice was sent.
+    pub const KEY_EXPIRING: &str = "key.expiring";
+    /// A key was reported compromised and revoked.
+    pub const KEY_COMPROMISED: &str = "key.compromised";
+    /// A presented key was refused.
+    pub const AUTH_FAILED: &str = "auth.failed";
+}
+
+/// One audit log entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Identifier (UUID v7).
+    pub id: Uuid,
+    /// The key the event is about, if any.
+    pub key_id: Option<KeyId>,
+    /// The event type, see [`event_type`].
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The key that acted, if the action came through a key.
+    pub actor_key_id: Option<KeyId>,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Event-specific details (never a secret).
+    pub details: Value,
+}
+
+/// One page of a listing, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Pass this back as `cursor` for the next page; `None` on the last.
+    pub next_cursor: Option<String>,
+}

@@ -1,0 +1,229 @@
+//! The [`Store`] trait: what persistence must offer, nothing more. The rules
+//! (who may rotate what, grace bounds, no escalation) live in
+//! [`lifecycle`](crate::lifecycle); a store only stores, atomically.
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::error::{Error, StoreError};
+use crate::key::{KeyHash, KeyId};
+use crate::model::{AuditEvent, KeyRecord, Status};
+
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
+/// The largest page a listing returns.
+pub const MAX_PAGE_SIZE: u32 = 500;
+/// The page size when none is asked for.
+pub const DEFAULT_PAGE_SIZE: u32 = 50;
+
+/// Where a listing resumes: the last item of the previous page. Listings are
+/// ordered newest first by `(created_at, id)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    /// `created_at` (or `at`) of the last item, in microseconds since the epoch.
+    pub at_micros: i64,
+    /// Id of the last item.
+    pub id: uuid::Uuid,
+}
+
+impl Cursor {
+    /// The cursor after `id` created at `at`.
+    pub fn after(at: OffsetDateTime, id: uuid::Uuid) -> Self {
+        Self {
+            at_micros: micros(at),
+            id,
+        }
+    }
+
+    /// The opaque text form handed to callers.
+    pub fn encode(&self) -> String {
+        format!("{:x}.{}", self.at_micros, self.id.simple())
+    }
+
+    /// Reads a cursor handed out by [`Cursor::encode`].
+    pub fn decode(s: &str) -> Result<Self, Error> {
+        let bad = || Error::Invalid("`cursor` is not a cursor this service handed out".into());
+        let (at, id) = s.split_once('.').ok_or_else(bad)?;
+        Ok(Self {
+            at_micros: i64::from_str_radix(at, 16).map_err(|_| bad())?,
+            id: uuid::Uuid::try_parse(id).map_err(|_| bad())?,
+        })
+    }
+}
+
+/// A key listing request, as a store receives it (already validated).
+#[derive(Debug, Clone)]
+pub struct KeyQuery {
+    /// Only keys with this status at `now`.
+    pub status: Option<Status>,
+    /// Only keys whose name starts with this text (taken literally: `%` and
+    /// `_` are not wildcards).
+    pub name_prefix: Option<String>,
+    /// Resume after this item.
+    pub cursor: Option<Cursor>,
+    /// At most this many items.
+    pub limit: u32,
+    /// The time statuses are judged at.
+    pub now: OffsetDateTime,
+}
+
+/// An audit log request.
+#[derive(Debug, Clone)]
+pub struct EventQuery {
+    /// Only events about this key.
+    pub key_id: Option<KeyId>,
+    /// Resume after this item.
+    pub cursor: Option<Cursor>,
+    /// At most this many items.
+    pub limit: u32,
+}
+
+/// A rotation, computed by the lifecycle and applied atomically by a store.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    /// The key being replaced.
+    pub parent_id: KeyId,
+    /// When.
+    pub now: OffsetDateTime,
+    /// The parent's new `expires_at`: the end of its grace window.
+    pub parent_expires_at: OffsetDateTime,
+    /// The successor, ready to insert.
+    pub child: KeyRecord,
+    /// Audit events to write in the same transaction.
+    pub events: Vec<AuditEvent>,
+}
+
+/// What a [`Store::rotate`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RotateOutcome {
+    /// The parent was live and had no successor: both rows written. Carries
+    /// the parent as it was before the change.
+    Rotated(KeyRecord),
+    /// No such parent.
+    NotFound,
+    /// The parent was revoked, expired or already rotated (possibly by a
+    /// concurrent call): nothing written. Carries the parent as it is now.
+    Conflict(KeyRecord),
+}
+
+/// What a [`Store::revoke`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RevokeOutcome {
+    /// Revoked now (the event was written). The record as revoked.
+    Revoked(KeyRecord),
+    /// It already was: nothing written.
+    AlreadyRevoked(KeyRecord),
+    /// No such key.
+    NotFound,
+}
+
+/// Persistence for keys and their audit log. Implementations: SQLite
+/// ([`sqlite::SqliteStore`]) and PostgreSQL ([`postgres::PgStore`]).
+///
+/// Every method that changes a key writes its audit events in the same
+/// transaction.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates or upgrades the schema (idempotent).
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// Inserts a new key and its `key.created` event.
+    async fn insert_key(&self, key: &KeyRecord, event: &AuditEvent) -> Result<(), StoreError>;
+
+    /// One indexed lookup by hash.
+    async fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError>;
+
+    /// A key by id.
+    async fn get(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError>;
+
+    /// The key whose `parent_key_id` is `id` (its successor), if any.
+    async fn successor(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError>;
+
+    /// A page of keys, newest first.
+    async fn list(&self, query: &KeyQuery) -> Result<Vec<KeyRecord>, StoreError>;
+
+    /// Whether the store holds no key at all.
+    async fn is_empty(&self) -> Result<bool, StoreError>;
+
+    /// Marks the parent rotated, shortens its expiry to the grace end and
+    /// inserts the child, only if the parent is unrevoked, unexpired at
+    /// `now` and not yet rotated: a conditional update in one transaction,
+    /// so concurrent rotations of one key produce exactly one successor.
+    async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError>;
+
+    /// Revokes a key unless already revoked, writing `event` only then.
+    async fn revoke(
+        &self,
+        id: KeyId,
+        at: OffsetDateTime,
+        reason: Option<&str>,
+        event: &AuditEvent,
+    ) -> Result<RevokeOutcome, StoreError>;
+
+    /// Appends an event not tied to a key change (e.g. `auth.failed`).
+    async fn insert_event(&self, event: &AuditEvent) -> Result<(), StoreError>;
+
+    /// A page of audit events, newest first.
+    async fn list_events(&self, query: &EventQuery) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// Records last use for a batch of keys (a later time never goes back).
+    async fn touch_last_used(&self, batch: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError>;
+}
+
+/// Microseconds since the Unix epoch.
+pub(crate) fn micros(t: OffsetDateTime) -> i64 {
+    // i64 microseconds cover ±292,000 years: the cast cannot truncate for any
+    // OffsetDateTime the time crate can represent by default (±9999 years).
+    (t.unix_timestamp_nanos() / 1_000) as i64
+}
+
+/// The inverse of [`micros`].
+
+pub(crate) fn from_micros(us: i64) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)
+        .map_err(|e| StoreError::new("stored time out of range", e))
+}
+
+/// Builds the migrator for one backend's embedded SQL files. Migrations are
+/// tracked in `_scopekey_migrations`, apart from the application's own.
+pub(crate) fn migrator(files: &[(i64, &'static str, &'static str)]) -> sqlx::migrate::Migrator {
+    use sqlx::SqlSafeStr;
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    let mut migrator = Migrator::with_migrations(
+        files
+            .iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(
+                    version,
+                    description.into(),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    );
+    migrator.dangerous_set_table_name("_scopekey_migrations");
+    migrator
+}
+
+/// Opens the store a URL names: `sqlite:` (e.g. `sqlite://keys.db`,
+/// `sqlite::memory:`; the file is created if missing) or `postgres://`.
+/// Does not migrate.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    #[cfg(feature = "postgres")]
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(std::sync::Arc::new(postgres::PgStore::connect(url).await?));
+    }
+    #[cfg(feature = "sqlite")]
+    if url.starts_with("sqlite:") {
+        return Ok(std::sync::Arc::new(sqlite::SqliteStore::connect(url).await?));
+    }
+    Err(StoreError::msg(format!(
+        "unsupported database URL scheme in `{}`: expected sqlite: or postgres://",
+        url.split(':').next().unwrap_or_default()
+    )))
+}

@@ -1,0 +1,333 @@
+//! The PostgreSQL store.
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use sqlx::{AssertSqlSafe, PgConnection, Row};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{EventQuery, KeyQuery, RevokeOutcome, RotateOutcome, Rotation, Store};
+use crate::error::StoreError;
+use crate::key::{KeyHash, KeyId};
+use crate::model::{AuditEvent, KeyRecord, Status};
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "keys and events",
+    include_str!("../../migrations/postgres/0001_keys.sql"),
+)];
+
+const KEY_COLUMNS: &str = "id, name, scopes, metadata, hint, key_hash, created_at, expires_at, \
+     revoked_at, revoked_reason, rotated_at, parent_key_id, last_used_at";
+
+/// Keys on PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects to a `postgres://` URL.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Ok(Self {
+            pool: PgPoolOptions::new().max_connections(16).connect(url).await?,
+        })
+    }
+
+    /// Wraps an existing pool (the application's own).
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+fn record(row: &PgRow) -> Result<KeyRecord, StoreError> {
+    let Json(scopes): Json<Vec<String>> = row.try_get("scopes")?;
+    let Json(metadata): Json<Map<String, Value>> = row.try_get("metadata")?;
+    let hash: Vec<u8> = row.try_get("key_hash")?;
+    Ok(KeyRecord {
+        id: KeyId(row.try_get("id")?),
+        name: row.try_get("name")?,
+        scopes,
+        metadata,
+        hint: row.try_get("hint")?,
+        key_hash: KeyHash::from_bytes(
+            hash.try_into()
+                .map_err(|_| StoreError::msg("stored key hash is not 32 bytes"))?,
+        ),
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        revoked_reason: row.try_get("revoked_reason")?,
+        rotated_at: row.try_get("rotated_at")?,
+        parent_key_id: row.try_get::<Option<Uuid>, _>("parent_key_id")?.map(KeyId),
+        last_used_at: row.try_get("last_used_at")?,
+    })
+}
+
+fn event(row: &PgRow) -> Result<AuditEvent, StoreError> {
+    let Json(details): Json<Value> = row.try_get("details")?;
+    Ok(AuditEvent {
+        id: row.try_get("id")?,
+        key_id: row.try_get::<Option<Uuid>, _>("key_id")?.map(KeyId),
+        kind: row.try_get("type")?,
+        actor_key_id: row.try_get::<Option<Uuid>, _>("actor_key_id")?.map(KeyId),
+        at: row.try_get("at")?,
+        details,
+    })
+}
+
+async fn insert_key(conn: &mut PgConnection, key: &KeyRecord) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO scopekey_keys (id, name, scopes, metadata, hint, key_hash, created_at, \
+         expires_at, revoked_at, revoked_reason, rotated_at, parent_key_id, last_used_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(key.id.0)
+    .bind(&key.name)
+    .bind(Json(&key.scopes))
+    .bind(Json(&key.metadata))
+    .bind(&key.hint)
+    .bind(&key.key_hash.as_bytes()[..])
+    .bind(key.created_at)
+    .bind(key.expires_at)
+    .bind(key.revoked_at)
+    .bind(&key.revoked_reason)
+    .bind(key.rotated_at)
+    .bind(key.parent_key_id.map(|p| p.0))
+    .bind(key.last_used_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn insert_event(conn: &mut PgConnection, e: &AuditEvent) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO scopekey_events (id, key_id, type, actor_key_id, at, details) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(e.id)
+    .bind(e.key_id.map(|k| k.0))
+    .bind(&e.kind)
+    .bind(e.actor_key_id.map(|k| k.0))
+    .bind(e.at)
+    .bind(Json(&e.details))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn get_on(conn: &mut PgConnection, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+    let sql = format!("SELECT {KEY_COLUMNS} FROM scopekey_keys WHERE id = $1");
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(id.0)
+        .fetch_optional(conn)
+        .await?
+        .as_ref()
+        .map(record)
+        .transpose()
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        super::migrator(MIGRATIONS).run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn insert_key(&self, key: &KeyRecord, event: &AuditEvent) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        insert_key(&mut tx, key).await?;
+        insert_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
+        let sql = format!("SELECT {KEY_COLUMNS} FROM scopekey_keys WHERE key_hash = $1");
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(&hash.as_bytes()[..])
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(record)
+            .transpose()
+    }
+
+    async fn get(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        get_on(&mut conn, id).await
+    }
+
+    async fn successor(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        let sql = format!("SELECT {KEY_COLUMNS} FROM scopekey_keys WHERE parent_key_id = $1");
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(record)
+            .transpose()
+    }
+
+    async fn list(&self, q: &KeyQuery) -> Result<Vec<KeyRecord>, StoreError> {
+        // Every fragment below is a fixed string; values are bound. Unused
+        // parameters are still typed by the casts.
+        let mut sql = format!(
+            "SELECT {KEY_COLUMNS} FROM scopekey_keys \
+             WHERE ($1::text IS NULL OR starts_with(name, $1::text)) \
+             AND ($2::timestamptz IS NOT NULL)"
+        );
+        sql.push_str(match q.status {
+            None => "",
+            Some(Status::Revoked) => " AND revoked_at IS NOT NULL",
+            Some(Status::Expired) => {
+                " AND revoked_at IS NULL AND expires_at IS NOT NULL AND expires_at <= $2"
+            }
+            Some(Status::Rotating) => {
+                " AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2) \
+                 AND rotated_at IS NOT NULL"
+            }
+            Some(Status::Active) => {
+                " AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2) \
+                 AND rotated_at IS NULL"
+            }
+        });
+        if q.cursor.is_some() {
+            sql.push_str(" AND (created_at, id) < ($3::timestamptz, $4::uuid)");
+        } else {
+            sql.push_str(" AND ($3::timestamptz IS NULL AND $4::uuid IS NULL)");
+        }
+        sql.push_str(" ORDER BY created_at DESC, id DESC LIMIT $5");
+        let cursor_at = q
+            .cursor
+            .map(|c| super::from_micros(c.at_micros))
+            .transpose()?;
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(q.name_prefix.as_deref())
+            .bind(q.now)
+            .bind(cursor_at)
+            .bind(q.cursor.map(|c| c.id))
+            .bind(i64::from(q.limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(record).collect()
+    }
+
+    async fn is_empty(&self) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT EXISTS (SELECT 1 FROM scopekey_keys) AS any_key")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(!row.try_get::<bool, _>("any_key")?)
+    }
+
+    async fn rotate(&self, r: &Rotation) -> Result<RotateOutcome, StoreError> {
+        // The conditional update takes the row lock; a concurrent rotation
+        // waits, re-checks `rotated_at IS NULL` after the winner commits, and
+        // updates nothing.
+        let mut tx = self.pool.begin().await?;
+        let sql = format!(
+            "UPDATE scopekey_keys SET rotated_at = $1, expires_at = $2 \
+             WHERE id = $3 AND revoked_at IS NULL AND rotated_at IS NULL \
+             AND (expires_at IS NULL OR expires_at > $1) RETURNING {KEY_COLUMNS}"
+        );
+        let updated = sqlx::query(AssertSqlSafe(sql))
+            .bind(r.now)
+            .bind(r.parent_expires_at)
+            .bind(r.parent_id.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(parent) = updated else {
+            let current = get_on(&mut tx, r.parent_id).await?;
+            tx.rollback().await?;
+            return Ok(current.map_or(RotateOutcome::NotFound, RotateOutcome::Conflict));
+        };
+        let parent = record(&parent)?;
+        insert_key(&mut tx, &r.child).await?;
+        for e in &r.events {
+            insert_event(&mut tx, e).await?;
+        }
+        tx.commit().await?;
+        Ok(RotateOutcome::Rotated(parent))
+    }
+
+    async fn revoke(
+        &self,
+        id: KeyId,
+        at: OffsetDateTime,
+        reason: Option<&str>,
+        event: &AuditEvent,
+    ) -> Result<RevokeOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let sql = format!(
+            "UPDATE scopekey_keys SET revoked_at = $1, revoked_reason = $2 \
+             WHERE id = $3 AND revoked_at IS NULL RETURNING {KEY_COLUMNS}"
+        );
+        let updated = sqlx::query(AssertSqlSafe(sql))
+            .bind(at)
+            .bind(reason)
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = updated else {
+            let current = get_on(&mut tx, id).await?;
+            tx.rollback().await?;
+            return Ok(current.map_or(RevokeOutcome::NotFound, RevokeOutcome::AlreadyRevoked));
+        };
+        let revoked = record(&row)?;
+        insert_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(RevokeOutcome::Revoked(revoked))
+    }
+
+    async fn insert_event(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        insert_event(&mut conn, event).await
+    }
+
+    async fn list_events(&self, q: &EventQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        let mut sql = String::from(
+            "SELECT id, key_id, type, actor_key_id, at, details FROM scopekey_events \
+             WHERE ($1::uuid IS NULL OR key_id = $1::uuid)",
+        );
+        if q.cursor.is_some() {
+            sql.push_str(" AND (at, id) < ($2::timestamptz, $3::uuid)");
+        } else {
+            sql.push_str(" AND ($2::timestamptz IS NULL AND $3::uuid IS NULL)");
+        }
+        sql.push_str(" ORDER BY at DESC, id DESC LIMIT $4");
+        let cursor_at = q
+            .cursor
+            .map(|c| super::from_micros(c.at_micros))
+            .transpose()?;
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(q.key_id.map(|k| k.0))
+            .bind(cursor_at)
+            .bind(q.cursor.map(|c| c.id))
+            .bind(i64::from(q.limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(event).collect()
+    }
+
+    async fn touch_last_used(&self, batch: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
+        let ids: Vec<Uuid> = batch.iter().map(|(id, _)| id.0).collect();
+        let times: Vec<OffsetDateTime> = batch.iter().map(|(_, at)| *at).collect();
+        sqlx::query(
+            "UPDATE scopekey_keys AS k SET last_used_at = v.at \
+             FROM unnest($1::uuid[], $2::timestamptz[]) AS v(id, at) \
+             WHERE k.id = v.id AND (k.last_used_at IS NULL OR k.last_used_at < v.at)",
+        )
+        .bind(&ids)
+        .bind(&times)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,371 @@
+//! The SQLite store: the embedded default. WAL mode, so a CLI and a server
+//! can share one file.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Row};
+use time::OffsetDateTime;
+
+use super::{
+    EventQuery, KeyQuery, RevokeOutcome, RotateOutcome, Rotation, Store, from_micros, micros,
+};
+use crate::error::StoreError;
+use crate::key::{KeyHash, KeyId};
+use crate::model::{AuditEvent, KeyRecord, Status};
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "keys and events",
+    include_str!("../../migrations/sqlite/0001_keys.sql"),
+)];
+
+const KEY_COLUMNS: &str = "id, name, scopes, metadata, hint, key_hash, created_at, expires_at, \
+     revoked_at, revoked_reason, rotated_at, parent_key_id, last_used_at";
+
+/// Keys on SQLite.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Connects to a SQLite URL (`sqlite://path/to/keys.db`, `sqlite::memory:`),
+    /// creating the file if missing, in WAL mode with a 5 s busy timeout.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let mut pool = SqlitePoolOptions::new().max_connections(8);
+        if in_memory {
+            // An in-memory database lives as long as one connection does.
+            pool = pool.min_connections(1).idle_timeout(None).max_lifetime(None);
+        }
+        Ok(Self {
+            pool: pool.connect_with(options).await?,
+        })
+    }
+
+    /// Wraps an existing pool (the application's own).
+    pub fn from_pool(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+fn opt_micros(t: Option<OffsetDateTime>) -> Option<i64> {
+    t.map(micros)
+}
+
+fn opt_time(v: Option<i64>) -> Result<Option<OffsetDateTime>, StoreError> {
+    v.map(from_micros).transpose()
+}
+
+fn parse_id(s: &str) -> Result<KeyId, StoreError> {
+    uuid::Uuid::try_parse(s)
+        .map(KeyId)
+        .map_err(|e| StoreError::new("stored key id is not a UUID", e))
+}
+
+fn record(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
+    let scopes: String = row.try_get("scopes")?;
+    let metadata: String = row.try_get("metadata")?;
+    let hash: Vec<u8> = row.try_get("key_hash")?;
+    let parent: Option<String> = row.try_get("parent_key_id")?;
+    Ok(KeyRecord {
+        id: parse_id(row.try_get::<&str, _>("id")?)?,
+        name: row.try_get("name")?,
+        scopes: serde_json::from_str(&scopes)
+            .map_err(|e| StoreError::new("stored scopes are not a JSON array", e))?,
+        metadata: serde_json::from_str::<Map<String, Value>>(&metadata)
+            .map_err(|e| StoreError::new("stored metadata is not a JSON object", e))?,
+        hint: row.try_get("hint")?,
+        key_hash: KeyHash::from_bytes(
+            hash.try_into()
+                .map_err(|_| StoreError::msg("stored key hash is not 32 bytes"))?,
+        ),
+        created_at: from_micros(row.try_get("created_at")?)?,
+        expires_at: opt_time(row.try_get("expires_at")?)?,
+        revoked_at: opt_time(row.try_get("revoked_at")?)?,
+        revoked_reason: row.try_get("revoked_reason")?,
+        rotated_at: opt_time(row.try_get("rotated_at")?)?,
+        parent_key_id: parent.as_deref().map(parse_id).transpose()?,
+        last_used_at: opt_time(row.try_get("last_used_at")?)?,
+    })
+}
+
+fn event(row: &SqliteRow) -> Result<AuditEvent, StoreError> {
+    let details: String = row.try_get("details")?;
+    let key_id: Option<String> = row.try_get("key_id")?;
+    let actor: Option<String> = row.try_get("actor_key_id")?;
+    Ok(AuditEvent {
+        id: parse_id(row.try_get::<&str, _>("id")?)?.0,
+        key_id: key_id.as_deref().map(parse_id).transpose()?,
+        kind: row.try_get("type")?,
+        actor_key_id: actor.as_deref().map(parse_id).transpose()?,
+        at: from_micros(row.try_get("at")?)?,
+        details: serde_json::from_str(&details)
+            .map_err(|e| StoreError::new("stored event details are not JSON", e))?,
+    })
+}
+
+async fn insert_key(
+    conn: &mut sqlx::SqliteConnection,
+    key: &KeyRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO scopekey_keys (id, name, scopes, metadata, hint, key_hash, created_at, \
+         expires_at, revoked_at, revoked_reason, rotated_at, parent_key_id, last_used_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(key.id.to_string())
+    .bind(&key.name)
+    .bind(serde_json::to_string(&key.scopes).unwrap_or_else(|_| "[]".into()))
+    .bind(Value::Object(key.metadata.clone()).to_string())
+    .bind(&key.hint)
+    .bind(&key.key_hash.as_bytes()[..])
+    .bind(micros(key.created_at))
+    .bind(opt_micros(key.expires_at))
+    .bind(opt_micros(key.revoked_at))
+    .bind(&key.revoked_reason)
+    .bind(opt_micros(key.rotated_at))
+    .bind(key.parent_key_id.map(|p| p.to_string()))
+    .bind(opt_micros(key.last_used_at))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn insert_event(
+    conn: &mut sqlx::SqliteConnection,
+    e: &AuditEvent,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO scopekey_events (id, key_id, type, actor_key_id, at, details) \
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(e.id.to_string())
+    .bind(e.key_id.map(|k| k.to_string()))
+    .bind(&e.kind)
+    .bind(e.actor_key_id.map(|k| k.to_string()))
+    .bind(micros(e.at))
+    .bind(e.details.to_string())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn get_on(
+    conn: &mut sqlx::SqliteConnection,
+    id: KeyId,
+) -> Result<Option<KeyRecord>, StoreError> {
+    let sql = format!("SELECT {KEY_COLUMNS} FROM scopekey_keys WHERE id = ?");
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(id.to_string())
+        .fetch_optional(conn)
+        .await?
+        .as_ref()
+        .map(record)
+        .transpose()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        super::migrator(MIGRATIONS).run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn insert_key(&self, key: &KeyRecord, event: &AuditEvent) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        insert_key(&mut tx, key).await?;
+        insert_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
+        let sql = format!("SELECT {KEY_COLUMNS} FROM scopekey_keys WHERE key_hash = ?");
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(&hash.as_bytes()[..])
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(record)
+            .transpose()
+    }
+
+    async fn get(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        get_on(&mut conn, id).await
+    }
+
+    async fn successor(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        let sql = format!("SELECT {KEY_COLUMNS} FROM scopekey_keys WHERE parent_key_id = ?");
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(record)
+            .transpose()
+    }
+
+    async fn list(&self, q: &KeyQuery) -> Result<Vec<KeyRecord>, StoreError> {
+        // Every fragment below is a fixed string; values are bound.
+        let mut sql = format!("SELECT {KEY_COLUMNS} FROM scopekey_keys WHERE 1 = 1");
+        if q.name_prefix.is_some() {
+            sql.push_str(" AND substr(name, 1, length(?1)) = ?1");
+        }
+        sql.push_str(match q.status {
+            None => "",
+            Some(Status::Revoked) => " AND revoked_at IS NOT NULL",
+            Some(Status::Expired) => {
+                " AND revoked_at IS NULL AND expires_at IS NOT NULL AND expires_at <= ?2"
+            }
+            Some(Status::Rotating) => {
+                " AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2) \
+                 AND rotated_at IS NOT NULL"
+            }
+            Some(Status::Active) => {
+                " AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2) \
+                 AND rotated_at IS NULL"
+            }
+        });
+        if q.cursor.is_some() {
+            sql.push_str(" AND (created_at < ?3 OR (created_at = ?3 AND id < ?4))");
+        }
+        sql.push_str(" ORDER BY created_at DESC, id DESC LIMIT ?5");
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(q.name_prefix.as_deref())
+            .bind(micros(q.now))
+            .bind(q.cursor.map(|c| c.at_micros))
+            .bind(q.cursor.map(|c| c.id.hyphenated().to_string()))
+            .bind(i64::from(q.limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(record).collect()
+    }
+
+    async fn is_empty(&self) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT EXISTS (SELECT 1 FROM scopekey_keys) AS any_key")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(!row.try_get::<bool, _>("any_key")?)
+    }
+
+    async fn rotate(&self, r: &Rotation) -> Result<RotateOutcome, StoreError> {
+        // IMMEDIATE takes the write lock first, so concurrent rotations queue
+        // on the busy timeout instead of failing to upgrade a read lock.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let now = micros(r.now);
+        let sql = format!(
+            "UPDATE scopekey_keys SET rotated_at = ?1, expires_at = ?2 \
+             WHERE id = ?3 AND revoked_at IS NULL AND rotated_at IS NULL \
+             AND (expires_at IS NULL OR expires_at > ?1) RETURNING {KEY_COLUMNS}"
+        );
+        let updated = sqlx::query(AssertSqlSafe(sql))
+            .bind(now)
+            .bind(micros(r.parent_expires_at))
+            .bind(r.parent_id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(parent) = updated else {
+            let current = get_on(&mut tx, r.parent_id).await?;
+            tx.rollback().await?;
+            return Ok(current.map_or(RotateOutcome::NotFound, RotateOutcome::Conflict));
+        };
+        let parent = record(&parent)?;
+        insert_key(&mut tx, &r.child).await?;
+        for e in &r.events {
+            insert_event(&mut tx, e).await?;
+        }
+        tx.commit().await?;
+        Ok(RotateOutcome::Rotated(parent))
+    }
+
+    async fn revoke(
+        &self,
+        id: KeyId,
+        at: OffsetDateTime,
+        reason: Option<&str>,
+        event: &AuditEvent,
+    ) -> Result<RevokeOutcome, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let sql = format!(
+            "UPDATE scopekey_keys SET revoked_at = ?, revoked_reason = ? \
+             WHERE id = ? AND revoked_at IS NULL RETURNING {KEY_COLUMNS}"
+        );
+        let updated = sqlx::query(AssertSqlSafe(sql))
+            .bind(micros(at))
+            .bind(reason)
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = updated else {
+            let current = get_on(&mut tx, id).await?;
+            tx.rollback().await?;
+            return Ok(current.map_or(RevokeOutcome::NotFound, RevokeOutcome::AlreadyRevoked));
+        };
+        let revoked = record(&row)?;
+        insert_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(RevokeOutcome::Revoked(revoked))
+    }
+
+    async fn insert_event(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        insert_event(&mut conn, event).await
+    }
+
+    async fn list_events(&self, q: &EventQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        let mut sql = String::from(
+            "SELECT id, key_id, type, actor_key_id, at, details FROM scopekey_events WHERE 1 = 1",
+        );
+        if q.key_id.is_some() {
+            sql.push_str(" AND key_id = ?1");
+        }
+        if q.cursor.is_some() {
+            sql.push_str(" AND (at < ?2 OR (at = ?2 AND id < ?3))");
+        }
+        sql.push_str(" ORDER BY at DESC, id DESC LIMIT ?4");
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(q.key_id.map(|k| k.to_string()))
+            .bind(q.cursor.map(|c| c.at_micros))
+            .bind(q.cursor.map(|c| c.id.hyphenated().to_string()))
+            .bind(i64::from(q.limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(event).collect()
+    }
+
+    async fn touch_last_used(&self, batch: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for (id, at) in batch {
+            sqlx::query(
+                "UPDATE scopekey_keys SET last_used_at = ?1 \
+                 WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)",
+            )
+            .bind(micros(*at))
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
