@@ -42,18 +42,23 @@
 //! - `auth.failed` events are capped at 10 a second per process (configurable).
 
 pub mod clock;
+pub mod compromise;
 pub mod error;
 pub mod key;
 pub mod lifecycle;
 pub mod model;
 pub mod store;
 mod verify;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod testing;
 
 /// Scope grammar and matching, from `scopekey-core`.
 pub mod scope {
     pub use scopekey_core::*;
 }
 
+pub use compromise::{CompromiseResult, CompromiseStatus};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, StoreError, VerifyError};
 pub use key::{KeyFormat, KeyId, Plaintext};

@@ -1,0 +1,79 @@
+//! The guard behind `#[requires_scope]`: an extractor that refuses the
+//! request unless the caller's key satisfies the handler's requirement.
+//!
+//! The macro registers each guarded handler's requirement in [`GUARDS`] (a
+//! link-time list, so nothing runs at start-up) under an id derived from the
+//! requirement's text, and adds a first argument `Guard<ID>` to the handler.
+//! actix polls extractors in order, so the guard's refusal comes before any
+//! other extractor's answer and before the body runs.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest};
+use futures_util::future::{Ready, ready};
+use scopekey_core::StaticRequirement;
+
+use crate::error::AuthError;
+use crate::extract::authenticate;
+
+/// One guarded handler: what it requires and where it is.
+#[derive(Debug)]
+pub struct GuardInfo {
+    /// The id the handler's `Guard<ID>` names (a hash of the requirement).
+    pub id: u64,
+    /// What the handler requires.
+    pub requirement: &'static StaticRequirement,
+    /// The handler's name.
+    pub handler: &'static str,
+    /// The module it is defined in.
+    pub module: &'static str,
+}
+
+/// Every guarded handler linked into the program.
+#[linkme::distributed_slice]
+pub static GUARDS: [GuardInfo];
+
+/// The guarded handlers linked into this program, for listing which
+/// endpoints need which scopes.
+pub fn guarded_handlers() -> &'static [GuardInfo] {
+    &GUARDS
+}
+
+fn lookup(id: u64) -> Option<&'static GuardInfo> {
+    static INDEX: OnceLock<HashMap<u64, &'static GuardInfo>> = OnceLock::new();
+    INDEX
+        .get_or_init(|| GUARDS.iter().map(|g| (g.id, g)).collect())
+        .get(&id)
+        .copied()
+}
+
+/// The extractor `#[requires_scope]` adds to a handler. Not meant to be
+/// written by hand.
+#[derive(Debug)]
+pub struct Guard<const ID: u64>(());
+
+impl<const ID: u64> FromRequest for Guard<ID> {
+    type Error = AuthError;
+    type Future = futures_util::future::Either<
+        Ready<Result<Self, AuthError>>,
+        futures_util::future::LocalBoxFuture<'static, Result<Self, AuthError>>,
+    >;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let Some(info) = lookup(ID) else {
+            // Fail closed: a guard whose requirement cannot be found refuses.
+            tracing::error!(guard = ID, "no requirement registered for this guard; refusing");
+            return futures_util::future::Either::Left(ready(Err(AuthError::Misconfigured)));
+        };
+        let req = req.clone();
+        futures_util::future::Either::Right(Box::pin(async move {
+            match authenticate(&req).await? {
+                None => Err(AuthError::MissingCredentials),
+                Some(p) if info.requirement.is_satisfied_by(p.grants()) => Ok(Guard(())),
+                Some(_) => Err(AuthError::InsufficientScope(info.requirement)),
+            }
+        }))
+    }
+}

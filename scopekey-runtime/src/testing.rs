@@ -1,0 +1,183 @@
+//! Test support: a fresh store per test on each backend. Enabled by the
+//! `testing` feature; not part of the stable API.
+//!
+//! PostgreSQL tests read `DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`), create a database of their own
+//! and drop it when done. When the server cannot be reached they skip with a
+//! loud message, except under `CI=true`, where they fail: a PostgreSQL test
+//! must never silently pass in CI.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
+
+use crate::store::Store;
+use crate::store::postgres::PgStore;
+use crate::store::sqlite::SqliteStore;
+
+/// The server tests use when `DATABASE_URL` is unset.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// Which backend a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A fresh SQLite file.
+    Sqlite,
+    /// A fresh PostgreSQL database.
+    Postgres,
+}
+
+/// A migrated store of its own for one test; cleans up on [`TestDb::cleanup`]
+/// (PostgreSQL) or drop (the SQLite file).
+pub struct TestDb {
+    /// The store, migrated.
+    pub store: Arc<dyn Store>,
+    /// A URL another process (a CLI, a second server) can open.
+    pub url: String,
+    backend: Backend,
+    file: Option<PathBuf>,
+    pg_admin: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for TestDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestDb").field("url", &self.url).finish()
+    }
+}
+
+impl TestDb {
+    /// A fresh database on `backend`, or `None` when PostgreSQL is
+    /// unreachable outside CI (after printing why). Panics in CI.
+    pub async fn new(backend: Backend) -> Option<Self> {
+        match backend {
+            Backend::Sqlite => Some(Self::sqlite().await),
+            Backend::Postgres => Self::postgres().await,
+        }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    async fn sqlite() -> Self {
+        let file = std::env::temp_dir().join(format!(
+            "scopekey-test-{}.db",
+            uuid::Uuid::now_v7().simple()
+        ));
+        let url = format!("sqlite://{}", file.display());
+        let store = SqliteStore::connect(&url).await.expect("open sqlite test db");
+        store.migrate().await.expect("migrate sqlite test db");
+        Self {
+            store: Arc::new(store),
+            url,
+            backend: Backend::Sqlite,
+            file: Some(file),
+            pg_admin: None,
+        }
+    }
+
+    async fn postgres() -> Option<Self> {
+        let admin_url =
+            std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned());
+        let mut admin = match PgConnection::connect(&admin_url).await {
+            Ok(c) => c,
+            Err(e) => {
+                if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+                    panic!("PostgreSQL at {admin_url} is unreachable in CI: {e}");
+                }
+                eprintln!(
+                    "\n*** SKIPPING PostgreSQL test: {admin_url} is unreachable ({e}). \
+                     Start PostgreSQL or set DATABASE_URL. ***\n"
+                );
+                return None;
+            }
+        };
+        let name = format!("scopekey_test_{}", uuid::Uuid::now_v7().simple());
+        admin
+            .execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await
+            .expect("create test database");
+        let _ = admin.close().await;
+        let url = with_database(&admin_url, &name);
+        let store = PgStore::connect(&url).await.expect("connect to test database");
+        store.migrate().await.expect("migrate postgres test db");
+        Some(Self {
+            store: Arc::new(store),
+            url,
+            backend: Backend::Postgres,
+            file: None,
+            pg_admin: Some((admin_url, name)),
+        })
+    }
+
+    /// Drops the PostgreSQL database (best effort; `.ci/run` also sweeps
+    /// leftovers named `scopekey_test_*`).
+    pub async fn cleanup(self) {
+        if let Some((admin_url, name)) = &self.pg_admin
+            && let Ok(mut admin) = PgConnection::connect(admin_url).await
+        {
+            let _ = admin
+                .execute(AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .await;
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(file) = &self.file {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut path = file.clone().into_os_string();
+                path.push(suffix);
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+}
+
+/// Replaces the database name in a PostgreSQL URL.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+/// Runs an async test body on both backends: `both_backends!(name, body_fn)`
+/// defines `mod name { sqlite(), postgres() }` calling `body_fn(db)`.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let db = $crate::testing::TestDb::new($crate::testing::Backend::Sqlite)
+                    .await
+                    .expect("sqlite");
+                super::$body(&db).await;
+                db.cleanup().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some(db) =
+                    $crate::testing::TestDb::new($crate::testing::Backend::Postgres).await
+                else {
+                    return;
+                };
+                super::$body(&db).await;
+                db.cleanup().await;
+            }
+        }
+    };
+}

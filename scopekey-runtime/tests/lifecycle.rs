@@ -1,0 +1,503 @@
+//! The key lifecycle on both stores: each behaviour is written once, against
+//! the `Store` trait, and run on SQLite and on PostgreSQL.
+
+use std::sync::Arc;
+
+use scopekey_runtime::Clock;
+use scopekey_runtime::testing::TestDb;
+use scopekey_runtime::{
+    Actor, CompromiseStatus, Error, ListEvents, ListKeys, ManualClock, NewKey, RotateOptions,
+    ScopeKey, Status, VerifyError, both_backends, event_type,
+};
+use time::Duration;
+
+fn runtime(db: &TestDb) -> (ScopeKey, ManualClock) {
+    let clock = ManualClock::starting_now();
+    let keys = ScopeKey::builder_arc(Arc::clone(&db.store))
+        .clock(clock.clone())
+        .build();
+    (keys, clock)
+}
+
+async fn key(keys: &ScopeKey, name: &str, scopes: &[&str]) -> scopekey_runtime::CreatedKey {
+    keys.create(NewKey::new(name, scopes.iter().copied()), Actor::System)
+        .await
+        .expect("create")
+}
+
+async fn create_and_verify(db: &TestDb) {
+    let (keys, _) = runtime(db);
+    let created = key(&keys, "reporting", &["orders:read", "orders:read", "billing.invoices:*"]).await;
+    assert_eq!(created.key.scopes, ["orders:read", "billing.invoices:*"], "deduplicated");
+    assert_eq!(created.key.status, Status::Active);
+    assert!(created.key.hint.starts_with("sk_…"));
+    let p = keys.verify(created.plaintext.expose_secret()).await.unwrap();
+    assert_eq!(p.id, created.key.id);
+    assert!(p.grants().covers_str("billing.invoices:void"));
+    assert!(!p.grants().covers_str("orders:write"));
+
+    // The stored row holds the hash, never the plaintext.
+    let stored = db.store.get(created.key.id).await.unwrap().unwrap();
+    assert_eq!(stored.key_hash, keys.key_format().hash(created.plaintext.expose_secret()));
+    assert_eq!(keys.get(created.key.id).await.unwrap(), created.key);
+
+    let events = keys
+        .events(&ListEvents { key_id: Some(created.key.id), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(events.items.len(), 1);
+    assert_eq!(events.items[0].kind, event_type::KEY_CREATED);
+}
+both_backends!(create_and_verify_works, create_and_verify);
+
+async fn verify_rejections(db: &TestDb) {
+    let (keys, _) = runtime(db);
+    assert!(matches!(keys.verify("nonsense").await, Err(VerifyError::Malformed(_))));
+    let other = scopekey_runtime::KeyFormat::default().generate().unwrap();
+    assert!(matches!(keys.verify(other.expose_secret()).await, Err(VerifyError::Unknown)));
+    let created = key(&keys, "k", &["a:b"]).await;
+    let mut flipped = created.plaintext.expose_secret().to_owned();
+    let last = flipped.pop().unwrap();
+    flipped.push(if last == 'a' { 'b' } else { 'a' });
+    assert!(matches!(keys.verify(&flipped).await, Err(VerifyError::Malformed(_))));
+    // Failures are audited (sampled).
+    let events = keys.events(&ListEvents::default()).await.unwrap();
+    let failures: Vec<_> = events
+        .items
+        .iter()
+        .filter(|e| e.kind == event_type::AUTH_FAILED)
+        .map(|e| e.details["reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(failures.contains(&"malformed".to_owned()) && failures.contains(&"unknown".to_owned()));
+    let text = serde_json::to_string(&events.items).unwrap();
+    assert!(!text.contains(created.plaintext.expose_secret()));
+}
+both_backends!(verify_rejections_work, verify_rejections);
+
+async fn create_validation(db: &TestDb) {
+    let (keys, clock) = runtime(db);
+    let bad = [
+        NewKey::new("", ["a:b"]),
+        NewKey::new("x", Vec::<String>::new()),
+        NewKey::new("x", ["Orders:read"]),
+        NewKey::new("x", ["orders"]),
+        NewKey::new("x", ["a:b"]).expires_in(Duration::seconds(-1)),
+        NewKey::new("x", ["a:b"]).expires_at(clock.now() - Duration::seconds(1)),
+        NewKey::new("x", ["a:b"]).expires_in(Duration::hours(1)).expires_at(clock.now() + Duration::hours(1)),
+    ];
+    for new in bad {
+        let shown = format!("{new:?}");
+        assert!(matches!(keys.create(new, Actor::System).await, Err(Error::Invalid(_))), "{shown}");
+    }
+    let page = keys.list(&ListKeys::default()).await.unwrap();
+    assert!(page.items.is_empty(), "bad input changes nothing");
+
+    // A catalogue restricts scopes; wildcards covering catalogued scopes pass.
+    let strict = ScopeKey::builder_arc(Arc::clone(&db.store))
+        .catalogue(["orders:read", "orders:write"])
+        .unwrap()
+        .build();
+    assert!(strict.create(NewKey::new("x", ["orders:read", "orders:*"]), Actor::System).await.is_ok());
+    let err = strict.create(NewKey::new("x", ["orders:wirte"]), Actor::System).await.unwrap_err();
+    assert!(matches!(err, Error::Invalid(m) if m.contains("catalogue")));
+}
+both_backends!(create_validation_works, create_validation);
+
+async fn no_escalation(db: &TestDb) {
+    let (keys, _) = runtime(db);
+    let admin = key(&keys, "admin", &["api_keys:write", "orders:*"]).await;
+    let p = keys.verify(admin.plaintext.expose_secret()).await.unwrap();
+    let ok = keys.create(NewKey::new("child", ["orders:read"]), Actor::Key(&p)).await.unwrap();
+    let err = keys
+        .create(NewKey::new("child", ["billing:read"]), Actor::Key(&p))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Forbidden(m) if m.contains("billing:read")));
+    let err = keys.create(NewKey::new("child", ["*"]), Actor::Key(&p)).await.unwrap_err();
+    assert!(matches!(err, Error::Forbidden(_)));
+
+    // Rotation cannot widen: not beyond the parent, not beyond the actor.
+    let wider = RotateOptions { scopes: Some(vec!["orders:*".into()]), ..Default::default() };
+    let err = keys.rotate(ok.key.id, wider, Actor::Key(&p)).await.unwrap_err();
+    assert!(matches!(err, Error::Forbidden(_)));
+    let reader = key(&keys, "reader", &["orders:read"]).await;
+    let rp = keys.verify(reader.plaintext.expose_secret()).await.unwrap();
+    let err = keys.rotate(admin.key.id, RotateOptions::default(), Actor::Key(&rp)).await.unwrap_err();
+    assert!(matches!(err, Error::Forbidden(m) if m.contains("api_keys:write")));
+    // A key may rotate itself, into a subset.
+    let fewer = RotateOptions { scopes: Some(vec!["orders:read".into()]), ..Default::default() };
+    let own = keys.rotate(admin.key.id, fewer, Actor::Key(&p)).await.unwrap();
+    assert_eq!(own.key.scopes, ["orders:read"]);
+    assert_eq!(own.key.parent_key_id, Some(admin.key.id));
+}
+both_backends!(no_escalation_works, no_escalation);
+
+async fn rotation_grace(db: &TestDb) {
+    let (keys, clock) = runtime(db);
+    let old = key(&keys, "svc", &["orders:read"]).await;
+    let grace = Duration::minutes(10);
+    let new = keys
+        .rotate(old.key.id, RotateOptions { grace: Some(grace), scopes: None }, Actor::System)
+        .await
+        .unwrap();
+    assert_eq!(new.key.parent_key_id, Some(old.key.id));
+    assert_eq!(new.key.scopes, old.key.scopes);
+    assert_eq!(keys.get(old.key.id).await.unwrap().status, Status::Rotating);
+
+    clock.advance(grace - Duration::seconds(1));
+    assert!(keys.verify(old.plaintext.expose_secret()).await.is_ok(), "inside grace");
+    assert!(keys.verify(new.plaintext.expose_secret()).await.is_ok());
+    clock.advance(Duration::seconds(1));
+    assert!(matches!(keys.verify(old.plaintext.expose_secret()).await, Err(VerifyError::Expired)));
+    assert!(keys.verify(new.plaintext.expose_secret()).await.is_ok());
+    assert_eq!(keys.get(old.key.id).await.unwrap().status, Status::Expired);
+
+    // Both keys carry the rotation in their audit log.
+    for id in [old.key.id, new.key.id] {
+        let ev = keys.events(&ListEvents { key_id: Some(id), ..Default::default() }).await.unwrap();
+        assert!(ev.items.iter().any(|e| e.kind == event_type::KEY_ROTATED), "{id}");
+    }
+    // Lineage walks both ways.
+    let line = keys.lineage(new.key.id).await.unwrap();
+    assert_eq!(line.iter().map(|k| k.id).collect::<Vec<_>>(), [old.key.id, new.key.id]);
+    let line = keys.lineage(old.key.id).await.unwrap();
+    assert_eq!(line.len(), 2);
+}
+both_backends!(rotation_grace_works, rotation_grace);
+
+async fn grace_never_past_expiry(db: &TestDb) {
+    let (keys, clock) = runtime(db);
+    let old = keys
+        .create(NewKey::new("short", ["a:b"]).expires_in(Duration::hours(1)), Actor::System)
+        .await
+        .unwrap();
+    clock.advance(Duration::minutes(30));
+    let new = keys
+        .rotate(old.key.id, RotateOptions { grace: Some(Duration::hours(24)), scopes: None }, Actor::System)
+        .await
+        .unwrap();
+    // The successor gets the parent's lifetime afresh.
+    assert_eq!(new.key.expires_at, Some(clock.now() + Duration::hours(1)));
+    clock.advance(Duration::minutes(30) - Duration::seconds(1));
+    assert!(keys.verify(old.plaintext.expose_secret()).await.is_ok());
+    clock.advance(Duration::seconds(1));
+    assert!(matches!(keys.verify(old.plaintext.expose_secret()).await, Err(VerifyError::Expired)), "own expiry wins");
+
+    // Zero grace ends the old key at once.
+    let a = key(&keys, "a", &["a:b"]).await;
+    keys.rotate(a.key.id, RotateOptions { grace: Some(Duration::ZERO), scopes: None }, Actor::System)
+        .await
+        .unwrap();
+    assert!(matches!(keys.verify(a.plaintext.expose_secret()).await, Err(VerifyError::Expired)));
+    let err = keys
+        .rotate(a.key.id, RotateOptions { grace: Some(Duration::seconds(-1)), scopes: None }, Actor::System)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Invalid(_)));
+}
+both_backends!(grace_never_past_expiry_works, grace_never_past_expiry);
+
+async fn rotation_conflicts(db: &TestDb) {
+    let (keys, clock) = runtime(db);
+    let k = key(&keys, "k", &["a:b"]).await;
+    keys.rotate(k.key.id, RotateOptions::default(), Actor::System).await.unwrap();
+    let again = keys.rotate(k.key.id, RotateOptions::default(), Actor::System).await;
+    assert!(matches!(again, Err(Error::Conflict(m)) if m.contains("successor")));
+
+    let r = key(&keys, "r", &["a:b"]).await;
+    keys.revoke(r.key.id, None, Actor::System).await.unwrap();
+    assert!(matches!(keys.rotate(r.key.id, RotateOptions::default(), Actor::System).await, Err(Error::Conflict(_))));
+
+    let e = keys
+        .create(NewKey::new("e", ["a:b"]).expires_in(Duration::seconds(5)), Actor::System)
+        .await
+        .unwrap();
+    clock.advance(Duration::seconds(5));
+    assert!(matches!(keys.rotate(e.key.id, RotateOptions::default(), Actor::System).await, Err(Error::Conflict(_))));
+
+    let missing = scopekey_runtime::KeyId(uuid::Uuid::now_v7());
+    assert!(matches!(keys.rotate(missing, RotateOptions::default(), Actor::System).await, Err(Error::NotFound(_))));
+    assert!(matches!(keys.revoke(missing, None, Actor::System).await, Err(Error::NotFound(_))));
+    assert!(matches!(keys.get(missing).await, Err(Error::NotFound(_))));
+    assert!(matches!(
+        keys.events(&ListEvents { key_id: Some(missing), ..Default::default() }).await,
+        Err(Error::NotFound(_))
+    ));
+}
+both_backends!(rotation_conflicts_work, rotation_conflicts);
+
+async fn concurrent_rotations(db: &TestDb) {
+    let (keys, _) = runtime(db);
+    let k = key(&keys, "hot", &["a:b"]).await;
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let keys = keys.clone();
+            tokio::spawn(async move { keys.rotate(k.key.id, RotateOptions::default(), Actor::System).await })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut conflicts = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(Error::Conflict(_)) => conflicts += 1,
+            Err(e) => panic!("unexpected error: {e:?}"),
+        }
+    }
+    assert_eq!((ok, conflicts), (1, 49));
+    assert!(db.store.successor(k.key.id).await.unwrap().is_some());
+    let all = keys.list(&ListKeys { limit: Some(500), ..Default::default() }).await.unwrap();
+    assert_eq!(all.items.len(), 2, "exactly one child");
+}
+both_backends!(concurrent_rotations_have_one_winner, concurrent_rotations);
+
+async fn rotation_races_revocation(db: &TestDb) {
+    let (keys, _) = runtime(db);
+    for _ in 0..10 {
+        let k = key(&keys, "race", &["a:b"]).await;
+        let (a, b) = (keys.clone(), keys.clone());
+        let rot = tokio::spawn(async move { a.rotate(k.key.id, RotateOptions::default(), Actor::System).await });
+        let rev = tokio::spawn(async move { b.revoke(k.key.id, Some("race"), Actor::System).await });
+        let rot = rot.await.unwrap();
+        rev.await.unwrap().expect("revocation always succeeds");
+        match rot {
+            Ok(child) => assert_eq!(child.key.parent_key_id, Some(k.key.id)),
+            Err(Error::Conflict(_)) => assert!(db.store.successor(k.key.id).await.unwrap().is_none()),
+            Err(e) => panic!("unexpected error: {e:?}"),
+        }
+        assert_eq!(keys.get(k.key.id).await.unwrap().status, Status::Revoked);
+    }
+}
+both_backends!(rotation_racing_revocation_is_clean, rotation_races_revocation);
+
+async fn revoke(db: &TestDb) {
+    let (keys, _) = runtime(db);
+    let k = key(&keys, "k", &["a:b"]).await;
+    assert!(keys.verify(k.plaintext.expose_secret()).await.is_ok(), "now cached");
+    let revoked = keys.revoke(k.key.id, Some("leaked"), Actor::System).await.unwrap();
+    assert_eq!(revoked.status, Status::Revoked);
+    assert_eq!(revoked.revoked_reason.as_deref(), Some("leaked"));
+    assert!(matches!(keys.verify(k.plaintext.expose_secret()).await, Err(VerifyError::Revoked)), "next request");
+    let again = keys.revoke(k.key.id, Some("other"), Actor::System).await.unwrap();
+    assert_eq!(again.revoked_reason.as_deref(), Some("leaked"), "idempotent");
+    let ev = keys.events(&ListEvents { key_id: Some(k.key.id), ..Default::default() }).await.unwrap();
+    assert_eq!(ev.items.iter().filter(|e| e.kind == event_type::KEY_REVOKED).count(), 1);
+}
+both_backends!(revoke_works, revoke);
+
+async fn revocation_elsewhere_within_cache_lifetime(db: &TestDb) {
+    // Two runtimes on one store stand for two processes.
+    let node_a = ScopeKey::builder_arc(Arc::clone(&db.store))
+        .cache_ttl(std::time::Duration::from_millis(200))
+        .build();
+    let node_b = ScopeKey::builder_arc(Arc::clone(&db.store)).build();
+    let k = key(&node_b, "k", &["a:b"]).await;
+    assert!(node_a.verify(k.plaintext.expose_secret()).await.is_ok());
+    node_b.revoke(k.key.id, None, Actor::System).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        if node_a.verify(k.plaintext.expose_secret()).await.is_err() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "revocation not seen within 1 s");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+both_backends!(revocation_elsewhere_is_seen_within_the_cache_lifetime, revocation_elsewhere_within_cache_lifetime);
+
+async fn expiry_judged_at_request_time(db: &TestDb) {
+    let (keys, clock) = runtime(db);
+    let k = keys
+        .create(NewKey::new("k", ["a:b"]).expires_in(Duration::seconds(30)), Actor::System)
+        .await
+        .unwrap();
+    assert!(keys.verify(k.plaintext.expose_secret()).await.is_ok(), "cached now");
+    clock.advance(Duration::seconds(30));
+    assert!(matches!(keys.verify(k.plaintext.expose_secret()).await, Err(VerifyError::Expired)));
+    assert_eq!(keys.get(k.key.id).await.unwrap().status, Status::Expired);
+}
+both_backends!(expiry_is_judged_at_request_time, expiry_judged_at_request_time);
+
+async fn list_filters_and_pages(db: &TestDb) {
+    let (keys, clock) = runtime(db);
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let name = if i % 2 == 0 { format!("web_{i}") } else { format!("web%{i}") };
+        ids.push(key(&keys, &name, &["a:b"]).await.key.id);
+        clock.advance(Duration::milliseconds(1));
+    }
+    // Same-instant keys still page without gaps or repeats.
+    for i in 0..3 {
+        ids.push(key(&keys, &format!("batch{i}"), &["a:b"]).await.key.id);
+    }
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = keys
+            .list(&ListKeys { limit: Some(3), cursor: cursor.clone(), ..Default::default() })
+            .await
+            .unwrap();
+        assert!(page.items.len() <= 3);
+        seen.extend(page.items.iter().map(|k| k.id));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let mut newest_first = ids.clone();
+    newest_first.reverse();
+    assert_eq!(seen.len(), 10);
+    assert_eq!(seen[3..], newest_first[3..], "newest first");
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 10, "no repeats");
+
+    // `%` and `_` in a name prefix are literal.
+    let pct = keys.list(&ListKeys { name_prefix: Some("web%".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(pct.items.len(), 3);
+    let us = keys.list(&ListKeys { name_prefix: Some("web_".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(us.items.len(), 4);
+
+    keys.revoke(ids[0], None, Actor::System).await.unwrap();
+    keys.rotate(ids[1], RotateOptions::default(), Actor::System).await.unwrap();
+    keys.create(NewKey::new("soon", ["a:b"]).expires_in(Duration::seconds(1)), Actor::System).await.unwrap();
+    clock.advance(Duration::seconds(1));
+    let count = |status| {
+        let keys = keys.clone();
+        async move {
+            keys.list(&ListKeys { status: Some(status), limit: Some(500), ..Default::default() })
+                .await
+                .unwrap()
+                .items
+                .len()
+        }
+    };
+    assert_eq!(count(Status::Revoked).await, 1);
+    assert_eq!(count(Status::Rotating).await, 1);
+    assert_eq!(count(Status::Expired).await, 1);
+    assert_eq!(count(Status::Active).await, 9, "8 left of 10, plus the successor");
+
+    for limit in [0, 501] {
+        let r = keys.list(&ListKeys { limit: Some(limit), ..Default::default() }).await;
+        assert!(matches!(r, Err(Error::Invalid(_))));
+    }
+    let r = keys.list(&ListKeys { cursor: Some("garbage".into()), ..Default::default() }).await;
+    assert!(matches!(r, Err(Error::Invalid(_))));
+    assert!("bogus".parse::<Status>().is_err());
+}
+both_backends!(list_filters_and_pages_work, list_filters_and_pages);
+
+async fn events_page(db: &TestDb) {
+    let (keys, clock) = runtime(db);
+    for i in 0..5 {
+        key(&keys, &format!("k{i}"), &["a:b"]).await;
+        clock.advance(Duration::seconds(1));
+    }
+    let first = keys.events(&ListEvents { limit: Some(2), ..Default::default() }).await.unwrap();
+    assert_eq!(first.items.len(), 2);
+    assert!(first.items[0].at > first.items[1].at, "newest first");
+    let rest = keys
+        .events(&ListEvents { limit: Some(10), cursor: first.next_cursor.clone(), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 3);
+    assert!(rest.next_cursor.is_none());
+}
+both_backends!(events_paginate, events_page);
+
+async fn last_used_is_batched(db: &TestDb) {
+    let (keys, clock) = runtime(db);
+    let k = key(&keys, "k", &["a:b"]).await;
+    for _ in 0..20 {
+        keys.verify(k.plaintext.expose_secret()).await.unwrap();
+    }
+    assert_eq!(keys.get(k.key.id).await.unwrap().last_used_at, None, "no write per request");
+    clock.advance(Duration::seconds(3));
+    keys.verify(k.plaintext.expose_secret()).await.unwrap();
+    keys.flush_last_used().await.unwrap();
+    assert_eq!(keys.get(k.key.id).await.unwrap().last_used_at, Some(clock.now()));
+    keys.flush_last_used().await.unwrap();
+}
+both_backends!(last_used_is_batched_works, last_used_is_batched);
+
+async fn lineage_survives_a_cycle(db: &TestDb) {
+    let (keys, _) = runtime(db);
+    let a = key(&keys, "a", &["a:b"]).await;
+    let b = keys.rotate(a.key.id, RotateOptions::default(), Actor::System).await.unwrap();
+    // Corrupt the data: make `a` the child of `b`.
+    let sql = match db.backend() {
+        scopekey_runtime::testing::Backend::Sqlite => {
+            format!("UPDATE scopekey_keys SET parent_key_id = '{}' WHERE id = '{}'", b.key.id, a.key.id)
+        }
+        scopekey_runtime::testing::Backend::Postgres => {
+            format!("UPDATE scopekey_keys SET parent_key_id = '{}'::uuid WHERE id = '{}'::uuid", b.key.id, a.key.id)
+        }
+    };
+    exec(db, sql).await;
+    let line = keys.lineage(a.key.id).await.unwrap();
+    assert_eq!(line.len(), 2, "each key once, no loop");
+}
+both_backends!(lineage_survives_a_cycle_works, lineage_survives_a_cycle);
+
+async fn exec(db: &TestDb, sql: String) {
+    use sqlx::{AssertSqlSafe, Connection};
+    match db.backend() {
+        scopekey_runtime::testing::Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            sqlx::query(AssertSqlSafe(sql)).execute(&mut c).await.unwrap();
+        }
+        scopekey_runtime::testing::Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            sqlx::query(AssertSqlSafe(sql)).execute(&mut c).await.unwrap();
+        }
+    }
+}
+
+async fn store_failure_fails_closed(db: &TestDb) {
+    let (keys, _) = runtime(db);
+    let k = key(&keys, "k", &["a:b"]).await;
+    exec(db, "DROP TABLE scopekey_keys".to_owned()).await;
+    let other = ScopeKey::builder_arc(Arc::clone(&db.store)).build();
+    assert!(matches!(other.verify(k.plaintext.expose_secret()).await, Err(VerifyError::Unavailable(_))));
+}
+both_backends!(store_failure_fails_closed_works, store_failure_fails_closed);
+
+async fn compromise_report(db: &TestDb) {
+    let (keys, _) = runtime(db);
+    let live = key(&keys, "live", &["a:b"]).await;
+    let dead = key(&keys, "dead", &["a:b"]).await;
+    keys.revoke(dead.key.id, None, Actor::System).await.unwrap();
+    let unknown = keys.key_format().generate().unwrap();
+    let report = vec![
+        live.plaintext.expose_secret().to_owned(),
+        dead.plaintext.expose_secret().to_owned(),
+        unknown.expose_secret().to_owned(),
+        "not a key".to_owned(),
+    ];
+    let results = keys.report_compromised(&report, Some("scanner"), Actor::System).await.unwrap();
+    let statuses: Vec<_> = results.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses,
+        [CompromiseStatus::Revoked, CompromiseStatus::AlreadyRevoked, CompromiseStatus::Unknown, CompromiseStatus::Malformed]
+    );
+    assert_eq!(results[0].key_id, Some(live.key.id));
+    assert!(matches!(keys.verify(live.plaintext.expose_secret()).await, Err(VerifyError::Revoked)));
+    let text = serde_json::to_string(&results).unwrap();
+    for k in &report[..3] {
+        assert!(!text.contains(k.as_str()));
+    }
+    let ev = keys.events(&ListEvents { key_id: Some(live.key.id), ..Default::default() }).await.unwrap();
+    assert!(ev.items.iter().any(|e| e.kind == event_type::KEY_COMPROMISED));
+}
+both_backends!(compromise_report_works, compromise_report);
+
+async fn migrate_is_idempotent(db: &TestDb) {
+    db.store.migrate().await.unwrap();
+    db.store.migrate().await.unwrap();
+    let (keys, _) = runtime(db);
+    assert!(keys.is_empty().await.unwrap());
+    key(&keys, "k", &["a:b"]).await;
+    assert!(!keys.is_empty().await.unwrap());
+}
+both_backends!(migrate_is_idempotent_works, migrate_is_idempotent);
