@@ -1,30 +1,363 @@
-//! Authentication errors (placeholder until the full problem+json module lands).
-use actix_web::{HttpResponse, ResponseError, http::StatusCode};
-use scopekey_core::StaticRequirement;
+//! Errors as HTTP responses: RFC 9457 `application/problem+json` bodies with
+//! RFC 6750 `WWW-Authenticate` challenges.
+//!
+//! Two error types cross the boundary: [`AuthError`] (who is calling, and may
+//! they) and [`ApiError`] (what the management routes answer). Each has one
+//! `ResponseError` impl, and both render through one function, so every
+//! problem body has the same shape: `type`, `title`, `status` (always the HTTP
+//! status), `detail`, and a machine-readable `code`.
 
-/// Why a request was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum AuthError {
-    /// No key presented.
-    #[error("no API key was presented")]
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+/// The media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// The realm named in challenges when none is configured.
+pub const DEFAULT_REALM: &str = "api";
+
+/// Why a request was refused before reaching its handler.
+///
+/// Carries the realm of the application's [`AuthConfig`](crate::AuthConfig),
+/// so the challenge can be written without the request at hand.
+#[derive(Debug, Clone)]
+pub struct AuthError {
+    kind: AuthErrorKind,
+    realm: Arc<str>,
+}
+
+/// The kinds of [`AuthError`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthErrorKind {
+    /// No key was presented (401, challenge without an error code).
     MissingCredentials,
-    /// The key does not satisfy the requirement.
-    #[error("insufficient scope")]
-    InsufficientScope(&'static StaticRequirement),
-    /// The guard's requirement is not registered.
-    #[error("misconfigured guard")]
+    /// The key is malformed, unknown, revoked or expired (401
+    /// `invalid_token`). Which one is deliberately not kept here: the
+    /// response must not tell them apart; the runtime logs and audits it.
+    InvalidToken,
+    /// The key lacks what the route requires (403 `insufficient_scope`).
+    /// Holds the scopes named in the challenge (may be empty when they are
+    /// not known, e.g. a successor asking more than its parent had).
+    InsufficientScope(Vec<String>),
+    /// The request carried more than one credential (400 `invalid_request`).
+    MultipleCredentials,
+    /// The key store failed while verifying: refused, never passed (503).
+    Unavailable,
+    /// The application is wired wrongly (no `ScopeKey` in app data, or a
+    /// guard without a registered requirement): refused (500).
     Misconfigured,
 }
 
-impl ResponseError for AuthError {
-    fn status_code(&self) -> StatusCode {
-        match self {
-            AuthError::MissingCredentials => StatusCode::UNAUTHORIZED,
-            AuthError::InsufficientScope(_) => StatusCode::FORBIDDEN,
-            AuthError::Misconfigured => StatusCode::INTERNAL_SERVER_ERROR,
+impl AuthError {
+    /// An error of `kind` for `realm`.
+    pub fn new(kind: AuthErrorKind, realm: Arc<str>) -> Self {
+        Self { kind, realm }
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> &AuthErrorKind {
+        &self.kind
+    }
+
+    /// The realm the challenge names.
+    pub fn realm(&self) -> &str {
+        &self.realm
+    }
+
+    fn problem(&self) -> Problem {
+        let realm = &self.realm;
+        match &self.kind {
+            AuthErrorKind::MissingCredentials => Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "an API key is required: send `Authorization: Bearer <key>` or `X-API-Key: <key>`",
+            )
+            .challenge(format!("Bearer realm=\"{realm}\"")),
+            AuthErrorKind::InvalidToken => Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "the API key is not valid",
+            )
+            .challenge(format!("Bearer realm=\"{realm}\", error=\"invalid_token\"")),
+            AuthErrorKind::InsufficientScope(scopes) => {
+                let (detail, challenge) = if scopes.is_empty() {
+                    (
+                        Cow::Borrowed("the API key does not hold the scopes this request needs"),
+                        format!("Bearer realm=\"{realm}\", error=\"insufficient_scope\""),
+                    )
+                } else {
+                    let list = scopes.join(" ");
+                    (
+                        Cow::Owned(format!(
+                            "the API key does not hold the scopes this request needs: {list}"
+                        )),
+                        format!(
+                            "Bearer realm=\"{realm}\", error=\"insufficient_scope\", scope=\"{list}\""
+                        ),
+                    )
+                };
+                Problem::new(StatusCode::FORBIDDEN, "insufficient_scope", detail)
+                    .challenge(challenge)
+            }
+            AuthErrorKind::MultipleCredentials => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "present exactly one API key: one `Authorization` header or one `X-API-Key` header",
+            )
+            .challenge(format!("Bearer realm=\"{realm}\", error=\"invalid_request\"")),
+            AuthErrorKind::Unavailable => Problem::unavailable(),
+            AuthErrorKind::Misconfigured => Problem::internal(),
         }
     }
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match &self.kind {
+            AuthErrorKind::MissingCredentials => "no API key was presented",
+            AuthErrorKind::InvalidToken => "the API key is not valid",
+            AuthErrorKind::InsufficientScope(_) => "the API key lacks the required scopes",
+            AuthErrorKind::MultipleCredentials => "more than one credential was presented",
+            AuthErrorKind::Unavailable => "the key store is unavailable",
+            AuthErrorKind::Misconfigured => "scopekey is not configured in this application",
+        };
+        f.write_str(text)
+    }
+}
+
+impl std::error::Error for AuthError {}
+
+impl ResponseError for AuthError {
+    fn status_code(&self) -> StatusCode {
+        self.problem().status
+    }
+
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).finish()
+        render(&self.problem())
+    }
+}
+
+/// What a management route (or a JSON, query or path extractor configured by
+/// this crate) answers when it cannot do what was asked.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// Authentication or authorization refused the request.
+    Auth(AuthError),
+    /// The runtime refused what the caller's key asked (granting scopes it
+    /// does not hold, rotating another key without `api_keys:write`): 403
+    /// with an `insufficient_scope` challenge and the runtime's explanation.
+    Forbidden {
+        /// The challenge to send (realm, scopes missing).
+        error: AuthError,
+        /// Why, safe to show the caller.
+        detail: String,
+    },
+    /// The runtime refused or failed.
+    Runtime(scopekey_runtime::Error),
+    /// The request is ill-formed (bad JSON, wrong field type, bad query).
+    BadRequest(String),
+    /// The body is larger than the route accepts.
+    PayloadTooLarge {
+        /// The route's limit in bytes.
+        limit: usize,
+    },
+    /// The body is not JSON (`Content-Type` is not `application/json`).
+    UnsupportedMediaType,
+    /// The path names nothing (e.g. an id that is not a UUID).
+    NotFound(String),
+}
+
+impl ApiError {
+    fn problem(&self) -> Problem {
+        use scopekey_runtime::Error as E;
+        match self {
+            ApiError::Auth(e) => e.problem(),
+            ApiError::Forbidden { error, detail } => Problem {
+                detail: Cow::Owned(detail.clone()),
+                ..error.problem()
+            },
+            ApiError::Runtime(E::Invalid(m)) | ApiError::BadRequest(m) => {
+                Problem::new(StatusCode::BAD_REQUEST, "invalid_request_body", m.clone())
+            }
+            ApiError::Runtime(E::Forbidden(m)) => {
+                Problem::new(StatusCode::FORBIDDEN, "insufficient_scope", m.clone()).challenge(
+                    format!("Bearer realm=\"{DEFAULT_REALM}\", error=\"insufficient_scope\""),
+                )
+            }
+            ApiError::Runtime(E::NotFound(_)) => {
+                Problem::new(StatusCode::NOT_FOUND, "not_found", "no key with this id")
+            }
+            ApiError::NotFound(m) => Problem::new(StatusCode::NOT_FOUND, "not_found", m.clone()),
+            ApiError::Runtime(E::Conflict(m)) => {
+                Problem::new(StatusCode::CONFLICT, "conflict", m.clone())
+            }
+            ApiError::Runtime(E::Unavailable(_)) => Problem::unavailable(),
+            ApiError::Runtime(_) => Problem::internal(),
+            ApiError::PayloadTooLarge { limit } => Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the request body is larger than this route accepts ({limit} bytes)"),
+            ),
+            ApiError::UnsupportedMediaType => Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with `Content-Type: application/json`",
+            ),
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiError::Auth(e) => e.fmt(f),
+            ApiError::Forbidden { detail, .. } => f.write_str(detail),
+            ApiError::Runtime(e) => e.fmt(f),
+            ApiError::BadRequest(m) | ApiError::NotFound(m) => f.write_str(m),
+            ApiError::PayloadTooLarge { limit } => {
+                write!(f, "request body larger than {limit} bytes")
+            }
+            ApiError::UnsupportedMediaType => f.write_str("request body is not JSON"),
+        }
+    }
+}
+
+impl std::error::Error for ApiError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ApiError::Auth(e) | ApiError::Forbidden { error: e, .. } => Some(e),
+            ApiError::Runtime(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        ApiError::Auth(e)
+    }
+}
+
+impl From<scopekey_runtime::Error> for ApiError {
+    fn from(e: scopekey_runtime::Error) -> Self {
+        ApiError::Runtime(e)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.problem().status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let problem = self.problem();
+        if problem.status.is_server_error() {
+            // The body says nothing about the cause; the log does.
+            tracing::error!(error = %self, status = problem.status.as_u16(), "request failed");
+        }
+        render(&problem)
+    }
+}
+
+/// One problem, ready to render.
+#[derive(Debug)]
+struct Problem {
+    status: StatusCode,
+    code: &'static str,
+    detail: Cow<'static, str>,
+    challenge: Option<String>,
+    retry_after: Option<&'static str>,
+}
+
+impl Problem {
+    fn new(status: StatusCode, code: &'static str, detail: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            status,
+            code,
+            detail: detail.into(),
+            challenge: None,
+            retry_after: None,
+        }
+    }
+
+    fn challenge(mut self, challenge: String) -> Self {
+        self.challenge = Some(challenge);
+        self
+    }
+
+    /// The store failed: nothing about why reaches the client.
+    fn unavailable() -> Self {
+        Self {
+            retry_after: Some("1"),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the key store is unavailable; try again shortly",
+            )
+        }
+    }
+
+    fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the server failed to handle this request",
+        )
+    }
+}
+
+#[derive(Serialize)]
+struct ProblemBody<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+    code: &'a str,
+}
+
+/// The one place a problem becomes a response.
+fn render(problem: &Problem) -> HttpResponse {
+    let body = ProblemBody {
+        kind: "about:blank",
+        title: problem.status.canonical_reason().unwrap_or("Error"),
+        status: problem.status.as_u16(),
+        detail: &problem.detail,
+        code: problem.code,
+    };
+    let mut response = HttpResponse::build(problem.status);
+    response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
+    response.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+    if let Some(challenge) = &problem.challenge {
+        match HeaderValue::from_str(challenge) {
+            Ok(value) => {
+                response.insert_header((header::WWW_AUTHENTICATE, value));
+            }
+            // Realms are sanitized by AuthConfig and scopes are validated
+            // ASCII, so this is unreachable in practice; refuse loudly.
+            Err(_) => {
+                tracing::error!("could not write the WWW-Authenticate challenge");
+                response.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer"),
+                ));
+            }
+        }
+    }
+    if let Some(retry_after) = problem.retry_after {
+        response.insert_header((header::RETRY_AFTER, HeaderValue::from_static(retry_after)));
+    }
+    match serde_json::to_string(&body) {
+        Ok(json) => response.body(json),
+        // Serializing plain strings and numbers cannot fail.
+        Err(_) => response.finish(),
     }
 }

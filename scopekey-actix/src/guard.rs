@@ -15,8 +15,9 @@ use actix_web::{FromRequest, HttpRequest};
 use futures_util::future::{Ready, ready};
 use scopekey_core::StaticRequirement;
 
-use crate::error::AuthError;
-use crate::extract::authenticate;
+use crate::config::AuthConfig;
+use crate::error::{AuthError, AuthErrorKind};
+use crate::extract::verification;
 
 /// One guarded handler: what it requires and where it is.
 #[derive(Debug)]
@@ -62,17 +63,33 @@ impl<const ID: u64> FromRequest for Guard<ID> {
     >;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let realm = AuthConfig::of(req).realm_arc();
         let Some(info) = lookup(ID) else {
             // Fail closed: a guard whose requirement cannot be found refuses.
             tracing::error!(guard = ID, "no requirement registered for this guard; refusing");
-            return futures_util::future::Either::Left(ready(Err(AuthError::Misconfigured)));
+            return futures_util::future::Either::Left(ready(Err(AuthError::new(
+                AuthErrorKind::Misconfigured,
+                realm,
+            ))));
         };
-        let req = req.clone();
+        let verification = verification(req);
         futures_util::future::Either::Right(Box::pin(async move {
-            match authenticate(&req).await? {
-                None => Err(AuthError::MissingCredentials),
+            match verification.await? {
+                None => Err(AuthError::new(AuthErrorKind::MissingCredentials, realm)),
                 Some(p) if info.requirement.is_satisfied_by(p.grants()) => Ok(Guard(())),
-                Some(_) => Err(AuthError::InsufficientScope(info.requirement)),
+                Some(p) => {
+                    tracing::debug!(
+                        key_id = %p.id,
+                        handler = info.handler,
+                        required = %info.requirement,
+                        "insufficient scope"
+                    );
+                    let scopes = info.requirement.scopes().into_iter().map(str::to_owned);
+                    Err(AuthError::new(
+                        AuthErrorKind::InsufficientScope(scopes.collect()),
+                        realm,
+                    ))
+                }
             }
         }))
     }

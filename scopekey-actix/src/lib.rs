@@ -1,7 +1,139 @@
-//! actix-web integration for scopekey.
+//! actix-web integration for scopekey: the middleware that verifies API
+//! keys, extractors for the verified caller, RFC 9457 problem+json errors
+//! with RFC 6750 challenges, and the prebuilt management routes.
+//!
+//! Users reach this crate as `scopekey::actix`. Wiring it takes four lines:
+//! the runtime in app data, the middleware, the management routes, and
+//! scope checks on your handlers (`#[requires_scope("orders:read")]` from
+//! the `scopekey` facade, or [`Authenticated::require`]).
+//!
+//! ```
+//! use actix_web::{App, HttpResponse, test, web};
+//! use scopekey_actix::{ApiKeyAuth, Authenticated};
+//! use scopekey_runtime::{Actor, NewKey, ScopeKey, store::sqlite::SqliteStore};
+//!
+//! async fn list_orders(caller: Authenticated) -> Result<HttpResponse, scopekey_actix::AuthError> {
+//!     caller.require("orders:read")?;
+//!     Ok(HttpResponse::Ok().json(["order-1"]))
+//! }
+//!
+//! # actix_web::rt::System::new().block_on(async {
+//! let keys = ScopeKey::builder(SqliteStore::connect("sqlite::memory:").await?).build();
+//! keys.migrate().await?;
+//! let reader = keys.create(NewKey::new("reader", ["orders:read"]), Actor::System).await?;
+//!
+//! let app = test::init_service(
+//!     App::new()
+//!         .app_data(keys.clone())               // the runtime: a cheap-to-clone handle
+//!         .wrap(ApiKeyAuth::new())              // verifies any presented key, once
+//!         .configure(scopekey_actix::routes)    // POST/GET /api-keys, rotate, revoke, ...
+//!         .route("/orders", web::get().to(list_orders)),
+//! )
+//! .await;
+//!
+//! let anonymous = test::TestRequest::get().uri("/orders").to_request();
+//! let res = test::call_service(&app, anonymous).await;
+//! assert_eq!(res.status(), 401);
+//! assert_eq!(res.headers()["www-authenticate"], r#"Bearer realm="api""#);
+//!
+//! let bearer = format!("Bearer {}", reader.plaintext.expose_secret());
+//! let req = test::TestRequest::get().uri("/orders").insert_header(("Authorization", bearer.as_str()));
+//! assert_eq!(test::call_service(&app, req.to_request()).await.status(), 200);
+//!
+//! // The reader may not create keys: 403 naming the scope it lacks.
+//! let req = test::TestRequest::post()
+//!     .uri("/api-keys")
+//!     .insert_header(("Authorization", bearer.as_str()))
+//!     .set_json(serde_json::json!({ "name": "x", "scopes": ["orders:read"] }));
+//! let res = test::call_service(&app, req.to_request()).await;
+//! assert_eq!(res.status(), 403);
+//! assert_eq!(
+//!     res.headers()["www-authenticate"],
+//!     r#"Bearer realm="api", error="insufficient_scope", scope="api_keys:write""#
+//! );
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+//!
+//! In a server, also start the [`Background`] work (the last-used flusher)
+//! and shut it down after the server stops; the `orders_api` example shows
+//! the whole program.
+//!
+//! # Choices where the specification is silent
+//!
+//! - **The runtime in app data** is a plain [`ScopeKey`] registered with
+//!   `App::app_data(keys.clone())` (it is already an `Arc` handle); a
+//!   `web::Data<ScopeKey>` is accepted too. Without either, every
+//!   authentication is refused with a logged 500, never passed.
+//! - **The middleware is optional.** [`ApiKeyAuth`] verifies before routing;
+//!   without it, `#[requires_scope]` guards and the [`Authenticated`] /
+//!   [`MaybeAuthenticated`] extractors verify on their own. Either way a key
+//!   is verified at most once per request (the pending verification is
+//!   shared through the request's extensions).
+//! - **No key on an unguarded route passes**; a presented but invalid key
+//!   is refused (401 `invalid_token`) by the middleware even on unguarded
+//!   routes. Without the middleware, only routes that ask for the caller
+//!   refuse it.
+//! - **Credentials**: `Authorization: Bearer <key>` (scheme in any case) or
+//!   `X-API-Key: <key>`; an `Authorization` header with another scheme
+//!   (`Basic ...`) counts as no key (RFC 6750 §3.1). More than one
+//!   `Authorization` or `X-API-Key` header, or one of each, is 400
+//!   `invalid_request`. A credential header over
+//!   [`MAX_CREDENTIAL_HEADER_LEN`] bytes or with bytes outside visible ASCII
+//!   is 401 `invalid_token` (it is a malformed token, RFC 6750 §3.1),
+//!   answered before any hashing or store access and logged, not audited.
+//! - **Challenges** name the realm (default `api`, see [`AuthConfig`]) in
+//!   every `WWW-Authenticate`, the 400 `invalid_request` one included:
+//!   `Bearer realm="api", error="invalid_request"`. Responses to malformed,
+//!   unknown, revoked and expired keys are byte-identical.
+//! - **Problem bodies** use `type: "about:blank"` with the status's reason
+//!   phrase as `title` (RFC 9457 §4.2.1), plus a `code` member a client can
+//!   match (`invalid_token`, `insufficient_scope`, `invalid_request`,
+//!   `invalid_request_body`, `not_found`, `conflict`, `payload_too_large`,
+//!   `unsupported_media_type`, `unavailable`, `internal`). 500 and 503 say
+//!   nothing about their cause; 503 carries `Retry-After: 1`. Every error
+//!   response carries `Cache-Control: no-store`, as do the management
+//!   routes' answers.
+//! - **Every 403 carries an `insufficient_scope` challenge**, also when the
+//!   runtime refuses an escalation (`scope` then names the asked scopes the
+//!   caller does not hold).
+//! - **Management bodies** are JSON (`application/json` or `*/*+json`; else
+//!   415), at most 64 KiB ([`JSON_LIMIT`]) or 1 MiB for
+//!   `/compromised` ([`COMPROMISED_LIMIT`]; else 413). Unknown fields are
+//!   refused with 400, so a misspelt `expires_in` cannot silently make a key
+//!   that never expires. The rotate and revoke bodies may be empty. Parser
+//!   messages are returned with quoted input values redacted.
+//! - **Ids in paths** that are not UUIDs answer 404 (they name no key), as do
+//!   paths under the base path that match no route. [`path_config`] does the
+//!   same for your own routes.
+//! - **Query parameters** that are empty count as absent; unknown ones are
+//!   ignored; `limit` outside 1..=500, an unknown `status` or a cursor this
+//!   service did not hand out are 400.
+//! - **Scope checks come first**: a management route checks the caller's
+//!   scope before reading its body, so an unauthorized caller gets 401/403,
+//!   never a body validation error. Rotation is open to any valid key at the
+//!   route; the runtime then allows the key itself or `api_keys:write` (so
+//!   an unknown id is 404 before that check).
+
+mod background;
+mod config;
+mod credentials;
 pub mod error;
 pub mod extract;
 pub mod guard;
+mod json;
+mod middleware;
+pub mod routes;
+
+pub use background::{Background, DEFAULT_FLUSH_INTERVAL};
+pub use config::{AuthConfig, runtime};
+pub use credentials::{MAX_CREDENTIAL_HEADER_LEN, X_API_KEY};
+pub use error::{ApiError, AuthError, AuthErrorKind, DEFAULT_REALM, PROBLEM_JSON};
+pub use extract::{Authenticated, MaybeAuthenticated, authenticate};
+pub use guard::{GuardInfo, guarded_handlers};
+pub use json::{COMPROMISED_LIMIT, JSON_LIMIT, json_config, path_config, query_config};
+pub use middleware::{ApiKeyAuth, ApiKeyAuthService};
+pub use routes::{DEFAULT_BASE_PATH, routes, routes_at};
 
 #[doc(hidden)]
 pub mod __private {

@@ -102,9 +102,10 @@ impl ScopeError {
     /// at byte 0; scopes are lower case".
     pub fn reason(&self) -> String {
         let at = self.position;
-        let ch = self.input[at.min(self.input.len())..]
-            .chars()
-            .next()
+        let ch = self
+            .input
+            .get(at..)
+            .and_then(|rest| rest.chars().next())
             .map(|c| format!("`{}`", c.escape_default()))
             .unwrap_or_default();
         match self.kind {

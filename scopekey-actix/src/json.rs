@@ -1,0 +1,158 @@
+//! Request bodies and query strings, with problem+json errors: the readers
+//! the management routes use, and extractor configurations for the
+//! application's own routes.
+
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use actix_web::{HttpRequest, web};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// The body limit of the management routes and of [`json_config`]: 64 KiB.
+pub const JSON_LIMIT: usize = 64 * 1024;
+
+/// The body limit of `POST /api-keys/compromised`: 1 MiB, room for the
+/// 10,000 keys a report may hold.
+pub const COMPROMISED_LIMIT: usize = 1024 * 1024;
+
+/// A `web::JsonConfig` whose errors are problem+json: 413 over
+/// [`JSON_LIMIT`], 415 without a JSON content type, 400 for bad JSON or
+/// wrong field types (values echoed by the parser are redacted).
+///
+/// ```
+/// use actix_web::App;
+/// let app = App::new()
+///     .app_data(scopekey_actix::json_config())
+///     .app_data(scopekey_actix::query_config())
+///     .app_data(scopekey_actix::path_config());
+/// ```
+pub fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(JSON_LIMIT)
+        .error_handler(|err, _req| json_error(err).into())
+}
+
+/// A `web::QueryConfig` whose errors are problem+json (400).
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|err, _req| query_error(err).into())
+}
+
+/// A `web::PathConfig` whose errors are problem+json: a path segment that does
+/// not parse (say, a bad UUID) names no resource, so 404.
+pub fn path_config() -> web::PathConfig {
+    web::PathConfig::default().error_handler(|err, _req| path_error(err).into())
+}
+
+fn json_error(err: JsonPayloadError) -> ApiError {
+    match err {
+        JsonPayloadError::OverflowKnownLength { limit, .. } | JsonPayloadError::Overflow { limit } => {
+            ApiError::PayloadTooLarge { limit }
+        }
+        JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
+        JsonPayloadError::Deserialize(e) => ApiError::BadRequest(describe(&e)),
+        _ => ApiError::BadRequest("the request body could not be read".into()),
+    }
+}
+
+fn query_error(err: QueryPayloadError) -> ApiError {
+    match err {
+        QueryPayloadError::Deserialize(e) => {
+            ApiError::BadRequest(format!("bad query string: {}", redact(&e.to_string())))
+        }
+        _ => ApiError::BadRequest("bad query string".into()),
+    }
+}
+
+fn path_error(err: PathError) -> ApiError {
+    match err {
+        PathError::Deserialize(_) => ApiError::NotFound("nothing at this path".into()),
+        _ => ApiError::NotFound("nothing at this path".into()),
+    }
+}
+
+/// Reads a JSON body of at most `limit` bytes. An empty body reads as
+/// `empty` when given (routes whose every field is optional), else it is
+/// a 400.
+pub(crate) async fn read_json<T: DeserializeOwned>(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+    empty: Option<T>,
+) -> Result<T, ApiError> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let body = match payload.to_bytes_limited(limit).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => return Err(ApiError::BadRequest("the request body could not be read".into())),
+        Err(_) => return Err(ApiError::PayloadTooLarge { limit }),
+    };
+    if body.iter().all(u8::is_ascii_whitespace)
+        && let Some(empty) = empty
+    {
+        return Ok(empty);
+    }
+    if !is_json(req) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(describe(&e)))
+}
+
+/// Whether the content type is `application/json` or `*/*+json`.
+fn is_json(req: &HttpRequest) -> bool {
+    let Some(value) = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.contains('/') && essence.ends_with("+json"))
+}
+
+/// A parser error fit for the client: what is wrong and where, with any
+/// quoted input value redacted (it might be a key).
+fn describe(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Syntax | Category::Eof => "the request body is not valid JSON",
+        Category::Data => "the request body does not have the expected fields and types",
+        Category::Io => "the request body could not be read",
+    };
+    format!("{what}: {}", redact(&e.to_string()))
+}
+
+/// Replaces every `"..."` in a parser message with `"…"`.
+fn redact(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut inside = false;
+    for c in message.chars() {
+        if c == '"' {
+            if inside {
+                out.push('…');
+            }
+            inside = !inside;
+            out.push(c);
+        } else if !inside {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_quoted_values() {
+        let e = serde_json::from_str::<Vec<u32>>(r#"["sk_secret"]"#).unwrap_err();
+        let shown = describe(&e);
+        assert!(!shown.contains("sk_secret"), "{shown}");
+        assert!(shown.contains("expected u32"), "{shown}");
+        assert_eq!(redact(r#"a "b" c "d"#), r#"a "…" c "#);
+    }
+}

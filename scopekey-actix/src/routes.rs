@@ -1,0 +1,340 @@
+//! The management API, mounted by one call: [`routes`] (under `/api-keys`)
+//! or [`routes_at`] (under a base path of your choosing).
+//!
+//! | method and path | needs |
+//! |---|---|
+//! | `POST /api-keys` | `api_keys:write` |
+//! | `GET /api-keys` | `api_keys:read` |
+//! | `GET /api-keys/self` | any valid key |
+//! | `GET /api-keys/{id}` | `api_keys:read` |
+//! | `POST /api-keys/{id}/rotate` | `api_keys:write`, or the key itself |
+//! | `POST /api-keys/{id}/revoke` | `api_keys:revoke` |
+//! | `GET /api-keys/{id}/events` | `api_keys:read` |
+//! | `GET /api-keys/events` | `api_keys:read` |
+//! | `POST /api-keys/compromised` | `api_keys:revoke` |
+//!
+//! Each handler checks the caller's scope *before* reading its body, so a
+//! caller without the scope learns nothing about what the body would have
+//! been judged to be. The rules beyond the route's scope (no escalation, who
+//! may rotate what) are the runtime's.
+
+use actix_web::http::header::{CACHE_CONTROL, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use time::{Duration, OffsetDateTime};
+
+use scopekey_runtime::compromise::CompromiseResult;
+use scopekey_runtime::scope::Grant;
+use scopekey_runtime::{
+    Actor, ApiKey, CreatedKey, Error, KeyId, ListEvents, ListKeys, NewKey, RotateOptions,
+    SCOPE_READ, SCOPE_REVOKE, SCOPE_WRITE, ScopeKey, Status,
+};
+
+use crate::config::runtime;
+use crate::error::{ApiError, AuthError, AuthErrorKind};
+use crate::extract::Authenticated;
+use crate::json::{COMPROMISED_LIMIT, JSON_LIMIT, read_json};
+
+/// The base path of [`routes`].
+pub const DEFAULT_BASE_PATH: &str = "/api-keys";
+
+/// Mounts the management routes under `/api-keys`:
+/// `App::new().configure(scopekey_actix::routes)`.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    routes_at(DEFAULT_BASE_PATH)(cfg);
+}
+
+/// Mounts the management routes under `base` (e.g. `/admin/keys`; a missing
+/// leading `/` is added, a trailing one dropped):
+/// `App::new().configure(scopekey_actix::routes_at("/admin/keys"))`.
+///
+/// Unmatched paths under a non-empty base answer a problem+json 404.
+pub fn routes_at(base: impl Into<String>) -> impl FnOnce(&mut web::ServiceConfig) {
+    let base = normalize(base.into());
+    move |cfg| {
+        // `/self`, `/events` and `/compromised` come before `/{id}` so the
+        // latter does not capture them.
+        let mut scope = web::scope(&base)
+            .route("", web::post().to(create))
+            .route("", web::get().to(list))
+            .route("/self", web::get().to(show_self))
+            .route("/events", web::get().to(all_events))
+            .route("/compromised", web::post().to(compromised))
+            .route("/{id}", web::get().to(show))
+            .route("/{id}/rotate", web::post().to(rotate))
+            .route("/{id}/revoke", web::post().to(revoke))
+            .route("/{id}/events", web::get().to(key_events));
+        if !base.is_empty() {
+            scope = scope.default_service(web::to(no_route));
+        }
+        cfg.service(scope);
+    }
+}
+
+fn normalize(base: String) -> String {
+    let trimmed = base.trim().trim_end_matches('/');
+    if trimmed.is_empty() || trimmed.starts_with('/') {
+        trimmed.to_owned()
+    } else {
+        format!("/{trimmed}")
+    }
+}
+
+async fn no_route() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound("no such route".into()))
+}
+
+fn keys(req: &HttpRequest) -> Result<&ScopeKey, ApiError> {
+    runtime(req).ok_or_else(|| {
+        ApiError::Runtime(Error::Internal("no ScopeKey in app data".into()))
+    })
+}
+
+fn path_id(req: &HttpRequest) -> Result<KeyId, ApiError> {
+    req.match_info()
+        .get("id")
+        .and_then(|id| id.parse::<KeyId>().ok())
+        .ok_or_else(|| ApiError::NotFound("no key with this id".into()))
+}
+
+fn ok_json(status: StatusCode, body: &impl Serialize) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .json(body)
+}
+
+/// A key with its plaintext: the body of the two 201 responses.
+#[derive(Serialize)]
+struct WithPlaintext<'a> {
+    #[serde(flatten)]
+    key: &'a ApiKey,
+    #[serde(rename = "key")]
+    plaintext: &'a str,
+}
+
+fn created(created: &CreatedKey) -> HttpResponse {
+    ok_json(
+        StatusCode::CREATED,
+        &WithPlaintext {
+            key: &created.key,
+            plaintext: created.plaintext.expose_secret(),
+        },
+    )
+}
+
+/// A runtime refusal of the caller's key as a 403 naming the scopes
+/// (among `asked`) that the caller does not hold.
+fn refused(caller: &Authenticated, err: Error, asked: &[String]) -> ApiError {
+    match err {
+        Error::Forbidden(detail) => {
+            let missing = asked
+                .iter()
+                .filter(|s| Grant::parse(s).is_ok_and(|g| !caller.grants().includes(&g)))
+                .cloned()
+                .collect();
+            ApiError::Forbidden {
+                error: AuthError::new(AuthErrorKind::InsufficientScope(missing), caller.realm()),
+                detail,
+            }
+        }
+        other => ApiError::Runtime(other),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    name: String,
+    scopes: Vec<String>,
+    #[serde(default)]
+    expires_in_seconds: Option<i64>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    expires_at: Option<OffsetDateTime>,
+    #[serde(default)]
+    metadata: Option<Map<String, Value>>,
+}
+
+async fn create(
+    caller: Authenticated,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(SCOPE_WRITE)?;
+    let body: CreateBody = read_json(&req, payload, JSON_LIMIT, None).await?;
+    let new = NewKey {
+        name: body.name,
+        scopes: body.scopes.clone(),
+        expires_at: body.expires_at,
+        expires_in: body.expires_in_seconds.map(Duration::seconds),
+        metadata: body.metadata,
+    };
+    let key = keys(&req)?
+        .create(new, Actor::Key(&caller))
+        .await
+        .map_err(|e| refused(&caller, e, &body.scopes))?;
+    Ok(created(&key))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    name_prefix: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// Parses the query string; empty parameters count as absent.
+fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+    web::Query::<T>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|_| ApiError::BadRequest("the query string is not well formed".into()))
+}
+
+fn non_empty(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.is_empty())
+}
+
+fn limit(v: Option<String>) -> Result<Option<u32>, ApiError> {
+    non_empty(v)
+        .map(|s| {
+            s.parse::<u32>().map_err(|_| {
+                ApiError::BadRequest("`limit` must be a whole number between 1 and 500".into())
+            })
+        })
+        .transpose()
+}
+
+async fn list(caller: Authenticated, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    caller.require(SCOPE_READ)?;
+    let q: ListQuery = query(&req)?;
+    let request = ListKeys {
+        status: non_empty(q.status).map(|s| s.parse::<Status>()).transpose()?,
+        name_prefix: non_empty(q.name_prefix),
+        limit: limit(q.limit)?,
+        cursor: non_empty(q.cursor),
+    };
+    let page = keys(&req)?.list(&request).await?;
+    Ok(ok_json(StatusCode::OK, &page))
+}
+
+async fn show_self(caller: Authenticated, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let key = keys(&req)?.get(caller.id).await?;
+    Ok(ok_json(StatusCode::OK, &key))
+}
+
+async fn show(caller: Authenticated, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    caller.require(SCOPE_READ)?;
+    let key = keys(&req)?.get(path_id(&req)?).await?;
+    Ok(ok_json(StatusCode::OK, &key))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RotateBody {
+    #[serde(default)]
+    grace_seconds: Option<i64>,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+}
+
+async fn rotate(
+    caller: Authenticated,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    // Any valid key may ask; the runtime decides (itself, or
+    // `api_keys:write`), after the id is known to exist.
+    let id = path_id(&req)?;
+    let body: RotateBody = read_json(&req, payload, JSON_LIMIT, Some(RotateBody::default())).await?;
+    let options = RotateOptions {
+        grace: body.grace_seconds.map(Duration::seconds),
+        scopes: body.scopes.clone(),
+    };
+    let asked = if caller.id != id && !caller.grants().covers_str(SCOPE_WRITE) {
+        vec![SCOPE_WRITE.to_owned()]
+    } else {
+        body.scopes.unwrap_or_default()
+    };
+    let key = keys(&req)?
+        .rotate(id, options, Actor::Key(&caller))
+        .await
+        .map_err(|e| refused(&caller, e, &asked))?;
+    Ok(created(&key))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn revoke(
+    caller: Authenticated,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(SCOPE_REVOKE)?;
+    let id = path_id(&req)?;
+    let body: RevokeBody = read_json(&req, payload, JSON_LIMIT, Some(RevokeBody::default())).await?;
+    let key = keys(&req)?
+        .revoke(id, body.reason.as_deref(), Actor::Key(&caller))
+        .await?;
+    Ok(ok_json(StatusCode::OK, &key))
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+async fn events(req: &HttpRequest, key_id: Option<KeyId>) -> Result<HttpResponse, ApiError> {
+    let q: EventsQuery = query(req)?;
+    let request = ListEvents {
+        key_id,
+        limit: limit(q.limit)?,
+        cursor: non_empty(q.cursor),
+    };
+    let page = keys(req)?.events(&request).await?;
+    Ok(ok_json(StatusCode::OK, &page))
+}
+
+async fn all_events(caller: Authenticated, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    caller.require(SCOPE_READ)?;
+    events(&req, None).await
+}
+
+async fn key_events(caller: Authenticated, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    caller.require(SCOPE_READ)?;
+    let id = path_id(&req)?;
+    events(&req, Some(id)).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompromisedBody {
+    keys: Vec<String>,
+    #[serde(default)]
+    source: Option<String>,
+}
+
+#[derive(Serialize)]
+struct CompromisedReport {
+    results: Vec<CompromiseResult>,
+}
+
+async fn compromised(
+    caller: Authenticated,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(SCOPE_REVOKE)?;
+    let body: CompromisedBody = read_json(&req, payload, COMPROMISED_LIMIT, None).await?;
+    let results = keys(&req)?
+        .report_compromised(&body.keys, body.source.as_deref(), Actor::Key(&caller))
+        .await?;
+    Ok(ok_json(StatusCode::OK, &CompromisedReport { results }))
+}
