@@ -27,7 +27,7 @@ use crate::model::{
 };
 use crate::scope::{Grant, Grants};
 use crate::store::{
-    Cursor, DEFAULT_PAGE_SIZE, EventQuery, KeyQuery, MAX_PAGE_SIZE, RevokeOutcome, RotateOutcome,
+    Change, Cursor, DEFAULT_PAGE_SIZE, EventQuery, KeyQuery, MAX_PAGE_SIZE, RevokeOutcome, RotateOutcome,
     Rotation, Store,
 };
 use crate::verify::{Verifier, VerifierConfig};
@@ -758,6 +758,35 @@ impl ScopeKey {
                 }
             }
         })
+    }
+
+    /// Listens for revocations and rotations made by other processes sharing
+    /// the store and drops their cache entries at once (PostgreSQL:
+    /// LISTEN/NOTIFY). When the feed's connection is lost the whole cache is
+    /// dropped, since notifications sent meanwhile are lost; the cache
+    /// lifetime stays the backstop. Returns `None` on stores without a feed
+    /// (SQLite), where the cache lifetime alone bounds staleness.
+    pub async fn spawn_change_listener(&self) -> Result<Option<tokio::task::JoinHandle<()>>, Error> {
+        let Some(mut feed) = self.inner.store.changes().await? else {
+            return Ok(None);
+        };
+        let this = self.clone();
+        Ok(Some(tokio::spawn(async move {
+            loop {
+                match feed.next().await {
+                    Ok(Change::Key(hash)) => this.inner.verifier.invalidate(&hash),
+                    Ok(Change::Resync) => {
+                        tracing::warn!("key change feed lost its connection; dropping the verification cache");
+                        this.invalidate_cache();
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "key change feed failed; dropping the verification cache");
+                        this.invalidate_cache();
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        })))
     }
 
     /// Drops every cached verification (e.g. after losing a change feed).

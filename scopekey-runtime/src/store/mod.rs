@@ -171,6 +171,31 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records last use for a batch of keys (a later time never goes back).
     async fn touch_last_used(&self, batch: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError>;
+
+    /// A feed of revocations and rotations committed by any process sharing
+    /// the store, where the backend has one (PostgreSQL: LISTEN/NOTIFY).
+    /// `None`: the verification cache's lifetime alone bounds staleness.
+    async fn changes(&self) -> Result<Option<Box<dyn ChangeFeed>>, StoreError> {
+        Ok(None)
+    }
+}
+
+/// One item of a [`ChangeFeed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The key with this hash was revoked or rotated: drop its cache entry.
+    Key(KeyHash),
+    /// Changes may have been missed (the feed's connection was lost): drop
+    /// every cache entry.
+    Resync,
+}
+
+/// Changes to keys, as another process commits them. A hint to drop cache
+/// entries, never the truth: the store is.
+#[async_trait]
+pub trait ChangeFeed: Send {
+    /// Waits for the next change.
+    async fn next(&mut self) -> Result<Change, StoreError>;
 }
 
 /// Microseconds since the Unix epoch.

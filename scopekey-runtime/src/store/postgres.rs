@@ -2,13 +2,15 @@
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{EventQuery, KeyQuery, RevokeOutcome, RotateOutcome, Rotation, Store};
+use super::{
+    Change, ChangeFeed, EventQuery, KeyQuery, RevokeOutcome, RotateOutcome, Rotation, Store,
+};
 use crate::error::StoreError;
 use crate::key::{KeyHash, KeyId};
 use crate::model::{AuditEvent, KeyRecord, Status};
@@ -121,6 +123,67 @@ async fn insert_event(conn: &mut PgConnection, e: &AuditEvent) -> Result<(), Sto
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// The channel revocations and rotations are announced on.
+pub const CHANNEL: &str = "scopekey_keys";
+
+/// Announces a changed key to every listener, at commit (a rolled-back
+/// transaction notifies nobody). The payload is the 64-character hex hash:
+/// far under PostgreSQL's 8000-byte limit.
+async fn notify(conn: &mut PgConnection, hash: &KeyHash) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(to_hex(hash.as_bytes()))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    bytes
+        .iter()
+        .flat_map(|b| [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 15)]])
+        .map(char::from)
+        .collect()
+}
+
+fn from_hex(text: &str) -> Option<KeyHash> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks(2).enumerate() {
+        let digit = |c: u8| char::from(c).to_digit(16);
+        out[i] = u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()?;
+    }
+    Some(KeyHash::from_bytes(out))
+}
+
+/// Revocations and rotations from every process, through LISTEN/NOTIFY.
+struct PgChangeFeed {
+    listener: PgListener,
+}
+
+#[async_trait]
+impl ChangeFeed for PgChangeFeed {
+    async fn next(&mut self) -> Result<Change, StoreError> {
+        loop {
+            match self.listener.try_recv().await? {
+                // The listener reconnects on the next call, but whatever was
+                // sent meanwhile is lost.
+                None => return Ok(Change::Resync),
+                Some(n) => {
+                    if let Some(hash) = from_hex(n.payload()) {
+                        return Ok(Change::Key(hash));
+                    }
+                    tracing::warn!(channel = CHANNEL, "ignoring a malformed key notification");
+                }
+            }
+        }
+    }
 }
 
 async fn get_on(conn: &mut PgConnection, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
@@ -249,6 +312,7 @@ impl Store for PgStore {
             return Ok(current.map_or(RotateOutcome::NotFound, RotateOutcome::Conflict));
         };
         let parent = record(&parent)?;
+        notify(&mut tx, &parent.key_hash).await?;
         insert_key(&mut tx, &r.child).await?;
         for e in &r.events {
             insert_event(&mut tx, e).await?;
@@ -281,6 +345,7 @@ impl Store for PgStore {
             return Ok(current.map_or(RevokeOutcome::NotFound, RevokeOutcome::AlreadyRevoked));
         };
         let revoked = record(&row)?;
+        notify(&mut tx, &revoked.key_hash).await?;
         insert_event(&mut tx, event).await?;
         tx.commit().await?;
         Ok(RevokeOutcome::Revoked(revoked))
@@ -329,5 +394,24 @@ impl Store for PgStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn changes(&self) -> Result<Option<Box<dyn ChangeFeed>>, StoreError> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(CHANNEL).await?;
+        Ok(Some(Box::new(PgChangeFeed { listener })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip() {
+        let hash = KeyHash::from_bytes(std::array::from_fn(|i| (i * 37) as u8));
+        assert_eq!(from_hex(&to_hex(hash.as_bytes())), Some(hash));
+        assert_eq!(from_hex("zz"), None);
+        assert_eq!(from_hex(&"g".repeat(64)), None);
     }
 }
