@@ -1,4 +1,5 @@
-//! What a server runs beside its handlers: the last-used flusher.
+//! What a server runs beside its handlers: the last-used flusher and, on
+//! stores that have one, the change listener.
 
 use std::time::Duration;
 
@@ -8,15 +9,21 @@ use tokio::task::JoinHandle;
 /// How often [`Background::start`] writes pending last-used times.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 
-/// The runtime's background work in a server: today the last-used flusher
-/// (verification records last use in memory; this writes it in batches).
+/// The runtime's background work in a server:
+///
+/// - the last-used flusher (verification records last use in memory; this
+///   writes it in batches, [`ScopeKey::spawn_last_used_flusher`]);
+/// - the change listener, on stores with a change feed (PostgreSQL): other
+///   processes' revocations and rotations drop this process's cached
+///   verifications at once ([`ScopeKey::spawn_change_listener`]).
+///
 /// Start it once, after the runtime, inside the async runtime; call
-/// [`Background::shutdown`] after the server stops, so the last batch is
-/// written.
+/// [`Background::shutdown`] after the server stops, so the last batch of
+/// last-used times is written.
 ///
 /// ```no_run
-/// # async fn run(keys: scopekey_runtime::ScopeKey, server: actix_web::dev::Server) -> std::io::Result<()> {
-/// let background = scopekey_actix::Background::start(&keys);
+/// # async fn run(keys: scopekey_runtime::ScopeKey, server: actix_web::dev::Server) -> Result<(), Box<dyn std::error::Error>> {
+/// let background = scopekey_actix::Background::start(&keys).await?;
 /// server.await?; // returns after SIGINT/SIGTERM, once in-flight requests finish
 /// if let Err(e) = background.shutdown().await {
 ///     eprintln!("could not write last-used times: {e}");
@@ -27,27 +34,36 @@ pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 pub struct Background {
     keys: ScopeKey,
     flusher: JoinHandle<()>,
+    listener: Option<JoinHandle<()>>,
 }
 
 impl Background {
-    /// Starts the background work with the default interval.
-    pub fn start(keys: &ScopeKey) -> Self {
-        Self::start_with_interval(keys, DEFAULT_FLUSH_INTERVAL)
+    /// Starts the background work, flushing last-used times every
+    /// [`DEFAULT_FLUSH_INTERVAL`]. Fails if the change feed cannot be opened.
+    pub async fn start(keys: &ScopeKey) -> Result<Self, scopekey_runtime::Error> {
+        Self::start_with_interval(keys, DEFAULT_FLUSH_INTERVAL).await
     }
 
     /// Starts the background work, flushing last-used times every `interval`.
-    pub fn start_with_interval(keys: &ScopeKey, interval: Duration) -> Self {
-        Self {
+    pub async fn start_with_interval(
+        keys: &ScopeKey,
+        interval: Duration,
+    ) -> Result<Self, scopekey_runtime::Error> {
+        let listener = keys.spawn_change_listener().await?;
+        Ok(Self {
             keys: keys.clone(),
             flusher: keys.spawn_last_used_flusher(interval),
-        }
+            listener,
+        })
     }
 
-    /// Stops the background work and writes what is pending.
+    /// Stops the background work and writes the pending last-used times.
     pub async fn shutdown(self) -> Result<(), scopekey_runtime::Error> {
-        self.flusher.abort();
-        // The aborted task's result says only that it was aborted.
-        let _ = self.flusher.await;
+        for task in std::iter::once(self.flusher).chain(self.listener) {
+            task.abort();
+            // An aborted task's result says only that it was aborted.
+            let _ = task.await;
+        }
         self.keys.flush_last_used().await
     }
 }

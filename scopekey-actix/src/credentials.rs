@@ -94,9 +94,21 @@ mod tests {
     #[test]
     fn reads_bearer_and_x_api_key() {
         let cases: &[(&HeaderName, &[u8], Presented)] = &[
-            (&AUTHORIZATION, b"Bearer sk_abc", Presented::Key("sk_abc".into())),
-            (&AUTHORIZATION, b"bearer sk_abc", Presented::Key("sk_abc".into())),
-            (&AUTHORIZATION, b"BEARER   sk_abc  ", Presented::Key("sk_abc".into())),
+            (
+                &AUTHORIZATION,
+                b"Bearer sk_abc",
+                Presented::Key("sk_abc".into()),
+            ),
+            (
+                &AUTHORIZATION,
+                b"bearer sk_abc",
+                Presented::Key("sk_abc".into()),
+            ),
+            (
+                &AUTHORIZATION,
+                b"BEARER   sk_abc  ",
+                Presented::Key("sk_abc".into()),
+            ),
             (&AUTHORIZATION, b"Bearer", Presented::Key(String::new())),
             (&AUTHORIZATION, b"Bearer a b", Presented::Key("a b".into())),
             (&AUTHORIZATION, b"Basic dXNlcjpwYXNz", Presented::Nothing),
@@ -104,7 +116,11 @@ mod tests {
             (&X_API_KEY, b"", Presented::Key(String::new())),
         ];
         for (name, value, expected) in cases {
-            assert_eq!(&presented(&headers(&[(name, value)])), expected, "{value:?}");
+            assert_eq!(
+                &presented(&headers(&[(name, value)])),
+                expected,
+                "{value:?}"
+            );
         }
         assert_eq!(presented(&HeaderMap::new()), Presented::Nothing);
     }

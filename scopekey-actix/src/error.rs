@@ -85,12 +85,12 @@ impl AuthError {
                 "invalid_token",
                 "the API key is not valid",
             )
-            .challenge(format!("Bearer realm=\"{realm}\", error=\"invalid_token\"")),
+            .challenge("Bearer error=\"invalid_token\"".to_owned()),
             AuthErrorKind::InsufficientScope(scopes) => {
                 let (detail, challenge) = if scopes.is_empty() {
                     (
                         Cow::Borrowed("the API key does not hold the scopes this request needs"),
-                        format!("Bearer realm=\"{realm}\", error=\"insufficient_scope\""),
+                        "Bearer error=\"insufficient_scope\"".to_owned(),
                     )
                 } else {
                     let list = scopes.join(" ");
@@ -98,9 +98,7 @@ impl AuthError {
                         Cow::Owned(format!(
                             "the API key does not hold the scopes this request needs: {list}"
                         )),
-                        format!(
-                            "Bearer realm=\"{realm}\", error=\"insufficient_scope\", scope=\"{list}\""
-                        ),
+                        format!("Bearer error=\"insufficient_scope\", scope=\"{list}\""),
                     )
                 };
                 Problem::new(StatusCode::FORBIDDEN, "insufficient_scope", detail)
@@ -111,7 +109,7 @@ impl AuthError {
                 "invalid_request",
                 "present exactly one API key: one `Authorization` header or one `X-API-Key` header",
             )
-            .challenge(format!("Bearer realm=\"{realm}\", error=\"invalid_request\"")),
+            .challenge("Bearer error=\"invalid_request\"".to_owned()),
             AuthErrorKind::Unavailable => Problem::unavailable(),
             AuthErrorKind::Misconfigured => Problem::internal(),
         }
@@ -188,9 +186,8 @@ impl ApiError {
                 Problem::new(StatusCode::BAD_REQUEST, "invalid_request_body", m.clone())
             }
             ApiError::Runtime(E::Forbidden(m)) => {
-                Problem::new(StatusCode::FORBIDDEN, "insufficient_scope", m.clone()).challenge(
-                    format!("Bearer realm=\"{DEFAULT_REALM}\", error=\"insufficient_scope\""),
-                )
+                Problem::new(StatusCode::FORBIDDEN, "insufficient_scope", m.clone())
+                    .challenge("Bearer error=\"insufficient_scope\"".to_owned())
             }
             ApiError::Runtime(E::NotFound(_)) => {
                 Problem::new(StatusCode::NOT_FOUND, "not_found", "no key with this id")
@@ -326,11 +323,12 @@ struct ProblemBody<'a> {
 
 /// The one place a problem becomes a response.
 fn render(problem: &Problem) -> HttpResponse {
+    let detail = scrub_keys(&problem.detail);
     let body = ProblemBody {
         kind: "about:blank",
         title: problem.status.canonical_reason().unwrap_or("Error"),
         status: problem.status.as_u16(),
-        detail: &problem.detail,
+        detail: &detail,
         code: problem.code,
     };
     let mut response = HttpResponse::build(problem.status);
@@ -345,10 +343,8 @@ fn render(problem: &Problem) -> HttpResponse {
             // ASCII, so this is unreachable in practice; refuse loudly.
             Err(_) => {
                 tracing::error!("could not write the WWW-Authenticate challenge");
-                response.insert_header((
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer"),
-                ));
+                response
+                    .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
             }
         }
     }
@@ -359,5 +355,57 @@ fn render(problem: &Problem) -> HttpResponse {
         Ok(json) => response.body(json),
         // Serializing plain strings and numbers cannot fail.
         Err(_) => response.finish(),
+    }
+}
+
+/// Replaces anything shaped like a key's secret (a run of 30 or more ASCII
+/// letters and digits with an upper-case letter among them: scopes, names
+/// of fields and ids never look so) with `…`. Details may quote what a
+/// caller sent, e.g. a key pasted where a scope belongs; it goes no further.
+fn scrub_keys(detail: &str) -> Cow<'_, str> {
+    const MIN_RUN: usize = 30;
+    let bytes = detail.as_bytes();
+    let mut out: Option<String> = None;
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if !bytes[i].is_ascii_alphanumeric() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i].is_ascii_alphanumeric() {
+            i += 1;
+        }
+        let run = &bytes[start..i];
+        if run.len() >= MIN_RUN && run.iter().any(u8::is_ascii_uppercase) {
+            let out = out.get_or_insert_with(|| String::with_capacity(detail.len()));
+            // `start` and `i` border ASCII bytes, so they are char boundaries.
+            out.push_str(&detail[copied..start]);
+            out.push('…');
+            copied = i;
+        }
+    }
+    match out {
+        Some(mut out) => {
+            out.push_str(&detail[copied..]);
+            Cow::Owned(out)
+        }
+        None => Cow::Borrowed(detail),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrubs_what_looks_like_a_key() {
+        let key = "sk_4fTq9ZpW2mXr7LkB3nVc8HjD1sYa6GeU0tQw";
+        let detail = format!("invalid scope `{key}`: missing `:`");
+        assert_eq!(scrub_keys(&detail), "invalid scope `sk_…`: missing `:`");
+        let plain = "scope `billing.invoices:read` is not in the scope catalogue";
+        assert!(matches!(scrub_keys(plain), Cow::Borrowed(_)));
+        assert_eq!(scrub_keys("é0123456789ABCDEFGHIJ0123456789ABé"), "é…é");
     }
 }

@@ -33,7 +33,7 @@ struct Pending(Shared<LocalBoxFuture<'static, Outcome>>);
 /// `Err` if it presented a key that is not valid (or more than one), or the
 /// store failed. Verifies at most once per request, whoever asks first.
 ///
-/// Reads the runtime from app data (see [`runtime`](crate::runtime)); a
+/// Reads the runtime from app data (see [`runtime`](crate::runtime())); a
 /// missing runtime is an error (500) and is logged, never a pass.
 pub async fn authenticate(req: &HttpRequest) -> Result<Option<Principal>, AuthError> {
     verification(req).await
@@ -48,8 +48,7 @@ pub(crate) fn verification(req: &HttpRequest) -> impl Future<Output = Outcome> +
     }
     let realm = AuthConfig::of(req).realm_arc();
     let fail = |kind| Err(AuthError::new(kind, realm.clone()));
-    let future: LocalBoxFuture<'static, Outcome> = match (runtime(req), presented(req.headers()))
-    {
+    let future: LocalBoxFuture<'static, Outcome> = match (runtime(req), presented(req.headers())) {
         (None, _) => {
             tracing::error!(
                 path = req.path(),
@@ -59,7 +58,10 @@ pub(crate) fn verification(req: &HttpRequest) -> impl Future<Output = Outcome> +
         }
         (Some(_), Presented::Nothing) => Box::pin(std::future::ready(Ok(None))),
         (Some(_), Presented::Multiple) => {
-            tracing::info!(path = req.path(), "more than one credential presented; refusing");
+            tracing::info!(
+                path = req.path(),
+                "more than one credential presented; refusing"
+            );
             Box::pin(std::future::ready(fail(AuthErrorKind::MultipleCredentials)))
         }
         (Some(_), Presented::Unreadable(why)) => {

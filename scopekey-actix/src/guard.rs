@@ -66,7 +66,10 @@ impl<const ID: u64> FromRequest for Guard<ID> {
         let realm = AuthConfig::of(req).realm_arc();
         let Some(info) = lookup(ID) else {
             // Fail closed: a guard whose requirement cannot be found refuses.
-            tracing::error!(guard = ID, "no requirement registered for this guard; refusing");
+            tracing::error!(
+                guard = ID,
+                "no requirement registered for this guard; refusing"
+            );
             return futures_util::future::Either::Left(ready(Err(AuthError::new(
                 AuthErrorKind::Misconfigured,
                 realm,

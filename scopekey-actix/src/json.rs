@@ -46,9 +46,8 @@ pub fn path_config() -> web::PathConfig {
 
 fn json_error(err: JsonPayloadError) -> ApiError {
     match err {
-        JsonPayloadError::OverflowKnownLength { limit, .. } | JsonPayloadError::Overflow { limit } => {
-            ApiError::PayloadTooLarge { limit }
-        }
+        JsonPayloadError::OverflowKnownLength { limit, .. }
+        | JsonPayloadError::Overflow { limit } => ApiError::PayloadTooLarge { limit },
         JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
         JsonPayloadError::Deserialize(e) => ApiError::BadRequest(describe(&e)),
         _ => ApiError::BadRequest("the request body could not be read".into()),
@@ -90,7 +89,11 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
     }
     let body = match payload.to_bytes_limited(limit).await {
         Ok(Ok(body)) => body,
-        Ok(Err(_)) => return Err(ApiError::BadRequest("the request body could not be read".into())),
+        Ok(Err(_)) => {
+            return Err(ApiError::BadRequest(
+                "the request body could not be read".into(),
+            ));
+        }
         Err(_) => return Err(ApiError::PayloadTooLarge { limit }),
     };
     if body.iter().all(u8::is_ascii_whitespace)
@@ -106,10 +109,19 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
 
 /// Whether the content type is `application/json` or `*/*+json`.
 fn is_json(req: &HttpRequest) -> bool {
-    let Some(value) = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(value) = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
-    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
     essence == "application/json" || (essence.contains('/') && essence.ends_with("+json"))
 }
 
@@ -125,21 +137,32 @@ fn describe(e: &serde_json::Error) -> String {
     format!("{what}: {}", redact(&e.to_string()))
 }
 
-/// Replaces every `"..."` in a parser message with `"…"`.
+/// Replaces every `"..."` in a parser message with `"…"` (input values),
+/// and every `` `...` `` that is not a plain field name (lower case, digits,
+/// `_`, at most 32 characters) with `` `…` `` (an unknown field's name is
+/// the caller's input too).
 fn redact(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
-    let mut inside = false;
-    for c in message.chars() {
-        if c == '"' {
-            if inside {
-                out.push('…');
-            }
-            inside = !inside;
-            out.push(c);
-        } else if !inside {
-            out.push(c);
-        }
+    let mut rest = message;
+    while let Some(open) = rest.find(['"', '`']) {
+        let quote = &rest[open..=open];
+        out.push_str(&rest[..=open]);
+        let after = &rest[open + 1..];
+        let Some(close) = after.find(quote) else {
+            // An unterminated quote: drop the rest, it is input.
+            return out;
+        };
+        let inner = &after[..close];
+        let field_name = quote == "`"
+            && inner.len() <= 32
+            && inner
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        out.push_str(if field_name { inner } else { "…" });
+        out.push_str(quote);
+        rest = &after[close + 1..];
     }
+    out.push_str(rest);
     out
 }
 
@@ -153,6 +176,10 @@ mod tests {
         let shown = describe(&e);
         assert!(!shown.contains("sk_secret"), "{shown}");
         assert!(shown.contains("expected u32"), "{shown}");
-        assert_eq!(redact(r#"a "b" c "d"#), r#"a "…" c "#);
+        assert_eq!(redact(r#"a "b" c "d"#), "a \"…\" c \"");
+        assert_eq!(
+            redact("unknown field `sk_ABC`, expected `name` or `scopes`"),
+            "unknown field `…`, expected `name` or `scopes`"
+        );
     }
 }

@@ -34,7 +34,7 @@
 //! let anonymous = test::TestRequest::get().uri("/orders").to_request();
 //! let res = test::call_service(&app, anonymous).await;
 //! assert_eq!(res.status(), 401);
-//! assert_eq!(res.headers()["www-authenticate"], r#"Bearer realm="api""#);
+//! assert_eq!(res.headers().get("www-authenticate").unwrap(), r#"Bearer realm="api""#);
 //!
 //! let bearer = format!("Bearer {}", reader.plaintext.expose_secret());
 //! let req = test::TestRequest::get().uri("/orders").insert_header(("Authorization", bearer.as_str()));
@@ -48,8 +48,8 @@
 //! let res = test::call_service(&app, req.to_request()).await;
 //! assert_eq!(res.status(), 403);
 //! assert_eq!(
-//!     res.headers()["www-authenticate"],
-//!     r#"Bearer realm="api", error="insufficient_scope", scope="api_keys:write""#
+//!     res.headers().get("www-authenticate").unwrap(),
+//!     r#"Bearer error="insufficient_scope", scope="api_keys:write""#
 //! );
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! # }).unwrap();
@@ -61,7 +61,7 @@
 //!
 //! # Choices where the specification is silent
 //!
-//! - **The runtime in app data** is a plain [`ScopeKey`] registered with
+//! - **The runtime in app data** is a plain [`ScopeKey`](scopekey_runtime::ScopeKey) registered with
 //!   `App::app_data(keys.clone())` (it is already an `Arc` handle); a
 //!   `web::Data<ScopeKey>` is accepted too. Without either, every
 //!   authentication is refused with a logged 500, never passed.
@@ -82,9 +82,11 @@
 //!   [`MAX_CREDENTIAL_HEADER_LEN`] bytes or with bytes outside visible ASCII
 //!   is 401 `invalid_token` (it is a malformed token, RFC 6750 §3.1),
 //!   answered before any hashing or store access and logged, not audited.
-//! - **Challenges** name the realm (default `api`, see [`AuthConfig`]) in
-//!   every `WWW-Authenticate`, the 400 `invalid_request` one included:
-//!   `Bearer realm="api", error="invalid_request"`. Responses to malformed,
+//! - **Challenges** are exactly the specification's: `Bearer realm="api"`
+//!   when no key was presented (the realm is configurable, see
+//!   [`AuthConfig`]), and `Bearer error="invalid_token"`,
+//!   `Bearer error="insufficient_scope", scope="..."` and
+//!   `Bearer error="invalid_request"` otherwise. Responses to malformed,
 //!   unknown, revoked and expired keys are byte-identical.
 //! - **Problem bodies** use `type: "about:blank"` with the status's reason
 //!   phrase as `title` (RFC 9457 §4.2.1), plus a `code` member a client can

@@ -4,9 +4,9 @@
 use std::future::{Ready, ready};
 use std::rc::Rc;
 
+use actix_web::Error;
 use actix_web::body::EitherBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
-use actix_web::Error;
 use futures_util::future::LocalBoxFuture;
 
 use crate::extract::verification;
@@ -88,7 +88,10 @@ where
         let service = Rc::clone(&self.service);
         Box::pin(async move {
             match verification.await {
-                Ok(_) => service.call(req).await.map(ServiceResponse::map_into_left_body),
+                Ok(_) => service
+                    .call(req)
+                    .await
+                    .map(ServiceResponse::map_into_left_body),
                 Err(refused) => Ok(req.error_response(refused).map_into_right_body()),
             }
         })

@@ -18,8 +18,8 @@
 //! been judged to be. The rules beyond the route's scope (no escalation, who
 //! may rotate what) are the runtime's.
 
-use actix_web::http::header::{CACHE_CONTROL, HeaderValue};
 use actix_web::http::StatusCode;
+use actix_web::http::header::{CACHE_CONTROL, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -87,9 +87,7 @@ async fn no_route() -> Result<HttpResponse, ApiError> {
 }
 
 fn keys(req: &HttpRequest) -> Result<&ScopeKey, ApiError> {
-    runtime(req).ok_or_else(|| {
-        ApiError::Runtime(Error::Internal("no ScopeKey in app data".into()))
-    })
+    runtime(req).ok_or_else(|| ApiError::Runtime(Error::Internal("no ScopeKey in app data".into())))
 }
 
 fn path_id(req: &HttpRequest) -> Result<KeyId, ApiError> {
@@ -210,7 +208,9 @@ async fn list(caller: Authenticated, req: HttpRequest) -> Result<HttpResponse, A
     caller.require(SCOPE_READ)?;
     let q: ListQuery = query(&req)?;
     let request = ListKeys {
-        status: non_empty(q.status).map(|s| s.parse::<Status>()).transpose()?,
+        status: non_empty(q.status)
+            .map(|s| s.parse::<Status>())
+            .transpose()?,
         name_prefix: non_empty(q.name_prefix),
         limit: limit(q.limit)?,
         cursor: non_empty(q.cursor),
@@ -247,7 +247,8 @@ async fn rotate(
     // Any valid key may ask; the runtime decides (itself, or
     // `api_keys:write`), after the id is known to exist.
     let id = path_id(&req)?;
-    let body: RotateBody = read_json(&req, payload, JSON_LIMIT, Some(RotateBody::default())).await?;
+    let body: RotateBody =
+        read_json(&req, payload, JSON_LIMIT, Some(RotateBody::default())).await?;
     let options = RotateOptions {
         grace: body.grace_seconds.map(Duration::seconds),
         scopes: body.scopes.clone(),
@@ -278,7 +279,8 @@ async fn revoke(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(SCOPE_REVOKE)?;
     let id = path_id(&req)?;
-    let body: RevokeBody = read_json(&req, payload, JSON_LIMIT, Some(RevokeBody::default())).await?;
+    let body: RevokeBody =
+        read_json(&req, payload, JSON_LIMIT, Some(RevokeBody::default())).await?;
     let key = keys(&req)?
         .revoke(id, body.reason.as_deref(), Actor::Key(&caller))
         .await?;

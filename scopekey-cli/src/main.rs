@@ -1,1 +1,160 @@
-fn main() {}
+//! `scopekey`: the admin command for scopekey API keys. Bootstrap the first
+//! admin key, rotate or revoke a leaked key during an incident, and script
+//! key management in deploy pipelines — without the HTTP API.
+//!
+//! ```text
+//! export DATABASE_URL=sqlite://keys.db      # or postgres://user@host/db
+//! scopekey migrate
+//! scopekey keys create --name admin --scope '*'
+//! scopekey keys create --name billing --scope orders:read --scope orders:write --expires-in 30d --json
+//! scopekey keys list --status active
+//! scopekey keys show 0190c8f2-7a6e-7c3b-9d41-2f5e8a1b3c4d
+//! scopekey keys rotate 0190c8f2-7a6e-7c3b-9d41-2f5e8a1b3c4d --grace 1h
+//! scopekey keys revoke 0190c8f2-7a6e-7c3b-9d41-2f5e8a1b3c4d --reason "leaked in CI log"
+//! scanner --format=lines | scopekey keys compromised --source "secret scanning"
+//! scopekey events --key 0190c8f2-7a6e-7c3b-9d41-2f5e8a1b3c4d
+//! ```
+//!
+//! # The store
+//!
+//! `--database-url URL` or `DATABASE_URL`: `sqlite://path/to/keys.db` (the
+//! file is created if missing) or `postgres://...`. The CLI may run against
+//! the same SQLite file as a running service: the runtime opens it in WAL
+//! mode with a busy timeout. A revocation made here is refused by a running
+//! service within one second (its verification cache's lifetime; on
+//! PostgreSQL, services listening for changes drop the entry at once).
+//!
+//! Every command creates or upgrades the schema first, as the demo service
+//! does on start, so a CLI pointed at a fresh file works at once; migrations
+//! are idempotent and safe while a service runs. `--no-migrate` turns this
+//! off (for a database role without DDL rights), and then a command on a
+//! database without the schema fails. `migrate` does only that.
+//!
+//! The key format must match the service's: `--key-prefix` (or
+//! `SCOPEKEY_KEY_PREFIX`, default `sk`), and the hashing pepper, if the
+//! service uses one, in `SCOPEKEY_PEPPER` (never an option: arguments show
+//! in `ps` and shell history). With the wrong format, created keys do not
+//! verify and reported keys read as malformed or unknown.
+//!
+//! # Commands
+//!
+//! - `migrate`: create or upgrade the schema.
+//! - `keys create --name N --scope S [--scope S ...] [--expires-in 30d |
+//!   --expires-at TIME] [--metadata JSON] [--json]`: create a key and print
+//!   its plaintext, once. Scopes may also be comma-separated.
+//! - `keys list [--status active|rotating|revoked|expired] [--name-prefix P]
+//!   [--limit N] [--cursor C] [--all] [--json]`: keys, newest first, one page
+//!   (50 unless `--limit`) or `--all` pages.
+//! - `keys show ID [--json]`: one key.
+//! - `keys rotate ID [--grace 24h] [--scope S ...] [--json]`: a successor
+//!   with its plaintext, once; the old key works for the grace period
+//!   (default 24h, `0` ends it now); `--scope` narrows the successor's scopes.
+//! - `keys revoke ID [--reason R] [--json]`: revoke at once (idempotent).
+//! - `keys compromised [FILE|-] [--source S] [--json]`: revoke every live key
+//!   in a list of leaked plaintext keys, one a line (standard input when FILE
+//!   is `-` or absent; blank lines and `#` comments skipped), and report per
+//!   line `revoked`, `already_revoked`, `unknown` or `malformed`.
+//! - `keys lineage ID [--json]`: a key's rotation chain, oldest first.
+//! - `events [--key ID] [--limit N] [--cursor C] [--all] [--json]`: the audit
+//!   log, newest first.
+//!
+//! Durations (`--expires-in`, `--grace`) read `30d`, `24h`, `90m`, `45s`,
+//! `2w`, or combinations such as `1d12h`; a bare `0` is zero.
+//!
+//! # Output
+//!
+//! For people: a block of `label value` lines for one key, an aligned table
+//! for lists, notes (next-page cursors, "store this key now") on standard
+//! error. With `--json`, one JSON document shaped as the HTTP API's: a key
+//! object (`id, name, scopes, metadata, hint, status, created_at,
+//! expires_at, revoked_at, revoked_reason, rotated_at, parent_key_id,
+//! last_used_at`), with `key` holding the plaintext after create and rotate;
+//! `{"items": [...], "next_cursor": ...}` for `keys list`, `keys lineage` and
+//! `events` (audit events as `id, key_id, type, actor_key_id, at, details`);
+//! `{"results": [{"index", "status", "key_id", "hint", "line"}]}` for
+//! `keys compromised`. JSON is indented on a terminal, one line otherwise.
+//!
+//! The plaintext of a key appears once, in the output of the `create` or
+//! `rotate` that made it, and nowhere else: not in `show`, `list`, `events`
+//! or `compromised` output, and never in an error message (a bad id is not
+//! repeated back, in case a key was pasted in its place).
+//!
+//! # Exit status
+//!
+//! - `0`: success (for `keys compromised`: every line was accounted for,
+//!   whatever the outcomes).
+//! - `1`: the operation failed — unknown id, conflict (rotating a key that
+//!   was already rotated, or is revoked or expired), invalid scope or name,
+//!   a successor scope its parent lacks, the database unreachable — with a
+//!   one-line message on standard error.
+//! - `2`: bad usage — unknown or missing options, no database URL or an
+//!   unsupported one, a bad duration, id, status, limit, cursor, time or
+//!   metadata; clap prints the usage.
+
+mod cli;
+mod commands;
+mod duration;
+mod failure;
+mod output;
+
+use std::io::{BufWriter, Write};
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
+
+use crate::cli::Cli;
+use crate::failure::{Failure, one_line, redact};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let url = database_url(&cli);
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    let result = match commands::run(cli, &url, &mut out).await {
+        Ok(()) => out.flush().map_err(Failure::from),
+        Err(e) => {
+            // What was printed before the failure is still worth showing.
+            let _ = out.flush();
+            Err(e)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            if let Some(message) = failure.message() {
+                eprintln!("error: {}", redact(&one_line(message), Some(&url)));
+            }
+            failure.exit_code()
+        }
+    }
+}
+
+/// The database URL, or a usage error (exit 2). The URL is never repeated:
+/// it may carry a password.
+fn database_url(cli: &Cli) -> String {
+    match cli.database_url.as_deref().map(str::trim) {
+        None | Some("") => usage(
+            ErrorKind::MissingRequiredArgument,
+            "no key store given: pass --database-url URL or set DATABASE_URL \
+             (sqlite://path/to/keys.db or postgres://user@host/db)",
+        ),
+        Some(url)
+            if url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://") =>
+        {
+            url.to_owned()
+        }
+        Some(_) => usage(
+            ErrorKind::ValueValidation,
+            "unsupported --database-url / DATABASE_URL: expected sqlite://path/to/keys.db \
+             or postgres://user@host/db (the value is not repeated, in case it holds a password)",
+        ),
+    }
+}
+
+/// Prints a usage error the way clap prints its own, and exits with 2.
+fn usage(kind: ErrorKind, message: &str) -> ! {
+    Cli::command().error(kind, message).exit()
+}

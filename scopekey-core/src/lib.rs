@@ -481,8 +481,14 @@ mod tests {
         assert!(!orders.covers(&s("ordersx:read")));
         assert!(read.covers(&s("orders:read")));
         assert!(!read.covers(&s("orders:write")));
-        assert_eq!(Grant::parse("orders:w*").unwrap_err().kind(), ScopeErrorKind::Wildcard);
-        assert_eq!(Grant::parse("*:*").unwrap_err().kind(), ScopeErrorKind::Wildcard);
+        assert_eq!(
+            Grant::parse("orders:w*").unwrap_err().kind(),
+            ScopeErrorKind::Wildcard
+        );
+        assert_eq!(
+            Grant::parse("*:*").unwrap_err().kind(),
+            ScopeErrorKind::Wildcard
+        );
         assert!(all.includes(&orders) && orders.includes(&read) && !read.includes(&orders));
         assert!(!orders.includes(&all));
         assert!(!orders.includes(&Grant::parse("orders.refunds:*").unwrap()));

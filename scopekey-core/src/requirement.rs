@@ -246,7 +246,10 @@ mod tests {
         let r: Requirement = "any(orders:admin, all(\"orders:write\", orders:read))"
             .parse()
             .unwrap();
-        assert_eq!(r.to_string(), "any(orders:admin, all(orders:write, orders:read))");
+        assert_eq!(
+            r.to_string(),
+            "any(orders:admin, all(orders:write, orders:read))"
+        );
         assert_eq!(r.scopes().len(), 3);
         assert!("any()".parse::<Requirement>().is_err());
         assert!("any(a:b".parse::<Requirement>().is_err());
@@ -279,7 +282,10 @@ mod tests {
         assert!(S.is_satisfied_by(&g(&["orders:admin"])));
         assert!(!S.is_satisfied_by(&g(&["orders:write"])));
         assert_eq!(S.scopes(), vec!["orders:admin", "orders:write"]);
-        assert_eq!(S.to_string(), "any(orders:admin, all(orders:write, orders:admin))");
+        assert_eq!(
+            S.to_string(),
+            "any(orders:admin, all(orders:write, orders:admin))"
+        );
         assert!(S.to_requirement().is_ok());
     }
 }

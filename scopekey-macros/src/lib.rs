@@ -1,1 +1,74 @@
-//! placeholder
+//! Procedural macros for [scopekey](https://docs.rs/scopekey): the
+//! `#[requires_scope]` attribute and the `catalogue!()` macro.
+//!
+//! Use them through the `scopekey` crate (`use scopekey::requires_scope;`):
+//! the code they expand to names the runtime as `::scopekey::__private::...`.
+//! The examples that compile live there; this crate's docs repeat them as
+//! text.
+//!
+//! Each macro works in three phases, one module each: `ast` turns tokens
+//! into a small model that keeps every literal's span, `valid` checks the
+//! scopes with the runtime's own parser (`scopekey_core`) and against the
+//! crate's scope catalogue (`catalogue`), and `expand` emits the code.
+//! Every mistake is a compile error pointing at the offending tokens; the
+//! item is then returned unchanged beside the error, so the rest of the crate
+//! still sees the handler.
+
+mod ast;
+mod catalogue;
+mod expand;
+mod valid;
+
+use proc_macro::TokenStream;
+
+/// Declares the scope an actix-web handler requires; a request whose key
+/// does not satisfy it is refused (401 without a valid key, 403 with too
+/// few scopes) before the handler's other extractors or body run.
+///
+/// ```rust,ignore
+/// use actix_web::{get, web, HttpResponse, Responder};
+/// use scopekey::requires_scope;
+///
+/// // One scope.
+/// #[requires_scope("orders:write")]
+/// async fn create_order(body: web::Json<NewOrder>) -> impl Responder { /* ... */ }
+///
+/// // `any(...)` needs at least one, `all(...)` needs every one; they nest.
+/// #[get("/orders/{id}")]
+/// #[requires_scope(any("orders:admin", all("orders:read", "orders.audit:read")))]
+/// async fn order(path: web::Path<u64>) -> HttpResponse { /* ... */ }
+/// ```
+///
+/// Checked at compile time, each error pointing at the offending literal:
+/// the scope grammar (`resource:action`, lower case, no spaces, one `:`, at
+/// most 128 bytes, no wildcard in a requirement), `any`/`all` with at least
+/// one requirement, and — when the crate's `Cargo.toml` declares a scope
+/// catalogue under `[package.metadata.scopekey] scopes = [...]` — that every
+/// scope is listed there (with a "did you mean" suggestion).
+///
+/// The handler keeps its name, visibility, attributes, generics, arguments
+/// and return type; the macro adds a hidden first argument (the guard
+/// extractor) and registers the requirement in a link-time list. It works
+/// above or below actix-web's route attributes (`#[get]`, `#[post]`,
+/// `#[route]`), with `web::resource(..).route(web::post().to(handler))`, and
+/// on associated functions in `impl` blocks.
+#[proc_macro_attribute]
+pub fn requires_scope(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::requires_scope(args.into(), item.into()).into()
+}
+
+/// The crate's scope catalogue, as a `&'static [&'static str]`: the
+/// `scopes` listed under `[package.metadata.scopekey]` in the calling
+/// crate's `Cargo.toml`, in order, or an empty slice when there is none.
+///
+/// ```rust,ignore
+/// const SCOPES: &[&str] = scopekey::catalogue!();
+/// ```
+///
+/// Every entry must be a valid granted scope (`orders:read`, `orders:*` or
+/// `*`); anything else is a compile error. Editing the list rebuilds the
+/// crate.
+#[proc_macro]
+pub fn catalogue(input: TokenStream) -> TokenStream {
+    expand::catalogue(input.into()).into()
+}

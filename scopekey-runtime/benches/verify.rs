@@ -26,7 +26,10 @@ async fn seed(db: &TestDb, n: u64) {
                  SELECT printf('%s-%s-%s-%s-%s', substr(h,1,8), substr(h,9,4), substr(h,13,4), substr(h,17,4), substr(h,21,12)), \
                  'seed' || i, '[\"orders:read\"]', '{{}}', 'sk_…seed', randomblob(32), i FROM u"
             );
-            sqlx::query(AssertSqlSafe(sql)).execute(&mut c).await.unwrap();
+            sqlx::query(AssertSqlSafe(sql))
+                .execute(&mut c)
+                .await
+                .unwrap();
         }
         Backend::Postgres => {
             let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
@@ -35,8 +38,14 @@ async fn seed(db: &TestDb, n: u64) {
                  SELECT gen_random_uuid(), 'seed' || i, '[\"orders:read\"]', '{{}}', 'sk_…seed', \
                  sha256(('seed' || i)::bytea), now() FROM generate_series(1, {n}) AS i"
             );
-            sqlx::query(AssertSqlSafe(sql)).execute(&mut c).await.unwrap();
-            sqlx::query("ANALYZE scopekey_keys").execute(&mut c).await.unwrap();
+            sqlx::query(AssertSqlSafe(sql))
+                .execute(&mut c)
+                .await
+                .unwrap();
+            sqlx::query("ANALYZE scopekey_keys")
+                .execute(&mut c)
+                .await
+                .unwrap();
         }
     }
 }

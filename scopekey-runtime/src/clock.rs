@@ -61,6 +61,5 @@ impl Clock for ManualClock {
 /// Drops sub-microsecond precision, which neither database keeps.
 pub(crate) fn truncate_micros(t: OffsetDateTime) -> OffsetDateTime {
     let nanos = t.nanosecond();
-    t.replace_nanosecond(nanos - nanos % 1_000)
-        .unwrap_or(t)
+    t.replace_nanosecond(nanos - nanos % 1_000).unwrap_or(t)
 }

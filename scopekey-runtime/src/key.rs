@@ -270,9 +270,15 @@ mod tests {
         let b = f.generate().unwrap();
         assert_ne!(a, b);
         assert!(a.expose_secret().starts_with("acme_live_"));
-        assert_eq!(a.expose_secret().len(), "acme_live_".len() + SECRET_LEN + CHECK_LEN);
+        assert_eq!(
+            a.expose_secret().len(),
+            "acme_live_".len() + SECRET_LEN + CHECK_LEN
+        );
         assert_eq!(f.parse(a.expose_secret()), Ok(()));
-        assert_eq!(KeyFormat::default().parse(a.expose_secret()), Err(Malformed::Shape));
+        assert_eq!(
+            KeyFormat::default().parse(a.expose_secret()),
+            Err(Malformed::Shape)
+        );
     }
 
     #[test]
@@ -301,7 +307,10 @@ mod tests {
         let f = KeyFormat::default();
         assert_eq!(f.parse(""), Err(Malformed::Shape));
         assert_eq!(f.parse("sk_short"), Err(Malformed::Shape));
-        assert_eq!(f.parse(&"x".repeat(MAX_KEY_LEN + 1)), Err(Malformed::TooLong));
+        assert_eq!(
+            f.parse(&"x".repeat(MAX_KEY_LEN + 1)),
+            Err(Malformed::TooLong)
+        );
         let k = f.generate().unwrap();
         let mut s = k.expose_secret().to_owned();
         s.insert(5, '-');
@@ -312,7 +321,9 @@ mod tests {
     fn pepper_changes_the_hash() {
         let k = KeyFormat::default().generate().unwrap();
         let plain = KeyFormat::default().hash(k.expose_secret());
-        let peppered = KeyFormat::default().with_pepper(b"pepper").hash(k.expose_secret());
+        let peppered = KeyFormat::default()
+            .with_pepper(b"pepper")
+            .hash(k.expose_secret());
         assert_ne!(plain, peppered);
         assert_eq!(plain, KeyFormat::default().hash(k.expose_secret()));
     }

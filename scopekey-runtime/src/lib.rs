@@ -48,18 +48,18 @@ pub mod key;
 pub mod lifecycle;
 pub mod model;
 pub mod store;
-mod verify;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod testing;
+mod verify;
 
 /// Scope grammar and matching, from `scopekey-core`.
 pub mod scope {
     pub use scopekey_core::*;
 }
 
-pub use compromise::{CompromiseResult, CompromiseStatus};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use compromise::{CompromiseResult, CompromiseStatus};
 pub use error::{Error, StoreError, VerifyError};
 pub use key::{KeyFormat, KeyId, Plaintext};
 pub use lifecycle::{

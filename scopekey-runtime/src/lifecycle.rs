@@ -27,8 +27,8 @@ use crate::model::{
 };
 use crate::scope::{Grant, Grants};
 use crate::store::{
-    Change, Cursor, DEFAULT_PAGE_SIZE, EventQuery, KeyQuery, MAX_PAGE_SIZE, RevokeOutcome, RotateOutcome,
-    Rotation, Store,
+    Change, Cursor, DEFAULT_PAGE_SIZE, EventQuery, KeyQuery, MAX_PAGE_SIZE, RevokeOutcome,
+    RotateOutcome, Rotation, Store,
 };
 use crate::verify::{Verifier, VerifierConfig};
 
@@ -324,7 +324,9 @@ impl ScopeKey {
     /// Parses, deduplicates and checks scopes against the catalogue.
     fn grants(&self, scopes: &[String]) -> Result<(Vec<String>, Grants), Error> {
         if scopes.is_empty() {
-            return Err(Error::Invalid("`scopes` must name at least one scope".into()));
+            return Err(Error::Invalid(
+                "`scopes` must name at least one scope".into(),
+            ));
         }
         if scopes.len() > MAX_SCOPES {
             return Err(Error::Invalid(format!(
@@ -334,8 +336,15 @@ impl ScopeKey {
         let mut seen = HashSet::new();
         let mut texts = Vec::new();
         let mut grants = Vec::new();
-        for s in scopes {
-            let grant = Grant::parse(s).map_err(|e| Error::Invalid(e.to_string()))?;
+        for (i, s) in scopes.iter().enumerate() {
+            // The reason, not the input: a secret pasted into `scopes` by
+            // mistake must not come back in an error message or a log.
+            let grant = Grant::parse(s).map_err(|e| {
+                Error::Invalid(format!(
+                    "`scopes[{i}]` is not a valid scope: {}",
+                    e.reason()
+                ))
+            })?;
             if let Some(catalogue) = &self.inner.config.catalogue
                 && !in_catalogue(catalogue, &grant)
             {
@@ -369,7 +378,9 @@ impl ScopeKey {
             }
             (Some(at), None) => Some(truncate_micros(at)),
             (None, Some(ttl)) if ttl <= Duration::ZERO => {
-                return Err(Error::Invalid("`expires_in_seconds` must be positive".into()));
+                return Err(Error::Invalid(
+                    "`expires_in_seconds` must be positive".into(),
+                ));
             }
             (None, Some(ttl)) => Some(
                 now.checked_add(ttl)
@@ -504,12 +515,8 @@ impl ScopeKey {
                 MAX_GRACE.whole_seconds()
             )));
         }
-        let parent = self
-            .inner
-            .store
-            .get(id)
-            .await?
-            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        // Permission before lookup, so a key without `api_keys:write` cannot
+        // tell which ids exist.
         if let Actor::Key(p) = actor
             && p.id != id
             && !p.grants().covers_str(SCOPE_WRITE)
@@ -518,6 +525,12 @@ impl ScopeKey {
                 "rotating another key needs `{SCOPE_WRITE}`"
             )));
         }
+        let parent = self
+            .inner
+            .store
+            .get(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
         rotatable(&parent, now)?;
         let (parent_scopes, parent_grants) = self.grants_of(&parent)?;
         let (scopes, grants) = match &options.scopes {
@@ -543,9 +556,7 @@ impl ScopeKey {
             Some(own) if own < grace_end => own,
             _ => grace_end,
         };
-        let child_expires_at = parent
-            .expires_at
-            .map(|e| now + (e - parent.created_at));
+        let child_expires_at = parent.expires_at.map(|e| now + (e - parent.created_at));
         let (child, plaintext) = self.new_record(
             now,
             parent.name.clone(),
@@ -565,8 +576,20 @@ impl ScopeKey {
             now,
             parent_expires_at,
             events: vec![
-                self.event(now, event_type::KEY_ROTATED, Some(parent.id), actor.key_id(), details.clone()),
-                self.event(now, event_type::KEY_ROTATED, Some(child.id), actor.key_id(), details),
+                self.event(
+                    now,
+                    event_type::KEY_ROTATED,
+                    Some(parent.id),
+                    actor.key_id(),
+                    details.clone(),
+                ),
+                self.event(
+                    now,
+                    event_type::KEY_ROTATED,
+                    Some(child.id),
+                    actor.key_id(),
+                    details,
+                ),
             ],
             child,
         };
@@ -583,7 +606,9 @@ impl ScopeKey {
             RotateOutcome::NotFound => Err(Error::NotFound(id.to_string())),
             RotateOutcome::Conflict(now_record) => {
                 rotatable(&now_record, now)?;
-                Err(Error::Conflict(format!("key {id} was rotated concurrently")))
+                Err(Error::Conflict(format!(
+                    "key {id} was rotated concurrently"
+                )))
             }
         }
     }
@@ -606,7 +631,8 @@ impl ScopeKey {
         reason: Option<&str>,
         actor: Actor<'_>,
     ) -> Result<ApiKey, Error> {
-        self.revoke_as(id, reason, actor, event_type::KEY_REVOKED).await
+        self.revoke_as(id, reason, actor, event_type::KEY_REVOKED)
+            .await
     }
 
     pub(crate) async fn revoke_as(
@@ -624,7 +650,13 @@ impl ScopeKey {
                 "`reason` must be at most 500 characters, without control characters".into(),
             ));
         }
-        let event = self.event(now, kind, Some(id), actor.key_id(), json!({ "reason": reason }));
+        let event = self.event(
+            now,
+            kind,
+            Some(id),
+            actor.key_id(),
+            json!({ "reason": reason }),
+        );
         match self.inner.store.revoke(id, now, reason, &event).await? {
             RevokeOutcome::Revoked(record) => {
                 self.inner.verifier.invalidate(&record.key_hash);
@@ -745,7 +777,10 @@ impl ScopeKey {
 
     /// Flushes last-used times every `interval` until the returned task is
     /// aborted (at most one write per key per interval).
-    pub fn spawn_last_used_flusher(&self, interval: std::time::Duration) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_last_used_flusher(
+        &self,
+        interval: std::time::Duration,
+    ) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
@@ -766,7 +801,9 @@ impl ScopeKey {
     /// dropped, since notifications sent meanwhile are lost; the cache
     /// lifetime stays the backstop. Returns `None` on stores without a feed
     /// (SQLite), where the cache lifetime alone bounds staleness.
-    pub async fn spawn_change_listener(&self) -> Result<Option<tokio::task::JoinHandle<()>>, Error> {
+    pub async fn spawn_change_listener(
+        &self,
+    ) -> Result<Option<tokio::task::JoinHandle<()>>, Error> {
         let Some(mut feed) = self.inner.store.changes().await? else {
             return Ok(None);
         };
@@ -776,7 +813,9 @@ impl ScopeKey {
                 match feed.next().await {
                     Ok(Change::Key(hash)) => this.inner.verifier.invalidate(&hash),
                     Ok(Change::Resync) => {
-                        tracing::warn!("key change feed lost its connection; dropping the verification cache");
+                        tracing::warn!(
+                            "key change feed lost its connection; dropping the verification cache"
+                        );
                         this.invalidate_cache();
                     }
                     Err(e) => {
@@ -800,7 +839,10 @@ fn in_catalogue(catalogue: &Grants, grant: &Grant) -> bool {
         return true;
     }
     // A wildcard grant is fine if it covers at least one catalogued scope.
-    catalogue.as_slice().iter().any(|entry| grant.includes(entry))
+    catalogue
+        .as_slice()
+        .iter()
+        .any(|entry| grant.includes(entry))
 }
 
 fn rotatable(record: &KeyRecord, now: OffsetDateTime) -> Result<(), Error> {
@@ -841,7 +883,9 @@ fn check_name(name: &str) -> Result<String, Error> {
         )));
     }
     if trimmed.chars().any(char::is_control) {
-        return Err(Error::Invalid("`name` must not contain control characters".into()));
+        return Err(Error::Invalid(
+            "`name` must not contain control characters".into(),
+        ));
     }
     Ok(trimmed.to_owned())
 }
@@ -888,6 +932,9 @@ fn uuid_at(now: OffsetDateTime) -> Uuid {
 }
 
 fn rfc3339(t: Option<OffsetDateTime>) -> Value {
-    t.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .map_or(Value::Null, Value::String)
+    t.and_then(|t| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    })
+    .map_or(Value::Null, Value::String)
 }

@@ -67,7 +67,9 @@ impl TestDb {
             uuid::Uuid::now_v7().simple()
         ));
         let url = format!("sqlite://{}", file.display());
-        let store = SqliteStore::connect(&url).await.expect("open sqlite test db");
+        let store = SqliteStore::connect(&url)
+            .await
+            .expect("open sqlite test db");
         store.migrate().await.expect("migrate sqlite test db");
         Self {
             store: Arc::new(store),
@@ -101,7 +103,9 @@ impl TestDb {
             .expect("create test database");
         let _ = admin.close().await;
         let url = with_database(&admin_url, &name);
-        let store = PgStore::connect(&url).await.expect("connect to test database");
+        let store = PgStore::connect(&url)
+            .await
+            .expect("connect to test database");
         store.migrate().await.expect("migrate postgres test db");
         Some(Self {
             store: Arc::new(store),
@@ -141,7 +145,9 @@ impl Drop for TestDb {
 
 /// Replaces the database name in a PostgreSQL URL.
 fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let scheme_end = base.find("://").map_or(0, |i| i + 3);
     let base = match base[scheme_end..].find('/') {
         Some(slash) => &base[..scheme_end + slash],

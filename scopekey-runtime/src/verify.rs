@@ -29,10 +29,7 @@ use crate::store::Store;
 #[derive(Debug)]
 enum Cached {
     Unknown,
-    Known {
-        principal: Principal,
-        revoked: bool,
-    },
+    Known { principal: Principal, revoked: bool },
 }
 
 impl Cached {
@@ -40,8 +37,12 @@ impl Cached {
         let Some(record) = record else {
             return Ok(Self::Unknown);
         };
-        let grants = Grants::parse_all(&record.scopes)
-            .map_err(|e| StoreError::msg(format!("key {} has an invalid stored scope: {e}", record.id)))?;
+        let grants = Grants::parse_all(&record.scopes).map_err(|e| {
+            StoreError::msg(format!(
+                "key {} has an invalid stored scope: {e}",
+                record.id
+            ))
+        })?;
         Ok(Self::Known {
             revoked: record.revoked_at.is_some(),
             principal: Principal {
@@ -141,7 +142,9 @@ impl Verifier {
 
     /// Takes the pending last-used times.
     pub(crate) fn take_last_used(&self) -> Vec<(KeyId, OffsetDateTime)> {
-        std::mem::take(&mut *self.lock_last_used()).into_iter().collect()
+        std::mem::take(&mut *self.lock_last_used())
+            .into_iter()
+            .collect()
     }
 
     /// Puts back times whose write failed, keeping any newer ones.

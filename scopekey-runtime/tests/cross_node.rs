@@ -41,8 +41,15 @@ async fn pg() -> Option<TestDb> {
 async fn revocation_on_one_node_reaches_the_other() {
     let Some(db) = pg().await else { return };
     let (a, b) = (node(&db), node(&db));
-    let listener = a.spawn_change_listener().await.unwrap().expect("postgres has a feed");
-    let k = b.create(NewKey::new("k", ["a:b"]), Actor::System).await.unwrap();
+    let listener = a
+        .spawn_change_listener()
+        .await
+        .unwrap()
+        .expect("postgres has a feed");
+    let k = b
+        .create(NewKey::new("k", ["a:b"]), Actor::System)
+        .await
+        .unwrap();
     let plaintext = k.plaintext.expose_secret();
     assert!(a.verify(plaintext).await.is_ok(), "cached on node a");
     b.revoke(k.key.id, None, Actor::System).await.unwrap();
@@ -57,10 +64,16 @@ async fn rotation_on_one_node_reaches_the_other() {
     let Some(db) = pg().await else { return };
     let (a, b) = (node(&db), node(&db));
     let listener = a.spawn_change_listener().await.unwrap().unwrap();
-    let k = b.create(NewKey::new("k", ["a:b"]), Actor::System).await.unwrap();
+    let k = b
+        .create(NewKey::new("k", ["a:b"]), Actor::System)
+        .await
+        .unwrap();
     let plaintext = k.plaintext.expose_secret();
     assert!(a.verify(plaintext).await.is_ok());
-    let zero = RotateOptions { grace: Some(time::Duration::ZERO), scopes: None };
+    let zero = RotateOptions {
+        grace: Some(time::Duration::ZERO),
+        scopes: None,
+    };
     b.rotate(k.key.id, zero, Actor::System).await.unwrap();
     refused_within(&a, plaintext, SLACK).await;
     listener.abort();
@@ -72,8 +85,14 @@ async fn two_revocations_in_one_transaction_both_invalidate_and_rollback_notifie
     let Some(db) = pg().await else { return };
     let a = node(&db);
     let listener = a.spawn_change_listener().await.unwrap().unwrap();
-    let k1 = a.create(NewKey::new("k1", ["a:b"]), Actor::System).await.unwrap();
-    let k2 = a.create(NewKey::new("k2", ["a:b"]), Actor::System).await.unwrap();
+    let k1 = a
+        .create(NewKey::new("k1", ["a:b"]), Actor::System)
+        .await
+        .unwrap();
+    let k2 = a
+        .create(NewKey::new("k2", ["a:b"]), Actor::System)
+        .await
+        .unwrap();
     let (p1, p2) = (k1.plaintext.expose_secret(), k2.plaintext.expose_secret());
     assert!(a.verify(p1).await.is_ok() && a.verify(p2).await.is_ok());
 
@@ -97,7 +116,12 @@ async fn two_revocations_in_one_transaction_both_invalidate_and_rollback_notifie
 
 /// What another node's store does on revoke: update and notify in one
 /// transaction.
-async fn revoke_by_sql(conn: &mut PgConnection, id: scopekey_runtime::KeyId, keys: &ScopeKey, plaintext: &str) {
+async fn revoke_by_sql(
+    conn: &mut PgConnection,
+    id: scopekey_runtime::KeyId,
+    keys: &ScopeKey,
+    plaintext: &str,
+) {
     sqlx::query("UPDATE scopekey_keys SET revoked_at = now() WHERE id = $1")
         .bind(id.as_uuid())
         .execute(&mut *conn)
@@ -117,7 +141,10 @@ async fn a_killed_listener_connection_still_keeps_the_bound() {
     let Some(db) = pg().await else { return };
     let (a, b) = (node(&db), node(&db));
     let listener = a.spawn_change_listener().await.unwrap().unwrap();
-    let k = b.create(NewKey::new("k", ["a:b"]), Actor::System).await.unwrap();
+    let k = b
+        .create(NewKey::new("k", ["a:b"]), Actor::System)
+        .await
+        .unwrap();
     let plaintext = k.plaintext.expose_secret();
     assert!(a.verify(plaintext).await.is_ok(), "cached on node a");
 

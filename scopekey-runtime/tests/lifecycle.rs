@@ -27,22 +27,40 @@ async fn key(keys: &ScopeKey, name: &str, scopes: &[&str]) -> scopekey_runtime::
 
 async fn create_and_verify(db: &TestDb) {
     let (keys, _) = runtime(db);
-    let created = key(&keys, "reporting", &["orders:read", "orders:read", "billing.invoices:*"]).await;
-    assert_eq!(created.key.scopes, ["orders:read", "billing.invoices:*"], "deduplicated");
+    let created = key(
+        &keys,
+        "reporting",
+        &["orders:read", "orders:read", "billing.invoices:*"],
+    )
+    .await;
+    assert_eq!(
+        created.key.scopes,
+        ["orders:read", "billing.invoices:*"],
+        "deduplicated"
+    );
     assert_eq!(created.key.status, Status::Active);
     assert!(created.key.hint.starts_with("sk_…"));
-    let p = keys.verify(created.plaintext.expose_secret()).await.unwrap();
+    let p = keys
+        .verify(created.plaintext.expose_secret())
+        .await
+        .unwrap();
     assert_eq!(p.id, created.key.id);
     assert!(p.grants().covers_str("billing.invoices:void"));
     assert!(!p.grants().covers_str("orders:write"));
 
     // The stored row holds the hash, never the plaintext.
     let stored = db.store.get(created.key.id).await.unwrap().unwrap();
-    assert_eq!(stored.key_hash, keys.key_format().hash(created.plaintext.expose_secret()));
+    assert_eq!(
+        stored.key_hash,
+        keys.key_format().hash(created.plaintext.expose_secret())
+    );
     assert_eq!(keys.get(created.key.id).await.unwrap(), created.key);
 
     let events = keys
-        .events(&ListEvents { key_id: Some(created.key.id), ..Default::default() })
+        .events(&ListEvents {
+            key_id: Some(created.key.id),
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(events.items.len(), 1);
@@ -52,14 +70,23 @@ both_backends!(create_and_verify_works, create_and_verify);
 
 async fn verify_rejections(db: &TestDb) {
     let (keys, _) = runtime(db);
-    assert!(matches!(keys.verify("nonsense").await, Err(VerifyError::Malformed(_))));
+    assert!(matches!(
+        keys.verify("nonsense").await,
+        Err(VerifyError::Malformed(_))
+    ));
     let other = scopekey_runtime::KeyFormat::default().generate().unwrap();
-    assert!(matches!(keys.verify(other.expose_secret()).await, Err(VerifyError::Unknown)));
+    assert!(matches!(
+        keys.verify(other.expose_secret()).await,
+        Err(VerifyError::Unknown)
+    ));
     let created = key(&keys, "k", &["a:b"]).await;
     let mut flipped = created.plaintext.expose_secret().to_owned();
     let last = flipped.pop().unwrap();
     flipped.push(if last == 'a' { 'b' } else { 'a' });
-    assert!(matches!(keys.verify(&flipped).await, Err(VerifyError::Malformed(_))));
+    assert!(matches!(
+        keys.verify(&flipped).await,
+        Err(VerifyError::Malformed(_))
+    ));
     // Failures are audited (sampled).
     let events = keys.events(&ListEvents::default()).await.unwrap();
     let failures: Vec<_> = events
@@ -83,11 +110,19 @@ async fn create_validation(db: &TestDb) {
         NewKey::new("x", ["orders"]),
         NewKey::new("x", ["a:b"]).expires_in(Duration::seconds(-1)),
         NewKey::new("x", ["a:b"]).expires_at(clock.now() - Duration::seconds(1)),
-        NewKey::new("x", ["a:b"]).expires_in(Duration::hours(1)).expires_at(clock.now() + Duration::hours(1)),
+        NewKey::new("x", ["a:b"])
+            .expires_in(Duration::hours(1))
+            .expires_at(clock.now() + Duration::hours(1)),
     ];
     for new in bad {
         let shown = format!("{new:?}");
-        assert!(matches!(keys.create(new, Actor::System).await, Err(Error::Invalid(_))), "{shown}");
+        assert!(
+            matches!(
+                keys.create(new, Actor::System).await,
+                Err(Error::Invalid(_))
+            ),
+            "{shown}"
+        );
     }
     let page = keys.list(&ListKeys::default()).await.unwrap();
     assert!(page.items.is_empty(), "bad input changes nothing");
@@ -97,8 +132,16 @@ async fn create_validation(db: &TestDb) {
         .catalogue(["orders:read", "orders:write"])
         .unwrap()
         .build();
-    assert!(strict.create(NewKey::new("x", ["orders:read", "orders:*"]), Actor::System).await.is_ok());
-    let err = strict.create(NewKey::new("x", ["orders:wirte"]), Actor::System).await.unwrap_err();
+    assert!(
+        strict
+            .create(NewKey::new("x", ["orders:read", "orders:*"]), Actor::System)
+            .await
+            .is_ok()
+    );
+    let err = strict
+        .create(NewKey::new("x", ["orders:wirte"]), Actor::System)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Invalid(m) if m.contains("catalogue")));
 }
 both_backends!(create_validation_works, create_validation);
@@ -107,26 +150,47 @@ async fn no_escalation(db: &TestDb) {
     let (keys, _) = runtime(db);
     let admin = key(&keys, "admin", &["api_keys:write", "orders:*"]).await;
     let p = keys.verify(admin.plaintext.expose_secret()).await.unwrap();
-    let ok = keys.create(NewKey::new("child", ["orders:read"]), Actor::Key(&p)).await.unwrap();
+    let ok = keys
+        .create(NewKey::new("child", ["orders:read"]), Actor::Key(&p))
+        .await
+        .unwrap();
     let err = keys
         .create(NewKey::new("child", ["billing:read"]), Actor::Key(&p))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Forbidden(m) if m.contains("billing:read")));
-    let err = keys.create(NewKey::new("child", ["*"]), Actor::Key(&p)).await.unwrap_err();
+    let err = keys
+        .create(NewKey::new("child", ["*"]), Actor::Key(&p))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Forbidden(_)));
 
     // Rotation cannot widen: not beyond the parent, not beyond the actor.
-    let wider = RotateOptions { scopes: Some(vec!["orders:*".into()]), ..Default::default() };
-    let err = keys.rotate(ok.key.id, wider, Actor::Key(&p)).await.unwrap_err();
+    let wider = RotateOptions {
+        scopes: Some(vec!["orders:*".into()]),
+        ..Default::default()
+    };
+    let err = keys
+        .rotate(ok.key.id, wider, Actor::Key(&p))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Forbidden(_)));
     let reader = key(&keys, "reader", &["orders:read"]).await;
     let rp = keys.verify(reader.plaintext.expose_secret()).await.unwrap();
-    let err = keys.rotate(admin.key.id, RotateOptions::default(), Actor::Key(&rp)).await.unwrap_err();
+    let err = keys
+        .rotate(admin.key.id, RotateOptions::default(), Actor::Key(&rp))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Forbidden(m) if m.contains("api_keys:write")));
     // A key may rotate itself, into a subset.
-    let fewer = RotateOptions { scopes: Some(vec!["orders:read".into()]), ..Default::default() };
-    let own = keys.rotate(admin.key.id, fewer, Actor::Key(&p)).await.unwrap();
+    let fewer = RotateOptions {
+        scopes: Some(vec!["orders:read".into()]),
+        ..Default::default()
+    };
+    let own = keys
+        .rotate(admin.key.id, fewer, Actor::Key(&p))
+        .await
+        .unwrap();
     assert_eq!(own.key.scopes, ["orders:read"]);
     assert_eq!(own.key.parent_key_id, Some(admin.key.id));
 }
@@ -137,7 +201,14 @@ async fn rotation_grace(db: &TestDb) {
     let old = key(&keys, "svc", &["orders:read"]).await;
     let grace = Duration::minutes(10);
     let new = keys
-        .rotate(old.key.id, RotateOptions { grace: Some(grace), scopes: None }, Actor::System)
+        .rotate(
+            old.key.id,
+            RotateOptions {
+                grace: Some(grace),
+                scopes: None,
+            },
+            Actor::System,
+        )
         .await
         .unwrap();
     assert_eq!(new.key.parent_key_id, Some(old.key.id));
@@ -145,21 +216,39 @@ async fn rotation_grace(db: &TestDb) {
     assert_eq!(keys.get(old.key.id).await.unwrap().status, Status::Rotating);
 
     clock.advance(grace - Duration::seconds(1));
-    assert!(keys.verify(old.plaintext.expose_secret()).await.is_ok(), "inside grace");
+    assert!(
+        keys.verify(old.plaintext.expose_secret()).await.is_ok(),
+        "inside grace"
+    );
     assert!(keys.verify(new.plaintext.expose_secret()).await.is_ok());
     clock.advance(Duration::seconds(1));
-    assert!(matches!(keys.verify(old.plaintext.expose_secret()).await, Err(VerifyError::Expired)));
+    assert!(matches!(
+        keys.verify(old.plaintext.expose_secret()).await,
+        Err(VerifyError::Expired)
+    ));
     assert!(keys.verify(new.plaintext.expose_secret()).await.is_ok());
     assert_eq!(keys.get(old.key.id).await.unwrap().status, Status::Expired);
 
     // Both keys carry the rotation in their audit log.
     for id in [old.key.id, new.key.id] {
-        let ev = keys.events(&ListEvents { key_id: Some(id), ..Default::default() }).await.unwrap();
-        assert!(ev.items.iter().any(|e| e.kind == event_type::KEY_ROTATED), "{id}");
+        let ev = keys
+            .events(&ListEvents {
+                key_id: Some(id),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(
+            ev.items.iter().any(|e| e.kind == event_type::KEY_ROTATED),
+            "{id}"
+        );
     }
     // Lineage walks both ways.
     let line = keys.lineage(new.key.id).await.unwrap();
-    assert_eq!(line.iter().map(|k| k.id).collect::<Vec<_>>(), [old.key.id, new.key.id]);
+    assert_eq!(
+        line.iter().map(|k| k.id).collect::<Vec<_>>(),
+        [old.key.id, new.key.id]
+    );
     let line = keys.lineage(old.key.id).await.unwrap();
     assert_eq!(line.len(), 2);
 }
@@ -168,12 +257,22 @@ both_backends!(rotation_grace_works, rotation_grace);
 async fn grace_never_past_expiry(db: &TestDb) {
     let (keys, clock) = runtime(db);
     let old = keys
-        .create(NewKey::new("short", ["a:b"]).expires_in(Duration::hours(1)), Actor::System)
+        .create(
+            NewKey::new("short", ["a:b"]).expires_in(Duration::hours(1)),
+            Actor::System,
+        )
         .await
         .unwrap();
     clock.advance(Duration::minutes(30));
     let new = keys
-        .rotate(old.key.id, RotateOptions { grace: Some(Duration::hours(24)), scopes: None }, Actor::System)
+        .rotate(
+            old.key.id,
+            RotateOptions {
+                grace: Some(Duration::hours(24)),
+                scopes: None,
+            },
+            Actor::System,
+        )
         .await
         .unwrap();
     // The successor gets the parent's lifetime afresh.
@@ -181,16 +280,39 @@ async fn grace_never_past_expiry(db: &TestDb) {
     clock.advance(Duration::minutes(30) - Duration::seconds(1));
     assert!(keys.verify(old.plaintext.expose_secret()).await.is_ok());
     clock.advance(Duration::seconds(1));
-    assert!(matches!(keys.verify(old.plaintext.expose_secret()).await, Err(VerifyError::Expired)), "own expiry wins");
+    assert!(
+        matches!(
+            keys.verify(old.plaintext.expose_secret()).await,
+            Err(VerifyError::Expired)
+        ),
+        "own expiry wins"
+    );
 
     // Zero grace ends the old key at once.
     let a = key(&keys, "a", &["a:b"]).await;
-    keys.rotate(a.key.id, RotateOptions { grace: Some(Duration::ZERO), scopes: None }, Actor::System)
-        .await
-        .unwrap();
-    assert!(matches!(keys.verify(a.plaintext.expose_secret()).await, Err(VerifyError::Expired)));
+    keys.rotate(
+        a.key.id,
+        RotateOptions {
+            grace: Some(Duration::ZERO),
+            scopes: None,
+        },
+        Actor::System,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        keys.verify(a.plaintext.expose_secret()).await,
+        Err(VerifyError::Expired)
+    ));
     let err = keys
-        .rotate(a.key.id, RotateOptions { grace: Some(Duration::seconds(-1)), scopes: None }, Actor::System)
+        .rotate(
+            a.key.id,
+            RotateOptions {
+                grace: Some(Duration::seconds(-1)),
+                scopes: None,
+            },
+            Actor::System,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Invalid(_)));
@@ -200,27 +322,53 @@ both_backends!(grace_never_past_expiry_works, grace_never_past_expiry);
 async fn rotation_conflicts(db: &TestDb) {
     let (keys, clock) = runtime(db);
     let k = key(&keys, "k", &["a:b"]).await;
-    keys.rotate(k.key.id, RotateOptions::default(), Actor::System).await.unwrap();
-    let again = keys.rotate(k.key.id, RotateOptions::default(), Actor::System).await;
+    keys.rotate(k.key.id, RotateOptions::default(), Actor::System)
+        .await
+        .unwrap();
+    let again = keys
+        .rotate(k.key.id, RotateOptions::default(), Actor::System)
+        .await;
     assert!(matches!(again, Err(Error::Conflict(m)) if m.contains("successor")));
 
     let r = key(&keys, "r", &["a:b"]).await;
     keys.revoke(r.key.id, None, Actor::System).await.unwrap();
-    assert!(matches!(keys.rotate(r.key.id, RotateOptions::default(), Actor::System).await, Err(Error::Conflict(_))));
+    assert!(matches!(
+        keys.rotate(r.key.id, RotateOptions::default(), Actor::System)
+            .await,
+        Err(Error::Conflict(_))
+    ));
 
     let e = keys
-        .create(NewKey::new("e", ["a:b"]).expires_in(Duration::seconds(5)), Actor::System)
+        .create(
+            NewKey::new("e", ["a:b"]).expires_in(Duration::seconds(5)),
+            Actor::System,
+        )
         .await
         .unwrap();
     clock.advance(Duration::seconds(5));
-    assert!(matches!(keys.rotate(e.key.id, RotateOptions::default(), Actor::System).await, Err(Error::Conflict(_))));
+    assert!(matches!(
+        keys.rotate(e.key.id, RotateOptions::default(), Actor::System)
+            .await,
+        Err(Error::Conflict(_))
+    ));
 
     let missing = scopekey_runtime::KeyId(uuid::Uuid::now_v7());
-    assert!(matches!(keys.rotate(missing, RotateOptions::default(), Actor::System).await, Err(Error::NotFound(_))));
-    assert!(matches!(keys.revoke(missing, None, Actor::System).await, Err(Error::NotFound(_))));
+    assert!(matches!(
+        keys.rotate(missing, RotateOptions::default(), Actor::System)
+            .await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        keys.revoke(missing, None, Actor::System).await,
+        Err(Error::NotFound(_))
+    ));
     assert!(matches!(keys.get(missing).await, Err(Error::NotFound(_))));
     assert!(matches!(
-        keys.events(&ListEvents { key_id: Some(missing), ..Default::default() }).await,
+        keys.events(&ListEvents {
+            key_id: Some(missing),
+            ..Default::default()
+        })
+        .await,
         Err(Error::NotFound(_))
     ));
 }
@@ -232,7 +380,10 @@ async fn concurrent_rotations(db: &TestDb) {
     let tasks: Vec<_> = (0..50)
         .map(|_| {
             let keys = keys.clone();
-            tokio::spawn(async move { keys.rotate(k.key.id, RotateOptions::default(), Actor::System).await })
+            tokio::spawn(async move {
+                keys.rotate(k.key.id, RotateOptions::default(), Actor::System)
+                    .await
+            })
         })
         .collect();
     let mut ok = 0;
@@ -246,7 +397,13 @@ async fn concurrent_rotations(db: &TestDb) {
     }
     assert_eq!((ok, conflicts), (1, 49));
     assert!(db.store.successor(k.key.id).await.unwrap().is_some());
-    let all = keys.list(&ListKeys { limit: Some(500), ..Default::default() }).await.unwrap();
+    let all = keys
+        .list(&ListKeys {
+            limit: Some(500),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(all.items.len(), 2, "exactly one child");
 }
 both_backends!(concurrent_rotations_have_one_winner, concurrent_rotations);
@@ -256,32 +413,72 @@ async fn rotation_races_revocation(db: &TestDb) {
     for _ in 0..10 {
         let k = key(&keys, "race", &["a:b"]).await;
         let (a, b) = (keys.clone(), keys.clone());
-        let rot = tokio::spawn(async move { a.rotate(k.key.id, RotateOptions::default(), Actor::System).await });
-        let rev = tokio::spawn(async move { b.revoke(k.key.id, Some("race"), Actor::System).await });
+        let rot = tokio::spawn(async move {
+            a.rotate(k.key.id, RotateOptions::default(), Actor::System)
+                .await
+        });
+        let rev =
+            tokio::spawn(async move { b.revoke(k.key.id, Some("race"), Actor::System).await });
         let rot = rot.await.unwrap();
         rev.await.unwrap().expect("revocation always succeeds");
         match rot {
             Ok(child) => assert_eq!(child.key.parent_key_id, Some(k.key.id)),
-            Err(Error::Conflict(_)) => assert!(db.store.successor(k.key.id).await.unwrap().is_none()),
+            Err(Error::Conflict(_)) => {
+                assert!(db.store.successor(k.key.id).await.unwrap().is_none())
+            }
             Err(e) => panic!("unexpected error: {e:?}"),
         }
         assert_eq!(keys.get(k.key.id).await.unwrap().status, Status::Revoked);
     }
 }
-both_backends!(rotation_racing_revocation_is_clean, rotation_races_revocation);
+both_backends!(
+    rotation_racing_revocation_is_clean,
+    rotation_races_revocation
+);
 
 async fn revoke(db: &TestDb) {
     let (keys, _) = runtime(db);
     let k = key(&keys, "k", &["a:b"]).await;
-    assert!(keys.verify(k.plaintext.expose_secret()).await.is_ok(), "now cached");
-    let revoked = keys.revoke(k.key.id, Some("leaked"), Actor::System).await.unwrap();
+    assert!(
+        keys.verify(k.plaintext.expose_secret()).await.is_ok(),
+        "now cached"
+    );
+    let revoked = keys
+        .revoke(k.key.id, Some("leaked"), Actor::System)
+        .await
+        .unwrap();
     assert_eq!(revoked.status, Status::Revoked);
     assert_eq!(revoked.revoked_reason.as_deref(), Some("leaked"));
-    assert!(matches!(keys.verify(k.plaintext.expose_secret()).await, Err(VerifyError::Revoked)), "next request");
-    let again = keys.revoke(k.key.id, Some("other"), Actor::System).await.unwrap();
-    assert_eq!(again.revoked_reason.as_deref(), Some("leaked"), "idempotent");
-    let ev = keys.events(&ListEvents { key_id: Some(k.key.id), ..Default::default() }).await.unwrap();
-    assert_eq!(ev.items.iter().filter(|e| e.kind == event_type::KEY_REVOKED).count(), 1);
+    assert!(
+        matches!(
+            keys.verify(k.plaintext.expose_secret()).await,
+            Err(VerifyError::Revoked)
+        ),
+        "next request"
+    );
+    let again = keys
+        .revoke(k.key.id, Some("other"), Actor::System)
+        .await
+        .unwrap();
+    assert_eq!(
+        again.revoked_reason.as_deref(),
+        Some("leaked"),
+        "idempotent"
+    );
+    let ev = keys
+        .events(&ListEvents {
+            key_id: Some(k.key.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        ev.items
+            .iter()
+            .filter(|e| e.kind == event_type::KEY_REVOKED)
+            .count(),
+        1
+    );
 }
 both_backends!(revoke_works, revoke);
 
@@ -299,30 +496,52 @@ async fn revocation_elsewhere_within_cache_lifetime(db: &TestDb) {
         if node_a.verify(k.plaintext.expose_secret()).await.is_err() {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "revocation not seen within 1 s");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "revocation not seen within 1 s"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
-both_backends!(revocation_elsewhere_is_seen_within_the_cache_lifetime, revocation_elsewhere_within_cache_lifetime);
+both_backends!(
+    revocation_elsewhere_is_seen_within_the_cache_lifetime,
+    revocation_elsewhere_within_cache_lifetime
+);
 
 async fn expiry_judged_at_request_time(db: &TestDb) {
     let (keys, clock) = runtime(db);
     let k = keys
-        .create(NewKey::new("k", ["a:b"]).expires_in(Duration::seconds(30)), Actor::System)
+        .create(
+            NewKey::new("k", ["a:b"]).expires_in(Duration::seconds(30)),
+            Actor::System,
+        )
         .await
         .unwrap();
-    assert!(keys.verify(k.plaintext.expose_secret()).await.is_ok(), "cached now");
+    assert!(
+        keys.verify(k.plaintext.expose_secret()).await.is_ok(),
+        "cached now"
+    );
     clock.advance(Duration::seconds(30));
-    assert!(matches!(keys.verify(k.plaintext.expose_secret()).await, Err(VerifyError::Expired)));
+    assert!(matches!(
+        keys.verify(k.plaintext.expose_secret()).await,
+        Err(VerifyError::Expired)
+    ));
     assert_eq!(keys.get(k.key.id).await.unwrap().status, Status::Expired);
 }
-both_backends!(expiry_is_judged_at_request_time, expiry_judged_at_request_time);
+both_backends!(
+    expiry_is_judged_at_request_time,
+    expiry_judged_at_request_time
+);
 
 async fn list_filters_and_pages(db: &TestDb) {
     let (keys, clock) = runtime(db);
     let mut ids = Vec::new();
     for i in 0..7 {
-        let name = if i % 2 == 0 { format!("web_{i}") } else { format!("web%{i}") };
+        let name = if i % 2 == 0 {
+            format!("web_{i}")
+        } else {
+            format!("web%{i}")
+        };
         ids.push(key(&keys, &name, &["a:b"]).await.key.id);
         clock.advance(Duration::milliseconds(1));
     }
@@ -334,7 +553,11 @@ async fn list_filters_and_pages(db: &TestDb) {
     let mut cursor = None;
     loop {
         let page = keys
-            .list(&ListKeys { limit: Some(3), cursor: cursor.clone(), ..Default::default() })
+            .list(&ListKeys {
+                limit: Some(3),
+                cursor: cursor.clone(),
+                ..Default::default()
+            })
             .await
             .unwrap();
         assert!(page.items.len() <= 3);
@@ -354,35 +577,72 @@ async fn list_filters_and_pages(db: &TestDb) {
     assert_eq!(sorted.len(), 10, "no repeats");
 
     // `%` and `_` in a name prefix are literal.
-    let pct = keys.list(&ListKeys { name_prefix: Some("web%".into()), ..Default::default() }).await.unwrap();
+    let pct = keys
+        .list(&ListKeys {
+            name_prefix: Some("web%".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(pct.items.len(), 3);
-    let us = keys.list(&ListKeys { name_prefix: Some("web_".into()), ..Default::default() }).await.unwrap();
+    let us = keys
+        .list(&ListKeys {
+            name_prefix: Some("web_".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(us.items.len(), 4);
 
     keys.revoke(ids[0], None, Actor::System).await.unwrap();
-    keys.rotate(ids[1], RotateOptions::default(), Actor::System).await.unwrap();
-    keys.create(NewKey::new("soon", ["a:b"]).expires_in(Duration::seconds(1)), Actor::System).await.unwrap();
+    keys.rotate(ids[1], RotateOptions::default(), Actor::System)
+        .await
+        .unwrap();
+    keys.create(
+        NewKey::new("soon", ["a:b"]).expires_in(Duration::seconds(1)),
+        Actor::System,
+    )
+    .await
+    .unwrap();
     clock.advance(Duration::seconds(1));
     let count = |status| {
         let keys = keys.clone();
         async move {
-            keys.list(&ListKeys { status: Some(status), limit: Some(500), ..Default::default() })
-                .await
-                .unwrap()
-                .items
-                .len()
+            keys.list(&ListKeys {
+                status: Some(status),
+                limit: Some(500),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .items
+            .len()
         }
     };
     assert_eq!(count(Status::Revoked).await, 1);
     assert_eq!(count(Status::Rotating).await, 1);
     assert_eq!(count(Status::Expired).await, 1);
-    assert_eq!(count(Status::Active).await, 9, "8 left of 10, plus the successor");
+    assert_eq!(
+        count(Status::Active).await,
+        9,
+        "8 left of 10, plus the successor"
+    );
 
     for limit in [0, 501] {
-        let r = keys.list(&ListKeys { limit: Some(limit), ..Default::default() }).await;
+        let r = keys
+            .list(&ListKeys {
+                limit: Some(limit),
+                ..Default::default()
+            })
+            .await;
         assert!(matches!(r, Err(Error::Invalid(_))));
     }
-    let r = keys.list(&ListKeys { cursor: Some("garbage".into()), ..Default::default() }).await;
+    let r = keys
+        .list(&ListKeys {
+            cursor: Some("garbage".into()),
+            ..Default::default()
+        })
+        .await;
     assert!(matches!(r, Err(Error::Invalid(_))));
     assert!("bogus".parse::<Status>().is_err());
 }
@@ -394,11 +654,21 @@ async fn events_page(db: &TestDb) {
         key(&keys, &format!("k{i}"), &["a:b"]).await;
         clock.advance(Duration::seconds(1));
     }
-    let first = keys.events(&ListEvents { limit: Some(2), ..Default::default() }).await.unwrap();
+    let first = keys
+        .events(&ListEvents {
+            limit: Some(2),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(first.items.len(), 2);
     assert!(first.items[0].at > first.items[1].at, "newest first");
     let rest = keys
-        .events(&ListEvents { limit: Some(10), cursor: first.next_cursor.clone(), ..Default::default() })
+        .events(&ListEvents {
+            limit: Some(10),
+            cursor: first.next_cursor.clone(),
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(rest.items.len(), 3);
@@ -412,11 +682,18 @@ async fn last_used_is_batched(db: &TestDb) {
     for _ in 0..20 {
         keys.verify(k.plaintext.expose_secret()).await.unwrap();
     }
-    assert_eq!(keys.get(k.key.id).await.unwrap().last_used_at, None, "no write per request");
+    assert_eq!(
+        keys.get(k.key.id).await.unwrap().last_used_at,
+        None,
+        "no write per request"
+    );
     clock.advance(Duration::seconds(3));
     keys.verify(k.plaintext.expose_secret()).await.unwrap();
     keys.flush_last_used().await.unwrap();
-    assert_eq!(keys.get(k.key.id).await.unwrap().last_used_at, Some(clock.now()));
+    assert_eq!(
+        keys.get(k.key.id).await.unwrap().last_used_at,
+        Some(clock.now())
+    );
     keys.flush_last_used().await.unwrap();
 }
 both_backends!(last_used_is_batched_works, last_used_is_batched);
@@ -424,14 +701,23 @@ both_backends!(last_used_is_batched_works, last_used_is_batched);
 async fn lineage_survives_a_cycle(db: &TestDb) {
     let (keys, _) = runtime(db);
     let a = key(&keys, "a", &["a:b"]).await;
-    let b = keys.rotate(a.key.id, RotateOptions::default(), Actor::System).await.unwrap();
+    let b = keys
+        .rotate(a.key.id, RotateOptions::default(), Actor::System)
+        .await
+        .unwrap();
     // Corrupt the data: make `a` the child of `b`.
     let sql = match db.backend() {
         scopekey_runtime::testing::Backend::Sqlite => {
-            format!("UPDATE scopekey_keys SET parent_key_id = '{}' WHERE id = '{}'", b.key.id, a.key.id)
+            format!(
+                "UPDATE scopekey_keys SET parent_key_id = '{}' WHERE id = '{}'",
+                b.key.id, a.key.id
+            )
         }
         scopekey_runtime::testing::Backend::Postgres => {
-            format!("UPDATE scopekey_keys SET parent_key_id = '{}'::uuid WHERE id = '{}'::uuid", b.key.id, a.key.id)
+            format!(
+                "UPDATE scopekey_keys SET parent_key_id = '{}'::uuid WHERE id = '{}'::uuid",
+                b.key.id, a.key.id
+            )
         }
     };
     exec(db, sql).await;
@@ -445,11 +731,17 @@ async fn exec(db: &TestDb, sql: String) {
     match db.backend() {
         scopekey_runtime::testing::Backend::Sqlite => {
             let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-            sqlx::query(AssertSqlSafe(sql)).execute(&mut c).await.unwrap();
+            sqlx::query(AssertSqlSafe(sql))
+                .execute(&mut c)
+                .await
+                .unwrap();
         }
         scopekey_runtime::testing::Backend::Postgres => {
             let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
-            sqlx::query(AssertSqlSafe(sql)).execute(&mut c).await.unwrap();
+            sqlx::query(AssertSqlSafe(sql))
+                .execute(&mut c)
+                .await
+                .unwrap();
         }
     }
 }
@@ -459,7 +751,10 @@ async fn store_failure_fails_closed(db: &TestDb) {
     let k = key(&keys, "k", &["a:b"]).await;
     exec(db, "DROP TABLE scopekey_keys".to_owned()).await;
     let other = ScopeKey::builder_arc(Arc::clone(&db.store)).build();
-    assert!(matches!(other.verify(k.plaintext.expose_secret()).await, Err(VerifyError::Unavailable(_))));
+    assert!(matches!(
+        other.verify(k.plaintext.expose_secret()).await,
+        Err(VerifyError::Unavailable(_))
+    ));
 }
 both_backends!(store_failure_fails_closed_works, store_failure_fails_closed);
 
@@ -475,20 +770,41 @@ async fn compromise_report(db: &TestDb) {
         unknown.expose_secret().to_owned(),
         "not a key".to_owned(),
     ];
-    let results = keys.report_compromised(&report, Some("scanner"), Actor::System).await.unwrap();
+    let results = keys
+        .report_compromised(&report, Some("scanner"), Actor::System)
+        .await
+        .unwrap();
     let statuses: Vec<_> = results.iter().map(|r| r.status).collect();
     assert_eq!(
         statuses,
-        [CompromiseStatus::Revoked, CompromiseStatus::AlreadyRevoked, CompromiseStatus::Unknown, CompromiseStatus::Malformed]
+        [
+            CompromiseStatus::Revoked,
+            CompromiseStatus::AlreadyRevoked,
+            CompromiseStatus::Unknown,
+            CompromiseStatus::Malformed
+        ]
     );
     assert_eq!(results[0].key_id, Some(live.key.id));
-    assert!(matches!(keys.verify(live.plaintext.expose_secret()).await, Err(VerifyError::Revoked)));
+    assert!(matches!(
+        keys.verify(live.plaintext.expose_secret()).await,
+        Err(VerifyError::Revoked)
+    ));
     let text = serde_json::to_string(&results).unwrap();
     for k in &report[..3] {
         assert!(!text.contains(k.as_str()));
     }
-    let ev = keys.events(&ListEvents { key_id: Some(live.key.id), ..Default::default() }).await.unwrap();
-    assert!(ev.items.iter().any(|e| e.kind == event_type::KEY_COMPROMISED));
+    let ev = keys
+        .events(&ListEvents {
+            key_id: Some(live.key.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        ev.items
+            .iter()
+            .any(|e| e.kind == event_type::KEY_COMPROMISED)
+    );
 }
 both_backends!(compromise_report_works, compromise_report);
 

@@ -206,7 +206,7 @@ pub(crate) fn micros(t: OffsetDateTime) -> i64 {
 }
 
 /// The inverse of [`micros`].
-
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn from_micros(us: i64) -> Result<OffsetDateTime, StoreError> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)
         .map_err(|e| StoreError::new("stored time out of range", e))
@@ -214,6 +214,7 @@ pub(crate) fn from_micros(us: i64) -> Result<OffsetDateTime, StoreError> {
 
 /// Builds the migrator for one backend's embedded SQL files. Migrations are
 /// tracked in `_scopekey_migrations`, apart from the application's own.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn migrator(files: &[(i64, &'static str, &'static str)]) -> sqlx::migrate::Migrator {
     use sqlx::SqlSafeStr;
     use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -245,7 +246,9 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     }
     #[cfg(feature = "sqlite")]
     if url.starts_with("sqlite:") {
-        return Ok(std::sync::Arc::new(sqlite::SqliteStore::connect(url).await?));
+        return Ok(std::sync::Arc::new(
+            sqlite::SqliteStore::connect(url).await?,
+        ));
     }
     Err(StoreError::msg(format!(
         "unsupported database URL scheme in `{}`: expected sqlite: or postgres://",

@@ -34,7 +34,10 @@ impl PgStore {
     /// Connects to a `postgres://` URL.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         Ok(Self {
-            pool: PgPoolOptions::new().max_connections(16).connect(url).await?,
+            pool: PgPoolOptions::new()
+                .max_connections(16)
+                .connect(url)
+                .await?,
         })
     }
 

@@ -57,7 +57,10 @@ impl SqliteStore {
             .test_before_acquire(false);
         if in_memory {
             // An in-memory database lives as long as one connection does.
-            pool = pool.min_connections(1).idle_timeout(None).max_lifetime(None);
+            pool = pool
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
         }
         Ok(Self {
             pool: pool.connect_with(options).await?,
@@ -131,10 +134,7 @@ fn event(row: &SqliteRow) -> Result<AuditEvent, StoreError> {
     })
 }
 
-async fn insert_key(
-    conn: &mut sqlx::SqliteConnection,
-    key: &KeyRecord,
-) -> Result<(), StoreError> {
+async fn insert_key(conn: &mut sqlx::SqliteConnection, key: &KeyRecord) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO scopekey_keys (id, name, scopes, metadata, hint, key_hash, created_at, \
          expires_at, revoked_at, revoked_reason, rotated_at, parent_key_id, last_used_at) \
@@ -158,10 +158,7 @@ async fn insert_key(
     Ok(())
 }
 
-async fn insert_event(
-    conn: &mut sqlx::SqliteConnection,
-    e: &AuditEvent,
-) -> Result<(), StoreError> {
+async fn insert_event(conn: &mut sqlx::SqliteConnection, e: &AuditEvent) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO scopekey_events (id, key_id, type, actor_key_id, at, details) \
          VALUES (?, ?, ?, ?, ?, ?)",

@@ -1,0 +1,403 @@
+//! The command line, as clap derives it. The doc comments here are the
+//! `--help` texts.
+
+use std::ffi::OsStr;
+
+use clap::builder::TypedValueParser;
+use clap::error::ErrorKind;
+use clap::{Arg, Args, Parser, Subcommand, ValueEnum};
+use scopekey_runtime::{KeyId, Status};
+use serde_json::{Map, Value};
+use time::{Duration, OffsetDateTime};
+
+use crate::duration;
+
+const AFTER_HELP: &str = "\
+Every command except `migrate` also creates or upgrades the schema first
+(idempotent, so it is safe while a server runs); pass --no-migrate to refuse
+that and fail on a database without the schema instead.
+
+Exit status: 0 on success, 1 when the operation failed (unknown id, conflict,
+invalid scope, database unreachable) with a one-line message on standard
+error, 2 on bad usage (unknown option, bad duration, id or URL).
+
+Environment:
+  DATABASE_URL          the key store, when --database-url is not given
+  SCOPEKEY_KEY_PREFIX   the key prefix, when --key-prefix is not given
+  SCOPEKEY_PEPPER       the hashing pepper, if the service uses one (only read
+                        from the environment, never from the command line)";
+
+/// Administers scopekey API keys without the HTTP API: bootstrap the first
+/// admin key, rotate or revoke a leaked key, script key management.
+#[derive(Debug, Parser)]
+#[command(name = "scopekey", version, after_long_help = AFTER_HELP)]
+pub struct Cli {
+    /// The key store: `sqlite://path/to/keys.db` (created if missing) or
+    /// `postgres://user@host/db`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL",
+        global = true,
+        help_heading = "Global options"
+    )]
+    pub database_url: Option<String>,
+
+    /// The prefix of the service's keys (`sk` unless the service configures
+    /// another, such as `acme_live`). Must match the service's, or created
+    /// keys will not verify and reported keys read as malformed.
+    #[arg(
+        long,
+        env = "SCOPEKEY_KEY_PREFIX",
+        hide_env_values = true,
+        value_name = "PREFIX",
+        default_value = scopekey_runtime::key::DEFAULT_PREFIX,
+        global = true,
+        help_heading = "Global options"
+    )]
+    pub key_prefix: String,
+
+    /// Do not create or upgrade the schema before running the command.
+    #[arg(long, global = true, help_heading = "Global options")]
+    pub no_migrate: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or upgrade the key store's schema (idempotent).
+    Migrate,
+    /// Create, list, show, rotate and revoke keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Read the audit log, newest first.
+    Events(EventsArgs),
+}
+
+/// `scopekey keys ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print its plaintext, once.
+    ///
+    /// The plaintext is shown only here: store it at once, it cannot be
+    /// retrieved later. Run this against an empty store to bootstrap the
+    /// first admin key: `scopekey keys create --name admin --scope '*'`.
+    Create(CreateArgs),
+    /// List keys, newest first.
+    List(ListArgs),
+    /// Show one key (never its plaintext).
+    Show(ShowArgs),
+    /// Rotate a key: print its successor's plaintext, once.
+    ///
+    /// The old key keeps working for the grace period (24h unless --grace
+    /// says otherwise; 0 ends it now), never past its own expiry. The
+    /// successor has the same scopes unless --scope names a subset. A key
+    /// that was already rotated, is revoked or is expired cannot be rotated.
+    Rotate(RotateArgs),
+    /// Revoke a key at once (revoking a revoked key changes nothing).
+    ///
+    /// A running service refuses it on its next request if it revoked it
+    /// itself, and within one second otherwise.
+    Revoke(RevokeArgs),
+    /// Revoke every live key in a report of leaked plaintext keys.
+    ///
+    /// Reads one plaintext key a line from FILE, or from standard input when
+    /// FILE is `-` or absent; blank lines and lines starting with `#` are
+    /// skipped. Each live key is revoked with reason `compromised` and
+    /// audited as `key.compromised`. The report says, per line, `revoked`,
+    /// `already_revoked`, `unknown` or `malformed`, and never repeats the
+    /// plaintext. Exits 0 once every line is accounted for, whatever the
+    /// outcomes.
+    Compromised(CompromisedArgs),
+    /// Show a key's rotation lineage, oldest first: its ancestors, itself
+    /// and its successors.
+    Lineage(ShowArgs),
+}
+
+/// Output options shared by the commands.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct Output {
+    /// Print one JSON document shaped as the HTTP API's responses.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `keys create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// A name for people (1 to 200 characters).
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+
+    /// A scope the key grants: `resource:action`, `resource:*` or `*`.
+    /// Repeat it, or separate scopes with commas.
+    #[arg(
+        long = "scope",
+        value_name = "SCOPE",
+        required = true,
+        value_delimiter = ','
+    )]
+    pub scopes: Vec<String>,
+
+    /// Expire this long after creation: `30d`, `12h`, `90m`, `2w`, `1d12h`.
+    /// No expiry unless given.
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse_positive)]
+    pub expires_in: Option<Duration>,
+
+    /// Expire at this time (RFC 3339, e.g. `2027-01-31T00:00:00Z`).
+    #[arg(long, value_name = "TIME", value_parser = parse_time, conflicts_with = "expires_in")]
+    pub expires_at: Option<OffsetDateTime>,
+
+    /// A JSON object stored with the key (e.g. `{"team":"billing"}`).
+    #[arg(long, value_name = "JSON", value_parser = parse_metadata)]
+    pub metadata: Option<Map<String, Value>>,
+
+    #[command(flatten)]
+    pub output: Output,
+}
+
+/// A status filter.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum StatusArg {
+    /// Usable, not rotated.
+    Active,
+    /// Rotated, inside its grace period.
+    Rotating,
+    /// Revoked.
+    Revoked,
+    /// Past its expiry or grace period.
+    Expired,
+}
+
+impl From<StatusArg> for Status {
+    fn from(s: StatusArg) -> Self {
+        match s {
+            StatusArg::Active => Status::Active,
+            StatusArg::Rotating => Status::Rotating,
+            StatusArg::Revoked => Status::Revoked,
+            StatusArg::Expired => Status::Expired,
+        }
+    }
+}
+
+/// Paging options shared by the listings.
+#[derive(Debug, Clone, Args)]
+pub struct Paging {
+    /// At most this many items per page (1 to 500; default 50).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=500))]
+    pub limit: Option<u32>,
+
+    /// Resume after the previous page (its `next_cursor`).
+    #[arg(long, value_name = "CURSOR", value_parser = parse_cursor)]
+    pub cursor: Option<String>,
+
+    /// Fetch every page, not just the first.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `keys list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only keys with this status.
+    #[arg(long, value_enum, value_name = "STATUS")]
+    pub status: Option<StatusArg>,
+
+    /// Only keys whose name starts with this text (taken literally).
+    #[arg(long, value_name = "TEXT")]
+    pub name_prefix: Option<String>,
+
+    #[command(flatten)]
+    pub paging: Paging,
+
+    #[command(flatten)]
+    pub output: Output,
+}
+
+/// `keys show` and `keys lineage`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The key's id (a UUID).
+    #[arg(value_name = "ID", value_parser = KeyIdParser)]
+    pub id: KeyId,
+
+    #[command(flatten)]
+    pub output: Output,
+}
+
+/// `keys rotate`.
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// The id of the key to rotate (a UUID).
+    #[arg(value_name = "ID", value_parser = KeyIdParser)]
+    pub id: KeyId,
+
+    /// How long the old key keeps working: `24h` (the default), `90m`,
+    /// `7d`, or `0` to end it at once. At most 365d.
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse_grace)]
+    pub grace: Option<Duration>,
+
+    /// Give the successor only these scopes (a subset of the old key's).
+    /// Repeat it, or separate scopes with commas.
+    #[arg(long = "scope", value_name = "SCOPE", value_delimiter = ',')]
+    pub scopes: Vec<String>,
+
+    #[command(flatten)]
+    pub output: Output,
+}
+
+/// `keys revoke`.
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// The id of the key to revoke (a UUID).
+    #[arg(value_name = "ID", value_parser = KeyIdParser)]
+    pub id: KeyId,
+
+    /// Why, for the audit log (at most 500 characters).
+    #[arg(long, value_name = "REASON")]
+    pub reason: Option<String>,
+
+    #[command(flatten)]
+    pub output: Output,
+}
+
+/// `keys compromised`.
+#[derive(Debug, Args)]
+pub struct CompromisedArgs {
+    /// A file of plaintext keys, one a line; `-` or nothing reads standard
+    /// input.
+    #[arg(value_name = "FILE")]
+    pub file: Option<std::path::PathBuf>,
+
+    /// Where the keys were found (e.g. `github secret scanning`), recorded
+    /// in the revocation reason.
+    #[arg(long, value_name = "SOURCE")]
+    pub source: Option<String>,
+
+    #[command(flatten)]
+    pub output: Output,
+}
+
+/// `events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only the events of this key (its id, a UUID).
+    #[arg(long = "key", value_name = "ID", value_parser = KeyIdParser)]
+    pub key: Option<KeyId>,
+
+    #[command(flatten)]
+    pub paging: Paging,
+
+    #[command(flatten)]
+    pub output: Output,
+}
+
+/// Parses a key id without repeating a bad value in the error: an operator
+/// who pastes a plaintext key where an id belongs must not see it echoed
+/// into a terminal log or CI output.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyIdParser;
+
+impl TypedValueParser for KeyIdParser {
+    type Value = KeyId;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&Arg>,
+        value: &OsStr,
+    ) -> Result<KeyId, clap::Error> {
+        value
+            .to_str()
+            .and_then(|s| uuid::Uuid::try_parse(s).ok())
+            .map(KeyId)
+            .ok_or_else(|| {
+                let name = arg.map_or_else(|| "ID".to_owned(), |a| a.to_string());
+                clap::Error::raw(
+                    ErrorKind::ValueValidation,
+                    format!(
+                        "invalid value for '{name}': not a key id; expected a UUID such as \
+                         0190c8f2-7a6e-7c3b-9d41-2f5e8a1b3c4d (the value is not repeated, \
+                         in case it is a secret)\n"
+                    ),
+                )
+                .with_cmd(cmd)
+            })
+    }
+}
+
+fn parse_time(text: &str) -> Result<OffsetDateTime, String> {
+    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("not an RFC 3339 time such as 2027-01-31T00:00:00Z ({e})"))
+}
+
+fn parse_metadata(text: &str) -> Result<Map<String, Value>, String> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err("metadata must be a JSON object, such as {\"team\":\"billing\"}".to_owned()),
+        Err(e) => Err(format!("not JSON: {e}")),
+    }
+}
+
+fn parse_cursor(text: &str) -> Result<String, String> {
+    scopekey_runtime::store::Cursor::decode(text)
+        .map(|_| text.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn database_url_may_follow_the_subcommand() {
+        let cli = Cli::try_parse_from([
+            "scopekey",
+            "keys",
+            "list",
+            "--database-url",
+            "sqlite://x.db",
+            "--json",
+        ])
+        .unwrap();
+        assert_eq!(cli.database_url.as_deref(), Some("sqlite://x.db"));
+    }
+
+    #[test]
+    fn scopes_repeat_or_split_on_commas() {
+        let cli = Cli::try_parse_from([
+            "scopekey",
+            "keys",
+            "create",
+            "--name",
+            "n",
+            "--scope",
+            "a:read,b:write",
+            "--scope",
+            "c:read",
+        ])
+        .unwrap();
+        let Command::Keys(KeysCommand::Create(args)) = cli.command else {
+            panic!("not create");
+        };
+        assert_eq!(args.scopes, ["a:read", "b:write", "c:read"]);
+    }
+
+    #[test]
+    fn metadata_must_be_an_object() {
+        assert!(parse_metadata("{\"a\":1}").is_ok());
+        assert!(parse_metadata("[1]").is_err());
+        assert!(parse_metadata("{").is_err());
+    }
+}

@@ -1,0 +1,410 @@
+//! Each command, run against a [`ScopeKey`] on the store the URL names.
+
+use std::io::{IsTerminal, Read, Write};
+use std::time::Duration as StdDuration;
+
+use scopekey_runtime::compromise::MAX_REPORT_KEYS;
+use scopekey_runtime::{
+    Actor, ApiKey, CompromiseStatus, CreatedKey, KeyFormat, ListEvents, ListKeys, NewKey, Page,
+    RotateOptions, ScopeKey, StoreError,
+};
+use serde_json::{Value, json};
+
+use crate::cli::{
+    Cli, Command, CompromisedArgs, CreateArgs, EventsArgs, KeysCommand, ListArgs, Output,
+    RevokeArgs, RotateArgs, ShowArgs,
+};
+use crate::failure::Failure;
+use crate::output::{self, ReportLine};
+
+/// How long to wait for the database before giving up: long enough for a
+/// remote server, short enough for an incident.
+const CONNECT_TIMEOUT: StdDuration = StdDuration::from_secs(15);
+
+/// The environment variable holding the hashing pepper, if the service uses
+/// one. Never a command-line option: arguments show in `ps` and shell history.
+pub const PEPPER_ENV: &str = "SCOPEKEY_PEPPER";
+
+/// Options every command shares, taken from the command line.
+struct Globals {
+    url: String,
+    key_prefix: String,
+    migrate: bool,
+}
+
+/// Runs a parsed command line against the store at `url`, writing the
+/// result to `out`.
+pub async fn run(cli: Cli, url: &str, out: &mut dyn Write) -> Result<(), Failure> {
+    let globals = Globals {
+        url: url.to_owned(),
+        key_prefix: cli.key_prefix,
+        migrate: !cli.no_migrate || matches!(cli.command, Command::Migrate),
+    };
+    match cli.command {
+        Command::Migrate => {
+            globals.open().await?;
+            writeln!(out, "schema is up to date")?;
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Create(args)) => create(&globals, args, out).await,
+        Command::Keys(KeysCommand::List(args)) => list(&globals, args, out).await,
+        Command::Keys(KeysCommand::Show(args)) => show(&globals, args, out).await,
+        Command::Keys(KeysCommand::Lineage(args)) => lineage(&globals, args, out).await,
+        Command::Keys(KeysCommand::Rotate(args)) => rotate(&globals, args, out).await,
+        Command::Keys(KeysCommand::Revoke(args)) => revoke(&globals, args, out).await,
+        Command::Keys(KeysCommand::Compromised(args)) => compromised(&globals, args, out).await,
+        Command::Events(args) => events(&globals, args, out).await,
+    }
+}
+
+impl Globals {
+    /// The key format (prefix, pepper) the service's keys use.
+    fn key_format(&self) -> Result<KeyFormat, Failure> {
+        let format = KeyFormat::new(&self.key_prefix)
+            .map_err(|e| Failure::Usage(format!("--key-prefix: {e}")))?;
+        match std::env::var_os(PEPPER_ENV) {
+            None => Ok(format),
+            Some(p) if p.is_empty() => Ok(format),
+            Some(p) => {
+                let p = p
+                    .into_string()
+                    .map_err(|_| Failure::Usage(format!("{PEPPER_ENV} is not valid UTF-8")))?;
+                Ok(format.with_pepper(p.as_bytes()))
+            }
+        }
+    }
+
+    /// Opens the store and, unless told not to, creates or upgrades its
+    /// schema.
+    async fn open(&self) -> Result<ScopeKey, Failure> {
+        let format = self.key_format()?;
+        let store = tokio::time::timeout(CONNECT_TIMEOUT, async {
+            probe(&self.url).await?;
+            scopekey_runtime::open(&self.url)
+                .await
+                .map_err(Failure::from)
+        })
+        .await
+        .map_err(|_| {
+            Failure::Failed(format!(
+                "key store unavailable: no answer from the database within {}s",
+                CONNECT_TIMEOUT.as_secs()
+            ))
+        })??;
+        let keys = ScopeKey::builder_arc(store).key_format(format).build();
+        if self.migrate {
+            keys.migrate().await?;
+        }
+        Ok(keys)
+    }
+}
+
+/// One plain connection to PostgreSQL first: a pool keeps retrying a
+/// refused connection until its acquire timeout, while an operator in an
+/// incident wants "connection refused" at once.
+async fn probe(url: &str) -> Result<(), Failure> {
+    use sqlx::Connection;
+    if !url.starts_with("postgres") {
+        return Ok(());
+    }
+    let conn = sqlx::PgConnection::connect(url).await.map_err(|e| {
+        Failure::Failed(crate::failure::chain(&StoreError::new("database error", e)))
+    })?;
+    // Closing politely only spares the server a log line; failure is harmless.
+    let _ = conn.close().await;
+    Ok(())
+}
+
+fn pretty() -> bool {
+    std::io::stdout().is_terminal()
+}
+
+/// A note for people on standard error, after what is already on standard
+/// output so the two read in order on a terminal.
+fn note(out: &mut dyn Write, text: &str) -> Result<(), Failure> {
+    out.flush()?;
+    eprintln!("{text}");
+    Ok(())
+}
+
+async fn create(g: &Globals, args: CreateArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    let keys = g.open().await?;
+    let new = NewKey {
+        name: args.name,
+        scopes: args.scopes,
+        expires_at: args.expires_at,
+        expires_in: args.expires_in,
+        metadata: args.metadata,
+    };
+    let created = keys.create(new, Actor::System).await?;
+    print_created(out, &keys, &created, args.output, Vec::new())
+}
+
+/// Prints a created or rotated key with its plaintext: the only place the
+/// plaintext is ever written. If it cannot be written, the key exists but
+/// nobody holds it: say so, and which key to revoke.
+fn print_created(
+    out: &mut dyn Write,
+    keys: &ScopeKey,
+    created: &CreatedKey,
+    output: Output,
+    extra: Vec<(&'static str, String)>,
+) -> Result<(), Failure> {
+    write_created(out, keys, created, output, extra).map_err(|e| {
+        let why = match e {
+            Failure::BrokenPipe => "standard output was closed".to_owned(),
+            other => other.message().unwrap_or_default().to_owned(),
+        };
+        Failure::Failed(format!(
+            "key {id} was made but its plaintext could not be written ({why}); \
+             revoke it with `scopekey keys revoke {id}`",
+            id = created.key.id
+        ))
+    })
+}
+
+fn write_created(
+    out: &mut dyn Write,
+    keys: &ScopeKey,
+    created: &CreatedKey,
+    output: Output,
+    mut extra: Vec<(&'static str, String)>,
+) -> Result<(), Failure> {
+    let plaintext = created.plaintext.expose_secret();
+    if output.json {
+        // The HTTP API's 201 body: the key object, `key` holding the plaintext.
+        let mut value = serde_json::to_value(&created.key)?;
+        if let Value::Object(map) = &mut value {
+            map.insert("key".to_owned(), Value::String(plaintext.to_owned()));
+        }
+        output::json(out, &value, pretty())?;
+        out.flush()?;
+        return Ok(());
+    }
+    extra.push(("key", plaintext.to_owned()));
+    output::key_block(out, &created.key, keys.now(), &extra)?;
+    note(
+        out,
+        "Store this key now: it is shown only once and cannot be retrieved.",
+    )
+}
+
+async fn list(g: &Globals, args: ListArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    let keys = g.open().await?;
+    let mut request = ListKeys {
+        status: args.status.map(Into::into),
+        name_prefix: args.name_prefix,
+        limit: args.paging.limit,
+        cursor: args.paging.cursor,
+    };
+    let mut page = keys.list(&request).await?;
+    while args.paging.all
+        && let Some(cursor) = page.next_cursor.take()
+    {
+        request.cursor = Some(cursor);
+        let next = keys.list(&request).await?;
+        page.items.extend(next.items);
+        page.next_cursor = next.next_cursor;
+    }
+    if args.output.json {
+        return output::json(out, &serde_json::to_value(&page)?, pretty());
+    }
+    if page.items.is_empty() {
+        eprintln!("no keys");
+        return Ok(());
+    }
+    output::key_table(out, &page.items)?;
+    more(out, &page, "keys")
+}
+
+/// Tells people how to get the next page.
+fn more<T>(out: &mut dyn Write, page: &Page<T>, what: &str) -> Result<(), Failure> {
+    match &page.next_cursor {
+        Some(cursor) => note(
+            out,
+            &format!("more {what}: add --cursor {cursor} (or --all)"),
+        ),
+        None => Ok(()),
+    }
+}
+
+async fn show(g: &Globals, args: ShowArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    let keys = g.open().await?;
+    let key = keys.get(args.id).await?;
+    print_key(out, &keys, &key, args.output)
+}
+
+fn print_key(
+    out: &mut dyn Write,
+    keys: &ScopeKey,
+    key: &ApiKey,
+    output: Output,
+) -> Result<(), Failure> {
+    if output.json {
+        return output::json(out, &serde_json::to_value(key)?, pretty());
+    }
+    output::key_block(out, key, keys.now(), &[])
+}
+
+async fn lineage(g: &Globals, args: ShowArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    let keys = g.open().await?;
+    let items = keys.lineage(args.id).await?;
+    if args.output.json {
+        let page = Page {
+            items,
+            next_cursor: None,
+        };
+        return output::json(out, &serde_json::to_value(&page)?, pretty());
+    }
+    output::key_table(out, &items)
+}
+
+async fn rotate(g: &Globals, args: RotateArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    let keys = g.open().await?;
+    let options = RotateOptions {
+        grace: args.grace,
+        scopes: (!args.scopes.is_empty()).then_some(args.scopes),
+    };
+    let created = keys.rotate(args.id, options, Actor::System).await?;
+    let mut extra = Vec::new();
+    if !args.output.json
+        // Only a courtesy line: the rotation is done whatever this read says.
+        && let Ok(old) = keys.get(args.id).await
+        && let Some(until) = old.expires_at
+    {
+        let now = keys.now();
+        let text = if until > now {
+            format!(
+                "{} works until {} (in {})",
+                old.id,
+                output::when(until),
+                crate::duration::format(until - now)
+            )
+        } else {
+            format!("{} stopped working", old.id)
+        };
+        extra.push(("old key", text));
+    }
+    print_created(out, &keys, &created, args.output, extra)
+}
+
+async fn revoke(g: &Globals, args: RevokeArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    let keys = g.open().await?;
+    let key = keys
+        .revoke(args.id, args.reason.as_deref(), Actor::System)
+        .await?;
+    print_key(out, &keys, &key, args.output)
+}
+
+/// Reads the report before touching the store, so a missing file fails
+/// fast; lines are numbered from 1 as an editor shows them.
+fn read_report(args: &CompromisedArgs) -> Result<Vec<(usize, String)>, Failure> {
+    let mut bytes = Vec::new();
+    match &args.file {
+        Some(path) if path.as_os_str() != "-" => {
+            std::fs::File::open(path)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .map_err(|e| Failure::Failed(format!("cannot read {}: {e}", path.display())))?;
+        }
+        _ => {
+            if std::io::stdin().is_terminal() {
+                eprintln!(
+                    "reading plaintext keys from standard input, one a line; end with Ctrl-D"
+                );
+            }
+            std::io::stdin()
+                .lock()
+                .read_to_end(&mut bytes)
+                .map_err(|e| Failure::Failed(format!("cannot read standard input: {e}")))?;
+        }
+    }
+    Ok(bytes
+        .split(|&b| b == b'\n')
+        .enumerate()
+        .filter_map(|(i, line)| {
+            // A line that is not UTF-8 is no key of ours: it reads malformed.
+            let text = String::from_utf8_lossy(line).trim().to_owned();
+            (!text.is_empty() && !text.starts_with('#')).then_some((i + 1, text))
+        })
+        .collect())
+}
+
+async fn compromised(
+    g: &Globals,
+    args: CompromisedArgs,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    let report = read_report(&args)?;
+    let keys = g.open().await?;
+    let mut lines = Vec::with_capacity(report.len());
+    // The runtime takes at most MAX_REPORT_KEYS at once; a big leak is
+    // simply sent in several batches.
+    for (batch_no, batch) in report.chunks(MAX_REPORT_KEYS).enumerate() {
+        let texts: Vec<String> = batch.iter().map(|(_, text)| text.clone()).collect();
+        let results = keys
+            .report_compromised(&texts, args.source.as_deref(), Actor::System)
+            .await?;
+        for mut result in results {
+            let (line, _) = batch[result.index];
+            result.index += batch_no * MAX_REPORT_KEYS;
+            lines.push(ReportLine { line, result });
+        }
+    }
+    if args.output.json {
+        // The HTTP API's body, plus each entry's line number in the input.
+        let results = lines
+            .iter()
+            .map(|l| {
+                let mut value = serde_json::to_value(&l.result)?;
+                if let Value::Object(map) = &mut value {
+                    map.insert("line".to_owned(), json!(l.line));
+                }
+                Ok(value)
+            })
+            .collect::<Result<Vec<_>, serde_json::Error>>()?;
+        return output::json(out, &json!({ "results": results }), pretty());
+    }
+    if lines.is_empty() {
+        eprintln!("no keys in the input");
+        return Ok(());
+    }
+    output::report_table(out, &lines)?;
+    let count = |status| lines.iter().filter(|l| l.result.status == status).count();
+    note(
+        out,
+        &format!(
+            "{} revoked, {} already revoked, {} unknown, {} malformed",
+            count(CompromiseStatus::Revoked),
+            count(CompromiseStatus::AlreadyRevoked),
+            count(CompromiseStatus::Unknown),
+            count(CompromiseStatus::Malformed),
+        ),
+    )
+}
+
+async fn events(g: &Globals, args: EventsArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    let keys = g.open().await?;
+    let mut request = ListEvents {
+        key_id: args.key,
+        limit: args.paging.limit,
+        cursor: args.paging.cursor,
+    };
+    let mut page = keys.events(&request).await?;
+    while args.paging.all
+        && let Some(cursor) = page.next_cursor.take()
+    {
+        request.cursor = Some(cursor);
+        let next = keys.events(&request).await?;
+        page.items.extend(next.items);
+        page.next_cursor = next.next_cursor;
+    }
+    if args.output.json {
+        return output::json(out, &serde_json::to_value(&page)?, pretty());
+    }
+    if page.items.is_empty() {
+        eprintln!("no events");
+        return Ok(());
+    }
+    output::event_table(out, &page.items)?;
+    more(out, &page, "events")
+}

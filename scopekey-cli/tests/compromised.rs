@@ -1,0 +1,174 @@
+//! `keys compromised`: a leak report from standard input or a file, with
+//! live, rotating, revoked, unknown and malformed lines; never echoed.
+
+mod common;
+
+use common::*;
+use scopekey_runtime::testing::TestDb;
+use scopekey_runtime::{KeyFormat, ScopeKey, VerifyError};
+use serde_json::json;
+
+async fn report_from_stdin(db: &TestDb) {
+    let url = db.url.as_str();
+    let runtime = ScopeKey::builder_arc(db.store.clone()).build();
+
+    let live = create(url, "live", &["orders:read"]);
+    let gone = create(url, "gone", &["orders:read"]);
+    scopekey(url, &["keys", "revoke", str_of(&gone, "id"), "--json"]).json();
+    let parent = create(url, "rotating", &["orders:read"]);
+    scopekey(url, &["keys", "rotate", str_of(&parent, "id"), "--json"]).json();
+    let never_stored = KeyFormat::default().generate().expect("a key");
+    let untouched = create(url, "untouched", &["orders:read"]);
+
+    let plaintexts = [
+        str_of(&live, "key"),
+        str_of(&gone, "key"),
+        str_of(&parent, "key"),
+        never_stored.expose_secret(),
+    ];
+    // A checksum typo of a real key, and things that are no key at all.
+    let mut typo = plaintexts[0].to_owned();
+    let last = typo.pop().expect("non-empty");
+    typo.push(if last == 'a' { 'b' } else { 'a' });
+    let input = format!(
+        "# found by the scanner\n\
+         {live}\n\
+         \n\
+         {gone}\r\n\
+         \t{rotating}  \n\
+         {unknown}\n\
+         sk_notakey\n\
+         {typo}\n\
+         password=hunter2\n",
+        live = plaintexts[0],
+        gone = plaintexts[1],
+        rotating = plaintexts[2],
+        unknown = plaintexts[3],
+    );
+
+    let run = scopekey_with_stdin(
+        url,
+        &[
+            "keys",
+            "compromised",
+            "--source",
+            "secret scanning",
+            "--json",
+        ],
+        &input,
+    );
+    let report = run.json();
+    let results = report["results"].as_array().expect("results");
+    let summary: Vec<(u64, u64, &str)> = results
+        .iter()
+        .map(|r| {
+            (
+                r["index"].as_u64().expect("index"),
+                r["line"].as_u64().expect("line"),
+                str_of(r, "status"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (0, 2, "revoked"),
+            (1, 4, "already_revoked"),
+            (2, 5, "revoked"),
+            (3, 6, "unknown"),
+            (4, 7, "malformed"),
+            (5, 8, "malformed"),
+            (6, 9, "malformed"),
+        ]
+    );
+    assert_eq!(results[0]["key_id"], live["id"]);
+    assert_eq!(results[0]["hint"], live["hint"]);
+    assert_eq!(results[1]["key_id"], gone["id"]);
+    assert_eq!(results[2]["key_id"], parent["id"]);
+    assert_eq!(results[3]["key_id"], json!(null));
+    assert_eq!(results[3]["hint"], json!(never_stored.hint()));
+    for malformed in &results[4..] {
+        assert_eq!(malformed["key_id"], json!(null));
+        assert_eq!(malformed["hint"], json!(null));
+    }
+    // Nothing of the input comes back.
+    for secret in plaintexts.iter().copied().chain([typo.as_str(), "hunter2"]) {
+        assert!(!run.all_output().contains(secret), "echoed: {run:#?}");
+        assert!(!run.all_output().contains(&secret[3..]), "echoed: {run:#?}");
+    }
+
+    // Revoked with the reason, audited, refused by a service.
+    let shown = scopekey(url, &["keys", "show", str_of(&live, "id"), "--json"]).json();
+    assert_eq!(shown["status"], "revoked");
+    assert_eq!(shown["revoked_reason"], "compromised (secret scanning)");
+    let events = scopekey(url, &["events", "--key", str_of(&live, "id"), "--json"]).json();
+    assert_eq!(events["items"][0]["type"], "key.compromised");
+    let rotating = scopekey(url, &["keys", "show", str_of(&parent, "id"), "--json"]).json();
+    assert_eq!(rotating["status"], "revoked", "a key in its grace is live");
+    assert!(matches!(
+        runtime.verify(plaintexts[0]).await,
+        Err(VerifyError::Revoked)
+    ));
+    let other = scopekey(url, &["keys", "show", str_of(&untouched, "id"), "--json"]).json();
+    assert_eq!(
+        other["status"], "active",
+        "keys not in the report stay live"
+    );
+
+    // The same report again, for people: a table by line, a summary.
+    let run = scopekey_with_stdin(url, &["keys", "compromised", "-"], &input);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let rows = table(&run.stdout);
+    let by_line: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r["LINE"].as_str(), r["RESULT"].as_str()))
+        .collect();
+    assert_eq!(
+        by_line,
+        [
+            ("2", "already_revoked"),
+            ("4", "already_revoked"),
+            ("5", "already_revoked"),
+            ("6", "unknown"),
+            ("7", "malformed"),
+            ("8", "malformed"),
+            ("9", "malformed"),
+        ]
+    );
+    assert_eq!(rows[0]["KEY ID"], str_of(&live, "id"));
+    assert_eq!(rows[6]["HINT"], "-");
+    run.says("0 revoked, 3 already revoked, 1 unknown, 3 malformed");
+    for secret in plaintexts {
+        assert!(!run.all_output().contains(&secret[3..]), "echoed: {run:#?}");
+    }
+}
+
+scopekey_runtime::both_backends!(compromised_report, report_from_stdin);
+
+async fn report_from_a_file(db: &TestDb) {
+    let url = db.url.as_str();
+    let live = create(url, "in a file", &["orders:read"]);
+    let file = TempSqlite::new(); // Any temporary path of our own will do.
+    let mut bytes = format!("{}\n", str_of(&live, "key")).into_bytes();
+    bytes.extend_from_slice(b"\xff\xfe not UTF-8\n");
+    std::fs::write(&file.path, &bytes).expect("write the report");
+    let path = file.path.to_str().expect("a UTF-8 temp path");
+
+    let report = scopekey(url, &["keys", "compromised", path, "--json"]).json();
+    let statuses: Vec<&str> = report["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| str_of(r, "status"))
+        .collect();
+    assert_eq!(statuses, ["revoked", "malformed"]);
+
+    // An empty report is no failure; a missing file is.
+    let run = scopekey_with_stdin(url, &["keys", "compromised", "--json"], "\n\n");
+    assert_eq!(run.json(), json!({ "results": [] }));
+    scopekey(url, &["keys", "compromised", "/no/such/report.txt"])
+        .fails_with(1)
+        .says("cannot read /no/such/report.txt");
+}
+
+scopekey_runtime::both_backends!(compromised_file, report_from_a_file);

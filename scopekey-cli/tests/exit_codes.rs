@@ -1,0 +1,382 @@
+//! Exit statuses: 1 with one line on stderr for every kind of failed
+//! operation, 2 for every kind of bad usage; nothing secret is echoed.
+
+mod common;
+
+use common::*;
+use scopekey_runtime::KeyFormat;
+use scopekey_runtime::testing::TestDb;
+
+const UNKNOWN_ID: &str = "0190c8f2-7a6e-7c3b-9d41-2f5e8a1b3c4d";
+
+async fn operation_failures_exit_1(db: &TestDb) {
+    let url = db.url.as_str();
+
+    // Unknown id, for every command that takes one.
+    for args in [
+        vec!["keys", "show", UNKNOWN_ID],
+        vec!["keys", "show", UNKNOWN_ID, "--json"],
+        vec!["keys", "rotate", UNKNOWN_ID],
+        vec!["keys", "revoke", UNKNOWN_ID, "--json"],
+        vec!["keys", "lineage", UNKNOWN_ID],
+        vec!["events", "--key", UNKNOWN_ID],
+    ] {
+        scopekey(url, &args)
+            .fails_with(1)
+            .says(&format!("no key with id {UNKNOWN_ID}"));
+    }
+
+    // Conflicts: rotating twice, rotating a revoked key, an expired one.
+    let key = create(url, "twice", &["orders:read"]);
+    let id = str_of(&key, "id");
+    scopekey(url, &["keys", "rotate", id, "--json"]).json();
+    scopekey(url, &["keys", "rotate", id])
+        .fails_with(1)
+        .says("already has a successor");
+
+    let key = create(url, "revoked", &["orders:read"]);
+    let id = str_of(&key, "id");
+    scopekey(url, &["keys", "revoke", id, "--json"]).json();
+    scopekey(url, &["keys", "rotate", id, "--json"])
+        .fails_with(1)
+        .says("it is revoked");
+
+    let key = create(url, "short grace", &["orders:read"]);
+    let id = str_of(&key, "id");
+    scopekey(url, &["keys", "rotate", id, "--grace", "0", "--json"]).json();
+    scopekey(url, &["keys", "rotate", id])
+        .fails_with(1)
+        .says("it is expired");
+
+    // Invalid scopes, names and values the runtime refuses.
+    for (args, says) in [
+        (
+            vec!["keys", "create", "--name", "n", "--scope", "Orders:read"],
+            "valid scope",
+        ),
+        (
+            vec!["keys", "create", "--name", "n", "--scope", "orders"],
+            "valid scope",
+        ),
+        (
+            vec![
+                "keys",
+                "create",
+                "--name",
+                "n",
+                "--scope",
+                "orders:read",
+                "--json",
+                "--scope",
+                "a b:c",
+            ],
+            "valid scope",
+        ),
+        (
+            vec!["keys", "create", "--name", " ", "--scope", "orders:read"],
+            "`name` must be",
+        ),
+        (
+            vec![
+                "keys",
+                "create",
+                "--name",
+                "n",
+                "--scope",
+                "orders:read",
+                "--expires-at",
+                "2000-01-01T00:00:00Z",
+            ],
+            "must be in the future",
+        ),
+    ] {
+        scopekey(url, &args).fails_with(1).says(says);
+    }
+
+    // A successor cannot gain scopes; a reason cannot hold control characters.
+    let key = create(url, "narrow", &["orders:read"]);
+    let id = str_of(&key, "id");
+    scopekey(url, &["keys", "rotate", id, "--scope", "orders:write"])
+        .fails_with(1)
+        .says("parent did not have");
+    scopekey(url, &["keys", "rotate", id, "--scope", "Bad"])
+        .fails_with(1)
+        .says("valid scope");
+    scopekey(url, &["keys", "revoke", id, "--reason", "a\u{7}b"])
+        .fails_with(1)
+        .says("`reason`");
+    // Nothing of the above changed the key.
+    let after = scopekey(url, &["keys", "show", id, "--json"]).json();
+    assert_eq!(after["status"], "active");
+
+    // A database without the schema, when told not to migrate.
+    let fresh = TempSqlite::new();
+    scopekey(&fresh.url, &["--no-migrate", "keys", "list"])
+        .fails_with(1)
+        .says("key store unavailable");
+}
+
+scopekey_runtime::both_backends!(operation_failures, operation_failures_exit_1);
+
+#[test]
+fn an_unreachable_store_exits_1() {
+    // Nothing listens on port 1: refused at once, not after a pool timeout.
+    let started = std::time::Instant::now();
+    scopekey("postgres://postgres@127.0.0.1:1/nowhere", &["keys", "list"])
+        .fails_with(1)
+        .says("key store unavailable")
+        .says("refused");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+
+    let missing_dir = std::env::temp_dir().join(format!(
+        "scopekey-no-such-dir-{}/keys.db",
+        uuid::Uuid::now_v7().simple()
+    ));
+    scopekey(
+        &format!("sqlite://{}", missing_dir.display()),
+        &["keys", "list", "--json"],
+    )
+    .fails_with(1)
+    .says("unable to open database file");
+}
+
+#[test]
+fn a_password_in_the_url_is_never_repeated() {
+    let run = scopekey(
+        "postgres://admin:hunter2secret@127.0.0.1:1/nowhere",
+        &["keys", "list"],
+    );
+    run.fails_with(1);
+    assert!(!run.all_output().contains("hunter2secret"), "{run:#?}");
+
+    let run = scopekey("mysql://admin:hunter2secret@db/keys", &["keys", "list"]);
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(!run.all_output().contains("hunter2secret"), "{run:#?}");
+    run.says("unsupported --database-url");
+
+    // Nor does --help show DATABASE_URL's value.
+    let mut cmd = command();
+    cmd.env("DATABASE_URL", "postgres://admin:hunter2secret@db/keys")
+        .arg("--help");
+    let run = run_cmd(cmd);
+    assert_eq!(run.code, 0);
+    assert!(run.stdout.contains("DATABASE_URL"), "{run:#?}");
+    assert!(!run.all_output().contains("hunter2secret"), "{run:#?}");
+}
+
+fn run_cmd(cmd: std::process::Command) -> Run {
+    run(cmd, "")
+}
+
+/// Usage errors are found before the store is touched: the SQLite file
+/// these run against is never created.
+#[test]
+fn bad_usage_exits_2_without_touching_the_store() {
+    let db = TempSqlite::new();
+    let url = db.url.as_str();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        // Bad durations.
+        (
+            vec![
+                "keys",
+                "create",
+                "--name",
+                "n",
+                "--scope",
+                "a:b",
+                "--expires-in",
+                "30",
+            ],
+            "--expires-in",
+        ),
+        (
+            vec![
+                "keys",
+                "create",
+                "--name",
+                "n",
+                "--scope",
+                "a:b",
+                "--expires-in",
+                "3x",
+            ],
+            "unknown unit `x`",
+        ),
+        (
+            vec![
+                "keys",
+                "create",
+                "--name",
+                "n",
+                "--scope",
+                "a:b",
+                "--expires-in",
+                "0",
+            ],
+            "more than zero",
+        ),
+        (
+            vec![
+                "keys",
+                "create",
+                "--name",
+                "n",
+                "--scope",
+                "a:b",
+                "--expires-in=-1h",
+            ],
+            "negative",
+        ),
+        (
+            vec![
+                "keys",
+                "create",
+                "--name",
+                "n",
+                "--scope",
+                "a:b",
+                "--expires-in",
+                "",
+            ],
+            "empty",
+        ),
+        (
+            vec!["keys", "rotate", UNKNOWN_ID, "--grace", "1.5h"],
+            "--grace",
+        ),
+        (
+            vec!["keys", "rotate", UNKNOWN_ID, "--grace", "366d"],
+            "at most",
+        ),
+        (
+            vec!["keys", "rotate", UNKNOWN_ID, "--grace", "soon"],
+            "not a duration",
+        ),
+        // Bad ids.
+        (vec!["keys", "show", "not-a-uuid"], "not a key id"),
+        (vec!["keys", "rotate", "42"], "not a key id"),
+        (vec!["keys", "revoke", "0190c8f2"], "not a key id"),
+        (vec!["keys", "lineage", ""], "not a key id"),
+        (vec!["events", "--key", "nope"], "not a key id"),
+        // Missing required arguments and commands.
+        (vec!["keys", "create", "--scope", "a:b"], "--name <NAME>"),
+        (vec!["keys", "create", "--name", "n"], "--scope <SCOPE>"),
+        (vec!["keys", "show"], "<ID>"),
+        (vec!["keys", "rotate"], "<ID>"),
+        (vec!["keys", "revoke", "--reason", "x"], "<ID>"),
+        (vec!["keys"], "Usage"),
+        (vec![], "Usage"),
+        // Unknown commands and options, bad filter values.
+        (
+            vec!["keys", "delete", UNKNOWN_ID],
+            "unrecognized subcommand",
+        ),
+        (vec!["keys", "list", "--colour"], "unexpected argument"),
+        (vec!["keys", "list", "--status", "bogus"], "possible values"),
+        (vec!["keys", "list", "--limit", "0"], "--limit"),
+        (vec!["keys", "list", "--limit", "501"], "--limit"),
+        (vec!["events", "--cursor", "junk"], "--cursor"),
+        (
+            vec![
+                "keys",
+                "create",
+                "--name",
+                "n",
+                "--scope",
+                "a:b",
+                "--metadata",
+                "[1]",
+            ],
+            "JSON object",
+        ),
+        (
+            vec![
+                "keys",
+                "create",
+                "--name",
+                "n",
+                "--scope",
+                "a:b",
+                "--expires-at",
+                "tomorrow",
+            ],
+            "RFC 3339",
+        ),
+        (
+            vec![
+                "keys",
+                "create",
+                "--name",
+                "n",
+                "--scope",
+                "a:b",
+                "--expires-in",
+                "1d",
+                "--expires-at",
+                "2030-01-01T00:00:00Z",
+            ],
+            "cannot be used with",
+        ),
+        (vec!["--key-prefix", "Bad", "keys", "list"], "key prefix"),
+    ];
+    for (args, says) in cases {
+        let run = scopekey(url, &args);
+        assert_eq!(run.code, 2, "{args:?}: {run:#?}");
+        assert!(run.stdout.is_empty(), "{args:?}: {run:#?}");
+        assert!(
+            run.stderr.contains(says),
+            "{args:?} should say {says:?}: {run:#?}"
+        );
+    }
+    assert!(
+        !db.path.exists(),
+        "a usage error must not create the database"
+    );
+
+    // No database at all.
+    let run = run_cmd({
+        let mut cmd = command();
+        cmd.args(["keys", "list"]);
+        cmd
+    });
+    assert_eq!(run.code, 2, "{run:#?}");
+    run.says("pass --database-url URL or set DATABASE_URL");
+}
+
+#[test]
+fn a_plaintext_key_given_as_an_id_is_not_echoed() {
+    let db = TempSqlite::new();
+    let key = KeyFormat::default().generate().expect("a key");
+    let plaintext = key.expose_secret();
+    for args in [
+        vec!["keys", "show", plaintext],
+        vec!["keys", "revoke", plaintext, "--reason", "oops"],
+        vec!["keys", "rotate", plaintext],
+        vec!["events", "--key", plaintext],
+    ] {
+        let run = scopekey(&db.url, &args);
+        assert_eq!(run.code, 2, "{run:#?}");
+        assert!(!run.all_output().contains(plaintext), "echoed: {run:#?}");
+        assert!(
+            !run.all_output().contains(&plaintext[3..20]),
+            "echoed: {run:#?}"
+        );
+        run.says("not a key id");
+    }
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    for args in [
+        vec!["--help"],
+        vec!["--version"],
+        vec!["keys", "create", "--help"],
+        vec!["help", "keys", "compromised"],
+    ] {
+        let mut cmd = command();
+        cmd.args(&args);
+        let run = run_cmd(cmd);
+        assert_eq!(run.code, 0, "{args:?}: {run:#?}");
+        assert!(!run.stdout.is_empty());
+    }
+}

@@ -1,0 +1,258 @@
+//! Tokens → a small typed model: the requirement expression (every scope
+//! kept as its literal, for spans) and the handler (signature parsed, body
+//! kept as tokens).
+
+use proc_macro2::{Delimiter, Group, Span, TokenStream, TokenTree};
+use quote::{ToTokens, quote};
+use syn::ext::IdentExt;
+use syn::parse::{ParseStream, Parser};
+use syn::punctuated::Punctuated;
+use syn::{Attribute, Error, Ident, Lit, LitStr, Result, Signature, Token, Visibility, token};
+
+/// A requirement as written in `#[requires_scope(...)]`.
+pub(crate) enum Requirement {
+    /// A scope string, e.g. `"orders:read"`.
+    Scope(LitStr),
+    /// `any(...)`: at least one of the items.
+    Any(Call),
+    /// `all(...)`: every one of the items.
+    All(Call),
+}
+
+/// The body of `any(...)` or `all(...)`.
+pub(crate) struct Call {
+    /// `any` or `all`, for spans.
+    pub keyword: Ident,
+    /// The parentheses' span, for spans.
+    pub paren: Span,
+    /// The requirements inside; `valid` rejects an empty list.
+    pub items: Vec<Requirement>,
+}
+
+impl Call {
+    /// The call's tokens (`any(` … `)`), to span an error over all of it.
+    pub fn tokens(&self) -> TokenStream {
+        let mut group = Group::new(Delimiter::Parenthesis, TokenStream::new());
+        group.set_span(self.paren);
+        let keyword = &self.keyword;
+        quote!(#keyword #group)
+    }
+}
+
+const EXPECTED: &str = "expected `any(...)`, `all(...)` or a scope string such as \"orders:read\"";
+
+/// Parses the attribute's arguments: exactly one requirement.
+pub(crate) fn parse_args(args: TokenStream) -> Result<Requirement> {
+    let parser = |input: ParseStream| {
+        if input.is_empty() {
+            return Err(Error::new(
+                Span::call_site(),
+                "`#[requires_scope]` needs the scope the handler requires, \
+                 e.g. `#[requires_scope(\"orders:read\")]`",
+            ));
+        }
+        let requirement = Requirement::parse(input)?;
+        let comma: Option<Token![,]> = input.parse()?;
+        if !input.is_empty() {
+            let rest: TokenStream = input.parse()?;
+            let message = if comma.is_some() {
+                "`#[requires_scope]` takes one requirement; to require several scopes, \
+                 write `all(\"a:read\", \"b:read\")` (every one) or `any(...)` (at least one)"
+            } else {
+                "unexpected tokens after the requirement"
+            };
+            return Err(Error::new_spanned(rest, message));
+        }
+        Ok(requirement)
+    };
+    parser.parse2(args)
+}
+
+impl Requirement {
+    fn parse(input: ParseStream) -> Result<Self> {
+        if input.peek(LitStr) {
+            return input.parse().map(Self::Scope);
+        }
+        if input.peek(Lit) {
+            let lit: Lit = input.parse()?;
+            let found = match &lit {
+                Lit::Int(_) | Lit::Float(_) => "a number",
+                Lit::Bool(_) => "a boolean",
+                Lit::Char(_) => "a character literal; scopes take double quotes",
+                Lit::ByteStr(_) | Lit::Byte(_) => "a byte string; scopes are plain strings",
+                Lit::CStr(_) => "a C string; scopes are plain strings",
+                _ => "a literal that is not a string",
+            };
+            return Err(Error::new_spanned(
+                lit,
+                format!("expected a scope string such as \"orders:read\", found {found}"),
+            ));
+        }
+        if input.peek(Ident::peek_any) {
+            return Self::parse_word(input);
+        }
+        Err(input.error(EXPECTED))
+    }
+
+    /// `any(...)`, `all(...)`, or a mistake that starts with a word.
+    fn parse_word(input: ParseStream) -> Result<Self> {
+        let keyword = input.call(Ident::parse_any)?;
+        let name = keyword.to_string();
+        if input.peek(token::Paren) {
+            let content;
+            let paren = syn::parenthesized!(content in input);
+            let items = Punctuated::<Requirement, Token![,]>::parse_terminated_with(
+                &content,
+                Requirement::parse,
+            )?;
+            let call = Call {
+                keyword,
+                paren: paren.span.join(),
+                items: items.into_iter().collect(),
+            };
+            return match name.as_str() {
+                "any" => Ok(Self::Any(call)),
+                "all" => Ok(Self::All(call)),
+                _ => Err(Error::new_spanned(
+                    call.tokens(),
+                    format!("unknown `{name}(...)`: {EXPECTED}"),
+                )),
+            };
+        }
+        if name == "any" || name == "all" {
+            return Err(Error::new_spanned(
+                keyword,
+                format!("`{name}` takes a list in parentheses: `{name}(\"a:read\", \"b:read\")`"),
+            ));
+        }
+        // An unquoted scope (`orders:read`), a constant, a path, a macro:
+        // take the tokens up to the next top-level comma to show them.
+        let mut tokens = keyword.to_token_stream();
+        while !input.is_empty() && !input.peek(Token![,]) {
+            tokens.extend([input.parse::<TokenTree>()?]);
+        }
+        let text: String = tokens.to_string().split_whitespace().collect();
+        let single_colon = text.matches(':').count() == 1;
+        let message = if single_colon && !text.contains(['!', '(', '{', '[']) {
+            format!("scopes are strings: write \"{text}\"")
+        } else {
+            format!(
+                "{EXPECTED}, found `{text}`; scopes are written as string literals \
+                 so they can be checked at compile time"
+            )
+        };
+        Err(Error::new_spanned(tokens, message))
+    }
+}
+
+/// An annotated function: signature parsed, body kept as tokens (the way
+/// `tracing::instrument` does) so the user's code reaches the compiler as
+/// written.
+pub(crate) struct Handler {
+    /// Outer attributes, including doc comments and route attributes.
+    pub attrs: Vec<Attribute>,
+    /// As written.
+    pub vis: Visibility,
+    /// As written; `valid` checks it is `async`.
+    pub sig: Signature,
+    /// The body's braces, for spans.
+    pub brace: Span,
+    /// `#![...]` at the top of the body: they must stay first.
+    pub inner_attrs: Vec<Attribute>,
+    /// Everything else in the body.
+    pub body: TokenStream,
+}
+
+impl Handler {
+    /// Parses the item under the attribute.
+    pub fn parse(item: TokenStream) -> Result<Self> {
+        let parser = |input: ParseStream| {
+            let attrs = input.call(Attribute::parse_outer)?;
+            let vis: Visibility = input.parse()?;
+            let sig: Signature = input.parse()?;
+            if input.peek(Token![;]) {
+                return Err(Error::new_spanned(
+                    &sig.ident,
+                    "`#[requires_scope]` goes on a handler with a body, not a declaration",
+                ));
+            }
+            let content;
+            let brace = syn::braced!(content in input);
+            let inner_attrs = content.call(Attribute::parse_inner)?;
+            let body: TokenStream = content.parse()?;
+            Ok(Self {
+                attrs,
+                vis,
+                sig,
+                brace: brace.span.join(),
+                inner_attrs,
+                body,
+            })
+        };
+        parser.parse2(item).map_err(|err| {
+            Error::new(
+                err.span(),
+                format!("`#[requires_scope]` goes on an `async fn` handler ({err})"),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(tokens: TokenStream) -> String {
+        match parse_args(tokens) {
+            Ok(_) => panic!("parsed"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn parses_nested_requirements() {
+        let r = parse_args(quote!(any("orders:admin", all("orders:read", "a.b:c",),))).unwrap();
+        let Requirement::Any(any) = r else {
+            panic!("not any")
+        };
+        assert_eq!(any.items.len(), 2);
+        assert!(matches!(&any.items[1], Requirement::All(all) if all.items.len() == 2));
+        assert!(matches!(
+            parse_args(quote!("x:y",)),
+            Ok(Requirement::Scope(_))
+        ));
+    }
+
+    #[test]
+    fn explains_mistakes() {
+        assert!(err(quote!()).contains("needs the scope"));
+        assert!(err(quote!("a:b", "c:d")).contains("takes one requirement"));
+        assert!(err(quote!(one_of("a:b"))).contains("unknown `one_of(...)`: expected `any(...)`"));
+        assert!(err(quote!(42)).contains("found a number"));
+        assert!(err(quote!('a')).contains("character literal"));
+        assert!(err(quote!(orders:read)).contains("write \"orders:read\""));
+        assert!(err(quote!(billing.invoices:read)).contains("write \"billing.invoices:read\""));
+        assert!(err(quote!(SCOPE)).contains("found `SCOPE`"));
+        assert!(err(quote!(any)).contains("takes a list"));
+        assert!(err(quote!(any("a:b" "c:d"))).contains("expected `,`"));
+    }
+
+    #[test]
+    fn keeps_the_body_and_inner_attributes() {
+        let h = Handler::parse(quote! {
+            /// Docs.
+            #[get("/x")]
+            pub async fn h(x: u8) -> u8 { #![allow(unused)] let y = x; y }
+        })
+        .unwrap();
+        assert_eq!(h.attrs.len(), 2);
+        assert_eq!(h.inner_attrs.len(), 1);
+        assert_eq!(h.body.to_string(), "let y = x ; y");
+        let Err(err) = Handler::parse(quote!(
+            struct S;
+        )) else {
+            panic!("parsed a struct")
+        };
+        assert!(err.to_string().contains("goes on an `async fn`"), "{err}");
+    }
+}

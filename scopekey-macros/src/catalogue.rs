@@ -1,0 +1,281 @@
+//! The scope catalogue: `[package.metadata.scopekey] scopes = [...]` in the
+//! `Cargo.toml` of the crate being compiled (`$CARGO_MANIFEST_DIR`).
+//!
+//! The manifest is read once per process and path (rustc may expand many
+//! handlers in one run), and again only when its modification time changes
+//! (a long-lived rust-analyzer process). Rebuilding when the list changes is
+//! the expansion's job: it `include_bytes!`es the manifest, which puts it in
+//! the crate's dep-info.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::SystemTime;
+
+use scopekey_core::{Grant, Scope};
+use toml::de::{DeTable, DeValue};
+
+/// Where the catalogue lives, for messages.
+pub(crate) const WHERE: &str = "Cargo.toml [package.metadata.scopekey] scopes";
+
+/// The crate's manifest, as far as the macros care.
+#[derive(Debug)]
+pub(crate) struct Manifest {
+    /// Absolute path of `Cargo.toml`, for `include_bytes!`.
+    pub path: PathBuf,
+    /// `Ok(None)` without a catalogue; `Err` with a message when the manifest
+    /// or the catalogue is malformed.
+    pub catalogue: Result<Option<Catalogue>, String>,
+}
+
+/// The declared scopes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Catalogue {
+    entries: Vec<(String, Grant)>,
+}
+
+impl Catalogue {
+    /// Reads the catalogue out of a manifest's text.
+    pub fn from_manifest(text: &str) -> Result<Option<Self>, String> {
+        let doc = DeTable::parse(text).map_err(|e| format!("cannot parse Cargo.toml: {e}"))?;
+        let Some(package) = doc.get_ref().get("package") else {
+            return Ok(None);
+        };
+        let package = table(package.get_ref(), "package")?;
+        let Some(metadata) = package.get("metadata") else {
+            return Ok(None);
+        };
+        let metadata = table(metadata.get_ref(), "package.metadata")?;
+        let Some(scopekey) = metadata.get("scopekey") else {
+            return Ok(None);
+        };
+        let scopekey = table(scopekey.get_ref(), "package.metadata.scopekey")?;
+        let Some(scopes) = scopekey.get("scopes") else {
+            return Ok(None);
+        };
+        let DeValue::Array(scopes) = scopes.get_ref() else {
+            return Err(format!("{WHERE} must be an array of strings"));
+        };
+        let mut entries = Vec::with_capacity(scopes.len());
+        for scope in scopes.iter() {
+            let DeValue::String(text) = scope.get_ref() else {
+                return Err(format!("{WHERE} must be an array of strings"));
+            };
+            let grant = Grant::parse(text).map_err(|e| format!("{WHERE}: {e}"))?;
+            entries.push((text.to_string(), grant));
+        }
+        Ok(Some(Self { entries }))
+    }
+
+    /// The scopes as listed.
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(text, _)| text.as_str())
+    }
+
+    /// Whether the catalogue declares `scope`: an entry names it exactly,
+    /// or is `resource:*` for its resource, or is `*`.
+    pub fn contains(&self, scope: &Scope) -> bool {
+        self.entries.iter().any(|(_, grant)| grant.covers(scope))
+    }
+
+    /// The listed scope closest to `scope`, if it is close enough to be the
+    /// one meant: at most one edit in four characters (at least one edit),
+    /// counting a swap of neighbours as one edit. Looser limits suggest
+    /// `orders:read` for `users:read`.
+    pub fn suggest(&self, scope: &str) -> Option<&str> {
+        let limit = (scope.chars().count() / 4).max(1);
+        self.scopes()
+            .map(|candidate| (edit_distance(scope, candidate), candidate))
+            .filter(|&(distance, _)| distance <= limit)
+            .min_by_key(|&(distance, _)| distance)
+            .map(|(_, candidate)| candidate)
+    }
+}
+
+fn table<'a, 'i>(value: &'a DeValue<'i>, name: &str) -> Result<&'a DeTable<'i>, String> {
+    match value {
+        DeValue::Table(t) => Ok(t),
+        _ => Err(format!("`{name}` in Cargo.toml must be a table")),
+    }
+}
+
+/// Optimal string alignment distance: insertions, deletions, substitutions
+/// and swaps of adjacent characters each cost one.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    // Three rows of the dynamic-programming table: i-2, i-1, i.
+    let mut before: Vec<usize> = vec![0; b.len() + 1];
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    let mut current = vec![0; b.len() + 1];
+    for i in 1..=a.len() {
+        current[0] = i;
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            current[j] = (previous[j] + 1)
+                .min(current[j - 1] + 1)
+                .min(previous[j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                current[j] = current[j].min(before[j - 2] + 1);
+            }
+        }
+        std::mem::swap(&mut before, &mut previous);
+        std::mem::swap(&mut previous, &mut current);
+    }
+    previous[b.len()]
+}
+
+/// The manifest of the crate being compiled, or `None` outside Cargo (no
+/// `CARGO_MANIFEST_DIR`) or without a readable `Cargo.toml`.
+pub(crate) fn load() -> Option<Arc<Manifest>> {
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR")?;
+    load_from(&Path::new(&dir).join("Cargo.toml"))
+}
+
+type Cache = HashMap<PathBuf, (Option<SystemTime>, Arc<Manifest>)>;
+
+fn load_from(path: &Path) -> Option<Arc<Manifest>> {
+    static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
+    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let cache = CACHE.get_or_init(Default::default);
+    // A poisoned lock only means another expansion panicked mid-insert;
+    // the map itself is still usable.
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((when, manifest)) = cache.get(path)
+        && *when == modified
+        && modified.is_some()
+    {
+        return Some(Arc::clone(manifest));
+    }
+    let text = std::fs::read_to_string(path).ok()?;
+    let manifest = Arc::new(Manifest {
+        path: path.to_owned(),
+        catalogue: Catalogue::from_manifest(&text),
+    });
+    cache.insert(path.to_owned(), (modified, Arc::clone(&manifest)));
+    Some(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MANIFEST: &str = r#"
+        [package]
+        name = "shop"
+        version = "0.1.0"
+
+        [package.metadata.scopekey]
+        scopes = [
+            "orders:read",   # comments are fine
+            "orders:write",
+            "billing.invoices:read",
+            "reports:*",
+        ]
+
+        [dependencies]
+        scopekey = "0.1"
+    "#;
+
+    fn scope(s: &str) -> Scope {
+        Scope::parse(s).unwrap()
+    }
+
+    #[test]
+    fn reads_the_list() {
+        let c = Catalogue::from_manifest(MANIFEST).unwrap().unwrap();
+        assert_eq!(
+            c.scopes().collect::<Vec<_>>(),
+            [
+                "orders:read",
+                "orders:write",
+                "billing.invoices:read",
+                "reports:*"
+            ]
+        );
+        assert!(c.contains(&scope("orders:write")));
+        assert!(c.contains(&scope("reports:export")));
+        assert!(!c.contains(&scope("orders:delete")));
+        assert!(!c.contains(&scope("billing:read")));
+    }
+
+    #[test]
+    fn other_spellings_of_the_table() {
+        let dotted = "[package]\nname = \"x\"\nmetadata.scopekey.scopes = [\"a:b\"]\n";
+        let inline = "[package.metadata]\nscopekey = { scopes = [\"a:b\"] }\n";
+        for text in [dotted, inline] {
+            let c = Catalogue::from_manifest(text).unwrap().unwrap();
+            assert_eq!(c.scopes().collect::<Vec<_>>(), ["a:b"]);
+        }
+    }
+
+    #[test]
+    fn no_catalogue() {
+        for text in [
+            "",
+            "[package]\nname = \"x\"\n",
+            "[package.metadata.other]\nscopes = [1]\n",
+            "[package.metadata.scopekey]\n",
+            "[workspace.metadata.scopekey]\nscopes = [\"a:b\"]\n",
+        ] {
+            assert_eq!(Catalogue::from_manifest(text), Ok(None), "{text}");
+        }
+        let empty = Catalogue::from_manifest("[package.metadata.scopekey]\nscopes = []\n");
+        assert_eq!(empty.unwrap().unwrap().scopes().count(), 0);
+    }
+
+    #[test]
+    fn malformed_catalogues() {
+        let err = |text: &str| Catalogue::from_manifest(text).unwrap_err();
+        assert!(
+            err("[package.metadata.scopekey]\nscopes = \"a:b\"\n").contains("array of strings")
+        );
+        assert!(err("[package.metadata.scopekey]\nscopes = [1]\n").contains("array of strings"));
+        assert_eq!(
+            err("[package.metadata.scopekey]\nscopes = [\"Orders:read\"]\n"),
+            "Cargo.toml [package.metadata.scopekey] scopes: invalid scope `Orders:read`: \
+             upper-case letter `O` at byte 0; scopes are lower case"
+        );
+        assert!(err("[package.metadata]\nscopekey = 1\n").contains("must be a table"));
+        assert!(err("[package\n").starts_with("cannot parse Cargo.toml"));
+    }
+
+    #[test]
+    fn suggests_close_scopes_only() {
+        let c = Catalogue::from_manifest(MANIFEST).unwrap().unwrap();
+        assert_eq!(c.suggest("orders:wirte"), Some("orders:write"));
+        assert_eq!(c.suggest("order:read"), Some("orders:read"));
+        assert_eq!(c.suggest("orders:reed"), Some("orders:read"));
+        assert_eq!(
+            c.suggest("billing.invoice:read"),
+            Some("billing.invoices:read")
+        );
+        assert_eq!(c.suggest("users:delete"), None);
+        assert_eq!(c.suggest("users:read"), None);
+        assert_eq!(c.suggest("a:b"), None);
+    }
+
+    #[test]
+    fn edit_distances() {
+        assert_eq!(edit_distance("", ""), 0);
+        assert_eq!(edit_distance("abc", ""), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("wirte", "write"), 1);
+        assert_eq!(edit_distance("ca", "abc"), 3);
+    }
+
+    #[test]
+    fn caches_per_path_until_the_file_changes() {
+        let dir = std::env::temp_dir().join(format!("scopekey-macros-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("Cargo.toml");
+        std::fs::write(&path, MANIFEST).unwrap();
+        let first = load_from(&path).unwrap();
+        assert!(Arc::ptr_eq(&first, &load_from(&path).unwrap()));
+        assert_eq!(first.path, path);
+        assert!(matches!(&first.catalogue, Ok(Some(c)) if c.scopes().count() == 4));
+        assert!(load_from(&dir.join("missing.toml")).is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

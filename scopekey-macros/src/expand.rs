@@ -1,0 +1,314 @@
+//! Emits the code: the guarded handler and the catalogue slice. Everything
+//! is named by absolute path through the facade (`::scopekey::__private`),
+//! so users depend on `scopekey` alone.
+
+use proc_macro2::{Delimiter, Group, Literal, Span, TokenStream};
+use quote::quote;
+use syn::ext::IdentExt;
+use syn::{Error, FnArg, Ident, LitStr, Result, parse_quote};
+
+use crate::ast::{self, Handler};
+use crate::catalogue::{self, Manifest};
+use crate::valid;
+
+/// `#[requires_scope(...)]`: parse, check, expand. On error the item comes
+/// back unchanged beside the error (actix-web-codegen's
+/// `input_and_compile_error`), so the rest of the crate still sees it.
+pub(crate) fn requires_scope(args: TokenStream, item: TokenStream) -> TokenStream {
+    match try_requires_scope(args, item.clone()) {
+        Ok(expanded) => expanded,
+        Err(err) => {
+            let mut item = item;
+            item.extend(err.to_compile_error());
+            item
+        }
+    }
+}
+
+fn try_requires_scope(args: TokenStream, item: TokenStream) -> Result<TokenStream> {
+    let (requirement, handler) = both(ast::parse_args(args), Handler::parse(item))?;
+    let manifest = catalogue::load();
+    let (checked, ()) = both(
+        valid::requirement(&requirement, manifest.as_deref()),
+        valid::handler(&handler),
+    )?;
+    let id = guard_id(&checked.to_string());
+    Ok(guarded(handler, &requirement, id, manifest.as_deref()))
+}
+
+/// Both values, or every error of the two.
+fn both<A, B>(a: Result<A>, b: Result<B>) -> Result<(A, B)> {
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (Err(mut a), Err(b)) => {
+            a.combine(b);
+            Err(a)
+        }
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    }
+}
+
+/// The guard's id: 64-bit FNV-1a of the requirement's canonical text
+/// (`any(orders:admin, orders:delete)`). Stable across builds and
+/// platforms; equal requirements share an id, which is harmless.
+pub(crate) fn guard_id(canonical: &str) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0100_0000_01b3;
+    canonical.bytes().fold(OFFSET, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(PRIME)
+    })
+}
+
+/// The handler with the guard as its first extractor and its requirement
+/// registered under `id`.
+fn guarded(
+    handler: Handler,
+    requirement: &ast::Requirement,
+    id: u64,
+    manifest: Option<&Manifest>,
+) -> TokenStream {
+    let Handler {
+        attrs,
+        vis,
+        mut sig,
+        brace,
+        inner_attrs,
+        body,
+    } = handler;
+    let id = Literal::u64_suffixed(id);
+
+    // First after `self`, if any: actix runs extractors in order, so the
+    // guard answers before any other extractor or the body.
+    let guard = Ident::new("__scopekey_guard", Span::mixed_site());
+    let guard: FnArg = parse_quote!(#guard: ::scopekey::__private::Guard<#id>);
+    let receivers = sig
+        .inputs
+        .iter()
+        .take_while(|arg| matches!(arg, FnArg::Receiver(_)))
+        .count();
+    // Clippy's `too_many_arguments` starts at 8; do not let our argument be
+    // the one that trips it.
+    let allow =
+        (sig.inputs.len() - receivers == 7).then(|| quote!(#[allow(clippy::too_many_arguments)]));
+    sig.inputs.insert(receivers, guard);
+
+    let name = sig.ident.unraw().to_string();
+    let static_requirement = static_requirement(requirement);
+    let track = track(manifest);
+    // Generated tokens keep the call-site span (lints treat them as macro
+    // output); the user's body keeps its own spans and its braces' span.
+    let block = quote! {
+        #(#inner_attrs)*
+        #track
+        const _: () = {
+            #[::scopekey::__private::linkme::distributed_slice(::scopekey::__private::GUARDS)]
+            #[linkme(crate = ::scopekey::__private::linkme)]
+            static __SCOPEKEY_GUARD: ::scopekey::__private::GuardInfo =
+                ::scopekey::__private::GuardInfo {
+                    id: #id,
+                    requirement: &#static_requirement,
+                    handler: #name,
+                    module: ::core::module_path!(),
+                };
+        };
+        #body
+    };
+    let mut block = Group::new(Delimiter::Brace, block);
+    block.set_span(brace);
+    quote! {
+        #(#attrs)*
+        #allow
+        #vis #sig #block
+    }
+}
+
+fn static_requirement(requirement: &ast::Requirement) -> TokenStream {
+    let path = quote!(::scopekey::__private::StaticRequirement);
+    match requirement {
+        ast::Requirement::Scope(lit) => {
+            // Re-emitted plain (a raw or escaped literal becomes its value).
+            let lit = LitStr::new(&lit.value(), lit.span());
+            quote!(#path::Scope(#lit))
+        }
+        ast::Requirement::Any(call) => {
+            let items = call.items.iter().map(static_requirement);
+            quote!(#path::Any(&[#(#items),*]))
+        }
+        ast::Requirement::All(call) => {
+            let items = call.items.iter().map(static_requirement);
+            quote!(#path::All(&[#(#items),*]))
+        }
+    }
+}
+
+/// Makes the crate depend on its manifest, so editing the catalogue
+/// rebuilds it: `include_bytes!` lands the file in rustc's dep-info, which
+/// Cargo watches (`proc_macro::tracked_path` is not stable).
+fn track(manifest: Option<&Manifest>) -> TokenStream {
+    match manifest.and_then(|m| m.path.to_str()) {
+        Some(path) => quote!(
+            const _: &[u8] = ::core::include_bytes!(#path);
+        ),
+        None => TokenStream::new(),
+    }
+}
+
+/// `catalogue!()`: the catalogue's scopes as a `&'static [&'static str]`.
+pub(crate) fn catalogue(input: TokenStream) -> TokenStream {
+    if !input.is_empty() {
+        return Error::new_spanned(
+            input,
+            "`catalogue!()` takes no arguments: it reads the scopes listed in this \
+             crate's Cargo.toml under [package.metadata.scopekey]",
+        )
+        .to_compile_error();
+    }
+    let manifest = catalogue::load();
+    let (scopes, error) = match manifest.as_deref().map(|m| &m.catalogue) {
+        Some(Ok(Some(catalogue))) => (catalogue.scopes().map(str::to_owned).collect(), None),
+        Some(Err(message)) => (
+            Vec::new(),
+            Some(Error::new(Span::call_site(), message).to_compile_error()),
+        ),
+        Some(Ok(None)) | None => (Vec::new(), None),
+    };
+    let track = track(manifest.as_deref());
+    let slice = Ident::new("__SCOPEKEY_CATALOGUE", Span::mixed_site());
+    quote! {{
+        #error
+        #track
+        const #slice: &[&str] = &[#(#scopes),*];
+        #slice
+    }}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_ids_are_stable() {
+        // FNV-1a test vectors, then pinned values: changing the hash or the
+        // canonical text changes every guard's id.
+        assert_eq!(guard_id(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(guard_id("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(guard_id("foobar"), 0x8594_4171_f739_67e8);
+        assert_eq!(guard_id("orders:read"), guard_id("orders:read"));
+        assert_ne!(guard_id("orders:read"), guard_id("orders:write"));
+        assert_eq!(
+            guard_id("any(orders:admin, orders:delete)"),
+            PINNED_ANY_ADMIN_DELETE
+        );
+        // The text hashed is the one the runtime prints for the registered
+        // requirement.
+        use scopekey_core::StaticRequirement as S;
+        let registered = S::Any(&[S::Scope("orders:admin"), S::Scope("orders:delete")]);
+        let parsed = ast::parse_args(quote!(any("orders:admin", "orders:delete"))).unwrap();
+        let checked = valid::requirement(&parsed, None).unwrap();
+        assert_eq!(checked.to_string(), registered.to_string());
+    }
+
+    const PINNED_ANY_ADMIN_DELETE: u64 = 7_067_662_686_348_375_298;
+
+    fn expand(args: TokenStream, item: TokenStream) -> String {
+        requires_scope(args, item).to_string()
+    }
+
+    #[test]
+    fn expands_to_the_contract() {
+        let out = expand(
+            quote!(any("orders:admin", "orders:delete")),
+            quote! {
+                /// Deletes.
+                #[delete("/orders/{id}")]
+                pub async fn delete(req: HttpRequest, p: web::Path<u64>) -> Result<HttpResponse, MyErr> {
+                    Ok(HttpResponse::Ok().finish())
+                }
+            },
+        );
+        let id = guard_id("any(orders:admin, orders:delete)");
+        let expected_sig = format!(
+            "pub async fn delete (__scopekey_guard : :: scopekey :: __private :: Guard < {id}u64 > , req : HttpRequest , p : web :: Path < u64 >) -> Result < HttpResponse , MyErr >"
+        );
+        assert!(out.contains(&expected_sig), "{out}");
+        assert!(
+            out.starts_with("# [doc = r\" Deletes.\"] # [delete (\"/orders/{id}\")]"),
+            "{out}"
+        );
+        for part in [
+            "# [:: scopekey :: __private :: linkme :: distributed_slice (:: scopekey :: __private :: GUARDS)]",
+            "# [linkme (crate = :: scopekey :: __private :: linkme)]",
+            "static __SCOPEKEY_GUARD : :: scopekey :: __private :: GuardInfo",
+            &format!("id : {id}u64"),
+            "requirement : & :: scopekey :: __private :: StaticRequirement :: Any (& [:: scopekey :: __private :: StaticRequirement :: Scope (\"orders:admin\") , :: scopekey :: __private :: StaticRequirement :: Scope (\"orders:delete\")])",
+            "handler : \"delete\"",
+            "module : :: core :: module_path ! ()",
+            "} ; Ok (HttpResponse :: Ok () . finish ()) }",
+        ] {
+            assert!(out.contains(part), "missing {part} in {out}");
+        }
+        assert!(!out.contains("compile_error"));
+    }
+
+    #[test]
+    fn guard_goes_after_self_and_inner_attributes_stay_first() {
+        let out = expand(
+            quote!("a:b"),
+            quote!(
+                async fn h(&self, x: u8) -> u8 {
+                    #![allow(unused)]
+                    x
+                }
+            ),
+        );
+        assert!(out.contains("(& self , __scopekey_guard :"), "{out}");
+        assert!(out.contains("{ # ! [allow (unused)] "), "{out}");
+        assert!(!out.contains("too_many_arguments"));
+    }
+
+    #[test]
+    fn seven_arguments_do_not_trip_clippy() {
+        let out = expand(
+            quote!("a:b"),
+            quote!(
+                async fn h(a: A, b: B, c: C, d: D, e: E, f: F, g: G) {}
+            ),
+        );
+        assert!(
+            out.contains("# [allow (clippy :: too_many_arguments)]"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn errors_return_the_item_unchanged() {
+        let item = quote!(
+            #[get("/x")]
+            async fn h() -> u8 {
+                1
+            }
+        );
+        let out = expand(quote!("Orders:read"), item.clone());
+        assert!(out.starts_with(&item.to_string()), "{out}");
+        assert!(out.contains("compile_error"));
+        assert!(out.contains("upper-case letter"));
+        assert!(!out.contains("__scopekey_guard"));
+        // Argument and item mistakes are reported together.
+        let out = expand(
+            quote!(any()),
+            quote!(
+                fn h() {}
+            ),
+        );
+        assert_eq!(out.matches("compile_error").count(), 2, "{out}");
+    }
+
+    #[test]
+    fn catalogue_rejects_arguments() {
+        assert!(
+            catalogue(quote!(x))
+                .to_string()
+                .contains("takes no arguments")
+        );
+    }
+}

@@ -1,0 +1,296 @@
+//! Checks: every scope against the runtime's own grammar
+//! (`scopekey_core::Scope::parse`) and the crate's catalogue; the handler is
+//! an `async fn` guarded once. Every error points at the offending tokens,
+//! and all of them are reported at once.
+
+use proc_macro2::Span;
+use scopekey_core::{Requirement, Scope, ScopeError};
+use syn::{Error, LitStr, Result};
+
+use crate::ast::{self, Handler};
+use crate::catalogue::{self, Catalogue, Manifest};
+
+/// Checks the requirement; returns it as the runtime's typed
+/// [`Requirement`], whose text form names the guard.
+pub(crate) fn requirement(
+    requirement: &ast::Requirement,
+    manifest: Option<&Manifest>,
+) -> Result<Requirement> {
+    let mut errors = Errors::default();
+    let catalogue = match manifest.map(|m| &m.catalogue) {
+        Some(Ok(catalogue)) => catalogue.as_ref(),
+        Some(Err(message)) => {
+            errors.push(Error::new(Span::call_site(), message));
+            None
+        }
+        None => None,
+    };
+    let checked = check(requirement, catalogue, &mut errors);
+    errors.finish()?;
+    // Every scope parsed, so `check` produced a value.
+    checked.ok_or_else(|| Error::new(Span::call_site(), "invalid requirement"))
+}
+
+fn check(
+    requirement: &ast::Requirement,
+    catalogue: Option<&Catalogue>,
+    errors: &mut Errors,
+) -> Option<Requirement> {
+    match requirement {
+        ast::Requirement::Scope(lit) => match Scope::parse(&lit.value()) {
+            Err(err) => {
+                errors.push(scope_error(lit, &err));
+                None
+            }
+            Ok(scope) => {
+                if let Some(catalogue) = catalogue
+                    && !catalogue.contains(&scope)
+                {
+                    errors.push(not_in_catalogue(lit, catalogue));
+                }
+                Some(Requirement::Scope(scope))
+            }
+        },
+        ast::Requirement::Any(call) | ast::Requirement::All(call) => {
+            if call.items.is_empty() {
+                let name = call.keyword.to_string();
+                errors.push(Error::new_spanned(
+                    call.tokens(),
+                    format!(
+                        "`{name}()` needs at least one requirement, \
+                         e.g. `{name}(\"orders:read\", \"orders:admin\")`"
+                    ),
+                ));
+                return None;
+            }
+            let items: Vec<_> = call
+                .items
+                .iter()
+                .map(|item| check(item, catalogue, errors))
+                .collect();
+            let items = items.into_iter().collect::<Option<Vec<_>>>()?;
+            Some(match requirement {
+                ast::Requirement::Any(_) => Requirement::Any(items),
+                _ => Requirement::All(items),
+            })
+        }
+    }
+}
+
+fn scope_error(lit: &LitStr, err: &ScopeError) -> Error {
+    let input = err.input();
+    let message = if input.is_empty() {
+        format!("empty scope: {}", err.reason())
+    } else {
+        format!("invalid scope `{}`: {}", shorten(input), err.reason())
+    };
+    Error::new(lit.span(), message)
+}
+
+/// The input as shown in a message: escaped, and cut short when long.
+fn shorten(input: &str) -> String {
+    const SHOWN: usize = 40;
+    let escaped: String = input.escape_debug().collect();
+    match escaped.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!("{}…", &escaped[..end]),
+        None => escaped,
+    }
+}
+
+fn not_in_catalogue(lit: &LitStr, catalogue: &Catalogue) -> Error {
+    let scope = lit.value();
+    let hint = match catalogue.suggest(&scope) {
+        Some(close) => format!("did you mean `{close}`?"),
+        None => "add it to the list if it is a new scope".to_owned(),
+    };
+    Error::new(
+        lit.span(),
+        format!(
+            "scope `{scope}` is not in this crate's scope catalogue ({}); {hint}",
+            catalogue::WHERE
+        ),
+    )
+}
+
+/// Checks the annotated function.
+pub(crate) fn handler(handler: &Handler) -> Result<()> {
+    let mut errors = Errors::default();
+    if handler.sig.asyncness.is_none() {
+        let name = &handler.sig.ident;
+        errors.push(Error::new_spanned(
+            handler.sig.fn_token,
+            format!(
+                "`#[requires_scope]` goes on an `async fn`: actix-web handlers are async; \
+                 write `async fn {name}`"
+            ),
+        ));
+    }
+    for attr in &handler.attrs {
+        if attr
+            .path()
+            .segments
+            .last()
+            .is_some_and(|s| s.ident == "requires_scope")
+        {
+            errors.push(Error::new_spanned(
+                attr,
+                "one `#[requires_scope]` per handler: combine requirements \
+                 with `all(...)` or `any(...)`",
+            ));
+        }
+    }
+    errors.finish()
+}
+
+/// Collects errors so one compilation reports every mistake.
+#[derive(Default)]
+struct Errors(Option<Error>);
+
+impl Errors {
+    fn push(&mut self, error: Error) {
+        match &mut self.0 {
+            Some(first) => first.combine(error),
+            None => self.0 = Some(error),
+        }
+    }
+
+    fn finish(self) -> Result<()> {
+        self.0.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quote::quote;
+
+    fn manifest(scopes: &str) -> Manifest {
+        Manifest {
+            path: "Cargo.toml".into(),
+            catalogue: Catalogue::from_manifest(&format!(
+                "[package.metadata.scopekey]\nscopes = {scopes}\n"
+            )),
+        }
+    }
+
+    fn messages(tokens: proc_macro2::TokenStream, manifest: Option<&Manifest>) -> Vec<String> {
+        let parsed = ast::parse_args(tokens).unwrap();
+        match requirement(&parsed, manifest) {
+            Ok(r) => panic!("accepted {r}"),
+            Err(e) => e.into_iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn canonical_text() {
+        let parsed = ast::parse_args(quote!(any(
+            "orders:admin",
+            all(r"orders:read", "orders.audit:read")
+        )))
+        .unwrap();
+        let r = requirement(&parsed, None).unwrap();
+        assert_eq!(
+            r.to_string(),
+            "any(orders:admin, all(orders:read, orders.audit:read))"
+        );
+    }
+
+    #[test]
+    fn grammar_errors_use_the_runtime_reason() {
+        let cases = [
+            (
+                quote!("Orders:read"),
+                "invalid scope `Orders:read`: upper-case letter `O` at byte 0; scopes are lower case",
+            ),
+            (
+                quote!("orders:*"),
+                "invalid scope `orders:*`: a required scope cannot be a wildcard; \
+                 name the exact scope, e.g. `orders:read`",
+            ),
+            (
+                quote!(""),
+                "empty scope: a scope cannot be empty; write `resource:action`",
+            ),
+            (
+                quote!("orders read"),
+                "invalid scope `orders read`: whitespace at byte 6; scopes contain no spaces",
+            ),
+        ];
+        for (tokens, expected) in cases {
+            assert_eq!(messages(tokens, None), [expected]);
+        }
+        let long = format!("a:{}", "b".repeat(200));
+        let got = messages(quote!(#long), None);
+        assert!(got[0].starts_with("invalid scope `a:bbbbbbbb"), "{got:?}");
+        assert!(got[0].contains("…`: a scope is at most 128 bytes; this one has 202"));
+    }
+
+    #[test]
+    fn reports_every_error_at_once() {
+        let got = messages(quote!(any("A:b", all(), "c:*")), None);
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(got[1].starts_with("`all()` needs at least one requirement"));
+    }
+
+    #[test]
+    fn catalogue_membership_and_suggestion() {
+        let m = manifest(r#"["orders:read", "orders:write", "reports:*"]"#);
+        let parsed = ast::parse_args(quote!(all("orders:write", "reports:x"))).unwrap();
+        assert!(requirement(&parsed, Some(&m)).is_ok());
+        assert_eq!(
+            messages(quote!("orders:wirte"), Some(&m)),
+            [
+                "scope `orders:wirte` is not in this crate's scope catalogue \
+              (Cargo.toml [package.metadata.scopekey] scopes); did you mean `orders:write`?"
+            ]
+        );
+        assert!(
+            messages(quote!("users:read"), Some(&m))[0]
+                .ends_with("add it to the list if it is a new scope")
+        );
+        // Without a catalogue only the grammar counts.
+        let none = Manifest {
+            path: "Cargo.toml".into(),
+            catalogue: Ok(None),
+        };
+        let parsed = ast::parse_args(quote!("users:read")).unwrap();
+        assert!(requirement(&parsed, Some(&none)).is_ok());
+    }
+
+    #[test]
+    fn a_broken_catalogue_is_an_error() {
+        let m = manifest(r#"["Orders:read"]"#);
+        let got = messages(quote!("orders:read"), Some(&m));
+        assert!(
+            got[0].contains("scopes: invalid scope `Orders:read`"),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn handler_must_be_async_and_guarded_once() {
+        let check = |tokens| match handler(&Handler::parse(tokens).unwrap()) {
+            Ok(()) => String::new(),
+            Err(e) => e.to_string(),
+        };
+        assert_eq!(
+            check(quote!(
+                async fn h() {}
+            )),
+            ""
+        );
+        assert!(
+            check(quote!(
+                fn h() {}
+            ))
+            .contains("write `async fn h`")
+        );
+        assert!(
+            check(quote!(
+                #[scopekey::requires_scope("a:b")]
+                async fn h() {}
+            ))
+            .contains("one `#[requires_scope]` per handler")
+        );
+    }
+}

@@ -1,0 +1,323 @@
+//! Every kind of bad input named by the specification, over real HTTP:
+//! bodies, field values, ids, query parameters, and credentials.
+
+mod common;
+
+use common::*;
+use scopekey_runtime::both_backends;
+use scopekey_runtime::testing::TestDb;
+use serde_json::json;
+
+async fn bad_bodies(db: &TestDb) {
+    let app = TestApp::start(db).await;
+    let create = |body: Vec<u8>| {
+        app.post("/api-keys")
+            .bearer(&app.admin)
+            .header("Content-Type", "application/json")
+            .body(body)
+    };
+
+    // Not JSON, truncated JSON, wrong top-level type.
+    for raw in [
+        &b"{not json"[..],
+        b"{\"name\": \"x\",",
+        b"[]",
+        b"\"x\"",
+        b"",
+    ] {
+        let body = create(raw.to_vec()).send().await.assert_problem(400, None);
+        assert!(body["detail"].is_string());
+    }
+
+    // Wrong field types, missing or unknown fields.
+    for body in [
+        json!({ "name": 42, "scopes": ["orders:read"] }),
+        json!({ "name": "x", "scopes": "orders:read" }),
+        json!({ "name": "x", "scopes": [1, 2] }),
+        json!({ "scopes": ["orders:read"] }),
+        json!({ "name": "x" }),
+        json!({ "name": "x", "scopes": ["orders:read"], "expires_in": 60 }),
+        json!({ "name": "x", "scopes": ["orders:read"], "expires_in_seconds": "soon" }),
+        json!({ "name": "x", "scopes": ["orders:read"], "expires_at": "tomorrow" }),
+        json!({ "name": "x", "scopes": ["orders:read"], "metadata": [1] }),
+    ] {
+        let res = app
+            .post("/api-keys")
+            .bearer(&app.admin)
+            .json(&body)
+            .send()
+            .await;
+        res.assert_problem(400, None);
+    }
+
+    // Bad values: scopes, names, expiry.
+    for (body, needle) in [
+        (
+            json!({ "name": "x", "scopes": ["Orders:read"] }),
+            "upper-case",
+        ),
+        (json!({ "name": "x", "scopes": ["orders"] }), "missing `:`"),
+        (
+            json!({ "name": "x", "scopes": ["orders:read:all"] }),
+            "extra `:`",
+        ),
+        (json!({ "name": "x", "scopes": ["orders:wr*"] }), "wildcard"),
+        (json!({ "name": "x", "scopes": [] }), "at least one"),
+        (json!({ "name": "  ", "scopes": ["orders:read"] }), "name"),
+        (
+            json!({ "name": "x", "scopes": ["orders:read"], "expires_in_seconds": -5 }),
+            "positive",
+        ),
+        (
+            json!({ "name": "x", "scopes": ["orders:read"], "expires_at": "2001-01-01T00:00:00Z" }),
+            "future",
+        ),
+        (
+            json!({ "name": "x", "scopes": ["orders:read"], "expires_in_seconds": 60, "expires_at": "2999-01-01T00:00:00Z" }),
+            "not both",
+        ),
+    ] {
+        let res = app
+            .post("/api-keys")
+            .bearer(&app.admin)
+            .json(&body)
+            .send()
+            .await;
+        let problem = res.assert_problem(400, None);
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains(needle), "{body} -> {detail}");
+    }
+
+    // Wrong or missing content type: 415.
+    let valid = serde_json::to_vec(&json!({ "name": "x", "scopes": ["orders:read"] })).unwrap();
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
+        let mut req = app.post("/api-keys").bearer(&app.admin).body(valid.clone());
+        if let Some(ct) = content_type {
+            req = req.header("Content-Type", ct);
+        }
+        req.send().await.assert_problem(415, None);
+    }
+    // `+json` and parameters are fine.
+    let res = app
+        .post("/api-keys")
+        .bearer(&app.admin)
+        .header(
+            "Content-Type",
+            "application/merge-patch+json; charset=utf-8",
+        )
+        .body(valid.clone())
+        .send()
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text());
+
+    // Too large: 413 (64 KiB for key bodies).
+    let big = json!({ "name": "x", "scopes": ["orders:read"], "metadata": { "blob": "a".repeat(70 * 1024) } });
+    app.post("/api-keys")
+        .bearer(&app.admin)
+        .json(&big)
+        .send()
+        .await
+        .assert_problem(413, None);
+
+    // Unauthorized callers get 401/403 before their body is judged.
+    app.post("/api-keys")
+        .header("Content-Type", "application/json")
+        .body(&b"{not json"[..])
+        .send()
+        .await
+        .assert_problem(401, Some(NO_KEY));
+    let (reader, _) = key_and_id(&app.create_key("reader", &["orders:read"]).await);
+    app.post("/api-keys")
+        .bearer(&reader)
+        .json(&big)
+        .send()
+        .await
+        .assert_problem(403, Some(&insufficient("api_keys:write")));
+    app.stop().await;
+}
+
+both_backends!(bad_bodies_are_problems, bad_bodies);
+
+async fn compromised_limits(db: &TestDb) {
+    let app = TestApp::start(db).await;
+    // 10,000 keys (~600 KiB) fit the report's own, larger limit.
+    let keys: Vec<String> = (0..10_000)
+        .map(|_| format!("sk_{}", "x".repeat(56)))
+        .collect();
+    let res = app
+        .post("/api-keys/compromised")
+        .bearer(&app.admin)
+        .json(&json!({ "keys": keys }))
+        .send()
+        .await;
+    assert_eq!(
+        res.status,
+        200,
+        "{}",
+        &res.text()[..200.min(res.text().len())]
+    );
+    let results = res.json()["results"].as_array().unwrap().len();
+    assert_eq!(results, 10_000);
+
+    // More keys than a report may hold: 400; more bytes than the limit: 413.
+    let keys: Vec<&str> = vec!["k"; 10_001];
+    app.post("/api-keys/compromised")
+        .bearer(&app.admin)
+        .json(&json!({ "keys": keys }))
+        .send()
+        .await
+        .assert_problem(400, None);
+    let huge: Vec<String> = (0..20_000).map(|_| "x".repeat(60)).collect();
+    app.post("/api-keys/compromised")
+        .bearer(&app.admin)
+        .json(&json!({ "keys": huge }))
+        .send()
+        .await
+        .assert_problem(413, None);
+    app.post("/api-keys/compromised")
+        .bearer(&app.admin)
+        .json(&json!({ "keys": "sk_not_a_list" }))
+        .send()
+        .await
+        .assert_problem(400, None);
+    app.stop().await;
+}
+
+both_backends!(compromised_report_has_its_own_limit, compromised_limits);
+
+async fn ids_and_queries(db: &TestDb) {
+    let app = TestApp::start(db).await;
+    let unknown = uuid::Uuid::now_v7();
+    for path in [
+        format!("/api-keys/{unknown}"),
+        format!("/api-keys/{unknown}/events"),
+        "/api-keys/not-a-uuid".to_owned(),
+        "/api-keys/not-a-uuid/events".to_owned(),
+        "/api-keys/a/b/c".to_owned(),
+    ] {
+        app.get(&path)
+            .bearer(&app.admin)
+            .send()
+            .await
+            .assert_problem(404, None);
+    }
+    for query in [
+        "status=bogus",
+        "status=ACTIVE",
+        "cursor=nonsense",
+        "cursor=zz.123",
+        "limit=0",
+        "limit=501",
+        "limit=-1",
+        "limit=ten",
+        "status=active&status=revoked",
+    ] {
+        let body = app
+            .get(&format!("/api-keys?{query}"))
+            .bearer(&app.admin)
+            .send()
+            .await
+            .assert_problem(400, None);
+        assert!(body["detail"].is_string(), "{query}");
+    }
+    for query in ["cursor=nonsense", "limit=0"] {
+        app.get(&format!("/api-keys/events?{query}"))
+            .bearer(&app.admin)
+            .send()
+            .await
+            .assert_problem(400, None);
+    }
+    for query in ["limit=1", "limit=500", "status=", "status=active&unknown=1"] {
+        let res = app
+            .get(&format!("/api-keys?{query}"))
+            .bearer(&app.admin)
+            .send()
+            .await;
+        assert_eq!(res.status, 200, "{query}: {}", res.text());
+    }
+    app.stop().await;
+}
+
+both_backends!(bad_ids_and_query_parameters, ids_and_queries);
+
+async fn credentials(db: &TestDb) {
+    let app = TestApp::start(db).await;
+    let admin = app.admin.clone();
+    let bearer = format!("Bearer {admin}");
+
+    // Two credentials, even equal ones: 400 invalid_request.
+    for req in [
+        app.get("/api-keys/self")
+            .header("Authorization", &bearer)
+            .header("Authorization", &bearer),
+        app.get("/api-keys/self")
+            .header("Authorization", &bearer)
+            .header("X-API-Key", &admin),
+        app.get("/api-keys/self")
+            .header("X-API-Key", &admin)
+            .header("X-API-Key", &admin),
+        // Also on an unguarded route: the middleware refuses before routing.
+        app.get("/nowhere")
+            .header("Authorization", &bearer)
+            .header("X-API-Key", &admin),
+    ] {
+        req.send().await.assert_problem(400, Some(INVALID_REQUEST));
+    }
+
+    // Lower-case scheme works; a key in the query string is never read.
+    let res = app
+        .get("/api-keys/self")
+        .header("Authorization", format!("bearer {admin}"))
+        .send()
+        .await;
+    assert_eq!(res.status, 200);
+    for param in ["api_key", "key", "access_token", "x-api-key"] {
+        app.get(&format!("/api-keys/self?{param}={admin}"))
+            .send()
+            .await
+            .assert_problem(401, Some(NO_KEY));
+    }
+
+    // Another scheme counts as no key (RFC 6750 §3.1).
+    app.get("/api-keys/self")
+        .header("Authorization", "Basic YWRtaW46YWRtaW4=")
+        .send()
+        .await
+        .assert_problem(401, Some(NO_KEY));
+
+    // Malformed tokens: empty, spaces, oversized, not ASCII. All 401
+    // invalid_token, none reaching the store.
+    let oversized = format!("Bearer {admin}{}", "A".repeat(600));
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("Authorization", b"Bearer".to_vec()),
+        ("Authorization", b"Bearer    ".to_vec()),
+        (
+            "Authorization",
+            format!("Bearer {admin} {admin}").into_bytes(),
+        ),
+        ("Authorization", oversized.into_bytes()),
+        ("X-API-Key", "A".repeat(4000).into_bytes()),
+        ("Authorization", b"Bearer sk_\xff\xfe\xfd".to_vec()),
+        ("X-API-Key", b"sk_\xc3\xa9t\xc3\xa9".to_vec()),
+        ("X-API-Key", Vec::new()),
+    ];
+    for (name, value) in cases {
+        let res = app.get("/api-keys/self").header(name, &value).send().await;
+        res.assert_problem(401, Some(INVALID_TOKEN));
+    }
+
+    // A presented bad key is refused even where no key is needed.
+    app.get("/nowhere")
+        .bearer("sk_nope")
+        .send()
+        .await
+        .assert_problem(401, Some(INVALID_TOKEN));
+    assert_eq!(app.get("/nowhere").send().await.status, 404);
+    app.stop().await;
+}
+
+both_backends!(credential_headers, credentials);

@@ -1,0 +1,194 @@
+//! Listing keys and the audit log over HTTP: cursor pagination (newest
+//! first), status and name filters, limits.
+
+mod common;
+
+use std::collections::HashSet;
+
+use common::*;
+use scopekey_runtime::both_backends;
+use scopekey_runtime::testing::TestDb;
+use serde_json::{Value, json};
+use time::Duration;
+
+/// Follows `next_cursor` from `first` to the end; returns every item.
+async fn all_pages(app: &TestApp, first: &str) -> (Vec<Value>, usize) {
+    let mut items = Vec::new();
+    let mut pages = 0;
+    let mut url = first.to_owned();
+    loop {
+        let res = app.get(&url).bearer(&app.admin).send().await;
+        assert_eq!(res.status, 200, "{url}: {}", res.text());
+        let page = res.json();
+        pages += 1;
+        items.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(cursor) => {
+                let sep = if first.contains('?') { '&' } else { '?' };
+                url = format!("{}{sep}cursor={cursor}", first);
+            }
+            None => return (items, pages),
+        }
+        assert!(pages < 50, "pagination does not end");
+    }
+}
+
+async fn pagination_and_filters(db: &TestDb) {
+    let app = TestApp::start(db).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        app.clock.advance(Duration::seconds(1));
+        let (_, id) = key_and_id(&app.create_key(&format!("svc-{i}"), &["orders:read"]).await);
+        ids.push(id);
+    }
+    app.clock.advance(Duration::seconds(1));
+    let (_, other) = key_and_id(&app.create_key("batch", &["orders:read"]).await);
+
+    // Pages of two, newest first, each key once; no key ever carries a plaintext.
+    let (items, pages) = all_pages(&app, "/api-keys?limit=2").await;
+    assert_eq!(items.len(), 7, "5 + batch + admin");
+    assert_eq!(pages, 4);
+    let listed: Vec<&str> = items.iter().map(|k| k["id"].as_str().unwrap()).collect();
+    assert_eq!(listed.iter().collect::<HashSet<_>>().len(), 7);
+    assert_eq!(listed[0], other);
+    assert_eq!(
+        &listed[1..6],
+        ids.iter().rev().map(String::as_str).collect::<Vec<_>>()
+    );
+    assert!(
+        items
+            .iter()
+            .all(|k| k.get("key").is_none() && k.get("key_hash").is_none())
+    );
+
+    // Name prefix.
+    let (svc, _) = all_pages(&app, "/api-keys?name_prefix=svc-&limit=2").await;
+    assert_eq!(svc.len(), 5);
+
+    // Statuses: revoke one, rotate one, expire one.
+    app.post(&format!("/api-keys/{}/revoke", ids[0]))
+        .bearer(&app.admin)
+        .send()
+        .await;
+    let res = app
+        .post(&format!("/api-keys/{}/rotate", ids[1]))
+        .bearer(&app.admin)
+        .json(&json!({ "grace_seconds": 3600 }))
+        .send()
+        .await;
+    assert_eq!(res.status, 201);
+    let res = app
+        .post("/api-keys")
+        .bearer(&app.admin)
+        .json(&json!({ "name": "brief", "scopes": ["orders:read"], "expires_in_seconds": 1 }))
+        .send()
+        .await;
+    let (_, brief) = key_and_id(&res.json());
+    app.clock.advance(Duration::seconds(2));
+
+    for (status, expected) in [
+        ("revoked", vec![ids[0].as_str()]),
+        ("rotating", vec![ids[1].as_str()]),
+        ("expired", vec![brief.as_str()]),
+    ] {
+        let (items, _) = all_pages(&app, &format!("/api-keys?status={status}")).await;
+        let got: Vec<&str> = items.iter().map(|k| k["id"].as_str().unwrap()).collect();
+        assert_eq!(got, expected, "{status}");
+        assert!(items.iter().all(|k| k["status"] == status));
+    }
+    let (active, _) = all_pages(&app, "/api-keys?status=active&limit=500").await;
+    assert!(active.iter().all(|k| k["status"] == "active"));
+    // svc-2..4, batch, admin, and the successor of svc-1.
+    assert_eq!(active.len(), 6);
+
+    // Bounds.
+    let page = app
+        .get("/api-keys?limit=1")
+        .bearer(&app.admin)
+        .send()
+        .await
+        .json();
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    assert!(page["next_cursor"].is_string());
+    let page = app
+        .get("/api-keys?limit=500")
+        .bearer(&app.admin)
+        .send()
+        .await
+        .json();
+    assert_eq!(page["next_cursor"], Value::Null);
+    for bad in ["limit=0", "limit=501", "status=paused", "cursor=abc"] {
+        app.get(&format!("/api-keys?{bad}"))
+            .bearer(&app.admin)
+            .send()
+            .await
+            .assert_problem(400, None);
+    }
+
+    // Listing needs api_keys:read.
+    let (reader, _) = key_and_id(&app.create_key("plain", &["orders:read"]).await);
+    app.get("/api-keys")
+        .bearer(&reader)
+        .send()
+        .await
+        .assert_problem(403, Some(&insufficient("api_keys:read")));
+    app.get("/api-keys/events")
+        .bearer(&reader)
+        .send()
+        .await
+        .assert_problem(403, Some(&insufficient("api_keys:read")));
+    app.stop().await;
+}
+
+both_backends!(list_pages_and_filters, pagination_and_filters);
+
+async fn audit_pages(db: &TestDb) {
+    let app = TestApp::start(db).await;
+    let (key, id) = key_and_id(&app.create_key("audited", &["orders:read"]).await);
+    app.clock.advance(Duration::seconds(1));
+    let res = app
+        .post(&format!("/api-keys/{id}/rotate"))
+        .bearer(&key)
+        .json(&json!({ "grace_seconds": 0 }))
+        .send()
+        .await;
+    let (_, successor) = key_and_id(&res.json());
+    app.clock.advance(Duration::seconds(1));
+    app.post(&format!("/api-keys/{successor}/revoke"))
+        .bearer(&app.admin)
+        .send()
+        .await;
+    app.clock.advance(Duration::seconds(1));
+    app.get("/api-keys/self").bearer(&key).send().await; // refused: auth.failed
+
+    let (events, pages) = all_pages(&app, "/api-keys/events?limit=1").await;
+    assert!(pages >= 5);
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    for t in ["key.created", "key.rotated", "key.revoked", "auth.failed"] {
+        assert!(types.contains(&t), "{t} missing from {types:?}");
+    }
+    // Newest first.
+    let times: Vec<&str> = events.iter().map(|e| e["at"].as_str().unwrap()).collect();
+    let parsed: Vec<time::OffsetDateTime> = times
+        .iter()
+        .map(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).unwrap()
+        })
+        .collect();
+    assert!(parsed.windows(2).all(|w| w[0] >= w[1]), "{times:?}");
+    assert_eq!(types[0], "auth.failed");
+
+    // One key's log: its creation and rotation; the self-rotation names
+    // the key itself as the actor.
+    let (mine, _) = all_pages(&app, &format!("/api-keys/{id}/events")).await;
+    let rotated = mine
+        .iter()
+        .find(|e| e["type"] == "key.rotated")
+        .expect("rotated");
+    assert_eq!(rotated["actor_key_id"], id.as_str());
+    assert_eq!(rotated["details"]["successor_key_id"], successor.as_str());
+    assert!(mine.iter().all(|e| e["key_id"] == id.as_str()));
+    app.stop().await;
+}
+
+both_backends!(audit_log_pages_newest_first, audit_pages);

@@ -1,0 +1,215 @@
+//! No plaintext key ever leaves the service except in the two responses
+//! that create one (`POST /api-keys`, `POST /api-keys/{id}/rotate`): not in
+//! any other response body, not in any log line.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use common::*;
+use scopekey_runtime::both_backends;
+use scopekey_runtime::testing::TestDb;
+use serde_json::json;
+use time::Duration;
+
+/// Every log line of this test binary (every thread: the server's workers
+/// too), at debug level and at trace for scopekey's own crates.
+fn logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let sink = buffer.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "debug,scopekey=trace,scopekey_runtime=trace,scopekey_actix=trace",
+            ))
+            .with_ansi(false)
+            .with_writer(move || Capture(sink.clone()))
+            .try_init()
+            .expect("the only subscriber in this binary");
+        buffer
+    })
+    .clone()
+}
+
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Records responses and checks them against every plaintext seen.
+#[derive(Default)]
+struct Watch {
+    secrets: Vec<String>,
+    responses: Vec<(String, Response)>,
+}
+
+impl Watch {
+    fn secret(&mut self, key: &str) -> String {
+        self.secrets.push(key.to_owned());
+        key.to_owned()
+    }
+
+    fn saw(&mut self, label: &str, res: Response) -> Response {
+        self.responses.push((label.to_owned(), res.clone()));
+        res
+    }
+
+    /// The secret part of a key (no prefix), which is what must not leak.
+    fn secret_parts(&self) -> Vec<&str> {
+        self.secrets.iter().map(|k| &k[3..]).collect()
+    }
+
+    fn check(&self) {
+        for (label, res) in &self.responses {
+            let body = res.text();
+            let headers = format!("{:?}", res.headers);
+            for secret in self.secret_parts() {
+                assert!(!headers.contains(secret), "{label}: headers carry a key");
+                assert!(
+                    !body.contains(secret),
+                    "{label}: body carries a key: {body}"
+                );
+            }
+            assert!(!body.contains("key_hash"), "{label}: {body}");
+        }
+        let logs = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
+        // The capture sees the server's worker threads: refusals are logged there.
+        assert!(
+            logs.contains("api key refused"),
+            "the capture misses the server's logs"
+        );
+        for secret in self.secret_parts() {
+            assert!(
+                !logs.contains(secret),
+                "a log line carries a key: {}",
+                logs.lines()
+                    .find(|l| l.contains(secret))
+                    .unwrap_or_default()
+            );
+        }
+    }
+}
+
+async fn story(db: &TestDb) {
+    let _ = logs();
+    let app = TestApp::start(db).await;
+    let mut w = Watch::default();
+    w.secret(&app.admin);
+
+    // The creating 201s carry their own key and no other.
+    let res = app
+        .post("/api-keys")
+        .bearer(&app.admin)
+        .json(&json!({ "name": "leaky", "scopes": ["orders:read"], "expires_in_seconds": 60 }))
+        .send()
+        .await;
+    assert_eq!(res.status, 201);
+    let (key, id) = key_and_id(&res.json());
+    let key = w.secret(&key);
+    assert!(res.text().contains(&key) && !res.text().contains(&app.admin[3..]));
+
+    let res = app
+        .post(&format!("/api-keys/{id}/rotate"))
+        .bearer(&key)
+        .json(&json!({ "grace_seconds": 5 }))
+        .send()
+        .await;
+    assert_eq!(res.status, 201);
+    let (next, next_id) = key_and_id(&res.json());
+    let next = w.secret(&next);
+    assert!(
+        !res.text().contains(&key[3..]),
+        "rotation shows the old key"
+    );
+
+    // Everything else, recorded and checked.
+    let admin = app.admin.clone();
+    for (label, req) in [
+        ("self", app.get("/api-keys/self").bearer(&key)),
+        (
+            "self x-api-key",
+            app.get("/api-keys/self").header("X-API-Key", &next),
+        ),
+        ("get", app.get(&format!("/api-keys/{id}")).bearer(&admin)),
+        ("list", app.get("/api-keys?limit=500").bearer(&admin)),
+        (
+            "events",
+            app.get("/api-keys/events?limit=500").bearer(&admin),
+        ),
+        (
+            "key events",
+            app.get(&format!("/api-keys/{next_id}/events"))
+                .bearer(&admin),
+        ),
+        (
+            "query string",
+            app.get(&format!("/api-keys/self?api_key={key}")),
+        ),
+        (
+            "two credentials",
+            app.get("/api-keys/self")
+                .bearer(&key)
+                .header("X-API-Key", &key),
+        ),
+        (
+            "key as a wrong type",
+            app.post("/api-keys/compromised")
+                .bearer(&admin)
+                .json(&json!({ "keys": key })),
+        ),
+        (
+            "key in a bad scope",
+            app.post("/api-keys")
+                .bearer(&admin)
+                .json(&json!({ "name": "x", "scopes": [key] })),
+        ),
+        (
+            "key as a name of wrong type",
+            app.post("/api-keys")
+                .bearer(&admin)
+                .json(&json!({ "name": [key], "scopes": ["a:b"] })),
+        ),
+        (
+            "key in an unknown field",
+            app.post(&format!("/api-keys/{next_id}/revoke"))
+                .bearer(&admin)
+                .json(&json!({ key.as_str(): 1 })),
+        ),
+    ] {
+        let res = req.send().await;
+        w.saw(label, res);
+    }
+
+    app.clock.advance(Duration::seconds(6)); // the old key's grace ends
+    let res = app.get("/api-keys/self").bearer(&key).send().await;
+    assert_eq!(w.saw("expired", res).status, 401);
+    let res = app
+        .post("/api-keys/compromised")
+        .bearer(&admin)
+        .json(&json!({ "keys": [key, next, "sk_garbage"] }))
+        .send()
+        .await;
+    assert_eq!(w.saw("compromised", res).status, 200);
+    let res = app.get("/api-keys/self").bearer(&next).send().await;
+    assert_eq!(w.saw("revoked", res).status, 401);
+    let res = app
+        .get(&format!("/api-keys/{next_id}"))
+        .bearer(&admin)
+        .send()
+        .await;
+    assert_eq!(w.saw("revoked key", res).status, 200);
+
+    w.check();
+    app.stop().await;
+}
+
+both_backends!(no_plaintext_in_responses_or_logs, story);

@@ -1,0 +1,191 @@
+//! Revocation over HTTP: effective on the very next request, idempotent,
+//! audited, scope-checked; and the compromise report.
+
+mod common;
+
+use common::*;
+use scopekey_runtime::both_backends;
+use scopekey_runtime::testing::TestDb;
+use serde_json::json;
+
+async fn revoke_then_refused(db: &TestDb) {
+    let app = TestApp::start(db).await;
+    let (key, id) = key_and_id(&app.create_key("doomed", &["orders:read"]).await);
+    // Verified once, so a cached verification exists when the revocation lands.
+    assert_eq!(
+        app.get("/api-keys/self").bearer(&key).send().await.status,
+        200
+    );
+
+    let res = app
+        .post(&format!("/api-keys/{id}/revoke"))
+        .bearer(&app.admin)
+        .json(&json!({ "reason": "laptop stolen" }))
+        .send()
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let body = res.json();
+    assert_eq!(body["status"], "revoked");
+    assert_eq!(body["id"], id.as_str());
+    assert!(body.get("key").is_none());
+
+    app.get("/api-keys/self")
+        .bearer(&key)
+        .send()
+        .await
+        .assert_problem(401, Some(INVALID_TOKEN));
+
+    // Idempotent: again is 200, and the first reason stays.
+    let again = app
+        .post(&format!("/api-keys/{id}/revoke"))
+        .bearer(&app.admin)
+        .send()
+        .await;
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(again.json()["revoked_at"], body["revoked_at"]);
+
+    // Audited once, with the actor and reason.
+    let events = app
+        .get(&format!("/api-keys/{id}/events"))
+        .bearer(&app.admin)
+        .send()
+        .await
+        .json();
+    let revoked: Vec<_> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "key.revoked")
+        .collect();
+    assert_eq!(revoked.len(), 1, "{events}");
+    assert_eq!(revoked[0]["details"]["reason"], "laptop stolen");
+    assert!(revoked[0]["actor_key_id"].is_string());
+    app.stop().await;
+}
+
+both_backends!(
+    revoked_key_is_refused_on_the_next_request,
+    revoke_then_refused
+);
+
+async fn who_may_revoke(db: &TestDb) {
+    let app = TestApp::start(db).await;
+    let (reader, reader_id) = key_and_id(&app.create_key("reader", &["api_keys:read"]).await);
+    let (revoker, _) = key_and_id(&app.create_key("revoker", &["api_keys:revoke"]).await);
+
+    app.post(&format!("/api-keys/{reader_id}/revoke"))
+        .bearer(&reader)
+        .send()
+        .await
+        .assert_problem(403, Some(&insufficient("api_keys:revoke")));
+    app.post(&format!("/api-keys/{reader_id}/revoke"))
+        .send()
+        .await
+        .assert_problem(401, Some(NO_KEY));
+    assert_eq!(
+        app.get("/api-keys/self")
+            .bearer(&reader)
+            .send()
+            .await
+            .status,
+        200
+    );
+
+    let res = app
+        .post(&format!("/api-keys/{reader_id}/revoke"))
+        .bearer(&revoker)
+        .send()
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(
+        app.get("/api-keys/self")
+            .bearer(&reader)
+            .send()
+            .await
+            .status,
+        401
+    );
+
+    let unknown = uuid::Uuid::now_v7();
+    app.post(&format!("/api-keys/{unknown}/revoke"))
+        .bearer(&revoker)
+        .send()
+        .await
+        .assert_problem(404, None);
+    app.post(&format!("/api-keys/{unknown}/revoke"))
+        .bearer(&revoker)
+        .json(&json!({ "reason": "bad\u{0}reason" }))
+        .send()
+        .await
+        .assert_problem(400, None);
+    app.stop().await;
+}
+
+both_backends!(revocation_needs_api_keys_revoke, who_may_revoke);
+
+async fn compromise_report(db: &TestDb) {
+    let app = TestApp::start(db).await;
+    let (live, live_id) = key_and_id(&app.create_key("leaked", &["orders:read"]).await);
+    let (dead, dead_id) = key_and_id(&app.create_key("old leak", &["orders:read"]).await);
+    app.post(&format!("/api-keys/{dead_id}/revoke"))
+        .bearer(&app.admin)
+        .send()
+        .await;
+    let unknown = unknown_key();
+
+    let (reader, _) = key_and_id(&app.create_key("reader", &["api_keys:read"]).await);
+    app.post("/api-keys/compromised")
+        .bearer(&reader)
+        .json(&json!({ "keys": [live] }))
+        .send()
+        .await
+        .assert_problem(403, Some(&insufficient("api_keys:revoke")));
+    assert_eq!(
+        app.get("/api-keys/self").bearer(&live).send().await.status,
+        200
+    );
+
+    let res = app
+        .post("/api-keys/compromised")
+        .bearer(&app.admin)
+        .json(&json!({ "keys": [live, dead, unknown, "not a key"], "source": "github scanner" }))
+        .send()
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let results = res.json()["results"].as_array().unwrap().clone();
+    let statuses: Vec<&str> = results
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["revoked", "already_revoked", "unknown", "malformed"]
+    );
+    assert_eq!(results[0]["key_id"], live_id.as_str());
+    for secret in [&live, &dead, &unknown] {
+        assert!(!res.text().contains(secret.as_str()), "report echoes a key");
+    }
+
+    app.get("/api-keys/self")
+        .bearer(&live)
+        .send()
+        .await
+        .assert_problem(401, Some(INVALID_TOKEN));
+    let events = app
+        .get(&format!("/api-keys/{live_id}/events"))
+        .bearer(&app.admin)
+        .send()
+        .await
+        .json();
+    assert!(
+        events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "key.compromised"),
+        "{events}"
+    );
+    app.stop().await;
+}
+
+both_backends!(compromised_keys_are_revoked_and_reported, compromise_report);

@@ -1,0 +1,311 @@
+//! Rotation over HTTP: grace windows judged by the clock, self-rotation,
+//! who may rotate what, no escalation, conflicts.
+
+mod common;
+
+use common::*;
+use scopekey_runtime::both_backends;
+use scopekey_runtime::testing::TestDb;
+use serde_json::json;
+use time::Duration;
+
+async fn grace_window(db: &TestDb) {
+    let app = TestApp::start(db).await;
+    let (old, old_id) = key_and_id(&app.create_key("worker", &["orders:read"]).await);
+
+    let res = app
+        .post(&format!("/api-keys/{old_id}/rotate"))
+        .bearer(&app.admin)
+        .json(&json!({ "grace_seconds": 30 }))
+        .send()
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    let body = res.json();
+    let (new, new_id) = key_and_id(&body);
+    assert_eq!(body["parent_key_id"], old_id.as_str());
+    assert_eq!(body["scopes"], json!(["orders:read"]));
+    assert_eq!(body["status"], "active");
+    assert_ne!(new_id, old_id);
+
+    app.clock.advance(Duration::seconds(29));
+    assert_eq!(
+        app.get("/api-keys/self").bearer(&old).send().await.status,
+        200
+    );
+    assert_eq!(
+        app.get("/api-keys/self").bearer(&new).send().await.status,
+        200
+    );
+
+    app.clock.advance(Duration::seconds(1));
+    app.get("/api-keys/self")
+        .bearer(&old)
+        .send()
+        .await
+        .assert_problem(401, Some(INVALID_TOKEN));
+    assert_eq!(
+        app.get("/api-keys/self").bearer(&new).send().await.status,
+        200
+    );
+
+    let status = app
+        .get(&format!("/api-keys/{old_id}"))
+        .bearer(&app.admin)
+        .send()
+        .await;
+    assert_eq!(status.json()["status"], "expired");
+    assert!(status.json()["rotated_at"].is_string());
+    app.stop().await;
+}
+
+both_backends!(old_key_works_inside_the_grace_and_not_after, grace_window);
+
+async fn zero_grace_and_default_grace(db: &TestDb) {
+    let app = TestApp::start(db).await;
+    let (a, a_id) = key_and_id(&app.create_key("a", &["orders:read"]).await);
+    let res = app
+        .post(&format!("/api-keys/{a_id}/rotate"))
+        .bearer(&app.admin)
+        .json(&json!({ "grace_seconds": 0 }))
+        .send()
+        .await;
+    assert_eq!(res.status, 201);
+    app.get("/api-keys/self")
+        .bearer(&a)
+        .send()
+        .await
+        .assert_problem(401, Some(INVALID_TOKEN));
+
+    // An empty body is allowed: the default grace (24 h).
+    let (b, b_id) = key_and_id(&app.create_key("b", &["orders:read"]).await);
+    let res = app
+        .post(&format!("/api-keys/{b_id}/rotate"))
+        .bearer(&app.admin)
+        .send()
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    app.clock.advance(Duration::hours(23));
+    assert_eq!(
+        app.get("/api-keys/self").bearer(&b).send().await.status,
+        200
+    );
+    app.clock.advance(Duration::hours(1));
+    assert_eq!(
+        app.get("/api-keys/self").bearer(&b).send().await.status,
+        401
+    );
+    app.stop().await;
+}
+
+both_backends!(
+    zero_grace_ends_at_once_and_empty_body_means_default,
+    zero_grace_and_default_grace
+);
+
+async fn self_rotation(db: &TestDb) {
+    let app = TestApp::start(db).await;
+    let (me, me_id) = key_and_id(
+        &app.create_key("self", &["orders:read", "orders:write"])
+            .await,
+    );
+    let (_, other_id) = key_and_id(&app.create_key("other", &["orders:read"]).await);
+
+    // A key without api_keys:write may rotate itself, to fewer scopes...
+    let res = app
+        .post(&format!("/api-keys/{me_id}/rotate"))
+        .bearer(&me)
+        .json(&json!({ "grace_seconds": 10, "scopes": ["orders:read"] }))
+        .send()
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    let (next, next_id) = key_and_id(&res.json());
+    assert_eq!(res.json()["scopes"], json!(["orders:read"]));
+
+    // ...but not another key.
+    app.post(&format!("/api-keys/{other_id}/rotate"))
+        .bearer(&next)
+        .send()
+        .await
+        .assert_problem(403, Some(&insufficient("api_keys:write")));
+
+    // A successor never has more than its parent: a key holding only
+    // orders:read cannot rotate into orders:write.
+    let res = app
+        .post(&format!("/api-keys/{next_id}/rotate"))
+        .bearer(&next)
+        .json(&json!({ "scopes": ["orders:write"] }))
+        .send()
+        .await;
+    res.assert_problem(403, Some(&insufficient("orders:write")));
+
+    // Nor can an admin widen a key through rotation.
+    let res = app
+        .post(&format!("/api-keys/{next_id}/rotate"))
+        .bearer(&app.admin)
+        .json(&json!({ "scopes": ["orders:read", "orders:write"] }))
+        .send()
+        .await;
+    let body = res.assert_problem(403, Some(r#"Bearer error="insufficient_scope""#));
+    assert!(
+        body["detail"].as_str().unwrap().contains("orders:write"),
+        "{body}"
+    );
+    app.stop().await;
+}
+
+both_backends!(a_key_rotates_itself_but_not_others, self_rotation);
+
+async fn escalation(db: &TestDb) {
+    let app = TestApp::start(db).await;
+    let (writer, writer_id) = key_and_id(
+        &app.create_key("key admin", &["api_keys:write", "orders:read"])
+            .await,
+    );
+
+    // It may create keys with scopes it holds...
+    let res = app
+        .post("/api-keys")
+        .bearer(&writer)
+        .json(&json!({ "name": "sub", "scopes": ["orders:read"] }))
+        .send()
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text());
+
+    // ...not with scopes it lacks, even via a wildcard.
+    for (asked, missing) in [
+        (json!(["orders:write"]), "orders:write"),
+        (json!(["orders:read", "orders:*"]), "orders:*"),
+        (json!(["*"]), "*"),
+        (json!(["api_keys:read"]), "api_keys:read"),
+    ] {
+        let res = app
+            .post("/api-keys")
+            .bearer(&writer)
+            .json(&json!({ "name": "escalated", "scopes": asked }))
+            .send()
+            .await;
+        res.assert_problem(403, Some(&insufficient(missing)));
+    }
+
+    // Rotating an admin key it may rotate (api_keys:write) would hand it `*`.
+    let admin_id = app
+        .get("/api-keys/self")
+        .bearer(&app.admin)
+        .send()
+        .await
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = app
+        .post(&format!("/api-keys/{admin_id}/rotate"))
+        .bearer(&writer)
+        .send()
+        .await;
+    assert_eq!(res.status, 403, "{}", res.text());
+    // The admin key is untouched.
+    assert_eq!(
+        app.get("/api-keys/self")
+            .bearer(&app.admin)
+            .send()
+            .await
+            .status,
+        200
+    );
+    let me = app
+        .get(&format!("/api-keys/{writer_id}"))
+        .bearer(&app.admin)
+        .send()
+        .await;
+    assert_eq!(me.json()["status"], "active");
+    app.stop().await;
+}
+
+both_backends!(no_privilege_escalation, escalation);
+
+async fn conflicts_and_bad_rotations(db: &TestDb) {
+    let app = TestApp::start(db).await;
+    let (_, id) = key_and_id(&app.create_key("c", &["orders:read"]).await);
+    let path = format!("/api-keys/{id}/rotate");
+
+    for grace in [json!(-1), json!(400 * 24 * 3600)] {
+        app.post(&path)
+            .bearer(&app.admin)
+            .json(&json!({ "grace_seconds": grace }))
+            .send()
+            .await
+            .assert_problem(400, None);
+    }
+    app.post(&path)
+        .bearer(&app.admin)
+        .json(&json!({ "grace_seconds": "soon" }))
+        .send()
+        .await
+        .assert_problem(400, None);
+
+    assert_eq!(app.post(&path).bearer(&app.admin).send().await.status, 201);
+    let body = app
+        .post(&path)
+        .bearer(&app.admin)
+        .send()
+        .await
+        .assert_problem(409, None);
+    assert!(
+        body["detail"].as_str().unwrap().contains("successor"),
+        "{body}"
+    );
+
+    let (_, revoked) = key_and_id(&app.create_key("r", &["orders:read"]).await);
+    app.post(&format!("/api-keys/{revoked}/revoke"))
+        .bearer(&app.admin)
+        .send()
+        .await;
+    app.post(&format!("/api-keys/{revoked}/rotate"))
+        .bearer(&app.admin)
+        .send()
+        .await
+        .assert_problem(409, None);
+
+    let unknown = uuid::Uuid::now_v7();
+    app.post(&format!("/api-keys/{unknown}/rotate"))
+        .bearer(&app.admin)
+        .send()
+        .await
+        .assert_problem(404, None);
+    app.post("/api-keys/not-a-uuid/rotate")
+        .bearer(&app.admin)
+        .send()
+        .await
+        .assert_problem(404, None);
+    app.stop().await;
+}
+
+both_backends!(
+    conflicts_and_bad_rotations_are_refused,
+    conflicts_and_bad_rotations
+);
+
+async fn concurrent(db: &TestDb) {
+    let app = TestApp::start(db).await;
+    let (_, id) = key_and_id(&app.create_key("raced", &["orders:read"]).await);
+    let path = format!("/api-keys/{id}/rotate");
+    let requests = (0..4).map(|_| app.post(&path).bearer(&app.admin).send());
+    let statuses: Vec<u16> = futures_join_all(requests).await;
+    let won = statuses.iter().filter(|&&s| s == 201).count();
+    let lost = statuses.iter().filter(|&&s| s == 409).count();
+    assert_eq!((won, lost), (1, 3), "{statuses:?}");
+    app.stop().await;
+}
+
+async fn futures_join_all(
+    requests: impl Iterator<Item = impl std::future::Future<Output = Response> + Send + 'static>,
+) -> Vec<u16> {
+    let handles: Vec<_> = requests.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("request task").status);
+    }
+    out
+}
+
+both_backends!(concurrent_rotations_produce_one_successor, concurrent);

@@ -1,0 +1,5 @@
+const SCOPES: &[&str] = scopekey::catalogue!("orders:read");
+
+fn main() {
+    let _ = SCOPES;
+}

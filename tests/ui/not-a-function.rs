@@ -1,0 +1,6 @@
+use scopekey::requires_scope;
+
+#[requires_scope("orders:read")]
+struct Orders;
+
+fn main() {}
