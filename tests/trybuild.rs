@@ -1,8 +1,19 @@
 //! Compile-time behaviour of `#[requires_scope]` and `catalogue!()`.
 //!
-//! `tests/ui/<mistake>.rs`: one misuse each, failing with the message in the
-//! `.stderr` beside it. `tests/ui/pass/<shape>.rs`: every supported handler
-//! shape compiles, without warnings, and registers its requirement.
+//! - `tests/ui/<mistake>.rs`: one misuse each, failing with the message in
+//!   the `.stderr` beside it.
+//! - `tests/ui/pass/<shape>.rs`: every supported handler shape compiles
+//!   without warnings and registers its requirement.
+//! - `tests/ui-catalogue/`: a crate with a scope catalogue in its Cargo.toml
+//!   (trybuild cannot test that, see its manifest), checked the same way.
+//!
+//! `TRYBUILD=overwrite cargo test --test trybuild` rewrites the `.stderr`
+//! files; read them before committing, they are what users see.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::{env, fs};
 
 #[test]
 fn ui() {
@@ -17,4 +28,113 @@ fn ui() {
     t.pass("tests/ui/pass/generics.rs");
     t.pass("tests/ui/pass/attributes-kept.rs");
     t.pass("tests/ui/pass/catalogue-without-one.rs");
+}
+
+/// `cargo check`s every binary of tests/ui-catalogue and compares its
+/// diagnostics with `src/bin/<name>.stderr` (none expected without one).
+#[test]
+fn catalogue() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui-catalogue");
+    let target = target_dir().join("tests/ui-catalogue");
+    let output = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .current_dir(&fixture)
+        .env("CARGO_TARGET_DIR", &target)
+        .env_remove("RUSTFLAGS")
+        .args([
+            "check",
+            "--bins",
+            "--keep-going",
+            "--offline",
+            "--quiet",
+            "--color=never",
+            "--message-format=json",
+            "--config=build.rustflags=[\"--diagnostic-width=140\"]",
+        ])
+        .output()
+        .expect("run cargo");
+
+    let mut found: BTreeMap<String, String> = BTreeMap::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if message["reason"] != "compiler-message"
+            || message["message"]["spans"].as_array().is_none_or(Vec::is_empty)
+        {
+            continue; // not a diagnostic, or a summary ("aborting due to ...")
+        }
+        let bin = message["target"]["name"].as_str().unwrap_or_default();
+        let rendered = message["message"]["rendered"].as_str().unwrap_or_default();
+        let out = found.entry(bin.to_owned()).or_default();
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(rendered.trim_end());
+        out.push('\n');
+    }
+
+    let overwrite = env::var_os("TRYBUILD").is_some_and(|v| v == "overwrite");
+    let mut failures = Vec::new();
+    let mut bins: Vec<PathBuf> = fs::read_dir(fixture.join("src/bin"))
+        .expect("read src/bin")
+        .map(|entry| entry.expect("dir entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "rs"))
+        .collect();
+    bins.sort();
+    assert!(!bins.is_empty(), "no fixtures in {}", fixture.display());
+    for source in &bins {
+        let name = source.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        let stderr_path = source.with_extension("stderr");
+        let actual = found.remove(name).unwrap_or_default();
+        let expected = fs::read_to_string(&stderr_path).unwrap_or_default();
+        if actual == expected {
+            continue;
+        }
+        if overwrite && !actual.is_empty() {
+            fs::write(&stderr_path, &actual).expect("write .stderr");
+            eprintln!("wrote {}", stderr_path.display());
+        } else {
+            failures.push(format!(
+                "{name}: expected\n{}\ngot\n{}",
+                if expected.is_empty() { "(no diagnostics)\n" } else { &expected },
+                if actual.is_empty() { "(no diagnostics)\n" } else { &actual },
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty() && found.is_empty(),
+        "{}\nunexpected diagnostics: {found:?}\ncargo stderr:\n{}",
+        failures.join("\n"),
+        String::from_utf8_lossy(&output.stderr),
+    );
+
+    // Editing the catalogue must rebuild the crate: the expansion includes
+    // the manifest, so it is in the binary's dep-info, which Cargo watches.
+    let manifest = fixture.join("Cargo.toml");
+    let deps = target.join("debug/deps");
+    let tracked = fs::read_dir(&deps)
+        .expect("read deps")
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| {
+            path.extension().is_some_and(|e| e == "d")
+                && path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("catalogue_lists_scopes-"))
+        })
+        .any(|path| {
+            fs::read_to_string(path)
+                .is_ok_and(|d| d.contains(&*manifest.to_string_lossy()))
+        });
+    assert!(tracked, "{} is not in the dep-info under {}", manifest.display(), deps.display());
+}
+
+/// The target directory this test was built in (`<target>/debug/deps/..`),
+/// so nested builds land beside trybuild's in `<target>/tests/`.
+fn target_dir() -> PathBuf {
+    let exe = env::current_exe().expect("current exe");
+    exe.ancestors()
+        .nth(3)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
 }
