@@ -11,6 +11,7 @@
 
 pub use scopekey_macros::catalogue;
 #[cfg(feature = "actix")]
+#[doc = include_str!("../docs/requires_scope.md")]
 pub use scopekey_macros::requires_scope;
 pub use scopekey_runtime::*;
 

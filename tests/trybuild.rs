@@ -30,14 +30,21 @@ fn ui() {
     t.pass("tests/ui/pass/catalogue-without-one.rs");
 }
 
-/// `cargo check`s every binary of tests/ui-catalogue and compares its
+/// Copies tests/ui-catalogue into `<target>/tests/ui-catalogue` (as trybuild
+/// does with its projects: the workspace's Cargo.lock, so the same
+/// dependency versions and `--offline` work, and nothing written into the
+/// source tree), `cargo check`s every binary there and compares its
 /// diagnostics with `src/bin/<name>.stderr` (none expected without one).
 #[test]
 fn catalogue() {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui-catalogue");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let fixture = root.join("tests/ui-catalogue");
     let target = target_dir().join("tests/ui-catalogue");
+    let project = target.join("project");
+    let bins = copy_fixture(root, &fixture, &project);
+
     let output = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .current_dir(&fixture)
+        .current_dir(&project)
         .env("CARGO_TARGET_DIR", &target)
         .env_remove("RUSTFLAGS")
         .args([
@@ -59,7 +66,9 @@ fn catalogue() {
             continue;
         };
         if message["reason"] != "compiler-message"
-            || message["message"]["spans"].as_array().is_none_or(Vec::is_empty)
+            || message["message"]["spans"]
+                .as_array()
+                .is_none_or(Vec::is_empty)
         {
             continue; // not a diagnostic, or a summary ("aborting due to ...")
         }
@@ -75,15 +84,11 @@ fn catalogue() {
 
     let overwrite = env::var_os("TRYBUILD").is_some_and(|v| v == "overwrite");
     let mut failures = Vec::new();
-    let mut bins: Vec<PathBuf> = fs::read_dir(fixture.join("src/bin"))
-        .expect("read src/bin")
-        .map(|entry| entry.expect("dir entry").path())
-        .filter(|path| path.extension().is_some_and(|e| e == "rs"))
-        .collect();
-    bins.sort();
-    assert!(!bins.is_empty(), "no fixtures in {}", fixture.display());
     for source in &bins {
-        let name = source.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        let name = source
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
         let stderr_path = source.with_extension("stderr");
         let actual = found.remove(name).unwrap_or_default();
         let expected = fs::read_to_string(&stderr_path).unwrap_or_default();
@@ -94,10 +99,14 @@ fn catalogue() {
             fs::write(&stderr_path, &actual).expect("write .stderr");
             eprintln!("wrote {}", stderr_path.display());
         } else {
+            let show = |s: &str| match s {
+                "" => "(no diagnostics)\n".to_owned(),
+                s => s.to_owned(),
+            };
             failures.push(format!(
-                "{name}: expected\n{}\ngot\n{}",
-                if expected.is_empty() { "(no diagnostics)\n" } else { &expected },
-                if actual.is_empty() { "(no diagnostics)\n" } else { &actual },
+                "{name}: expected\n{}got\n{}",
+                show(&expected),
+                show(&actual)
             ));
         }
     }
@@ -110,7 +119,7 @@ fn catalogue() {
 
     // Editing the catalogue must rebuild the crate: the expansion includes
     // the manifest, so it is in the binary's dep-info, which Cargo watches.
-    let manifest = fixture.join("Cargo.toml");
+    let manifest = project.join("Cargo.toml");
     let deps = target.join("debug/deps");
     let tracked = fs::read_dir(&deps)
         .expect("read deps")
@@ -123,10 +132,67 @@ fn catalogue() {
                     .is_some_and(|n| n.starts_with("catalogue_lists_scopes-"))
         })
         .any(|path| {
-            fs::read_to_string(path)
-                .is_ok_and(|d| d.contains(&*manifest.to_string_lossy()))
+            fs::read_to_string(path).is_ok_and(|d| d.contains(&*manifest.to_string_lossy()))
         });
-    assert!(tracked, "{} is not in the dep-info under {}", manifest.display(), deps.display());
+    assert!(
+        tracked,
+        "{} is not in the dep-info under {}",
+        manifest.display(),
+        deps.display()
+    );
+}
+
+/// Makes `project` a copy of the fixture crate whose dependency points back
+/// at this workspace; returns the fixture's `src/bin/*.rs`. Files are only
+/// rewritten when they change, so the check stays incremental.
+fn copy_fixture(root: &Path, fixture: &Path, project: &Path) -> Vec<PathBuf> {
+    let write = |path: PathBuf, text: &str| {
+        if fs::read_to_string(&path).ok().as_deref() != Some(text) {
+            fs::write(&path, text).expect("write fixture copy");
+        }
+    };
+    let project_bins = project.join("src/bin");
+    fs::create_dir_all(&project_bins).expect("create fixture copy");
+    let macros = root.join("scopekey-macros");
+    let manifest = fs::read_to_string(fixture.join("Cargo.toml"))
+        .expect("read fixture manifest")
+        .replace(
+            "path = \"../../scopekey-macros\"",
+            &format!("path = {:?}", macros.to_str().expect("UTF-8 path")),
+        );
+    assert!(
+        manifest.contains(&*macros.to_string_lossy()),
+        "dependency not rewritten"
+    );
+    write(project.join("Cargo.toml"), &manifest);
+    write(
+        project.join("Cargo.lock"),
+        &fs::read_to_string(root.join("Cargo.lock")).expect("read Cargo.lock"),
+    );
+
+    let mut bins: Vec<PathBuf> = fs::read_dir(fixture.join("src/bin"))
+        .expect("read src/bin")
+        .map(|entry| entry.expect("dir entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "rs"))
+        .collect();
+    bins.sort();
+    assert!(!bins.is_empty(), "no fixtures in {}", fixture.display());
+    for stale in fs::read_dir(&project_bins).expect("read copy").flatten() {
+        if !bins
+            .iter()
+            .any(|bin| bin.file_name() == Some(&stale.file_name()))
+        {
+            fs::remove_file(stale.path()).expect("remove stale fixture");
+        }
+    }
+    for bin in &bins {
+        let name = bin.file_name().expect("file name");
+        write(
+            project_bins.join(name),
+            &fs::read_to_string(bin).expect("read fixture"),
+        );
+    }
+    bins
 }
 
 /// The target directory this test was built in (`<target>/debug/deps/..`),

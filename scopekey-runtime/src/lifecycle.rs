@@ -211,7 +211,9 @@ impl ScopeKeyBuilder {
 
     /// Restricts the scopes keys may hold to a catalogue (e.g.
     /// `scopekey::catalogue!()`); `*` and `resource:*` stay allowed where they
-    /// cover a catalogued scope. Invalid entries are an error.
+    /// cover a catalogued scope. An empty list means no catalogue (what
+    /// `catalogue!()` gives in a crate that declares none). Invalid entries
+    /// are an error.
     pub fn catalogue<I, S>(mut self, scopes: I) -> Result<Self, Error>
     where
         I: IntoIterator<Item = S>,
@@ -219,7 +221,7 @@ impl ScopeKeyBuilder {
     {
         let grants = Grants::parse_all(scopes)
             .map_err(|e| Error::Invalid(format!("scope catalogue: {e}")))?;
-        self.config.catalogue = Some(grants);
+        self.config.catalogue = (!grants.as_slice().is_empty()).then_some(grants);
         Ok(self)
     }
 

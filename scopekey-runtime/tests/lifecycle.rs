@@ -143,6 +143,13 @@ async fn create_validation(db: &TestDb) {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Invalid(m) if m.contains("catalogue")));
+
+    // An empty catalogue is no catalogue.
+    let open = ScopeKey::builder_arc(Arc::clone(&db.store))
+        .catalogue(Vec::<String>::new())
+        .unwrap()
+        .build();
+    assert!(open.create(NewKey::new("x", ["any.thing:goes"]), Actor::System).await.is_ok());
 }
 both_backends!(create_validation_works, create_validation);
 

@@ -1,8 +1,18 @@
 //! Doc comments, attributes, visibility, inner attributes, patterns in
 //! arguments and many extractors survive the rewrite, without a warning.
 #![deny(warnings)]
-#![deny(missing_docs)]
 #![forbid(unsafe_code)]
+// Strict lints a crate may opt into: none fires on the expansion.
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    unused_qualifications,
+    unused_results,
+    let_underscore_drop,
+    single_use_lifetimes,
+    trivial_casts
+)]
 
 mod handlers {
     use actix_web::{HttpRequest, HttpResponse, web};
