@@ -15,8 +15,10 @@
 //!   created with its schema on first start) unless set; `postgres://...`
 //!   works the same.
 //! - `BIND`: `127.0.0.1:8080` unless set.
-//! - `SCOPEKEY_WEBHOOK_URL`, `SCOPEKEY_WEBHOOK_SECRET`,
-//!   `SCOPEKEY_NOTIFIER_INTERVAL_SECONDS`: read for the expiry notifier.
+//! - `SCOPEKEY_WEBHOOK_URL`, `SCOPEKEY_WEBHOOK_SECRET` (`whsec_<base64>`),
+//!   `SCOPEKEY_NOTIFIER_INTERVAL_SECONDS` (default 60): the expiry notifier
+//!   and its signed webhooks; also `SCOPEKEY_NOTICE_THRESHOLDS` (`14d,1d`)
+//!   and `SCOPEKEY_WEBHOOK_EVENTS` (`key.expiring` unless set; `all`).
 //! - `RUST_LOG`: log filter (default `info`); logs go to standard error and
 //!   never carry a key.
 //!
@@ -31,6 +33,7 @@ use std::sync::{Mutex, MutexGuard};
 use actix_web::{App, HttpResponse, HttpServer, delete, get, post, web};
 use scopekey::actix::{ApiError, ApiKeyAuth, Background, json_config, path_config, query_config};
 use scopekey::{Actor, NewKey, ScopeKey, requires_scope};
+use scopekey::{Notifier, NotifierConfig, Outbox};
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::EnvFilter;
 
@@ -103,28 +106,6 @@ async fn delete_order(orders: Shared, id: web::Path<u64>) -> Result<HttpResponse
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// The notifier's settings are read here; delivering webhooks is not part
-/// of this build yet, so they are only acknowledged.
-fn notifier_settings() {
-    let url = std::env::var("SCOPEKEY_WEBHOOK_URL")
-        .ok()
-        .filter(|v| !v.is_empty());
-    let secret_set = std::env::var_os("SCOPEKEY_WEBHOOK_SECRET").is_some();
-    let interval = std::env::var("SCOPEKEY_NOTIFIER_INTERVAL_SECONDS").ok();
-    if let Some(interval) = &interval
-        && interval.trim().parse::<u64>().is_err()
-    {
-        tracing::warn!(value = %interval, "SCOPEKEY_NOTIFIER_INTERVAL_SECONDS is not a number of seconds; ignored");
-    }
-    if url.is_some() || secret_set || interval.is_some() {
-        tracing::warn!(
-            webhook_url_set = url.is_some(),
-            webhook_secret_set = secret_set,
-            "expiry-notice webhooks are not delivered by this build yet; the settings are accepted and ignored"
-        );
-    }
-}
-
 #[actix_web::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
@@ -138,7 +119,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let database_url =
         std::env::var("DATABASE_URL").unwrap_or_else(|_| "sqlite://scopekey-demo.db".to_owned());
     let bind = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
-    notifier_settings();
 
     let keys = ScopeKey::builder_arc(scopekey::open(&database_url).await?).build();
     keys.migrate().await?;
@@ -152,6 +132,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tracing::info!(key_id = %admin.key.id, hint = %admin.key.hint, "created the first admin key");
     }
     let background = Background::start(&keys).await?;
+    // Expiry notices (`key.expiring`, 14 days ahead unless configured) go to
+    // the audit log, and to SCOPEKEY_WEBHOOK_URL when it is set.
+    let notifier = Notifier::new(
+        keys.clone(),
+        Outbox::connect(&database_url).await?,
+        NotifierConfig::from_env()?,
+    )?;
+    notifier.register().await?;
+    let notifier = notifier.spawn();
 
     let orders: Shared = web::Data::new(Mutex::new(Orders::default()));
     let server = HttpServer::new(move || {
@@ -175,6 +164,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Returns after SIGINT or SIGTERM, once in-flight requests are done.
     server.run().await?;
 
+    notifier.shutdown().await;
     tracing::info!("shutting down: writing last-used times");
     if let Err(e) = background.shutdown().await {
         tracing::warn!(error = %e, "could not write the last-used times");

@@ -77,6 +77,8 @@ pub mod error;
 pub mod key;
 pub mod lifecycle;
 pub mod model;
+#[cfg(feature = "webhooks")]
+pub mod notify;
 pub mod store;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
@@ -97,5 +99,7 @@ pub use lifecycle::{
     ScopeKey, ScopeKeyBuilder,
 };
 pub use model::{ApiKey, AuditEvent, CreatedKey, KeyRecord, Page, Principal, Status, event_type};
+#[cfg(feature = "webhooks")]
+pub use notify::{Notifier, NotifierConfig, NotifierHandle, Outbox, WebhookVerifier};
 pub use store::{Store, open};
 pub use verify::VerifierConfig;

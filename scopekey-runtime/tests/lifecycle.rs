@@ -149,7 +149,11 @@ async fn create_validation(db: &TestDb) {
         .catalogue(Vec::<String>::new())
         .unwrap()
         .build();
-    assert!(open.create(NewKey::new("x", ["any.thing:goes"]), Actor::System).await.is_ok());
+    assert!(
+        open.create(NewKey::new("x", ["any.thing:goes"]), Actor::System)
+            .await
+            .is_ok()
+    );
 }
 both_backends!(create_validation_works, create_validation);
 

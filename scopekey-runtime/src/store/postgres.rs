@@ -15,11 +15,18 @@ use crate::error::StoreError;
 use crate::key::{KeyHash, KeyId};
 use crate::model::{AuditEvent, KeyRecord, Status};
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "keys and events",
-    include_str!("../../migrations/postgres/0001_keys.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "keys and events",
+        include_str!("../../migrations/postgres/0001_keys.sql"),
+    ),
+    (
+        2,
+        "expiry notices and webhook outbox",
+        include_str!("../../migrations/postgres/0002_notify.sql"),
+    ),
+];
 
 const KEY_COLUMNS: &str = "id, name, scopes, metadata, hint, key_hash, created_at, expires_at, \
      revoked_at, revoked_reason, rotated_at, parent_key_id, last_used_at";
@@ -211,6 +218,10 @@ impl Store for PgStore {
         let mut tx = self.pool.begin().await?;
         insert_key(&mut tx, key).await?;
         insert_event(&mut tx, event).await?;
+        // Lifecycle webhooks go out through the outbox, in the same transaction.
+        #[cfg(feature = "webhooks")]
+        crate::notify::postgres::enqueue_key_events(&mut tx, std::slice::from_ref(event), &[key])
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -320,6 +331,9 @@ impl Store for PgStore {
         for e in &r.events {
             insert_event(&mut tx, e).await?;
         }
+        #[cfg(feature = "webhooks")]
+        crate::notify::postgres::enqueue_key_events(&mut tx, &r.events, &[&parent, &r.child])
+            .await?;
         tx.commit().await?;
         Ok(RotateOutcome::Rotated(parent))
     }
@@ -350,6 +364,13 @@ impl Store for PgStore {
         let revoked = record(&row)?;
         notify(&mut tx, &revoked.key_hash).await?;
         insert_event(&mut tx, event).await?;
+        #[cfg(feature = "webhooks")]
+        crate::notify::postgres::enqueue_key_events(
+            &mut tx,
+            std::slice::from_ref(event),
+            &[&revoked],
+        )
+        .await?;
         tx.commit().await?;
         Ok(RevokeOutcome::Revoked(revoked))
     }

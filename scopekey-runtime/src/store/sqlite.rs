@@ -20,11 +20,18 @@ use crate::error::StoreError;
 use crate::key::{KeyHash, KeyId};
 use crate::model::{AuditEvent, KeyRecord, Status};
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "keys and events",
-    include_str!("../../migrations/sqlite/0001_keys.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "keys and events",
+        include_str!("../../migrations/sqlite/0001_keys.sql"),
+    ),
+    (
+        2,
+        "expiry notices and webhook outbox",
+        include_str!("../../migrations/sqlite/0002_notify.sql"),
+    ),
+];
 
 const KEY_COLUMNS: &str = "id, name, scopes, metadata, hint, key_hash, created_at, expires_at, \
      revoked_at, revoked_reason, rotated_at, parent_key_id, last_used_at";
@@ -199,6 +206,10 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         insert_key(&mut tx, key).await?;
         insert_event(&mut tx, event).await?;
+        // Lifecycle webhooks go out through the outbox, in the same transaction.
+        #[cfg(feature = "webhooks")]
+        crate::notify::sqlite::enqueue_key_events(&mut tx, std::slice::from_ref(event), &[key])
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -299,6 +310,8 @@ impl Store for SqliteStore {
         for e in &r.events {
             insert_event(&mut tx, e).await?;
         }
+        #[cfg(feature = "webhooks")]
+        crate::notify::sqlite::enqueue_key_events(&mut tx, &r.events, &[&parent, &r.child]).await?;
         tx.commit().await?;
         Ok(RotateOutcome::Rotated(parent))
     }
@@ -328,6 +341,13 @@ impl Store for SqliteStore {
         };
         let revoked = record(&row)?;
         insert_event(&mut tx, event).await?;
+        #[cfg(feature = "webhooks")]
+        crate::notify::sqlite::enqueue_key_events(
+            &mut tx,
+            std::slice::from_ref(event),
+            &[&revoked],
+        )
+        .await?;
         tx.commit().await?;
         Ok(RevokeOutcome::Revoked(revoked))
     }

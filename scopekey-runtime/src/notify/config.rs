@@ -1,0 +1,321 @@
+//! The notifier's settings, with defaults and an environment reader for
+//! services (`SCOPEKEY_WEBHOOK_URL`, `SCOPEKEY_WEBHOOK_SECRET`,
+//! `SCOPEKEY_NOTIFIER_INTERVAL_SECONDS`, ...).
+
+use time::Duration;
+
+use super::NotifyError;
+use super::signature::Secret;
+use crate::model::event_type;
+
+/// The default notice threshold: 14 days before expiry.
+pub const DEFAULT_THRESHOLD: Duration = Duration::days(14);
+
+/// Event types an endpoint may subscribe to. `webhook.*` events (failures of
+/// delivery itself) are audited but never delivered, so a broken endpoint
+/// cannot feed itself.
+pub const DELIVERABLE_EVENTS: [&str; 6] = [
+    event_type::KEY_EXPIRING,
+    event_type::KEY_EXPIRED,
+    event_type::KEY_CREATED,
+    event_type::KEY_ROTATED,
+    event_type::KEY_REVOKED,
+    event_type::KEY_COMPROMISED,
+];
+
+/// One receiver of webhooks.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// Where to POST (`http://` or `https://`).
+    pub url: String,
+    /// Signing secrets; every delivery carries one signature per secret. Put
+    /// the new secret first while rotating, and drop the old one once the
+    /// receiver knows the new one.
+    pub secrets: Vec<Secret>,
+    /// The event types delivered to this endpoint (default: `key.expiring`
+    /// only). See [`DELIVERABLE_EVENTS`].
+    pub events: Vec<String>,
+}
+
+impl EndpointConfig {
+    /// An endpoint receiving `key.expiring`, signed with one secret.
+    pub fn new(url: impl Into<String>, secret: Secret) -> Self {
+        Self {
+            url: url.into(),
+            secrets: vec![secret],
+            events: vec![event_type::KEY_EXPIRING.to_owned()],
+        }
+    }
+
+    /// Delivers these event types instead.
+    pub fn events<I, S>(mut self, events: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.events = events.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Delivers every lifecycle event ([`DELIVERABLE_EVENTS`]).
+    pub fn all_events(self) -> Self {
+        self.events(DELIVERABLE_EVENTS)
+    }
+
+    /// Adds a secret (the next one, during a rotation).
+    pub fn secret(mut self, secret: Secret) -> Self {
+        self.secrets.push(secret);
+        self
+    }
+}
+
+/// Settings of a [`Notifier`](super::Notifier).
+#[derive(Debug, Clone)]
+pub struct NotifierConfig {
+    /// How often the background task runs a pass (default 60 s). Real time:
+    /// this paces the task, while notice and retry times follow the
+    /// runtime's clock.
+    pub interval: std::time::Duration,
+    /// Notice thresholds before expiry (default `[14 d]`), e.g. `[14 d, 1 d]`.
+    pub thresholds: Vec<Duration>,
+    /// Record `key.expired` when a live, unrevoked key passes its expiry
+    /// (default true). Keys that expired longer than `expired_lookback`
+    /// before the pass are left alone, so a first start on an old database
+    /// does not flood the log.
+    pub record_expired: bool,
+    /// See `record_expired` (default 7 days).
+    pub expired_lookback: Duration,
+    /// Receivers (default none: notices are still recorded in the audit log).
+    pub endpoints: Vec<EndpointConfig>,
+    /// Each request's time limit, connecting included (default 15 s).
+    pub request_timeout: std::time::Duration,
+    /// Attempts per delivery before it is marked failed (default 12: with
+    /// the default backoff, about 15 hours of retries).
+    pub max_attempts: u32,
+    /// The wait after the first failed attempt; it doubles after each
+    /// further failure (default 30 s).
+    pub initial_backoff: Duration,
+    /// The longest wait between attempts (default 6 h); also the cap on an
+    /// honoured `Retry-After`.
+    pub max_backoff: Duration,
+    /// How long a claimed delivery is reserved for its sender (default
+    /// 5 min). A sender that dies leaves its claims to expire; another
+    /// sender then takes them. Keep it well above `request_timeout`.
+    pub lease: Duration,
+    /// At most this many deliveries are claimed (and sent concurrently) at
+    /// once (default 32).
+    pub batch_size: u32,
+}
+
+impl Default for NotifierConfig {
+    fn default() -> Self {
+        Self {
+            interval: std::time::Duration::from_secs(60),
+            thresholds: vec![DEFAULT_THRESHOLD],
+            record_expired: true,
+            expired_lookback: Duration::days(7),
+            endpoints: Vec::new(),
+            request_timeout: std::time::Duration::from_secs(15),
+            max_attempts: 12,
+            initial_backoff: Duration::seconds(30),
+            max_backoff: Duration::hours(6),
+            lease: Duration::minutes(5),
+            batch_size: 32,
+        }
+    }
+}
+
+/// Environment variables [`NotifierConfig::from_env`] reads.
+pub mod env {
+    /// Receiver URL (SPEC §6). Unset or empty: no webhooks, notices are still
+    /// audited.
+    pub const WEBHOOK_URL: &str = "SCOPEKEY_WEBHOOK_URL";
+    /// `whsec_<base64>` (SPEC §6); several, space- or comma-separated, while
+    /// rotating. Required with a URL.
+    pub const WEBHOOK_SECRET: &str = "SCOPEKEY_WEBHOOK_SECRET";
+    /// Seconds between passes (SPEC §6).
+    pub const INTERVAL_SECONDS: &str = "SCOPEKEY_NOTIFIER_INTERVAL_SECONDS";
+    /// Event types to deliver, comma-separated, or `all` (default
+    /// `key.expiring`).
+    pub const WEBHOOK_EVENTS: &str = "SCOPEKEY_WEBHOOK_EVENTS";
+    /// Notice thresholds, comma-separated durations such as `14d,1d`.
+    pub const NOTICE_THRESHOLDS: &str = "SCOPEKEY_NOTICE_THRESHOLDS";
+}
+
+impl NotifierConfig {
+    /// The defaults, overridden by the environment (see [`env`](mod@env)).
+    pub fn from_env() -> Result<Self, NotifyError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// The defaults, overridden by whatever `lookup` returns for the names in
+    /// [`env`](mod@env) (testable without touching the process environment).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, NotifyError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let mut config = Self::default();
+        if let Some(v) = get(env::INTERVAL_SECONDS) {
+            let secs: u64 = v.trim().parse().ok().filter(|s| *s > 0).ok_or_else(|| {
+                NotifyError::Config(format!(
+                    "{} must be a positive whole number of seconds",
+                    env::INTERVAL_SECONDS
+                ))
+            })?;
+            config.interval = std::time::Duration::from_secs(secs);
+        }
+        if let Some(v) = get(env::NOTICE_THRESHOLDS) {
+            config.thresholds = v
+                .split(',')
+                .map(|t| parse_duration(t.trim()))
+                .collect::<Result<_, _>>()
+                .map_err(|e| NotifyError::Config(format!("{}: {e}", env::NOTICE_THRESHOLDS)))?;
+        }
+        let secret = get(env::WEBHOOK_SECRET);
+        if let Some(url) = get(env::WEBHOOK_URL) {
+            let secret = secret.ok_or_else(|| {
+                NotifyError::Config(format!(
+                    "{} is set but {} is not: webhooks are always signed",
+                    env::WEBHOOK_URL,
+                    env::WEBHOOK_SECRET
+                ))
+            })?;
+            let secrets = secret
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|s| !s.is_empty())
+                .map(|s| s.parse::<Secret>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| NotifyError::Config(format!("{}: {e}", env::WEBHOOK_SECRET)))?;
+            let mut endpoint = EndpointConfig {
+                url: url.trim().to_owned(),
+                secrets,
+                events: vec![event_type::KEY_EXPIRING.to_owned()],
+            };
+            if let Some(events) = get(env::WEBHOOK_EVENTS) {
+                endpoint = if events.trim() == "all" {
+                    endpoint.all_events()
+                } else {
+                    endpoint.events(events.split(',').map(str::trim).filter(|e| !e.is_empty()))
+                };
+            }
+            config.endpoints.push(endpoint);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the settings (also done by [`Notifier::new`](super::Notifier::new)).
+    pub fn validate(&self) -> Result<(), NotifyError> {
+        let bad = |m: String| Err(NotifyError::Config(m));
+        if self.thresholds.iter().any(|t| *t <= Duration::ZERO) {
+            return bad("notice thresholds must be positive".into());
+        }
+        if self.interval.is_zero() {
+            return bad("the notifier interval must be positive".into());
+        }
+        if self.request_timeout.is_zero() {
+            return bad("the request timeout must be positive".into());
+        }
+        if self.max_attempts == 0 {
+            return bad("max_attempts must be at least 1".into());
+        }
+        if self.initial_backoff <= Duration::ZERO || self.max_backoff < self.initial_backoff {
+            return bad(
+                "backoff must be positive, and max_backoff at least initial_backoff".into(),
+            );
+        }
+        if self.lease <= Duration::ZERO {
+            return bad("the claim lease must be positive".into());
+        }
+        if self.batch_size == 0 {
+            return bad("batch_size must be at least 1".into());
+        }
+        if self.expired_lookback < Duration::ZERO {
+            return bad("expired_lookback must not be negative".into());
+        }
+        let mut urls = std::collections::HashSet::new();
+        for ep in &self.endpoints {
+            let url = reqwest::Url::parse(&ep.url)
+                .map_err(|e| NotifyError::Config(format!("webhook URL `{}`: {e}", ep.url)))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return bad(format!("webhook URL `{}` must be http or https", ep.url));
+            }
+            if !urls.insert(ep.url.as_str()) {
+                return bad(format!("webhook URL `{}` is configured twice", ep.url));
+            }
+            if ep.secrets.is_empty() {
+                return bad(format!("webhook URL `{}` has no signing secret", ep.url));
+            }
+            for e in &ep.events {
+                if !DELIVERABLE_EVENTS.contains(&e.as_str()) {
+                    return bad(format!(
+                        "event type `{e}` cannot be delivered; choose from {}",
+                        DELIVERABLE_EVENTS.join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads `14d`, `12h`, `90m`, `30s` or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: i64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as 14d, 12h, 30m or 90s"))?;
+    let scale = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        "s" => 1,
+        _ => return Err(format!("`{text}`: unit must be d, h, m or s")),
+    };
+    n.checked_mul(scale)
+        .filter(|s| *s > 0)
+        .map(Duration::seconds)
+        .ok_or_else(|| format!("`{text}` must be positive and not absurdly large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("14d"), Ok(Duration::days(14)));
+        assert_eq!(parse_duration("90"), Ok(Duration::seconds(90)));
+        assert!(parse_duration("0d").is_err());
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn from_env() {
+        let vars = HashMap::from([
+            (env::WEBHOOK_URL, "http://127.0.0.1:9/hook"),
+            (
+                env::WEBHOOK_SECRET,
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw whsec_dGVzdA==",
+            ),
+            (env::INTERVAL_SECONDS, "5"),
+            (env::NOTICE_THRESHOLDS, "14d, 1d"),
+            (env::WEBHOOK_EVENTS, "all"),
+        ]);
+        let c = NotifierConfig::from_lookup(|n| vars.get(n).map(|v| v.to_string())).unwrap();
+        assert_eq!(c.interval, std::time::Duration::from_secs(5));
+        assert_eq!(c.thresholds, [Duration::days(14), Duration::days(1)]);
+        assert_eq!(c.endpoints[0].secrets.len(), 2);
+        assert_eq!(c.endpoints[0].events.len(), DELIVERABLE_EVENTS.len());
+
+        let none = NotifierConfig::from_lookup(|_| None).unwrap();
+        assert!(none.endpoints.is_empty());
+        let unsigned = NotifierConfig::from_lookup(|n| {
+            (n == env::WEBHOOK_URL).then(|| "http://127.0.0.1:9/".to_owned())
+        });
+        assert!(unsigned.is_err());
+    }
+}

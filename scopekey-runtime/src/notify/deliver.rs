@@ -1,0 +1,284 @@
+//! One HTTP attempt and what it means: the client (HTTP/1.1, rustls with the
+//! ring provider, no redirects, a timeout on every request), the Standard
+//! Webhooks headers, the classification of responses, and the backoff.
+
+use std::sync::Arc;
+
+use time::{Duration, OffsetDateTime};
+
+use super::NotifyError;
+use super::signature::{Secret, signature_header};
+
+/// What a receiver's answer (or silence) means for a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// 2xx: done.
+    Delivered(u16),
+    /// 410 Gone: the receiver wants no more; disable the endpoint.
+    Gone,
+    /// 429, 502, 503, 504: slow down, honouring `Retry-After` if given.
+    Throttled {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
+    /// Any other status, a redirect (never followed), a timeout or a
+    /// transport error: retry with backoff.
+    Failed { status: Option<u16>, error: String },
+}
+
+/// Builds the HTTP client: HTTP/1.1 only, rustls with the ring provider and
+/// the platform's trust store, redirects never followed, and `timeout` on
+/// every request, connection included. Without any system CA certificate
+/// (a minimal container), plain `http://` endpoints still work: `https`
+/// then fails at set-up if configured, or at delivery otherwise.
+pub(crate) fn client(
+    timeout: std::time::Duration,
+    needs_tls: bool,
+) -> Result<reqwest::Client, NotifyError> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| NotifyError::Config(format!("TLS setup failed: {e}")))?;
+    let tls = match builder.clone().with_platform_verifier() {
+        Ok(b) => b.with_no_client_auth(),
+        Err(e) if needs_tls => {
+            return Err(NotifyError::Config(format!(
+                "TLS setup failed (an https webhook URL needs the system's CA certificates): {e}"
+            )));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no TLS trust roots; https webhook URLs would fail");
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoTrust {
+                    reason: e.to_string(),
+                    schemes: provider
+                        .signature_verification_algorithms
+                        .supported_schemes(),
+                }))
+                .with_no_client_auth()
+        }
+    };
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .user_agent(concat!("scopekey-webhooks/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| NotifyError::Config(format!("HTTP client setup failed: {e}")))
+}
+
+/// A certificate verifier for a machine without trust roots: refuses every
+/// server, saying why.
+#[derive(Debug)]
+struct NoTrust {
+    reason: String,
+    schemes: Vec<rustls::SignatureScheme>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for NoTrust {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Err(rustls::Error::General(self.reason.clone()))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &rustls::pki_types::CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General(self.reason.clone()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _message: &[u8],
+        _cert: &rustls::pki_types::CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General(self.reason.clone()))
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.schemes.clone()
+    }
+}
+
+/// Posts one delivery, signed with every secret, and classifies the answer.
+pub(crate) async fn attempt(
+    client: &reqwest::Client,
+    url: &str,
+    secrets: &[Secret],
+    id: &str,
+    now: OffsetDateTime,
+    payload: &str,
+) -> Outcome {
+    let timestamp = now.unix_timestamp();
+    let signature = signature_header(secrets, id, timestamp, payload.as_bytes());
+    let sent = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("webhook-id", id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .body(payload.to_owned())
+        .send()
+        .await;
+    let response = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            let kind = if e.is_timeout() {
+                "timed out"
+            } else if e.is_connect() {
+                "could not connect"
+            } else {
+                "request failed"
+            };
+            return Outcome::Failed {
+                status: None,
+                error: format!("{kind}: {}", error_chain(&e)),
+            };
+        }
+    };
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, now));
+    classify(status, retry_after)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// The meaning of a status code, per the Standard Webhooks specification.
+pub(crate) fn classify(status: u16, retry_after: Option<Duration>) -> Outcome {
+    match status {
+        200..=299 => Outcome::Delivered(status),
+        410 => Outcome::Gone,
+        429 | 502 | 503 | 504 => Outcome::Throttled {
+            status,
+            retry_after,
+        },
+        300..=399 => Outcome::Failed {
+            status: Some(status),
+            error: format!("redirect ({status}) not followed"),
+        },
+        _ => Outcome::Failed {
+            status: Some(status),
+            error: format!("HTTP {status}"),
+        },
+    }
+}
+
+/// `Retry-After`: delay-seconds, or an HTTP-date (IMF-fixdate).
+pub(crate) fn parse_retry_after(value: &str, now: OffsetDateTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u32>() {
+        return Some(Duration::seconds(i64::from(secs)));
+    }
+    let format = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    let at = time::PrimitiveDateTime::parse(value, &format)
+        .ok()?
+        .assume_utc();
+    Some((at - now).max(Duration::ZERO))
+}
+
+/// The wait after the `failures`-th failed attempt (1-based): `initial`
+/// doubled per earlier failure, capped at `max`, then jittered into its
+/// upper half (so the wait is never below half the nominal backoff, and
+/// senders that failed together spread out).
+pub(crate) fn backoff(failures: u32, initial: Duration, max: Duration) -> Duration {
+    let exp = failures.saturating_sub(1).min(40);
+    let nominal_ms = initial
+        .whole_milliseconds()
+        .saturating_mul(1i128 << exp)
+        .min(max.whole_milliseconds());
+    let half = nominal_ms / 2;
+    let jitter = match getrandom::u64() {
+        Ok(r) if half > 0 => i128::from(r) % (half + 1),
+        // No randomness (or nothing to spread): the full nominal wait.
+        _ => half,
+    };
+    let ms = i64::try_from(nominal_ms - half + jitter).unwrap_or(i64::MAX);
+    Duration::milliseconds(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        assert_eq!(classify(204, None), Outcome::Delivered(204));
+        assert_eq!(classify(410, None), Outcome::Gone);
+        assert!(matches!(
+            classify(302, None),
+            Outcome::Failed {
+                status: Some(302),
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(503, None),
+            Outcome::Throttled { status: 503, .. }
+        ));
+        assert!(matches!(
+            classify(500, None),
+            Outcome::Failed {
+                status: Some(500),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn retry_after() {
+        let now = time::macros::datetime!(2015-10-21 07:28:00 UTC);
+        assert_eq!(parse_retry_after("120", now), Some(Duration::seconds(120)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:30:00 GMT", now),
+            Some(Duration::seconds(120))
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let (i, m) = (Duration::seconds(10), Duration::seconds(100));
+        for _ in 0..50 {
+            let first = backoff(1, i, m);
+            assert!(
+                first >= Duration::seconds(5) && first <= Duration::seconds(10),
+                "{first}"
+            );
+            let third = backoff(3, i, m);
+            assert!(
+                third >= Duration::seconds(20) && third <= Duration::seconds(40),
+                "{third}"
+            );
+            let late = backoff(30, i, m);
+            assert!(late >= Duration::seconds(50) && late <= m, "{late}");
+        }
+    }
+}

@@ -1,0 +1,698 @@
+//! Expiry notices and lifecycle webhooks that are never lost and never
+//! doubled: thresholds, a transactional outbox, delivery with Standard
+//! Webhooks signatures. Behind the `webhooks` feature.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use scopekey_runtime::ScopeKey;
+//! use scopekey_runtime::notify::{Notifier, NotifierConfig, Outbox};
+//! use scopekey_runtime::store::sqlite::SqliteStore;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = SqliteStore::connect("sqlite://keys.db").await?;
+//! let outbox = Outbox::sqlite(store.pool().clone());
+//! let keys = ScopeKey::builder(store).build();
+//! keys.migrate().await?;
+//!
+//! // SCOPEKEY_WEBHOOK_URL, SCOPEKEY_WEBHOOK_SECRET,
+//! // SCOPEKEY_NOTIFIER_INTERVAL_SECONDS, ...
+//! let notifier = Notifier::new(keys.clone(), outbox, NotifierConfig::from_env()?)?;
+//! notifier.register().await?;
+//! let handle = notifier.spawn();
+//! // ... serve ...
+//! handle.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Design
+//!
+//! **Notices, exactly once.** A pass looks, for each configured threshold
+//! (default 14 days; e.g. `[14 d, 1 d]`), for live keys (not revoked, not
+//! rotated, not yet expired) whose expiry falls within it and that have no
+//! notice at that threshold or a closer one. A key that enters several
+//! thresholds at once (created 12 hours before expiry) gets only the
+//! closest one's notice. Recording a notice inserts a row into
+//! `scopekey_notices`, whose primary key is `(key_id, threshold_seconds)`,
+//! with `ON CONFLICT DO NOTHING`: two notifiers racing on one key, or a
+//! notifier restarted half-way, cannot record it twice, and only the
+//! transaction that inserted the row writes the `key.expiring` audit event
+//! and its deliveries. Time is the runtime's clock ([`ScopeKey::now`]), never
+//! the system clock, so tests move it. Optionally (on by default) a pass also
+//! records `key.expired` once per key that passed its expiry unrevoked, as a
+//! notice at threshold 0.
+//!
+//! **The outbox.** A delivery is a row of `scopekey_deliveries`, one per
+//! event and endpoint (unique), written in the same transaction as the audit
+//! event it carries — the notice's, or a lifecycle event's (see
+//! [`sqlite::enqueue`] and [`postgres::enqueue`] for enqueuing inside a
+//! transaction of one's own, and [`Outbox::enqueue`] for an event plus its
+//! deliveries). If the transaction rolls back, nothing is sent; if it
+//! commits, the delivery exists until it is acknowledged or given up.
+//!
+//! **Claims and leases.** A sender claims due rows by stamping them with a
+//! lease (`claimed_until = now + lease`) and a claim token: on PostgreSQL
+//! with `FOR UPDATE SKIP LOCKED`, on SQLite in a `BEGIN IMMEDIATE`
+//! transaction (one writer at a time). Other senders skip claimed rows until
+//! the lease runs out, so a sender that dies mid-batch delays its rows by
+//! one lease and loses none. Results are written only under the same token,
+//! so a sender whose lease ran out cannot overwrite its successor's work —
+//! except a 2xx, which is recorded whoever holds the row. Delivery is at
+//! least once: a receiver may see a `webhook-id` twice if a sender dies
+//! between the receiver's answer and recording it, and should deduplicate
+//! on it.
+//!
+//! **Retries.** Only 2xx is success. Redirects are not followed (a failure).
+//! Anything else is retried with exponential backoff and jitter
+//! (`initial_backoff` doubled per failure, at most `max_backoff`) until
+//! `max_attempts`, then the delivery is marked failed and audited as
+//! `webhook.failed` on the key's log. 429, 502, 503 and 504 also pause the
+//! whole endpoint for the wait, honouring `Retry-After` when it asks for
+//! longer. 410 Gone fails the delivery and disables the endpoint
+//! (`webhook.endpoint_disabled`): nothing more is enqueued for it or sent to
+//! it until [`Outbox::enable_endpoint`]. Every request has a timeout.
+//!
+//! **Signatures** follow Standard Webhooks: see [`signature`].
+//!
+//! **Endpoints** are rows identified by URL, registered (upserted) by each
+//! notifier from its configuration, so instances configured alike share
+//! them. Secrets are never stored: deliveries are signed when sent, so a
+//! secret rotation applies to deliveries already waiting. A notifier sends
+//! only to the endpoints it is configured with.
+
+pub mod config;
+mod deliver;
+pub mod outbox;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+pub mod signature;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use time::{Duration, OffsetDateTime};
+use tokio::sync::{OnceCell, watch};
+use uuid::Uuid;
+
+pub use config::{EndpointConfig, NotifierConfig};
+pub use outbox::{Delivery, DeliveryFilter, DeliveryState, Endpoint, Notice, Outbox};
+pub use signature::{SignatureError, WebhookVerifier, sign, verify};
+
+use crate::error::StoreError;
+use crate::key::KeyId;
+use crate::lifecycle::ScopeKey;
+use crate::model::{AuditEvent, KeyRecord};
+use deliver::Outcome;
+use outbox::{Claimed, Completion, NewNotice, NoticeKind, key_event_data, uuid_at};
+use signature::Secret;
+
+/// Audit event types written by the notifier (besides `key.expiring` and
+/// `key.expired`). They are never delivered as webhooks themselves.
+pub mod event_type {
+    /// A delivery was given up (attempts exhausted, or 410 Gone).
+    pub const WEBHOOK_FAILED: &str = "webhook.failed";
+    /// An endpoint answered 410 Gone and was disabled.
+    pub const WEBHOOK_ENDPOINT_DISABLED: &str = "webhook.endpoint_disabled";
+}
+
+/// Why the notifier could not start or finish a pass.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotifyError {
+    /// The settings are wrong (a bad URL, a bad secret, a zero interval).
+    #[error("notifier configuration: {0}")]
+    Config(String),
+    /// The store failed.
+    #[error(transparent)]
+    Unavailable(#[from] StoreError),
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassReport {
+    /// `key.expiring` notices recorded.
+    pub notices: usize,
+    /// `key.expired` events recorded.
+    pub expired: usize,
+    /// Delivery attempts.
+    pub deliveries: DeliveryReport,
+}
+
+/// What one round of delivery did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliveryReport {
+    /// Acknowledged with 2xx.
+    pub delivered: usize,
+    /// Failed this time, to be retried.
+    pub retried: usize,
+    /// Given up.
+    pub failed: usize,
+}
+
+/// An endpoint this notifier sends to.
+#[derive(Debug, Clone)]
+struct Registered {
+    id: Uuid,
+    url: String,
+    secrets: Vec<Secret>,
+}
+
+/// The background notifier: records expiry notices and delivers the outbox.
+/// Cheap to clone. Run it with [`Notifier::spawn`], or drive it with
+/// [`Notifier::run_once`] (tests, cron-like jobs).
+#[derive(Clone)]
+pub struct Notifier {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    keys: ScopeKey,
+    outbox: Outbox,
+    config: NotifierConfig,
+    /// Thresholds in seconds, ascending, deduplicated.
+    thresholds: Vec<i64>,
+    client: reqwest::Client,
+    registered: OnceCell<Vec<Registered>>,
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifier")
+            .field("thresholds", &self.inner.thresholds)
+            .field(
+                "endpoints",
+                &self
+                    .inner
+                    .config
+                    .endpoints
+                    .iter()
+                    .map(|e| &e.url)
+                    .collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// Upper bound on claim or scan rounds in one call, so a pass ends (and a
+/// shutdown is noticed) even under a flood.
+const MAX_ROUNDS: usize = 100;
+
+impl Notifier {
+    /// A notifier for this runtime's keys, on the outbox of the same
+    /// database. Checks the settings; touches nothing yet.
+    pub fn new(
+        keys: ScopeKey,
+        outbox: Outbox,
+        config: NotifierConfig,
+    ) -> Result<Self, NotifyError> {
+        config.validate()?;
+        let mut thresholds: Vec<i64> = config
+            .thresholds
+            .iter()
+            .map(|t| t.whole_seconds())
+            .collect();
+        thresholds.sort_unstable();
+        thresholds.dedup();
+        let needs_tls = config
+            .endpoints
+            .iter()
+            .any(|e| e.url.to_ascii_lowercase().starts_with("https:"));
+        let client = deliver::client(config.request_timeout, needs_tls)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                keys,
+                outbox,
+                config,
+                thresholds,
+                client,
+                registered: OnceCell::new(),
+            }),
+        })
+    }
+
+    /// The outbox.
+    pub fn outbox(&self) -> &Outbox {
+        &self.inner.outbox
+    }
+
+    /// Records the configured endpoints in the database (once per notifier;
+    /// later calls do nothing). Call it at start-up before serving, so that
+    /// lifecycle events of the first requests are enqueued for them;
+    /// [`run_once`](Self::run_once) and [`spawn`](Self::spawn) call it too.
+    pub async fn register(&self) -> Result<(), NotifyError> {
+        self.registered().await.map(|_| ())
+    }
+
+    async fn registered(&self) -> Result<&[Registered], NotifyError> {
+        let list = self
+            .inner
+            .registered
+            .get_or_try_init(|| async {
+                let now = self.inner.keys.now();
+                let mut out = Vec::new();
+                for ep in &self.inner.config.endpoints {
+                    let row = self
+                        .inner
+                        .outbox
+                        .backend
+                        .register_endpoint(&ep.url, &ep.events, now, uuid_at(now))
+                        .await?;
+                    if let Some(at) = row.disabled_at {
+                        tracing::warn!(
+                            url = %row.url,
+                            disabled_at = %at,
+                            reason = ?row.disabled_reason,
+                            "webhook endpoint is disabled; nothing is sent to it until it is enabled again"
+                        );
+                    }
+                    out.push(Registered {
+                        id: row.id,
+                        url: row.url,
+                        secrets: ep.secrets.clone(),
+                    });
+                }
+                Ok::<_, NotifyError>(out)
+            })
+            .await?;
+        Ok(list)
+    }
+
+    /// One pass: records due notices (and `key.expired` events), then
+    /// delivers what is due.
+    pub async fn run_once(&self) -> Result<PassReport, NotifyError> {
+        self.register().await?;
+        let (notices, expired) = self.record_notices().await?;
+        let deliveries = self.deliver_due().await?;
+        Ok(PassReport {
+            notices,
+            expired,
+            deliveries,
+        })
+    }
+
+    /// Records the notices due now: `(key.expiring notices, key.expired
+    /// events)`.
+    pub async fn record_notices(&self) -> Result<(usize, usize), NotifyError> {
+        self.register().await?;
+        let now = self.inner.keys.now();
+        let batch = self.inner.config.batch_size;
+        let mut notices = 0;
+        let mut lower = now;
+        for &t in &self.inner.thresholds {
+            let upper = now + Duration::seconds(t);
+            for _ in 0..MAX_ROUNDS {
+                let ids = self
+                    .inner
+                    .outbox
+                    .backend
+                    .expiring_keys(lower, upper, t, batch)
+                    .await?;
+                for id in &ids {
+                    if self.notice(*id, NoticeKind::Expiring, t, now).await? {
+                        notices += 1;
+                    }
+                }
+                if ids.len() < batch as usize {
+                    break;
+                }
+            }
+            lower = upper;
+        }
+        let mut expired = 0;
+        if self.inner.config.record_expired {
+            let since = now - self.inner.config.expired_lookback;
+            for _ in 0..MAX_ROUNDS {
+                let ids = self
+                    .inner
+                    .outbox
+                    .backend
+                    .expired_keys(since, now, batch)
+                    .await?;
+                for id in &ids {
+                    if self.notice(*id, NoticeKind::Expired, 0, now).await? {
+                        expired += 1;
+                    }
+                }
+                if ids.len() < batch as usize {
+                    break;
+                }
+            }
+        }
+        Ok((notices, expired))
+    }
+
+    async fn notice(
+        &self,
+        id: KeyId,
+        kind: NoticeKind,
+        threshold_seconds: i64,
+        now: OffsetDateTime,
+    ) -> Result<bool, NotifyError> {
+        let Some(record) = self.inner.keys.store().get(id).await? else {
+            return Ok(false);
+        };
+        let (event, data) = notice_event(&record, kind, threshold_seconds, now);
+        let recorded = self
+            .inner
+            .outbox
+            .backend
+            .record_notice(&NewNotice {
+                kind,
+                key_id: id,
+                threshold_seconds,
+                now,
+                event,
+                data,
+            })
+            .await?;
+        if recorded {
+            tracing::info!(key_id = %id, threshold_seconds, kind = ?kind, "expiry notice recorded");
+        }
+        Ok(recorded)
+    }
+
+    /// Claims and sends the deliveries due now (batches sent concurrently),
+    /// until none is due.
+    pub async fn deliver_due(&self) -> Result<DeliveryReport, NotifyError> {
+        let endpoints = self.registered().await?;
+        let mut report = DeliveryReport::default();
+        if endpoints.is_empty() {
+            return Ok(report);
+        }
+        let ids: Vec<Uuid> = endpoints.iter().map(|e| e.id).collect();
+        let config = &self.inner.config;
+        let mut first_error = None;
+        for _ in 0..MAX_ROUNDS {
+            let now = self.inner.keys.now();
+            let token = Uuid::now_v7();
+            let claimed = self
+                .inner
+                .outbox
+                .backend
+                .claim(&ids, now, now + config.lease, token, config.batch_size)
+                .await?;
+            let results = futures_util::future::join_all(
+                claimed.iter().map(|c| self.attempt(endpoints, c, token)),
+            )
+            .await;
+            for result in results {
+                match result {
+                    Ok(Some(Tally::Delivered)) => report.delivered += 1,
+                    Ok(Some(Tally::Retried)) => report.retried += 1,
+                    Ok(Some(Tally::Failed)) => report.failed += 1,
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not record a webhook attempt; its lease will expire and it will be sent again");
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            if claimed.len() < config.batch_size as usize {
+                break;
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    }
+
+    async fn attempt(
+        &self,
+        endpoints: &[Registered],
+        c: &Claimed,
+        token: Uuid,
+    ) -> Result<Option<Tally>, NotifyError> {
+        let Some(ep) = endpoints.iter().find(|e| e.id == c.endpoint_id) else {
+            return Ok(None);
+        };
+        let config = &self.inner.config;
+        let sent_at = self.inner.keys.now();
+        let outcome = deliver::attempt(
+            &self.inner.client,
+            &ep.url,
+            &ep.secrets,
+            &c.id.to_string(),
+            sent_at,
+            &c.payload,
+        )
+        .await;
+        let at = self.inner.keys.now();
+        let failures = c.attempts.saturating_add(1);
+        let exhausted = failures >= config.max_attempts;
+        let backoff = || deliver::backoff(failures, config.initial_backoff, config.max_backoff);
+        let (completion, tally) = match outcome {
+            Outcome::Delivered(status) => (Completion::Delivered { at, status }, Tally::Delivered),
+            Outcome::Gone => {
+                let error = "410 Gone: the endpoint was disabled".to_owned();
+                let failed = self.failed_event(ep, c, at, failures, Some(410), &error);
+                let disabled = AuditEvent {
+                    id: uuid_at(at),
+                    key_id: c.key_id,
+                    kind: event_type::WEBHOOK_ENDPOINT_DISABLED.to_owned(),
+                    actor_key_id: None,
+                    at,
+                    details: json!({ "url": ep.url, "delivery_id": c.id, "status": 410 }),
+                };
+                tracing::warn!(url = %ep.url, "webhook endpoint answered 410 Gone; disabling it");
+                let disable = Some(Box::new(("410 Gone".to_owned(), disabled)));
+                (
+                    Completion::Failed {
+                        at,
+                        status: Some(410),
+                        error,
+                        failed,
+                        disable,
+                    },
+                    Tally::Failed,
+                )
+            }
+            Outcome::Throttled { status, .. }
+            | Outcome::Failed {
+                status: Some(status),
+                ..
+            } if exhausted => {
+                let error = format!("HTTP {status}; gave up after {failures} attempts");
+                let failed = self.failed_event(ep, c, at, failures, Some(status), &error);
+                (
+                    Completion::Failed {
+                        at,
+                        status: Some(status),
+                        error,
+                        failed,
+                        disable: None,
+                    },
+                    Tally::Failed,
+                )
+            }
+            Outcome::Failed { status, error } if exhausted => {
+                let error = format!("{error}; gave up after {failures} attempts");
+                let failed = self.failed_event(ep, c, at, failures, status, &error);
+                (
+                    Completion::Failed {
+                        at,
+                        status,
+                        error,
+                        failed,
+                        disable: None,
+                    },
+                    Tally::Failed,
+                )
+            }
+            Outcome::Throttled {
+                status,
+                retry_after,
+            } => {
+                let asked = retry_after.map(|r| r.min(config.max_backoff));
+                let wait = backoff().max(asked.unwrap_or(Duration::ZERO));
+                (
+                    Completion::Retry {
+                        at,
+                        next_attempt_at: at + wait,
+                        status: Some(status),
+                        error: format!("HTTP {status}: slowing down for {wait}"),
+                        pause_until: Some(at + wait),
+                    },
+                    Tally::Retried,
+                )
+            }
+            Outcome::Failed { status, error } => (
+                Completion::Retry {
+                    at,
+                    next_attempt_at: at + backoff(),
+                    status,
+                    error,
+                    pause_until: None,
+                },
+                Tally::Retried,
+            ),
+        };
+        if let Completion::Retry {
+            error,
+            next_attempt_at,
+            ..
+        } = &completion
+        {
+            tracing::info!(delivery_id = %c.id, url = %ep.url, attempt = failures, %error, next_attempt_at = %next_attempt_at, "webhook delivery failed; will retry");
+        }
+        let stored = self
+            .inner
+            .outbox
+            .backend
+            .complete(c, token, &completion)
+            .await?;
+        if !stored {
+            tracing::info!(delivery_id = %c.id, "webhook claim was taken over meanwhile; result dropped");
+            return Ok(None);
+        }
+        if let Completion::Failed { error, .. } = &completion {
+            tracing::warn!(delivery_id = %c.id, url = %ep.url, %error, "webhook delivery failed for good");
+        }
+        Ok(Some(tally))
+    }
+
+    fn failed_event(
+        &self,
+        ep: &Registered,
+        c: &Claimed,
+        at: OffsetDateTime,
+        attempts: u32,
+        status: Option<u16>,
+        error: &str,
+    ) -> Box<AuditEvent> {
+        Box::new(AuditEvent {
+            id: uuid_at(at),
+            key_id: c.key_id,
+            kind: event_type::WEBHOOK_FAILED.to_owned(),
+            actor_key_id: None,
+            at,
+            details: json!({
+                "delivery_id": c.id,
+                "event_id": c.event_id,
+                "event_type": c.event_type,
+                "url": ep.url,
+                "attempts": attempts,
+                "last_status": status,
+                "error": error,
+            }),
+        })
+    }
+
+    /// Starts the background task: a pass every `interval` (the first at
+    /// once), until [`NotifierHandle::shutdown`]. Dropping the handle leaves
+    /// the task running.
+    pub fn spawn(self) -> NotifierHandle {
+        let (stop, mut stopped) = watch::channel(false);
+        let interval = self.inner.config.interval;
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    biased;
+                    changed = stopped.changed() => match changed {
+                        Ok(()) if *stopped.borrow() => break,
+                        Ok(()) => continue,
+                        // The handle was dropped: run on, detached.
+                        Err(_) => { tick.tick().await; }
+                    },
+                    _ = tick.tick() => {}
+                }
+                // A pass is not cancelled by a shutdown: in-flight requests
+                // finish (each within the request timeout) and are recorded.
+                match self.run_once().await {
+                    Ok(r) if r != PassReport::default() => {
+                        tracing::debug!(report = ?r, "notifier pass")
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "notifier pass failed; retrying next interval")
+                    }
+                }
+                if *stopped.borrow() {
+                    break;
+                }
+            }
+        });
+        NotifierHandle { stop, task }
+    }
+}
+
+enum Tally {
+    Delivered,
+    Retried,
+    Failed,
+}
+
+/// The `key.expiring` (or `key.expired`) event and its webhook `data`: the
+/// key object plus `threshold_seconds`.
+fn notice_event(
+    record: &KeyRecord,
+    kind: NoticeKind,
+    threshold_seconds: i64,
+    now: OffsetDateTime,
+) -> (AuditEvent, Value) {
+    let expires_at = record.expires_at.and_then(|t| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    });
+    let (event_kind, details) = match kind {
+        NoticeKind::Expiring => (
+            crate::model::event_type::KEY_EXPIRING,
+            json!({ "threshold_seconds": threshold_seconds, "expires_at": expires_at }),
+        ),
+        NoticeKind::Expired => (
+            crate::model::event_type::KEY_EXPIRED,
+            json!({ "expires_at": expires_at }),
+        ),
+    };
+    let event = AuditEvent {
+        id: uuid_at(now),
+        key_id: Some(record.id),
+        kind: event_kind.to_owned(),
+        actor_key_id: None,
+        at: now,
+        details,
+    };
+    let mut data = key_event_data(record, &event);
+    if let (Value::Object(map), NoticeKind::Expiring) = (&mut data, kind) {
+        map.insert("threshold_seconds".into(), json!(threshold_seconds));
+    }
+    (event, data)
+}
+
+/// The running notifier. [`shutdown`](Self::shutdown) stops it gracefully.
+#[derive(Debug)]
+pub struct NotifierHandle {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl NotifierHandle {
+    /// Stops the task: a pass in progress finishes (its requests complete or
+    /// time out, and their results are recorded); no new pass starts.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        if let Err(e) = self.task.await
+            && e.is_panic()
+        {
+            tracing::error!("the notifier task panicked");
+        }
+    }
+
+    /// Like [`shutdown`](Self::shutdown), but aborts the pass if it has not
+    /// finished within `limit`. Nothing is lost: deliveries claimed by the
+    /// aborted pass are taken up again when their lease expires. Whether it
+    /// stopped gracefully.
+    pub async fn shutdown_within(mut self, limit: std::time::Duration) -> bool {
+        let _ = self.stop.send(true);
+        match tokio::time::timeout(limit, &mut self.task).await {
+            Ok(_) => true,
+            Err(_) => {
+                self.task.abort();
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,1037 @@
+//! Expiry notices and webhook delivery on both stores, against a local
+//! receiver on 127.0.0.1. Time is the runtime's manual clock: retries are
+//! driven by moving it and calling `run_once`/`deliver_due`, never by
+//! sleeping; the only waits are bounded ones for the local receiver.
+
+#![cfg(feature = "webhooks")]
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use scopekey_runtime::notify::outbox::key_event_data;
+use scopekey_runtime::notify::signature::Secret;
+use scopekey_runtime::notify::{
+    DeliveryFilter, DeliveryState, EndpointConfig, Notifier, NotifierConfig, Outbox,
+    WebhookVerifier, event_type as webhook_event,
+};
+use scopekey_runtime::testing::{Backend, TestDb};
+use scopekey_runtime::{
+    Actor, AuditEvent, Clock, KeyId, ListEvents, ManualClock, NewKey, RotateOptions, ScopeKey,
+    both_backends, event_type,
+};
+use serde_json::{Value, json};
+use time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const DAY: i64 = 86_400;
+
+// ---------------------------------------------------------------------------
+// A tiny HTTP/1.1 receiver: records each request, answers from a script.
+
+#[derive(Debug, Clone)]
+enum Reply {
+    Status(u16),
+    WithHeader(u16, &'static str, &'static str),
+    /// Never answers (a receiver that hangs).
+    Hang,
+}
+
+#[derive(Debug, Clone)]
+struct Received {
+    path: String,
+    headers: HashMap<String, String>,
+    body: String,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .map(String::as_str)
+            .unwrap_or_default()
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).expect("a JSON body")
+    }
+}
+
+#[derive(Clone)]
+struct Receiver {
+    url: String,
+    received: Arc<Mutex<Vec<Received>>>,
+    script: Arc<Mutex<VecDeque<Reply>>>,
+}
+
+impl Receiver {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hooks/scopekey", listener.local_addr().unwrap());
+        let this = Self {
+            url,
+            received: Arc::default(),
+            script: Arc::default(),
+        };
+        let server = this.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let server = server.clone();
+                tokio::spawn(async move { server.serve(conn).await });
+            }
+        });
+        this
+    }
+
+    /// Answers the next requests with these replies, then 200.
+    fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.script.lock().unwrap().extend(replies);
+    }
+
+    fn requests(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    fn count(&self) -> usize {
+        self.received.lock().unwrap().len()
+    }
+
+    /// Waits (at most 10 s of real time) until `n` requests have arrived.
+    async fn wait_for(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + StdDuration::from_secs(10);
+        while self.count() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "receiver got {} of {n} requests",
+                self.count()
+            );
+            tokio::time::sleep(StdDuration::from_millis(10)).await;
+        }
+    }
+
+    async fn serve(&self, mut conn: tokio::net::TcpStream) {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match conn.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        let mut lines = head.split("\r\n");
+        let path = lines
+            .next()
+            .unwrap_or_default()
+            .split(' ')
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned();
+        let headers: HashMap<String, String> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let length: usize = headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + length {
+            match conn.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body = String::from_utf8_lossy(&buf[head_end..head_end + length]).to_string();
+        self.received.lock().unwrap().push(Received {
+            path,
+            headers,
+            body,
+        });
+        let reply = self
+            .script
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(Reply::Status(200));
+        let (status, extra) = match reply {
+            Reply::Status(s) => (s, String::new()),
+            Reply::WithHeader(s, k, v) => (s, format!("{k}: {v}\r\n")),
+            Reply::Hang => {
+                tokio::time::sleep(StdDuration::from_secs(3600)).await;
+                return;
+            }
+        };
+        let response = format!(
+            "HTTP/1.1 {status} Scripted\r\ncontent-length: 0\r\nconnection: close\r\n{extra}\r\n"
+        );
+        let _ = conn.write_all(response.as_bytes()).await;
+        let _ = conn.shutdown().await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Set-up.
+
+fn config(receiver: &Receiver) -> NotifierConfig {
+    NotifierConfig {
+        endpoints: vec![EndpointConfig::new(&receiver.url, SECRET.parse().unwrap())],
+        request_timeout: StdDuration::from_secs(5),
+        initial_backoff: Duration::seconds(10),
+        max_backoff: Duration::hours(1),
+        max_attempts: 5,
+        lease: Duration::minutes(5),
+        ..NotifierConfig::default()
+    }
+}
+
+struct Env {
+    keys: ScopeKey,
+    clock: ManualClock,
+    notifier: Notifier,
+    receiver: Receiver,
+}
+
+async fn env_with(db: &TestDb, tweak: impl FnOnce(&mut NotifierConfig)) -> Env {
+    let clock = ManualClock::starting_now();
+    let keys = ScopeKey::builder_arc(Arc::clone(&db.store))
+        .clock(clock.clone())
+        .build();
+    let receiver = Receiver::start().await;
+    let mut cfg = config(&receiver);
+    tweak(&mut cfg);
+    let outbox = Outbox::connect(&db.url).await.unwrap();
+    let notifier = Notifier::new(keys.clone(), outbox, cfg).unwrap();
+    notifier.register().await.unwrap();
+    Env {
+        keys,
+        clock,
+        notifier,
+        receiver,
+    }
+}
+
+async fn env(db: &TestDb) -> Env {
+    env_with(db, |_| {}).await
+}
+
+async fn key_expiring_in(keys: &ScopeKey, name: &str, ttl: Duration) -> KeyId {
+    keys.create(
+        NewKey::new(name, ["orders:read"]).expires_in(ttl),
+        Actor::System,
+    )
+    .await
+    .unwrap()
+    .key
+    .id
+}
+
+async fn events_of(keys: &ScopeKey, id: KeyId, kind: &str) -> Vec<AuditEvent> {
+    keys.events(&ListEvents {
+        key_id: Some(id),
+        limit: Some(500),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .items
+    .into_iter()
+    .filter(|e| e.kind == kind)
+    .collect()
+}
+
+async fn all_events(keys: &ScopeKey, kind: &str) -> Vec<AuditEvent> {
+    keys.events(&ListEvents {
+        limit: Some(500),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .items
+    .into_iter()
+    .filter(|e| e.kind == kind)
+    .collect()
+}
+
+fn verifier() -> WebhookVerifier {
+    WebhookVerifier::new(SECRET).unwrap()
+}
+
+/// The request verifies with the Standard Webhooks algorithm, as of the
+/// runtime's clock.
+fn assert_signed(r: &Received, clock: &ManualClock) {
+    verifier()
+        .verify_at(
+            r.header("webhook-id"),
+            r.header("webhook-timestamp"),
+            r.header("webhook-signature"),
+            r.body.as_bytes(),
+            clock.now(),
+        )
+        .expect("a valid Standard Webhooks signature");
+}
+
+// ---------------------------------------------------------------------------
+// Notices.
+
+async fn one_notice_per_key_and_threshold(db: &TestDb) {
+    let e = env(db).await;
+    let soon = key_expiring_in(&e.keys, "soon", Duration::days(10)).await;
+    let later = key_expiring_in(&e.keys, "later", Duration::days(20)).await;
+    let revoked = key_expiring_in(&e.keys, "revoked", Duration::days(3)).await;
+    e.keys
+        .revoke(revoked, Some("gone"), Actor::System)
+        .await
+        .unwrap();
+    // Rotated: the old key now ends with its grace (a day), the successor
+    // gets 20 days afresh; neither is due a notice.
+    let rotated = key_expiring_in(&e.keys, "rotated", Duration::days(20)).await;
+    let successor = e
+        .keys
+        .rotate(rotated, RotateOptions::default(), Actor::System)
+        .await
+        .unwrap();
+    let forever = e
+        .keys
+        .create(NewKey::new("forever", ["a:b"]), Actor::System)
+        .await
+        .unwrap()
+        .key
+        .id;
+
+    let pass = e.notifier.run_once().await.unwrap();
+    assert_eq!(
+        (pass.notices, pass.deliveries.delivered),
+        (1, 1),
+        "{pass:?}"
+    );
+    e.receiver.wait_for(1).await;
+    let requests = e.receiver.requests();
+    assert_eq!(requests.len(), 1);
+    let r = &requests[0];
+    assert_eq!(r.path, "/hooks/scopekey");
+    assert_eq!(r.header("content-type"), "application/json");
+    assert_eq!(
+        r.header("webhook-timestamp"),
+        e.clock.now().unix_timestamp().to_string()
+    );
+    assert_signed(r, &e.clock);
+    let body = r.json();
+    assert_eq!(body["type"], "key.expiring");
+    assert!(body["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(body["data"]["id"], soon.to_string());
+    assert_eq!(body["data"]["name"], "soon");
+    assert_eq!(body["data"]["status"], "active");
+    assert_eq!(body["data"]["threshold_seconds"], 14 * DAY);
+    assert!(body["data"].get("key_hash").is_none() && body["data"].get("key").is_none());
+
+    // One event; the delivery is the one received and is delivered.
+    let notices = events_of(&e.keys, soon, event_type::KEY_EXPIRING).await;
+    assert_eq!(notices.len(), 1);
+    assert_eq!(notices[0].details["threshold_seconds"], 14 * DAY);
+    let deliveries = e
+        .notifier
+        .outbox()
+        .deliveries(&DeliveryFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].id.to_string(), r.header("webhook-id"));
+    assert_eq!(deliveries[0].event_id, notices[0].id);
+    assert_eq!(deliveries[0].state, DeliveryState::Delivered);
+    assert_eq!(deliveries[0].attempts, 1);
+    for quiet in [later, revoked, rotated, successor.key.id, forever] {
+        assert!(
+            events_of(&e.keys, quiet, event_type::KEY_EXPIRING)
+                .await
+                .is_empty()
+        );
+    }
+
+    // A second pass sends nothing new.
+    let pass = e.notifier.run_once().await.unwrap();
+    assert_eq!(pass, Default::default());
+    assert_eq!(e.receiver.count(), 1);
+
+    // Six days and a second later, the 20-day key is 14 days out.
+    e.clock.advance(Duration::days(6) - Duration::seconds(1));
+    assert_eq!(e.notifier.run_once().await.unwrap().notices, 0, "not yet");
+    e.clock.advance(Duration::seconds(2));
+    let pass = e.notifier.run_once().await.unwrap();
+    assert_eq!(
+        (pass.notices, pass.deliveries.delivered),
+        (2, 2),
+        "the 20-day key and the successor"
+    );
+    let noticed: HashSet<String> = e.receiver.requests()[1..]
+        .iter()
+        .map(|r| r.json()["data"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        noticed,
+        HashSet::from([later.to_string(), successor.key.id.to_string()])
+    );
+    assert_eq!(e.notifier.run_once().await.unwrap(), Default::default());
+    assert_eq!(e.receiver.count(), 3);
+    assert_eq!(all_events(&e.keys, event_type::KEY_EXPIRING).await.len(), 3);
+    assert!(
+        events_of(&e.keys, rotated, event_type::KEY_EXPIRING)
+            .await
+            .is_empty()
+    );
+}
+both_backends!(
+    one_notice_per_key_and_threshold_works,
+    one_notice_per_key_and_threshold
+);
+
+async fn several_thresholds(db: &TestDb) {
+    let e = env_with(db, |c| {
+        c.thresholds = vec![Duration::days(1), Duration::days(14)]
+    })
+    .await;
+    let ten_days = key_expiring_in(&e.keys, "ten days", Duration::days(10)).await;
+    let half_day = key_expiring_in(&e.keys, "half a day", Duration::hours(12)).await;
+    assert_eq!(e.notifier.run_once().await.unwrap().notices, 2);
+    // The half-day key gets only the closest threshold's notice.
+    let outbox = e.notifier.outbox().clone();
+    let thresholds = |id| {
+        let outbox = outbox.clone();
+        async move {
+            outbox
+                .notices(id)
+                .await
+                .unwrap()
+                .iter()
+                .map(|n| n.threshold_seconds)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(thresholds(ten_days).await, [14 * DAY]);
+    assert_eq!(thresholds(half_day).await, [DAY]);
+    assert_eq!(e.notifier.run_once().await.unwrap().notices, 0);
+
+    e.clock.advance(Duration::hours(13));
+    let pass = e.notifier.run_once().await.unwrap();
+    assert_eq!(
+        (pass.notices, pass.expired),
+        (0, 1),
+        "the half-day key expired"
+    );
+    e.clock
+        .advance(Duration::days(9) - Duration::hours(13) + Duration::seconds(1));
+    let pass = e.notifier.run_once().await.unwrap();
+    assert_eq!((pass.notices, pass.expired), (1, 0));
+    assert_eq!(thresholds(ten_days).await, [14 * DAY, DAY]);
+    assert_eq!(e.receiver.count(), 3, "key.expired is not subscribed");
+    let bodies: Vec<Value> = e.receiver.requests().iter().map(Received::json).collect();
+    assert_eq!(bodies[2]["data"]["threshold_seconds"], DAY);
+    assert_eq!(
+        events_of(&e.keys, half_day, event_type::KEY_EXPIRED)
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(e.notifier.run_once().await.unwrap(), Default::default());
+}
+both_backends!(several_thresholds_work, several_thresholds);
+
+async fn expired_events(db: &TestDb) {
+    let e = env_with(db, |c| {
+        c.endpoints[0].events = vec!["key.expiring".into(), "key.expired".into()];
+    })
+    .await;
+    let k = key_expiring_in(&e.keys, "short", Duration::hours(1)).await;
+    assert_eq!(e.notifier.run_once().await.unwrap().notices, 1);
+    e.clock.advance(Duration::hours(2));
+    let pass = e.notifier.run_once().await.unwrap();
+    assert_eq!((pass.expired, pass.deliveries.delivered), (1, 1));
+    assert_eq!(e.notifier.run_once().await.unwrap(), Default::default());
+    let last = e.receiver.requests().pop().unwrap();
+    assert_eq!(last.json()["type"], "key.expired");
+    assert_eq!(last.json()["data"]["status"], "expired");
+    assert_eq!(
+        events_of(&e.keys, k, event_type::KEY_EXPIRED).await.len(),
+        1
+    );
+
+    // Keys long expired before the notifier first ran are left alone.
+    let old = key_expiring_in(&e.keys, "old", Duration::hours(1)).await;
+    e.clock.advance(Duration::days(30));
+    assert_eq!(e.notifier.run_once().await.unwrap().expired, 0);
+    assert!(
+        events_of(&e.keys, old, event_type::KEY_EXPIRED)
+            .await
+            .is_empty()
+    );
+}
+both_backends!(expired_events_work, expired_events);
+
+async fn concurrent_notifiers(db: &TestDb) {
+    let clock = ManualClock::starting_now();
+    let receiver = Receiver::start().await;
+    let mut notifiers = Vec::new();
+    for _ in 0..2 {
+        // Each instance: its own runtime, its own pool, the same database.
+        let store = scopekey_runtime::open(&db.url).await.unwrap();
+        let keys = ScopeKey::builder_arc(store).clock(clock.clone()).build();
+        let outbox = Outbox::connect(&db.url).await.unwrap();
+        let mut cfg = config(&receiver);
+        cfg.batch_size = 3;
+        notifiers.push((keys.clone(), Notifier::new(keys, outbox, cfg).unwrap()));
+    }
+    let keys = &notifiers[0].0;
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        ids.push(key_expiring_in(keys, &format!("k{i}"), Duration::days(10)).await);
+    }
+    for _ in 0..3 {
+        let (a, b) = tokio::join!(notifiers[0].1.run_once(), notifiers[1].1.run_once());
+        let (a, b) = (a.unwrap(), b.unwrap());
+        eprintln!("instance a: {a:?}\ninstance b: {b:?}");
+    }
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 12, "each notice sent once");
+    let delivery_ids: HashSet<_> = requests
+        .iter()
+        .map(|r| r.header("webhook-id").to_owned())
+        .collect();
+    assert_eq!(delivery_ids.len(), 12);
+    let noticed: HashSet<_> = requests
+        .iter()
+        .map(|r| r.json()["data"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(noticed, ids.iter().map(|i| i.to_string()).collect());
+    for id in &ids {
+        assert_eq!(
+            events_of(keys, *id, event_type::KEY_EXPIRING).await.len(),
+            1
+        );
+    }
+    let endpoints = notifiers[0].1.outbox().endpoints().await.unwrap();
+    assert_eq!(endpoints.len(), 1, "one endpoint row for one URL");
+}
+both_backends!(concurrent_notifiers_send_once, concurrent_notifiers);
+
+// ---------------------------------------------------------------------------
+// Delivery.
+
+async fn retries_until_delivered(db: &TestDb) {
+    let e = env(db).await;
+    e.receiver
+        .script([Reply::Status(500), Reply::Status(500), Reply::Status(500)]);
+    let k = key_expiring_in(&e.keys, "k", Duration::days(10)).await;
+    let pass = e.notifier.run_once().await.unwrap();
+    assert_eq!((pass.notices, pass.deliveries.retried), (1, 1));
+    // Not due again before its backoff.
+    assert_eq!(e.notifier.deliver_due().await.unwrap(), Default::default());
+    let mut timestamps = vec![e.clock.now().unix_timestamp()];
+    for (wait, expect_delivered) in [(10, false), (20, false), (40, true)] {
+        e.clock.advance(Duration::seconds(wait));
+        timestamps.push(e.clock.now().unix_timestamp());
+        let report = e.notifier.deliver_due().await.unwrap();
+        assert_eq!(report.delivered == 1, expect_delivered, "{report:?}");
+    }
+    let requests = e.receiver.requests();
+    assert_eq!(requests.len(), 4);
+    let id = requests[0].header("webhook-id");
+    assert!(
+        requests.iter().all(|r| r.header("webhook-id") == id),
+        "same webhook-id on every attempt"
+    );
+    assert!(
+        requests.iter().all(|r| r.body == requests[0].body),
+        "same body on every attempt"
+    );
+    let sent: Vec<i64> = requests
+        .iter()
+        .map(|r| r.header("webhook-timestamp").parse().unwrap())
+        .collect();
+    assert_eq!(
+        sent, timestamps,
+        "each attempt is stamped (and signed) at its own time"
+    );
+    let d = &e
+        .notifier
+        .outbox()
+        .deliveries(&DeliveryFilter {
+            key_id: Some(k),
+            ..Default::default()
+        })
+        .await
+        .unwrap()[0];
+    assert_eq!(
+        (d.state, d.attempts, d.last_status),
+        (DeliveryState::Delivered, 4, Some(200))
+    );
+    assert!(d.claimed_until.is_none());
+    assert_eq!(e.notifier.run_once().await.unwrap(), Default::default());
+}
+both_backends!(retries_until_delivered_works, retries_until_delivered);
+
+async fn restart_between_attempts(db: &TestDb) {
+    let e = env(db).await;
+    e.receiver.script([Reply::Status(503)]);
+    key_expiring_in(&e.keys, "k", Duration::days(10)).await;
+    assert_eq!(e.notifier.run_once().await.unwrap().deliveries.retried, 1);
+    drop(e.notifier);
+
+    // A new process: a new runtime, outbox and notifier on the same database.
+    let store = scopekey_runtime::open(&db.url).await.unwrap();
+    let keys = ScopeKey::builder_arc(store).clock(e.clock.clone()).build();
+    let outbox = Outbox::connect(&db.url).await.unwrap();
+    let notifier = Notifier::new(keys, outbox, config(&e.receiver)).unwrap();
+    assert_eq!(
+        notifier.run_once().await.unwrap(),
+        Default::default(),
+        "not due yet"
+    );
+    e.clock.advance(Duration::minutes(5));
+    let pass = notifier.run_once().await.unwrap();
+    assert_eq!((pass.notices, pass.deliveries.delivered), (0, 1));
+    let requests = e.receiver.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(
+        requests[0].header("webhook-id"),
+        requests[1].header("webhook-id")
+    );
+}
+both_backends!(
+    restart_between_attempts_loses_nothing,
+    restart_between_attempts
+);
+
+async fn expired_lease_is_reclaimed(db: &TestDb) {
+    let e = env_with(db, |c| c.request_timeout = StdDuration::from_secs(30)).await;
+    e.receiver.script([Reply::Hang]);
+    key_expiring_in(&e.keys, "k", Duration::days(10)).await;
+    assert_eq!(e.notifier.record_notices().await.unwrap(), (1, 0));
+    // The sender dies mid-request: its claim stays until the lease expires.
+    let died = tokio::time::timeout(StdDuration::from_millis(500), e.notifier.deliver_due()).await;
+    assert!(died.is_err(), "the hanging receiver holds the sender");
+    e.receiver.wait_for(1).await;
+    let pending = e
+        .notifier
+        .outbox()
+        .deliveries(&DeliveryFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(pending[0].state, DeliveryState::Pending);
+    assert_eq!(
+        pending[0].claimed_until,
+        Some(e.clock.now() + Duration::minutes(5))
+    );
+
+    // Another sender leaves the claimed row alone until the lease runs out.
+    let outbox = Outbox::connect(&db.url).await.unwrap();
+    let other = Notifier::new(e.keys.clone(), outbox, config(&e.receiver)).unwrap();
+    assert_eq!(other.deliver_due().await.unwrap(), Default::default());
+    e.clock.advance(Duration::minutes(4));
+    assert_eq!(other.deliver_due().await.unwrap(), Default::default());
+    e.clock.advance(Duration::minutes(1));
+    assert_eq!(other.deliver_due().await.unwrap().delivered, 1);
+    let requests = e.receiver.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(
+        requests[0].header("webhook-id"),
+        requests[1].header("webhook-id")
+    );
+}
+both_backends!(expired_lease_is_reclaimed_works, expired_lease_is_reclaimed);
+
+async fn gone_disables_endpoint(db: &TestDb) {
+    let e = env(db).await;
+    e.receiver.script([Reply::Status(410)]);
+    let k = key_expiring_in(&e.keys, "k", Duration::days(10)).await;
+    assert_eq!(e.notifier.run_once().await.unwrap().deliveries.failed, 1);
+    let endpoint = &e.notifier.outbox().endpoints().await.unwrap()[0];
+    assert!(endpoint.disabled_at.is_some());
+    assert_eq!(endpoint.disabled_reason.as_deref(), Some("410 Gone"));
+    let d = &e
+        .notifier
+        .outbox()
+        .deliveries(&DeliveryFilter::default())
+        .await
+        .unwrap()[0];
+    assert_eq!((d.state, d.last_status), (DeliveryState::Failed, Some(410)));
+    assert_eq!(
+        events_of(&e.keys, k, webhook_event::WEBHOOK_FAILED)
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(
+        events_of(&e.keys, k, webhook_event::WEBHOOK_ENDPOINT_DISABLED)
+            .await
+            .len(),
+        1
+    );
+
+    // Nothing more is enqueued for it or sent to it.
+    key_expiring_in(&e.keys, "k2", Duration::days(10)).await;
+    e.clock.advance(Duration::days(1));
+    let pass = e.notifier.run_once().await.unwrap();
+    assert_eq!((pass.notices, pass.deliveries), (1, Default::default()));
+    assert_eq!(e.receiver.count(), 1);
+    assert_eq!(
+        e.notifier
+            .outbox()
+            .deliveries(&DeliveryFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // A restart keeps it disabled; an operator can enable it again.
+    let outbox = Outbox::connect(&db.url).await.unwrap();
+    let again = Notifier::new(e.keys.clone(), outbox.clone(), config(&e.receiver)).unwrap();
+    again.register().await.unwrap();
+    assert!(outbox.endpoints().await.unwrap()[0].disabled_at.is_some());
+    assert!(outbox.enable_endpoint(&e.receiver.url).await.unwrap());
+    assert!(
+        !outbox.enable_endpoint(&e.receiver.url).await.unwrap(),
+        "already enabled"
+    );
+    key_expiring_in(&e.keys, "k3", Duration::days(10)).await;
+    assert_eq!(again.run_once().await.unwrap().deliveries.delivered, 1);
+}
+both_backends!(gone_disables_endpoint_works, gone_disables_endpoint);
+
+async fn redirect_is_a_failure(db: &TestDb) {
+    let e = env(db).await;
+    e.receiver
+        .script([Reply::WithHeader(302, "location", "/elsewhere")]);
+    key_expiring_in(&e.keys, "k", Duration::days(10)).await;
+    assert_eq!(e.notifier.run_once().await.unwrap().deliveries.retried, 1);
+    assert_eq!(e.receiver.count(), 1, "the redirect was not followed");
+    let d = &e
+        .notifier
+        .outbox()
+        .deliveries(&DeliveryFilter::default())
+        .await
+        .unwrap()[0];
+    assert_eq!(
+        (d.state, d.attempts, d.last_status),
+        (DeliveryState::Pending, 1, Some(302))
+    );
+    assert!(d.last_error.as_deref().unwrap().contains("redirect"));
+    e.clock.advance(Duration::seconds(10));
+    assert_eq!(e.notifier.run_once().await.unwrap().deliveries.delivered, 1);
+    assert!(
+        e.receiver
+            .requests()
+            .iter()
+            .all(|r| r.path == "/hooks/scopekey")
+    );
+}
+both_backends!(redirect_is_a_failure_works, redirect_is_a_failure);
+
+async fn attempts_exhausted(db: &TestDb) {
+    let e = env_with(db, |c| c.max_attempts = 3).await;
+    e.receiver.script([
+        Reply::Status(500),
+        Reply::Status(400),
+        Reply::Status(500),
+        Reply::Status(200),
+    ]);
+    let k = key_expiring_in(&e.keys, "k", Duration::days(10)).await;
+    let mut failed = 0;
+    for _ in 0..5 {
+        failed += e.notifier.run_once().await.unwrap().deliveries.failed;
+        e.clock.advance(Duration::hours(1));
+    }
+    assert_eq!(failed, 1);
+    assert_eq!(e.receiver.count(), 3, "no attempt after the last");
+    let d = &e
+        .notifier
+        .outbox()
+        .deliveries(&DeliveryFilter::default())
+        .await
+        .unwrap()[0];
+    assert_eq!(
+        (d.state, d.attempts, d.last_status),
+        (DeliveryState::Failed, 3, Some(500))
+    );
+    let audit = events_of(&e.keys, k, webhook_event::WEBHOOK_FAILED).await;
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].details["attempts"], 3);
+    assert_eq!(audit[0].details["delivery_id"], d.id.to_string());
+    assert_eq!(audit[0].details["url"], e.receiver.url.as_str());
+    assert_eq!(audit[0].details["event_type"], "key.expiring");
+}
+both_backends!(attempts_exhausted_fail_and_audit, attempts_exhausted);
+
+async fn throttling_honours_retry_after(db: &TestDb) {
+    let e = env(db).await;
+    e.receiver
+        .script([Reply::WithHeader(429, "retry-after", "1800")]);
+    key_expiring_in(&e.keys, "a", Duration::days(10)).await;
+    assert_eq!(e.notifier.run_once().await.unwrap().deliveries.retried, 1);
+    let endpoint = &e.notifier.outbox().endpoints().await.unwrap()[0];
+    assert_eq!(
+        endpoint.paused_until,
+        Some(e.clock.now() + Duration::seconds(1800))
+    );
+
+    // The endpoint is paused: a fresh notice waits too.
+    e.clock.advance(Duration::minutes(20));
+    key_expiring_in(&e.keys, "b", Duration::days(10)).await;
+    let pass = e.notifier.run_once().await.unwrap();
+    assert_eq!((pass.notices, pass.deliveries), (1, Default::default()));
+    assert_eq!(e.receiver.count(), 1);
+
+    e.clock.advance(Duration::minutes(10));
+    assert_eq!(e.notifier.run_once().await.unwrap().deliveries.delivered, 2);
+    assert_eq!(e.receiver.count(), 3);
+}
+both_backends!(
+    throttling_honours_retry_after_works,
+    throttling_honours_retry_after
+);
+
+async fn request_timeout(db: &TestDb) {
+    let e = env_with(db, |c| c.request_timeout = StdDuration::from_millis(300)).await;
+    e.receiver.script([Reply::Hang]);
+    key_expiring_in(&e.keys, "k", Duration::days(10)).await;
+    assert_eq!(e.notifier.run_once().await.unwrap().deliveries.retried, 1);
+    let d = &e
+        .notifier
+        .outbox()
+        .deliveries(&DeliveryFilter::default())
+        .await
+        .unwrap()[0];
+    assert!(
+        d.last_error.as_deref().unwrap().contains("timed out"),
+        "{:?}",
+        d.last_error
+    );
+    assert_eq!(d.last_status, None);
+    e.clock.advance(Duration::seconds(10));
+    assert_eq!(e.notifier.run_once().await.unwrap().deliveries.delivered, 1);
+}
+both_backends!(request_timeout_is_a_failure, request_timeout);
+
+async fn rotating_secrets(db: &TestDb) {
+    let next = Secret::generate().unwrap();
+    let e = env_with(db, |c| c.endpoints[0].secrets.insert(0, next.clone())).await;
+    key_expiring_in(&e.keys, "k", Duration::days(10)).await;
+    e.notifier.run_once().await.unwrap();
+    let r = &e.receiver.requests()[0];
+    assert_eq!(r.header("webhook-signature").split(' ').count(), 2);
+    // A receiver that knows either secret accepts it.
+    assert_signed(r, &e.clock);
+    WebhookVerifier::from_secrets([next])
+        .verify_at(
+            r.header("webhook-id"),
+            r.header("webhook-timestamp"),
+            r.header("webhook-signature"),
+            r.body.as_bytes(),
+            e.clock.now(),
+        )
+        .unwrap();
+}
+both_backends!(rotating_secrets_sign_twice, rotating_secrets);
+
+// ---------------------------------------------------------------------------
+// The background task.
+
+async fn spawned_and_shut_down(db: &TestDb) {
+    let e = env_with(db, |c| c.interval = StdDuration::from_millis(50)).await;
+    e.receiver.script([Reply::Status(500)]);
+    key_expiring_in(&e.keys, "k", Duration::days(10)).await;
+    let handle = e.notifier.clone().spawn();
+    e.receiver.wait_for(1).await;
+    e.clock.advance(Duration::seconds(10));
+    e.receiver.wait_for(2).await;
+    handle.shutdown().await;
+    let d = &e
+        .notifier
+        .outbox()
+        .deliveries(&DeliveryFilter::default())
+        .await
+        .unwrap()[0];
+    assert_eq!((d.state, d.attempts), (DeliveryState::Delivered, 2));
+    // Stopped: a new notice is not picked up.
+    key_expiring_in(&e.keys, "k2", Duration::days(10)).await;
+    tokio::time::sleep(StdDuration::from_millis(200)).await;
+    assert_eq!(e.receiver.count(), 2);
+}
+both_backends!(spawned_and_shut_down_works, spawned_and_shut_down);
+
+async fn shutdown_mid_batch_loses_nothing(db: &TestDb) {
+    let e = env_with(db, |c| {
+        c.interval = StdDuration::from_millis(50);
+        c.request_timeout = StdDuration::from_secs(30);
+    })
+    .await;
+    e.receiver.script([Reply::Hang]);
+    key_expiring_in(&e.keys, "k", Duration::days(10)).await;
+    let handle = e.notifier.clone().spawn();
+    e.receiver.wait_for(1).await;
+    assert!(
+        !handle.shutdown_within(StdDuration::from_millis(200)).await,
+        "aborted mid-request"
+    );
+    // Another instance takes it up once the lease has run out.
+    let outbox = Outbox::connect(&db.url).await.unwrap();
+    let other = Notifier::new(e.keys.clone(), outbox, config(&e.receiver)).unwrap();
+    assert_eq!(other.run_once().await.unwrap(), Default::default());
+    e.clock.advance(Duration::minutes(5));
+    assert_eq!(other.run_once().await.unwrap().deliveries.delivered, 1);
+    assert_eq!(e.receiver.count(), 2);
+}
+both_backends!(
+    shutdown_mid_batch_loses_nothing_works,
+    shutdown_mid_batch_loses_nothing
+);
+
+// ---------------------------------------------------------------------------
+// Enqueuing events of one's own, transactionally.
+
+async fn enqueue_arbitrary_events(db: &TestDb) {
+    let e = env_with(db, |c| c.endpoints[0] = c.endpoints[0].clone().all_events()).await;
+    let created = e
+        .keys
+        .create(NewKey::new("k", ["a:b"]), Actor::System)
+        .await
+        .unwrap();
+    let record = e.keys.store().get(created.key.id).await.unwrap().unwrap();
+    // The lifecycle itself enqueued `key.created` in the creating transaction.
+    let automatic = e.notifier.deliver_due().await.unwrap();
+    assert_eq!(automatic.delivered, 1, "key.created from the lifecycle");
+    let first = e.receiver.requests()[0].json();
+    assert_eq!(first["type"], "key.created");
+    assert_eq!(first["data"]["id"], record.id.to_string());
+    let now = e.clock.now();
+    let event = AuditEvent {
+        id: uuid::Uuid::now_v7(),
+        key_id: Some(record.id),
+        kind: event_type::KEY_REVOKED.into(),
+        actor_key_id: None,
+        at: now,
+        details: json!({ "reason": "test" }),
+    };
+    let outbox = e.notifier.outbox();
+    assert_eq!(
+        outbox
+            .enqueue(&event, key_event_data(&record, &event))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        events_of(&e.keys, record.id, event_type::KEY_REVOKED).await,
+        std::slice::from_ref(&event)
+    );
+    // Events nobody subscribes to, and webhook.* events, are not enqueued.
+    let mut auth = event.clone();
+    auth.id = uuid::Uuid::now_v7();
+    auth.kind = event_type::AUTH_FAILED.into();
+    assert_eq!(outbox.enqueue(&auth, json!({})).await.unwrap(), 0);
+
+    // Inside a transaction of one's own: a rollback leaves nothing to send.
+    let mut rolled_back = event.clone();
+    rolled_back.id = uuid::Uuid::now_v7();
+    // The store hook: lifecycle events enqueued in the store's transaction,
+    // each with the key it names.
+    let created_event = AuditEvent {
+        id: uuid::Uuid::now_v7(),
+        kind: event_type::KEY_CREATED.into(),
+        details: json!({ "name": "k" }),
+        ..event.clone()
+    };
+    let keys_involved = [&record];
+    match db.backend() {
+        Backend::Sqlite => {
+            use scopekey_runtime::notify::sqlite;
+            let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+            let mut tx = pool.begin().await.unwrap();
+            let n = sqlite::enqueue(&mut tx, &rolled_back, &json!({}))
+                .await
+                .unwrap();
+            assert_eq!(n, 1);
+            tx.rollback().await.unwrap();
+            let mut tx = pool.begin().await.unwrap();
+            sqlite::enqueue_key_events(
+                &mut tx,
+                std::slice::from_ref(&created_event),
+                &keys_involved,
+            )
+            .await
+            .unwrap();
+            tx.commit().await.unwrap();
+        }
+        Backend::Postgres => {
+            use scopekey_runtime::notify::postgres;
+            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+            let mut tx = pool.begin().await.unwrap();
+            let n = postgres::enqueue(&mut tx, &rolled_back, &json!({}))
+                .await
+                .unwrap();
+            assert_eq!(n, 1);
+            tx.rollback().await.unwrap();
+            let mut tx = pool.begin().await.unwrap();
+            postgres::enqueue_key_events(
+                &mut tx,
+                std::slice::from_ref(&created_event),
+                &keys_involved,
+            )
+            .await
+            .unwrap();
+            tx.commit().await.unwrap();
+        }
+    }
+
+    let report = e.notifier.deliver_due().await.unwrap();
+    assert_eq!(
+        report.delivered, 2,
+        "the revocation and the creation; not the rolled-back one"
+    );
+    let mut bodies: Vec<Value> = e.receiver.requests()[1..]
+        .iter()
+        .map(Received::json)
+        .collect();
+    bodies.sort_by_key(|b| b["type"].as_str().unwrap().to_owned());
+    let (created, revoked) = (&bodies[0], &bodies[1]);
+    assert_eq!(revoked["type"], "key.revoked");
+    assert_eq!(revoked["data"]["id"], record.id.to_string());
+    assert_eq!(revoked["data"]["event_id"], event.id.to_string());
+    assert_eq!(revoked["data"]["details"]["reason"], "test");
+    assert_eq!(created["type"], "key.created");
+    assert_eq!(created["data"]["name"], "k");
+    assert_eq!(created["data"]["scopes"], json!(["a:b"]));
+    assert_eq!(created["data"]["event_id"], created_event.id.to_string());
+}
+both_backends!(enqueue_arbitrary_events_works, enqueue_arbitrary_events);
+
+#[test]
+fn configuration_is_checked() {
+    let ok = || NotifierConfig {
+        endpoints: vec![EndpointConfig::new(
+            "https://hooks.example.invalid/x",
+            SECRET.parse().unwrap(),
+        )],
+        ..NotifierConfig::default()
+    };
+    assert!(ok().validate().is_ok());
+    let mut bad = ok();
+    bad.endpoints[0].url = "ftp://x".into();
+    assert!(bad.validate().is_err());
+    let mut bad = ok();
+    bad.endpoints[0].events = vec!["webhook.failed".into()];
+    assert!(bad.validate().is_err());
+    let mut bad = ok();
+    bad.thresholds = vec![Duration::ZERO];
+    assert!(bad.validate().is_err());
+    let mut bad = ok();
+    bad.endpoints[0].secrets.clear();
+    assert!(bad.validate().is_err());
+}
