@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# Load benchmark: what does putting a route behind scopekey cost?
+#
+#   bash benches/load/run.sh
+#
+# Builds `examples/bench_server.rs` in release mode, starts it on a free
+# loopback port, and drives the same trivial handler served twice with wrk:
+# `/plain` (no scopekey code on its path) and `/guarded` (the ApiKeyAuth
+# middleware and `#[requires_scope("bench:read")]`, presenting a valid key).
+# The cache is warmed first, so this measures the steady state of a server
+# whose clients reuse their keys.
+#
+# Two phases, each route in turn, in the same run:
+#   throughput  CONNECTIONS connections (default 8): requests/s and the
+#               guarded/plain ratio. A third run sends /plain the same
+#               Authorization header, to separate the cost of the bigger
+#               request from the cost of verifying it.
+#   latency     one connection: no queueing, so p50/p99 differences are the
+#               time each request spends in authentication.
+# Then it stops the server and prints a summary with the targets (ratio
+# >= 0.95, p99 added latency < 50 us). It prints figures, it does not fail
+# on them (STRICT=1 makes a missed target exit 1).
+#
+# Settings (environment): DURATION (10s per run, at most 15s), WARMUP (2s),
+# CONNECTIONS (8), THREADS (wrk threads, 1), BENCH_WORKERS (server worker
+# threads, 1), DATABASE_URL (the server's store, sqlite::memory:), STRICT.
+# Defaults suit a 2-core machine, where wrk and the server share the cores:
+# one core each.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+DURATION="${DURATION:-10s}"
+WARMUP="${WARMUP:-2s}"
+CONNECTIONS="${CONNECTIONS:-8}"
+THREADS="${THREADS:-1}"
+export BENCH_WORKERS="${BENCH_WORKERS:-1}"
+STRICT="${STRICT:-0}"
+
+case "$DURATION" in
+    [1-9]s | 1[0-5]s) ;;
+    *) echo "DURATION must be 1s to 15s (got $DURATION)" >&2; exit 2 ;;
+esac
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "wrk"
+if ! command -v wrk >/dev/null 2>&1; then
+    echo "wrk is missing; installing it from the Debian packages"
+    if ! apt-get install -y wrk; then
+        apt-get update
+        apt-get install -y wrk
+    fi
+fi
+wrk --version 2>&1 | head -n 1 || true
+
+step "build (release)"
+cargo build --release --example bench_server
+bin="${CARGO_TARGET_DIR:-target}/release/examples/bench_server"
+
+work="$(mktemp -d)"
+server=""
+cleanup() {
+    if [ -n "$server" ] && kill -0 "$server" 2>/dev/null; then
+        kill -TERM "$server" 2>/dev/null || true
+        wait "$server" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+step "start the server"
+# The server stops by itself after BENCH_MAX_SECONDS, should this script be
+# killed before its trap runs.
+BENCH_MAX_SECONDS=180 "$bin" >"$work/server.out" 2>"$work/server.err" &
+server=$!
+address=""
+for _ in $(seq 1 100); do
+    address="$(sed -n 's/^address: //p' "$work/server.out")"
+    [ -n "$address" ] && grep -q '^key: ' "$work/server.out" && break
+    if ! kill -0 "$server" 2>/dev/null; then
+        cat "$work/server.err" >&2
+        echo "the server exited before printing its address" >&2
+        exit 1
+    fi
+    sleep 0.1
+done
+if [ -z "$address" ]; then
+    echo "the server printed no address within 10 s" >&2
+    exit 1
+fi
+key="$(sed -n 's/^key: //p' "$work/server.out")"
+case "$address" in
+    127.0.0.1:*) ;;
+    *) echo "refusing to load a non-loopback address: $address" >&2; exit 1 ;;
+esac
+port="${address##*:}"
+echo "listening on $address (BENCH_WORKERS=$BENCH_WORKERS)"
+
+# The status code of one GET, over bash's /dev/tcp (no curl needed).
+status() {
+    local path="$1" header="${2:-}" line
+    exec 3<>"/dev/tcp/127.0.0.1/$port"
+    printf 'GET %s HTTP/1.1\r\nHost: %s\r\n%sConnection: close\r\n\r\n' \
+        "$path" "$address" "${header:+$header$'\r\n'}" >&3
+    IFS= read -r line <&3 || line=""
+    exec 3<&-
+    line="${line%$'\r'}"
+    echo "${line#* }" | cut -d' ' -f1
+}
+auth="Authorization: Bearer $key"
+check() {
+    local want="$1" got
+    got="$(status "$2" "${3:-}")"
+    if [ "$got" != "$want" ]; then
+        echo "GET $2 ${3:+(with a key) }answered $got, expected $want" >&2
+        exit 1
+    fi
+}
+check 200 /plain
+check 401 /guarded
+check 200 /guarded "$auth"
+echo "sanity: /plain 200, /guarded 401 without a key, 200 with it"
+
+step "warm up ($WARMUP each)"
+wrk -t1 -c"$CONNECTIONS" -d"$WARMUP" "http://$address/plain" >/dev/null
+wrk -t1 -c"$CONNECTIONS" -d"$WARMUP" -H "$auth" "http://$address/guarded" >/dev/null
+
+# Runs wrk and prints "requests/s p50_us p99_us"; fails on errors or
+# non-2xx answers.
+to_us='function us(v) {
+    if (v ~ /us$/) { sub(/us$/, "", v); return v + 0 }
+    if (v ~ /ms$/) { sub(/ms$/, "", v); return v * 1000 }
+    if (v ~ /s$/)  { sub(/s$/, "", v);  return v * 1000000 }
+    return v + 0
+}'
+measure() {
+    local name="$1" conns="$2" path="$3" header="${4:-}" out="$work/$1.txt"
+    local args=(-t"$THREADS" -c"$conns" -d"$DURATION" --latency)
+    [ -n "$header" ] && args+=(-H "$header")
+    wrk "${args[@]}" "http://$address$path" >"$out"
+    if grep -qE 'Non-2xx|Socket errors' "$out"; then
+        cat "$out" >&2
+        echo "$name: errors or non-2xx answers; the figures are not valid" >&2
+        exit 1
+    fi
+    awk "$to_us"'
+        /^Requests\/sec:/ { rps = $2 }
+        $1 == "50%" { p50 = us($2) }
+        $1 == "99%" { p99 = us($2) }
+        END { printf "%.0f %.1f %.1f\n", rps, p50, p99 }' "$out"
+}
+
+step "throughput: $CONNECTIONS connections, $THREADS wrk thread(s), $DURATION per run"
+read -r tp_plain_rps tp_plain_p50 tp_plain_p99 < <(measure plain "$CONNECTIONS" /plain)
+echo "plain                 $tp_plain_rps req/s"
+read -r tp_guard_rps tp_guard_p50 tp_guard_p99 < <(measure guarded "$CONNECTIONS" /guarded "$auth")
+echo "guarded               $tp_guard_rps req/s"
+read -r tp_ctrl_rps tp_ctrl_p50 tp_ctrl_p99 < <(measure control "$CONNECTIONS" /plain "$auth")
+echo "plain + same header   $tp_ctrl_rps req/s"
+
+step "latency: 1 connection, $DURATION per run"
+read -r lt_plain_rps lt_plain_p50 lt_plain_p99 < <(measure plain-1 1 /plain)
+echo "plain                 p50 ${lt_plain_p50} us, p99 ${lt_plain_p99} us"
+read -r lt_guard_rps lt_guard_p50 lt_guard_p99 < <(measure guarded-1 1 /guarded "$auth")
+echo "guarded               p50 ${lt_guard_p50} us, p99 ${lt_guard_p99} us"
+
+kill -TERM "$server"
+wait "$server" 2>/dev/null || true
+server=""
+
+step "summary"
+cpu="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
+echo "machine: $(nproc) cores ($cpu), $(date -u +%Y-%m-%d); wrk and the server share them"
+echo "server: BENCH_WORKERS=$BENCH_WORKERS, store ${DATABASE_URL:-sqlite::memory:}, cache warm"
+echo
+printf '%-28s %12s %10s %10s\n' "run" "requests/s" "p50 (us)" "p99 (us)"
+printf '%-28s %12s %10s %10s\n' "/plain, $CONNECTIONS conns" "$tp_plain_rps" "$tp_plain_p50" "$tp_plain_p99"
+printf '%-28s %12s %10s %10s\n' "/guarded, $CONNECTIONS conns" "$tp_guard_rps" "$tp_guard_p50" "$tp_guard_p99"
+printf '%-28s %12s %10s %10s\n' "/plain + header, $CONNECTIONS conns" "$tp_ctrl_rps" "$tp_ctrl_p50" "$tp_ctrl_p99"
+printf '%-28s %12s %10s %10s\n' "/plain, 1 conn" "$lt_plain_rps" "$lt_plain_p50" "$lt_plain_p99"
+printf '%-28s %12s %10s %10s\n' "/guarded, 1 conn" "$lt_guard_rps" "$lt_guard_p50" "$lt_guard_p99"
+echo
+
+verdict="$(awk -v gp="$tp_guard_rps" -v pp="$tp_plain_rps" -v cp="$tp_ctrl_rps" \
+    -v g50="$lt_guard_p50" -v p50="$lt_plain_p50" -v g99="$lt_guard_p99" -v p99="$lt_plain_p99" '
+    BEGIN {
+        ratio = gp / pp; control = gp / cp; add50 = g50 - p50; add99 = g99 - p99
+        per_req = (1e6 / gp) - (1e6 / pp)
+        printf "ratio guarded/plain:             %.3f (target >= 0.95: %s)\n", ratio, ratio >= 0.95 ? "met" : "NOT met"
+        printf "ratio guarded/plain+same header: %.3f\n", control
+        printf "server time added per request:   %.2f us (from the throughputs)\n", per_req
+        printf "added latency, 1 conn:           p50 %+.1f us, p99 %+.1f us (target p99 < 50 us: %s)\n", add50, add99, add99 < 50 ? "met" : "NOT met"
+        if (ratio < 0.95 || add99 >= 50) print "MISSED"
+    }')"
+echo "${verdict%MISSED}"
+if [ "$STRICT" = 1 ] && [[ "$verdict" == *MISSED ]]; then
+    exit 1
+fi

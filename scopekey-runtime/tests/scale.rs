@@ -1,0 +1,373 @@
+//! Behaviour at scale, asserted without timing (the figures live in
+//! `docs/performance.md` and come from the benchmarks):
+//!
+//! - the verification cache holds at most its configured number of entries,
+//!   however many distinct keys clients present, so memory stays bounded;
+//! - last use is written at most once per key per flush, however many
+//!   verifications happen in between, and the time written is the last
+//!   verification's (both stores).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use async_trait::async_trait;
+use scopekey_runtime::key::KeyHash;
+use scopekey_runtime::store::{
+    ChangeFeed, EventQuery, KeyQuery, RevokeOutcome, RotateOutcome, Rotation, Store,
+};
+use scopekey_runtime::testing::TestDb;
+use scopekey_runtime::{
+    Actor, AuditEvent, KeyFormat, KeyId, KeyRecord, ManualClock, NewKey, ScopeKey, StoreError,
+    both_backends,
+};
+use time::{Duration, OffsetDateTime};
+
+/// The tests in this file measure the process's resident memory: they run
+/// one at a time so that one does not count another's allocations.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+// ------------------------------------------------------------ bounded memory
+
+/// A store with no rows that answers every lookup by hash itself: with
+/// `known` set, as a key with a long name and many scopes (the largest
+/// thing the cache holds); otherwise as no key. Verification then costs no
+/// I/O, so a test can present tens of thousands of distinct keys quickly.
+/// Counts the lookups: each one is a verification the cache did not answer.
+#[derive(Default)]
+struct Synthetic {
+    known: AtomicBool,
+    lookups: AtomicU64,
+}
+
+impl Synthetic {
+    fn record(hash: &KeyHash) -> KeyRecord {
+        let id = KeyId(uuid::Uuid::from_slice(&hash.as_bytes()[..16]).expect("16 bytes"));
+        KeyRecord {
+            id,
+            // The longest name the lifecycle allows, and sixteen scopes.
+            name: format!("{id:x<200}"),
+            scopes: (0..16)
+                .map(|i| format!("service{i}.resource:action{i}"))
+                .collect(),
+            metadata: serde_json::Map::new(),
+            hint: "sk_…synt".into(),
+            key_hash: *hash,
+            created_at: OffsetDateTime::UNIX_EPOCH,
+            expires_at: None,
+            revoked_at: None,
+            revoked_reason: None,
+            rotated_at: None,
+            parent_key_id: None,
+            last_used_at: None,
+        }
+    }
+}
+
+#[async_trait]
+impl Store for Synthetic {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn insert_key(&self, _: &KeyRecord, _: &AuditEvent) -> Result<(), StoreError> {
+        Err(StoreError::msg("the synthetic store takes no keys"))
+    }
+    async fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
+        self.lookups.fetch_add(1, Ordering::Relaxed);
+        Ok(self
+            .known
+            .load(Ordering::Relaxed)
+            .then(|| Self::record(hash)))
+    }
+    async fn get(&self, _: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        Ok(None)
+    }
+    async fn successor(&self, _: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        Ok(None)
+    }
+    async fn list(&self, _: &KeyQuery) -> Result<Vec<KeyRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+    async fn rotate(&self, _: &Rotation) -> Result<RotateOutcome, StoreError> {
+        Ok(RotateOutcome::NotFound)
+    }
+    async fn revoke(
+        &self,
+        _: KeyId,
+        _: OffsetDateTime,
+        _: Option<&str>,
+        _: &AuditEvent,
+    ) -> Result<RevokeOutcome, StoreError> {
+        Ok(RevokeOutcome::NotFound)
+    }
+    async fn insert_event(&self, _: &AuditEvent) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn list_events(&self, _: &EventQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn touch_last_used(&self, _: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// The process's resident anonymous memory (heap and stacks, not mapped
+/// files) in KiB (Linux; `None` elsewhere).
+fn rss_kib() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn fresh_keys(n: usize) -> Vec<String> {
+    let format = KeyFormat::default();
+    (0..n)
+        .map(|_| {
+            format
+                .generate()
+                .expect("random")
+                .expose_secret()
+                .to_owned()
+        })
+        .collect()
+}
+
+async fn verify_all(keys: &ScopeKey, plaintexts: &[String], known: bool) {
+    for p in plaintexts {
+        assert_eq!(keys.verify(p).await.is_ok(), known);
+    }
+}
+
+const CAPACITY: u64 = 1_000;
+const DISTINCT: usize = 20_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distinct_keys_beyond_the_cache_capacity_keep_memory_bounded() {
+    let _serial = SERIAL.lock().await;
+    let store = Arc::new(Synthetic::default());
+    let keys = ScopeKey::builder_arc(store.clone())
+        .cache_capacity(CAPACITY)
+        // Entries outlive the test: only the capacity can evict them.
+        .cache_ttl(StdDuration::from_secs(3600))
+        .auth_failures_per_second(0)
+        .build();
+    // All plaintexts up front, so that their own memory is not counted.
+    let (first, second, unknown) = (
+        fresh_keys(DISTINCT),
+        fresh_keys(DISTINCT),
+        fresh_keys(DISTINCT),
+    );
+
+    // Fill the cache far past its capacity with valid keys.
+    store.known.store(true, Ordering::Relaxed);
+    verify_all(&keys, &first, true).await;
+    keys.flush_last_used().await.unwrap();
+    let rss_filled = rss_kib();
+
+    // As many new valid keys again, and as many unknown ones.
+    verify_all(&keys, &second, true).await;
+    store.known.store(false, Ordering::Relaxed);
+    verify_all(&keys, &unknown, false).await;
+    keys.flush_last_used().await.unwrap();
+    let rss_after = rss_kib();
+
+    // The cache kept at most about CAPACITY of the first keys: presenting
+    // them again reads the store for nearly all of them. (An unbounded
+    // cache would read it for none.) Moka may briefly hold a little more
+    // than its capacity before its housekeeping runs; allow as much again.
+    store.known.store(true, Ordering::Relaxed);
+    let before = store.lookups.load(Ordering::Relaxed);
+    verify_all(&keys, &first, true).await;
+    let reread = store.lookups.load(Ordering::Relaxed) - before;
+    assert!(
+        reread >= (DISTINCT as u64) - 2 * CAPACITY,
+        "only {reread} of {DISTINCT} evicted keys were read again: the cache holds more than \
+         its capacity of {CAPACITY}"
+    );
+
+    // Resident memory: 40,000 more distinct keys (half of them with a
+    // 200-character name and 16 scopes) must not grow the process by
+    // anything like what caching them all would take (tens of MiB). The
+    // bound is generous: the allocator and the runtime's own threads move
+    // the figure by a few MiB.
+    if let (Some(filled), Some(after)) = (rss_filled, rss_after) {
+        let grown = after.saturating_sub(filled);
+        eprintln!(
+            "RssAnon {} KiB after {DISTINCT} keys, {after} KiB after {} more ({grown} KiB grown)",
+            filled,
+            2 * DISTINCT
+        );
+        assert!(
+            grown < 16 * 1024,
+            "resident memory grew by {grown} KiB over {} distinct keys with a cache of {CAPACITY}",
+            2 * DISTINCT
+        );
+    }
+}
+
+// ------------------------------------------------------------ last used
+
+/// Delegates to a real store and records every batch of last-used times it
+/// is asked to write.
+struct Counting {
+    inner: Arc<dyn Store>,
+    batches: Mutex<Vec<Vec<(KeyId, OffsetDateTime)>>>,
+}
+
+impl Counting {
+    fn new(inner: Arc<dyn Store>) -> Self {
+        Self {
+            inner,
+            batches: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn batches(&self) -> Vec<Vec<(KeyId, OffsetDateTime)>> {
+        self.batches.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl Store for Counting {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        self.inner.migrate().await
+    }
+    async fn insert_key(&self, key: &KeyRecord, event: &AuditEvent) -> Result<(), StoreError> {
+        self.inner.insert_key(key, event).await
+    }
+    async fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
+        self.inner.find_by_hash(hash).await
+    }
+    async fn get(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        self.inner.get(id).await
+    }
+    async fn successor(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        self.inner.successor(id).await
+    }
+    async fn list(&self, query: &KeyQuery) -> Result<Vec<KeyRecord>, StoreError> {
+        self.inner.list(query).await
+    }
+    async fn is_empty(&self) -> Result<bool, StoreError> {
+        self.inner.is_empty().await
+    }
+    async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
+        self.inner.rotate(rotation).await
+    }
+    async fn revoke(
+        &self,
+        id: KeyId,
+        at: OffsetDateTime,
+        reason: Option<&str>,
+        event: &AuditEvent,
+    ) -> Result<RevokeOutcome, StoreError> {
+        self.inner.revoke(id, at, reason, event).await
+    }
+    async fn insert_event(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        self.inner.insert_event(event).await
+    }
+    async fn list_events(&self, query: &EventQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        self.inner.list_events(query).await
+    }
+    async fn touch_last_used(&self, batch: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
+        self.batches.lock().unwrap().push(batch.to_vec());
+        self.inner.touch_last_used(batch).await
+    }
+    async fn changes(&self) -> Result<Option<Box<dyn ChangeFeed>>, StoreError> {
+        self.inner.changes().await
+    }
+}
+
+async fn stored_last_used(db: &TestDb, id: KeyId) -> Option<OffsetDateTime> {
+    db.store.get(id).await.unwrap().unwrap().last_used_at
+}
+
+async fn last_used_is_written_once_per_key_per_flush(db: &TestDb) {
+    let _serial = SERIAL.lock().await;
+    let store = Arc::new(Counting::new(Arc::clone(&db.store)));
+    let clock = ManualClock::starting_now();
+    let keys = ScopeKey::builder_arc(store.clone())
+        .clock(clock.clone())
+        .build();
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let created = keys
+            .create(
+                NewKey::new(format!("client {i}"), ["orders:read"]),
+                Actor::System,
+            )
+            .await
+            .unwrap();
+        clients.push((created.key.id, created.plaintext.expose_secret().to_owned()));
+    }
+
+    // One flush interval: 500 verifications of each key, the clock moving a
+    // millisecond before each.
+    let mut last = HashMap::new();
+    for _ in 0..500 {
+        for (id, plaintext) in &clients {
+            clock.advance(Duration::milliseconds(1));
+            keys.verify(plaintext).await.unwrap();
+            last.insert(*id, keys.now());
+        }
+    }
+    assert!(store.batches().is_empty(), "verification wrote last use");
+    for (id, _) in &clients {
+        assert_eq!(stored_last_used(db, *id).await, None);
+    }
+
+    keys.flush_last_used().await.unwrap();
+    let batches = store.batches();
+    assert_eq!(batches.len(), 1, "one write for the interval");
+    let mut written: Vec<KeyId> = batches[0].iter().map(|(id, _)| *id).collect();
+    written.sort();
+    let mut expected: Vec<KeyId> = clients.iter().map(|(id, _)| *id).collect();
+    expected.sort();
+    assert_eq!(written, expected, "each key exactly once");
+    for (id, at) in &batches[0] {
+        assert_eq!(*at, last[id], "the last verification's time");
+        assert_eq!(stored_last_used(db, *id).await, Some(last[id]));
+        assert_eq!(keys.get(*id).await.unwrap().last_used_at, Some(last[id]));
+    }
+
+    // The next interval: one key, verified from eight tasks at once.
+    clock.advance(Duration::seconds(10));
+    let at = keys.now();
+    let (busy, plaintext) = clients[0].clone();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (keys, plaintext) = (keys.clone(), plaintext.clone());
+        tasks.spawn(async move {
+            for _ in 0..100 {
+                keys.verify(&plaintext).await.unwrap();
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    keys.flush_last_used().await.unwrap();
+    let batches = store.batches();
+    assert_eq!(batches.len(), 2);
+    assert_eq!(batches[1], vec![(busy, at)], "800 verifications, one write");
+    assert_eq!(stored_last_used(db, busy).await, Some(at));
+    let (idle, _) = clients[1];
+    assert_eq!(stored_last_used(db, idle).await, Some(last[&idle]));
+
+    // An interval without verifications writes nothing.
+    keys.flush_last_used().await.unwrap();
+    assert_eq!(store.batches().len(), 2);
+}
+both_backends!(
+    last_used_batches,
+    last_used_is_written_once_per_key_per_flush
+);
