@@ -345,19 +345,34 @@ fn summary(samples: &mut [Duration]) -> String {
     )
 }
 
-async fn counts(url: &str) -> Result<(i64, i64), Error> {
+/// The database's version, and how many keys and events it holds.
+async fn counts(url: &str) -> Result<(String, i64, i64), Error> {
     let count = "SELECT (SELECT count(*) FROM scopekey_keys) AS k, \
                  (SELECT count(*) FROM scopekey_events) AS e";
     let row = match backend(url)? {
         Backend::Sqlite => {
             let mut c = SqliteConnection::connect(url).await?;
+            let version: String = sqlx::query_scalar("SELECT sqlite_version()")
+                .fetch_one(&mut c)
+                .await?;
             let row = sqlx::query(count).fetch_one(&mut c).await?;
-            (row.try_get("k")?, row.try_get("e")?)
+            (
+                format!("SQLite {version}"),
+                row.try_get("k")?,
+                row.try_get("e")?,
+            )
         }
         Backend::Postgres => {
             let mut c = PgConnection::connect(url).await?;
+            let version: String = sqlx::query_scalar("SHOW server_version")
+                .fetch_one(&mut c)
+                .await?;
             let row = sqlx::query(count).fetch_one(&mut c).await?;
-            (row.try_get("k")?, row.try_get("e")?)
+            (
+                format!("PostgreSQL {version}"),
+                row.try_get("k")?,
+                row.try_get("e")?,
+            )
         }
     };
     Ok(row)
@@ -365,8 +380,11 @@ async fn counts(url: &str) -> Result<(i64, i64), Error> {
 
 async fn measure(args: &Args) -> Result<(), Error> {
     let (keys, _) = runtime(&args.url).await?;
-    let (n_keys, n_events) = counts(&args.url).await?;
-    println!("store: {} — {n_keys} keys, {n_events} events", args.url);
+    let (version, n_keys, n_events) = counts(&args.url).await?;
+    println!(
+        "store: {} ({version}) — {n_keys} keys, {n_events} events",
+        args.url
+    );
 
     let admin = keys
         .create(NewKey::new("scale admin", ["*"]), Actor::System)

@@ -126,8 +126,9 @@ step "warm up ($WARMUP each)"
 wrk -t1 -c"$CONNECTIONS" -d"$WARMUP" "http://$address/plain" >/dev/null
 wrk -t1 -c"$CONNECTIONS" -d"$WARMUP" -H "$auth" "http://$address/guarded" >/dev/null
 
-# Runs wrk and prints "requests/s p50_us p99_us"; fails on errors or
-# non-2xx answers.
+# Runs wrk and leaves "requests/s p50_us p99_us" in $work/<name>.res; exits
+# on errors or non-2xx answers. (Called in this shell, not in a command
+# substitution, so that its `exit` ends the script.)
 to_us='function us(v) {
     if (v ~ /us$/) { sub(/us$/, "", v); return v + 0 }
     if (v ~ /ms$/) { sub(/ms$/, "", v); return v * 1000 }
@@ -148,21 +149,26 @@ measure() {
         /^Requests\/sec:/ { rps = $2 }
         $1 == "50%" { p50 = us($2) }
         $1 == "99%" { p99 = us($2) }
-        END { printf "%.0f %.1f %.1f\n", rps, p50, p99 }' "$out"
+        END { printf "%.0f %.1f %.1f\n", rps, p50, p99 }' "$out" >"$work/$name.res"
 }
 
 step "throughput: $CONNECTIONS connections, $THREADS wrk thread(s), $DURATION per run"
-read -r tp_plain_rps tp_plain_p50 tp_plain_p99 < <(measure plain "$CONNECTIONS" /plain)
+measure plain "$CONNECTIONS" /plain
+read -r tp_plain_rps tp_plain_p50 tp_plain_p99 <"$work/plain.res"
 echo "plain                 $tp_plain_rps req/s"
-read -r tp_guard_rps tp_guard_p50 tp_guard_p99 < <(measure guarded "$CONNECTIONS" /guarded "$auth")
+measure guarded "$CONNECTIONS" /guarded "$auth"
+read -r tp_guard_rps tp_guard_p50 tp_guard_p99 <"$work/guarded.res"
 echo "guarded               $tp_guard_rps req/s"
-read -r tp_ctrl_rps tp_ctrl_p50 tp_ctrl_p99 < <(measure control "$CONNECTIONS" /plain "$auth")
+measure control "$CONNECTIONS" /plain "$auth"
+read -r tp_ctrl_rps tp_ctrl_p50 tp_ctrl_p99 <"$work/control.res"
 echo "plain + same header   $tp_ctrl_rps req/s"
 
 step "latency: 1 connection, $DURATION per run"
-read -r lt_plain_rps lt_plain_p50 lt_plain_p99 < <(measure plain-1 1 /plain)
+measure plain-1 1 /plain
+read -r lt_plain_rps lt_plain_p50 lt_plain_p99 <"$work/plain-1.res"
 echo "plain                 p50 ${lt_plain_p50} us, p99 ${lt_plain_p99} us"
-read -r lt_guard_rps lt_guard_p50 lt_guard_p99 < <(measure guarded-1 1 /guarded "$auth")
+measure guarded-1 1 /guarded "$auth"
+read -r lt_guard_rps lt_guard_p50 lt_guard_p99 <"$work/guarded-1.res"
 echo "guarded               p50 ${lt_guard_p50} us, p99 ${lt_guard_p99} us"
 
 kill -TERM "$server"

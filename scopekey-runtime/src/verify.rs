@@ -116,7 +116,12 @@ impl Verifier {
                 Err(VerifyError::Expired)
             }
             Cached::Known { principal, .. } => {
-                self.lock_last_used().insert(principal.id, now);
+                // Keep the latest time: concurrent verifications may arrive
+                // out of order.
+                self.lock_last_used()
+                    .entry(principal.id)
+                    .and_modify(|t| *t = (*t).max(now))
+                    .or_insert(now);
                 Ok(principal.clone())
             }
         }

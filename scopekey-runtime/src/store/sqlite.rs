@@ -31,6 +31,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "expiry notices and webhook outbox",
         include_str!("../../migrations/sqlite/0002_notify.sql"),
     ),
+    (
+        3,
+        "status indexes",
+        include_str!("../../migrations/sqlite/0003_status_indexes.sql"),
+    ),
 ];
 
 const KEY_COLUMNS: &str = "id, name, scopes, metadata, hint, key_hash, created_at, expires_at, \
