@@ -152,6 +152,10 @@ struct CreateBody {
     expires_at: Option<OffsetDateTime>,
     #[serde(default)]
     metadata: Option<Map<String, Value>>,
+    #[serde(default)]
+    rotation_period_seconds: Option<i64>,
+    #[serde(default)]
+    rotation_webhook_url: Option<String>,
 }
 
 async fn create(
@@ -167,6 +171,8 @@ async fn create(
         expires_at: body.expires_at,
         expires_in: body.expires_in_seconds.map(Duration::seconds),
         metadata: body.metadata,
+        rotation_period: body.rotation_period_seconds.map(Duration::seconds),
+        rotation_webhook_url: body.rotation_webhook_url,
     };
     let key = keys(&req)?
         .create(new, Actor::Key(&caller))

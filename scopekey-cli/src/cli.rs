@@ -157,6 +157,18 @@ pub struct CreateArgs {
     #[arg(long, value_name = "JSON", value_parser = parse_metadata)]
     pub metadata: Option<Map<String, Value>>,
 
+    /// Rotation policy: the key is due for rotation (and expires, unless
+    /// `--expires-in` or `--expires-at` says otherwise) this long after
+    /// creation, e.g. `90d`; each successor gets a fresh period.
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse_positive)]
+    pub rotate_every: Option<Duration>,
+
+    /// Opt in to automatic rotation: when due, the service's notifier
+    /// rotates the key and posts the successor's plaintext, signed, to this
+    /// http(s) URL. Needs `--rotate-every`.
+    #[arg(long, value_name = "URL", requires = "rotate_every")]
+    pub rotation_webhook: Option<String>,
+
     #[command(flatten)]
     pub output: Output,
 }

@@ -135,6 +135,8 @@ async fn create(g: &Globals, args: CreateArgs, out: &mut dyn Write) -> Result<()
         expires_at: args.expires_at,
         expires_in: args.expires_in,
         metadata: args.metadata,
+        rotation_period: args.rotate_every,
+        rotation_webhook_url: args.rotation_webhook,
     };
     let created = keys.create(new, Actor::System).await?;
     print_created(out, &keys, &created, args.output, Vec::new())

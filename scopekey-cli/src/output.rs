@@ -75,6 +75,15 @@ pub fn key_block(
             ),
         ),
     ];
+    if let Some(secs) = key.rotation_period_seconds {
+        rows.push((
+            "rotate every",
+            duration::format(time::Duration::seconds(secs)),
+        ));
+    }
+    if let Some(url) = &key.rotation_webhook_url {
+        rows.push(("auto-rotation", format!("successors delivered to {url}")));
+    }
     if let Some(t) = key.rotated_at {
         rows.push(("rotated", when(t)));
     }

@@ -10,7 +10,13 @@
 //! - a successor never has scopes its parent did not have;
 //! - the parent keeps working until `now + grace`, never past its own expiry;
 //! - a successor gets the parent's lifetime afresh (a 30-day key rotates into
-//!   a new 30-day key; a key without expiry into one without).
+//!   a new 30-day key; a key without expiry into one without); a key under a
+//!   rotation policy gets a fresh period instead;
+//! - a key under a rotation policy (its own `rotation_period`, or the
+//!   runtime's default) expires one period after creation unless given an
+//!   explicit expiry; only such a key may name a `rotation_webhook_url`,
+//!   the opt-in to automatic rotation by the
+//!   [`Notifier`](crate::notify::Notifier).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -49,6 +55,10 @@ pub const MAX_NAME_LEN: usize = 200;
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 /// The most scopes one key may hold.
 pub const MAX_SCOPES: usize = 100;
+/// The longest rotation period: ten years.
+pub const MAX_ROTATION_PERIOD: Duration = Duration::days(3650);
+/// The longest `rotation_webhook_url`, in bytes.
+pub const MAX_WEBHOOK_URL_LEN: usize = 2048;
 
 /// Who is acting: recorded in the audit log, and checked against the rules.
 #[derive(Debug, Clone, Copy)]
@@ -81,6 +91,14 @@ pub struct NewKey {
     pub expires_in: Option<Duration>,
     /// Free-form JSON object.
     pub metadata: Option<Map<String, Value>>,
+    /// Rotation policy: due for rotation (and expiring, unless an expiry is
+    /// given) this long after creation. Default: the runtime's
+    /// [`rotation_period`](ScopeKeyBuilder::rotation_period), if any.
+    pub rotation_period: Option<Duration>,
+    /// Opt-in to automatic rotation: the notifier rotates the key when due
+    /// and delivers the successor's plaintext to this `http(s)` URL. Needs a
+    /// rotation policy.
+    pub rotation_webhook_url: Option<String>,
 }
 
 impl NewKey {
@@ -112,6 +130,18 @@ impl NewKey {
     /// Attaches metadata.
     pub fn metadata(mut self, metadata: Map<String, Value>) -> Self {
         self.metadata = Some(metadata);
+        self
+    }
+
+    /// Puts the key under a rotation policy of this period.
+    pub fn rotate_every(mut self, period: Duration) -> Self {
+        self.rotation_period = Some(period);
+        self
+    }
+
+    /// Opts in to automatic rotation, delivering successors to this URL.
+    pub fn rotation_webhook(mut self, url: impl Into<String>) -> Self {
+        self.rotation_webhook_url = Some(url.into());
         self
     }
 }
@@ -156,6 +186,7 @@ struct Config {
     default_grace: Duration,
     catalogue: Option<Grants>,
     auth_failures_per_second: u32,
+    rotation_period: Option<Duration>,
 }
 
 /// The scopekey runtime: a cheap-to-clone handle on a store, a clock and a
@@ -203,10 +234,21 @@ impl ScopeKeyBuilder {
         self
     }
 
-    /// The default rotation grace (24 h unless set).
+    /// The default rotation grace (24 h unless set); also the grace of the
+    /// notifier's automatic rotations.
     pub fn default_grace(mut self, grace: Duration) -> Self {
         self.config.default_grace = grace;
         self
+    }
+
+    /// A rotation policy for every key created without one of its own (none
+    /// unless set): such a key expires this long after creation unless
+    /// given an explicit expiry, its successors get a fresh period, and the
+    /// expiry notices tell its holder when to rotate. Between one second and
+    /// [`MAX_ROTATION_PERIOD`].
+    pub fn rotation_period(mut self, period: Duration) -> Result<Self, Error> {
+        self.config.rotation_period = Some(check_period(period)?);
+        Ok(self)
     }
 
     /// Restricts the scopes keys may hold to a catalogue (e.g.
@@ -275,6 +317,7 @@ impl ScopeKey {
                 default_grace: DEFAULT_GRACE,
                 catalogue: None,
                 auth_failures_per_second: 10,
+                rotation_period: None,
             },
             verifier: VerifierConfig::default(),
         }
@@ -293,6 +336,16 @@ impl ScopeKey {
     /// The key format in force.
     pub fn key_format(&self) -> &KeyFormat {
         &self.inner.config.format
+    }
+
+    /// The default rotation grace.
+    pub fn default_grace(&self) -> Duration {
+        self.inner.config.default_grace
+    }
+
+    /// The default rotation policy, if any.
+    pub fn rotation_period(&self) -> Option<Duration> {
+        self.inner.config.rotation_period
     }
 
     /// Creates or upgrades the schema.
@@ -393,14 +446,40 @@ impl ScopeKey {
         if expires_at.is_some_and(|e| e <= now) {
             return Err(Error::Invalid("`expires_at` must be in the future".into()));
         }
+        let rotation_period = match new.rotation_period {
+            Some(p) => Some(check_period(p)?),
+            None => self.inner.config.rotation_period,
+        };
+        let rotation_webhook_url = new
+            .rotation_webhook_url
+            .as_deref()
+            .map(check_webhook_url)
+            .transpose()?;
+        if rotation_webhook_url.is_some() && rotation_period.is_none() {
+            return Err(Error::Invalid(
+                "`rotation_webhook_url` needs a rotation policy: give `rotation_period_seconds`"
+                    .into(),
+            ));
+        }
+        // Under a policy, the key is due (and expires) one period from now.
+        let expires_at = expires_at.or_else(|| rotation_period.map(|p| now + p));
         let metadata = check_metadata(new.metadata)?;
-        let (record, plaintext) = self.new_record(now, name, scopes, metadata, expires_at, None)?;
+        let (mut record, plaintext) =
+            self.new_record(now, name, scopes, metadata, expires_at, None)?;
+        record.rotation_period = rotation_period;
+        record.rotation_webhook_url = rotation_webhook_url;
         let event = self.event(
             now,
             event_type::KEY_CREATED,
             Some(record.id),
             actor.key_id(),
-            json!({ "name": record.name, "scopes": record.scopes, "expires_at": rfc3339(record.expires_at) }),
+            json!({
+                "name": record.name,
+                "scopes": record.scopes,
+                "expires_at": rfc3339(record.expires_at),
+                "rotation_period_seconds": record.rotation_period.map(|p| p.whole_seconds()),
+                "automatic_rotation": record.rotation_webhook_url.is_some(),
+            }),
         );
         self.inner.store.insert_key(&record, &event).await?;
         self.inner.verifier.invalidate(&record.key_hash);
@@ -436,6 +515,8 @@ impl ScopeKey {
             rotated_at: None,
             parent_key_id,
             last_used_at: None,
+            rotation_period: None,
+            rotation_webhook_url: None,
         };
         Ok((record, plaintext))
     }
@@ -509,6 +590,19 @@ impl ScopeKey {
         options: RotateOptions,
         actor: Actor<'_>,
     ) -> Result<CreatedKey, Error> {
+        self.rotate_with(id, options, actor, None).await
+    }
+
+    /// [`rotate`](Self::rotate), with `deliver` (an automatic rotation)
+    /// building outbox rows from the successor and its plaintext, written in
+    /// the rotation's transaction.
+    pub(crate) async fn rotate_with(
+        &self,
+        id: KeyId,
+        options: RotateOptions,
+        actor: Actor<'_>,
+        deliver: Option<Box<DeliverSuccessor<'_>>>,
+    ) -> Result<CreatedKey, Error> {
         let now = self.now();
         let grace = options.grace.unwrap_or(self.inner.config.default_grace);
         if grace < Duration::ZERO || grace > MAX_GRACE {
@@ -558,8 +652,12 @@ impl ScopeKey {
             Some(own) if own < grace_end => own,
             _ => grace_end,
         };
-        let child_expires_at = parent.expires_at.map(|e| now + (e - parent.created_at));
-        let (child, plaintext) = self.new_record(
+        // A fresh period under a policy; else the parent's lifetime afresh.
+        let child_expires_at = match parent.rotation_period {
+            Some(period) => Some(now + period),
+            None => parent.expires_at.map(|e| now + (e - parent.created_at)),
+        };
+        let (mut child, plaintext) = self.new_record(
             now,
             parent.name.clone(),
             scopes,
@@ -567,13 +665,18 @@ impl ScopeKey {
             child_expires_at,
             Some(parent.id),
         )?;
-        let details = json!({
+        child.rotation_period = parent.rotation_period;
+        child.rotation_webhook_url = parent.rotation_webhook_url.clone();
+        let mut details = json!({
             "parent_key_id": parent.id,
             "successor_key_id": child.id,
             "grace_seconds": grace.whole_seconds(),
             "parent_expires_at": rfc3339(Some(parent_expires_at)),
         });
-        let rotation = Rotation {
+        if deliver.is_some() {
+            details["automatic"] = Value::Bool(true);
+        }
+        let mut rotation = Rotation {
             parent_id: parent.id,
             now,
             parent_expires_at,
@@ -594,7 +697,11 @@ impl ScopeKey {
                 ),
             ],
             child,
+            deliveries: Vec::new(),
         };
+        if let Some(deliver) = deliver {
+            rotation.deliveries = deliver(&rotation.child, &plaintext, &rotation.events[1])?;
+        }
         match self.inner.store.rotate(&rotation).await? {
             RotateOutcome::Rotated(before) => {
                 self.inner.verifier.invalidate(&before.key_hash);
@@ -834,6 +941,51 @@ impl ScopeKey {
     pub fn invalidate_cache(&self) {
         self.inner.verifier.invalidate_all();
     }
+}
+
+/// Builds, for an automatic rotation, the outbox rows that carry the
+/// successor (its record, its plaintext, its `key.rotated` event).
+pub(crate) type DeliverSuccessor<'a> = dyn FnOnce(
+        &KeyRecord,
+        &crate::key::Plaintext,
+        &AuditEvent,
+    ) -> Result<Vec<crate::store::OutboxDelivery>, Error>
+    + Send
+    + 'a;
+
+fn check_period(period: Duration) -> Result<Duration, Error> {
+    if period < Duration::SECOND || period > MAX_ROTATION_PERIOD {
+        return Err(Error::Invalid(format!(
+            "`rotation_period_seconds` must be between 1 and {}",
+            MAX_ROTATION_PERIOD.whole_seconds()
+        )));
+    }
+    Ok(Duration::seconds(period.whole_seconds()))
+}
+
+/// An absolute `http` or `https` URL without whitespace or control
+/// characters. The URL itself is echoed in errors: it is not a secret (the
+/// deliveries to it are signed with the notifier's secret).
+fn check_webhook_url(url: &str) -> Result<String, Error> {
+    let bad = |why: &str| Error::Invalid(format!("`rotation_webhook_url` {why}"));
+    if url.len() > MAX_WEBHOOK_URL_LEN {
+        return Err(bad(&format!("is longer than {MAX_WEBHOOK_URL_LEN} bytes")));
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("must not contain whitespace or control characters"));
+    }
+    let lower = url.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"))
+        .ok_or_else(|| bad("must be an absolute http:// or https:// URL"))?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if host.is_empty() || host.contains('@') {
+        return Err(bad("must name a host (and no user information)"));
+    }
+    #[cfg(feature = "webhooks")]
+    reqwest::Url::parse(url).map_err(|e| bad(&format!("is not a valid URL: {e}")))?;
+    Ok(url.to_owned())
 }
 
 fn in_catalogue(catalogue: &Grants, grant: &Grant) -> bool {

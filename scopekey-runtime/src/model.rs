@@ -98,6 +98,12 @@ pub struct KeyRecord {
     pub parent_key_id: Option<KeyId>,
     /// Last successful verification, as last flushed.
     pub last_used_at: Option<OffsetDateTime>,
+    /// The rotation policy: the key is due for rotation this long after its
+    /// creation (and expires then unless given another expiry).
+    pub rotation_period: Option<time::Duration>,
+    /// Where the notifier delivers this key's successor when it rotates the
+    /// key automatically; `None`: never rotated behind its holder's back.
+    pub rotation_webhook_url: Option<String>,
 }
 
 impl KeyRecord {
@@ -130,6 +136,8 @@ impl KeyRecord {
             rotated_at: self.rotated_at,
             parent_key_id: self.parent_key_id,
             last_used_at: self.last_used_at,
+            rotation_period_seconds: self.rotation_period.map(|p| p.whole_seconds()),
+            rotation_webhook_url: self.rotation_webhook_url.clone(),
         }
     }
 }
@@ -169,6 +177,16 @@ pub struct ApiKey {
     /// Last successful use (flushed in batches, so it may lag slightly).
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_used_at: Option<OffsetDateTime>,
+    /// The rotation policy, in seconds: the key expires (and should be
+    /// rotated) this long after creation, and each successor gets a fresh
+    /// period. `null`: no policy.
+    #[serde(default)]
+    pub rotation_period_seconds: Option<i64>,
+    /// The key's own delivery webhook: when set, the notifier rotates the
+    /// key when due and posts the successor's plaintext there. `null`: the
+    /// key is never rotated behind its holder's back.
+    #[serde(default)]
+    pub rotation_webhook_url: Option<String>,
 }
 
 /// A key just created or rotated, with its plaintext: the only time the

@@ -828,3 +828,154 @@ async fn migrate_is_idempotent(db: &TestDb) {
     assert!(!keys.is_empty().await.unwrap());
 }
 both_backends!(migrate_is_idempotent_works, migrate_is_idempotent);
+
+// ---------------------------------------------------------------------------
+// Rotation policy.
+
+async fn rotation_policy(db: &TestDb) {
+    let clock = ManualClock::starting_now();
+    let keys = ScopeKey::builder_arc(Arc::clone(&db.store))
+        .clock(clock.clone())
+        .rotation_period(Duration::days(90))
+        .unwrap()
+        .build();
+
+    // The runtime's default policy: due (and expiring) one period on.
+    let by_default = keys
+        .create(NewKey::new("default", ["orders:read"]), Actor::System)
+        .await
+        .unwrap()
+        .key;
+    assert_eq!(by_default.rotation_period_seconds, Some(90 * 86_400));
+    assert_eq!(
+        by_default.expires_at,
+        Some(by_default.created_at + Duration::days(90))
+    );
+    assert_eq!(by_default.rotation_webhook_url, None);
+
+    // A per-key period overrides it.
+    let own = keys
+        .create(
+            NewKey::new("own", ["orders:read"]).rotate_every(Duration::days(30)),
+            Actor::System,
+        )
+        .await
+        .unwrap();
+    assert_eq!(own.key.rotation_period_seconds, Some(30 * 86_400));
+    assert_eq!(
+        own.key.expires_at,
+        Some(own.key.created_at + Duration::days(30))
+    );
+
+    // An explicit expiry wins over the period; the policy is still shown.
+    let explicit = keys
+        .create(
+            NewKey::new("explicit", ["orders:read"])
+                .rotate_every(Duration::days(30))
+                .expires_in(Duration::days(10)),
+            Actor::System,
+        )
+        .await
+        .unwrap()
+        .key;
+    assert_eq!(
+        explicit.expires_at,
+        Some(explicit.created_at + Duration::days(10))
+    );
+    assert_eq!(explicit.rotation_period_seconds, Some(30 * 86_400));
+
+    // The policy is stored: a fresh read shows it, and the audit log too.
+    assert_eq!(keys.get(own.key.id).await.unwrap(), own.key);
+    let created = keys
+        .events(&ListEvents {
+            key_id: Some(own.key.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(created[0].details["rotation_period_seconds"], 30 * 86_400);
+
+    // The key rotates itself near its due date: the successor gets a fresh
+    // period and the same policy; the old key keeps its grace.
+    clock.advance(Duration::days(28));
+    let p = keys.verify(own.plaintext.expose_secret()).await.unwrap();
+    let successor = keys
+        .rotate(own.key.id, RotateOptions::default(), Actor::Key(&p))
+        .await
+        .unwrap()
+        .key;
+    assert_eq!(successor.parent_key_id, Some(own.key.id));
+    assert_eq!(successor.rotation_period_seconds, Some(30 * 86_400));
+    assert_eq!(successor.expires_at, Some(clock.now() + Duration::days(30)));
+    let parent = keys.get(own.key.id).await.unwrap();
+    assert_eq!(parent.status, Status::Rotating);
+    assert_eq!(parent.expires_at, Some(clock.now() + Duration::hours(24)));
+    assert_eq!(parent.rotation_period_seconds, Some(30 * 86_400));
+
+    // Without any policy, nothing changes: no expiry, no period.
+    let (plain, _) = runtime(db);
+    let none = key(&plain, "none", &["orders:read"]).await.key;
+    assert_eq!(
+        (none.expires_at, none.rotation_period_seconds),
+        (None, None)
+    );
+}
+both_backends!(rotation_policy_works, rotation_policy);
+
+async fn rotation_policy_validation(db: &TestDb) {
+    let (keys, _) = runtime(db);
+    let bad = [
+        NewKey::new("zero", ["orders:read"]).rotate_every(Duration::ZERO),
+        NewKey::new("negative", ["orders:read"]).rotate_every(Duration::days(-1)),
+        NewKey::new("huge", ["orders:read"]).rotate_every(Duration::days(3651)),
+        // Automatic rotation needs a policy (none by default here).
+        NewKey::new("no policy", ["orders:read"]).rotation_webhook("https://holder.example/k"),
+        NewKey::new("ftp", ["orders:read"])
+            .rotate_every(Duration::days(30))
+            .rotation_webhook("ftp://holder.example/k"),
+        NewKey::new("relative", ["orders:read"])
+            .rotate_every(Duration::days(30))
+            .rotation_webhook("/hooks/rotate"),
+        NewKey::new("space", ["orders:read"])
+            .rotate_every(Duration::days(30))
+            .rotation_webhook("https://holder.example/a b"),
+        NewKey::new("userinfo", ["orders:read"])
+            .rotate_every(Duration::days(30))
+            .rotation_webhook("https://user:pw@holder.example/"),
+    ];
+    for new in bad {
+        let name = new.name.clone();
+        let err = keys.create(new, Actor::System).await.unwrap_err();
+        assert!(matches!(err, Error::Invalid(_)), "{name}: {err:?}");
+    }
+    assert!(keys.is_empty().await.unwrap(), "nothing was created");
+    assert!(
+        ScopeKey::builder_arc(Arc::clone(&db.store))
+            .rotation_period(Duration::ZERO)
+            .is_err()
+    );
+
+    let auto = keys
+        .create(
+            NewKey::new("auto", ["orders:read"])
+                .rotate_every(Duration::days(30))
+                .rotation_webhook("https://holder.example/rotate?client=7"),
+            Actor::System,
+        )
+        .await
+        .unwrap()
+        .key;
+    assert_eq!(
+        auto.rotation_webhook_url.as_deref(),
+        Some("https://holder.example/rotate?client=7")
+    );
+    // A successor keeps the opt-in.
+    let successor = keys
+        .rotate(auto.id, RotateOptions::default(), Actor::System)
+        .await
+        .unwrap()
+        .key;
+    assert_eq!(successor.rotation_webhook_url, auto.rotation_webhook_url);
+}
+both_backends!(rotation_policy_validation_works, rotation_policy_validation);

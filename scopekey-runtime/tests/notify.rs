@@ -18,7 +18,7 @@ use scopekey_runtime::notify::{
 use scopekey_runtime::testing::{Backend, TestDb};
 use scopekey_runtime::{
     Actor, AuditEvent, Clock, KeyId, ListEvents, ManualClock, NewKey, RotateOptions, ScopeKey,
-    both_backends, event_type,
+    Status, VerifyError, both_backends, event_type,
 };
 use serde_json::{Value, json};
 use time::Duration;
@@ -1035,3 +1035,238 @@ fn configuration_is_checked() {
     bad.endpoints[0].secrets.clear();
     assert!(bad.validate().is_err());
 }
+
+// ---------------------------------------------------------------------------
+// Rotation on a schedule: notices for policy keys, automatic rotation.
+
+/// A policy key (no explicit expiry) gets its notice before its due date and
+/// rotates itself into a fresh period.
+async fn policy_key_notice_and_self_rotation(db: &TestDb) {
+    let clock = ManualClock::starting_now();
+    let keys = ScopeKey::builder_arc(Arc::clone(&db.store))
+        .clock(clock.clone())
+        .rotation_period(Duration::days(90))
+        .unwrap()
+        .build();
+    let receiver = Receiver::start().await;
+    let outbox = Outbox::connect(&db.url).await.unwrap();
+    let notifier = Notifier::new(keys.clone(), outbox, config(&receiver)).unwrap();
+    let created = keys
+        .create(NewKey::new("policy", ["orders:read"]), Actor::System)
+        .await
+        .unwrap();
+    let id = created.key.id;
+    assert_eq!(notifier.run_once().await.unwrap().notices, 0);
+    clock.advance(Duration::days(77));
+    assert_eq!(notifier.run_once().await.unwrap().notices, 1);
+    let data = receiver.requests()[0].json()["data"].clone();
+    assert_eq!(data["id"], id.to_string());
+    assert_eq!(data["rotation_period_seconds"], 90 * DAY);
+    assert_eq!(
+        events_of(&keys, id, event_type::KEY_EXPIRING).await.len(),
+        1
+    );
+
+    // Told to rotate, the holder rotates its own key.
+    let p = keys
+        .verify(created.plaintext.expose_secret())
+        .await
+        .unwrap();
+    let successor = keys
+        .rotate(id, RotateOptions::default(), Actor::Key(&p))
+        .await
+        .unwrap()
+        .key;
+    assert_eq!(successor.expires_at, Some(clock.now() + Duration::days(90)));
+    // A fresh period: no notice for the successor until it nears its own end.
+    assert_eq!(notifier.run_once().await.unwrap().notices, 0);
+    clock.advance(Duration::days(77));
+    assert_eq!(notifier.run_once().await.unwrap().notices, 1);
+    assert_eq!(
+        events_of(&keys, successor.id, event_type::KEY_EXPIRING)
+            .await
+            .len(),
+        1
+    );
+}
+both_backends!(
+    policy_key_notice_and_self_rotation_works,
+    policy_key_notice_and_self_rotation
+);
+
+/// Two notifiers with the delivery secret, on one database.
+async fn auto_notifiers(db: &TestDb, clock: &ManualClock, receiver: &Receiver) -> Vec<Notifier> {
+    let mut out = Vec::new();
+    for _ in 0..2 {
+        let store = scopekey_runtime::open(&db.url).await.unwrap();
+        let keys = ScopeKey::builder_arc(store)
+            .clock(clock.clone())
+            .default_grace(Duration::hours(24))
+            .build();
+        let outbox = Outbox::connect(&db.url).await.unwrap();
+        let mut cfg = config(receiver);
+        cfg.delivery_secrets = vec![SECRET.parse().unwrap()];
+        out.push(Notifier::new(keys, outbox, cfg).unwrap());
+    }
+    out
+}
+
+async fn automatic_rotation(db: &TestDb) {
+    let clock = ManualClock::starting_now();
+    let operator = Receiver::start().await;
+    let holder = Receiver::start().await;
+    let notifiers = auto_notifiers(db, &clock, &operator).await;
+    let keys = ScopeKey::builder_arc(Arc::clone(&db.store))
+        .clock(clock.clone())
+        .build();
+    let created = keys
+        .create(
+            NewKey::new("machine", ["orders:read"])
+                .rotate_every(Duration::days(30))
+                .rotation_webhook(&holder.url),
+            Actor::System,
+        )
+        .await
+        .unwrap();
+    let old = created.key.id;
+    let old_plaintext = created.plaintext.expose_secret().to_owned();
+    let manual = keys
+        .create(
+            NewKey::new("manual", ["orders:read"]).rotate_every(Duration::days(30)),
+            Actor::System,
+        )
+        .await
+        .unwrap()
+        .key
+        .id;
+
+    // Not due yet: a day before the grace window opens.
+    clock.advance(Duration::days(28));
+    for n in &notifiers {
+        assert_eq!(n.run_once().await.unwrap().rotated, 0);
+    }
+    // Due (expiry within the 24 h grace): the holder's webhook answers 500
+    // first. Both notifiers run at once; exactly one rotates.
+    clock.advance(Duration::days(1) + Duration::seconds(1));
+    holder.script([Reply::Status(500)]);
+    let (a, b) = tokio::join!(notifiers[0].run_once(), notifiers[1].run_once());
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.rotated + b.rotated, 1, "{a:?} {b:?}");
+    let lineage = keys.lineage(old).await.unwrap();
+    assert_eq!(lineage.len(), 2, "exactly one successor");
+    let successor = lineage[1].clone();
+    assert_eq!(successor.parent_key_id, Some(old));
+    assert_eq!(successor.expires_at, Some(clock.now() + Duration::days(30)));
+    assert_eq!(
+        successor.rotation_webhook_url.as_deref(),
+        Some(&*holder.url)
+    );
+    // The key without a delivery webhook is left alone: only its holder
+    // rotates it.
+    assert_eq!(keys.get(manual).await.unwrap().status, Status::Active);
+    let rotated = events_of(&keys, old, event_type::KEY_ROTATED).await;
+    assert_eq!(rotated.len(), 1);
+    assert_eq!(rotated[0].details["automatic"], true);
+    assert_eq!(rotated[0].actor_key_id, None);
+
+    // The outbox holds the successor sealed, never in the clear.
+    let sealed = notifiers[0]
+        .outbox()
+        .deliveries(&DeliveryFilter {
+            key_id: Some(successor.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let to_holder: Vec<_> = sealed
+        .iter()
+        .filter(|d| d.payload.starts_with("sealed:v1:"))
+        .collect();
+    assert_eq!(to_holder.len(), 1);
+
+    // The first attempt failed; the retry re-sends the same successor.
+    holder.wait_for(1).await;
+    clock.advance(Duration::seconds(10));
+    let (a, b) = tokio::join!(notifiers[0].run_once(), notifiers[1].run_once());
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.rotated + b.rotated, 0);
+    let requests = holder.requests();
+    assert_eq!(requests.len(), 2, "one failed attempt, one delivery");
+    assert_eq!(
+        requests[0].header("webhook-id"),
+        requests[1].header("webhook-id")
+    );
+    assert_eq!(requests[0].body, requests[1].body, "the same successor");
+    for r in &requests {
+        assert_signed(r, &clock);
+        assert!(!r.body.contains(&old_plaintext));
+    }
+    let body = requests[1].json();
+    assert_eq!(body["type"], "key.rotated");
+    assert_eq!(body["data"]["id"], successor.id.to_string());
+    assert_eq!(body["data"]["parent_key_id"], old.to_string());
+    let new_plaintext = body["data"]["key"].as_str().unwrap().to_owned();
+    assert_eq!(keys.verify(&new_plaintext).await.unwrap().id, successor.id);
+    for d in &to_holder {
+        assert!(!d.payload.contains(&new_plaintext));
+    }
+    let d = notifiers[0]
+        .outbox()
+        .delivery(to_holder[0].id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.state, DeliveryState::Delivered);
+    // The operator's endpoint (subscribed to `key.expiring` only) never saw
+    // the plaintext.
+    assert!(
+        operator
+            .requests()
+            .iter()
+            .all(|r| !r.body.contains(&new_plaintext))
+    );
+
+    // The old key keeps its grace, then stops.
+    assert_eq!(keys.verify(&old_plaintext).await.unwrap().id, old);
+    clock.advance(Duration::hours(23) + Duration::minutes(59));
+    keys.invalidate_cache();
+    assert_eq!(keys.verify(&old_plaintext).await.unwrap().id, old);
+    clock.advance(Duration::minutes(2));
+    keys.invalidate_cache();
+    assert!(matches!(
+        keys.verify(&old_plaintext).await,
+        Err(VerifyError::Expired)
+    ));
+
+    // The successor rotates in its turn, inside its own grace window (it
+    // expires 30 days after the first rotation, about 29 days from here).
+    clock.advance(Duration::days(28) + Duration::hours(1));
+    let pass = notifiers[1].run_once().await.unwrap();
+    assert_eq!(pass.rotated, 1);
+    assert_eq!(keys.lineage(old).await.unwrap().len(), 3);
+    holder.wait_for(3).await;
+}
+both_backends!(automatic_rotation_works, automatic_rotation);
+
+/// Without a delivery secret, the notifier rotates nothing, due or not.
+async fn no_secret_no_rotation(db: &TestDb) {
+    let e = env(db).await;
+    let holder = Receiver::start().await;
+    let id = e
+        .keys
+        .create(
+            NewKey::new("machine", ["orders:read"])
+                .rotate_every(Duration::days(30))
+                .rotation_webhook(&holder.url),
+            Actor::System,
+        )
+        .await
+        .unwrap()
+        .key
+        .id;
+    e.clock.advance(Duration::days(29) + Duration::hours(1));
+    assert_eq!(e.notifier.run_once().await.unwrap().rotated, 0);
+    assert_eq!(e.keys.get(id).await.unwrap().status, Status::Active);
+    assert_eq!(holder.count(), 0);
+}
+both_backends!(no_secret_no_rotation_works, no_secret_no_rotation);

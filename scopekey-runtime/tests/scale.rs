@@ -61,6 +61,8 @@ impl Synthetic {
             rotated_at: None,
             parent_key_id: None,
             last_used_at: None,
+            rotation_period: None,
+            rotation_webhook_url: None,
         }
     }
 }

@@ -105,6 +105,15 @@ pub struct NotifierConfig {
     /// At most this many deliveries are claimed (and sent concurrently) at
     /// once (default 32).
     pub batch_size: u32,
+    /// Secrets for automatic rotation (default none; from the environment,
+    /// `SCOPEKEY_WEBHOOK_SECRET`). With at least one, the notifier rotates
+    /// keys that opted in (a `rotation_webhook_url`) when they are due, and
+    /// delivers each successor's plaintext to that key's own webhook, signed
+    /// with these secrets like every other webhook and sealed in the outbox
+    /// under a key derived from the first. Keep an old secret listed
+    /// (second) while deliveries sealed under it may still be pending.
+    /// Empty: nothing is rotated automatically.
+    pub delivery_secrets: Vec<Secret>,
 }
 
 impl Default for NotifierConfig {
@@ -121,6 +130,7 @@ impl Default for NotifierConfig {
             max_backoff: Duration::hours(6),
             lease: Duration::minutes(5),
             batch_size: 32,
+            delivery_secrets: Vec::new(),
         }
     }
 }
@@ -131,7 +141,9 @@ pub mod env {
     /// audited.
     pub const WEBHOOK_URL: &str = "SCOPEKEY_WEBHOOK_URL";
     /// `whsec_<base64>` (SPEC §6); several, space- or comma-separated, while
-    /// rotating. Required with a URL.
+    /// rotating. Required with a URL. Also the delivery secret of automatic
+    /// rotations (see [`NotifierConfig::delivery_secrets`](super::NotifierConfig::delivery_secrets)),
+    /// with or without a URL.
     pub const WEBHOOK_SECRET: &str = "SCOPEKEY_WEBHOOK_SECRET";
     /// Seconds between passes (SPEC §6).
     pub const INTERVAL_SECONDS: &str = "SCOPEKEY_NOTIFIER_INTERVAL_SECONDS";
@@ -169,21 +181,25 @@ impl NotifierConfig {
                 .collect::<Result<_, _>>()
                 .map_err(|e| NotifyError::Config(format!("{}: {e}", env::NOTICE_THRESHOLDS)))?;
         }
-        let secret = get(env::WEBHOOK_SECRET);
+        let secrets = get(env::WEBHOOK_SECRET)
+            .map(|secret| {
+                secret
+                    .split(|c: char| c == ',' || c.is_whitespace())
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.parse::<Secret>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| NotifyError::Config(format!("{}: {e}", env::WEBHOOK_SECRET)))
+            })
+            .transpose()?;
+        config.delivery_secrets = secrets.clone().unwrap_or_default();
         if let Some(url) = get(env::WEBHOOK_URL) {
-            let secret = secret.ok_or_else(|| {
+            let secrets = secrets.ok_or_else(|| {
                 NotifyError::Config(format!(
                     "{} is set but {} is not: webhooks are always signed",
                     env::WEBHOOK_URL,
                     env::WEBHOOK_SECRET
                 ))
             })?;
-            let secrets = secret
-                .split(|c: char| c == ',' || c.is_whitespace())
-                .filter(|s| !s.is_empty())
-                .map(|s| s.parse::<Secret>())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| NotifyError::Config(format!("{}: {e}", env::WEBHOOK_SECRET)))?;
             let mut endpoint = EndpointConfig {
                 url: url.trim().to_owned(),
                 secrets,
@@ -309,10 +325,12 @@ mod tests {
         assert_eq!(c.interval, std::time::Duration::from_secs(5));
         assert_eq!(c.thresholds, [Duration::days(14), Duration::days(1)]);
         assert_eq!(c.endpoints[0].secrets.len(), 2);
+        assert_eq!(c.delivery_secrets.len(), 2);
         assert_eq!(c.endpoints[0].events.len(), DELIVERABLE_EVENTS.len());
 
         let none = NotifierConfig::from_lookup(|_| None).unwrap();
         assert!(none.endpoints.is_empty());
+        assert!(none.delivery_secrets.is_empty());
         let unsigned = NotifierConfig::from_lookup(|n| {
             (n == env::WEBHOOK_URL).then(|| "http://127.0.0.1:9/".to_owned())
         });

@@ -84,6 +84,7 @@ mod deliver;
 pub mod outbox;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+mod seal;
 pub mod signature;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
@@ -99,10 +100,11 @@ pub use config::{EndpointConfig, NotifierConfig};
 pub use outbox::{Delivery, DeliveryFilter, DeliveryState, Endpoint, Notice, Outbox};
 pub use signature::{SignatureError, WebhookVerifier, sign, verify};
 
-use crate::error::StoreError;
+use crate::error::{Error, StoreError};
 use crate::key::KeyId;
-use crate::lifecycle::ScopeKey;
+use crate::lifecycle::{Actor, RotateOptions, ScopeKey};
 use crate::model::{AuditEvent, KeyRecord};
+use crate::store::OutboxDelivery;
 use deliver::Outcome;
 use outbox::{Claimed, Completion, NewNotice, NoticeKind, key_event_data, uuid_at};
 use signature::Secret;
@@ -131,6 +133,8 @@ pub enum NotifyError {
 /// What one pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PassReport {
+    /// Keys rotated automatically (their successors enqueued for delivery).
+    pub rotated: usize,
     /// `key.expiring` notices recorded.
     pub notices: usize,
     /// `key.expired` events recorded.
@@ -278,13 +282,15 @@ impl Notifier {
         Ok(list)
     }
 
-    /// One pass: records due notices (and `key.expired` events), then
-    /// delivers what is due.
+    /// One pass: rotates the keys due an automatic rotation, records due
+    /// notices (and `key.expired` events), then delivers what is due.
     pub async fn run_once(&self) -> Result<PassReport, NotifyError> {
         self.register().await?;
+        let rotated = self.rotate_due().await?;
         let (notices, expired) = self.record_notices().await?;
         let deliveries = self.deliver_due().await?;
         Ok(PassReport {
+            rotated,
             notices,
             expired,
             deliveries,
@@ -342,6 +348,105 @@ impl Notifier {
         Ok((notices, expired))
     }
 
+    /// Rotates the keys that opted in to automatic rotation (a
+    /// `rotation_webhook_url`) and are due: those whose expiry is within the
+    /// runtime's default grace, so that the old key keeps its full grace.
+    /// Each successor's plaintext is sealed into the outbox, for that key's
+    /// own webhook, in the rotation's transaction: committed together or not
+    /// at all. Several notifiers may race: the store's conditional rotation
+    /// lets exactly one win. Does nothing without
+    /// [`delivery_secrets`](NotifierConfig::delivery_secrets). How many were
+    /// rotated.
+    pub async fn rotate_due(&self) -> Result<usize, NotifyError> {
+        let Some(secret) = self.inner.config.delivery_secrets.first() else {
+            return Ok(0);
+        };
+        let keys = &self.inner.keys;
+        let grace = keys.default_grace();
+        let batch = self.inner.config.batch_size;
+        let mut rotated = 0;
+        for _ in 0..MAX_ROUNDS {
+            let now = keys.now();
+            let due = self
+                .inner
+                .outbox
+                .backend
+                .auto_rotation_due(now, now + grace, batch)
+                .await?;
+            let mut progress = 0;
+            for (id, url) in &due {
+                let endpoint_id = self
+                    .inner
+                    .outbox
+                    .backend
+                    .register_key_endpoint(url, now, uuid_at(now))
+                    .await?;
+                if self.rotate_one(*id, endpoint_id, grace, secret).await? {
+                    progress += 1;
+                }
+            }
+            rotated += progress;
+            // A key that cannot be rotated stays due: stop rather than spin.
+            if due.len() < batch as usize || progress == 0 {
+                break;
+            }
+        }
+        Ok(rotated)
+    }
+
+    async fn rotate_one(
+        &self,
+        id: KeyId,
+        endpoint_id: Uuid,
+        grace: Duration,
+        secret: &Secret,
+    ) -> Result<bool, NotifyError> {
+        let deliver = Box::new(
+            move |child: &KeyRecord, plaintext: &crate::key::Plaintext, event: &AuditEvent| {
+                let mut data = key_event_data(child, event);
+                if let Value::Object(map) = &mut data {
+                    map.insert(
+                        "key".into(),
+                        Value::String(plaintext.expose_secret().into()),
+                    );
+                }
+                let delivery_id = uuid_at(event.at);
+                let body = outbox::body(event, &data)?;
+                Ok(vec![OutboxDelivery {
+                    id: delivery_id,
+                    endpoint_id,
+                    event_id: event.id,
+                    event_type: event.kind.clone(),
+                    key_id: child.id,
+                    payload: seal::seal(secret, delivery_id, &body)?,
+                    at: event.at,
+                }])
+            },
+        );
+        let options = RotateOptions {
+            grace: Some(grace),
+            scopes: None,
+        };
+        match self
+            .inner
+            .keys
+            .rotate_with(id, options, Actor::System, Some(deliver))
+            .await
+        {
+            Ok(created) => {
+                tracing::info!(key_id = %id, successor = %created.key.id, "api key rotated automatically; successor enqueued for its holder");
+                Ok(true)
+            }
+            // Rotated, revoked or deleted meanwhile (another notifier won).
+            Err(Error::Conflict(_) | Error::NotFound(_)) => Ok(false),
+            Err(Error::Unavailable(e)) => Err(NotifyError::Unavailable(e)),
+            Err(e) => {
+                tracing::warn!(key_id = %id, error = %e, "automatic rotation refused");
+                Ok(false)
+            }
+        }
+    }
+
     async fn notice(
         &self,
         id: KeyId,
@@ -377,11 +482,11 @@ impl Notifier {
     pub async fn deliver_due(&self) -> Result<DeliveryReport, NotifyError> {
         let endpoints = self.registered().await?;
         let mut report = DeliveryReport::default();
-        if endpoints.is_empty() {
-            return Ok(report);
-        }
         let ids: Vec<Uuid> = endpoints.iter().map(|e| e.id).collect();
         let config = &self.inner.config;
+        if endpoints.is_empty() && config.delivery_secrets.is_empty() {
+            return Ok(report);
+        }
         let mut first_error = None;
         for _ in 0..MAX_ROUNDS {
             let now = self.inner.keys.now();
@@ -390,7 +495,14 @@ impl Notifier {
                 .inner
                 .outbox
                 .backend
-                .claim(&ids, now, now + config.lease, token, config.batch_size)
+                .claim(
+                    &ids,
+                    !config.delivery_secrets.is_empty(),
+                    now,
+                    now + config.lease,
+                    token,
+                    config.batch_size,
+                )
                 .await?;
             let results = futures_util::future::join_all(
                 claimed.iter().map(|c| self.attempt(endpoints, c, token)),
@@ -424,20 +536,46 @@ impl Notifier {
         c: &Claimed,
         token: Uuid,
     ) -> Result<Option<Tally>, NotifyError> {
-        let Some(ep) = endpoints.iter().find(|e| e.id == c.endpoint_id) else {
-            return Ok(None);
-        };
         let config = &self.inner.config;
+        // A configured receiver, or a key's own rotation webhook (signed with
+        // the delivery secrets).
+        let (url, secrets) = match endpoints.iter().find(|e| e.id == c.endpoint_id) {
+            Some(ep) => (ep.url.as_str(), ep.secrets.as_slice()),
+            None if c.key_delivery && !config.delivery_secrets.is_empty() => {
+                (c.url.as_str(), config.delivery_secrets.as_slice())
+            }
+            None => return Ok(None),
+        };
         let sent_at = self.inner.keys.now();
-        let outcome = deliver::attempt(
-            &self.inner.client,
-            &ep.url,
-            &ep.secrets,
-            &c.id.to_string(),
-            sent_at,
-            &c.payload,
-        )
-        .await;
+        let outcome = if seal::is_sealed(&c.payload) {
+            match seal::open(&config.delivery_secrets, c.id, &c.payload) {
+                Some(body) => {
+                    deliver::attempt(
+                        &self.inner.client,
+                        url,
+                        secrets,
+                        &c.id.to_string(),
+                        sent_at,
+                        &body,
+                    )
+                    .await
+                }
+                None => Outcome::Failed {
+                    status: None,
+                    error: "sealed under a delivery secret this notifier does not hold".into(),
+                },
+            }
+        } else {
+            deliver::attempt(
+                &self.inner.client,
+                url,
+                secrets,
+                &c.id.to_string(),
+                sent_at,
+                &c.payload,
+            )
+            .await
+        };
         let at = self.inner.keys.now();
         let failures = c.attempts.saturating_add(1);
         let exhausted = failures >= config.max_attempts;
@@ -446,16 +584,16 @@ impl Notifier {
             Outcome::Delivered(status) => (Completion::Delivered { at, status }, Tally::Delivered),
             Outcome::Gone => {
                 let error = "410 Gone: the endpoint was disabled".to_owned();
-                let failed = self.failed_event(ep, c, at, failures, Some(410), &error);
+                let failed = self.failed_event(url, c, at, failures, Some(410), &error);
                 let disabled = AuditEvent {
                     id: uuid_at(at),
                     key_id: c.key_id,
                     kind: event_type::WEBHOOK_ENDPOINT_DISABLED.to_owned(),
                     actor_key_id: None,
                     at,
-                    details: json!({ "url": ep.url, "delivery_id": c.id, "status": 410 }),
+                    details: json!({ "url": url, "delivery_id": c.id, "status": 410 }),
                 };
-                tracing::warn!(url = %ep.url, "webhook endpoint answered 410 Gone; disabling it");
+                tracing::warn!(url = %url, "webhook endpoint answered 410 Gone; disabling it");
                 let disable = Some(Box::new(("410 Gone".to_owned(), disabled)));
                 (
                     Completion::Failed {
@@ -474,7 +612,7 @@ impl Notifier {
                 ..
             } if exhausted => {
                 let error = format!("HTTP {status}; gave up after {failures} attempts");
-                let failed = self.failed_event(ep, c, at, failures, Some(status), &error);
+                let failed = self.failed_event(url, c, at, failures, Some(status), &error);
                 (
                     Completion::Failed {
                         at,
@@ -488,7 +626,7 @@ impl Notifier {
             }
             Outcome::Failed { status, error } if exhausted => {
                 let error = format!("{error}; gave up after {failures} attempts");
-                let failed = self.failed_event(ep, c, at, failures, status, &error);
+                let failed = self.failed_event(url, c, at, failures, status, &error);
                 (
                     Completion::Failed {
                         at,
@@ -534,7 +672,7 @@ impl Notifier {
             ..
         } = &completion
         {
-            tracing::info!(delivery_id = %c.id, url = %ep.url, attempt = failures, %error, next_attempt_at = %next_attempt_at, "webhook delivery failed; will retry");
+            tracing::info!(delivery_id = %c.id, url = %url, attempt = failures, %error, next_attempt_at = %next_attempt_at, "webhook delivery failed; will retry");
         }
         let stored = self
             .inner
@@ -547,14 +685,14 @@ impl Notifier {
             return Ok(None);
         }
         if let Completion::Failed { error, .. } = &completion {
-            tracing::warn!(delivery_id = %c.id, url = %ep.url, %error, "webhook delivery failed for good");
+            tracing::warn!(delivery_id = %c.id, url = %url, %error, "webhook delivery failed for good");
         }
         Ok(Some(tally))
     }
 
     fn failed_event(
         &self,
-        ep: &Registered,
+        url: &str,
         c: &Claimed,
         at: OffsetDateTime,
         attempts: u32,
@@ -571,7 +709,7 @@ impl Notifier {
                 "delivery_id": c.id,
                 "event_id": c.event_id,
                 "event_type": c.event_type,
-                "url": ep.url,
+                "url": url,
                 "attempts": attempts,
                 "last_status": status,
                 "error": error,

@@ -73,6 +73,10 @@ pub struct Endpoint {
     pub disabled_at: Option<OffsetDateTime>,
     /// Why it was disabled.
     pub disabled_reason: Option<String>,
+    /// Made for keys' own rotation webhooks (not a configured receiver):
+    /// receives only successor deliveries, from any notifier holding a
+    /// delivery secret.
+    pub key_delivery: bool,
 }
 
 /// One event on its way to one endpoint.
@@ -168,6 +172,10 @@ pub(crate) struct NewNotice {
 pub(crate) struct Claimed {
     pub id: Uuid,
     pub endpoint_id: Uuid,
+    /// The endpoint's URL.
+    pub url: String,
+    /// Whether the endpoint is a key's own rotation webhook.
+    pub key_delivery: bool,
     pub event_id: Uuid,
     pub event_type: String,
     pub key_id: Option<KeyId>,
@@ -215,6 +223,24 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     async fn endpoints(&self) -> Result<Vec<Endpoint>, StoreError>;
 
+    /// The endpoint row for a key's rotation webhook, created (with
+    /// `key_delivery` set and no event subscriptions) if the URL is new.
+    async fn register_key_endpoint(
+        &self,
+        url: &str,
+        now: OffsetDateTime,
+        new_id: Uuid,
+    ) -> Result<Uuid, StoreError>;
+
+    /// Keys opted in to automatic rotation that are due: live, not rotated,
+    /// `now < expires_at <= due_until`. With their rotation webhooks.
+    async fn auto_rotation_due(
+        &self,
+        now: OffsetDateTime,
+        due_until: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<(KeyId, String)>, StoreError>;
+
     /// Enables (`disable = None`) or disables an endpoint; whether it changed.
     async fn set_endpoint_disabled(
         &self,
@@ -249,11 +275,14 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// endpoint. How many deliveries.
     async fn enqueue(&self, event: &AuditEvent, data: &Value) -> Result<usize, StoreError>;
 
-    /// Claims up to `limit` due deliveries to these endpoints (enabled and not
-    /// paused), unclaimed or with an expired claim, until `lease_until`.
+    /// Claims up to `limit` due deliveries to these endpoints (and, with
+    /// `key_deliveries`, to every key-delivery endpoint), enabled and not
+    /// paused, unclaimed or with an expired claim, until `lease_until`.
+    #[allow(clippy::too_many_arguments)]
     async fn claim(
         &self,
         endpoints: &[Uuid],
+        key_deliveries: bool,
         now: OffsetDateTime,
         lease_until: OffsetDateTime,
         token: Uuid,

@@ -31,7 +31,7 @@ impl PgOutbox {
 }
 
 const ENDPOINT_COLUMNS: &str =
-    "id, url, event_types, created_at, paused_until, disabled_at, disabled_reason";
+    "id, url, event_types, created_at, paused_until, disabled_at, disabled_reason, key_delivery";
 
 fn endpoint(row: &PgRow) -> Result<Endpoint, StoreError> {
     let Json(events): Json<Vec<String>> = row.try_get("event_types")?;
@@ -43,6 +43,7 @@ fn endpoint(row: &PgRow) -> Result<Endpoint, StoreError> {
         paused_until: row.try_get("paused_until")?,
         disabled_at: row.try_get("disabled_at")?,
         disabled_reason: row.try_get("disabled_reason")?,
+        key_delivery: row.try_get("key_delivery")?,
     })
 }
 
@@ -196,6 +197,48 @@ impl Backend for PgOutbox {
         rows.iter().map(endpoint).collect()
     }
 
+    async fn register_key_endpoint(
+        &self,
+        url: &str,
+        now: OffsetDateTime,
+        new_id: Uuid,
+    ) -> Result<Uuid, StoreError> {
+        // The no-op update makes RETURNING give the existing row's id.
+        let row = sqlx::query(
+            "INSERT INTO scopekey_webhook_endpoints (id, url, event_types, created_at, key_delivery) \
+             VALUES ($1, $2, '[]'::jsonb, $3, true) \
+             ON CONFLICT (url) DO UPDATE SET url = excluded.url RETURNING id",
+        )
+        .bind(new_id)
+        .bind(url)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    async fn auto_rotation_due(
+        &self,
+        now: OffsetDateTime,
+        due_until: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<(KeyId, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, rotation_webhook_url FROM scopekey_keys \
+             WHERE rotation_webhook_url IS NOT NULL AND revoked_at IS NULL \
+             AND rotated_at IS NULL AND expires_at > $1 AND expires_at <= $2 \
+             ORDER BY expires_at, id LIMIT $3",
+        )
+        .bind(now)
+        .bind(due_until)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((KeyId(r.try_get("id")?), r.try_get("rotation_webhook_url")?)))
+            .collect()
+    }
+
     async fn set_endpoint_disabled(
         &self,
         url: &str,
@@ -317,12 +360,13 @@ impl Backend for PgOutbox {
     async fn claim(
         &self,
         endpoints: &[Uuid],
+        key_deliveries: bool,
         now: OffsetDateTime,
         lease_until: OffsetDateTime,
         token: Uuid,
         limit: u32,
     ) -> Result<Vec<Claimed>, StoreError> {
-        if endpoints.is_empty() {
+        if endpoints.is_empty() && !key_deliveries {
             return Ok(Vec::new());
         }
         // The endpoint join is a filter only: lock the delivery rows alone
@@ -334,16 +378,21 @@ impl Backend for PgOutbox {
                  WHERE d.state = 'pending' AND d.next_attempt_at <= $3 \
                  AND (d.claimed_until IS NULL OR d.claimed_until <= $3) \
                  AND e.disabled_at IS NULL AND (e.paused_until IS NULL OR e.paused_until <= $3) \
-                 AND d.endpoint_id = ANY($4) \
+                 AND (d.endpoint_id = ANY($4) OR ($6 AND e.key_delivery)) \
                  ORDER BY d.next_attempt_at, d.id LIMIT $5 \
                  FOR UPDATE OF d SKIP LOCKED) \
-             RETURNING id, endpoint_id, event_id, event_type, key_id, payload, attempts",
+             RETURNING id, endpoint_id, event_id, event_type, key_id, payload, attempts, \
+                 (SELECT e.url FROM scopekey_webhook_endpoints e \
+                  WHERE e.id = scopekey_deliveries.endpoint_id) AS url, \
+                 (SELECT e.key_delivery FROM scopekey_webhook_endpoints e \
+                  WHERE e.id = scopekey_deliveries.endpoint_id) AS key_delivery",
         )
         .bind(lease_until)
         .bind(token)
         .bind(now)
         .bind(endpoints)
         .bind(i64::from(limit))
+        .bind(key_deliveries)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -351,6 +400,8 @@ impl Backend for PgOutbox {
                 Ok(Claimed {
                     id: r.try_get("id")?,
                     endpoint_id: r.try_get("endpoint_id")?,
+                    url: r.try_get("url")?,
+                    key_delivery: r.try_get("key_delivery")?,
                     event_id: r.try_get("event_id")?,
                     event_type: r.try_get("event_type")?,
                     key_id: r.try_get::<Option<Uuid>, _>("key_id")?.map(KeyId),

@@ -99,6 +99,14 @@ impl Secret {
         format!("{SECRET_PREFIX}{}", BASE64.encode(&self.0))
     }
 
+    /// A 32-byte key for another purpose, derived from this secret:
+    /// HMAC-SHA256(secret, `context`).
+    pub(crate) fn derive(&self, context: &[u8]) -> [u8; 32] {
+        let mut mac = self.mac();
+        mac.update(context);
+        mac.finalize().into_bytes().into()
+    }
+
     fn mac(&self) -> HmacSha256 {
         // HMAC takes keys of any length: `new_from_slice` cannot fail.
         match HmacSha256::new_from_slice(&self.0) {

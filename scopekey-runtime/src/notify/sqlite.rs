@@ -45,7 +45,7 @@ fn events_of(text: &str) -> Result<Vec<String>, StoreError> {
 }
 
 const ENDPOINT_COLUMNS: &str =
-    "id, url, event_types, created_at, paused_until, disabled_at, disabled_reason";
+    "id, url, event_types, created_at, paused_until, disabled_at, disabled_reason, key_delivery";
 
 fn endpoint(row: &SqliteRow) -> Result<Endpoint, StoreError> {
     Ok(Endpoint {
@@ -56,6 +56,7 @@ fn endpoint(row: &SqliteRow) -> Result<Endpoint, StoreError> {
         paused_until: opt_time(row.try_get("paused_until")?)?,
         disabled_at: opt_time(row.try_get("disabled_at")?)?,
         disabled_reason: row.try_get("disabled_reason")?,
+        key_delivery: row.try_get("key_delivery")?,
     })
 }
 
@@ -214,6 +215,55 @@ impl Backend for SqliteOutbox {
         rows.iter().map(endpoint).collect()
     }
 
+    async fn register_key_endpoint(
+        &self,
+        url: &str,
+        now: OffsetDateTime,
+        new_id: Uuid,
+    ) -> Result<Uuid, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // The no-op update makes RETURNING give the existing row's id.
+        let row = sqlx::query(
+            "INSERT INTO scopekey_webhook_endpoints (id, url, event_types, created_at, key_delivery) \
+             VALUES (?, ?, '[]', ?, 1) \
+             ON CONFLICT (url) DO UPDATE SET url = excluded.url RETURNING id",
+        )
+        .bind(new_id.to_string())
+        .bind(url)
+        .bind(micros(now))
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        uuid(row.try_get("id")?)
+    }
+
+    async fn auto_rotation_due(
+        &self,
+        now: OffsetDateTime,
+        due_until: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<(KeyId, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, rotation_webhook_url FROM scopekey_keys \
+             WHERE rotation_webhook_url IS NOT NULL AND revoked_at IS NULL \
+             AND rotated_at IS NULL AND expires_at > ?1 AND expires_at <= ?2 \
+             ORDER BY expires_at, id LIMIT ?3",
+        )
+        .bind(micros(now))
+        .bind(micros(due_until))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    KeyId(uuid(r.try_get("id")?)?),
+                    r.try_get("rotation_webhook_url")?,
+                ))
+            })
+            .collect()
+    }
+
     async fn set_endpoint_disabled(
         &self,
         url: &str,
@@ -339,12 +389,13 @@ impl Backend for SqliteOutbox {
     async fn claim(
         &self,
         endpoints: &[Uuid],
+        key_deliveries: bool,
         now: OffsetDateTime,
         lease_until: OffsetDateTime,
         token: Uuid,
         limit: u32,
     ) -> Result<Vec<Claimed>, StoreError> {
-        if endpoints.is_empty() {
+        if endpoints.is_empty() && !key_deliveries {
             return Ok(Vec::new());
         }
         let ids =
@@ -357,15 +408,20 @@ impl Backend for SqliteOutbox {
                  WHERE d.state = 'pending' AND d.next_attempt_at <= ?3 \
                  AND (d.claimed_until IS NULL OR d.claimed_until <= ?3) \
                  AND e.disabled_at IS NULL AND (e.paused_until IS NULL OR e.paused_until <= ?3) \
-                 AND d.endpoint_id IN (SELECT value FROM json_each(?4)) \
+                 AND (d.endpoint_id IN (SELECT value FROM json_each(?4)) \
+                      OR (?6 AND e.key_delivery = 1)) \
                  ORDER BY d.next_attempt_at, d.id LIMIT ?5) \
-             RETURNING id, endpoint_id, event_id, event_type, key_id, payload, attempts",
+             RETURNING id, endpoint_id, event_id, event_type, key_id, payload, attempts, \
+                 (SELECT e.url FROM scopekey_webhook_endpoints e WHERE e.id = endpoint_id) AS url, \
+                 (SELECT e.key_delivery FROM scopekey_webhook_endpoints e \
+                  WHERE e.id = endpoint_id) AS key_delivery",
         )
         .bind(micros(lease_until))
         .bind(token.to_string())
         .bind(micros(now))
         .bind(ids)
         .bind(i64::from(limit))
+        .bind(key_deliveries)
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -375,6 +431,8 @@ impl Backend for SqliteOutbox {
                 Ok(Claimed {
                     id: uuid(r.try_get("id")?)?,
                     endpoint_id: uuid(r.try_get("endpoint_id")?)?,
+                    url: r.try_get("url")?,
+                    key_delivery: r.try_get("key_delivery")?,
                     event_id: uuid(r.try_get("event_id")?)?,
                     event_type: r.try_get("event_type")?,
                     key_id: key_id.as_deref().map(uuid).transpose()?.map(KeyId),

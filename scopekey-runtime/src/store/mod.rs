@@ -94,6 +94,30 @@ pub struct Rotation {
     pub child: KeyRecord,
     /// Audit events to write in the same transaction.
     pub events: Vec<AuditEvent>,
+    /// Outbox rows to write in the same transaction (an automatic rotation's
+    /// sealed delivery of the successor to its holder): committed with the
+    /// successor or not at all.
+    pub deliveries: Vec<OutboxDelivery>,
+}
+
+/// A webhook delivery written by a store inside a key change's transaction.
+/// The payload is stored as given (sealed when it carries a secret).
+#[derive(Debug, Clone)]
+pub struct OutboxDelivery {
+    /// The delivery id (the `webhook-id` on every attempt).
+    pub id: uuid::Uuid,
+    /// The endpoint row it goes to.
+    pub endpoint_id: uuid::Uuid,
+    /// The audit event it carries.
+    pub event_id: uuid::Uuid,
+    /// That event's type.
+    pub event_type: String,
+    /// The key it is about.
+    pub key_id: KeyId,
+    /// The stored body.
+    pub payload: String,
+    /// Enqueue time (and first attempt time).
+    pub at: OffsetDateTime,
 }
 
 /// What a [`Store::rotate`] did.

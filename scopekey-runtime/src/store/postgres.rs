@@ -31,10 +31,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "status indexes",
         include_str!("../../migrations/postgres/0003_status_indexes.sql"),
     ),
+    (
+        4,
+        "rotation policy",
+        include_str!("../../migrations/postgres/0004_rotation_policy.sql"),
+    ),
 ];
 
 const KEY_COLUMNS: &str = "id, name, scopes, metadata, hint, key_hash, created_at, expires_at, \
-     revoked_at, revoked_reason, rotated_at, parent_key_id, last_used_at";
+     revoked_at, revoked_reason, rotated_at, parent_key_id, last_used_at, \
+     rotation_period_seconds, rotation_webhook_url";
 
 /// Keys on PostgreSQL.
 #[derive(Debug, Clone)]
@@ -85,6 +91,10 @@ fn record(row: &PgRow) -> Result<KeyRecord, StoreError> {
         rotated_at: row.try_get("rotated_at")?,
         parent_key_id: row.try_get::<Option<Uuid>, _>("parent_key_id")?.map(KeyId),
         last_used_at: row.try_get("last_used_at")?,
+        rotation_period: row
+            .try_get::<Option<i64>, _>("rotation_period_seconds")?
+            .map(time::Duration::seconds),
+        rotation_webhook_url: row.try_get("rotation_webhook_url")?,
     })
 }
 
@@ -103,8 +113,9 @@ fn event(row: &PgRow) -> Result<AuditEvent, StoreError> {
 async fn insert_key(conn: &mut PgConnection, key: &KeyRecord) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO scopekey_keys (id, name, scopes, metadata, hint, key_hash, created_at, \
-         expires_at, revoked_at, revoked_reason, rotated_at, parent_key_id, last_used_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+         expires_at, revoked_at, revoked_reason, rotated_at, parent_key_id, last_used_at, \
+         rotation_period_seconds, rotation_webhook_url) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
     )
     .bind(key.id.0)
     .bind(&key.name)
@@ -119,6 +130,8 @@ async fn insert_key(conn: &mut PgConnection, key: &KeyRecord) -> Result<(), Stor
     .bind(key.rotated_at)
     .bind(key.parent_key_id.map(|p| p.0))
     .bind(key.last_used_at)
+    .bind(key.rotation_period.map(|p| p.whole_seconds()))
+    .bind(&key.rotation_webhook_url)
     .execute(conn)
     .await?;
     Ok(())
@@ -335,6 +348,21 @@ impl Store for PgStore {
         insert_key(&mut tx, &r.child).await?;
         for e in &r.events {
             insert_event(&mut tx, e).await?;
+        }
+        for d in &r.deliveries {
+            sqlx::query(
+                "INSERT INTO scopekey_deliveries (id, endpoint_id, event_id, event_type, key_id, \
+                 payload, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+            )
+            .bind(d.id)
+            .bind(d.endpoint_id)
+            .bind(d.event_id)
+            .bind(&d.event_type)
+            .bind(d.key_id.0)
+            .bind(&d.payload)
+            .bind(d.at)
+            .execute(&mut *tx)
+            .await?;
         }
         #[cfg(feature = "webhooks")]
         crate::notify::postgres::enqueue_key_events(&mut tx, &r.events, &[&parent, &r.child])

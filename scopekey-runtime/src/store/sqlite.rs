@@ -36,10 +36,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "status indexes",
         include_str!("../../migrations/sqlite/0003_status_indexes.sql"),
     ),
+    (
+        4,
+        "rotation policy",
+        include_str!("../../migrations/sqlite/0004_rotation_policy.sql"),
+    ),
 ];
 
 const KEY_COLUMNS: &str = "id, name, scopes, metadata, hint, key_hash, created_at, expires_at, \
-     revoked_at, revoked_reason, rotated_at, parent_key_id, last_used_at";
+     revoked_at, revoked_reason, rotated_at, parent_key_id, last_used_at, \
+     rotation_period_seconds, rotation_webhook_url";
 
 /// Keys on SQLite.
 #[derive(Debug, Clone)]
@@ -128,6 +134,10 @@ fn record(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
         rotated_at: opt_time(row.try_get("rotated_at")?)?,
         parent_key_id: parent.as_deref().map(parse_id).transpose()?,
         last_used_at: opt_time(row.try_get("last_used_at")?)?,
+        rotation_period: row
+            .try_get::<Option<i64>, _>("rotation_period_seconds")?
+            .map(time::Duration::seconds),
+        rotation_webhook_url: row.try_get("rotation_webhook_url")?,
     })
 }
 
@@ -149,8 +159,9 @@ fn event(row: &SqliteRow) -> Result<AuditEvent, StoreError> {
 async fn insert_key(conn: &mut sqlx::SqliteConnection, key: &KeyRecord) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO scopekey_keys (id, name, scopes, metadata, hint, key_hash, created_at, \
-         expires_at, revoked_at, revoked_reason, rotated_at, parent_key_id, last_used_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         expires_at, revoked_at, revoked_reason, rotated_at, parent_key_id, last_used_at, \
+         rotation_period_seconds, rotation_webhook_url) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(key.id.to_string())
     .bind(&key.name)
@@ -165,6 +176,8 @@ async fn insert_key(conn: &mut sqlx::SqliteConnection, key: &KeyRecord) -> Resul
     .bind(opt_micros(key.rotated_at))
     .bind(key.parent_key_id.map(|p| p.to_string()))
     .bind(opt_micros(key.last_used_at))
+    .bind(key.rotation_period.map(|p| p.whole_seconds()))
+    .bind(&key.rotation_webhook_url)
     .execute(conn)
     .await?;
     Ok(())
@@ -314,6 +327,22 @@ impl Store for SqliteStore {
         insert_key(&mut tx, &r.child).await?;
         for e in &r.events {
             insert_event(&mut tx, e).await?;
+        }
+        for d in &r.deliveries {
+            sqlx::query(
+                "INSERT INTO scopekey_deliveries (id, endpoint_id, event_id, event_type, key_id, \
+                 payload, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(d.id.to_string())
+            .bind(d.endpoint_id.to_string())
+            .bind(d.event_id.to_string())
+            .bind(&d.event_type)
+            .bind(d.key_id.to_string())
+            .bind(&d.payload)
+            .bind(micros(d.at))
+            .bind(micros(d.at))
+            .execute(&mut *tx)
+            .await?;
         }
         #[cfg(feature = "webhooks")]
         crate::notify::sqlite::enqueue_key_events(&mut tx, &r.events, &[&parent, &r.child]).await?;
