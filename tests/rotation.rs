@@ -309,3 +309,123 @@ async fn futures_join_all(
 }
 
 both_backends!(concurrent_rotations_produce_one_successor, concurrent);
+
+/// Rotation on a schedule over HTTP: `rotation_period_seconds` sets the
+/// expiry and shows in the key object; the self-rotated successor gets a
+/// fresh period; bad values are 400 and create nothing.
+async fn rotation_policy(db: &TestDb) {
+    let app = TestApp::start(db).await;
+    let res = app
+        .post("/api-keys")
+        .bearer(&app.admin)
+        .json(&json!({
+            "name": "quarterly",
+            "scopes": ["orders:read"],
+            "rotation_period_seconds": 90 * 86_400
+        }))
+        .send()
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    let body = res.json();
+    let (key, id) = key_and_id(&body);
+    assert_eq!(body["rotation_period_seconds"], 90 * 86_400);
+    assert_eq!(body["rotation_webhook_url"], serde_json::Value::Null);
+    let created = time::OffsetDateTime::parse(
+        body["created_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let expires = time::OffsetDateTime::parse(
+        body["expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert_eq!(expires - created, Duration::days(90));
+    let shown = app
+        .get(&format!("/api-keys/{id}"))
+        .bearer(&app.admin)
+        .send()
+        .await
+        .json();
+    assert_eq!(shown["rotation_period_seconds"], 90 * 86_400);
+
+    // Near its due date the key rotates itself into a fresh period.
+    app.clock.advance(Duration::days(80));
+    let res = app
+        .post(&format!("/api-keys/{id}/rotate"))
+        .bearer(&key)
+        .send()
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    let successor = res.json();
+    assert_eq!(successor["rotation_period_seconds"], 90 * 86_400);
+    let created = time::OffsetDateTime::parse(
+        successor["created_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let expires = time::OffsetDateTime::parse(
+        successor["expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert_eq!(expires - created, Duration::days(90));
+
+    // An automatic-rotation opt-in is shown on the key.
+    let res = app
+        .post("/api-keys")
+        .bearer(&app.admin)
+        .json(&json!({
+            "name": "machine",
+            "scopes": ["orders:read"],
+            "rotation_period_seconds": 86_400,
+            "rotation_webhook_url": "https://holder.example/scopekey"
+        }))
+        .send()
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    assert_eq!(
+        res.json()["rotation_webhook_url"],
+        "https://holder.example/scopekey"
+    );
+
+    let before = app
+        .get("/api-keys?limit=500")
+        .bearer(&app.admin)
+        .send()
+        .await
+        .json()["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    for bad in [
+        json!({ "name": "x", "scopes": ["orders:read"], "rotation_period_seconds": 0 }),
+        json!({ "name": "x", "scopes": ["orders:read"], "rotation_period_seconds": -5 }),
+        json!({ "name": "x", "scopes": ["orders:read"], "rotation_period_seconds": "90d" }),
+        json!({ "name": "x", "scopes": ["orders:read"], "rotation_period_seconds": 1e12 }),
+        json!({ "name": "x", "scopes": ["orders:read"],
+                "rotation_webhook_url": "https://holder.example/" }),
+        json!({ "name": "x", "scopes": ["orders:read"], "rotation_period_seconds": 60,
+                "rotation_webhook_url": "javascript:alert(1)" }),
+    ] {
+        app.post("/api-keys")
+            .bearer(&app.admin)
+            .json(&bad)
+            .send()
+            .await
+            .assert_problem(400, None);
+    }
+    let after = app
+        .get("/api-keys?limit=500")
+        .bearer(&app.admin)
+        .send()
+        .await
+        .json()["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(before, after, "no key was created by a bad request");
+    app.stop().await;
+}
+
+both_backends!(rotation_policy_over_http, rotation_policy);

@@ -13,6 +13,29 @@
 //! | `GET /api-keys/events` | `api_keys:read` |
 //! | `POST /api-keys/compromised` | `api_keys:revoke` |
 //!
+//! # Bodies
+//!
+//! - `POST /api-keys`: `{name, scopes, expires_in_seconds?, expires_at?,
+//!   metadata?, rotation_period_seconds?, rotation_webhook_url?}`.
+//!   `rotation_period_seconds` puts the key under a rotation policy (1 s to
+//!   ten years; default: the runtime's
+//!   [`rotation_period`](scopekey_runtime::ScopeKeyBuilder::rotation_period),
+//!   if any): it then expires one period after creation unless
+//!   `expires_in_seconds` or `expires_at` says otherwise, and each successor
+//!   gets a fresh period. `rotation_webhook_url` (an `http(s)` URL; needs a
+//!   policy) opts in to automatic rotation: when due, the notifier rotates
+//!   the key with the default grace and posts the successor (the key object
+//!   plus `key`, its plaintext) to that URL as a signed `key.rotated`
+//!   webhook. Both show in the key object.
+//! - `POST /api-keys/{id}/rotate`: `{grace_seconds?, scopes?}` (or empty).
+//! - `POST /api-keys/{id}/revoke`: `{reason?}` (or empty).
+//! - `POST /api-keys/compromised`: `{keys: [plaintext, ...], source?}`, up to
+//!   10,000 keys; 200 with `{results: [{index, status, key_id, hint}, ...]}`
+//!   in the order given, each `status` one of `revoked`, `already_revoked`,
+//!   `unknown`, `malformed` (`key_id` when known, `hint` when well formed).
+//!   Live keys are revoked with reason `compromised` and audited (and
+//!   announced by webhook) as `key.compromised`; no plaintext is echoed.
+//!
 //! Each handler checks the caller's scope *before* reading its body, so a
 //! caller without the scope learns nothing about what the body would have
 //! been judged to be. The rules beyond the route's scope (no escalation, who

@@ -335,3 +335,111 @@ async fn lifecycle(db: &TestDb) {
 }
 
 scopekey_runtime::both_backends!(create_list_show_rotate_revoke, lifecycle);
+
+/// `--rotate-every`: the key expires one period after creation, shows its
+/// policy in both outputs, and a rotation gives the successor a fresh
+/// period. `--rotation-webhook` opts in to automatic rotation and needs a
+/// period (bad usage otherwise).
+async fn rotate_every(db: &TestDb) {
+    let url = db.url.as_str();
+    let run = scopekey(
+        url,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "quarterly",
+            "--scope",
+            "orders:read",
+            "--rotate-every",
+            "90d",
+            "--json",
+        ],
+    );
+    let key = &run.json();
+    assert_eq!(key["rotation_period_seconds"], 90 * 86_400);
+    assert_eq!(
+        time_of(key, "expires_at") - time_of(key, "created_at"),
+        Duration::days(90)
+    );
+    let id = str_of(key, "id").to_owned();
+
+    let shown = scopekey(url, &["keys", "show", &id]);
+    assert_eq!(block_value(&shown.stdout, "rotate every"), Some("90d"));
+
+    let rotated = scopekey(url, &["keys", "rotate", &id, "--json"]).json();
+    assert_eq!(rotated["rotation_period_seconds"], 90 * 86_400);
+    assert_eq!(
+        time_of(&rotated, "expires_at") - time_of(&rotated, "created_at"),
+        Duration::days(90)
+    );
+
+    let auto = scopekey(
+        url,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "machine",
+            "--scope",
+            "orders:read",
+            "--rotate-every",
+            "30d",
+            "--rotation-webhook",
+            "https://holder.example/rotate",
+            "--json",
+        ],
+    )
+    .json();
+    assert_eq!(
+        auto["rotation_webhook_url"],
+        "https://holder.example/rotate"
+    );
+
+    scopekey(
+        url,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "x",
+            "--scope",
+            "orders:read",
+            "--rotation-webhook",
+            "https://holder.example/rotate",
+        ],
+    )
+    .fails_with(2);
+    scopekey(
+        url,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "x",
+            "--scope",
+            "orders:read",
+            "--rotate-every",
+            "0d",
+        ],
+    )
+    .fails_with(2);
+    scopekey(
+        url,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "x",
+            "--scope",
+            "orders:read",
+            "--rotate-every",
+            "30d",
+            "--rotation-webhook",
+            "ftp://holder.example/",
+        ],
+    )
+    .fails_with(1)
+    .says("rotation_webhook_url");
+}
+scopekey_runtime::both_backends!(rotate_every_works, rotate_every);

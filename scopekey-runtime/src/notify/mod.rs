@@ -77,7 +77,29 @@
 //! notifier from its configuration, so instances configured alike share
 //! them. Secrets are never stored: deliveries are signed when sent, so a
 //! secret rotation applies to deliveries already waiting. A notifier sends
-//! only to the endpoints it is configured with.
+//! only to the endpoints it is configured with, and to keys' own rotation
+//! webhooks (below) when it holds a delivery secret.
+//!
+//! **Automatic rotation.** A key under a rotation policy may name its own
+//! `rotation_webhook_url`. A notifier configured with
+//! [`delivery_secrets`](NotifierConfig::delivery_secrets) rotates such a key
+//! once it is due — when its expiry falls within the runtime's default grace,
+//! so the old key keeps working for that whole grace — and posts the
+//! successor to that URL as a `key.rotated` webhook whose `data` is the
+//! successor's key object plus `key`, its plaintext. The rotation and the
+//! delivery row are written in one transaction, and the store's conditional
+//! rotation lets exactly one of several racing notifiers win, so a key is
+//! rotated once and its successor is never lost. The plaintext never rests
+//! in the clear: the body is sealed (AES-256-GCM) under a key derived from
+//! the first delivery secret, bound to its delivery id, and opened only to
+//! be sent; every retry sends the same successor under the same
+//! `webhook-id`. The request is signed with the delivery secrets like every
+//! other webhook, so the holder verifies it as any Standard Webhooks
+//! receiver does (give it the secret, or put a relay of your own at that
+//! URL). A key without a rotation webhook is never rotated behind its
+//! holder's back: its notices tell the holder to rotate it. A key whose
+//! notifier was down past its expiry is not rotated (it expired; create a
+//! new one).
 
 pub mod config;
 mod deliver;

@@ -90,14 +90,14 @@ mod tests {
             "another secret cannot open it"
         );
         assert_eq!(
-            open(&[a.clone()], Uuid::now_v7(), &sealed),
+            open(std::slice::from_ref(&a), Uuid::now_v7(), &sealed),
             None,
             "bound to its row"
         );
         let mut tampered = sealed.clone();
         tampered.pop();
         tampered.push(if sealed.ends_with('A') { 'B' } else { 'A' });
-        assert_eq!(open(&[a.clone()], id, &tampered), None);
+        assert_eq!(open(std::slice::from_ref(&a), id, &tampered), None);
         assert_ne!(
             seal(&a, id, "x").unwrap(),
             seal(&a, id, "x").unwrap(),
