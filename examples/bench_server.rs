@@ -27,7 +27,8 @@
 //! `cargo run --release --example bench_server -- --in-process` serves no
 //! socket: it calls the same app directly, many times per route, and prints
 //! the time per request, which isolates the server-side cost of
-//! authentication from the network and the load generator.
+//! authentication from the network and the load generator (`BENCH_CALLS`
+//! calls per route and round, 200,000 unless set).
 
 use std::io::Write;
 use std::time::Duration;
@@ -90,7 +91,8 @@ fn app(
 /// Calls the app directly: no socket, no HTTP parsing; prints the mean time
 /// per request for each route, three rounds each.
 async fn in_process(keys: ScopeKey, key: &str) -> Result<(), Box<dyn std::error::Error>> {
-    const CALLS: u32 = 200_000;
+    // BENCH_CALLS: fewer calls, e.g. under `valgrind --tool=callgrind`.
+    let calls = u32::try_from(env_number("BENCH_CALLS", 200_000)?)?.max(1);
     let service = test::init_service(app(keys)).await;
     let bearer = format!("Bearer {key}");
     let cases: [(&str, &str, Option<&str>); 3] = [
@@ -101,7 +103,7 @@ async fn in_process(keys: ScopeKey, key: &str) -> Result<(), Box<dyn std::error:
     for round in 1..=3 {
         for (label, path, header) in cases {
             let start = Instant::now();
-            for _ in 0..CALLS {
+            for _ in 0..calls {
                 let mut req = test::TestRequest::get().uri(path);
                 if let Some(h) = header {
                     req = req.insert_header(("Authorization", h));
@@ -111,7 +113,7 @@ async fn in_process(keys: ScopeKey, key: &str) -> Result<(), Box<dyn std::error:
                     return Err(format!("{label} answered {}", res.status()).into());
                 }
             }
-            let per_call = start.elapsed().as_secs_f64() * 1e9 / f64::from(CALLS);
+            let per_call = start.elapsed().as_secs_f64() * 1e9 / f64::from(calls);
             println!("round {round}: {label:<22} {per_call:>7.0} ns per request");
         }
     }

@@ -19,6 +19,9 @@
 //!   `SCOPEKEY_NOTIFIER_INTERVAL_SECONDS` (default 60): the expiry notifier
 //!   and its signed webhooks; also `SCOPEKEY_NOTICE_THRESHOLDS` (`14d,1d`)
 //!   and `SCOPEKEY_WEBHOOK_EVENTS` (`key.expiring` unless set; `all`).
+//!   With `SCOPEKEY_WEBHOOK_SECRET` set, keys created with a
+//!   `rotation_webhook_url` are also rotated automatically when due, their
+//!   successors posted to that URL signed with the same secret.
 //! - `RUST_LOG`: log filter (default `info`); logs go to standard error and
 //!   never carry a key.
 //!

@@ -83,8 +83,9 @@
 //! **Automatic rotation.** A key under a rotation policy may name its own
 //! `rotation_webhook_url`. A notifier configured with
 //! [`delivery_secrets`](NotifierConfig::delivery_secrets) rotates such a key
-//! once it is due — when its expiry falls within the runtime's default grace,
-//! so the old key keeps working for that whole grace — and posts the
+//! once it is due — when its expiry falls within the runtime's default grace
+//! (or within one pass interval, if that is longer), so the old key keeps
+//! working for that whole grace — and posts the
 //! successor to that URL as a `key.rotated` webhook whose `data` is the
 //! successor's key object plus `key`, its plaintext. The rotation and the
 //! delivery row are written in one transaction, and the store's conditional
@@ -372,7 +373,8 @@ impl Notifier {
 
     /// Rotates the keys that opted in to automatic rotation (a
     /// `rotation_webhook_url`) and are due: those whose expiry is within the
-    /// runtime's default grace, so that the old key keeps its full grace.
+    /// runtime's default grace (or one pass interval, if longer), so that the
+    /// old key keeps its full grace.
     /// Each successor's plaintext is sealed into the outbox, for that key's
     /// own webhook, in the rotation's transaction: committed together or not
     /// at all. Several notifiers may race: the store's conditional rotation
@@ -385,6 +387,11 @@ impl Notifier {
         };
         let keys = &self.inner.keys;
         let grace = keys.default_grace();
+        // Due within the grace, or within one pass interval if the grace is
+        // shorter (with no grace a key would otherwise never be due before
+        // it expired).
+        let interval = Duration::try_from(self.inner.config.interval).unwrap_or(Duration::MAX);
+        let lead = grace.max(interval);
         let batch = self.inner.config.batch_size;
         let mut rotated = 0;
         for _ in 0..MAX_ROUNDS {
@@ -393,7 +400,7 @@ impl Notifier {
                 .inner
                 .outbox
                 .backend
-                .auto_rotation_due(now, now + grace, batch)
+                .auto_rotation_due(now, now.saturating_add(lead), batch)
                 .await?;
             let mut progress = 0;
             for (id, url) in &due {
