@@ -19,9 +19,11 @@
 //!   `SCOPEKEY_NOTIFIER_INTERVAL_SECONDS` (default 60): the expiry notifier
 //!   and its signed webhooks; also `SCOPEKEY_NOTICE_THRESHOLDS` (`14d,1d`)
 //!   and `SCOPEKEY_WEBHOOK_EVENTS` (`key.expiring` unless set; `all`).
-//!   With `SCOPEKEY_WEBHOOK_SECRET` set, keys created with a
-//!   `rotation_webhook_url` are also rotated automatically when due, their
-//!   successors posted to that URL signed with the same secret.
+//! - `SCOPEKEY_ROTATION_SECRET` (`whsec_<base64>`, optional): enables
+//!   automatic rotation. Keys created with a `rotation_webhook_url` are then
+//!   rotated by the notifier when due, their successors posted to that URL
+//!   signed with the URL's own secret (returned once at creation as
+//!   `rotation_webhook_secret`).
 //! - `RUST_LOG`: log filter (default `info`); logs go to standard error and
 //!   never carry a key.
 //!
@@ -123,7 +125,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::env::var("DATABASE_URL").unwrap_or_else(|_| "sqlite://scopekey-demo.db".to_owned());
     let bind = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
 
-    let keys = ScopeKey::builder_arc(scopekey::open(&database_url).await?).build();
+    let mut builder = ScopeKey::builder_arc(scopekey::open(&database_url).await?);
+    // SCOPEKEY_ROTATION_SECRET enables automatic rotation for keys created
+    // with a `rotation_webhook_url`.
+    for secret in scopekey::notify::rotation_secrets_from_env()? {
+        builder = builder.rotation_webhook_secret(secret);
+    }
+    let keys = builder.build();
     keys.migrate().await?;
     if keys.is_empty().await? {
         let admin = keys

@@ -314,7 +314,12 @@ both_backends!(concurrent_rotations_produce_one_successor, concurrent);
 /// expiry and shows in the key object; the self-rotated successor gets a
 /// fresh period; bad values are 400 and create nothing.
 async fn rotation_policy(db: &TestDb) {
-    let app = TestApp::start(db).await;
+    let clock = scopekey::ManualClock::starting_now();
+    let keys = scopekey::ScopeKey::builder_arc(db.store.clone())
+        .clock(clock.clone())
+        .rotation_webhook_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".parse().unwrap())
+        .build();
+    let app = TestApp::serve(keys, clock, Setup::default()).await;
     let res = app
         .post("/api-keys")
         .bearer(&app.admin)
@@ -378,15 +383,36 @@ async fn rotation_policy(db: &TestDb) {
         .json(&json!({
             "name": "machine",
             "scopes": ["orders:read"],
-            "rotation_period_seconds": 86_400,
+            "rotation_period_seconds": 30 * 86_400,
             "rotation_webhook_url": "https://holder.example/scopekey"
         }))
         .send()
         .await;
     assert_eq!(res.status, 201, "{}", res.text());
+    let machine = res.json();
     assert_eq!(
-        res.json()["rotation_webhook_url"],
+        machine["rotation_webhook_url"],
         "https://holder.example/scopekey"
+    );
+    // The holder's signing secret, once: the URL's own, derived from the
+    // rotation secret.
+    let secret = machine["rotation_webhook_secret"].as_str().unwrap();
+    assert_eq!(
+        Some(secret.to_owned()),
+        app.keys
+            .rotation_webhook_secret("https://holder.example/scopekey")
+            .map(|s| s.to_whsec())
+    );
+    let shown = app
+        .get(&format!("/api-keys/{}", machine["id"].as_str().unwrap()))
+        .bearer(&app.admin)
+        .send()
+        .await
+        .json();
+    assert!(shown.get("rotation_webhook_secret").is_none(), "{shown}");
+    assert!(
+        body.get("rotation_webhook_secret").is_none(),
+        "only keys with a rotation webhook get one"
     );
 
     let before = app
@@ -405,8 +431,14 @@ async fn rotation_policy(db: &TestDb) {
         json!({ "name": "x", "scopes": ["orders:read"], "rotation_period_seconds": 1e12 }),
         json!({ "name": "x", "scopes": ["orders:read"],
                 "rotation_webhook_url": "https://holder.example/" }),
-        json!({ "name": "x", "scopes": ["orders:read"], "rotation_period_seconds": 60,
+        json!({ "name": "x", "scopes": ["orders:read"], "rotation_period_seconds": 864000,
                 "rotation_webhook_url": "javascript:alert(1)" }),
+        json!({ "name": "x", "scopes": ["orders:read"], "rotation_period_seconds": 864000,
+                "rotation_webhook_url": "http://holder.example/" }),
+        json!({ "name": "x", "scopes": ["orders:read"], "rotation_period_seconds": 864000,
+                "rotation_webhook_url": "https://192.168.1.1/" }),
+        json!({ "name": "x", "scopes": ["orders:read"], "rotation_period_seconds": 3600,
+                "rotation_webhook_url": "https://holder.example/" }),
     ] {
         app.post("/api-keys")
             .bearer(&app.admin)

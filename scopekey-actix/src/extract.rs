@@ -2,11 +2,13 @@
 //! principal to handlers as extractors.
 //!
 //! The middleware, `#[requires_scope]` guards and the extractors all call
-//! [`authenticate`]. The first call reads the headers and starts the
-//! verification; the pending verification is kept in the request's
-//! extensions, so every later call (even one running concurrently, as
-//! actix polls a handler's extractors together) awaits the same result:
-//! a key is verified at most once per request.
+//! [`authenticate`]. With the middleware installed, it verifies before
+//! routing and records the outcome in the request's extensions; guards and
+//! extractors then read it without waiting or allocating. Without it, the
+//! first guard or extractor starts the verification and keeps the pending
+//! verification in the extensions, so every later call (even one running
+//! concurrently, as actix polls a handler's extractors together) awaits the
+//! same result: a key is verified at most once per request.
 
 use std::future::Future;
 use std::ops::Deref;
@@ -15,7 +17,7 @@ use std::sync::Arc;
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpMessage, HttpRequest};
 use futures_util::FutureExt;
-use futures_util::future::{LocalBoxFuture, Shared};
+use futures_util::future::{Either, LocalBoxFuture, Ready, Shared, ready};
 use scopekey_runtime::{Principal, VerifyError};
 
 use crate::config::{AuthConfig, runtime};
@@ -23,11 +25,19 @@ use crate::credentials::{Presented, presented};
 use crate::error::{AuthError, AuthErrorKind};
 
 /// The result of authenticating one request.
-type Outcome = Result<Option<Principal>, AuthError>;
+pub(crate) type Outcome = Result<Option<Principal>, AuthError>;
 
-/// The verification of the current request, shared by everyone who asks.
+/// A request's authentication, as kept in its extensions.
 #[derive(Clone)]
-struct Pending(Shared<LocalBoxFuture<'static, Outcome>>);
+enum State {
+    /// Started by a guard or extractor; later askers join it.
+    Pending(Shared<LocalBoxFuture<'static, Outcome>>),
+    /// Finished (the middleware records this before routing).
+    Done(Outcome),
+}
+
+/// A verification: already decided, or still running.
+pub(crate) type Verification<F> = Either<Ready<Outcome>, F>;
 
 /// The verified principal of a request: `Ok(None)` if it presented no key,
 /// `Err` if it presented a key that is not valid (or more than one), or the
@@ -39,38 +49,71 @@ pub async fn authenticate(req: &HttpRequest) -> Result<Option<Principal>, AuthEr
     verification(req).await
 }
 
+/// The outcome already recorded for this request, if any.
+pub(crate) fn recorded(req: &HttpRequest) -> Option<Outcome> {
+    match req.extensions().get::<State>() {
+        Some(State::Done(outcome)) => Some(outcome.clone()),
+        _ => None,
+    }
+}
+
+/// Records a finished verification (the middleware's), for the guards and
+/// extractors that follow.
+pub(crate) fn record(req: &HttpRequest, outcome: Outcome) {
+    req.extensions_mut().insert(State::Done(outcome));
+}
+
 /// Starts (or joins) the request's verification. The returned future owns
 /// everything it needs: it holds no reference to the request, so keeping it
 /// in the request's extensions makes no cycle.
-pub(crate) fn verification(req: &HttpRequest) -> impl Future<Output = Outcome> + 'static {
-    if let Some(pending) = req.extensions().get::<Pending>() {
-        return pending.0.clone();
+pub(crate) fn verification(
+    req: &HttpRequest,
+) -> Verification<Shared<LocalBoxFuture<'static, Outcome>>> {
+    match req.extensions().get::<State>() {
+        Some(State::Done(outcome)) => return Either::Left(ready(outcome.clone())),
+        Some(State::Pending(pending)) => return Either::Right(pending.clone()),
+        None => {}
     }
-    let realm = AuthConfig::of(req).realm_arc();
-    let fail = |kind| Err(AuthError::new(kind, realm.clone()));
-    let future: LocalBoxFuture<'static, Outcome> = match (runtime(req), presented(req.headers())) {
+    let shared = match verify(req) {
+        Either::Left(decided) => return Either::Left(decided),
+        Either::Right(running) => running.boxed_local().shared(),
+    };
+    req.extensions_mut().insert(State::Pending(shared.clone()));
+    Either::Right(shared)
+}
+
+/// Reads the headers and verifies the presented key: decided at once when
+/// no lookup is needed (no key, two credentials, an unreadable header, no
+/// runtime), else a future that asks the runtime.
+pub(crate) fn verify(
+    req: &HttpRequest,
+) -> Verification<impl Future<Output = Outcome> + 'static + use<>> {
+    let realm = || AuthConfig::of(req).realm_arc();
+    let fail = |kind| Either::Left(ready(Err(AuthError::new(kind, realm()))));
+    match (runtime(req), presented(req.headers())) {
         (None, _) => {
             tracing::error!(
                 path = req.path(),
                 "no ScopeKey in app data: register it with `App::app_data(keys.clone())`; refusing"
             );
-            Box::pin(std::future::ready(fail(AuthErrorKind::Misconfigured)))
+            fail(AuthErrorKind::Misconfigured)
         }
-        (Some(_), Presented::Nothing) => Box::pin(std::future::ready(Ok(None))),
+        (Some(_), Presented::Nothing) => Either::Left(ready(Ok(None))),
         (Some(_), Presented::Multiple) => {
             tracing::info!(
                 path = req.path(),
                 "more than one credential presented; refusing"
             );
-            Box::pin(std::future::ready(fail(AuthErrorKind::MultipleCredentials)))
+            fail(AuthErrorKind::MultipleCredentials)
         }
         (Some(_), Presented::Unreadable(why)) => {
             tracing::info!(reason = why, "api key refused before verification");
-            Box::pin(std::future::ready(fail(AuthErrorKind::InvalidToken)))
+            fail(AuthErrorKind::InvalidToken)
         }
         (Some(keys), Presented::Key(key)) => {
             let keys = keys.clone();
-            Box::pin(async move {
+            let realm = realm();
+            Either::Right(async move {
                 match keys.verify(&key).await {
                     Ok(principal) => Ok(Some(principal)),
                     // The runtime has logged the reason and sampled it into
@@ -82,10 +125,7 @@ pub(crate) fn verification(req: &HttpRequest) -> impl Future<Output = Outcome> +
                 }
             })
         }
-    };
-    let shared = future.shared();
-    req.extensions_mut().insert(Pending(shared.clone()));
-    shared
+    }
 }
 
 /// The verified caller of a request that must present a key: refuses with
@@ -144,19 +184,32 @@ impl Deref for Authenticated {
     }
 }
 
+impl Authenticated {
+    fn from_outcome(outcome: Outcome, realm: Arc<str>) -> Result<Self, AuthError> {
+        match outcome? {
+            Some(principal) => Ok(Authenticated { principal, realm }),
+            None => Err(AuthError::new(AuthErrorKind::MissingCredentials, realm)),
+        }
+    }
+}
+
 impl FromRequest for Authenticated {
     type Error = AuthError;
-    type Future = LocalBoxFuture<'static, Result<Self, AuthError>>;
+    type Future =
+        Either<Ready<Result<Self, AuthError>>, LocalBoxFuture<'static, Result<Self, AuthError>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let realm = AuthConfig::of(req).realm_arc();
-        let verification = verification(req);
-        Box::pin(async move {
-            match verification.await? {
-                Some(principal) => Ok(Authenticated { principal, realm }),
-                None => Err(AuthError::new(AuthErrorKind::MissingCredentials, realm)),
+        match verification(req) {
+            Either::Left(decided) => {
+                Either::Left(ready(Self::from_outcome(decided.into_inner(), realm)))
             }
-        })
+            Either::Right(pending) => {
+                Either::Right(Box::pin(
+                    async move { Self::from_outcome(pending.await, realm) },
+                ))
+            }
+        }
     }
 }
 
@@ -169,10 +222,19 @@ pub struct MaybeAuthenticated(pub Option<Principal>);
 
 impl FromRequest for MaybeAuthenticated {
     type Error = AuthError;
-    type Future = LocalBoxFuture<'static, Result<Self, AuthError>>;
+    type Future =
+        Either<Ready<Result<Self, AuthError>>, LocalBoxFuture<'static, Result<Self, AuthError>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let verification = verification(req);
-        Box::pin(async move { verification.await.map(MaybeAuthenticated) })
+        match verification(req) {
+            Either::Left(decided) => {
+                Either::Left(ready(decided.into_inner().map(MaybeAuthenticated)))
+            }
+            Either::Right(pending) => {
+                Either::Right(Box::pin(
+                    async move { pending.await.map(MaybeAuthenticated) },
+                ))
+            }
+        }
     }
 }

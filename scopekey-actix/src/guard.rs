@@ -8,16 +8,16 @@
 //! other extractor's answer and before the body runs.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest};
-use futures_util::future::{Ready, ready};
+use futures_util::future::{Either, Ready, ready};
 use scopekey_core::StaticRequirement;
 
 use crate::config::AuthConfig;
 use crate::error::{AuthError, AuthErrorKind};
-use crate::extract::verification;
+use crate::extract::{Outcome, verification};
 
 /// One guarded handler: what it requires and where it is.
 #[derive(Debug)]
@@ -57,7 +57,7 @@ pub struct Guard<const ID: u64>(());
 
 impl<const ID: u64> FromRequest for Guard<ID> {
     type Error = AuthError;
-    type Future = futures_util::future::Either<
+    type Future = Either<
         Ready<Result<Self, AuthError>>,
         futures_util::future::LocalBoxFuture<'static, Result<Self, AuthError>>,
     >;
@@ -70,30 +70,40 @@ impl<const ID: u64> FromRequest for Guard<ID> {
                 guard = ID,
                 "no requirement registered for this guard; refusing"
             );
-            return futures_util::future::Either::Left(ready(Err(AuthError::new(
+            return Either::Left(ready(Err(AuthError::new(
                 AuthErrorKind::Misconfigured,
                 realm,
             ))));
         };
-        let verification = verification(req);
-        futures_util::future::Either::Right(Box::pin(async move {
-            match verification.await? {
-                None => Err(AuthError::new(AuthErrorKind::MissingCredentials, realm)),
-                Some(p) if info.requirement.is_satisfied_by(p.grants()) => Ok(Guard(())),
-                Some(p) => {
-                    tracing::debug!(
-                        key_id = %p.id,
-                        handler = info.handler,
-                        required = %info.requirement,
-                        "insufficient scope"
-                    );
-                    let scopes = info.requirement.scopes().into_iter().map(str::to_owned);
-                    Err(AuthError::new(
-                        AuthErrorKind::InsufficientScope(scopes.collect()),
-                        realm,
-                    ))
-                }
+        match verification(req) {
+            // Verified by the middleware: decided here, no allocation.
+            Either::Left(decided) => {
+                Either::Left(ready(check(info, decided.into_inner(), realm).map(Guard)))
             }
-        }))
+            Either::Right(pending) => Either::Right(Box::pin(async move {
+                check(info, pending.await, realm).map(Guard)
+            })),
+        }
+    }
+}
+
+/// The guard's verdict on a request's authentication outcome.
+fn check(info: &GuardInfo, outcome: Outcome, realm: Arc<str>) -> Result<(), AuthError> {
+    match outcome? {
+        None => Err(AuthError::new(AuthErrorKind::MissingCredentials, realm)),
+        Some(p) if info.requirement.is_satisfied_by(p.grants()) => Ok(()),
+        Some(p) => {
+            tracing::debug!(
+                key_id = %p.id,
+                handler = info.handler,
+                required = %info.requirement,
+                "insufficient scope"
+            );
+            let scopes = info.requirement.scopes().into_iter().map(str::to_owned);
+            Err(AuthError::new(
+                AuthErrorKind::InsufficientScope(scopes.collect()),
+                realm,
+            ))
+        }
     }
 }

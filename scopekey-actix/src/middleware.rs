@@ -9,7 +9,7 @@ use actix_web::body::EitherBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use futures_util::future::LocalBoxFuture;
 
-use crate::extract::verification;
+use crate::extract::{record, recorded, verify};
 
 /// Verifies the key a request presents, if any, before routing reaches a
 /// handler:
@@ -84,10 +84,24 @@ where
     forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        let verification = verification(req.request());
+        // Nested middleware (an app-wide one and a scope's) verifies once.
+        let earlier = recorded(req.request());
+        let verification = match earlier {
+            Some(_) => None,
+            None => Some(verify(req.request())),
+        };
         let service = Rc::clone(&self.service);
         Box::pin(async move {
-            match verification.await {
+            let outcome = match (earlier, verification) {
+                (Some(outcome), _) => outcome,
+                (None, Some(verification)) => {
+                    let outcome = verification.await;
+                    record(req.request(), outcome.clone());
+                    outcome
+                }
+                (None, None) => unreachable!("verification starts when none was recorded"),
+            };
+            match outcome {
                 Ok(_) => service
                     .call(req)
                     .await

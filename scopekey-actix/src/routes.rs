@@ -22,11 +22,15 @@
 //!   [`rotation_period`](scopekey_runtime::ScopeKeyBuilder::rotation_period),
 //!   if any): it then expires one period after creation unless
 //!   `expires_in_seconds` or `expires_at` says otherwise, and each successor
-//!   gets a fresh period. `rotation_webhook_url` (an `http(s)` URL; needs a
-//!   policy) opts in to automatic rotation: when due, the notifier rotates
-//!   the key with the default grace and posts the successor (the key object
-//!   plus `key`, its plaintext) to that URL as a signed `key.rotated`
-//!   webhook. Both show in the key object.
+//!   gets a fresh period. `rotation_webhook_url` (an `https` URL, not to an
+//!   internal address; needs a policy of at least two graces and a runtime
+//!   with a [rotation webhook secret](scopekey_runtime::ScopeKeyBuilder::rotation_webhook_secret))
+//!   opts in to automatic rotation: when due, the notifier rotates the key
+//!   with the default grace and posts the successor (the key object plus
+//!   `key`, its plaintext) to that URL as a `key.rotated` webhook signed with
+//!   the URL's own secret, which the 201 answer carries once as
+//!   `rotation_webhook_secret` (`whsec_…`). Both fields show in the key
+//!   object.
 //! - `POST /api-keys/{id}/rotate`: `{grace_seconds?, scopes?}` (or empty).
 //! - `POST /api-keys/{id}/revoke`: `{reason?}` (or empty).
 //! - `POST /api-keys/compromised`: `{keys: [plaintext, ...], source?}`, up to
@@ -133,6 +137,8 @@ struct WithPlaintext<'a> {
     key: &'a ApiKey,
     #[serde(rename = "key")]
     plaintext: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rotation_webhook_secret: Option<&'a str>,
 }
 
 fn created(created: &CreatedKey) -> HttpResponse {
@@ -141,6 +147,7 @@ fn created(created: &CreatedKey) -> HttpResponse {
         &WithPlaintext {
             key: &created.key,
             plaintext: created.plaintext.expose_secret(),
+            rotation_webhook_secret: created.rotation_webhook_secret.as_deref(),
         },
     )
 }

@@ -25,7 +25,10 @@ Environment:
   DATABASE_URL          the key store, when --database-url is not given
   SCOPEKEY_KEY_PREFIX   the key prefix, when --key-prefix is not given
   SCOPEKEY_PEPPER       the hashing pepper, if the service uses one (only read
-                        from the environment, never from the command line)";
+                        from the environment, never from the command line)
+  SCOPEKEY_ROTATION_SECRET
+                        the service's rotation secret (whsec_...), needed by
+                        keys create --rotation-webhook";
 
 /// Administers scopekey API keys without the HTTP API: bootstrap the first
 /// admin key, rotate or revoke a leaked key, script key management.
@@ -164,8 +167,9 @@ pub struct CreateArgs {
     pub rotate_every: Option<Duration>,
 
     /// Opt in to automatic rotation: when due, the service's notifier
-    /// rotates the key and posts the successor's plaintext, signed, to this
-    /// http(s) URL. Needs `--rotate-every`.
+    /// rotates the key and posts the successor's plaintext to this https
+    /// URL, signed with the URL's own secret (printed once, with the key).
+    /// Needs `--rotate-every` and the service's SCOPEKEY_ROTATION_SECRET.
     #[arg(long, value_name = "URL", requires = "rotate_every")]
     pub rotation_webhook: Option<String>,
 

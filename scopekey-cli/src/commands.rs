@@ -91,7 +91,15 @@ impl Globals {
                 CONNECT_TIMEOUT.as_secs()
             ))
         })??;
-        let keys = ScopeKey::builder_arc(store).key_format(format).build();
+        let mut builder = ScopeKey::builder_arc(store).key_format(format);
+        // The service's rotation secret, so that keys created here with a
+        // rotation webhook get their holder's signing secret.
+        for secret in scopekey_runtime::notify::rotation_secrets_from_env()
+            .map_err(|e| Failure::Failed(e.to_string()))?
+        {
+            builder = builder.rotation_webhook_secret(secret);
+        }
+        let keys = builder.build();
         if self.migrate {
             keys.migrate().await?;
         }
@@ -178,10 +186,19 @@ fn write_created(
         let mut value = serde_json::to_value(&created.key)?;
         if let Value::Object(map) = &mut value {
             map.insert("key".to_owned(), Value::String(plaintext.to_owned()));
+            if let Some(secret) = &created.rotation_webhook_secret {
+                map.insert(
+                    "rotation_webhook_secret".to_owned(),
+                    Value::String(secret.clone()),
+                );
+            }
         }
         output::json(out, &value, pretty())?;
         out.flush()?;
         return Ok(());
+    }
+    if let Some(secret) = &created.rotation_webhook_secret {
+        extra.push(("webhook secret", secret.clone()));
     }
     extra.push(("key", plaintext.to_owned()));
     output::key_block(out, &created.key, keys.now(), &extra)?;

@@ -374,26 +374,45 @@ async fn rotate_every(db: &TestDb) {
         Duration::days(90)
     );
 
-    let auto = scopekey(
-        url,
-        &[
-            "keys",
-            "create",
-            "--name",
-            "machine",
-            "--scope",
-            "orders:read",
-            "--rotate-every",
-            "30d",
-            "--rotation-webhook",
-            "https://holder.example/rotate",
-            "--json",
-        ],
-    )
-    .json();
+    let args = [
+        "keys",
+        "create",
+        "--name",
+        "machine",
+        "--scope",
+        "orders:read",
+        "--rotate-every",
+        "30d",
+        "--rotation-webhook",
+        "https://holder.example/rotate",
+    ];
+    // Without the service's rotation secret: refused, nothing created.
+    scopekey(url, &args)
+        .fails_with(1)
+        .says("automatic rotation is not enabled");
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let mut cmd = command();
+    cmd.env("SCOPEKEY_ROTATION_SECRET", secret)
+        .arg("--database-url")
+        .arg(url)
+        .args(args)
+        .arg("--json");
+    let auto = common::run(cmd, "").json();
     assert_eq!(
         auto["rotation_webhook_url"],
         "https://holder.example/rotate"
+    );
+    let holder_secret = str_of(&auto, "rotation_webhook_secret");
+    assert!(holder_secret.starts_with("whsec_") && holder_secret != secret);
+    let mut cmd = command();
+    cmd.env("SCOPEKEY_ROTATION_SECRET", secret)
+        .arg("--database-url")
+        .arg(url)
+        .args(args);
+    let human = common::run(cmd, "");
+    assert!(
+        block_value(&human.stdout, "webhook secret").is_some_and(|s| s.starts_with("whsec_")),
+        "{human:#?}"
     );
 
     scopekey(
@@ -436,7 +455,7 @@ async fn rotate_every(db: &TestDb) {
             "--rotate-every",
             "30d",
             "--rotation-webhook",
-            "ftp://holder.example/",
+            "http://holder.example/",
         ],
     )
     .fails_with(1)

@@ -192,7 +192,7 @@ impl KeyFormat {
         }
         let mut key = format!("{}_{}", self.prefix, secret);
         let check = checksum(&key);
-        key.push_str(&check);
+        key.extend(check.iter().map(|&b| char::from(b)));
         Ok(Plaintext(key))
     }
 
@@ -209,7 +209,7 @@ impl KeyFormat {
             return Err(Malformed::Shape);
         }
         let split = presented.len() - CHECK_LEN;
-        if checksum(&presented[..split]) != presented[split..] {
+        if checksum(&presented[..split]) != presented.as_bytes()[split..] {
             return Err(Malformed::Checksum);
         }
         Ok(())
@@ -239,16 +239,16 @@ fn valid_prefix(p: &str) -> bool {
         })
 }
 
-/// CRC32 of `text` as exactly [`CHECK_LEN`] base62 characters.
-fn checksum(text: &str) -> String {
-    let mut n = u64::from(crc32fast::hash(text.as_bytes()));
+/// CRC32 of `text` as exactly [`CHECK_LEN`] base62 characters (ASCII).
+fn checksum(text: &str) -> [u8; CHECK_LEN] {
+    let mut n = crc32fast::hash(text.as_bytes());
     let mut out = [b'0'; CHECK_LEN];
+    // 62^6 > 2^32, so every CRC32 fits in six digits.
     for slot in out.iter_mut().rev() {
         *slot = BASE62[(n % 62) as usize];
         n /= 62;
     }
-    // 62^6 > 2^32, so every CRC32 fits; the bytes are ASCII by construction.
-    out.iter().map(|&b| b as char).collect()
+    out
 }
 
 /// The display hint of a key: the prefix and its last four characters.

@@ -91,13 +91,14 @@ pub struct NewKey {
     pub expires_in: Option<Duration>,
     /// Free-form JSON object.
     pub metadata: Option<Map<String, Value>>,
-    /// Rotation policy: due for rotation (and expiring, unless an expiry is
-    /// given) this long after creation. Default: the runtime's
+    /// Rotation policy: the key expires (and so is due for rotation) this
+    /// long after creation unless an expiry is given. Default: the runtime's
     /// [`rotation_period`](ScopeKeyBuilder::rotation_period), if any.
     pub rotation_period: Option<Duration>,
     /// Opt-in to automatic rotation: the notifier rotates the key when due
-    /// and delivers the successor's plaintext to this `http(s)` URL. Needs a
-    /// rotation policy.
+    /// and delivers the successor's plaintext to this `https` URL. Needs a
+    /// rotation policy of at least twice the default grace, and a runtime
+    /// with a [rotation webhook secret](ScopeKeyBuilder::rotation_webhook_secret).
     pub rotation_webhook_url: Option<String>,
 }
 
@@ -187,6 +188,10 @@ struct Config {
     catalogue: Option<Grants>,
     auth_failures_per_second: u32,
     rotation_period: Option<Duration>,
+    /// Server secrets behind automatic rotation (current first).
+    #[cfg(feature = "webhooks")]
+    rotation_secrets: Vec<crate::notify::signature::Secret>,
+    insecure_rotation_webhooks: bool,
 }
 
 /// The scopekey runtime: a cheap-to-clone handle on a store, a clock and a
@@ -249,6 +254,31 @@ impl ScopeKeyBuilder {
     pub fn rotation_period(mut self, period: Duration) -> Result<Self, Error> {
         self.config.rotation_period = Some(check_period(period)?);
         Ok(self)
+    }
+
+    /// Enables automatic rotation (keys created with a
+    /// `rotation_webhook_url`) with this server secret, kept out of the
+    /// database (e.g. from `SCOPEKEY_ROTATION_SECRET`). From it derive:
+    /// each webhook URL's own signing secret (HMAC-SHA256 of the URL), handed
+    /// to the key's holder once at creation as `rotation_webhook_secret`, so
+    /// holders cannot sign for one another; and the key that seals
+    /// successor plaintexts in the outbox. Call it again with the previous
+    /// secret while changing it: deliveries are then signed under both
+    /// derived secrets, and sealed ones still open. Without any, creating a
+    /// key with a rotation webhook is refused.
+    #[cfg(feature = "webhooks")]
+    pub fn rotation_webhook_secret(mut self, secret: crate::notify::signature::Secret) -> Self {
+        self.config.rotation_secrets.push(secret);
+        self
+    }
+
+    /// Accepts `http://` rotation webhooks and IP-literal hosts in loopback,
+    /// private or link-local ranges (default: refused, so a caller with
+    /// `api_keys:write` cannot make the server post key material in the
+    /// clear or probe internal addresses). For development and tests.
+    pub fn allow_insecure_rotation_webhooks(mut self, allow: bool) -> Self {
+        self.config.insecure_rotation_webhooks = allow;
+        self
     }
 
     /// Restricts the scopes keys may hold to a catalogue (e.g.
@@ -318,6 +348,9 @@ impl ScopeKey {
                 catalogue: None,
                 auth_failures_per_second: 10,
                 rotation_period: None,
+                #[cfg(feature = "webhooks")]
+                rotation_secrets: Vec::new(),
+                insecure_rotation_webhooks: false,
             },
             verifier: VerifierConfig::default(),
         }
@@ -346,6 +379,23 @@ impl ScopeKey {
     /// The default rotation policy, if any.
     pub fn rotation_period(&self) -> Option<Duration> {
         self.inner.config.rotation_period
+    }
+
+    /// The server secrets behind automatic rotation (current first).
+    #[cfg(feature = "webhooks")]
+    pub(crate) fn rotation_secrets(&self) -> &[crate::notify::signature::Secret] {
+        &self.inner.config.rotation_secrets
+    }
+
+    /// The secret that signs deliveries to a rotation webhook URL (derived
+    /// from the current rotation secret), if automatic rotation is enabled.
+    #[cfg(feature = "webhooks")]
+    pub fn rotation_webhook_secret(&self, url: &str) -> Option<crate::notify::signature::Secret> {
+        self.inner
+            .config
+            .rotation_secrets
+            .first()
+            .map(|s| crate::notify::signature::Secret::for_url(s, url))
     }
 
     /// Creates or upgrades the schema.
@@ -450,16 +500,31 @@ impl ScopeKey {
             Some(p) => Some(check_period(p)?),
             None => self.inner.config.rotation_period,
         };
+        let insecure = self.inner.config.insecure_rotation_webhooks;
         let rotation_webhook_url = new
             .rotation_webhook_url
             .as_deref()
-            .map(check_webhook_url)
+            .map(|url| check_webhook_url(url, insecure))
             .transpose()?;
-        if rotation_webhook_url.is_some() && rotation_period.is_none() {
-            return Err(Error::Invalid(
-                "`rotation_webhook_url` needs a rotation policy: give `rotation_period_seconds`"
-                    .into(),
-            ));
+        let mut rotation_webhook_secret = None;
+        if let Some(url) = &rotation_webhook_url {
+            let Some(period) = rotation_period else {
+                return Err(Error::Invalid(
+                    "`rotation_webhook_url` needs a rotation policy: give `rotation_period_seconds`"
+                        .into(),
+                ));
+            };
+            // Due one grace before expiry: a period of at least two graces
+            // keeps each key in service for at least one.
+            let two_graces: Duration = self.inner.config.default_grace * 2;
+            if period < two_graces {
+                return Err(Error::Invalid(format!(
+                    "automatic rotation needs `rotation_period_seconds` of at least {} \
+                     (twice the rotation grace)",
+                    two_graces.whole_seconds()
+                )));
+            }
+            rotation_webhook_secret = Some(self.rotation_webhook_whsec(url)?);
         }
         // Under a policy, the key is due (and expires) one period from now.
         let expires_at = expires_at.or_else(|| rotation_period.map(|p| now + p));
@@ -487,7 +552,22 @@ impl ScopeKey {
         Ok(CreatedKey {
             key: record.to_api_key(now),
             plaintext,
+            rotation_webhook_secret,
         })
+    }
+
+    /// The `whsec_…` a rotation webhook's holder verifies deliveries with.
+    fn rotation_webhook_whsec(&self, url: &str) -> Result<String, Error> {
+        #[cfg(feature = "webhooks")]
+        if let Some(secret) = self.rotation_webhook_secret(url) {
+            return Ok(secret.to_whsec());
+        }
+        let _ = url;
+        Err(Error::Invalid(
+            "automatic rotation is not enabled on this service (it has no rotation \
+             webhook secret); leave out `rotation_webhook_url`"
+                .into(),
+        ))
     }
 
     fn new_record(
@@ -710,6 +790,7 @@ impl ScopeKey {
                 Ok(CreatedKey {
                     key: rotation.child.to_api_key(now),
                     plaintext,
+                    rotation_webhook_secret: None,
                 })
             }
             RotateOutcome::NotFound => Err(Error::NotFound(id.to_string())),
@@ -963,10 +1044,13 @@ fn check_period(period: Duration) -> Result<Duration, Error> {
     Ok(Duration::seconds(period.whole_seconds()))
 }
 
-/// An absolute `http` or `https` URL without whitespace or control
-/// characters. The URL itself is echoed in errors: it is not a secret (the
-/// deliveries to it are signed with the notifier's secret).
-fn check_webhook_url(url: &str) -> Result<String, Error> {
+/// An absolute `https` URL (or `http`, if `insecure`) without whitespace,
+/// control characters or user information, whose host is not an IP literal
+/// in a loopback, private, link-local or unspecified range (unless
+/// `insecure`). Host names are not resolved here: a name that resolves to an
+/// internal address is the operator's to prevent (egress rules). The URL is
+/// echoed in errors: it is not a secret.
+fn check_webhook_url(url: &str, insecure: bool) -> Result<String, Error> {
     let bad = |why: &str| Error::Invalid(format!("`rotation_webhook_url` {why}"));
     if url.len() > MAX_WEBHOOK_URL_LEN {
         return Err(bad(&format!("is longer than {MAX_WEBHOOK_URL_LEN} bytes")));
@@ -975,17 +1059,62 @@ fn check_webhook_url(url: &str) -> Result<String, Error> {
         return Err(bad("must not contain whitespace or control characters"));
     }
     let lower = url.to_ascii_lowercase();
-    let rest = lower
-        .strip_prefix("https://")
-        .or_else(|| lower.strip_prefix("http://"))
-        .ok_or_else(|| bad("must be an absolute http:// or https:// URL"))?;
-    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    if host.is_empty() || host.contains('@') {
+    let rest = match (
+        lower.strip_prefix("https://"),
+        lower.strip_prefix("http://"),
+    ) {
+        (Some(rest), _) => rest,
+        (None, Some(rest)) if insecure => rest,
+        (None, Some(_)) => {
+            return Err(bad(
+                "must be https: the successor's plaintext is posted to it",
+            ));
+        }
+        _ => return Err(bad("must be an absolute https:// URL")),
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() || authority.contains('@') {
         return Err(bad("must name a host (and no user information)"));
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    if !insecure
+        && let Ok(ip) = host.parse::<std::net::IpAddr>()
+        && internal(ip)
+    {
+        return Err(bad(
+            "must not point at a loopback, private, link-local or unspecified address",
+        ));
     }
     #[cfg(feature = "webhooks")]
     reqwest::Url::parse(url).map_err(|e| bad(&format!("is not a valid URL: {e}")))?;
     Ok(url.to_owned())
+}
+
+/// Addresses a webhook must not target: loopback, private, link-local,
+/// unspecified, shared (CGNAT) and unique-local.
+fn internal(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || (a == 100 && (64..128).contains(&b))
+        }
+        std::net::IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || v6.to_ipv4_mapped().is_some_and(|v4| internal(v4.into()))
+        }
+    }
 }
 
 fn in_catalogue(catalogue: &Grants, grant: &Grant) -> bool {

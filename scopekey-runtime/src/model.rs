@@ -98,8 +98,9 @@ pub struct KeyRecord {
     pub parent_key_id: Option<KeyId>,
     /// Last successful verification, as last flushed.
     pub last_used_at: Option<OffsetDateTime>,
-    /// The rotation policy: the key is due for rotation this long after its
-    /// creation (and expires then unless given another expiry).
+    /// The rotation policy: the key expires (and so is due for rotation)
+    /// this long after creation unless given another expiry; successors get
+    /// a fresh period.
     pub rotation_period: Option<time::Duration>,
     /// Where the notifier delivers this key's successor when it rotates the
     /// key automatically; `None`: never rotated behind its holder's back.
@@ -197,6 +198,11 @@ pub struct CreatedKey {
     pub key: ApiKey,
     /// The plaintext, to hand over once.
     pub plaintext: Plaintext,
+    /// For a key created with a `rotation_webhook_url`: the secret (in
+    /// `whsec_…` form) that signs the deliveries to that URL, so its holder
+    /// can verify them. Handed over once, like the plaintext; `None`
+    /// otherwise.
+    pub rotation_webhook_secret: Option<String>,
 }
 
 /// A verified caller: who it is and what it may do.

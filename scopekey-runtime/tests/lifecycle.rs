@@ -924,7 +924,22 @@ async fn rotation_policy(db: &TestDb) {
 both_backends!(rotation_policy_works, rotation_policy);
 
 async fn rotation_policy_validation(db: &TestDb) {
-    let (keys, _) = runtime(db);
+    // Without a rotation secret, automatic rotation is refused outright.
+    let (plain, _) = runtime(db);
+    let err = plain
+        .create(
+            NewKey::new("auto", ["orders:read"])
+                .rotate_every(Duration::days(30))
+                .rotation_webhook("https://holder.example/k"),
+            Actor::System,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Invalid(_)), "{err:?}");
+
+    let keys = ScopeKey::builder_arc(Arc::clone(&db.store))
+        .rotation_webhook_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".parse().unwrap())
+        .build();
     let bad = [
         NewKey::new("zero", ["orders:read"]).rotate_every(Duration::ZERO),
         NewKey::new("negative", ["orders:read"]).rotate_every(Duration::days(-1)),
@@ -943,6 +958,26 @@ async fn rotation_policy_validation(db: &TestDb) {
         NewKey::new("userinfo", ["orders:read"])
             .rotate_every(Duration::days(30))
             .rotation_webhook("https://user:pw@holder.example/"),
+        // Plaintexts are never posted in the clear, nor to internal hosts.
+        NewKey::new("http", ["orders:read"])
+            .rotate_every(Duration::days(30))
+            .rotation_webhook("http://holder.example/k"),
+        NewKey::new("loopback", ["orders:read"])
+            .rotate_every(Duration::days(30))
+            .rotation_webhook("https://127.0.0.1:8443/k"),
+        NewKey::new("metadata", ["orders:read"])
+            .rotate_every(Duration::days(30))
+            .rotation_webhook("https://169.254.169.254/latest"),
+        NewKey::new("private", ["orders:read"])
+            .rotate_every(Duration::days(30))
+            .rotation_webhook("https://10.1.2.3/k"),
+        NewKey::new("v6 loopback", ["orders:read"])
+            .rotate_every(Duration::days(30))
+            .rotation_webhook("https://[::1]/k"),
+        // Due one grace (24 h) before expiry: the period must be two graces.
+        NewKey::new("short", ["orders:read"])
+            .rotate_every(Duration::hours(47))
+            .rotation_webhook("https://holder.example/k"),
     ];
     for new in bad {
         let name = new.name.clone();
@@ -964,12 +999,33 @@ async fn rotation_policy_validation(db: &TestDb) {
             Actor::System,
         )
         .await
-        .unwrap()
-        .key;
+        .unwrap();
+    assert!(
+        auto.rotation_webhook_secret
+            .as_deref()
+            .is_some_and(|s| s.starts_with("whsec_"))
+    );
+    let auto = auto.key;
     assert_eq!(
         auto.rotation_webhook_url.as_deref(),
         Some("https://holder.example/rotate?client=7")
     );
+    // The insecure switch admits local http receivers (development).
+    let dev = ScopeKey::builder_arc(Arc::clone(&db.store))
+        .rotation_webhook_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".parse().unwrap())
+        .allow_insecure_rotation_webhooks(true)
+        .build();
+    let local = dev
+        .create(
+            NewKey::new("local", ["orders:read"])
+                .rotate_every(Duration::days(2))
+                .rotation_webhook("http://127.0.0.1:9000/rotate"),
+            Actor::System,
+        )
+        .await
+        .unwrap();
+    assert!(local.rotation_webhook_secret.is_some());
+    dev.revoke(local.key.id, None, Actor::System).await.unwrap();
     // A successor keeps the opt-in.
     let successor = keys
         .rotate(auto.id, RotateOptions::default(), Actor::System)

@@ -849,6 +849,25 @@ async fn spawned_and_shut_down(db: &TestDb) {
     key_expiring_in(&e.keys, "k", Duration::days(10)).await;
     let handle = e.notifier.clone().spawn();
     e.receiver.wait_for(1).await;
+    // The failed attempt must be recorded before the clock moves, or its
+    // backoff would start from the moved clock.
+    let deadline = tokio::time::Instant::now() + StdDuration::from_secs(10);
+    loop {
+        let d = e
+            .notifier
+            .outbox()
+            .deliveries(&DeliveryFilter::default())
+            .await
+            .unwrap();
+        if d.first().is_some_and(|d| d.attempts == 1) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "attempt not recorded"
+        );
+        tokio::time::sleep(StdDuration::from_millis(10)).await;
+    }
     e.clock.advance(Duration::seconds(10));
     e.receiver.wait_for(2).await;
     handle.shutdown().await;
@@ -1094,19 +1113,26 @@ both_backends!(
     policy_key_notice_and_self_rotation
 );
 
-/// Two notifiers with the delivery secret, on one database.
+/// The operator's rotation secret (never the webhook secret).
+const ROTATION_SECRET: &str = "whsec_cm90YXRpb24gc2VjcmV0IGZvciB0ZXN0cyBvbmx5IQ==";
+
+/// A runtime with automatic rotation enabled (local http receivers allowed).
+fn auto_runtime(store: Arc<dyn scopekey_runtime::Store>, clock: &ManualClock) -> ScopeKey {
+    ScopeKey::builder_arc(store)
+        .clock(clock.clone())
+        .default_grace(Duration::hours(24))
+        .rotation_webhook_secret(ROTATION_SECRET.parse().unwrap())
+        .allow_insecure_rotation_webhooks(true)
+        .build()
+}
+
+/// Two notifiers with the rotation secret, on one database.
 async fn auto_notifiers(db: &TestDb, clock: &ManualClock, receiver: &Receiver) -> Vec<Notifier> {
     let mut out = Vec::new();
     for _ in 0..2 {
-        let store = scopekey_runtime::open(&db.url).await.unwrap();
-        let keys = ScopeKey::builder_arc(store)
-            .clock(clock.clone())
-            .default_grace(Duration::hours(24))
-            .build();
+        let keys = auto_runtime(scopekey_runtime::open(&db.url).await.unwrap(), clock);
         let outbox = Outbox::connect(&db.url).await.unwrap();
-        let mut cfg = config(receiver);
-        cfg.delivery_secrets = vec![SECRET.parse().unwrap()];
-        out.push(Notifier::new(keys, outbox, cfg).unwrap());
+        out.push(Notifier::new(keys, outbox, config(receiver)).unwrap());
     }
     out
 }
@@ -1116,9 +1142,7 @@ async fn automatic_rotation(db: &TestDb) {
     let operator = Receiver::start().await;
     let holder = Receiver::start().await;
     let notifiers = auto_notifiers(db, &clock, &operator).await;
-    let keys = ScopeKey::builder_arc(Arc::clone(&db.store))
-        .clock(clock.clone())
-        .build();
+    let keys = auto_runtime(Arc::clone(&db.store), &clock);
     let created = keys
         .create(
             NewKey::new("machine", ["orders:read"])
@@ -1130,6 +1154,28 @@ async fn automatic_rotation(db: &TestDb) {
         .unwrap();
     let old = created.key.id;
     let old_plaintext = created.plaintext.expose_secret().to_owned();
+    // The holder's own signing secret, handed over once at creation: derived
+    // for its URL, neither the operator's webhook secret nor another holder's.
+    let holder_secret = created.rotation_webhook_secret.clone().unwrap();
+    assert!(holder_secret.starts_with("whsec_"));
+    assert_ne!(holder_secret, SECRET);
+    assert_ne!(holder_secret, ROTATION_SECRET);
+    let other = keys
+        .create(
+            NewKey::new("other machine", ["orders:read"])
+                .rotate_every(Duration::days(30))
+                .rotation_webhook(format!("{}/other", holder.url)),
+            Actor::System,
+        )
+        .await
+        .unwrap();
+    assert_ne!(
+        other.rotation_webhook_secret.as_deref(),
+        Some(&*holder_secret)
+    );
+    keys.revoke(other.key.id, None, Actor::System)
+        .await
+        .unwrap();
     let manual = keys
         .create(
             NewKey::new("manual", ["orders:read"]).rotate_every(Duration::days(30)),
@@ -1198,7 +1244,28 @@ async fn automatic_rotation(db: &TestDb) {
     );
     assert_eq!(requests[0].body, requests[1].body, "the same successor");
     for r in &requests {
-        assert_signed(r, &clock);
+        WebhookVerifier::new(&holder_secret)
+            .unwrap()
+            .verify_at(
+                r.header("webhook-id"),
+                r.header("webhook-timestamp"),
+                r.header("webhook-signature"),
+                r.body.as_bytes(),
+                clock.now(),
+            )
+            .expect("signed with the holder's own secret");
+        assert!(
+            verifier()
+                .verify_at(
+                    r.header("webhook-id"),
+                    r.header("webhook-timestamp"),
+                    r.header("webhook-signature"),
+                    r.body.as_bytes(),
+                    clock.now(),
+                )
+                .is_err(),
+            "not with the operator's webhook secret"
+        );
         assert!(!r.body.contains(&old_plaintext));
     }
     let body = requests[1].json();
@@ -1248,12 +1315,28 @@ async fn automatic_rotation(db: &TestDb) {
 }
 both_backends!(automatic_rotation_works, automatic_rotation);
 
-/// Without a delivery secret, the notifier rotates nothing, due or not.
+/// A runtime without a rotation secret refuses the opt-in, and its notifier
+/// rotates nothing, due or not; a key whose webhook endpoint was disabled
+/// (410 Gone) is not rotated either.
 async fn no_secret_no_rotation(db: &TestDb) {
     let e = env(db).await;
     let holder = Receiver::start().await;
-    let id = e
+    let refused = e
         .keys
+        .create(
+            NewKey::new("machine", ["orders:read"])
+                .rotate_every(Duration::days(30))
+                .rotation_webhook("https://holder.example/rotate"),
+            Actor::System,
+        )
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("not enabled"), "{refused}");
+
+    // Created through a runtime that has the secret; served by one that
+    // has not.
+    let with_secret = auto_runtime(Arc::clone(&db.store), &e.clock);
+    let id = with_secret
         .create(
             NewKey::new("machine", ["orders:read"])
                 .rotate_every(Duration::days(30))
@@ -1268,5 +1351,30 @@ async fn no_secret_no_rotation(db: &TestDb) {
     assert_eq!(e.notifier.run_once().await.unwrap().rotated, 0);
     assert_eq!(e.keys.get(id).await.unwrap().status, Status::Active);
     assert_eq!(holder.count(), 0);
+
+    // With the secret it rotates; the holder answers 410 Gone, which
+    // disables its endpoint: its keys are not rotated again.
+    let outbox = Outbox::connect(&db.url).await.unwrap();
+    let notifier = Notifier::new(with_secret.clone(), outbox, config(&e.receiver)).unwrap();
+    holder.script([Reply::Status(410)]);
+    let later = with_secret
+        .create(
+            NewKey::new("later", ["orders:read"])
+                .rotate_every(Duration::days(30))
+                .rotation_webhook(&holder.url),
+            Actor::System,
+        )
+        .await
+        .unwrap()
+        .key
+        .id;
+    let pass = notifier.run_once().await.unwrap();
+    assert_eq!((pass.rotated, pass.deliveries.failed), (1, 1), "{pass:?}");
+    holder.wait_for(1).await;
+    e.clock.advance(Duration::days(29) + Duration::hours(1));
+    let pass = notifier.run_once().await.unwrap();
+    assert_eq!(pass.rotated, 0, "{pass:?}");
+    assert_eq!(with_secret.get(later).await.unwrap().status, Status::Active);
+    assert_eq!(holder.count(), 1);
 }
 both_backends!(no_secret_no_rotation_works, no_secret_no_rotation);

@@ -64,6 +64,7 @@ pub fn command() -> Command {
     cmd.env_remove("DATABASE_URL")
         .env_remove("SCOPEKEY_KEY_PREFIX")
         .env_remove("SCOPEKEY_PEPPER")
+        .env_remove("SCOPEKEY_ROTATION_SECRET")
         .env_remove("RUST_LOG");
     cmd
 }

@@ -105,15 +105,6 @@ pub struct NotifierConfig {
     /// At most this many deliveries are claimed (and sent concurrently) at
     /// once (default 32).
     pub batch_size: u32,
-    /// Secrets for automatic rotation (default none; from the environment,
-    /// `SCOPEKEY_WEBHOOK_SECRET`). With at least one, the notifier rotates
-    /// keys that opted in (a `rotation_webhook_url`) when they are due, and
-    /// delivers each successor's plaintext to that key's own webhook, signed
-    /// with these secrets like every other webhook and sealed in the outbox
-    /// under a key derived from the first. Keep an old secret listed
-    /// (second) while deliveries sealed under it may still be pending.
-    /// Empty: nothing is rotated automatically.
-    pub delivery_secrets: Vec<Secret>,
 }
 
 impl Default for NotifierConfig {
@@ -130,7 +121,6 @@ impl Default for NotifierConfig {
             max_backoff: Duration::hours(6),
             lease: Duration::minutes(5),
             batch_size: 32,
-            delivery_secrets: Vec::new(),
         }
     }
 }
@@ -141,9 +131,7 @@ pub mod env {
     /// audited.
     pub const WEBHOOK_URL: &str = "SCOPEKEY_WEBHOOK_URL";
     /// `whsec_<base64>` (SPEC §6); several, space- or comma-separated, while
-    /// rotating. Required with a URL. Also the delivery secret of automatic
-    /// rotations (see [`NotifierConfig::delivery_secrets`](super::NotifierConfig::delivery_secrets)),
-    /// with or without a URL.
+    /// rotating. Required with a URL.
     pub const WEBHOOK_SECRET: &str = "SCOPEKEY_WEBHOOK_SECRET";
     /// Seconds between passes (SPEC §6).
     pub const INTERVAL_SECONDS: &str = "SCOPEKEY_NOTIFIER_INTERVAL_SECONDS";
@@ -152,6 +140,33 @@ pub mod env {
     pub const WEBHOOK_EVENTS: &str = "SCOPEKEY_WEBHOOK_EVENTS";
     /// Notice thresholds, comma-separated durations such as `14d,1d`.
     pub const NOTICE_THRESHOLDS: &str = "SCOPEKEY_NOTICE_THRESHOLDS";
+    /// The server secret of automatic rotation, `whsec_<base64>` (several,
+    /// current first, while changing it), for
+    /// [`ScopeKeyBuilder::rotation_webhook_secret`](crate::ScopeKeyBuilder::rotation_webhook_secret);
+    /// read by [`rotation_secrets_from_env`](super::rotation_secrets_from_env).
+    /// Keep it apart from `SCOPEKEY_WEBHOOK_SECRET`: holders of keys never
+    /// see it, only secrets derived from it.
+    pub const ROTATION_SECRET: &str = "SCOPEKEY_ROTATION_SECRET";
+}
+
+/// Reads `SCOPEKEY_ROTATION_SECRET` (empty if unset): the secrets to give
+/// [`ScopeKeyBuilder::rotation_webhook_secret`](crate::ScopeKeyBuilder::rotation_webhook_secret),
+/// current first.
+pub fn rotation_secrets_from_env() -> Result<Vec<Secret>, NotifyError> {
+    match std::env::var(env::ROTATION_SECRET) {
+        Ok(v) if !v.trim().is_empty() => secret_list(env::ROTATION_SECRET, &v),
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// Secrets separated by commas or whitespace.
+fn secret_list(name: &str, value: &str) -> Result<Vec<Secret>, NotifyError> {
+    value
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<Secret>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| NotifyError::Config(format!("{name}: {e}")))
 }
 
 impl NotifierConfig {
@@ -182,16 +197,8 @@ impl NotifierConfig {
                 .map_err(|e| NotifyError::Config(format!("{}: {e}", env::NOTICE_THRESHOLDS)))?;
         }
         let secrets = get(env::WEBHOOK_SECRET)
-            .map(|secret| {
-                secret
-                    .split(|c: char| c == ',' || c.is_whitespace())
-                    .filter(|s| !s.is_empty())
-                    .map(|s| s.parse::<Secret>())
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| NotifyError::Config(format!("{}: {e}", env::WEBHOOK_SECRET)))
-            })
+            .map(|v| secret_list(env::WEBHOOK_SECRET, &v))
             .transpose()?;
-        config.delivery_secrets = secrets.clone().unwrap_or_default();
         if let Some(url) = get(env::WEBHOOK_URL) {
             let secrets = secrets.ok_or_else(|| {
                 NotifyError::Config(format!(
@@ -325,12 +332,10 @@ mod tests {
         assert_eq!(c.interval, std::time::Duration::from_secs(5));
         assert_eq!(c.thresholds, [Duration::days(14), Duration::days(1)]);
         assert_eq!(c.endpoints[0].secrets.len(), 2);
-        assert_eq!(c.delivery_secrets.len(), 2);
         assert_eq!(c.endpoints[0].events.len(), DELIVERABLE_EVENTS.len());
 
         let none = NotifierConfig::from_lookup(|_| None).unwrap();
         assert!(none.endpoints.is_empty());
-        assert!(none.delivery_secrets.is_empty());
         let unsigned = NotifierConfig::from_lookup(|n| {
             (n == env::WEBHOOK_URL).then(|| "http://127.0.0.1:9/".to_owned())
         });

@@ -81,26 +81,30 @@
 //! webhooks (below) when it holds a delivery secret.
 //!
 //! **Automatic rotation.** A key under a rotation policy may name its own
-//! `rotation_webhook_url`. A notifier configured with
-//! [`delivery_secrets`](NotifierConfig::delivery_secrets) rotates such a key
-//! once it is due — when its expiry falls within the runtime's default grace
+//! `rotation_webhook_url` (https; at creation, its holder receives that
+//! URL's signing secret). When the runtime has a
+//! [rotation webhook secret](crate::ScopeKeyBuilder::rotation_webhook_secret),
+//! the notifier rotates such a key once it is due — when its expiry falls within the runtime's default grace
 //! (or within one pass interval, if that is longer), so the old key keeps
 //! working for that whole grace — and posts the
 //! successor to that URL as a `key.rotated` webhook whose `data` is the
 //! successor's key object plus `key`, its plaintext. The rotation and the
 //! delivery row are written in one transaction, and the store's conditional
 //! rotation lets exactly one of several racing notifiers win, so a key is
-//! rotated once and its successor is never lost. The plaintext never rests
-//! in the clear: the body is sealed (AES-256-GCM) under a key derived from
-//! the first delivery secret, bound to its delivery id, and opened only to
-//! be sent; every retry sends the same successor under the same
-//! `webhook-id`. The request is signed with the delivery secrets like every
-//! other webhook, so the holder verifies it as any Standard Webhooks
-//! receiver does (give it the secret, or put a relay of your own at that
-//! URL). A key without a rotation webhook is never rotated behind its
-//! holder's back: its notices tell the holder to rotate it. A key whose
-//! notifier was down past its expiry is not rotated (it expired; create a
-//! new one).
+//! rotated once and its successor is enqueued with it or not at all. The
+//! plaintext never rests in the clear: the body is sealed (AES-256-GCM)
+//! under a key derived from the rotation secret, bound to its delivery id,
+//! and opened only to be sent; every retry sends the same successor under
+//! the same `webhook-id`. The request is signed like every other webhook
+//! (Standard Webhooks), with the URL's own secret — derived from the
+//! rotation secret, so no holder can sign for another and none learns the
+//! operator's webhook secret. Like every delivery it is retried with backoff
+//! and given up after `max_attempts` (audited as `webhook.failed`); the old
+//! key's grace is the holder's window to receive it. A key whose endpoint
+//! answered 410 Gone (disabled) is not rotated; a key without a rotation
+//! webhook is never rotated behind its holder's back (its notices tell the
+//! holder to rotate it); a key whose notifiers were down past its expiry is
+//! not rotated (it expired).
 
 pub mod config;
 mod deliver;
@@ -119,7 +123,7 @@ use time::{Duration, OffsetDateTime};
 use tokio::sync::{OnceCell, watch};
 use uuid::Uuid;
 
-pub use config::{EndpointConfig, NotifierConfig};
+pub use config::{EndpointConfig, NotifierConfig, rotation_secrets_from_env};
 pub use outbox::{Delivery, DeliveryFilter, DeliveryState, Endpoint, Notice, Outbox};
 pub use signature::{SignatureError, WebhookVerifier, sign, verify};
 
@@ -378,14 +382,15 @@ impl Notifier {
     /// Each successor's plaintext is sealed into the outbox, for that key's
     /// own webhook, in the rotation's transaction: committed together or not
     /// at all. Several notifiers may race: the store's conditional rotation
-    /// lets exactly one win. Does nothing without
-    /// [`delivery_secrets`](NotifierConfig::delivery_secrets). How many were
-    /// rotated.
+    /// lets exactly one win. A key whose webhook endpoint is disabled (it
+    /// answered 410 Gone) is left alone. Does nothing unless the runtime has
+    /// a [rotation webhook secret](crate::ScopeKeyBuilder::rotation_webhook_secret).
+    /// How many were rotated.
     pub async fn rotate_due(&self) -> Result<usize, NotifyError> {
-        let Some(secret) = self.inner.config.delivery_secrets.first() else {
+        let keys = &self.inner.keys;
+        let Some(secret) = keys.rotation_secrets().first() else {
             return Ok(0);
         };
-        let keys = &self.inner.keys;
         let grace = keys.default_grace();
         // Due within the grace, or within one pass interval if the grace is
         // shorter (with no grace a key would otherwise never be due before
@@ -400,16 +405,25 @@ impl Notifier {
                 .inner
                 .outbox
                 .backend
-                .auto_rotation_due(now, now.saturating_add(lead), batch)
+                .auto_rotation_due(
+                    now,
+                    now.saturating_add(lead),
+                    now.saturating_sub(lead),
+                    batch,
+                )
                 .await?;
             let mut progress = 0;
             for (id, url) in &due {
-                let endpoint_id = self
+                let (endpoint_id, disabled) = self
                     .inner
                     .outbox
                     .backend
                     .register_key_endpoint(url, now, uuid_at(now))
                     .await?;
+                if disabled {
+                    tracing::warn!(key_id = %id, url = %url, "key is due an automatic rotation but its webhook endpoint is disabled; not rotating it");
+                    continue;
+                }
                 if self.rotate_one(*id, endpoint_id, grace, secret).await? {
                     progress += 1;
                 }
@@ -513,7 +527,7 @@ impl Notifier {
         let mut report = DeliveryReport::default();
         let ids: Vec<Uuid> = endpoints.iter().map(|e| e.id).collect();
         let config = &self.inner.config;
-        if endpoints.is_empty() && config.delivery_secrets.is_empty() {
+        if endpoints.is_empty() && self.inner.keys.rotation_secrets().is_empty() {
             return Ok(report);
         }
         let mut first_error = None;
@@ -526,7 +540,7 @@ impl Notifier {
                 .backend
                 .claim(
                     &ids,
-                    !config.delivery_secrets.is_empty(),
+                    !self.inner.keys.rotation_secrets().is_empty(),
                     now,
                     now + config.lease,
                     token,
@@ -566,45 +580,42 @@ impl Notifier {
         token: Uuid,
     ) -> Result<Option<Tally>, NotifyError> {
         let config = &self.inner.config;
-        // A configured receiver, or a key's own rotation webhook (signed with
-        // the delivery secrets).
-        let (url, secrets) = match endpoints.iter().find(|e| e.id == c.endpoint_id) {
-            Some(ep) => (ep.url.as_str(), ep.secrets.as_slice()),
-            None if c.key_delivery && !config.delivery_secrets.is_empty() => {
-                (c.url.as_str(), config.delivery_secrets.as_slice())
-            }
-            None => return Ok(None),
-        };
         let sent_at = self.inner.keys.now();
         let outcome = if seal::is_sealed(&c.payload) {
-            match seal::open(&config.delivery_secrets, c.id, &c.payload) {
-                Some(body) => {
-                    deliver::attempt(
-                        &self.inner.client,
-                        url,
-                        secrets,
-                        &c.id.to_string(),
-                        sent_at,
-                        &body,
-                    )
-                    .await
-                }
-                None => Outcome::Failed {
-                    status: None,
-                    error: "sealed under a delivery secret this notifier does not hold".into(),
-                },
-            }
-        } else {
+            // A successor for a key's holder: opened with the runtime's
+            // rotation secrets and signed with the URL's own secrets.
+            let server = self.inner.keys.rotation_secrets();
+            let Some(body) = seal::open(server, c.id, &c.payload) else {
+                // Another service (or an older secret) sealed it: leave it to
+                // a notifier that can open it, counting no attempt.
+                tracing::warn!(delivery_id = %c.id, "cannot open a sealed delivery with this runtime's rotation secrets; leaving it");
+                return Ok(None);
+            };
+            let secrets: Vec<Secret> = server.iter().map(|s| Secret::for_url(s, &c.url)).collect();
             deliver::attempt(
                 &self.inner.client,
-                url,
-                secrets,
+                &c.url,
+                &secrets,
+                &c.id.to_string(),
+                sent_at,
+                &body,
+            )
+            .await
+        } else {
+            let Some(ep) = endpoints.iter().find(|e| e.id == c.endpoint_id) else {
+                return Ok(None);
+            };
+            deliver::attempt(
+                &self.inner.client,
+                &ep.url,
+                &ep.secrets,
                 &c.id.to_string(),
                 sent_at,
                 &c.payload,
             )
             .await
         };
+        let url = c.url.as_str();
         let at = self.inner.keys.now();
         let failures = c.attempts.saturating_add(1);
         let exhausted = failures >= config.max_attempts;

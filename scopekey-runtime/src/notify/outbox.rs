@@ -174,8 +174,6 @@ pub(crate) struct Claimed {
     pub endpoint_id: Uuid,
     /// The endpoint's URL.
     pub url: String,
-    /// Whether the endpoint is a key's own rotation webhook.
-    pub key_delivery: bool,
     pub event_id: Uuid,
     pub event_type: String,
     pub key_id: Option<KeyId>,
@@ -224,20 +222,24 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn endpoints(&self) -> Result<Vec<Endpoint>, StoreError>;
 
     /// The endpoint row for a key's rotation webhook, created (with
-    /// `key_delivery` set and no event subscriptions) if the URL is new.
+    /// `key_delivery` set and no event subscriptions) if the URL is new:
+    /// its id, and whether it is disabled.
     async fn register_key_endpoint(
         &self,
         url: &str,
         now: OffsetDateTime,
         new_id: Uuid,
-    ) -> Result<Uuid, StoreError>;
+    ) -> Result<(Uuid, bool), StoreError>;
 
     /// Keys opted in to automatic rotation that are due: live, not rotated,
-    /// `now < expires_at <= due_until`. With their rotation webhooks.
+    /// `now < expires_at <= due_until`, created no later than
+    /// `created_by` (so a successor made this pass is never due at once).
+    /// With their rotation webhooks.
     async fn auto_rotation_due(
         &self,
         now: OffsetDateTime,
         due_until: OffsetDateTime,
+        created_by: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<(KeyId, String)>, StoreError>;
 

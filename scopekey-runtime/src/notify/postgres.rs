@@ -174,7 +174,7 @@ impl Backend for PgOutbox {
         let sql = format!(
             "INSERT INTO scopekey_webhook_endpoints (id, url, event_types, created_at) \
              VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (url) DO UPDATE SET event_types = excluded.event_types \
+             ON CONFLICT (url) DO UPDATE SET event_types = excluded.event_types, key_delivery = false \
              RETURNING {ENDPOINT_COLUMNS}"
         );
         let row = sqlx::query(AssertSqlSafe(sql))
@@ -202,35 +202,39 @@ impl Backend for PgOutbox {
         url: &str,
         now: OffsetDateTime,
         new_id: Uuid,
-    ) -> Result<Uuid, StoreError> {
-        // The no-op update makes RETURNING give the existing row's id.
+    ) -> Result<(Uuid, bool), StoreError> {
+        // The no-op update makes RETURNING give the existing row.
         let row = sqlx::query(
             "INSERT INTO scopekey_webhook_endpoints (id, url, event_types, created_at, key_delivery) \
              VALUES ($1, $2, '[]'::jsonb, $3, true) \
-             ON CONFLICT (url) DO UPDATE SET url = excluded.url RETURNING id",
+             ON CONFLICT (url) DO UPDATE SET url = excluded.url \
+             RETURNING id, disabled_at IS NOT NULL AS disabled",
         )
         .bind(new_id)
         .bind(url)
         .bind(now)
         .fetch_one(&self.pool)
         .await?;
-        Ok(row.try_get("id")?)
+        Ok((row.try_get("id")?, row.try_get("disabled")?))
     }
 
     async fn auto_rotation_due(
         &self,
         now: OffsetDateTime,
         due_until: OffsetDateTime,
+        created_by: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<(KeyId, String)>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, rotation_webhook_url FROM scopekey_keys \
              WHERE rotation_webhook_url IS NOT NULL AND revoked_at IS NULL \
              AND rotated_at IS NULL AND expires_at > $1 AND expires_at <= $2 \
-             ORDER BY expires_at, id LIMIT $3",
+             AND created_at <= $3 \
+             ORDER BY expires_at, id LIMIT $4",
         )
         .bind(now)
         .bind(due_until)
+        .bind(created_by)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
@@ -383,9 +387,7 @@ impl Backend for PgOutbox {
                  FOR UPDATE OF d SKIP LOCKED) \
              RETURNING id, endpoint_id, event_id, event_type, key_id, payload, attempts, \
                  (SELECT e.url FROM scopekey_webhook_endpoints e \
-                  WHERE e.id = scopekey_deliveries.endpoint_id) AS url, \
-                 (SELECT e.key_delivery FROM scopekey_webhook_endpoints e \
-                  WHERE e.id = scopekey_deliveries.endpoint_id) AS key_delivery",
+                  WHERE e.id = scopekey_deliveries.endpoint_id) AS url",
         )
         .bind(lease_until)
         .bind(token)
@@ -401,7 +403,6 @@ impl Backend for PgOutbox {
                     id: r.try_get("id")?,
                     endpoint_id: r.try_get("endpoint_id")?,
                     url: r.try_get("url")?,
-                    key_delivery: r.try_get("key_delivery")?,
                     event_id: r.try_get("event_id")?,
                     event_type: r.try_get("event_type")?,
                     key_id: r.try_get::<Option<Uuid>, _>("key_id")?.map(KeyId),

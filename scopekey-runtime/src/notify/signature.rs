@@ -99,6 +99,15 @@ impl Secret {
         format!("{SECRET_PREFIX}{}", BASE64.encode(&self.0))
     }
 
+    /// The secret that signs deliveries to one rotation webhook URL,
+    /// derived from a server rotation secret: HMAC-SHA256(server, a fixed
+    /// label, the URL). Each holder gets its own.
+    pub fn for_url(server: &Secret, url: &str) -> Secret {
+        let mut context = b"scopekey rotation webhook v1\0".to_vec();
+        context.extend_from_slice(url.as_bytes());
+        Secret(server.derive(&context).to_vec())
+    }
+
     /// A 32-byte key for another purpose, derived from this secret:
     /// HMAC-SHA256(secret, `context`).
     pub(crate) fn derive(&self, context: &[u8]) -> [u8; 32] {

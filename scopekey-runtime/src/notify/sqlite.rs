@@ -191,7 +191,7 @@ impl Backend for SqliteOutbox {
         let sql = format!(
             "INSERT INTO scopekey_webhook_endpoints (id, url, event_types, created_at) \
              VALUES (?, ?, ?, ?) \
-             ON CONFLICT (url) DO UPDATE SET event_types = excluded.event_types \
+             ON CONFLICT (url) DO UPDATE SET event_types = excluded.event_types, key_delivery = 0 \
              RETURNING {ENDPOINT_COLUMNS}"
         );
         let row = sqlx::query(AssertSqlSafe(sql))
@@ -220,13 +220,14 @@ impl Backend for SqliteOutbox {
         url: &str,
         now: OffsetDateTime,
         new_id: Uuid,
-    ) -> Result<Uuid, StoreError> {
+    ) -> Result<(Uuid, bool), StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        // The no-op update makes RETURNING give the existing row's id.
+        // The no-op update makes RETURNING give the existing row.
         let row = sqlx::query(
             "INSERT INTO scopekey_webhook_endpoints (id, url, event_types, created_at, key_delivery) \
              VALUES (?, ?, '[]', ?, 1) \
-             ON CONFLICT (url) DO UPDATE SET url = excluded.url RETURNING id",
+             ON CONFLICT (url) DO UPDATE SET url = excluded.url \
+             RETURNING id, disabled_at IS NOT NULL AS disabled",
         )
         .bind(new_id.to_string())
         .bind(url)
@@ -234,23 +235,26 @@ impl Backend for SqliteOutbox {
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        uuid(row.try_get("id")?)
+        Ok((uuid(row.try_get("id")?)?, row.try_get("disabled")?))
     }
 
     async fn auto_rotation_due(
         &self,
         now: OffsetDateTime,
         due_until: OffsetDateTime,
+        created_by: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<(KeyId, String)>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, rotation_webhook_url FROM scopekey_keys \
              WHERE rotation_webhook_url IS NOT NULL AND revoked_at IS NULL \
              AND rotated_at IS NULL AND expires_at > ?1 AND expires_at <= ?2 \
-             ORDER BY expires_at, id LIMIT ?3",
+             AND created_at <= ?3 \
+             ORDER BY expires_at, id LIMIT ?4",
         )
         .bind(micros(now))
         .bind(micros(due_until))
+        .bind(micros(created_by))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
@@ -412,9 +416,7 @@ impl Backend for SqliteOutbox {
                       OR (?6 AND e.key_delivery = 1)) \
                  ORDER BY d.next_attempt_at, d.id LIMIT ?5) \
              RETURNING id, endpoint_id, event_id, event_type, key_id, payload, attempts, \
-                 (SELECT e.url FROM scopekey_webhook_endpoints e WHERE e.id = endpoint_id) AS url, \
-                 (SELECT e.key_delivery FROM scopekey_webhook_endpoints e \
-                  WHERE e.id = endpoint_id) AS key_delivery",
+                 (SELECT e.url FROM scopekey_webhook_endpoints e WHERE e.id = endpoint_id) AS url",
         )
         .bind(micros(lease_until))
         .bind(token.to_string())
@@ -432,7 +434,6 @@ impl Backend for SqliteOutbox {
                     id: uuid(r.try_get("id")?)?,
                     endpoint_id: uuid(r.try_get("endpoint_id")?)?,
                     url: r.try_get("url")?,
-                    key_delivery: r.try_get("key_delivery")?,
                     event_id: uuid(r.try_get("event_id")?)?,
                     event_type: r.try_get("event_type")?,
                     key_id: key_id.as_deref().map(uuid).transpose()?.map(KeyId),
