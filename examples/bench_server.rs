@@ -28,7 +28,8 @@
 //! socket: it calls the same app directly, many times per route, and prints
 //! the time per request, which isolates the server-side cost of
 //! authentication from the network and the load generator (`BENCH_CALLS`
-//! calls per route and round, 200,000 unless set).
+//! calls per route and round, 200,000 unless set; `BENCH_ONLY=guarded`
+//! runs only the routes whose label contains the text).
 
 use std::io::Write;
 use std::time::Duration;
@@ -100,8 +101,13 @@ async fn in_process(keys: ScopeKey, key: &str) -> Result<(), Box<dyn std::error:
         ("/guarded", "/guarded", Some(&bearer)),
         ("/plain + same header", "/plain", Some(&bearer)),
     ];
+    // BENCH_ONLY: only the cases whose label contains it (e.g. `guarded`).
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     for round in 1..=3 {
         for (label, path, header) in cases {
+            if !label.contains(only.as_str()) {
+                continue;
+            }
             let start = Instant::now();
             for _ in 0..calls {
                 let mut req = test::TestRequest::get().uri(path);

@@ -3,8 +3,8 @@
 //!
 //! Only two places are read: `Authorization: Bearer <key>` (scheme name in
 //! any case) and `X-API-Key: <key>`. Never the query string, never a cookie.
-//! Nothing here allocates more than one key's worth, hashes, or touches the
-//! store, and nothing can panic.
+//! Nothing here allocates, hashes, or touches the store, and nothing can
+//! panic.
 
 use actix_web::http::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 
@@ -18,14 +18,14 @@ pub const MAX_CREDENTIAL_HEADER_LEN: usize = 512;
 
 /// What the request presented.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Presented {
+pub(crate) enum Presented<'a> {
     /// No credential this crate understands (no header, or an
     /// `Authorization` scheme other than Bearer: RFC 6750 §3.1 treats an
     /// unsupported method like no authentication).
     Nothing,
     /// A candidate key, to be verified by the runtime (which checks its
     /// format before any lookup).
-    Key(String),
+    Key(&'a str),
     /// A credential refused while reading the header (oversized, not
     /// visible ASCII); the reason is for logs only.
     Unreadable(&'static str),
@@ -34,7 +34,7 @@ pub(crate) enum Presented {
 }
 
 /// Reads the credential headers.
-pub(crate) fn presented(headers: &HeaderMap) -> Presented {
+pub(crate) fn presented(headers: &HeaderMap) -> Presented<'_> {
     let mut authorization = headers.get_all(AUTHORIZATION);
     let mut api_key = headers.get_all(X_API_KEY);
     let (first_auth, first_key) = (authorization.next(), api_key.next());
@@ -48,7 +48,7 @@ pub(crate) fn presented(headers: &HeaderMap) -> Presented {
             Err(why) => Presented::Unreadable(why),
         },
         (None, Some(value)) => match readable(value) {
-            Ok(text) => Presented::Key(text.trim_matches([' ', '\t']).to_owned()),
+            Ok(text) => Presented::Key(trim(text)),
             Err(why) => Presented::Unreadable(why),
         },
     }
@@ -63,11 +63,25 @@ fn readable(value: &HeaderValue) -> Result<&str, &'static str> {
         .map_err(|_| "credential header is not visible ASCII")
 }
 
+/// Leading and trailing spaces and tabs removed (byte-wise: the text is
+/// visible ASCII, checked by [`readable`]).
+fn trim(text: &str) -> &str {
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let bytes = text.as_bytes();
+    let start = bytes.iter().position(|b| !blank(b)).unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !blank(b))
+        .map_or(start, |i| i + 1);
+    // Both ends are at ASCII bytes, so at character boundaries.
+    text.get(start..end).unwrap_or_default()
+}
+
 /// `Bearer <token>`, scheme name in any case.
-fn bearer(value: &str) -> Presented {
-    let value = value.trim_matches([' ', '\t']);
-    let (scheme, token) = match value.split_once([' ', '\t']) {
-        Some((scheme, rest)) => (scheme, rest.trim_matches([' ', '\t'])),
+fn bearer(value: &str) -> Presented<'_> {
+    let value = trim(value);
+    let (scheme, token) = match value.bytes().position(|b| b == b' ' || b == b'\t') {
+        Some(i) => (&value[..i], trim(&value[i + 1..])),
         None => (value, ""),
     };
     if !scheme.eq_ignore_ascii_case("bearer") {
@@ -75,7 +89,7 @@ fn bearer(value: &str) -> Presented {
     }
     // An empty or space-containing token is malformed: the runtime refuses
     // it without a lookup, and records why.
-    Presented::Key(token.to_owned())
+    Presented::Key(token)
 }
 
 #[cfg(test)]
@@ -93,27 +107,19 @@ mod tests {
 
     #[test]
     fn reads_bearer_and_x_api_key() {
-        let cases: &[(&HeaderName, &[u8], Presented)] = &[
-            (
-                &AUTHORIZATION,
-                b"Bearer sk_abc",
-                Presented::Key("sk_abc".into()),
-            ),
-            (
-                &AUTHORIZATION,
-                b"bearer sk_abc",
-                Presented::Key("sk_abc".into()),
-            ),
+        let cases: &[(&HeaderName, &[u8], Presented<'_>)] = &[
+            (&AUTHORIZATION, b"Bearer sk_abc", Presented::Key("sk_abc")),
+            (&AUTHORIZATION, b"bearer sk_abc", Presented::Key("sk_abc")),
             (
                 &AUTHORIZATION,
                 b"BEARER   sk_abc  ",
-                Presented::Key("sk_abc".into()),
+                Presented::Key("sk_abc"),
             ),
-            (&AUTHORIZATION, b"Bearer", Presented::Key(String::new())),
-            (&AUTHORIZATION, b"Bearer a b", Presented::Key("a b".into())),
+            (&AUTHORIZATION, b"Bearer", Presented::Key("")),
+            (&AUTHORIZATION, b"Bearer a b", Presented::Key("a b")),
             (&AUTHORIZATION, b"Basic dXNlcjpwYXNz", Presented::Nothing),
-            (&X_API_KEY, b" sk_abc ", Presented::Key("sk_abc".into())),
-            (&X_API_KEY, b"", Presented::Key(String::new())),
+            (&X_API_KEY, b" sk_abc ", Presented::Key("sk_abc")),
+            (&X_API_KEY, b"", Presented::Key("")),
         ];
         for (name, value, expected) in cases {
             assert_eq!(

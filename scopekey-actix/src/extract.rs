@@ -10,7 +10,6 @@
 //! concurrently, as actix polls a handler's extractors together) awaits the
 //! same result: a key is verified at most once per request.
 
-use std::future::Future;
 use std::ops::Deref;
 use std::sync::Arc;
 
@@ -76,7 +75,7 @@ pub(crate) fn verification(
     }
     let shared = match verify(req) {
         Either::Left(decided) => return Either::Left(decided),
-        Either::Right(running) => running.boxed_local().shared(),
+        Either::Right(running) => running.shared(),
     };
     req.extensions_mut().insert(State::Pending(shared.clone()));
     Either::Right(shared)
@@ -85,9 +84,7 @@ pub(crate) fn verification(
 /// Reads the headers and verifies the presented key: decided at once when
 /// no lookup is needed (no key, two credentials, an unreadable header, no
 /// runtime), else a future that asks the runtime.
-pub(crate) fn verify(
-    req: &HttpRequest,
-) -> Verification<impl Future<Output = Outcome> + 'static + use<>> {
+pub(crate) fn verify(req: &HttpRequest) -> Verification<LocalBoxFuture<'static, Outcome>> {
     let realm = || AuthConfig::of(req).realm_arc();
     let fail = |kind| Either::Left(ready(Err(AuthError::new(kind, realm()))));
     match (runtime(req), presented(req.headers())) {
@@ -111,9 +108,17 @@ pub(crate) fn verify(
             fail(AuthErrorKind::InvalidToken)
         }
         (Some(keys), Presented::Key(key)) => {
+            // The hot path: a cached, valid key is decided here, with no
+            // allocation and no future.
+            if let Some(principal) = keys.verify_cached(key) {
+                return Either::Left(ready(Ok(Some(principal))));
+            }
             let keys = keys.clone();
+            let key = key.to_owned();
             let realm = realm();
-            Either::Right(async move {
+            // Boxed: the miss path is rare, and a large future inline would
+            // be moved around on every request.
+            Either::Right(Box::pin(async move {
                 match keys.verify(&key).await {
                     Ok(principal) => Ok(Some(principal)),
                     // The runtime has logged the reason and sampled it into
@@ -123,7 +128,7 @@ pub(crate) fn verify(
                     }
                     Err(_) => Err(AuthError::new(AuthErrorKind::InvalidToken, realm)),
                 }
-            })
+            }))
         }
     }
 }

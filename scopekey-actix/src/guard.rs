@@ -63,7 +63,8 @@ impl<const ID: u64> FromRequest for Guard<ID> {
     >;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let realm = AuthConfig::of(req).realm_arc();
+        // The realm is read only for a refusal.
+        let realm = || AuthConfig::of(req).realm_arc();
         let Some(info) = lookup(ID) else {
             // Fail closed: a guard whose requirement cannot be found refuses.
             tracing::error!(
@@ -72,25 +73,48 @@ impl<const ID: u64> FromRequest for Guard<ID> {
             );
             return Either::Left(ready(Err(AuthError::new(
                 AuthErrorKind::Misconfigured,
-                realm,
+                realm(),
             ))));
         };
         match verification(req) {
             // Verified by the middleware: decided here, no allocation.
-            Either::Left(decided) => {
-                Either::Left(ready(check(info, decided.into_inner(), realm).map(Guard)))
+            Either::Left(decided) => Either::Left(ready(
+                check(info, decided.into_inner())
+                    .map(Guard)
+                    .map_err(|kind| kind.into_error(realm)),
+            )),
+            Either::Right(pending) => {
+                let realm = realm();
+                Either::Right(Box::pin(async move {
+                    check(info, pending.await)
+                        .map(Guard)
+                        .map_err(|kind| kind.into_error(|| realm))
+                }))
             }
-            Either::Right(pending) => Either::Right(Box::pin(async move {
-                check(info, pending.await, realm).map(Guard)
-            })),
+        }
+    }
+}
+
+/// Why a guard refuses: an authentication error as it came, or a refusal
+/// of its own, made into an error (with the realm) only when needed.
+enum Refusal {
+    Auth(AuthError),
+    Kind(AuthErrorKind),
+}
+
+impl Refusal {
+    fn into_error(self, realm: impl FnOnce() -> Arc<str>) -> AuthError {
+        match self {
+            Refusal::Auth(e) => e,
+            Refusal::Kind(kind) => AuthError::new(kind, realm()),
         }
     }
 }
 
 /// The guard's verdict on a request's authentication outcome.
-fn check(info: &GuardInfo, outcome: Outcome, realm: Arc<str>) -> Result<(), AuthError> {
-    match outcome? {
-        None => Err(AuthError::new(AuthErrorKind::MissingCredentials, realm)),
+fn check(info: &GuardInfo, outcome: Outcome) -> Result<(), Refusal> {
+    match outcome.map_err(Refusal::Auth)? {
+        None => Err(Refusal::Kind(AuthErrorKind::MissingCredentials)),
         Some(p) if info.requirement.is_satisfied_by(p.grants()) => Ok(()),
         Some(p) => {
             tracing::debug!(
@@ -100,10 +124,9 @@ fn check(info: &GuardInfo, outcome: Outcome, realm: Arc<str>) -> Result<(), Auth
                 "insufficient scope"
             );
             let scopes = info.requirement.scopes().into_iter().map(str::to_owned);
-            Err(AuthError::new(
-                AuthErrorKind::InsufficientScope(scopes.collect()),
-                realm,
-            ))
+            Err(Refusal::Kind(AuthErrorKind::InsufficientScope(
+                scopes.collect(),
+            )))
         }
     }
 }

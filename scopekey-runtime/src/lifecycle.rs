@@ -601,6 +601,21 @@ impl ScopeKey {
         Ok((record, plaintext))
     }
 
+    /// The fast path of [`verify`](Self::verify), for the hot path of a
+    /// server: the principal if this key's verdict is in the verification
+    /// cache and the key is valid now (its use is recorded as `verify`
+    /// does), without I/O, allocation or a future. `None` means "call
+    /// [`verify`](Self::verify)": a cache miss, or a refusal (which `verify`
+    /// logs and audits). Only well-formed keys ever enter the cache, so the
+    /// format check can wait for the miss.
+    pub fn verify_cached(&self, presented: &str) -> Option<Principal> {
+        if presented.len() > crate::key::MAX_KEY_LEN {
+            return None;
+        }
+        let hash = self.inner.config.format.hash(presented);
+        self.inner.verifier.verify_cached(&hash, self.now())
+    }
+
     /// Verifies a presented key: format and checksum first (no I/O), then
     /// the cache, then the store. Refusals are logged and sampled into the
     /// audit log as `auth.failed`.

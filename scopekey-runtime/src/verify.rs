@@ -73,10 +73,13 @@ impl Default for VerifierConfig {
     }
 }
 
+/// The maps' hasher: foldhash, seeded at random per process.
+type Hasher = foldhash::fast::RandomState;
+
 /// Cache in front of the store, plus the pending last-used times.
 pub(crate) struct Verifier {
-    cache: Cache<KeyHash, Arc<Cached>>,
-    last_used: Mutex<HashMap<KeyId, OffsetDateTime>>,
+    cache: Cache<KeyHash, Arc<Cached>, Hasher>,
+    last_used: Mutex<HashMap<KeyId, OffsetDateTime, Hasher>>,
     failures_second: AtomicI64,
     failures_in_second: AtomicU32,
 }
@@ -87,11 +90,37 @@ impl Verifier {
             cache: Cache::builder()
                 .max_capacity(config.cache_capacity)
                 .time_to_live(config.cache_ttl)
-                .build(),
-            last_used: Mutex::new(HashMap::new()),
+                .build_with_hasher(Hasher::default()),
+            last_used: Mutex::new(HashMap::default()),
             failures_second: AtomicI64::new(0),
             failures_in_second: AtomicU32::new(0),
         }
+    }
+
+    /// The cache alone: the principal if the hash's verdict is cached and
+    /// the key is valid at `now` (recording its use); `None` on a miss or a
+    /// refusal, which the full [`verify`](Self::verify) then handles.
+    pub(crate) fn verify_cached(&self, hash: &KeyHash, now: OffsetDateTime) -> Option<Principal> {
+        let entry = self.cache.get(hash)?;
+        match &*entry {
+            Cached::Known {
+                principal,
+                revoked: false,
+            } if principal.expires_at.is_none_or(|e| e > now) => {
+                self.record_use(principal.id, now);
+                Some(principal.clone())
+            }
+            _ => None,
+        }
+    }
+
+    fn record_use(&self, id: KeyId, now: OffsetDateTime) {
+        // Keep the latest time: concurrent verifications may arrive out of
+        // order.
+        self.lock_last_used()
+            .entry(id)
+            .and_modify(|t| *t = (*t).max(now))
+            .or_insert(now);
     }
 
     /// Looks the hash up, cache first; judges revocation and expiry at `now`.
@@ -116,12 +145,7 @@ impl Verifier {
                 Err(VerifyError::Expired)
             }
             Cached::Known { principal, .. } => {
-                // Keep the latest time: concurrent verifications may arrive
-                // out of order.
-                self.lock_last_used()
-                    .entry(principal.id)
-                    .and_modify(|t| *t = (*t).max(now))
-                    .or_insert(now);
+                self.record_use(principal.id, now);
                 Ok(principal.clone())
             }
         }
@@ -171,7 +195,7 @@ impl Verifier {
         self.failures_in_second.fetch_add(1, Ordering::Relaxed) < limit
     }
 
-    fn lock_last_used(&self) -> std::sync::MutexGuard<'_, HashMap<KeyId, OffsetDateTime>> {
+    fn lock_last_used(&self) -> std::sync::MutexGuard<'_, HashMap<KeyId, OffsetDateTime, Hasher>> {
         // The map holds plain timestamps: a panic elsewhere cannot leave it
         // in a state worth refusing.
         self.last_used.lock().unwrap_or_else(|e| e.into_inner())
