@@ -68,8 +68,11 @@
 //! - **The middleware is optional.** [`ApiKeyAuth`] verifies before routing;
 //!   without it, `#[requires_scope]` guards and the [`Authenticated`] /
 //!   [`MaybeAuthenticated`] extractors verify on their own. Either way a key
-//!   is verified at most once per request (the pending verification is
-//!   shared through the request's extensions).
+//!   is verified at most once per request: the middleware records the
+//!   outcome in the request's extensions, and without it the first guard or
+//!   extractor shares its pending verification there. A key whose verdict
+//!   is cached is decided without a future or an allocation
+//!   ([`ScopeKey::verify_cached`](scopekey_runtime::ScopeKey::verify_cached)).
 //! - **No key on an unguarded route passes**; a presented but invalid key
 //!   is refused (401 `invalid_token`) by the middleware even on unguarded
 //!   routes. Without the middleware, only routes that ask for the caller

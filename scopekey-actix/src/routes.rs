@@ -24,7 +24,7 @@
 //!   `expires_in_seconds` or `expires_at` says otherwise, and each successor
 //!   gets a fresh period. `rotation_webhook_url` (an `https` URL, not to an
 //!   internal address; needs a policy of at least two graces and a runtime
-//!   with a [rotation webhook secret](scopekey_runtime::ScopeKeyBuilder::rotation_webhook_secret))
+//!   with a rotation webhook secret, `ScopeKeyBuilder::rotation_webhook_secret`)
 //!   opts in to automatic rotation: when due, the notifier rotates the key
 //!   with the default grace and posts the successor (the key object plus
 //!   `key`, its plaintext) to that URL as a `key.rotated` webhook signed with

@@ -1035,3 +1035,56 @@ async fn rotation_policy_validation(db: &TestDb) {
     assert_eq!(successor.rotation_webhook_url, auto.rotation_webhook_url);
 }
 both_backends!(rotation_policy_validation_works, rotation_policy_validation);
+
+/// The cache-only fast path agrees with `verify`: a principal only for a
+/// cached, valid key; `None` for anything else, and at once after a
+/// revocation or past expiry.
+async fn verify_cached_fast_path(db: &TestDb) {
+    let (keys, clock) = runtime(db);
+    let created = keys
+        .create(
+            NewKey::new("fast", ["orders:read"]).expires_in(Duration::hours(1)),
+            Actor::System,
+        )
+        .await
+        .unwrap();
+    let plaintext = created.plaintext.expose_secret();
+    assert!(keys.verify_cached(plaintext).is_none(), "not cached yet");
+    keys.verify(plaintext).await.unwrap();
+    let p = keys.verify_cached(plaintext).expect("cached and valid");
+    assert_eq!(p.id, created.key.id);
+    assert!(keys.verify_cached("nonsense").is_none());
+    assert!(keys.verify_cached(&"x".repeat(10_000)).is_none());
+    let unknown = scopekey_runtime::KeyFormat::default().generate().unwrap();
+    assert!(keys.verify(unknown.expose_secret()).await.is_err());
+    assert!(
+        keys.verify_cached(unknown.expose_secret()).is_none(),
+        "a cached refusal still goes through verify"
+    );
+    // Its use is recorded like verify's.
+    keys.flush_last_used().await.unwrap();
+    assert!(
+        keys.get(created.key.id)
+            .await
+            .unwrap()
+            .last_used_at
+            .is_some()
+    );
+
+    // Expiry is judged at the call.
+    clock.advance(Duration::hours(1));
+    assert!(keys.verify_cached(plaintext).is_none());
+    clock.advance(-Duration::minutes(30));
+    assert!(keys.verify_cached(plaintext).is_some());
+
+    // A revocation on this node is seen at once.
+    keys.revoke(created.key.id, None, Actor::System)
+        .await
+        .unwrap();
+    assert!(keys.verify_cached(plaintext).is_none());
+    assert!(matches!(
+        keys.verify(plaintext).await,
+        Err(VerifyError::Revoked)
+    ));
+}
+both_backends!(verify_cached_fast_path_works, verify_cached_fast_path);
