@@ -1095,16 +1095,38 @@ fn check_webhook_url(url: &str, insecure: bool) -> Result<String, Error> {
         Some(v6) => v6.split(']').next().unwrap_or_default(),
         None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
     };
+    let internal_host = || {
+        bad("must not point at localhost or a loopback, private, link-local or unspecified address")
+    };
     if !insecure
         && let Ok(ip) = host.parse::<std::net::IpAddr>()
         && internal(ip)
     {
-        return Err(bad(
-            "must not point at a loopback, private, link-local or unspecified address",
-        ));
+        return Err(internal_host());
     }
+    // The host as an HTTP client will read it: `127.1`, `0x7f000001` and
+    // `[::ffff:127.0.0.1]` are IP addresses too.
     #[cfg(feature = "webhooks")]
-    reqwest::Url::parse(url).map_err(|e| bad(&format!("is not a valid URL: {e}")))?;
+    {
+        let parsed =
+            reqwest::Url::parse(url).map_err(|e| bad(&format!("is not a valid URL: {e}")))?;
+        // The URL parser normalises IPv4 hosts to dotted decimal and keeps
+        // IPv6 ones in brackets.
+        let Some(host) = parsed.host_str() else {
+            return Err(bad("must name a host"));
+        };
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let blocked = match bare.parse::<std::net::IpAddr>() {
+            Ok(ip) => internal(ip),
+            Err(_) => {
+                let name = bare.trim_end_matches('.').to_ascii_lowercase();
+                name == "localhost" || name.ends_with(".localhost")
+            }
+        };
+        if blocked && !insecure {
+            return Err(internal_host());
+        }
+    }
     Ok(url.to_owned())
 }
 

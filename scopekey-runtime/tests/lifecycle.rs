@@ -974,6 +974,18 @@ async fn rotation_policy_validation(db: &TestDb) {
         NewKey::new("v6 loopback", ["orders:read"])
             .rotate_every(Duration::days(30))
             .rotation_webhook("https://[::1]/k"),
+        NewKey::new("short loopback", ["orders:read"])
+            .rotate_every(Duration::days(30))
+            .rotation_webhook("https://127.1/k"),
+        NewKey::new("hex loopback", ["orders:read"])
+            .rotate_every(Duration::days(30))
+            .rotation_webhook("https://0x7f000001/k"),
+        NewKey::new("mapped loopback", ["orders:read"])
+            .rotate_every(Duration::days(30))
+            .rotation_webhook("https://[::ffff:127.0.0.1]/k"),
+        NewKey::new("localhost", ["orders:read"])
+            .rotate_every(Duration::days(30))
+            .rotation_webhook("HTTPS://LocalHost./k"),
         // Due one grace (24 h) before expiry: the period must be two graces.
         NewKey::new("short", ["orders:read"])
             .rotate_every(Duration::hours(47))
