@@ -394,15 +394,9 @@ async fn rotation_policy(db: &TestDb) {
         machine["rotation_webhook_url"],
         "https://holder.example/scopekey"
     );
-    // The holder's signing secret, once: the URL's own, derived from the
-    // rotation secret.
+    // The holder's signing secret, once: random, the key lineage's own.
     let secret = machine["rotation_webhook_secret"].as_str().unwrap();
-    assert_eq!(
-        Some(secret.to_owned()),
-        app.keys
-            .rotation_webhook_secret("https://holder.example/scopekey")
-            .map(|s| s.to_whsec())
-    );
+    assert!(secret.starts_with("whsec_"), "{machine}");
     let shown = app
         .get(&format!("/api-keys/{}", machine["id"].as_str().unwrap()))
         .bearer(&app.admin)

@@ -48,12 +48,10 @@ pub async fn authenticate(req: &HttpRequest) -> Result<Option<Principal>, AuthEr
     verification(req).await
 }
 
-/// The outcome already recorded for this request, if any.
-pub(crate) fn recorded(req: &HttpRequest) -> Option<Outcome> {
-    match req.extensions().get::<State>() {
-        Some(State::Done(outcome)) => Some(outcome.clone()),
-        _ => None,
-    }
+/// Whether this request's verification was already started or done (by an
+/// outer middleware of the application's, say).
+pub(crate) fn started(req: &HttpRequest) -> bool {
+    req.extensions().contains::<State>()
 }
 
 /// Records a finished verification (the middleware's), for the guards and
@@ -74,7 +72,13 @@ pub(crate) fn verification(
         None => {}
     }
     let shared = match verify(req) {
-        Either::Left(decided) => return Either::Left(decided),
+        Either::Left(decided) => {
+            // Recorded, so that later guards and extractors of this request
+            // read the same answer instead of verifying again.
+            let outcome = decided.into_inner();
+            record(req, outcome.clone());
+            return Either::Left(ready(outcome));
+        }
         Either::Right(running) => running.shared(),
     };
     req.extensions_mut().insert(State::Pending(shared.clone()));

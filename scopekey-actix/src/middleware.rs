@@ -7,9 +7,9 @@ use std::rc::Rc;
 use actix_web::Error;
 use actix_web::body::EitherBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
-use futures_util::future::LocalBoxFuture;
+use futures_util::future::{Either, LocalBoxFuture};
 
-use crate::extract::{record, recorded, verify};
+use crate::extract::{record, started, verification, verify};
 
 /// Verifies the key a request presents, if any, before routing reaches a
 /// handler:
@@ -84,22 +84,23 @@ where
     forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        // Nested middleware (an app-wide one and a scope's) verifies once.
-        let earlier = recorded(req.request());
-        let verification = match earlier {
-            Some(_) => None,
-            None => Some(verify(req.request())),
+        // Joined if something before this middleware (a nested one, or the
+        // application's own) already verified or started verifying; else
+        // verified here and recorded for the guards and extractors.
+        let step = if started(req.request()) {
+            Either::Left(verification(req.request()))
+        } else {
+            Either::Right(verify(req.request()))
         };
         let service = Rc::clone(&self.service);
         Box::pin(async move {
-            let outcome = match (earlier, verification) {
-                (Some(outcome), _) => outcome,
-                (None, Some(verification)) => {
-                    let outcome = verification.await;
+            let outcome = match step {
+                Either::Left(joined) => joined.await,
+                Either::Right(fresh) => {
+                    let outcome = fresh.await;
                     record(req.request(), outcome.clone());
                     outcome
                 }
-                (None, None) => unreachable!("verification starts when none was recorded"),
             };
             match outcome {
                 Ok(_) => service

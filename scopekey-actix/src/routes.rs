@@ -147,7 +147,10 @@ fn created(created: &CreatedKey) -> HttpResponse {
         &WithPlaintext {
             key: &created.key,
             plaintext: created.plaintext.expose_secret(),
-            rotation_webhook_secret: created.rotation_webhook_secret.as_deref(),
+            rotation_webhook_secret: created
+                .rotation_webhook_secret
+                .as_ref()
+                .map(|s| s.expose_secret()),
         },
     )
 }

@@ -189,7 +189,7 @@ fn write_created(
             if let Some(secret) = &created.rotation_webhook_secret {
                 map.insert(
                     "rotation_webhook_secret".to_owned(),
-                    Value::String(secret.clone()),
+                    Value::String(secret.expose_secret().to_owned()),
                 );
             }
         }
@@ -198,7 +198,7 @@ fn write_created(
         return Ok(());
     }
     if let Some(secret) = &created.rotation_webhook_secret {
-        extra.push(("webhook secret", secret.clone()));
+        extra.push(("webhook secret", secret.expose_secret().to_owned()));
     }
     extra.push(("key", plaintext.to_owned()));
     output::key_block(out, &created.key, keys.now(), &extra)?;

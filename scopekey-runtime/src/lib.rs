@@ -98,7 +98,9 @@ pub use lifecycle::{
     Actor, ListEvents, ListKeys, NewKey, RotateOptions, SCOPE_READ, SCOPE_REVOKE, SCOPE_WRITE,
     ScopeKey, ScopeKeyBuilder,
 };
-pub use model::{ApiKey, AuditEvent, CreatedKey, KeyRecord, Page, Principal, Status, event_type};
+pub use model::{
+    ApiKey, AuditEvent, CreatedKey, KeyRecord, Page, Principal, SecretText, Status, event_type,
+};
 #[cfg(feature = "webhooks")]
 pub use notify::{Notifier, NotifierConfig, NotifierHandle, Outbox, WebhookVerifier};
 pub use store::{Store, open};

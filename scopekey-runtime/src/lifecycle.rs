@@ -29,7 +29,7 @@ use crate::clock::{Clock, SystemClock, truncate_micros};
 use crate::error::{Error, StoreError, VerifyError};
 use crate::key::{KeyFormat, KeyHash, KeyId, hint};
 use crate::model::{
-    ApiKey, AuditEvent, CreatedKey, KeyRecord, Page, Principal, Status, event_type,
+    ApiKey, AuditEvent, CreatedKey, KeyRecord, Page, Principal, SecretText, Status, event_type,
 };
 use crate::scope::{Grant, Grants};
 use crate::store::{
@@ -258,14 +258,14 @@ impl ScopeKeyBuilder {
 
     /// Enables automatic rotation (keys created with a
     /// `rotation_webhook_url`) with this server secret, kept out of the
-    /// database (e.g. from `SCOPEKEY_ROTATION_SECRET`). From it derive:
-    /// each webhook URL's own signing secret (HMAC-SHA256 of the URL), handed
-    /// to the key's holder once at creation as `rotation_webhook_secret`, so
-    /// holders cannot sign for one another; and the key that seals
-    /// successor plaintexts in the outbox. Call it again with the previous
-    /// secret while changing it: deliveries are then signed under both
-    /// derived secrets, and sealed ones still open. Without any, creating a
-    /// key with a rotation webhook is refused.
+    /// database (e.g. from `SCOPEKEY_ROTATION_SECRET`). It seals what
+    /// automatic rotation keeps in the database: each key lineage's own
+    /// webhook signing secret (random, handed to the holder once at creation
+    /// as `rotation_webhook_secret`, so no holder can sign for another) and
+    /// successor plaintexts waiting in the outbox. Call it again with the
+    /// previous secret (after the current one) while changing it, so values
+    /// sealed under the old one still open. Without any, creating a key
+    /// with a rotation webhook is refused.
     #[cfg(feature = "webhooks")]
     pub fn rotation_webhook_secret(mut self, secret: crate::notify::signature::Secret) -> Self {
         self.config.rotation_secrets.push(secret);
@@ -387,15 +387,20 @@ impl ScopeKey {
         &self.inner.config.rotation_secrets
     }
 
-    /// The secret that signs deliveries to a rotation webhook URL (derived
-    /// from the current rotation secret), if automatic rotation is enabled.
+    /// A key's own webhook signing secret, opened from its sealed form;
+    /// `None` if it has none or no rotation secret of this runtime opens it.
     #[cfg(feature = "webhooks")]
-    pub fn rotation_webhook_secret(&self, url: &str) -> Option<crate::notify::signature::Secret> {
-        self.inner
-            .config
-            .rotation_secrets
-            .first()
-            .map(|s| crate::notify::signature::Secret::for_url(s, url))
+    pub(crate) fn webhook_secret_of(
+        &self,
+        record: &KeyRecord,
+    ) -> Option<crate::notify::signature::Secret> {
+        let sealed = record.rotation_webhook_secret.as_deref()?;
+        let bytes = crate::notify::seal::open(
+            &self.inner.config.rotation_secrets,
+            crate::notify::seal::KEY_SECRET,
+            sealed,
+        )?;
+        crate::notify::signature::Secret::from_bytes(bytes).ok()
     }
 
     /// Creates or upgrades the schema.
@@ -507,7 +512,7 @@ impl ScopeKey {
             .map(|url| check_webhook_url(url, insecure))
             .transpose()?;
         let mut rotation_webhook_secret = None;
-        if let Some(url) = &rotation_webhook_url {
+        if rotation_webhook_url.is_some() {
             let Some(period) = rotation_period else {
                 return Err(Error::Invalid(
                     "`rotation_webhook_url` needs a rotation policy: give `rotation_period_seconds`"
@@ -524,7 +529,7 @@ impl ScopeKey {
                     two_graces.whole_seconds()
                 )));
             }
-            rotation_webhook_secret = Some(self.rotation_webhook_whsec(url)?);
+            rotation_webhook_secret = Some(self.new_webhook_secret()?);
         }
         // Under a policy, the key is due (and expires) one period from now.
         let expires_at = expires_at.or_else(|| rotation_period.map(|p| now + p));
@@ -533,6 +538,10 @@ impl ScopeKey {
             self.new_record(now, name, scopes, metadata, expires_at, None)?;
         record.rotation_period = rotation_period;
         record.rotation_webhook_url = rotation_webhook_url;
+        let rotation_webhook_secret = rotation_webhook_secret.map(|(sealed, text)| {
+            record.rotation_webhook_secret = Some(sealed);
+            text
+        });
         let event = self.event(
             now,
             event_type::KEY_CREATED,
@@ -556,13 +565,21 @@ impl ScopeKey {
         })
     }
 
-    /// The `whsec_…` a rotation webhook's holder verifies deliveries with.
-    fn rotation_webhook_whsec(&self, url: &str) -> Result<String, Error> {
+    /// A fresh webhook signing secret for a key lineage, from the CSPRNG:
+    /// sealed for the store, and in `whsec_…` form for its holder, once.
+    fn new_webhook_secret(&self) -> Result<(String, SecretText), Error> {
         #[cfg(feature = "webhooks")]
-        if let Some(secret) = self.rotation_webhook_secret(url) {
-            return Ok(secret.to_whsec());
+        if let Some(server) = self.inner.config.rotation_secrets.first() {
+            let secret = crate::notify::signature::Secret::generate().map_err(|e| {
+                Error::Unavailable(StoreError::new("no randomness for a secret", e))
+            })?;
+            let sealed = crate::notify::seal::seal(
+                server,
+                crate::notify::seal::KEY_SECRET,
+                secret.as_bytes(),
+            )?;
+            return Ok((sealed, SecretText::new(secret.to_whsec())));
         }
-        let _ = url;
         Err(Error::Invalid(
             "automatic rotation is not enabled on this service (it has no rotation \
              webhook secret); leave out `rotation_webhook_url`"
@@ -597,6 +614,7 @@ impl ScopeKey {
             last_used_at: None,
             rotation_period: None,
             rotation_webhook_url: None,
+            rotation_webhook_secret: None,
         };
         Ok((record, plaintext))
     }
@@ -762,6 +780,7 @@ impl ScopeKey {
         )?;
         child.rotation_period = parent.rotation_period;
         child.rotation_webhook_url = parent.rotation_webhook_url.clone();
+        child.rotation_webhook_secret = parent.rotation_webhook_secret.clone();
         let mut details = json!({
             "parent_key_id": parent.id,
             "successor_key_id": child.id,
@@ -1131,7 +1150,8 @@ fn check_webhook_url(url: &str, insecure: bool) -> Result<String, Error> {
 }
 
 /// Addresses a webhook must not target: loopback, private, link-local,
-/// unspecified, shared (CGNAT) and unique-local.
+/// unspecified ("this network", `0.0.0.0/8`), broadcast, shared (CGNAT) and
+/// unique-local, also when embedded in IPv6 (mapped, compatible, NAT64).
 fn internal(ip: std::net::IpAddr) -> bool {
     match ip {
         std::net::IpAddr::V4(v4) => {
@@ -1139,17 +1159,24 @@ fn internal(ip: std::net::IpAddr) -> bool {
             v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
-                || v4.is_unspecified()
                 || v4.is_broadcast()
+                || a == 0
                 || (a == 100 && (64..128).contains(&b))
         }
         std::net::IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
+            let s = v6.segments();
+            let nat64 = s[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
+            let embedded = || {
+                let [.., c, d] = s;
+                std::net::Ipv4Addr::new((c >> 8) as u8, c as u8, (d >> 8) as u8, d as u8)
+            };
             v6.is_loopback()
                 || v6.is_unspecified()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || v6.to_ipv4_mapped().is_some_and(|v4| internal(v4.into()))
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                // Mapped (::ffff:a.b.c.d) and compatible (::a.b.c.d).
+                || v6.to_ipv4().is_some_and(|v4| internal(v4.into()))
+                || (nat64 && internal(embedded().into()))
         }
     }
 }

@@ -105,6 +105,9 @@ pub struct KeyRecord {
     /// Where the notifier delivers this key's successor when it rotates the
     /// key automatically; `None`: never rotated behind its holder's back.
     pub rotation_webhook_url: Option<String>,
+    /// That webhook's signing secret, sealed under the runtime's rotation
+    /// secret (`sealed:v1:…`); inherited by successors. Never shown.
+    pub rotation_webhook_secret: Option<String>,
 }
 
 impl KeyRecord {
@@ -198,11 +201,33 @@ pub struct CreatedKey {
     pub key: ApiKey,
     /// The plaintext, to hand over once.
     pub plaintext: Plaintext,
-    /// For a key created with a `rotation_webhook_url`: the secret (in
-    /// `whsec_…` form) that signs the deliveries to that URL, so its holder
-    /// can verify them. Handed over once, like the plaintext; `None`
-    /// otherwise.
-    pub rotation_webhook_secret: Option<String>,
+    /// For a key created with a `rotation_webhook_url`: the secret that
+    /// signs the deliveries of its successors (random, the key lineage's
+    /// own), so its holder can verify them. Handed over once, like the
+    /// plaintext; `None` otherwise.
+    pub rotation_webhook_secret: Option<SecretText>,
+}
+
+/// A secret in text form (`whsec_…`) to hand over once. `Debug` never shows
+/// it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretText(String);
+
+impl SecretText {
+    pub(crate) fn new(text: String) -> Self {
+        Self(text)
+    }
+
+    /// The secret text: hand it to its holder, once.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretText(\"…\")")
+    }
 }
 
 /// A verified caller: who it is and what it may do.

@@ -1014,9 +1014,18 @@ async fn rotation_policy_validation(db: &TestDb) {
         .unwrap();
     assert!(
         auto.rotation_webhook_secret
-            .as_deref()
-            .is_some_and(|s| s.starts_with("whsec_"))
+            .as_ref()
+            .is_some_and(|s| s.expose_secret().starts_with("whsec_"))
     );
+    // Stored sealed, never in the clear; not part of the key object.
+    let stored = db.store.get(auto.key.id).await.unwrap().unwrap();
+    let whsec = auto
+        .rotation_webhook_secret
+        .as_ref()
+        .unwrap()
+        .expose_secret();
+    let sealed = stored.rotation_webhook_secret.as_deref().unwrap();
+    assert!(sealed.starts_with("sealed:v1:") && !sealed.contains(&whsec[6..]));
     let auto = auto.key;
     assert_eq!(
         auto.rotation_webhook_url.as_deref(),

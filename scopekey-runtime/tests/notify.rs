@@ -1156,7 +1156,16 @@ async fn automatic_rotation(db: &TestDb) {
     let old_plaintext = created.plaintext.expose_secret().to_owned();
     // The holder's own signing secret, handed over once at creation: derived
     // for its URL, neither the operator's webhook secret nor another holder's.
-    let holder_secret = created.rotation_webhook_secret.clone().unwrap();
+    let holder_secret = created
+        .rotation_webhook_secret
+        .as_ref()
+        .unwrap()
+        .expose_secret()
+        .to_owned();
+    assert!(
+        !format!("{created:?}").contains(&holder_secret),
+        "Debug never shows it"
+    );
     assert!(holder_secret.starts_with("whsec_"));
     assert_ne!(holder_secret, SECRET);
     assert_ne!(holder_secret, ROTATION_SECRET);
@@ -1164,14 +1173,20 @@ async fn automatic_rotation(db: &TestDb) {
         .create(
             NewKey::new("other machine", ["orders:read"])
                 .rotate_every(Duration::days(30))
-                .rotation_webhook(format!("{}/other", holder.url)),
+                .rotation_webhook(&holder.url),
             Actor::System,
         )
         .await
         .unwrap();
+    // Another key naming the same URL gets a secret of its own: it cannot
+    // sign for the first key's holder.
     assert_ne!(
-        other.rotation_webhook_secret.as_deref(),
-        Some(&*holder_secret)
+        other
+            .rotation_webhook_secret
+            .as_ref()
+            .unwrap()
+            .expose_secret(),
+        holder_secret
     );
     keys.revoke(other.key.id, None, Actor::System)
         .await
@@ -1312,6 +1327,18 @@ async fn automatic_rotation(db: &TestDb) {
     assert_eq!(pass.rotated, 1);
     assert_eq!(keys.lineage(old).await.unwrap().len(), 3);
     holder.wait_for(3).await;
+    // Successors keep the lineage's secret.
+    let third = &holder.requests()[2];
+    WebhookVerifier::new(&holder_secret)
+        .unwrap()
+        .verify_at(
+            third.header("webhook-id"),
+            third.header("webhook-timestamp"),
+            third.header("webhook-signature"),
+            third.body.as_bytes(),
+            clock.now(),
+        )
+        .expect("the successor's successor is signed with the same secret");
 }
 both_backends!(automatic_rotation_works, automatic_rotation);
 

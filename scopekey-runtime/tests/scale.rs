@@ -63,6 +63,7 @@ impl Synthetic {
             last_used_at: None,
             rotation_period: None,
             rotation_webhook_url: None,
+            rotation_webhook_secret: None,
         }
     }
 }

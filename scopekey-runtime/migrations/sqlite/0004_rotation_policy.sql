@@ -3,6 +3,9 @@
 -- rotate themselves, the webhook their successor's plaintext is sent to.
 ALTER TABLE scopekey_keys ADD COLUMN rotation_period_seconds INTEGER;
 ALTER TABLE scopekey_keys ADD COLUMN rotation_webhook_url TEXT;
+-- That webhook's signing secret, sealed under the service's rotation secret
+-- (never in the clear); successors inherit it.
+ALTER TABLE scopekey_keys ADD COLUMN rotation_webhook_secret TEXT;
 
 -- Endpoints created for one key's successor deliveries (not configured
 -- receivers): any notifier with a delivery secret sends to them.

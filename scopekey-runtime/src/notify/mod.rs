@@ -81,8 +81,8 @@
 //! webhooks (below) when it holds a delivery secret.
 //!
 //! **Automatic rotation.** A key under a rotation policy may name its own
-//! `rotation_webhook_url` (https; at creation, its holder receives that
-//! URL's signing secret). When the runtime has a
+//! `rotation_webhook_url` (https; at creation, its holder receives the
+//! signing secret of that key and its successors, once). When the runtime has a
 //! [rotation webhook secret](crate::ScopeKeyBuilder::rotation_webhook_secret),
 //! the notifier rotates such a key once it is due — when its expiry falls within the runtime's default grace
 //! (or within one pass interval, if that is longer), so the old key keeps
@@ -96,8 +96,8 @@
 //! under a key derived from the rotation secret, bound to its delivery id,
 //! and opened only to be sent; every retry sends the same successor under
 //! the same `webhook-id`. The request is signed like every other webhook
-//! (Standard Webhooks), with the URL's own secret — derived from the
-//! rotation secret, so no holder can sign for another and none learns the
+//! (Standard Webhooks), with the key lineage's own random secret — stored
+//! sealed, so no holder can sign for another and none learns the
 //! operator's webhook secret. Like every delivery it is retried with backoff
 //! and given up after `max_attempts` (audited as `webhook.failed`); the old
 //! key's grace is the holder's window to receive it. A key whose endpoint
@@ -111,7 +111,7 @@ mod deliver;
 pub mod outbox;
 #[cfg(feature = "postgres")]
 pub mod postgres;
-mod seal;
+pub(crate) mod seal;
 pub mod signature;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
@@ -444,8 +444,18 @@ impl Notifier {
         grace: Duration,
         secret: &Secret,
     ) -> Result<bool, NotifyError> {
+        let keys = &self.inner.keys;
         let deliver = Box::new(
             move |child: &KeyRecord, plaintext: &crate::key::Plaintext, event: &AuditEvent| {
+                // The lineage's own signing secret goes in the sealed
+                // delivery with the body: sending needs nothing else.
+                let signing = keys.webhook_secret_of(child).ok_or_else(|| {
+                    Error::Invalid(
+                        "the key's webhook secret does not open with this runtime's rotation \
+                         secrets"
+                            .into(),
+                    )
+                })?;
                 let mut data = key_event_data(child, event);
                 if let Value::Object(map) = &mut data {
                     map.insert(
@@ -454,14 +464,14 @@ impl Notifier {
                     );
                 }
                 let delivery_id = uuid_at(event.at);
-                let body = outbox::body(event, &data)?;
+                let sealed = format!("{}\n{}", signing.to_whsec(), outbox::body(event, &data)?);
                 Ok(vec![OutboxDelivery {
                     id: delivery_id,
                     endpoint_id,
                     event_id: event.id,
                     event_type: event.kind.clone(),
                     key_id: child.id,
-                    payload: seal::seal(secret, delivery_id, &body)?,
+                    payload: seal::seal(secret, delivery_id.as_bytes(), sealed.as_bytes())?,
                     at: event.at,
                 }])
             },
@@ -583,19 +593,24 @@ impl Notifier {
         let sent_at = self.inner.keys.now();
         let outcome = if seal::is_sealed(&c.payload) {
             // A successor for a key's holder: opened with the runtime's
-            // rotation secrets and signed with the URL's own secrets.
+            // rotation secrets, signed with the lineage's own secret.
             let server = self.inner.keys.rotation_secrets();
-            let Some(body) = seal::open(server, c.id, &c.payload) else {
+            let Some((signing, body)) = seal::open(server, c.id.as_bytes(), &c.payload)
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .and_then(|text| {
+                    let (whsec, body) = text.split_once('\n')?;
+                    Some((whsec.parse::<Secret>().ok()?, body.to_owned()))
+                })
+            else {
                 // Another service (or an older secret) sealed it: leave it to
                 // a notifier that can open it, counting no attempt.
                 tracing::warn!(delivery_id = %c.id, "cannot open a sealed delivery with this runtime's rotation secrets; leaving it");
                 return Ok(None);
             };
-            let secrets: Vec<Secret> = server.iter().map(|s| Secret::for_url(s, &c.url)).collect();
             deliver::attempt(
                 &self.inner.client,
                 &c.url,
-                &secrets,
+                std::slice::from_ref(&signing),
                 &c.id.to_string(),
                 sent_at,
                 &body,

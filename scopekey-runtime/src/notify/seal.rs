@@ -1,23 +1,25 @@
-//! Sealed payloads: an automatic rotation's delivery carries the successor's
-//! plaintext, which must never rest in the database in the clear. The body
-//! is stored encrypted (AES-256-GCM, a random 96-bit nonce, the delivery id
-//! as associated data so a sealed body cannot be moved to another row) under
-//! a key derived from the notifier's delivery secret, which lives in the
-//! notifier's configuration and never in the database. It is opened only to
-//! be sent.
+//! Sealed values: what automatic rotation must keep in the database but
+//! never in the clear — a successor's delivery (it carries the plaintext)
+//! and each rotating key's webhook signing secret. They are stored encrypted
+//! (AES-256-GCM, a random 96-bit nonce) under a key derived from the
+//! runtime's rotation secret, which lives in the service's configuration
+//! and never in the database, with associated data binding each value to
+//! its use (a delivery's id; the label of key secrets). They are opened
+//! only when needed: a delivery to be sent, a key secret to sign it.
 //!
 //! Stored form: `sealed:v1:<base64 of nonce ‖ ciphertext ‖ tag>`.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use uuid::Uuid;
 
 use super::signature::Secret;
 use crate::error::StoreError;
 
 const PREFIX: &str = "sealed:v1:";
 const CONTEXT: &[u8] = b"scopekey sealed delivery v1";
+/// The associated data of a key's sealed webhook secret.
+pub(crate) const KEY_SECRET: &[u8] = b"scopekey rotation webhook secret v1";
 
 fn key(secret: &Secret) -> LessSafeKey {
     let bytes = secret.derive(CONTEXT);
@@ -28,31 +30,32 @@ fn key(secret: &Secret) -> LessSafeKey {
     }
 }
 
-/// Whether a stored payload is sealed.
+/// Whether a stored value is sealed.
 pub(crate) fn is_sealed(payload: &str) -> bool {
     payload.starts_with(PREFIX)
 }
 
-/// Seals `body` for the delivery `id` under `secret`.
-pub(crate) fn seal(secret: &Secret, id: Uuid, body: &str) -> Result<String, StoreError> {
+/// Seals `plain` under `secret`, bound to `aad`.
+pub(crate) fn seal(secret: &Secret, aad: &[u8], plain: &[u8]) -> Result<String, StoreError> {
     let mut nonce = [0u8; NONCE_LEN];
     getrandom::fill(&mut nonce).map_err(|e| StoreError::new("no randomness for a nonce", e))?;
-    let mut in_out = body.as_bytes().to_vec();
+    let mut in_out = plain.to_vec();
     key(secret)
         .seal_in_place_append_tag(
             Nonce::assume_unique_for_key(nonce),
-            Aad::from(id.as_bytes()),
+            Aad::from(aad),
             &mut in_out,
         )
-        .map_err(|_| StoreError::msg("could not seal a delivery"))?;
+        .map_err(|_| StoreError::msg("could not seal a value"))?;
     let mut out = nonce.to_vec();
     out.extend_from_slice(&in_out);
     Ok(format!("{PREFIX}{}", BASE64.encode(out)))
 }
 
-/// Opens a sealed payload with whichever of `secrets` sealed it; `None` if
-/// none did (the secret was changed) or the text was tampered with.
-pub(crate) fn open(secrets: &[Secret], id: Uuid, sealed: &str) -> Option<String> {
+/// Opens a sealed value with whichever of `secrets` sealed it; `None` if
+/// none did (the secret was changed), it was sealed for another `aad`, or
+/// it was tampered with.
+pub(crate) fn open(secrets: &[Secret], aad: &[u8], sealed: &str) -> Option<Vec<u8>> {
     let bytes = BASE64.decode(sealed.strip_prefix(PREFIX)?).ok()?;
     if bytes.len() < NONCE_LEN {
         return None;
@@ -62,9 +65,9 @@ pub(crate) fn open(secrets: &[Secret], id: Uuid, sealed: &str) -> Option<String>
         let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
         let mut buf = sealed.to_vec();
         let plain = key(secret)
-            .open_in_place(nonce, Aad::from(id.as_bytes()), &mut buf)
+            .open_in_place(nonce, Aad::from(aad), &mut buf)
             .ok()?;
-        String::from_utf8(plain.to_vec()).ok()
+        Some(plain.to_vec())
     })
 }
 
@@ -76,31 +79,34 @@ mod tests {
     fn round_trip_and_tamper() {
         let a = Secret::generate().unwrap();
         let b = Secret::generate().unwrap();
-        let id = Uuid::now_v7();
-        let sealed = seal(&a, id, r#"{"key":"sk_secret"}"#).unwrap();
+        let id = uuid::Uuid::now_v7();
+        let sealed = seal(&a, id.as_bytes(), br#"{"key":"sk_secret"}"#).unwrap();
         assert!(is_sealed(&sealed));
         assert!(!sealed.contains("sk_secret"));
         assert_eq!(
-            open(&[b.clone(), a.clone()], id, &sealed).as_deref(),
-            Some(r#"{"key":"sk_secret"}"#)
+            open(&[b.clone(), a.clone()], id.as_bytes(), &sealed).as_deref(),
+            Some(&br#"{"key":"sk_secret"}"#[..])
         );
         assert_eq!(
-            open(&[b], id, &sealed),
+            open(&[b], id.as_bytes(), &sealed),
             None,
             "another secret cannot open it"
         );
         assert_eq!(
-            open(std::slice::from_ref(&a), Uuid::now_v7(), &sealed),
+            open(std::slice::from_ref(&a), KEY_SECRET, &sealed),
             None,
-            "bound to its row"
+            "bound to its use"
         );
         let mut tampered = sealed.clone();
         tampered.pop();
         tampered.push(if sealed.ends_with('A') { 'B' } else { 'A' });
-        assert_eq!(open(std::slice::from_ref(&a), id, &tampered), None);
+        assert_eq!(
+            open(std::slice::from_ref(&a), id.as_bytes(), &tampered),
+            None
+        );
         assert_ne!(
-            seal(&a, id, "x").unwrap(),
-            seal(&a, id, "x").unwrap(),
+            seal(&a, KEY_SECRET, b"x").unwrap(),
+            seal(&a, KEY_SECRET, b"x").unwrap(),
             "fresh nonce"
         );
     }

@@ -99,13 +99,9 @@ impl Secret {
         format!("{SECRET_PREFIX}{}", BASE64.encode(&self.0))
     }
 
-    /// The secret that signs deliveries to one rotation webhook URL,
-    /// derived from a server rotation secret: HMAC-SHA256(server, a fixed
-    /// label, the URL). Each holder gets its own.
-    pub fn for_url(server: &Secret, url: &str) -> Secret {
-        let mut context = b"scopekey rotation webhook v1\0".to_vec();
-        context.extend_from_slice(url.as_bytes());
-        Secret(server.derive(&context).to_vec())
+    /// The raw key bytes.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.0
     }
 
     /// A 32-byte key for another purpose, derived from this secret:

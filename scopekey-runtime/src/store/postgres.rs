@@ -40,7 +40,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 
 const KEY_COLUMNS: &str = "id, name, scopes, metadata, hint, key_hash, created_at, expires_at, \
      revoked_at, revoked_reason, rotated_at, parent_key_id, last_used_at, \
-     rotation_period_seconds, rotation_webhook_url";
+     rotation_period_seconds, rotation_webhook_url, rotation_webhook_secret";
 
 /// Keys on PostgreSQL.
 #[derive(Debug, Clone)]
@@ -95,6 +95,7 @@ fn record(row: &PgRow) -> Result<KeyRecord, StoreError> {
             .try_get::<Option<i64>, _>("rotation_period_seconds")?
             .map(time::Duration::seconds),
         rotation_webhook_url: row.try_get("rotation_webhook_url")?,
+        rotation_webhook_secret: row.try_get("rotation_webhook_secret")?,
     })
 }
 
@@ -114,8 +115,8 @@ async fn insert_key(conn: &mut PgConnection, key: &KeyRecord) -> Result<(), Stor
     sqlx::query(
         "INSERT INTO scopekey_keys (id, name, scopes, metadata, hint, key_hash, created_at, \
          expires_at, revoked_at, revoked_reason, rotated_at, parent_key_id, last_used_at, \
-         rotation_period_seconds, rotation_webhook_url) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+         rotation_period_seconds, rotation_webhook_url, rotation_webhook_secret) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
     )
     .bind(key.id.0)
     .bind(&key.name)
@@ -132,6 +133,7 @@ async fn insert_key(conn: &mut PgConnection, key: &KeyRecord) -> Result<(), Stor
     .bind(key.last_used_at)
     .bind(key.rotation_period.map(|p| p.whole_seconds()))
     .bind(&key.rotation_webhook_url)
+    .bind(&key.rotation_webhook_secret)
     .execute(conn)
     .await?;
     Ok(())

@@ -45,7 +45,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 
 const KEY_COLUMNS: &str = "id, name, scopes, metadata, hint, key_hash, created_at, expires_at, \
      revoked_at, revoked_reason, rotated_at, parent_key_id, last_used_at, \
-     rotation_period_seconds, rotation_webhook_url";
+     rotation_period_seconds, rotation_webhook_url, rotation_webhook_secret";
 
 /// Keys on SQLite.
 #[derive(Debug, Clone)]
@@ -138,6 +138,7 @@ fn record(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
             .try_get::<Option<i64>, _>("rotation_period_seconds")?
             .map(time::Duration::seconds),
         rotation_webhook_url: row.try_get("rotation_webhook_url")?,
+        rotation_webhook_secret: row.try_get("rotation_webhook_secret")?,
     })
 }
 
@@ -160,8 +161,8 @@ async fn insert_key(conn: &mut sqlx::SqliteConnection, key: &KeyRecord) -> Resul
     sqlx::query(
         "INSERT INTO scopekey_keys (id, name, scopes, metadata, hint, key_hash, created_at, \
          expires_at, revoked_at, revoked_reason, rotated_at, parent_key_id, last_used_at, \
-         rotation_period_seconds, rotation_webhook_url) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         rotation_period_seconds, rotation_webhook_url, rotation_webhook_secret) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(key.id.to_string())
     .bind(&key.name)
@@ -178,6 +179,7 @@ async fn insert_key(conn: &mut sqlx::SqliteConnection, key: &KeyRecord) -> Resul
     .bind(opt_micros(key.last_used_at))
     .bind(key.rotation_period.map(|p| p.whole_seconds()))
     .bind(&key.rotation_webhook_url)
+    .bind(&key.rotation_webhook_secret)
     .execute(conn)
     .await?;
     Ok(())
