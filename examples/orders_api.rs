@@ -22,7 +22,7 @@
 //! - `SCOPEKEY_ROTATION_SECRET` (`whsec_<base64>`, optional): enables
 //!   automatic rotation. Keys created with a `rotation_webhook_url` are then
 //!   rotated by the notifier when due, their successors posted to that URL
-//!   signed with the URL's own secret (returned once at creation as
+//!   signed with the key's own secret (returned once at creation as
 //!   `rotation_webhook_secret`).
 //! - `RUST_LOG`: log filter (default `info`); logs go to standard error and
 //!   never carry a key.

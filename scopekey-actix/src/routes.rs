@@ -28,7 +28,7 @@
 //!   opts in to automatic rotation: when due, the notifier rotates the key
 //!   with the default grace and posts the successor (the key object plus
 //!   `key`, its plaintext) to that URL as a `key.rotated` webhook signed with
-//!   the URL's own secret, which the 201 answer carries once as
+//!   the key's own random secret, which the 201 answer carries once as
 //!   `rotation_webhook_secret` (`whsec_…`). Both fields show in the key
 //!   object.
 //! - `POST /api-keys/{id}/rotate`: `{grace_seconds?, scopes?}` (or empty).

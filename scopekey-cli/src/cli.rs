@@ -168,7 +168,7 @@ pub struct CreateArgs {
 
     /// Opt in to automatic rotation: when due, the service's notifier
     /// rotates the key and posts the successor's plaintext to this https
-    /// URL, signed with the URL's own secret (printed once, with the key).
+    /// URL, signed with the key's own secret (printed once, with the key).
     /// Needs `--rotate-every` and the service's SCOPEKEY_ROTATION_SECRET.
     #[arg(long, value_name = "URL", requires = "rotate_every")]
     pub rotation_webhook: Option<String>,
