@@ -113,7 +113,7 @@ pub(crate) fn verify(req: &HttpRequest) -> Verification<LocalBoxFuture<'static, 
         }
         (Some(keys), Presented::Key(key)) => {
             // The hot path: a cached, valid key is decided here, with no
-            // allocation and no future.
+            // copy of the key and no future.
             if let Some(principal) = keys.verify_cached(key) {
                 return Either::Left(ready(Ok(Some(principal))));
             }

@@ -71,7 +71,7 @@
 //!   is verified at most once per request: the middleware records the
 //!   outcome in the request's extensions, and without it the first guard or
 //!   extractor shares its pending verification there. A key whose verdict
-//!   is cached is decided without a future or an allocation
+//!   is cached is decided without I/O or a future
 //!   ([`ScopeKey::verify_cached`](scopekey_runtime::ScopeKey::verify_cached)).
 //! - **No key on an unguarded route passes**; a presented but invalid key
 //!   is refused (401 `invalid_token`) by the middleware even on unguarded

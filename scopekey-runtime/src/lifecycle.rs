@@ -622,7 +622,7 @@ impl ScopeKey {
     /// The fast path of [`verify`](Self::verify), for the hot path of a
     /// server: the principal if this key's verdict is in the verification
     /// cache and the key is valid now (its use is recorded as `verify`
-    /// does), without I/O, allocation or a future. `None` means "call
+    /// does), without I/O or a future. `None` means "call
     /// [`verify`](Self::verify)": a cache miss, or a refusal (which `verify`
     /// logs and audits). Only well-formed keys ever enter the cache, so the
     /// format check can wait for the miss.
