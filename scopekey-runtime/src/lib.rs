@@ -67,6 +67,7 @@
 //! | case | 1,000 keys | 100,000 keys |
 //! |---|---|---|
 //! | cache hit | 0.60 µs | 0.71 µs |
+//! | cache hit, [`ScopeKey::verify_cached`] | 0.40 µs | 0.49 µs |
 //! | cache miss, SQLite | 52 µs | 74 µs |
 //! | cache miss, PostgreSQL (local TCP) | 331 µs | 364 µs |
 //! | malformed key | 0.40 µs | |
