@@ -1079,9 +1079,9 @@ fn check_period(period: Duration) -> Result<Duration, Error> {
 }
 
 /// An absolute `https` URL (or `http`, if `insecure`) without whitespace,
-/// control characters or user information, whose host is not an IP literal
-/// in a loopback, private, link-local or unspecified range (unless
-/// `insecure`). Host names are not resolved here: a name that resolves to an
+/// control characters or user information, whose host is neither
+/// `localhost` nor an IP address in a loopback, private, link-local or
+/// unspecified range (unless `insecure`). Host names are not resolved here: a name that resolves to an
 /// internal address is the operator's to prevent (egress rules). The URL is
 /// echoed in errors: it is not a secret.
 fn check_webhook_url(url: &str, insecure: bool) -> Result<String, Error> {
@@ -1110,21 +1110,10 @@ fn check_webhook_url(url: &str, insecure: bool) -> Result<String, Error> {
     if authority.is_empty() || authority.contains('@') {
         return Err(bad("must name a host (and no user information)"));
     }
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
-    let internal_host = || {
-        bad("must not point at localhost or a loopback, private, link-local or unspecified address")
-    };
-    if !insecure
-        && let Ok(ip) = host.parse::<std::net::IpAddr>()
-        && internal(ip)
-    {
-        return Err(internal_host());
-    }
-    // The host as an HTTP client will read it: `127.1`, `0x7f000001` and
-    // `[::ffff:127.0.0.1]` are IP addresses too.
+    // The host as the HTTP client will read it: `127.1`, `0x7f000001` and
+    // `[::ffff:127.0.0.1]` are IP addresses too. (Without the `webhooks`
+    // feature no key can opt in to automatic rotation: creating one is
+    // refused further on.)
     #[cfg(feature = "webhooks")]
     {
         let parsed =
@@ -1143,7 +1132,9 @@ fn check_webhook_url(url: &str, insecure: bool) -> Result<String, Error> {
             }
         };
         if blocked && !insecure {
-            return Err(internal_host());
+            return Err(bad(
+                "must not point at localhost or a loopback, private, link-local or unspecified address",
+            ));
         }
     }
     Ok(url.to_owned())
@@ -1152,6 +1143,7 @@ fn check_webhook_url(url: &str, insecure: bool) -> Result<String, Error> {
 /// Addresses a webhook must not target: loopback, private, link-local,
 /// unspecified ("this network", `0.0.0.0/8`), broadcast, shared (CGNAT) and
 /// unique-local, also when embedded in IPv6 (mapped, compatible, NAT64).
+#[cfg(feature = "webhooks")]
 fn internal(ip: std::net::IpAddr) -> bool {
     match ip {
         std::net::IpAddr::V4(v4) => {

@@ -214,6 +214,7 @@ pub struct CreatedKey {
 pub struct SecretText(String);
 
 impl SecretText {
+    #[cfg(feature = "webhooks")]
     pub(crate) fn new(text: String) -> Self {
         Self(text)
     }

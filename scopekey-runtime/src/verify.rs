@@ -102,25 +102,7 @@ impl Verifier {
     /// refusal, which the full [`verify`](Self::verify) then handles.
     pub(crate) fn verify_cached(&self, hash: &KeyHash, now: OffsetDateTime) -> Option<Principal> {
         let entry = self.cache.get(hash)?;
-        match &*entry {
-            Cached::Known {
-                principal,
-                revoked: false,
-            } if principal.expires_at.is_none_or(|e| e > now) => {
-                self.record_use(principal.id, now);
-                Some(principal.clone())
-            }
-            _ => None,
-        }
-    }
-
-    fn record_use(&self, id: KeyId, now: OffsetDateTime) {
-        // Keep the latest time: concurrent verifications may arrive out of
-        // order.
-        self.lock_last_used()
-            .entry(id)
-            .and_modify(|t| *t = (*t).max(now))
-            .or_insert(now);
+        self.judge(&entry, now).ok()
     }
 
     /// Looks the hash up, cache first; judges revocation and expiry at `now`.
@@ -138,14 +120,26 @@ impl Verifier {
                 entry
             }
         };
-        match &*entry {
+        self.judge(&entry, now)
+    }
+
+    /// The verdict on a cached entry at `now`: revocation, then expiry
+    /// (judged at every call, never at caching). A valid key's use is
+    /// recorded.
+    fn judge(&self, entry: &Cached, now: OffsetDateTime) -> Result<Principal, VerifyError> {
+        match entry {
             Cached::Unknown => Err(VerifyError::Unknown),
             Cached::Known { revoked: true, .. } => Err(VerifyError::Revoked),
             Cached::Known { principal, .. } if principal.expires_at.is_some_and(|e| e <= now) => {
                 Err(VerifyError::Expired)
             }
             Cached::Known { principal, .. } => {
-                self.record_use(principal.id, now);
+                // Keep the latest time: concurrent verifications may arrive
+                // out of order.
+                self.lock_last_used()
+                    .entry(principal.id)
+                    .and_modify(|t| *t = (*t).max(now))
+                    .or_insert(now);
                 Ok(principal.clone())
             }
         }

@@ -537,7 +537,10 @@ impl Notifier {
         let mut report = DeliveryReport::default();
         let ids: Vec<Uuid> = endpoints.iter().map(|e| e.id).collect();
         let config = &self.inner.config;
-        if endpoints.is_empty() && self.inner.keys.rotation_secrets().is_empty() {
+        // Keys' own rotation webhooks are served by any notifier whose
+        // runtime can open their sealed deliveries.
+        let key_deliveries = !self.inner.keys.rotation_secrets().is_empty();
+        if endpoints.is_empty() && !key_deliveries {
             return Ok(report);
         }
         let mut first_error = None;
@@ -550,7 +553,7 @@ impl Notifier {
                 .backend
                 .claim(
                     &ids,
-                    !self.inner.keys.rotation_secrets().is_empty(),
+                    key_deliveries,
                     now,
                     now + config.lease,
                     token,
@@ -591,11 +594,13 @@ impl Notifier {
     ) -> Result<Option<Tally>, NotifyError> {
         let config = &self.inner.config;
         let sent_at = self.inner.keys.now();
-        let outcome = if seal::is_sealed(&c.payload) {
-            // A successor for a key's holder: opened with the runtime's
-            // rotation secrets, signed with the lineage's own secret.
+        // A successor for a key's holder is sealed: opened with the
+        // runtime's rotation secrets, it holds the lineage's own signing
+        // secret and the body. Anything else goes to a configured endpoint.
+        let opened;
+        let (url, secrets, body) = if seal::is_sealed(&c.payload) {
             let server = self.inner.keys.rotation_secrets();
-            let Some((signing, body)) = seal::open(server, c.id.as_bytes(), &c.payload)
+            let Some(pair) = seal::open(server, c.id.as_bytes(), &c.payload)
                 .and_then(|bytes| String::from_utf8(bytes).ok())
                 .and_then(|text| {
                     let (whsec, body) = text.split_once('\n')?;
@@ -607,30 +612,27 @@ impl Notifier {
                 tracing::warn!(delivery_id = %c.id, "cannot open a sealed delivery with this runtime's rotation secrets; leaving it");
                 return Ok(None);
             };
-            deliver::attempt(
-                &self.inner.client,
-                &c.url,
-                std::slice::from_ref(&signing),
-                &c.id.to_string(),
-                sent_at,
-                &body,
+            opened = pair;
+            (
+                c.url.as_str(),
+                std::slice::from_ref(&opened.0),
+                opened.1.as_str(),
             )
-            .await
         } else {
             let Some(ep) = endpoints.iter().find(|e| e.id == c.endpoint_id) else {
                 return Ok(None);
             };
-            deliver::attempt(
-                &self.inner.client,
-                &ep.url,
-                &ep.secrets,
-                &c.id.to_string(),
-                sent_at,
-                &c.payload,
-            )
-            .await
+            (ep.url.as_str(), ep.secrets.as_slice(), c.payload.as_str())
         };
-        let url = c.url.as_str();
+        let outcome = deliver::attempt(
+            &self.inner.client,
+            url,
+            secrets,
+            &c.id.to_string(),
+            sent_at,
+            body,
+        )
+        .await;
         let at = self.inner.keys.now();
         let failures = c.attempts.saturating_add(1);
         let exhausted = failures >= config.max_attempts;
