@@ -335,17 +335,10 @@ async fn rotation_policy(db: &TestDb) {
     let (key, id) = key_and_id(&body);
     assert_eq!(body["rotation_period_seconds"], 90 * 86_400);
     assert_eq!(body["rotation_webhook_url"], serde_json::Value::Null);
-    let created = time::OffsetDateTime::parse(
-        body["created_at"].as_str().unwrap(),
-        &time::format_description::well_known::Rfc3339,
-    )
-    .unwrap();
-    let expires = time::OffsetDateTime::parse(
-        body["expires_at"].as_str().unwrap(),
-        &time::format_description::well_known::Rfc3339,
-    )
-    .unwrap();
-    assert_eq!(expires - created, Duration::days(90));
+    assert_eq!(
+        time_of(&body, "expires_at") - time_of(&body, "created_at"),
+        Duration::days(90)
+    );
     let shown = app
         .get(&format!("/api-keys/{id}"))
         .bearer(&app.admin)
@@ -364,17 +357,10 @@ async fn rotation_policy(db: &TestDb) {
     assert_eq!(res.status, 201, "{}", res.text());
     let successor = res.json();
     assert_eq!(successor["rotation_period_seconds"], 90 * 86_400);
-    let created = time::OffsetDateTime::parse(
-        successor["created_at"].as_str().unwrap(),
-        &time::format_description::well_known::Rfc3339,
-    )
-    .unwrap();
-    let expires = time::OffsetDateTime::parse(
-        successor["expires_at"].as_str().unwrap(),
-        &time::format_description::well_known::Rfc3339,
-    )
-    .unwrap();
-    assert_eq!(expires - created, Duration::days(90));
+    assert_eq!(
+        time_of(&successor, "expires_at") - time_of(&successor, "created_at"),
+        Duration::days(90)
+    );
 
     // An automatic-rotation opt-in is shown on the key.
     let res = app
@@ -409,15 +395,7 @@ async fn rotation_policy(db: &TestDb) {
         "only keys with a rotation webhook get one"
     );
 
-    let before = app
-        .get("/api-keys?limit=500")
-        .bearer(&app.admin)
-        .send()
-        .await
-        .json()["items"]
-        .as_array()
-        .unwrap()
-        .len();
+    let before = app.key_count().await;
     for bad in [
         json!({ "name": "x", "scopes": ["orders:read"], "rotation_period_seconds": 0 }),
         json!({ "name": "x", "scopes": ["orders:read"], "rotation_period_seconds": -5 }),
@@ -441,15 +419,7 @@ async fn rotation_policy(db: &TestDb) {
             .await
             .assert_problem(400, None);
     }
-    let after = app
-        .get("/api-keys?limit=500")
-        .bearer(&app.admin)
-        .send()
-        .await
-        .json()["items"]
-        .as_array()
-        .unwrap()
-        .len();
+    let after = app.key_count().await;
     assert_eq!(before, after, "no key was created by a bad request");
     app.stop().await;
 }

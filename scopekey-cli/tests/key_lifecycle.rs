@@ -391,25 +391,26 @@ async fn rotate_every(db: &TestDb) {
         .fails_with(1)
         .says("automatic rotation is not enabled");
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-    let mut cmd = command();
-    cmd.env("SCOPEKEY_ROTATION_SECRET", secret)
-        .arg("--database-url")
-        .arg(url)
-        .args(args)
-        .arg("--json");
-    let auto = common::run(cmd, "").json();
+    // The same command, with the service's rotation secret.
+    let with_secret = |json: bool| {
+        let mut cmd = command();
+        cmd.env("SCOPEKEY_ROTATION_SECRET", secret)
+            .arg("--database-url")
+            .arg(url)
+            .args(args);
+        if json {
+            cmd.arg("--json");
+        }
+        common::run(cmd, "")
+    };
+    let auto = with_secret(true).json();
     assert_eq!(
         auto["rotation_webhook_url"],
         "https://holder.example/rotate"
     );
     let holder_secret = str_of(&auto, "rotation_webhook_secret");
     assert!(holder_secret.starts_with("whsec_") && holder_secret != secret);
-    let mut cmd = command();
-    cmd.env("SCOPEKEY_ROTATION_SECRET", secret)
-        .arg("--database-url")
-        .arg(url)
-        .args(args);
-    let human = common::run(cmd, "");
+    let human = with_secret(false);
     assert!(
         block_value(&human.stdout, "webhook secret").is_some_and(|s| s.starts_with("whsec_")),
         "{human:#?}"

@@ -106,6 +106,18 @@ impl TestApp {
         }
     }
 
+    /// How many keys the store holds (up to 500), as the admin lists them.
+    pub async fn key_count(&self) -> usize {
+        self.get("/api-keys?limit=500")
+            .bearer(&self.admin)
+            .send()
+            .await
+            .json()["items"]
+            .as_array()
+            .expect("items")
+            .len()
+    }
+
     /// Stops the server (call before cleaning up the database).
     pub async fn stop(self) {
         self.handle.stop(false).await;
@@ -324,6 +336,15 @@ pub fn key_and_id(created: &Value) -> (String, String) {
         created["key"].as_str().expect("key").to_owned(),
         created["id"].as_str().expect("id").to_owned(),
     )
+}
+
+/// An RFC 3339 time field of a JSON body.
+pub fn time_of(v: &Value, field: &str) -> time::OffsetDateTime {
+    let text = v[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("no `{field}` in {v}"));
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("`{field}` is not RFC 3339 ({e}): {text}"))
 }
 
 /// A well-formed key (right prefix and checksum) that no store holds.
