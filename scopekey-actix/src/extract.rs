@@ -54,6 +54,15 @@ pub(crate) fn started(req: &HttpRequest) -> bool {
     req.extensions().contains::<State>()
 }
 
+/// `judge` applied to the request's outcome, if its verification is done
+/// (the middleware's usual case), without copying the outcome.
+pub(crate) fn judged<T>(req: &HttpRequest, judge: impl FnOnce(&Outcome) -> T) -> Option<T> {
+    match req.extensions().get::<State>() {
+        Some(State::Done(outcome)) => Some(judge(outcome)),
+        _ => None,
+    }
+}
+
 /// Records a finished verification (the middleware's), for the guards and
 /// extractors that follow.
 pub(crate) fn record(req: &HttpRequest, outcome: Outcome) {

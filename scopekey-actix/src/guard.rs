@@ -7,7 +7,6 @@
 //! actix polls extractors in order, so the guard's refusal comes before any
 //! other extractor's answer and before the body runs.
 
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use actix_web::dev::Payload;
@@ -17,7 +16,7 @@ use scopekey_core::StaticRequirement;
 
 use crate::config::AuthConfig;
 use crate::error::{AuthError, AuthErrorKind};
-use crate::extract::{Outcome, verification};
+use crate::extract::{Outcome, judged, verification};
 
 /// One guarded handler: what it requires and where it is.
 #[derive(Debug)]
@@ -43,11 +42,18 @@ pub fn guarded_handlers() -> &'static [GuardInfo] {
 }
 
 fn lookup(id: u64) -> Option<&'static GuardInfo> {
-    static INDEX: OnceLock<HashMap<u64, &'static GuardInfo>> = OnceLock::new();
-    INDEX
-        .get_or_init(|| GUARDS.iter().map(|g| (g.id, g)).collect())
-        .get(&id)
-        .copied()
+    // Sorted by id once; a binary search over a few dozen ids is cheaper
+    // than hashing on every request.
+    static INDEX: OnceLock<Box<[&'static GuardInfo]>> = OnceLock::new();
+    let index = INDEX.get_or_init(|| {
+        let mut all: Vec<_> = GUARDS.iter().collect();
+        all.sort_unstable_by_key(|g| g.id);
+        all.into_boxed_slice()
+    });
+    index
+        .binary_search_by_key(&id, |g| g.id)
+        .ok()
+        .map(|i| index[i])
 }
 
 /// The extractor `#[requires_scope]` adds to a handler. Not meant to be
@@ -76,17 +82,21 @@ impl<const ID: u64> FromRequest for Guard<ID> {
                 realm(),
             ))));
         };
+        // Verified by the middleware: judged in place, no copy, no
+        // allocation.
+        if let Some(verdict) = judged(req, |outcome| check(info, outcome)) {
+            return Either::Left(ready(verdict.map(Guard).map_err(|r| r.into_error(realm))));
+        }
         match verification(req) {
-            // Verified by the middleware: decided here, no allocation.
             Either::Left(decided) => Either::Left(ready(
-                check(info, decided.into_inner())
+                check(info, &decided.into_inner())
                     .map(Guard)
                     .map_err(|kind| kind.into_error(realm)),
             )),
             Either::Right(pending) => {
                 let realm = realm();
                 Either::Right(Box::pin(async move {
-                    check(info, pending.await)
+                    check(info, &pending.await)
                         .map(Guard)
                         .map_err(|kind| kind.into_error(|| realm))
                 }))
@@ -112,8 +122,8 @@ impl Refusal {
 }
 
 /// The guard's verdict on a request's authentication outcome.
-fn check(info: &GuardInfo, outcome: Outcome) -> Result<(), Refusal> {
-    match outcome.map_err(Refusal::Auth)? {
+fn check(info: &GuardInfo, outcome: &Outcome) -> Result<(), Refusal> {
+    match outcome.as_ref().map_err(|e| Refusal::Auth(e.clone()))? {
         None => Err(Refusal::Kind(AuthErrorKind::MissingCredentials)),
         Some(p) if info.requirement.is_satisfied_by(p.grants()) => Ok(()),
         Some(p) => {

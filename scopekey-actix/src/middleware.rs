@@ -1,14 +1,15 @@
 //! [`ApiKeyAuth`]: the middleware that verifies a presented key before any
 //! handler or extractor runs.
 
-use std::future::{Ready, ready};
 use std::rc::Rc;
 
 use actix_web::Error;
 use actix_web::body::EitherBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
-use futures_util::future::{Either, LocalBoxFuture};
+use futures_util::TryFutureExt;
+use futures_util::future::{Either, LocalBoxFuture, MapOk, Ready, ready};
 
+use crate::error::AuthError;
 use crate::extract::{record, started, verification, verify};
 
 /// Verifies the key a request presents, if any, before routing reaches a
@@ -57,10 +58,10 @@ where
     type Error = Error;
     type Transform = ApiKeyAuthService<S>;
     type InitError = ();
-    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+    type Future = std::future::Ready<Result<Self::Transform, Self::InitError>>;
 
     fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(ApiKeyAuthService {
+        std::future::ready(Ok(ApiKeyAuthService {
             service: Rc::new(service),
         }))
     }
@@ -72,14 +73,23 @@ pub struct ApiKeyAuthService<S> {
     service: Rc<S>,
 }
 
+/// The response type, with the refusal's body beside the application's.
+type Response<B> = ServiceResponse<EitherBody<B>>;
+
+/// Decided before routing (the usual case: no key, or a cached one): the
+/// application's own future, or the refusal; no allocation.
+type Decided<F, B> =
+    Either<MapOk<F, fn(ServiceResponse<B>) -> Response<B>>, Ready<Result<Response<B>, Error>>>;
+
 impl<S, B> Service<ServiceRequest> for ApiKeyAuthService<S>
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
     B: 'static,
 {
-    type Response = ServiceResponse<EitherBody<B>>;
+    type Response = Response<B>;
     type Error = Error;
-    type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
+    type Future =
+        Either<Decided<S::Future, B>, LocalBoxFuture<'static, Result<Response<B>, Error>>>;
 
     forward_ready!(service);
 
@@ -92,23 +102,61 @@ where
         } else {
             Either::Right(verify(req.request()))
         };
-        let service = Rc::clone(&self.service);
-        Box::pin(async move {
-            let outcome = match step {
-                Either::Left(joined) => joined.await,
-                Either::Right(fresh) => {
-                    let outcome = fresh.await;
-                    record(req.request(), outcome.clone());
-                    outcome
-                }
-            };
-            match outcome {
-                Ok(_) => service
-                    .call(req)
-                    .await
-                    .map(ServiceResponse::map_into_left_body),
-                Err(refused) => Ok(req.error_response(refused).map_into_right_body()),
+        match step {
+            Either::Left(Either::Left(decided)) => Either::Left(Self::proceed(
+                &self.service,
+                req,
+                decided.into_inner().err(),
+            )),
+            Either::Right(Either::Left(decided)) => {
+                // The outcome moves into the extensions; only a refusal is
+                // copied out.
+                let outcome = decided.into_inner();
+                let refused = outcome.as_ref().err().cloned();
+                record(req.request(), outcome);
+                Either::Left(Self::proceed(&self.service, req, refused))
             }
-        })
+            // A lookup is needed: the rare path, boxed.
+            Either::Left(Either::Right(joined)) => {
+                let service = Rc::clone(&self.service);
+                Either::Right(Box::pin(async move {
+                    let refused = joined.await.err();
+                    Self::proceed(&service, req, refused).await
+                }))
+            }
+            Either::Right(Either::Right(fresh)) => {
+                let service = Rc::clone(&self.service);
+                Either::Right(Box::pin(async move {
+                    let outcome = fresh.await;
+                    let refused = outcome.as_ref().err().cloned();
+                    record(req.request(), outcome);
+                    Self::proceed(&service, req, refused).await
+                }))
+            }
+        }
+    }
+}
+
+impl<S, B> ApiKeyAuthService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: 'static,
+{
+    /// Answers the refusal, or calls the application.
+    fn proceed(
+        service: &S,
+        req: ServiceRequest,
+        refused: Option<AuthError>,
+    ) -> Decided<S::Future, B> {
+        match refused {
+            None => Either::Left(
+                service
+                    .call(req)
+                    .map_ok(ServiceResponse::map_into_left_body as fn(_) -> _),
+            ),
+            Some(refused) => {
+                Either::Right(ready(Ok(req.error_response(refused).map_into_right_body())))
+            }
+        }
     }
 }

@@ -48,10 +48,13 @@
 //! # Verification and caching
 //!
 //! [`ScopeKey::verify`] checks the key's shape and checksum (no I/O), hashes
-//! it, and reads a bounded in-process cache (moka) keyed by the hash; a miss
+//! it, and reads a bounded in-process cache keyed by the hash; a miss
 //! reads the store once. Entries live at most one second (configurable with
-//! [`ScopeKeyBuilder::cache_ttl`]); a revocation or rotation through this
-//! process drops its entry at once, and on PostgreSQL
+//! [`ScopeKeyBuilder::cache_ttl`], judged by the runtime's clock); the cache
+//! holds at most [`ScopeKeyBuilder::cache_capacity`] entries, evicting those
+//! least recently asked for. A revocation or rotation through this
+//! process drops its entry at once (and a verification that read the store
+//! before it cannot cache the old answer after it), and on PostgreSQL
 //! [`ScopeKey::spawn_change_listener`] drops entries changed by other
 //! processes within milliseconds (LISTEN/NOTIFY). Expiry is judged against
 //! the clock at every verification. A store failure is
@@ -72,6 +75,7 @@
 //! | cache miss, PostgreSQL (local TCP) | 331 µs | 364 µs |
 //! | malformed key | 0.40 µs | |
 
+mod cache;
 pub mod clock;
 pub mod compromise;
 pub mod error;

@@ -299,13 +299,17 @@ impl ScopeKeyBuilder {
 
     /// How long a verification read from the store is served from cache
     /// (default 1 s): the bound on how late another process's revocation
-    /// is seen.
+    /// is seen. Judged by the runtime's [`clock`](Self::clock), from the
+    /// moment the store was asked.
     pub fn cache_ttl(mut self, ttl: std::time::Duration) -> Self {
         self.verifier.cache_ttl = ttl;
         self
     }
 
-    /// How many verifications the cache holds (default 100,000).
+    /// How many verifications the cache holds (default 100,000; 0 caches
+    /// nothing, so every verification reads the store). Entries least
+    /// recently asked for are evicted first; memory stays bounded however
+    /// many distinct keys clients present.
     pub fn cache_capacity(mut self, capacity: u64) -> Self {
         self.verifier.cache_capacity = capacity;
         self
@@ -631,7 +635,11 @@ impl ScopeKey {
             return None;
         }
         let hash = self.inner.config.format.hash(presented);
-        self.inner.verifier.verify_cached(&hash, self.now())
+        // The clock read as an integer: no calendar conversion on the hot
+        // path.
+        self.inner
+            .verifier
+            .verify_cached(&hash, self.inner.clock.now_unix_micros())
     }
 
     /// Verifies a presented key: format and checksum first (no I/O), then
@@ -671,7 +679,7 @@ impl ScopeKey {
             tracing::error!(error = %e, "key verification failed: store unavailable; refusing");
             return;
         }
-        let key_id = hash.and_then(|h| self.inner.verifier.cached_id(&h));
+        let key_id = hash.and_then(|h| self.inner.verifier.cached_id(&h, now));
         // The hint of a well-formed key is not secret; of anything else we
         // keep nothing.
         let shown = hash.map(|_| hint(presented));

@@ -2,11 +2,12 @@
 //! batching.
 //!
 //! A verification hashes the presented key and looks the hash up in an
-//! in-process cache (moka). A hit needs no I/O. A miss reads the store once
+//! in-process cache (see [`crate::cache`]). A hit needs no I/O. A miss reads the store once
 //! and caches the answer (including "unknown") for at most the configured
 //! lifetime, one second by default, so a revocation made by another process
 //! is seen within that bound; a revocation or rotation made through this
-//! process drops the entry at once. Expiry is judged against the clock at
+//! process drops the entry at once (and an answer read from the store before
+//! the revocation is not cached after it). Expiry is judged against the clock at
 //! every verification, never against what the cache held. A store failure on
 //! a miss is an error, never a pass.
 
@@ -15,9 +16,10 @@ use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use moka::sync::Cache;
 use time::OffsetDateTime;
 
+use crate::cache::{Cache, Hasher, ShardKey};
+use crate::clock::{from_unix_micros, unix_micros, unix_micros_ceil};
 use crate::error::{StoreError, VerifyError};
 use crate::key::{KeyHash, KeyId};
 use crate::model::{KeyRecord, Principal};
@@ -29,8 +31,23 @@ use crate::store::Store;
 #[derive(Debug)]
 enum Cached {
     Unknown,
-    Known { principal: Principal, revoked: bool },
+    Known(Known),
 }
+
+#[derive(Debug)]
+struct Known {
+    principal: Principal,
+    revoked: bool,
+    /// `principal.expires_at` in microseconds, rounded up (see
+    /// [`unix_micros_ceil`]), so expiry is one integer comparison.
+    expires_at: Option<i64>,
+    /// The latest use not yet handed to a flush ([`NOT_USED`] if none), in
+    /// microseconds since the Unix epoch.
+    last_used: AtomicI64,
+}
+
+/// No use pending in [`Known::last_used`].
+const NOT_USED: i64 = i64::MIN;
 
 impl Cached {
     fn from_record(record: Option<KeyRecord>) -> Result<Self, StoreError> {
@@ -43,15 +60,17 @@ impl Cached {
                 record.id
             ))
         })?;
-        Ok(Self::Known {
+        Ok(Self::Known(Known {
             revoked: record.revoked_at.is_some(),
+            expires_at: record.expires_at.map(unix_micros_ceil),
             principal: Principal {
                 id: record.id,
                 name: record.name.into(),
                 grants: Arc::new(grants),
                 expires_at: record.expires_at,
             },
-        })
+            last_used: AtomicI64::new(NOT_USED),
+        }))
     }
 }
 
@@ -60,7 +79,8 @@ impl Cached {
 pub struct VerifierConfig {
     /// How long an entry read from the store may be served (default 1 s).
     pub cache_ttl: Duration,
-    /// How many hashes the cache holds at most (default 100,000).
+    /// How many hashes the cache holds at most (default 100,000; 0 caches
+    /// nothing).
     pub cache_capacity: u64,
 }
 
@@ -73,13 +93,21 @@ impl Default for VerifierConfig {
     }
 }
 
-/// The maps' hasher: foldhash, seeded at random per process.
-type Hasher = foldhash::fast::RandomState;
+impl ShardKey for KeyHash {
+    fn spread(&self) -> u64 {
+        // A BLAKE3 output: any eight bytes are well spread.
+        let [a, b, c, d, e, f, g, h, ..] = self.0;
+        u64::from_le_bytes([a, b, c, d, e, f, g, h])
+    }
+}
 
 /// Cache in front of the store, plus the pending last-used times.
 pub(crate) struct Verifier {
-    cache: Cache<KeyHash, Arc<Cached>, Hasher>,
-    last_used: Mutex<HashMap<KeyId, OffsetDateTime, Hasher>>,
+    cache: Cache<KeyHash, Arc<Cached>>,
+    /// Entries whose `last_used` was set since the last flush (each once).
+    used: Mutex<Vec<Arc<Cached>>>,
+    /// Times whose write failed, to be retried with the next flush.
+    unwritten: Mutex<HashMap<KeyId, OffsetDateTime, Hasher>>,
     failures_second: AtomicI64,
     failures_in_second: AtomicU32,
 }
@@ -87,21 +115,20 @@ pub(crate) struct Verifier {
 impl Verifier {
     pub(crate) fn new(config: &VerifierConfig) -> Self {
         Self {
-            cache: Cache::builder()
-                .max_capacity(config.cache_capacity)
-                .time_to_live(config.cache_ttl)
-                .build_with_hasher(Hasher::default()),
-            last_used: Mutex::new(HashMap::default()),
+            cache: Cache::new(config.cache_capacity, config.cache_ttl),
+            used: Mutex::new(Vec::new()),
+            unwritten: Mutex::new(HashMap::default()),
             failures_second: AtomicI64::new(0),
             failures_in_second: AtomicU32::new(0),
         }
     }
 
     /// The cache alone: the principal if the hash's verdict is cached and
-    /// the key is valid at `now` (recording its use); `None` on a miss or a
-    /// refusal, which the full [`verify`](Self::verify) then handles.
-    pub(crate) fn verify_cached(&self, hash: &KeyHash, now: OffsetDateTime) -> Option<Principal> {
-        let entry = self.cache.get(hash)?;
+    /// the key is valid at `now` (microseconds since the Unix epoch;
+    /// recording its use); `None` on a miss or a refusal, which the full
+    /// [`verify`](Self::verify) then handles.
+    pub(crate) fn verify_cached(&self, hash: &KeyHash, now: i64) -> Option<Principal> {
+        let entry = self.cache.get(hash, now)?;
         self.judge(&entry, now).ok()
     }
 
@@ -112,11 +139,13 @@ impl Verifier {
         hash: KeyHash,
         now: OffsetDateTime,
     ) -> Result<Principal, VerifyError> {
-        let entry = match self.cache.get(&hash) {
+        let now = unix_micros(now);
+        let entry = match self.cache.get(&hash, now) {
             Some(entry) => entry,
             None => {
+                let ticket = self.cache.ticket(&hash);
                 let entry = Arc::new(Cached::from_record(store.find_by_hash(&hash).await?)?);
-                self.cache.insert(hash, entry.clone());
+                self.cache.insert(hash, entry.clone(), now, ticket);
                 entry
             }
         };
@@ -126,29 +155,29 @@ impl Verifier {
     /// The verdict on a cached entry at `now`: revocation, then expiry
     /// (judged at every call, never at caching). A valid key's use is
     /// recorded.
-    fn judge(&self, entry: &Cached, now: OffsetDateTime) -> Result<Principal, VerifyError> {
-        match entry {
-            Cached::Unknown => Err(VerifyError::Unknown),
-            Cached::Known { revoked: true, .. } => Err(VerifyError::Revoked),
-            Cached::Known { principal, .. } if principal.expires_at.is_some_and(|e| e <= now) => {
-                Err(VerifyError::Expired)
-            }
-            Cached::Known { principal, .. } => {
-                // Keep the latest time: concurrent verifications may arrive
-                // out of order.
-                self.lock_last_used()
-                    .entry(principal.id)
-                    .and_modify(|t| *t = (*t).max(now))
-                    .or_insert(now);
-                Ok(principal.clone())
-            }
+    fn judge(&self, entry: &Arc<Cached>, now: i64) -> Result<Principal, VerifyError> {
+        let known = match &**entry {
+            Cached::Unknown => return Err(VerifyError::Unknown),
+            Cached::Known(known) => known,
+        };
+        if known.revoked {
+            return Err(VerifyError::Revoked);
         }
+        if known.expires_at.is_some_and(|e| e <= now) {
+            return Err(VerifyError::Expired);
+        }
+        // The latest time wins (concurrent verifications may arrive out of
+        // order); the first use since the last flush enlists the entry.
+        if known.last_used.fetch_max(now, Ordering::Relaxed) == NOT_USED {
+            lock(&self.used).push(Arc::clone(entry));
+        }
+        Ok(known.principal.clone())
     }
 
     /// The key id behind a cached hash, for failure reports.
-    pub(crate) fn cached_id(&self, hash: &KeyHash) -> Option<KeyId> {
-        match self.cache.get(hash).as_deref() {
-            Some(Cached::Known { principal, .. }) => Some(principal.id),
+    pub(crate) fn cached_id(&self, hash: &KeyHash, now: OffsetDateTime) -> Option<KeyId> {
+        match self.cache.get(hash, unix_micros(now)).as_deref() {
+            Some(Cached::Known(known)) => Some(known.principal.id),
             _ => None,
         }
     }
@@ -163,18 +192,36 @@ impl Verifier {
         self.cache.invalidate_all();
     }
 
-    /// Takes the pending last-used times.
+    /// Takes the pending last-used times: per key, the latest.
     pub(crate) fn take_last_used(&self) -> Vec<(KeyId, OffsetDateTime)> {
-        std::mem::take(&mut *self.lock_last_used())
-            .into_iter()
-            .collect()
+        let used = std::mem::take(&mut *lock(&self.used));
+        let mut latest = std::mem::take(&mut *lock(&self.unwritten));
+        for entry in used {
+            let Cached::Known(known) = &*entry else {
+                continue;
+            };
+            // A use after this swap enlists the entry again, for the next
+            // flush.
+            let at = known.last_used.swap(NOT_USED, Ordering::Relaxed);
+            let Some(at) = from_unix_micros(at) else {
+                continue;
+            };
+            latest
+                .entry(known.principal.id)
+                .and_modify(|t| *t = (*t).max(at))
+                .or_insert(at);
+        }
+        latest.into_iter().collect()
     }
 
     /// Puts back times whose write failed, keeping any newer ones.
     pub(crate) fn restore_last_used(&self, batch: Vec<(KeyId, OffsetDateTime)>) {
-        let mut pending = self.lock_last_used();
+        let mut unwritten = lock(&self.unwritten);
         for (id, at) in batch {
-            pending.entry(id).or_insert(at);
+            unwritten
+                .entry(id)
+                .and_modify(|t| *t = (*t).max(at))
+                .or_insert(at);
         }
     }
 
@@ -188,10 +235,10 @@ impl Verifier {
         }
         self.failures_in_second.fetch_add(1, Ordering::Relaxed) < limit
     }
+}
 
-    fn lock_last_used(&self) -> std::sync::MutexGuard<'_, HashMap<KeyId, OffsetDateTime, Hasher>> {
-        // The map holds plain timestamps: a panic elsewhere cannot leave it
-        // in a state worth refusing.
-        self.last_used.lock().unwrap_or_else(|e| e.into_inner())
-    }
+/// The pending last-use lists hold plain values: a panic elsewhere cannot
+/// leave them in a state worth refusing.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

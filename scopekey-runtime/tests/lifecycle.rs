@@ -1092,10 +1092,15 @@ async fn verify_cached_fast_path(db: &TestDb) {
             .is_some()
     );
 
-    // Expiry is judged at the call.
-    clock.advance(Duration::hours(1));
+    // Expiry is judged at the call, not when the entry was cached: cached
+    // half a second before expiry, refused at expiry (the entry itself is
+    // still fresh).
+    clock.advance(Duration::hours(1) - Duration::milliseconds(500));
+    keys.verify(plaintext).await.unwrap();
+    assert!(keys.verify_cached(plaintext).is_some());
+    clock.advance(Duration::milliseconds(500));
     assert!(keys.verify_cached(plaintext).is_none());
-    clock.advance(-Duration::minutes(30));
+    clock.advance(-Duration::milliseconds(100));
     assert!(keys.verify_cached(plaintext).is_some());
 
     // A revocation on this node is seen at once.
@@ -1109,3 +1114,25 @@ async fn verify_cached_fast_path(db: &TestDb) {
     ));
 }
 both_backends!(verify_cached_fast_path_works, verify_cached_fast_path);
+
+/// A cached verification is served for the cache's lifetime (one second by
+/// default), measured by the runtime's clock; then the store is read again.
+async fn cache_lifetime_by_the_clock(db: &TestDb) {
+    let (keys, clock) = runtime(db);
+    let created = key(&keys, "k", &["a:b"]).await;
+    let plaintext = created.plaintext.expose_secret();
+    keys.verify(plaintext).await.unwrap();
+    clock.advance(Duration::milliseconds(999));
+    assert!(keys.verify_cached(plaintext).is_some(), "fresh for 1 s");
+    clock.advance(Duration::milliseconds(1));
+    assert!(keys.verify_cached(plaintext).is_none(), "stale after 1 s");
+    keys.verify(plaintext).await.unwrap();
+    assert!(keys.verify_cached(plaintext).is_some(), "read again");
+    // A clock moved back does not make an entry live longer.
+    clock.advance(-Duration::seconds(5));
+    assert!(keys.verify_cached(plaintext).is_none());
+}
+both_backends!(
+    cache_lifetime_is_judged_by_the_clock,
+    cache_lifetime_by_the_clock
+);
