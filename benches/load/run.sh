@@ -27,7 +27,9 @@
 # Settings (environment): DURATION (4s per run, at most 15s), ROUNDS (5),
 # WARMUP (2s),
 # CONNECTIONS (8), THREADS (wrk threads, 1), BENCH_WORKERS (server worker
-# threads, 1), DATABASE_URL (the server's store, sqlite::memory:), STRICT.
+# threads, 1), DATABASE_URL (the server's store, sqlite::memory:), STRICT,
+# PIN (1: the server runs on the last CPU and wrk on the others, with
+# `taskset`, when there are at least 2; 0: the scheduler decides).
 # Defaults suit a 2-core machine, where wrk and the server share the cores:
 # one core each.
 set -euo pipefail
@@ -40,6 +42,17 @@ CONNECTIONS="${CONNECTIONS:-8}"
 THREADS="${THREADS:-1}"
 export BENCH_WORKERS="${BENCH_WORKERS:-1}"
 STRICT="${STRICT:-0}"
+PIN="${PIN:-1}"
+
+# Pinning keeps the server and the load generator off each other's core
+# (and keeps the scheduler from moving them mid-run, which on a virtual
+# machine with idle cores halting can change the figures by half).
+cpus="$(nproc)"
+server_cpu=() load_cpu=()
+if [ "$PIN" = 1 ] && [ "$cpus" -ge 2 ] && command -v taskset >/dev/null 2>&1; then
+    server_cpu=(taskset -c "$((cpus - 1))")
+    load_cpu=(taskset -c "0-$((cpus - 2))")
+fi
 
 case "$ROUNDS" in
     [1-9] | 1[0-9] | 20) ;;
@@ -81,7 +94,7 @@ trap 'exit 130' INT TERM
 step "start the server"
 # The server stops by itself after BENCH_MAX_SECONDS, should this script be
 # killed before its trap runs.
-BENCH_MAX_SECONDS=$((ROUNDS * 5 * ${DURATION%s} + 120)) "$bin" >"$work/server.out" 2>"$work/server.err" &
+BENCH_MAX_SECONDS=$((ROUNDS * 5 * ${DURATION%s} + 120)) "${server_cpu[@]}" "$bin" >"$work/server.out" 2>"$work/server.err" &
 server=$!
 address=""
 for _ in $(seq 1 100); do
@@ -104,7 +117,7 @@ case "$address" in
     *) echo "refusing to load a non-loopback address: $address" >&2; exit 1 ;;
 esac
 port="${address##*:}"
-echo "listening on $address (BENCH_WORKERS=$BENCH_WORKERS)"
+echo "listening on $address (BENCH_WORKERS=$BENCH_WORKERS${server_cpu[*]:+; server: ${server_cpu[*]}, wrk: ${load_cpu[*]}})"
 
 # The status code of one GET, over bash's /dev/tcp (no curl needed).
 status() {
@@ -132,8 +145,8 @@ check 200 /guarded "$auth"
 echo "sanity: /plain 200, /guarded 401 without a key, 200 with it"
 
 step "warm up ($WARMUP each)"
-wrk -t1 -c"$CONNECTIONS" -d"$WARMUP" "http://$address/plain" >/dev/null
-wrk -t1 -c"$CONNECTIONS" -d"$WARMUP" -H "$auth" "http://$address/guarded" >/dev/null
+"${load_cpu[@]}" wrk -t1 -c"$CONNECTIONS" -d"$WARMUP" "http://$address/plain" >/dev/null
+"${load_cpu[@]}" wrk -t1 -c"$CONNECTIONS" -d"$WARMUP" -H "$auth" "http://$address/guarded" >/dev/null
 
 # Runs wrk and leaves "requests/s p50_us p99_us" in $work/<name>.res; exits
 # on errors or non-2xx answers. (Called in this shell, not in a command
@@ -148,7 +161,7 @@ measure() {
     local name="$1" conns="$2" path="$3" header="${4:-}" out="$work/$1.txt"
     local args=(-t"$THREADS" -c"$conns" -d"$DURATION" --latency)
     [ -n "$header" ] && args+=(-H "$header")
-    wrk "${args[@]}" "http://$address$path" >"$out"
+    "${load_cpu[@]}" wrk "${args[@]}" "http://$address$path" >"$out"
     if grep -qE 'Non-2xx|Socket errors' "$out"; then
         cat "$out" >&2
         echo "$name: errors or non-2xx answers; the figures are not valid" >&2
@@ -194,6 +207,12 @@ ratio_range="$(sort -n "$work/ratio.all" | sed -n '1p;$p' | paste -sd' ' | awk '
 control_ratio="$(median <"$work/control-ratio.all")"
 
 step "latency: 1 connection, $ROUNDS rounds of $DURATION per route"
+# One request at a time: with pinning, wrk runs on the server's CPU, so a
+# request does not wait for an idle core to wake up (tens of microseconds
+# on a virtual machine, and the bulk of its p99), only for its own work.
+if [ ${#server_cpu[@]} -gt 0 ]; then
+    load_cpu=("${server_cpu[@]}")
+fi
 for round in $(seq 1 "$ROUNDS"); do
     if [ $((round % 2)) = 1 ]; then order="plain-1 guarded-1"; else order="guarded-1 plain-1"; fi
     for name in $order; do
@@ -214,7 +233,12 @@ server=""
 
 step "summary"
 cpu="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
-echo "machine: $(nproc) cores ($cpu), $(date -u +%Y-%m-%d); wrk and the server share them"
+if [ ${#server_cpu[@]} -gt 0 ]; then
+    placement="server pinned to CPU $((cpus - 1)), wrk to CPU 0-$((cpus - 2)) (to the server's for latency)"
+else
+    placement="wrk and the server share them"
+fi
+echo "machine: $cpus cores ($cpu), $(date -u +%Y-%m-%d); $placement"
 echo "server: BENCH_WORKERS=$BENCH_WORKERS, store ${DATABASE_URL:-sqlite::memory:}, cache warm"
 echo
 echo "medians over $ROUNDS rounds of $DURATION per route"
