@@ -82,9 +82,12 @@
 //!   (`Basic ...`) counts as no key (RFC 6750 §3.1). More than one
 //!   `Authorization` or `X-API-Key` header, or one of each, is 400
 //!   `invalid_request`. A credential header over
-//!   [`MAX_CREDENTIAL_HEADER_LEN`] bytes or with bytes outside visible ASCII
-//!   is 401 `invalid_token` (it is a malformed token, RFC 6750 §3.1),
-//!   answered before any hashing or store access and logged, not audited.
+//!   [`MAX_CREDENTIAL_HEADER_LEN`] bytes or not UTF-8 is 401 `invalid_token`
+//!   (a malformed token, RFC 6750 §3.1), answered before any hashing or
+//!   store access and logged, not audited. Any other text that is not a
+//!   key's (other characters, a wrong checksum) is 401 `invalid_token` too,
+//!   refused by the runtime's format check before any store access, and
+//!   sampled into the audit log as `auth.failed` (reason `malformed`).
 //! - **Challenges** are exactly the specification's: `Bearer realm="api"`
 //!   when no key was presented (the realm is configurable, see
 //!   [`AuthConfig`]), and `Bearer error="invalid_token"`,

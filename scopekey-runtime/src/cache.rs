@@ -107,22 +107,31 @@ impl<K: ShardKey, V: Clone> Cache<K, V> {
 
     /// The value cached for `key`, if it is fresh at `now`.
     pub(crate) fn get(&self, key: &K, now: i64) -> Option<V> {
-        let mut shard = self.shard(key);
-        if let Some(entry) = shard.current.get(key) {
-            if self.fresh(entry, now) {
-                return Some(entry.value.clone());
+        self.get_with(key, now, V::clone)
+    }
+
+    /// `read` applied to the value cached for `key`, if it is fresh at
+    /// `now`: no copy of the value is taken (the shard stays locked while
+    /// `read` runs, so it must be short and must not use this cache).
+    pub(crate) fn get_with<R>(&self, key: &K, now: i64, read: impl FnOnce(&V) -> R) -> Option<R> {
+        let mut guard = self.shard(key);
+        let shard = &mut *guard;
+        match shard.current.get(key) {
+            Some(entry) if self.fresh(entry, now) => return Some(read(&entry.value)),
+            Some(_) => {
+                shard.current.remove(key);
+                return None;
             }
-            shard.current.remove(key);
-            return None;
+            None => {}
         }
         let entry = shard.previous.remove(key)?;
         if !self.fresh(&entry, now) {
             return None;
         }
-        let value = entry.value.clone();
+        let result = read(&entry.value);
         // Still in use: keep it for another generation.
         shard.put(key.clone(), entry, self.generation_len);
-        Some(value)
+        Some(result)
     }
 
     /// A ticket for a later [`insert`](Self::insert) of `key`.

@@ -64,16 +64,16 @@
 //! # Performance
 //!
 //! `cargo bench -p scopekey-runtime --bench verify`, measured 2026-11-29 on a
-//! shared 2-core AMD EPYC machine with other builds running (see
-//! `docs/performance.md` for the full table and method):
+//! shared 2-core AMD EPYC machine (see `docs/performance.md` for the full
+//! tables, the method and the load benchmark over HTTP):
 //!
 //! | case | 1,000 keys | 100,000 keys |
 //! |---|---|---|
-//! | cache hit | 0.60 µs | 0.71 µs |
-//! | cache hit, [`ScopeKey::verify_cached`] | 0.40 µs | 0.49 µs |
-//! | cache miss, SQLite | 52 µs | 74 µs |
-//! | cache miss, PostgreSQL (local TCP) | 331 µs | 364 µs |
-//! | malformed key | 0.40 µs | |
+//! | cache hit | 0.26 µs | 0.27 µs |
+//! | cache hit, [`ScopeKey::verify_cached`] | 0.18 µs | 0.18 µs |
+//! | cache miss, SQLite | 43 µs | 40 µs |
+//! | cache miss, PostgreSQL (local TCP) | 120 µs | 128 µs |
+//! | malformed key | 0.12 µs | |
 
 mod cache;
 pub mod clock;

@@ -128,8 +128,9 @@ impl Verifier {
     /// recording its use); `None` on a miss or a refusal, which the full
     /// [`verify`](Self::verify) then handles.
     pub(crate) fn verify_cached(&self, hash: &KeyHash, now: i64) -> Option<Principal> {
-        let entry = self.cache.get(hash, now)?;
-        self.judge(&entry, now).ok()
+        self.cache
+            .get_with(hash, now, |entry| self.judge(entry, now).ok())
+            .flatten()
     }
 
     /// Looks the hash up, cache first; judges revocation and expiry at `now`.
@@ -154,7 +155,8 @@ impl Verifier {
 
     /// The verdict on a cached entry at `now`: revocation, then expiry
     /// (judged at every call, never at caching). A valid key's use is
-    /// recorded.
+    /// recorded. Short, and uses no cache shard: it may run under one's
+    /// lock.
     fn judge(&self, entry: &Arc<Cached>, now: i64) -> Result<Principal, VerifyError> {
         let known = match &**entry {
             Cached::Unknown => return Err(VerifyError::Unknown),
