@@ -28,8 +28,9 @@
 # WARMUP (2s),
 # CONNECTIONS (8), THREADS (wrk threads, 1), BENCH_WORKERS (server worker
 # threads, 1), DATABASE_URL (the server's store, sqlite::memory:), STRICT,
-# PIN (1: the server runs on the last CPU and wrk on the others, with
-# `taskset`, when there are at least 2; 0: the scheduler decides).
+# PIN (1: with one server worker and at least two CPUs, the server runs on
+# the last CPU this script may use and wrk on the others, with `taskset`;
+# 0: the scheduler decides).
 # Defaults suit a 2-core machine, where wrk and the server share the cores:
 # one core each.
 set -euo pipefail
@@ -44,14 +45,33 @@ export BENCH_WORKERS="${BENCH_WORKERS:-1}"
 STRICT="${STRICT:-0}"
 PIN="${PIN:-1}"
 
-# Pinning keeps the server and the load generator off each other's core
+case "$PIN" in
+    0 | 1) ;;
+    *) echo "PIN must be 0 or 1 (got $PIN)" >&2; exit 2 ;;
+esac
+
+# Pinning keeps the server and the load generator off each other's CPU
 # (and keeps the scheduler from moving them mid-run, which on a virtual
-# machine with idle cores halting can change the figures by half).
-cpus="$(nproc)"
+# machine with idle CPUs halting can change the figures by a fifth). It
+# needs `taskset`, at least two CPUs this script may use, and one server
+# worker; the CPUs are the ones this process is allowed (a container's
+# cpuset need not start at 0).
+allowed=()
+if [ "$PIN" = 1 ] && [ "$BENCH_WORKERS" = 1 ] && command -v taskset >/dev/null 2>&1; then
+    list="$(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status 2>/dev/null || true)"
+    IFS=',' read -r -a ranges <<<"$list"
+    for range in ${ranges[@]+"${ranges[@]}"}; do
+        case "$range" in
+            *-*) for cpu in $(seq "${range%-*}" "${range#*-}"); do allowed+=("$cpu"); done ;;
+            [0-9]*) allowed+=("$range") ;;
+        esac
+    done
+fi
 server_cpu=() load_cpu=()
-if [ "$PIN" = 1 ] && [ "$cpus" -ge 2 ] && command -v taskset >/dev/null 2>&1; then
-    server_cpu=(taskset -c "$((cpus - 1))")
-    load_cpu=(taskset -c "0-$((cpus - 2))")
+if [ ${#allowed[@]} -ge 2 ]; then
+    last=$((${#allowed[@]} - 1))
+    server_cpu=(taskset -c "${allowed[$last]}")
+    load_cpu=(taskset -c "$(IFS=','; echo "${allowed[*]:0:$last}")")
 fi
 
 case "$ROUNDS" in
@@ -94,7 +114,7 @@ trap 'exit 130' INT TERM
 step "start the server"
 # The server stops by itself after BENCH_MAX_SECONDS, should this script be
 # killed before its trap runs.
-BENCH_MAX_SECONDS=$((ROUNDS * 5 * ${DURATION%s} + 120)) "${server_cpu[@]}" "$bin" >"$work/server.out" 2>"$work/server.err" &
+BENCH_MAX_SECONDS=$((ROUNDS * 5 * ${DURATION%s} + 120)) ${server_cpu[@]+"${server_cpu[@]}"} "$bin" >"$work/server.out" 2>"$work/server.err" &
 server=$!
 address=""
 for _ in $(seq 1 100); do
@@ -145,8 +165,8 @@ check 200 /guarded "$auth"
 echo "sanity: /plain 200, /guarded 401 without a key, 200 with it"
 
 step "warm up ($WARMUP each)"
-"${load_cpu[@]}" wrk -t1 -c"$CONNECTIONS" -d"$WARMUP" "http://$address/plain" >/dev/null
-"${load_cpu[@]}" wrk -t1 -c"$CONNECTIONS" -d"$WARMUP" -H "$auth" "http://$address/guarded" >/dev/null
+${load_cpu[@]+"${load_cpu[@]}"} wrk -t1 -c"$CONNECTIONS" -d"$WARMUP" "http://$address/plain" >/dev/null
+${load_cpu[@]+"${load_cpu[@]}"} wrk -t1 -c"$CONNECTIONS" -d"$WARMUP" -H "$auth" "http://$address/guarded" >/dev/null
 
 # Runs wrk and leaves "requests/s p50_us p99_us" in $work/<name>.res; exits
 # on errors or non-2xx answers. (Called in this shell, not in a command
@@ -161,7 +181,7 @@ measure() {
     local name="$1" conns="$2" path="$3" header="${4:-}" out="$work/$1.txt"
     local args=(-t"$THREADS" -c"$conns" -d"$DURATION" --latency)
     [ -n "$header" ] && args+=(-H "$header")
-    "${load_cpu[@]}" wrk "${args[@]}" "http://$address$path" >"$out"
+    ${load_cpu[@]+"${load_cpu[@]}"} wrk "${args[@]}" "http://$address$path" >"$out"
     if grep -qE 'Non-2xx|Socket errors' "$out"; then
         cat "$out" >&2
         echo "$name: errors or non-2xx answers; the figures are not valid" >&2
@@ -210,6 +230,7 @@ step "latency: 1 connection, $ROUNDS rounds of $DURATION per route"
 # One request at a time: with pinning, wrk runs on the server's CPU, so a
 # request does not wait for an idle core to wake up (tens of microseconds
 # on a virtual machine, and the bulk of its p99), only for its own work.
+throughput_load_cpu=${load_cpu[@]+"${load_cpu[2]}"}
 if [ ${#server_cpu[@]} -gt 0 ]; then
     load_cpu=("${server_cpu[@]}")
 fi
@@ -234,11 +255,11 @@ server=""
 step "summary"
 cpu="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
 if [ ${#server_cpu[@]} -gt 0 ]; then
-    placement="server pinned to CPU $((cpus - 1)), wrk to CPU 0-$((cpus - 2)) (to the server's for latency)"
+    placement="server pinned to CPU ${server_cpu[2]}, wrk to CPU $throughput_load_cpu (latency runs: wrk on the server's)"
 else
-    placement="wrk and the server share them"
+    placement="not pinned"
 fi
-echo "machine: $cpus cores ($cpu), $(date -u +%Y-%m-%d); $placement"
+echo "machine: $(nproc) cores ($cpu), $(date -u +%Y-%m-%d); $placement"
 echo "server: BENCH_WORKERS=$BENCH_WORKERS, store ${DATABASE_URL:-sqlite::memory:}, cache warm"
 echo
 echo "medians over $ROUNDS rounds of $DURATION per route"

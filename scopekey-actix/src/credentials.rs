@@ -93,7 +93,13 @@ fn bearer(value: &str) -> Presented<'_> {
             None | Some(b' ' | b'\t')
         );
     if !is_bearer {
-        return Presented::Nothing;
+        // Another scheme is no credential (RFC 6750 §3.1); text no scheme
+        // could be (not ASCII) is a garbled credential, refused.
+        return if value.is_ascii() {
+            Presented::Nothing
+        } else {
+            Presented::Unreadable("authorization header is not ASCII")
+        };
     }
     // An empty or space-containing token is malformed: the runtime refuses
     // it without a lookup, and records why.
@@ -130,11 +136,7 @@ mod tests {
             (&AUTHORIZATION, b"Bearer-x sk_abc", Presented::Nothing),
             (&AUTHORIZATION, b"Bear sk_abc", Presented::Nothing),
             (&AUTHORIZATION, b"bEaReR\tsk_abc", Presented::Key("sk_abc")),
-            (
-                &AUTHORIZATION,
-                "Béarer sk_abc".as_bytes(),
-                Presented::Nothing,
-            ),
+            (&AUTHORIZATION, b"Negotiate abc", Presented::Nothing),
             (&X_API_KEY, b" sk_abc ", Presented::Key("sk_abc")),
             (&X_API_KEY, b"", Presented::Key("")),
         ];
@@ -175,6 +177,10 @@ mod tests {
                 "{value:?}"
             );
         }
+        assert!(matches!(
+            presented(&headers(&[(&AUTHORIZATION, "Négotiate x".as_bytes())])),
+            Presented::Unreadable(_)
+        ));
         // Text that is not a key's is left to the runtime's format check.
         assert_eq!(
             presented(&headers(&[(&X_API_KEY, "\tsk_é ~".as_bytes())])),

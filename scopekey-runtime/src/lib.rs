@@ -52,7 +52,7 @@
 //! reads the store once. Entries live at most one second (configurable with
 //! [`ScopeKeyBuilder::cache_ttl`], judged by the runtime's clock); the cache
 //! holds at most [`ScopeKeyBuilder::cache_capacity`] entries, evicting those
-//! least recently asked for. A revocation or rotation through this
+//! not asked for lately (an approximation of least recently used). A revocation or rotation through this
 //! process drops its entry at once (and a verification that read the store
 //! before it cannot cache the old answer after it), and on PostgreSQL
 //! [`ScopeKey::spawn_change_listener`] drops entries changed by other

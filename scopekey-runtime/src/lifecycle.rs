@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use crate::clock::{Clock, SystemClock, truncate_micros};
 use crate::error::{Error, StoreError, VerifyError};
-use crate::key::{KeyFormat, KeyHash, KeyId, hint};
+use crate::key::{KeyFormat, KeyId, hint};
 use crate::model::{
     ApiKey, AuditEvent, CreatedKey, KeyRecord, Page, Principal, SecretText, Status, event_type,
 };
@@ -307,9 +307,10 @@ impl ScopeKeyBuilder {
     }
 
     /// How many verifications the cache holds (default 100,000; 0 caches
-    /// nothing, so every verification reads the store). Entries least
-    /// recently asked for are evicted first; memory stays bounded however
-    /// many distinct keys clients present.
+    /// nothing, so every verification reads the store). Entries not asked
+    /// for lately are evicted first (an approximation of least recently
+    /// used); memory stays bounded however many distinct keys clients
+    /// present.
     pub fn cache_capacity(mut self, capacity: u64) -> Self {
         self.verifier.cache_capacity = capacity;
         self
@@ -649,20 +650,21 @@ impl ScopeKey {
         let format = &self.inner.config.format;
         let now = self.now();
         let result = match format.parse(presented) {
-            Err(malformed) => Err((VerifyError::Malformed(malformed), None)),
+            Err(malformed) => Err((VerifyError::Malformed(malformed), None, false)),
             Ok(()) => {
                 let hash = format.hash(presented);
                 self.inner
                     .verifier
                     .verify(&*self.inner.store, hash, now)
                     .await
-                    .map_err(|e| (e, Some(hash)))
+                    .map_err(|(e, key_id)| (e, key_id, true))
             }
         };
         match result {
             Ok(principal) => Ok(principal),
-            Err((err, hash)) => {
-                self.report_failure(&err, hash, presented, now).await;
+            Err((err, key_id, well_formed)) => {
+                self.report_failure(&err, key_id, well_formed, presented, now)
+                    .await;
                 Err(err)
             }
         }
@@ -671,7 +673,8 @@ impl ScopeKey {
     async fn report_failure(
         &self,
         err: &VerifyError,
-        hash: Option<KeyHash>,
+        key_id: Option<KeyId>,
+        well_formed: bool,
         presented: &str,
         now: OffsetDateTime,
     ) {
@@ -679,10 +682,9 @@ impl ScopeKey {
             tracing::error!(error = %e, "key verification failed: store unavailable; refusing");
             return;
         }
-        let key_id = hash.and_then(|h| self.inner.verifier.cached_id(&h, now));
         // The hint of a well-formed key is not secret; of anything else we
         // keep nothing.
-        let shown = hash.map(|_| hint(presented));
+        let shown = well_formed.then(|| hint(presented));
         tracing::info!(reason = err.reason(), key_id = ?key_id, hint = ?shown, "api key refused");
         if !self
             .inner
@@ -1284,4 +1286,49 @@ fn rfc3339(t: Option<OffsetDateTime>) -> Value {
             .ok()
     })
     .map_or(Value::Null, Value::String)
+}
+
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::store::sqlite::SqliteStore;
+
+    /// The pending last-use list keeps one time per key, however many cache
+    /// entries the key went through since the last flush (a new one each
+    /// time the old one expires, or always with a cache of capacity 0), and
+    /// hands over the latest.
+    #[tokio::test]
+    async fn pending_last_use_stays_one_per_key() {
+        for capacity in [0, 100] {
+            let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+            let clock = ManualClock::starting_now();
+            let keys = ScopeKey::builder(store)
+                .clock(clock.clone())
+                .cache_capacity(capacity)
+                .build();
+            keys.migrate().await.unwrap();
+            let k = keys
+                .create(NewKey::new("k", ["a:b"]), Actor::System)
+                .await
+                .unwrap();
+            let plaintext = k.plaintext.expose_secret();
+            let mut last = keys.now();
+            for _ in 0..50 {
+                last = keys.now();
+                keys.verify(plaintext).await.unwrap();
+                assert!(keys.verify_cached(plaintext).is_some() || capacity == 0);
+                // The entry expires: the next verification reads the store
+                // and caches a new one.
+                clock.advance(Duration::seconds(2));
+            }
+            assert_eq!(keys.inner.verifier.pending_len(), 1, "capacity {capacity}");
+            assert_eq!(
+                keys.inner.verifier.take_last_used(),
+                vec![(k.key.id, last)],
+                "capacity {capacity}"
+            );
+            assert_eq!(keys.inner.verifier.pending_len(), 0);
+        }
+    }
 }

@@ -42,8 +42,10 @@ struct Known {
     /// [`unix_micros_ceil`]), so expiry is one integer comparison.
     expires_at: Option<i64>,
     /// The latest use not yet handed to a flush ([`NOT_USED`] if none), in
-    /// microseconds since the Unix epoch.
-    last_used: AtomicI64,
+    /// microseconds since the Unix epoch. Shared with the pending list
+    /// while a use is pending, so the list keeps the time alive, not the
+    /// entry.
+    last_used: Arc<AtomicI64>,
 }
 
 /// No use pending in [`Known::last_used`].
@@ -69,7 +71,7 @@ impl Cached {
                 grants: Arc::new(grants),
                 expires_at: record.expires_at,
             },
-            last_used: AtomicI64::new(NOT_USED),
+            last_used: Arc::new(AtomicI64::new(NOT_USED)),
         }))
     }
 }
@@ -101,11 +103,18 @@ impl ShardKey for KeyHash {
     }
 }
 
+/// Why a verification was refused, and the key concerned if one was found
+/// (for the audit log).
+pub(crate) type Refusal = (VerifyError, Option<KeyId>);
+
 /// Cache in front of the store, plus the pending last-used times.
 pub(crate) struct Verifier {
     cache: Cache<KeyHash, Arc<Cached>>,
-    /// Entries whose `last_used` was set since the last flush (each once).
-    used: Mutex<Vec<Arc<Cached>>>,
+    /// Per key used since the last flush, the time cell of the cache entry
+    /// it was last enlisted from: one per key, however many entries the key
+    /// had in the interval (a new one each time its entry expires or is
+    /// evicted), so the list is bounded by the keys in use.
+    used: Mutex<HashMap<KeyId, Arc<AtomicI64>, Hasher>>,
     /// Times whose write failed, to be retried with the next flush.
     unwritten: Mutex<HashMap<KeyId, OffsetDateTime, Hasher>>,
     failures_second: AtomicI64,
@@ -116,7 +125,7 @@ impl Verifier {
     pub(crate) fn new(config: &VerifierConfig) -> Self {
         Self {
             cache: Cache::new(config.cache_capacity, config.cache_ttl),
-            used: Mutex::new(Vec::new()),
+            used: Mutex::new(HashMap::default()),
             unwritten: Mutex::new(HashMap::default()),
             failures_second: AtomicI64::new(0),
             failures_in_second: AtomicU32::new(0),
@@ -139,13 +148,14 @@ impl Verifier {
         store: &dyn Store,
         hash: KeyHash,
         now: OffsetDateTime,
-    ) -> Result<Principal, VerifyError> {
+    ) -> Result<Principal, Refusal> {
         let now = unix_micros(now);
         let entry = match self.cache.get(&hash, now) {
             Some(entry) => entry,
             None => {
                 let ticket = self.cache.ticket(&hash);
-                let entry = Arc::new(Cached::from_record(store.find_by_hash(&hash).await?)?);
+                let read = async { Cached::from_record(store.find_by_hash(&hash).await?) };
+                let entry = Arc::new(read.await.map_err(|e| (e.into(), None))?);
                 self.cache.insert(hash, entry.clone(), now, ticket);
                 entry
             }
@@ -157,30 +167,40 @@ impl Verifier {
     /// (judged at every call, never at caching). A valid key's use is
     /// recorded. Short, and uses no cache shard: it may run under one's
     /// lock.
-    fn judge(&self, entry: &Arc<Cached>, now: i64) -> Result<Principal, VerifyError> {
+    fn judge(&self, entry: &Arc<Cached>, now: i64) -> Result<Principal, Refusal> {
         let known = match &**entry {
-            Cached::Unknown => return Err(VerifyError::Unknown),
+            Cached::Unknown => return Err((VerifyError::Unknown, None)),
             Cached::Known(known) => known,
         };
+        let id = known.principal.id;
         if known.revoked {
-            return Err(VerifyError::Revoked);
+            return Err((VerifyError::Revoked, Some(id)));
         }
         if known.expires_at.is_some_and(|e| e <= now) {
-            return Err(VerifyError::Expired);
+            return Err((VerifyError::Expired, Some(id)));
         }
         // The latest time wins (concurrent verifications may arrive out of
-        // order); the first use since the last flush enlists the entry.
-        if known.last_used.fetch_max(now, Ordering::Relaxed) == NOT_USED {
-            lock(&self.used).push(Arc::clone(entry));
+        // order); the first use since the last flush enlists the cell. (A
+        // clock saturated at the marker's value records nothing.)
+        if known.last_used.fetch_max(now, Ordering::Relaxed) == NOT_USED && now != NOT_USED {
+            self.enlist(id, &known.last_used);
         }
         Ok(known.principal.clone())
     }
 
-    /// The key id behind a cached hash, for failure reports.
-    pub(crate) fn cached_id(&self, hash: &KeyHash, now: OffsetDateTime) -> Option<KeyId> {
-        match self.cache.get(hash, unix_micros(now)).as_deref() {
-            Some(Cached::Known(known)) => Some(known.principal.id),
-            _ => None,
+    /// Puts a key's time cell on the pending list. Another cell of the same
+    /// key already there (from an older cache entry) hands its time over,
+    /// so nothing is lost and the list keeps one cell per key; should the
+    /// older entry be used again, its cell enlists itself the same way.
+    fn enlist(&self, id: KeyId, cell: &Arc<AtomicI64>) {
+        let mut used = lock(&self.used);
+        if let Some(other) = used.insert(id, Arc::clone(cell))
+            && !Arc::ptr_eq(&other, cell)
+        {
+            let at = other.swap(NOT_USED, Ordering::Relaxed);
+            if at != NOT_USED {
+                cell.fetch_max(at, Ordering::Relaxed);
+            }
         }
     }
 
@@ -198,22 +218,24 @@ impl Verifier {
     pub(crate) fn take_last_used(&self) -> Vec<(KeyId, OffsetDateTime)> {
         let used = std::mem::take(&mut *lock(&self.used));
         let mut latest = std::mem::take(&mut *lock(&self.unwritten));
-        for entry in used {
-            let Cached::Known(known) = &*entry else {
-                continue;
-            };
-            // A use after this swap enlists the entry again, for the next
+        for (id, cell) in used {
+            // A use after this swap enlists the cell again, for the next
             // flush.
-            let at = known.last_used.swap(NOT_USED, Ordering::Relaxed);
-            let Some(at) = from_unix_micros(at) else {
+            let Some(at) = from_unix_micros(cell.swap(NOT_USED, Ordering::Relaxed)) else {
                 continue;
             };
             latest
-                .entry(known.principal.id)
+                .entry(id)
                 .and_modify(|t| *t = (*t).max(at))
                 .or_insert(at);
         }
         latest.into_iter().collect()
+    }
+
+    /// How many keys have a use pending (for tests of the list's bound).
+    #[cfg(test)]
+    pub(crate) fn pending_len(&self) -> usize {
+        lock(&self.used).len()
     }
 
     /// Puts back times whose write failed, keeping any newer ones.
@@ -239,7 +261,7 @@ impl Verifier {
     }
 }
 
-/// The pending last-use lists hold plain values: a panic elsewhere cannot
+/// The pending last-use maps hold plain values: a panic elsewhere cannot
 /// leave them in a state worth refusing.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
