@@ -124,13 +124,7 @@ impl TestApp {
     }
 
     pub fn request(&self, method: &str, path: &str) -> Request {
-        Request {
-            addr: self.addr,
-            method: method.to_owned(),
-            path: path.to_owned(),
-            headers: Vec::new(),
-            body: None,
-        }
+        request_to(self.addr, method, path)
     }
 
     pub fn get(&self, path: &str) -> Request {
@@ -151,6 +145,17 @@ impl TestApp {
             .await;
         assert_eq!(res.status, 201, "create {name}: {}", res.text());
         res.json()
+    }
+}
+
+/// A request to any server (another process, say).
+pub fn request_to(addr: SocketAddr, method: &str, path: &str) -> Request {
+    Request {
+        addr,
+        method: method.to_owned(),
+        path: path.to_owned(),
+        headers: Vec::new(),
+        body: None,
     }
 }
 
