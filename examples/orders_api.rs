@@ -24,6 +24,9 @@
 //!   rotated by the notifier when due, their successors posted to that URL
 //!   signed with the key's own secret (returned once at creation as
 //!   `rotation_webhook_secret`).
+//! - `SCOPEKEY_KEY_PREFIX` (default `sk`) and `SCOPEKEY_PEPPER` (optional):
+//!   the key format, read as the `scopekey` CLI reads them, so keys made by
+//!   either work in both.
 //! - `RUST_LOG`: log filter (default `info`); logs go to standard error and
 //!   never carry a key.
 //!
@@ -37,7 +40,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use actix_web::{App, HttpResponse, HttpServer, delete, get, post, web};
 use scopekey::actix::{ApiError, ApiKeyAuth, Background, json_config, path_config, query_config};
-use scopekey::{Actor, NewKey, ScopeKey, requires_scope};
+use scopekey::{Actor, KeyFormat, NewKey, ScopeKey, requires_scope};
 use scopekey::{Notifier, NotifierConfig, Outbox};
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::EnvFilter;
@@ -125,7 +128,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::env::var("DATABASE_URL").unwrap_or_else(|_| "sqlite://scopekey-demo.db".to_owned());
     let bind = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
 
-    let mut builder = ScopeKey::builder_arc(scopekey::open(&database_url).await?);
+    // The same key format as the `scopekey` CLI: SCOPEKEY_KEY_PREFIX and
+    // SCOPEKEY_PEPPER, so keys made by either work in both.
+    let mut builder = ScopeKey::builder_arc(scopekey::open(&database_url).await?)
+        .key_format(KeyFormat::from_env()?);
     // SCOPEKEY_ROTATION_SECRET enables automatic rotation for keys created
     // with a `rotation_webhook_url`.
     for secret in scopekey::notify::rotation_secrets_from_env()? {

@@ -9,7 +9,9 @@
 //!   `orders:read`, `POST /orders` `orders:write`, `DELETE /orders/{id}`
 //!   `any("orders:admin", "orders:delete")`; the management routes are
 //!   mounted under `/api-keys`;
-//! - SIGTERM stops it cleanly, writing the pending last-used times.
+//! - SIGTERM stops it cleanly, writing the pending last-used times;
+//! - `SCOPEKEY_KEY_PREFIX` and `SCOPEKEY_PEPPER` set the key format, as
+//!   the CLI reads them: keys made elsewhere with the same format work.
 //!
 //! `cargo test` builds the examples before running any test; the binary is
 //! taken from beside this test's own (`target/<profile>/examples`).
@@ -23,6 +25,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{NO_KEY, Response, insufficient, key_and_id, request_to};
+use scopekey::{Actor, KeyFormat, NewKey, ScopeKey};
 use scopekey_runtime::testing::{Backend, TestDb};
 use serde_json::json;
 
@@ -63,6 +66,11 @@ impl Demo {
     /// Starts the demo in `dir`, with `DATABASE_URL` set or not, and waits
     /// until `/health` answers.
     fn start(dir: &Path, database_url: Option<&str>) -> Self {
+        Self::start_with(dir, database_url, &[])
+    }
+
+    /// The same, with more environment variables.
+    fn start_with(dir: &Path, database_url: Option<&str>, env: &[(&str, &str)]) -> Self {
         let addr = free_addr();
         let mut cmd = Command::new(demo_binary());
         cmd.current_dir(dir)
@@ -73,6 +81,9 @@ impl Demo {
             .env_remove("SCOPEKEY_WEBHOOK_SECRET")
             .env_remove("SCOPEKEY_ROTATION_SECRET")
             .env_remove("SCOPEKEY_NOTIFIER_INTERVAL_SECONDS")
+            .env_remove("SCOPEKEY_KEY_PREFIX")
+            .env_remove("SCOPEKEY_PEPPER")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -271,6 +282,52 @@ async fn demo_on_postgres() {
     tour(&dir, Some(&db.url)).await;
     // DATABASE_URL was used: no SQLite file appeared.
     assert!(!dir.join("scopekey-demo.db").exists());
+    std::fs::remove_dir_all(&dir).ok();
+    db.cleanup().await;
+}
+
+/// The key format comes from the environment the CLI reads: a key made
+/// with the same prefix and pepper (as `scopekey keys create` makes it)
+/// works in the demo; one made without the pepper does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_reads_the_key_format_like_the_cli() {
+    let db = TestDb::new(Backend::Sqlite).await.expect("sqlite");
+    let dir = std::env::temp_dir().join(format!("scopekey-demo-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let pepper = "pepper from the vault";
+    let demo = Demo::start_with(
+        &dir,
+        Some(&db.url),
+        &[
+            ("SCOPEKEY_KEY_PREFIX", "acme_live"),
+            ("SCOPEKEY_PEPPER", pepper),
+        ],
+    );
+    let admin = demo.next_line();
+    assert!(admin.starts_with("admin key: acme_live_"), "{admin}");
+
+    let elsewhere = |format: KeyFormat| {
+        ScopeKey::builder_arc(db.store.clone())
+            .key_format(format)
+            .build()
+    };
+    let format = KeyFormat::new("acme_live").expect("prefix");
+    let same = elsewhere(format.clone().with_pepper(pepper.as_bytes()))
+        .create(NewKey::new("tool", ["orders:read"]), Actor::System)
+        .await
+        .expect("create");
+    let unpeppered = elsewhere(format)
+        .create(NewKey::new("stray", ["orders:read"]), Actor::System)
+        .await
+        .expect("create");
+    let same = same.plaintext.expose_secret();
+    let unpeppered = unpeppered.plaintext.expose_secret();
+    assert_eq!(demo.send("GET", "/orders", Some(same)).await.status, 200);
+    demo.send("GET", "/orders", Some(unpeppered))
+        .await
+        .assert_problem(401, Some(common::INVALID_TOKEN));
+
+    assert_eq!(demo.terminate(), Vec::<String>::new());
     std::fs::remove_dir_all(&dir).ok();
     db.cleanup().await;
 }

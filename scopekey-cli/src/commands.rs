@@ -21,10 +21,6 @@ use crate::output::{self, ReportLine};
 /// remote server, short enough for an incident.
 const CONNECT_TIMEOUT: StdDuration = StdDuration::from_secs(15);
 
-/// The environment variable holding the hashing pepper, if the service uses
-/// one. Never a command-line option: arguments show in `ps` and shell history.
-pub const PEPPER_ENV: &str = "SCOPEKEY_PEPPER";
-
 /// Options every command shares, taken from the command line.
 struct Globals {
     url: String,
@@ -60,18 +56,10 @@ pub async fn run(cli: Cli, url: &str, out: &mut dyn Write) -> Result<(), Failure
 impl Globals {
     /// The key format (prefix, pepper) the service's keys use.
     fn key_format(&self) -> Result<KeyFormat, Failure> {
-        let format = KeyFormat::new(&self.key_prefix)
-            .map_err(|e| Failure::Usage(format!("--key-prefix: {e}")))?;
-        match std::env::var_os(PEPPER_ENV) {
-            None => Ok(format),
-            Some(p) if p.is_empty() => Ok(format),
-            Some(p) => {
-                let p = p
-                    .into_string()
-                    .map_err(|_| Failure::Usage(format!("{PEPPER_ENV} is not valid UTF-8")))?;
-                Ok(format.with_pepper(p.as_bytes()))
-            }
-        }
+        KeyFormat::new(&self.key_prefix)
+            .map_err(|e| Failure::Usage(format!("--key-prefix: {e}")))?
+            .with_pepper_from_env()
+            .map_err(|e| Failure::Usage(e.to_string()))
     }
 
     /// Opens the store and, unless told not to, creates or upgrades its

@@ -122,6 +122,12 @@ pub enum Malformed {
     Checksum,
 }
 
+/// The environment variable [`KeyFormat::from_env`] reads the prefix from.
+pub const PREFIX_ENV: &str = "SCOPEKEY_KEY_PREFIX";
+/// The environment variable [`KeyFormat::from_env`] reads the pepper from
+/// (never a command-line option: arguments show in process lists).
+pub const PEPPER_ENV: &str = "SCOPEKEY_PEPPER";
+
 /// The key format in force: the prefix, and the hashing pepper.
 #[derive(Clone)]
 pub struct KeyFormat {
@@ -168,6 +174,44 @@ impl KeyFormat {
     pub fn with_pepper(mut self, pepper: &[u8]) -> Self {
         self.pepper = Some(blake3::derive_key("scopekey 2026 key hash pepper", pepper));
         self
+    }
+
+    /// The format a service's environment names, as the `scopekey` CLI and
+    /// the demo read it: the prefix from `SCOPEKEY_KEY_PREFIX` (default
+    /// `sk`) and, if set and not empty, the pepper from `SCOPEKEY_PEPPER`.
+    /// A service and its admin tools must agree on both, or keys made by
+    /// one are refused by the other.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), scopekey_runtime::Error> {
+    /// let format = scopekey_runtime::KeyFormat::from_env()?;
+    /// # let _ = format;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn from_env() -> Result<Self, Error> {
+        let prefix = match std::env::var(PREFIX_ENV) {
+            Ok(p) if !p.is_empty() => p,
+            Ok(_) | Err(std::env::VarError::NotPresent) => DEFAULT_PREFIX.to_owned(),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err(Error::Invalid(format!("{PREFIX_ENV} is not valid UTF-8")));
+            }
+        };
+        Self::new(&prefix)
+            .map_err(|e| Error::Invalid(format!("{PREFIX_ENV}: {e}")))?
+            .with_pepper_from_env()
+    }
+
+    /// Keys the hash with the pepper in `SCOPEKEY_PEPPER`, if it is set and
+    /// not empty (see [`with_pepper`](Self::with_pepper)).
+    pub fn with_pepper_from_env(self) -> Result<Self, Error> {
+        match std::env::var(PEPPER_ENV) {
+            Ok(p) if !p.is_empty() => Ok(self.with_pepper(p.as_bytes())),
+            Ok(_) | Err(std::env::VarError::NotPresent) => Ok(self),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                Err(Error::Invalid(format!("{PEPPER_ENV} is not valid UTF-8")))
+            }
+        }
     }
 
     /// The prefix.
