@@ -68,6 +68,35 @@ impl FromStr for Status {
     }
 }
 
+/// What verifying a key needs of its row, and all that the verification
+/// lookup ([`Store::find_for_verification`](crate::Store::find_for_verification))
+/// reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifyRecord {
+    /// The key's id.
+    pub id: KeyId,
+    /// The key's name.
+    pub name: String,
+    /// The granted scopes, as stored.
+    pub scopes: Vec<String>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<OffsetDateTime>,
+    /// When it stops working, if ever.
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+impl From<KeyRecord> for VerifyRecord {
+    fn from(r: KeyRecord) -> Self {
+        Self {
+            id: r.id,
+            name: r.name,
+            scopes: r.scopes,
+            revoked_at: r.revoked_at,
+            expires_at: r.expires_at,
+        }
+    }
+}
+
 /// A stored key, as a [`Store`](crate::Store) reads and writes it. Carries
 /// the hash: only stores and the verifier see this type.
 #[derive(Debug, Clone, PartialEq)]

@@ -22,7 +22,7 @@ use crate::cache::{Cache, Hasher, ShardKey};
 use crate::clock::{from_unix_micros, unix_micros, unix_micros_ceil};
 use crate::error::{StoreError, VerifyError};
 use crate::key::{KeyHash, KeyId};
-use crate::model::{KeyRecord, Principal};
+use crate::model::{Principal, VerifyRecord};
 use crate::scope::Grants;
 use crate::store::Store;
 
@@ -52,7 +52,7 @@ struct Known {
 const NOT_USED: i64 = i64::MIN;
 
 impl Cached {
-    fn from_record(record: Option<KeyRecord>) -> Result<Self, StoreError> {
+    fn from_record(record: Option<VerifyRecord>) -> Result<Self, StoreError> {
         let Some(record) = record else {
             return Ok(Self::Unknown);
         };
@@ -154,7 +154,7 @@ impl Verifier {
             Some(entry) => entry,
             None => {
                 let ticket = self.cache.ticket(&hash);
-                let read = async { Cached::from_record(store.find_by_hash(&hash).await?) };
+                let read = async { Cached::from_record(store.find_for_verification(&hash).await?) };
                 let entry = Arc::new(read.await.map_err(|e| (e.into(), None))?);
                 self.cache.insert(hash, entry.clone(), now, ticket);
                 entry

@@ -1136,3 +1136,38 @@ both_backends!(
     cache_lifetime_is_judged_by_the_clock,
     cache_lifetime_by_the_clock
 );
+
+/// The verification lookup reads exactly what `find_by_hash` would say of
+/// a key's verdict: live, expiring, revoked, unknown.
+async fn verification_lookup(db: &TestDb) {
+    let (keys, _) = runtime(db);
+    let live = key(&keys, "live", &["orders:read", "billing.invoices:*"]).await;
+    let expiring = keys
+        .create(
+            NewKey::new("expiring", ["a:b"]).expires_in(Duration::hours(1)),
+            Actor::System,
+        )
+        .await
+        .unwrap();
+    let revoked = key(&keys, "revoked", &["a:b"]).await;
+    keys.revoke(revoked.key.id, Some("test"), Actor::System)
+        .await
+        .unwrap();
+    let format = keys.key_format();
+    for created in [&live, &expiring, &revoked] {
+        let hash = format.hash(created.plaintext.expose_secret());
+        let full = db.store.find_by_hash(&hash).await.unwrap().expect("stored");
+        let narrow = db
+            .store
+            .find_for_verification(&hash)
+            .await
+            .unwrap()
+            .expect("found");
+        assert_eq!(narrow, scopekey_runtime::VerifyRecord::from(full));
+        assert_eq!(narrow.id, created.key.id);
+    }
+    let unknown = scopekey_runtime::KeyFormat::default().generate().unwrap();
+    let hash = format.hash(unknown.expose_secret());
+    assert_eq!(db.store.find_for_verification(&hash).await.unwrap(), None);
+}
+both_backends!(verification_lookup_works, verification_lookup);

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::error::StoreError;
 use crate::key::{KeyHash, KeyId};
-use crate::model::{AuditEvent, KeyRecord, Status};
+use crate::model::{AuditEvent, KeyRecord, Status, VerifyRecord};
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -254,6 +254,31 @@ impl Store for PgStore {
             .await?
             .as_ref()
             .map(record)
+            .transpose()
+    }
+
+    async fn find_for_verification(
+        &self,
+        hash: &KeyHash,
+    ) -> Result<Option<VerifyRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, name, scopes, revoked_at, expires_at FROM scopekey_keys \
+             WHERE key_hash = $1",
+        )
+        .bind(&hash.as_bytes()[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref()
+            .map(|row| {
+                let Json(scopes): Json<Vec<String>> = row.try_get("scopes")?;
+                Ok(VerifyRecord {
+                    id: KeyId(row.try_get("id")?),
+                    name: row.try_get("name")?,
+                    scopes,
+                    revoked_at: row.try_get("revoked_at")?,
+                    expires_at: row.try_get("expires_at")?,
+                })
+            })
             .transpose()
     }
 
