@@ -534,7 +534,7 @@ async fn plans(url: &str) -> Result<(), Error> {
     const COLS: &str = "id, name, scopes, metadata, hint, key_hash, created_at, expires_at, \
                         revoked_at, revoked_reason, rotated_at, parent_key_id, last_used_at";
     // What a verification that missed the cache reads.
-    const VERIFY_COLS: &str = "id, name, scopes, revoked_at, expires_at";
+    use scopekey_runtime::store::VERIFY_COLUMNS as VERIFY_COLS;
     println!("\nquery plans:");
     match backend(url)? {
         Backend::Sqlite => {

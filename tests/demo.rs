@@ -14,7 +14,10 @@
 //!   the CLI reads them: keys made elsewhere with the same format work.
 //!
 //! `cargo test` builds the examples before running any test; the binary is
-//! taken from beside this test's own (`target/<profile>/examples`).
+//! taken from beside this test's own (`target/<profile>/examples`). Unix
+//! only: it stops the demo with SIGTERM.
+
+#![cfg(unix)]
 
 mod common;
 
@@ -49,10 +52,51 @@ fn demo_binary() -> PathBuf {
     bin
 }
 
-/// A free loopback port (bound, then released for the demo to take).
-fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("local addr")
+/// The lines of a child's output, as they come (echoed to this test's
+/// standard error when `echo`, so a failure shows the demo's logs).
+fn lines(
+    output: impl std::io::Read + Send + 'static,
+    echo: bool,
+) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(output).lines().map_while(Result::ok) {
+            if echo {
+                eprintln!("demo: {line}");
+            }
+            if tx.send(line).is_err() && !echo {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The address the demo logs once it listens; fails at once if it exits
+/// first. (A first start migrates the store, which on a cold build machine
+/// may take a while: readiness, not timing.)
+fn listening_addr(child: &mut Child, stderr: &std::sync::mpsc::Receiver<String>) -> SocketAddr {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match stderr.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                if let Some((_, addr)) = line.split_once("listening on http://") {
+                    return addr.trim().parse().expect("the logged address");
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                panic!("the demo closed its standard error before listening")
+            }
+        }
+        if let Some(status) = child.try_wait().expect("wait") {
+            panic!("the demo exited with {status} before listening");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the demo did not listen within 60 s"
+        );
+    }
 }
 
 /// One run of the demo.
@@ -71,11 +115,13 @@ impl Demo {
 
     /// The same, with more environment variables.
     fn start_with(dir: &Path, database_url: Option<&str>, env: &[(&str, &str)]) -> Self {
-        let addr = free_addr();
         let mut cmd = Command::new(demo_binary());
+        // Port 0: the system picks a free port when the demo binds, and the
+        // demo logs it (`listening on http://...`), so no other process can
+        // take it in between.
         cmd.current_dir(dir)
-            .env("BIND", addr.to_string())
-            .env("RUST_LOG", "warn")
+            .env("BIND", "127.0.0.1:0")
+            .env("RUST_LOG", "warn,orders_api=info")
             .env_remove("DATABASE_URL")
             .env_remove("SCOPEKEY_WEBHOOK_URL")
             .env_remove("SCOPEKEY_WEBHOOK_SECRET")
@@ -86,41 +132,18 @@ impl Demo {
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::piped());
         if let Some(url) = database_url {
             cmd.env("DATABASE_URL", url);
         }
         let mut child = cmd.spawn().expect("start the demo");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let demo = Self {
+        let stdout = lines(child.stdout.take().expect("stdout"), false);
+        let stderr = lines(child.stderr.take().expect("stderr"), true);
+        let addr = listening_addr(&mut child, &stderr);
+        Self {
             child,
             addr,
-            stdout: rx,
-        };
-        demo.wait_ready();
-        demo
-    }
-
-    fn wait_ready(&self) {
-        // Readiness, not timing: poll until the port answers (a first
-        // start migrates the store and, on a cold build machine, may take
-        // a while).
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(self.addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the demo did not listen on {} within 60 s",
-                self.addr
-            );
-            std::thread::sleep(Duration::from_millis(50));
+            stdout,
         }
     }
 
@@ -133,18 +156,16 @@ impl Demo {
 
     async fn send(&self, method: &str, path: &str, key: Option<&str>) -> Response {
         let req = request_to(self.addr, method, path);
-        match key {
-            Some(key) => req.bearer(key).send().await,
-            None => req.send().await,
-        }
+        let req = match key {
+            Some(key) => req.bearer(key),
+            None => req,
+        };
+        answered(method, path, req).await
     }
 
     async fn post_json(&self, path: &str, key: &str, body: serde_json::Value) -> Response {
-        request_to(self.addr, "POST", path)
-            .bearer(key)
-            .json(&body)
-            .send()
-            .await
+        let req = request_to(self.addr, "POST", path).bearer(key).json(&body);
+        answered("POST", path, req).await
     }
 
     /// SIGTERM, then waits for a clean exit; returns what it printed on
@@ -178,6 +199,14 @@ impl Drop for Demo {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The answer to a request, or a failure after 30 s: a demo that accepts a
+/// connection and never answers must not hang the test run.
+async fn answered(method: &str, path: &str, req: common::Request) -> Response {
+    tokio::time::timeout(Duration::from_secs(30), req.send())
+        .await
+        .unwrap_or_else(|_| panic!("{method} {path}: no answer within 30 s"))
 }
 
 /// The admin key from an `admin key: <key>` line.
@@ -286,11 +315,12 @@ async fn demo_on_postgres() {
     db.cleanup().await;
 }
 
-/// The key format comes from the environment the CLI reads: a key made
-/// with the same prefix and pepper (as `scopekey keys create` makes it)
-/// works in the demo; one made without the pepper does not.
+/// The key format comes from the environment the CLI reads
+/// (`SCOPEKEY_KEY_PREFIX`, `SCOPEKEY_PEPPER`): a key made elsewhere with the
+/// same prefix and pepper works in the demo; one made without the pepper
+/// does not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn demo_reads_the_key_format_like_the_cli() {
+async fn demo_reads_the_key_format_from_the_environment() {
     let db = TestDb::new(Backend::Sqlite).await.expect("sqlite");
     let dir = std::env::temp_dir().join(format!("scopekey-demo-{}", uuid::Uuid::now_v7().simple()));
     std::fs::create_dir_all(&dir).expect("temp dir");

@@ -127,3 +127,25 @@ async fn key_prefix_and_pepper_follow_the_service() {
         scopekey_with_stdin(&file.url, &["keys", "compromised", "--json"], &plaintext);
     assert_eq!(run_default.json()["results"][0]["status"], "malformed");
 }
+
+/// A pepper or prefix the environment cannot hold as text, or an empty
+/// prefix, is bad usage (exit 2), named in the message, before any store
+/// is touched.
+#[cfg(unix)]
+#[test]
+fn unreadable_key_format_settings_are_bad_usage() {
+    use std::os::unix::ffi::OsStrExt;
+    let file = TempSqlite::new();
+    let not_utf8 = std::ffi::OsStr::from_bytes(b"pepper \xff");
+    let mut cmd = command();
+    cmd.env("SCOPEKEY_PEPPER", not_utf8)
+        .args(["--database-url", &file.url, "keys", "list"]);
+    run(cmd, "")
+        .fails_with(2)
+        .says("SCOPEKEY_PEPPER is not valid UTF-8");
+
+    let mut cmd = command();
+    cmd.env("SCOPEKEY_KEY_PREFIX", "")
+        .args(["--database-url", &file.url, "keys", "list"]);
+    run(cmd, "").fails_with(2).says("prefix");
+}

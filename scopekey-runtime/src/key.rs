@@ -177,8 +177,8 @@ impl KeyFormat {
     }
 
     /// The format a service's environment names, as the `scopekey` CLI and
-    /// the demo read it: the prefix from `SCOPEKEY_KEY_PREFIX` (default
-    /// `sk`) and, if set and not empty, the pepper from `SCOPEKEY_PEPPER`.
+    /// the demo read it: the prefix from `SCOPEKEY_KEY_PREFIX` (`sk` if
+    /// unset) and, if set and not empty, the pepper from `SCOPEKEY_PEPPER`.
     /// A service and its admin tools must agree on both, or keys made by
     /// one are refused by the other.
     ///
@@ -190,9 +190,10 @@ impl KeyFormat {
     /// # }
     /// ```
     pub fn from_env() -> Result<Self, Error> {
+        // Set but empty is an error, as in the CLI: no prefix is valid.
         let prefix = match std::env::var(PREFIX_ENV) {
-            Ok(p) if !p.is_empty() => p,
-            Ok(_) | Err(std::env::VarError::NotPresent) => DEFAULT_PREFIX.to_owned(),
+            Ok(p) => p,
+            Err(std::env::VarError::NotPresent) => DEFAULT_PREFIX.to_owned(),
             Err(std::env::VarError::NotUnicode(_)) => {
                 return Err(Error::Invalid(format!("{PREFIX_ENV} is not valid UTF-8")));
             }

@@ -261,13 +261,14 @@ impl Store for PgStore {
         &self,
         hash: &KeyHash,
     ) -> Result<Option<VerifyRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, name, scopes, revoked_at, expires_at FROM scopekey_keys \
-             WHERE key_hash = $1",
-        )
-        .bind(&hash.as_bytes()[..])
-        .fetch_optional(&self.pool)
-        .await?;
+        let sql = format!(
+            "SELECT {} FROM scopekey_keys WHERE key_hash = $1",
+            super::VERIFY_COLUMNS
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(&hash.as_bytes()[..])
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref()
             .map(|row| {
                 let Json(scopes): Json<Vec<String>> = row.try_get("scopes")?;
