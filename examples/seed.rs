@@ -534,7 +534,7 @@ async fn plans(url: &str) -> Result<(), Error> {
     const COLS: &str = "id, name, scopes, metadata, hint, key_hash, created_at, expires_at, \
                         revoked_at, revoked_reason, rotated_at, parent_key_id, last_used_at";
     // What a verification that missed the cache reads.
-    use scopekey_runtime::store::VERIFY_COLUMNS as VERIFY_COLS;
+    use scopekey_runtime::store::VERIFY_COLUMNS;
     println!("\nquery plans:");
     match backend(url)? {
         Backend::Sqlite => {
@@ -542,7 +542,7 @@ async fn plans(url: &str) -> Result<(), Error> {
             let cases = [
                 (
                     "verification (find_for_verification)",
-                    format!("SELECT {VERIFY_COLS} FROM scopekey_keys WHERE key_hash = ?"),
+                    format!("SELECT {VERIFY_COLUMNS} FROM scopekey_keys WHERE key_hash = ?"),
                 ),
                 (
                     "GET /api-keys, first page",
@@ -599,7 +599,7 @@ async fn plans(url: &str) -> Result<(), Error> {
                 (
                     "verification (find_for_verification)",
                     "(bytea)",
-                    format!("SELECT {VERIFY_COLS} FROM scopekey_keys WHERE key_hash = $1"),
+                    format!("SELECT {VERIFY_COLUMNS} FROM scopekey_keys WHERE key_hash = $1"),
                     "(sha256('x'))".to_owned(),
                 ),
                 (

@@ -168,6 +168,16 @@ impl Demo {
         answered("POST", path, req).await
     }
 
+    /// Creates a key with one scope through the mounted routes; its
+    /// plaintext.
+    async fn create_key(&self, admin: &str, name: &str, scope: &str) -> String {
+        let created = self
+            .post_json("/api-keys", admin, json!({"name": name, "scopes": [scope]}))
+            .await;
+        assert_eq!(created.status, 201, "{}", created.text());
+        key_and_id(&created.json()).0
+    }
+
     /// SIGTERM, then waits for a clean exit; returns what it printed on
     /// standard output that was not read yet.
     fn terminate(mut self) -> Vec<String> {
@@ -237,15 +247,7 @@ async fn tour(dir: &Path, database_url: Option<&str>) {
     let order_id = order.json()["id"].as_u64().expect("order id");
 
     // A reader may read, not write or delete.
-    let created = demo
-        .post_json(
-            "/api-keys",
-            &admin,
-            json!({"name": "reader", "scopes": ["orders:read"]}),
-        )
-        .await;
-    assert_eq!(created.status, 201, "{}", created.text());
-    let (reader, _) = key_and_id(&created.json());
+    let reader = demo.create_key(&admin, "reader", "orders:read").await;
     let listed = demo.send("GET", "/orders", Some(&reader)).await;
     assert_eq!(listed.status, 200);
     assert_eq!(listed.json()["items"][0]["item"], "tea");
@@ -257,14 +259,7 @@ async fn tour(dir: &Path, database_url: Option<&str>) {
         .assert_problem(403, Some(&insufficient("orders:admin orders:delete")));
 
     // `orders:delete` is one of the two that DELETE accepts.
-    let created = demo
-        .post_json(
-            "/api-keys",
-            &admin,
-            json!({"name": "janitor", "scopes": ["orders:delete"]}),
-        )
-        .await;
-    let (janitor, _) = key_and_id(&created.json());
+    let janitor = demo.create_key(&admin, "janitor", "orders:delete").await;
     let deleted = demo
         .send("DELETE", &format!("/orders/{order_id}"), Some(&janitor))
         .await;

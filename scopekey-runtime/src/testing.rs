@@ -1,5 +1,6 @@
-//! Test support: a fresh store per test on each backend. Enabled by the
-//! `testing` feature; not part of the stable API.
+//! Test support: a fresh store per test on each backend, and fixtures the
+//! workspace's tests share. Enabled by the `testing` feature; not part of
+//! the stable API.
 //!
 //! PostgreSQL tests read `DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`), create a database of their own
@@ -15,6 +16,14 @@ use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 use crate::store::Store;
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
+
+/// A key (`orders:read`) under a 30-day rotation policy that opts in to
+/// automatic rotation, its successors delivered to `url`.
+pub fn auto_rotating(name: &str, url: &str) -> crate::NewKey {
+    crate::NewKey::new(name, ["orders:read"])
+        .rotate_every(time::Duration::days(30))
+        .rotation_webhook(url)
+}
 
 /// The server tests use when `DATABASE_URL` is unset.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";

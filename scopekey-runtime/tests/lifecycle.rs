@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use scopekey_runtime::Clock;
-use scopekey_runtime::testing::TestDb;
+use scopekey_runtime::testing::{TestDb, auto_rotating};
 use scopekey_runtime::{
     Actor, CompromiseStatus, Error, ListEvents, ListKeys, ManualClock, NewKey, RotateOptions,
     ScopeKey, Status, VerifyError, both_backends, event_type,
@@ -928,9 +928,7 @@ async fn rotation_policy_validation(db: &TestDb) {
     let (plain, _) = runtime(db);
     let err = plain
         .create(
-            NewKey::new("auto", ["orders:read"])
-                .rotate_every(Duration::days(30))
-                .rotation_webhook("https://holder.example/k"),
+            auto_rotating("auto", "https://holder.example/k"),
             Actor::System,
         )
         .await
@@ -946,46 +944,20 @@ async fn rotation_policy_validation(db: &TestDb) {
         NewKey::new("huge", ["orders:read"]).rotate_every(Duration::days(3651)),
         // Automatic rotation needs a policy (none by default here).
         NewKey::new("no policy", ["orders:read"]).rotation_webhook("https://holder.example/k"),
-        NewKey::new("ftp", ["orders:read"])
-            .rotate_every(Duration::days(30))
-            .rotation_webhook("ftp://holder.example/k"),
-        NewKey::new("relative", ["orders:read"])
-            .rotate_every(Duration::days(30))
-            .rotation_webhook("/hooks/rotate"),
-        NewKey::new("space", ["orders:read"])
-            .rotate_every(Duration::days(30))
-            .rotation_webhook("https://holder.example/a b"),
-        NewKey::new("userinfo", ["orders:read"])
-            .rotate_every(Duration::days(30))
-            .rotation_webhook("https://user:pw@holder.example/"),
+        auto_rotating("ftp", "ftp://holder.example/k"),
+        auto_rotating("relative", "/hooks/rotate"),
+        auto_rotating("space", "https://holder.example/a b"),
+        auto_rotating("userinfo", "https://user:pw@holder.example/"),
         // Plaintexts are never posted in the clear, nor to internal hosts.
-        NewKey::new("http", ["orders:read"])
-            .rotate_every(Duration::days(30))
-            .rotation_webhook("http://holder.example/k"),
-        NewKey::new("loopback", ["orders:read"])
-            .rotate_every(Duration::days(30))
-            .rotation_webhook("https://127.0.0.1:8443/k"),
-        NewKey::new("metadata", ["orders:read"])
-            .rotate_every(Duration::days(30))
-            .rotation_webhook("https://169.254.169.254/latest"),
-        NewKey::new("private", ["orders:read"])
-            .rotate_every(Duration::days(30))
-            .rotation_webhook("https://10.1.2.3/k"),
-        NewKey::new("v6 loopback", ["orders:read"])
-            .rotate_every(Duration::days(30))
-            .rotation_webhook("https://[::1]/k"),
-        NewKey::new("short loopback", ["orders:read"])
-            .rotate_every(Duration::days(30))
-            .rotation_webhook("https://127.1/k"),
-        NewKey::new("hex loopback", ["orders:read"])
-            .rotate_every(Duration::days(30))
-            .rotation_webhook("https://0x7f000001/k"),
-        NewKey::new("mapped loopback", ["orders:read"])
-            .rotate_every(Duration::days(30))
-            .rotation_webhook("https://[::ffff:127.0.0.1]/k"),
-        NewKey::new("localhost", ["orders:read"])
-            .rotate_every(Duration::days(30))
-            .rotation_webhook("HTTPS://LocalHost./k"),
+        auto_rotating("http", "http://holder.example/k"),
+        auto_rotating("loopback", "https://127.0.0.1:8443/k"),
+        auto_rotating("metadata", "https://169.254.169.254/latest"),
+        auto_rotating("private", "https://10.1.2.3/k"),
+        auto_rotating("v6 loopback", "https://[::1]/k"),
+        auto_rotating("short loopback", "https://127.1/k"),
+        auto_rotating("hex loopback", "https://0x7f000001/k"),
+        auto_rotating("mapped loopback", "https://[::ffff:127.0.0.1]/k"),
+        auto_rotating("localhost", "HTTPS://LocalHost./k"),
         // Due one grace (24 h) before expiry: the period must be two graces.
         NewKey::new("short", ["orders:read"])
             .rotate_every(Duration::hours(47))
@@ -1005,9 +977,7 @@ async fn rotation_policy_validation(db: &TestDb) {
 
     let auto = keys
         .create(
-            NewKey::new("auto", ["orders:read"])
-                .rotate_every(Duration::days(30))
-                .rotation_webhook("https://holder.example/rotate?client=7"),
+            auto_rotating("auto", "https://holder.example/rotate?client=7"),
             Actor::System,
         )
         .await

@@ -15,7 +15,7 @@ use scopekey_runtime::notify::{
     DeliveryFilter, DeliveryState, EndpointConfig, Notifier, NotifierConfig, Outbox,
     WebhookVerifier, event_type as webhook_event,
 };
-use scopekey_runtime::testing::{Backend, TestDb};
+use scopekey_runtime::testing::{Backend, TestDb, auto_rotating};
 use scopekey_runtime::{
     Actor, AuditEvent, Clock, KeyId, ListEvents, ManualClock, NewKey, RotateOptions, ScopeKey,
     Status, VerifyError, both_backends, event_type,
@@ -1149,12 +1149,7 @@ async fn automatic_rotation(db: &TestDb) {
     let notifiers = auto_notifiers(db, &clock, &operator).await;
     let keys = auto_runtime(Arc::clone(&db.store), &clock);
     let created = keys
-        .create(
-            NewKey::new("machine", ["orders:read"])
-                .rotate_every(Duration::days(30))
-                .rotation_webhook(&holder.url),
-            Actor::System,
-        )
+        .create(auto_rotating("machine", &holder.url), Actor::System)
         .await
         .unwrap();
     let old = created.key.id;
@@ -1175,12 +1170,7 @@ async fn automatic_rotation(db: &TestDb) {
     assert_ne!(holder_secret, SECRET);
     assert_ne!(holder_secret, ROTATION_SECRET);
     let other = keys
-        .create(
-            NewKey::new("other machine", ["orders:read"])
-                .rotate_every(Duration::days(30))
-                .rotation_webhook(&holder.url),
-            Actor::System,
-        )
+        .create(auto_rotating("other machine", &holder.url), Actor::System)
         .await
         .unwrap();
     // Another key naming the same URL gets a secret of its own: it cannot
@@ -1336,9 +1326,7 @@ async fn no_secret_no_rotation(db: &TestDb) {
     let refused = e
         .keys
         .create(
-            NewKey::new("machine", ["orders:read"])
-                .rotate_every(Duration::days(30))
-                .rotation_webhook("https://holder.example/rotate"),
+            auto_rotating("machine", "https://holder.example/rotate"),
             Actor::System,
         )
         .await
@@ -1349,12 +1337,7 @@ async fn no_secret_no_rotation(db: &TestDb) {
     // has not.
     let with_secret = auto_runtime(Arc::clone(&db.store), &e.clock);
     let id = with_secret
-        .create(
-            NewKey::new("machine", ["orders:read"])
-                .rotate_every(Duration::days(30))
-                .rotation_webhook(&holder.url),
-            Actor::System,
-        )
+        .create(auto_rotating("machine", &holder.url), Actor::System)
         .await
         .unwrap()
         .key
@@ -1370,12 +1353,7 @@ async fn no_secret_no_rotation(db: &TestDb) {
     let notifier = Notifier::new(with_secret.clone(), outbox, config(&e.receiver)).unwrap();
     holder.script([Reply::Status(410)]);
     let later = with_secret
-        .create(
-            NewKey::new("later", ["orders:read"])
-                .rotate_every(Duration::days(30))
-                .rotation_webhook(&holder.url),
-            Actor::System,
-        )
+        .create(auto_rotating("later", &holder.url), Actor::System)
         .await
         .unwrap()
         .key

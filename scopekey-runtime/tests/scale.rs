@@ -310,28 +310,38 @@ impl Store for Counting {
     }
 }
 
+/// A runtime on the test's store wrapped in [`Counting`], with a manual
+/// clock.
+fn counted(db: &TestDb) -> (Arc<Counting>, ManualClock, ScopeKey) {
+    let store = Arc::new(Counting::new(Arc::clone(&db.store)));
+    let clock = ManualClock::starting_now();
+    let keys = ScopeKey::builder_arc(store.clone())
+        .clock(clock.clone())
+        .build();
+    (store, clock, keys)
+}
+
+/// Creates an `orders:read` key for each name: its id and plaintext.
+async fn clients(keys: &ScopeKey, names: &[&str]) -> Vec<(KeyId, String)> {
+    let mut out = Vec::new();
+    for name in names {
+        let created = keys
+            .create(NewKey::new(*name, ["orders:read"]), Actor::System)
+            .await
+            .unwrap();
+        out.push((created.key.id, created.plaintext.expose_secret().to_owned()));
+    }
+    out
+}
+
 async fn stored_last_used(db: &TestDb, id: KeyId) -> Option<OffsetDateTime> {
     db.store.get(id).await.unwrap().unwrap().last_used_at
 }
 
 async fn last_used_is_written_once_per_key_per_flush(db: &TestDb) {
     let _serial = SERIAL.lock().await;
-    let store = Arc::new(Counting::new(Arc::clone(&db.store)));
-    let clock = ManualClock::starting_now();
-    let keys = ScopeKey::builder_arc(store.clone())
-        .clock(clock.clone())
-        .build();
-    let mut clients = Vec::new();
-    for i in 0..3 {
-        let created = keys
-            .create(
-                NewKey::new(format!("client {i}"), ["orders:read"]),
-                Actor::System,
-            )
-            .await
-            .unwrap();
-        clients.push((created.key.id, created.plaintext.expose_secret().to_owned()));
-    }
+    let (store, clock, keys) = counted(db);
+    let clients = clients(&keys, &["client 0", "client 1", "client 2"]).await;
 
     // One flush interval: 500 verifications of each key, the clock moving a
     // millisecond before each.
@@ -398,19 +408,8 @@ both_backends!(
 /// A flush whose write fails keeps its times for the next flush, where a
 /// newer use of the same key wins and each key is still written once.
 async fn last_used_write_failure_is_retried(db: &TestDb) {
-    let store = Arc::new(Counting::new(Arc::clone(&db.store)));
-    let clock = ManualClock::starting_now();
-    let keys = ScopeKey::builder_arc(store.clone())
-        .clock(clock.clone())
-        .build();
-    let mut created = Vec::new();
-    for name in ["a", "b"] {
-        let k = keys
-            .create(NewKey::new(name, ["orders:read"]), Actor::System)
-            .await
-            .unwrap();
-        created.push((k.key.id, k.plaintext.expose_secret().to_owned()));
-    }
+    let (store, clock, keys) = counted(db);
+    let created = clients(&keys, &["a", "b"]).await;
     let [(a, a_key), (b, b_key)] = &created[..] else {
         unreachable!()
     };
@@ -445,15 +444,8 @@ both_backends!(
 /// what it read, but must not leave that answer in the cache: the revoking
 /// node refuses the very next request.
 async fn read_before_revocation_is_not_cached(db: &TestDb) {
-    let store = Arc::new(Counting::new(Arc::clone(&db.store)));
-    let keys = ScopeKey::builder_arc(store.clone())
-        .clock(ManualClock::starting_now())
-        .build();
-    let k = keys
-        .create(NewKey::new("k", ["orders:read"]), Actor::System)
-        .await
-        .unwrap();
-    let plaintext = k.plaintext.expose_secret().to_owned();
+    let (store, _, keys) = counted(db);
+    let (id, plaintext) = clients(&keys, &["k"]).await.remove(0);
 
     store.hold_lookup.store(true, Ordering::SeqCst);
     let slow = tokio::spawn({
@@ -462,7 +454,7 @@ async fn read_before_revocation_is_not_cached(db: &TestDb) {
     });
     // The slow verification has read the row (not revoked yet).
     store.looked_up.notified().await;
-    keys.revoke(k.key.id, None, Actor::System).await.unwrap();
+    keys.revoke(id, None, Actor::System).await.unwrap();
     store.release.notify_one();
     assert!(
         slow.await.unwrap().is_ok(),

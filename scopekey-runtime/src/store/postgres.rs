@@ -70,6 +70,17 @@ impl PgStore {
     }
 }
 
+fn verify_record(row: &PgRow) -> Result<VerifyRecord, StoreError> {
+    let Json(scopes): Json<Vec<String>> = row.try_get("scopes")?;
+    Ok(VerifyRecord {
+        id: KeyId(row.try_get("id")?),
+        name: row.try_get("name")?,
+        scopes,
+        revoked_at: row.try_get("revoked_at")?,
+        expires_at: row.try_get("expires_at")?,
+    })
+}
+
 fn record(row: &PgRow) -> Result<KeyRecord, StoreError> {
     let Json(scopes): Json<Vec<String>> = row.try_get("scopes")?;
     let Json(metadata): Json<Map<String, Value>> = row.try_get("metadata")?;
@@ -269,18 +280,7 @@ impl Store for PgStore {
             .bind(&hash.as_bytes()[..])
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref()
-            .map(|row| {
-                let Json(scopes): Json<Vec<String>> = row.try_get("scopes")?;
-                Ok(VerifyRecord {
-                    id: KeyId(row.try_get("id")?),
-                    name: row.try_get("name")?,
-                    scopes,
-                    revoked_at: row.try_get("revoked_at")?,
-                    expires_at: row.try_get("expires_at")?,
-                })
-            })
-            .transpose()
+        row.as_ref().map(verify_record).transpose()
     }
 
     async fn get(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
