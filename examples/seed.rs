@@ -9,6 +9,7 @@
 //! cargo run --release --example seed -- measure --database-url URL
 //! cargo run --release --example seed -- memory  --database-url URL [--keys 1000000]
 //!                                                [--cache-capacity 10000] [--concurrency 8]
+//! cargo run --release --example seed -- compare --database-url SMALL --large LARGE [--rounds 20]
 //! cargo run --release --example seed -- drop    --database-url URL
 //! ```
 //!
@@ -28,6 +29,11 @@
 //!   cache holds `--cache-capacity` entries for an hour (so only the capacity
 //!   can bound it), printing the process's anonymous memory (heap) as it
 //!   goes.
+//! - `compare` does `measure`'s cache-miss timing on two stores in one
+//!   process, alternating between them in blocks of 200 lookups
+//!   (`--rounds` blocks each), so that both see the same machine: what a
+//!   shared, noisy machine does to the figures lands on both sides of the
+//!   ratio alike. It prints each store's p50 and the large/small ratio.
 //! - `drop` removes the database (PostgreSQL) or the file (SQLite).
 //!
 //! URLs: `sqlite://path/to/file.db` or `postgres://user@host:port/name`.
@@ -61,18 +67,20 @@ struct Args {
     cache_capacity: u64,
     concurrency: usize,
     append: bool,
+    large: String,
+    rounds: usize,
 }
 
 fn usage() -> Error {
-    "usage: seed <seed|measure|memory|drop> --database-url URL [--keys N] [--append] \
-     [--cache-capacity N] [--concurrency N]"
+    "usage: seed <seed|measure|memory|compare|drop> --database-url URL [--keys N] [--append] \
+     [--cache-capacity N] [--concurrency N] [--large URL] [--rounds N]"
         .into()
 }
 
 fn parse_args() -> Result<Args, Error> {
     let mut it = std::env::args().skip(1);
     let command = it.next().ok_or_else(usage)?;
-    if !["seed", "measure", "memory", "drop"].contains(&command.as_str()) {
+    if !["seed", "measure", "memory", "compare", "drop"].contains(&command.as_str()) {
         return Err(usage());
     }
     let mut args = Args {
@@ -82,6 +90,8 @@ fn parse_args() -> Result<Args, Error> {
         cache_capacity: 10_000,
         concurrency: 8,
         append: false,
+        large: String::new(),
+        rounds: 20,
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -91,6 +101,8 @@ fn parse_args() -> Result<Args, Error> {
             "--cache-capacity" => args.cache_capacity = value()?.replace('_', "").parse()?,
             "--concurrency" => args.concurrency = value()?.parse()?,
             "--append" => args.append = true,
+            "--large" => args.large = value()?,
+            "--rounds" => args.rounds = value()?.parse()?,
             _ => return Err(usage()),
         }
     }
@@ -123,6 +135,7 @@ async fn main() -> Result<(), Error> {
         "seed" => seed(&args).await,
         "measure" => measure(&args).await,
         "memory" => memory(&args).await,
+        "compare" => compare(&args).await,
         _ => drop_database(&args.url).await,
     }
 }
@@ -427,6 +440,91 @@ async fn measure(args: &Args) -> Result<(), Error> {
     http_pages(&keys, &args.url, admin.plaintext.expose_secret()).await?;
     plans(&args.url).await?;
     Ok(())
+}
+
+// ---------------------------------------------------------------- compare
+
+/// One store under comparison: its runtime, its probe keys, and the
+/// samples taken so far.
+struct Side {
+    url: String,
+    keys: ScopeKey,
+    probes: Vec<String>,
+    known: Vec<Duration>,
+    unknown: Vec<Duration>,
+}
+
+async fn compare(args: &Args) -> Result<(), Error> {
+    if args.large.is_empty() || args.rounds == 0 {
+        return Err("compare needs --large URL and --rounds of at least 1".into());
+    }
+    let mut sides = Vec::new();
+    for url in [&args.url, &args.large] {
+        let (keys, _) = runtime(url).await?;
+        let (version, n_keys, _) = counts(url).await?;
+        println!("store: {url} ({version}) — {n_keys} keys");
+        let mut probes = Vec::with_capacity(PROBES);
+        for i in 0..PROBES {
+            let k = keys
+                .create(
+                    NewKey::new(format!("probe {i}"), ["orders:read"]),
+                    Actor::System,
+                )
+                .await?;
+            probes.push(k.plaintext.expose_secret().to_owned());
+        }
+        sides.push(Side {
+            url: url.clone(),
+            keys,
+            probes,
+            known: Vec::new(),
+            unknown: Vec::new(),
+        });
+    }
+    let format = KeyFormat::default();
+    for round in 0..args.rounds {
+        // Alternate which store goes first, so neither always follows the
+        // other.
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let side = &mut sides[i];
+            for key in &side.probes {
+                side.keys.invalidate_cache();
+                let t = Instant::now();
+                side.keys.verify(key).await?;
+                side.known.push(t.elapsed());
+            }
+            for _ in 0..PROBES {
+                let key = format.generate()?;
+                let t = Instant::now();
+                let refused = side.keys.verify(key.expose_secret()).await.is_err();
+                side.unknown.push(t.elapsed());
+                assert!(refused, "a random key verified");
+            }
+        }
+    }
+    println!(
+        "\nverification, cache miss, {} alternating blocks of {PROBES}:",
+        args.rounds
+    );
+    let mut p50s = Vec::new();
+    for side in &mut sides {
+        println!("  {}", side.url);
+        println!("    known keys:      {}", summary(&mut side.known));
+        println!("    never-seen keys: {}", summary(&mut side.unknown));
+        p50s.push((median(&side.known), median(&side.unknown)));
+    }
+    println!(
+        "  large/small, p50: known keys {:.2}×, never-seen keys {:.2}×",
+        p50s[1].0 / p50s[0].0,
+        p50s[1].1 / p50s[0].1
+    );
+    Ok(())
+}
+
+/// The median of sorted samples, in microseconds.
+fn median(sorted: &[Duration]) -> f64 {
+    sorted[sorted.len() / 2].as_secs_f64() * 1e6
 }
 
 /// Times the management routes through the actix-web service, as a client

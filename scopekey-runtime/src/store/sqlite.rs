@@ -48,14 +48,42 @@ const KEY_COLUMNS: &str = "id, name, scopes, metadata, hint, key_hash, created_a
      rotation_period_seconds, rotation_webhook_url, rotation_webhook_secret";
 
 /// Keys on SQLite.
+///
+/// Two pools over one file. Everything but verification runs on the main
+/// pool ([`pool`](Self::pool)): private page caches, WAL isolation, one
+/// writer at a time. Verification lookups on a cache miss run on a small
+/// pool of their own whose connections share one page cache and one memory
+/// map of the file (SQLite's shared-cache mode; they only read, so its
+/// table locks never make them wait for each other). A page one of them
+/// has read is warm for all of them, so a miss costs about the same on a
+/// store of a thousand keys as on one of a million, and a miss never waits
+/// for a connection that a long listing or a write is holding. Each of its
+/// lookups is its own read transaction: it sees every commit made before it
+/// began, through either pool or by another process. An in-memory database
+/// and a store made [`from_pool`](Self::from_pool) verify on the one pool.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    verifier: Option<SqlitePool>,
 }
+
+/// How many connections the verification pool opens at most. Its lookups
+/// take microseconds and, sharing one cache, run one at a time inside
+/// SQLite anyway: a few connections only keep callers from queueing for one.
+const VERIFIER_CONNECTIONS: u32 = 4;
+
+/// The verification pool's memory map: SQLite's largest by default (2 GiB
+/// minus 64 KiB; a larger request is cut to it). Mapped pages are the
+/// operating system's file cache, not the process's heap.
+const VERIFIER_MMAP_SIZE: &str = "2147418112";
 
 impl SqliteStore {
     /// Connects to a SQLite URL (`sqlite://path/to/keys.db`, `sqlite::memory:`),
     /// creating the file if missing, in WAL mode with a 5 s busy timeout.
+    ///
+    /// The main pool opens up to 8 connections; the verification pool up to
+    /// 4 more, the first at the first cache miss, and keeps them open (its
+    /// shared page cache lives as long as one of them does).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
@@ -63,8 +91,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true)
-            // Reads through a memory map skip a read(2) per page: lookups in
-            // a large key table stay flat once its pages are resident.
+            // Reads through a memory map skip a read(2) per page.
             .pragma("mmap_size", "268435456");
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         // A local file cannot go stale the way a network connection can: no
@@ -80,19 +107,52 @@ impl SqliteStore {
                 .idle_timeout(None)
                 .max_lifetime(None);
         }
-        Ok(Self {
-            pool: pool.connect_with(options).await?,
-        })
+        let pool = pool.connect_with(options.clone()).await?;
+        let verifier = (!in_memory).then(|| {
+            SqlitePoolOptions::new()
+                .max_connections(VERIFIER_CONNECTIONS)
+                .test_before_acquire(false)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_lazy_with(
+                    options
+                        .shared_cache(true)
+                        .pragma("mmap_size", VERIFIER_MMAP_SIZE),
+                )
+        });
+        Ok(Self { pool, verifier })
     }
 
-    /// Wraps an existing pool (the application's own).
+    /// Wraps an existing pool (the application's own). Verification runs on
+    /// it too.
     pub fn from_pool(pool: SqlitePool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            verifier: None,
+        }
     }
 
-    /// The pool.
+    /// The main pool. Closing it closes the store: verification refuses to
+    /// run once it is closed, whichever pool it would have used.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// Closes both pools, waiting for the connections in use to come back.
+    pub async fn close(&self) {
+        self.pool.close().await;
+        if let Some(verifier) = &self.verifier {
+            verifier.close().await;
+        }
+    }
+
+    /// The pool verification lookups use: the verification pool while the
+    /// main pool is open, else the main pool (closed: the lookup fails).
+    fn verifying_pool(&self) -> &SqlitePool {
+        match &self.verifier {
+            Some(verifier) if !self.pool.is_closed() => verifier,
+            _ => &self.pool,
+        }
     }
 }
 
@@ -265,13 +325,14 @@ impl Store for SqliteStore {
         // timestamps but the two judged. (A covering index for this query
         // was measured and made a miss slower on a large store: a bigger
         // index is more pages to find cold; see docs/performance.md.)
+        // On the verification pool: its shared page cache stays warm.
         let sql = format!(
             "SELECT {} FROM scopekey_keys WHERE key_hash = ?",
             super::VERIFY_COLUMNS
         );
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(&hash.as_bytes()[..])
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.verifying_pool())
             .await?;
         row.as_ref().map(verify_record).transpose()
     }

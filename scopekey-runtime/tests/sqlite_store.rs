@@ -1,0 +1,167 @@
+//! The SQLite store's verification pool: lookups on a cache miss run on
+//! connections of their own (one shared page cache), apart from the main
+//! pool, and still see every commit at once.
+//!
+//! - a miss is answered while every connection of the main pool is held
+//!   (a long listing or a write cannot starve verification);
+//! - a revocation or a new key is seen by the very next lookup, whether it
+//!   was committed through the same store or through another one on the
+//!   same file (as the CLI would);
+//! - closing the store, or only its main pool, makes lookups fail (the
+//!   runtime then answers 503), never answer from a pool left open;
+//! - an in-memory store verifies on its one pool.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use scopekey_runtime::store::Store;
+use scopekey_runtime::store::sqlite::SqliteStore;
+use scopekey_runtime::{Actor, KeyFormat, NewKey, ScopeKey};
+
+/// Bound on every lookup here: they take microseconds; a lookup stuck
+/// behind the main pool would wait for its 30 s acquire timeout.
+const PROMPT: Duration = Duration::from_secs(5);
+
+/// A migrated store on a fresh file, the file's URL, and its path (removed
+/// by [`Cleanup`]).
+async fn file_store() -> (SqliteStore, String, Cleanup) {
+    let path = std::env::temp_dir().join(format!(
+        "scopekey-sqlite-store-{}.db",
+        uuid::Uuid::now_v7().simple()
+    ));
+    let url = format!("sqlite://{}", path.display());
+    let store = SqliteStore::connect(&url).await.expect("open");
+    store.migrate().await.expect("migrate");
+    (store, url, Cleanup(path))
+}
+
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = self.0.clone().into_os_string();
+            name.push(suffix);
+            let _ = std::fs::remove_file(name);
+        }
+    }
+}
+
+fn runtime(store: &SqliteStore) -> ScopeKey {
+    ScopeKey::builder(store.clone()).build()
+}
+
+/// Creates a key and returns its plaintext.
+async fn key(keys: &ScopeKey, name: &str) -> String {
+    keys.create(NewKey::new(name, ["orders:read"]), Actor::System)
+        .await
+        .expect("create")
+        .plaintext
+        .expose_secret()
+        .to_owned()
+}
+
+async fn lookup(
+    store: &SqliteStore,
+    plaintext: &str,
+) -> Result<Option<scopekey_runtime::VerifyRecord>, scopekey_runtime::StoreError> {
+    let hash = KeyFormat::default().hash(plaintext);
+    tokio::time::timeout(PROMPT, store.find_for_verification(&hash))
+        .await
+        .expect("the lookup answered promptly")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miss_is_answered_while_the_main_pool_is_exhausted() {
+    let (store, _url, _cleanup) = file_store().await;
+    let keys = runtime(&store);
+    let plaintext = key(&keys, "reader").await;
+
+    // Hold every connection the main pool may open.
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(store.pool().acquire().await.expect("acquire"));
+    }
+    let found = lookup(&store, &plaintext).await.expect("lookup");
+    assert!(found.is_some(), "the key is found");
+    // And through the runtime, on a cache miss. (A refusal would wait: it
+    // writes an `auth.failed` event through the main pool.)
+    keys.invalidate_cache();
+    let verified = tokio::time::timeout(PROMPT, keys.verify(&plaintext))
+        .await
+        .expect("a valid key is verified promptly");
+    assert!(verified.is_ok());
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_see_every_commit_at_once() {
+    let (store, url, _cleanup) = file_store().await;
+    let keys = runtime(&store);
+    let first = key(&keys, "first").await;
+    let record = lookup(&store, &first).await.unwrap().expect("found");
+    assert_eq!(record.revoked_at, None);
+
+    // Revoked through this store: the next lookup says so.
+    keys.revoke(record.id, Some("test"), Actor::System)
+        .await
+        .unwrap();
+    let after = lookup(&store, &first).await.unwrap().expect("found");
+    assert!(after.revoked_at.is_some(), "the revocation is seen at once");
+
+    // A second store on the same file, as a CLI or another process would
+    // open: its commits are seen by this store's next lookup too.
+    let other = SqliteStore::connect(&url).await.expect("open again");
+    let other_keys = runtime(&other);
+    let second = key(&other_keys, "second").await;
+    let seen = lookup(&store, &second)
+        .await
+        .unwrap()
+        .expect("a new key is seen at once");
+    other_keys
+        .revoke(seen.id, None, Actor::System)
+        .await
+        .unwrap();
+    let seen = lookup(&store, &second).await.unwrap().expect("found");
+    assert!(
+        seen.revoked_at.is_some(),
+        "another store's revocation is seen at once"
+    );
+    other.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_store_stops_verification() {
+    let (store, _url, _cleanup) = file_store().await;
+    let keys = runtime(&store);
+    let plaintext = key(&keys, "reader").await;
+    assert!(lookup(&store, &plaintext).await.unwrap().is_some());
+    store.close().await;
+    assert!(lookup(&store, &plaintext).await.is_err(), "closed store");
+    assert!(store.pool().is_closed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_main_pool_stops_verification() {
+    let (store, _url, _cleanup) = file_store().await;
+    let keys = runtime(&store);
+    let plaintext = key(&keys, "reader").await;
+    // Open the verification pool first: it must not keep answering.
+    assert!(lookup(&store, &plaintext).await.unwrap().is_some());
+    store.pool().close().await;
+    assert!(
+        lookup(&store, &plaintext).await.is_err(),
+        "no answer from the verification pool once the store's pool is closed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_memory_store_verifies_on_its_one_pool() {
+    let store = SqliteStore::connect("sqlite::memory:").await.expect("open");
+    store.migrate().await.expect("migrate");
+    let keys = ScopeKey::builder_arc(Arc::new(store.clone())).build();
+    let plaintext = key(&keys, "reader").await;
+    assert!(lookup(&store, &plaintext).await.unwrap().is_some());
+    assert!(keys.verify(&plaintext).await.is_ok());
+}
