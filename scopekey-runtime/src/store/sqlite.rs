@@ -55,9 +55,10 @@ const KEY_COLUMNS: &str = "id, name, scopes, metadata, hint, key_hash, created_a
 /// pool of their own whose connections share one page cache and one memory
 /// map of the file (SQLite's shared-cache mode; they only read, so its
 /// table locks never make them wait for each other). A page one of them
-/// has read is warm for all of them, so a miss costs about the same on a
-/// store of a thousand keys as on one of a million, and a miss never waits
-/// for a connection that a long listing or a write is holding. Each of its
+/// has read is warm for all of them, so a known key's miss costs about the
+/// same on a store of a thousand keys as on one of a million (figures in
+/// `docs/performance.md`), and a miss never waits for a connection that a
+/// long listing or a write is holding. Each of its
 /// lookups is its own read transaction: it sees every commit made before it
 /// began, through either pool or by another process. An in-memory database
 /// and a store made [`from_pool`](Self::from_pool) verify on the one pool.
