@@ -10,7 +10,7 @@
 //! cargo run --release --example seed -- memory  --database-url URL [--keys 1000000]
 //!                                                [--cache-capacity 10000] [--concurrency 8]
 //! cargo run --release --example seed -- compare --database-url SMALL --large LARGE
-//!                                                [--rounds 20] [--warmup 0]
+//!                                                [--rounds 20] [--warmup 0] [--auth-failures 0]
 //! cargo run --release --example seed -- drop    --database-url URL
 //! ```
 //!
@@ -35,7 +35,9 @@
 //!   (`--rounds` blocks each), so that both see the same machine: what a
 //!   shared, noisy machine does to the figures lands on both sides of the
 //!   ratio alike. `--warmup N` first sends each store N never-seen keys,
-//!   untimed, as traffic would (pages of the index read once stay warm). It
+//!   untimed, as traffic would; `--auth-failures N` lets each runtime write
+//!   up to N `auth.failed` events a second, as a server does (10 by
+//!   default there): commits, which reset other connections' caches. It
 //!   prints each store's p50, p90, p99, minor page faults a miss (Linux),
 //!   and the large/small ratio of the p50s.
 //! - `drop` removes the database (PostgreSQL) or the file (SQLite).
@@ -74,11 +76,12 @@ struct Args {
     large: String,
     rounds: usize,
     warmup: usize,
+    auth_failures: u32,
 }
 
 fn usage() -> Error {
     "usage: seed <seed|measure|memory|compare|drop> --database-url URL [--keys N] [--append] \
-     [--cache-capacity N] [--concurrency N] [--large URL] [--rounds N] [--warmup N]"
+     [--cache-capacity N] [--concurrency N] [--large URL] [--rounds N] [--warmup N] [--auth-failures N]"
         .into()
 }
 
@@ -98,6 +101,7 @@ fn parse_args() -> Result<Args, Error> {
         large: String::new(),
         rounds: 20,
         warmup: 0,
+        auth_failures: 0,
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -110,6 +114,7 @@ fn parse_args() -> Result<Args, Error> {
             "--large" => args.large = value()?,
             "--rounds" => args.rounds = value()?.parse()?,
             "--warmup" => args.warmup = value()?.replace('_', "").parse()?,
+            "--auth-failures" => args.auth_failures = value()?.parse()?,
             _ => return Err(usage()),
         }
     }
@@ -229,11 +234,20 @@ fn sqlite_path(url: &str) -> &str {
 }
 
 async fn runtime(url: &str) -> Result<(ScopeKey, Arc<dyn scopekey::Store>), Error> {
+    runtime_with(url, 0).await
+}
+
+/// A runtime over `url` writing at most `auth_failures` `auth.failed`
+/// events a second (0 keeps the audit log out of never-seen keys' timing;
+/// a server's default is 10, and each is a commit that other connections'
+/// page caches notice).
+async fn runtime_with(
+    url: &str,
+    auth_failures: u32,
+) -> Result<(ScopeKey, Arc<dyn scopekey::Store>), Error> {
     let store = scopekey::open(url).await?;
     let keys = ScopeKey::builder_arc(Arc::clone(&store))
-        // Never-seen keys are part of what is measured: keep the audit log
-        // out of their timing.
-        .auth_failures_per_second(0)
+        .auth_failures_per_second(auth_failures)
         .cache_ttl(Duration::from_secs(3600))
         .build();
     keys.migrate().await?;
@@ -483,7 +497,7 @@ async fn compare(args: &Args) -> Result<(), Error> {
     }
     let mut sides = Vec::new();
     for url in [&args.url, &args.large] {
-        let (keys, _) = runtime(url).await?;
+        let (keys, _) = runtime_with(url, args.auth_failures).await?;
         let (version, n_keys, _) = counts(url).await?;
         println!("store: {url} ({version}) — {n_keys} keys");
         let mut probes = Vec::with_capacity(PROBES);

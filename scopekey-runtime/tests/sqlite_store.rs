@@ -1,14 +1,17 @@
-//! The SQLite store's verification pool: lookups on a cache miss run on
-//! connections of their own (one shared page cache), apart from the main
-//! pool, and still see every commit at once.
+//! The SQLite store's verification connection: lookups on a cache miss run
+//! on a connection of their own, apart from the main pool, and still see
+//! every commit at once.
 //!
 //! - a miss is answered while every connection of the main pool is held
 //!   (a long listing or a write cannot starve verification);
 //! - a revocation or a new key is seen by the very next lookup, whether it
 //!   was committed through the same store or through another one on the
-//!   same file (as the CLI would);
-//! - closing the store, or only its main pool, makes lookups fail (the
-//!   runtime then answers 503), never answer from a pool left open;
+//!   same file (as the CLI would), and whatever read another connection of
+//!   the process holds open, even one in SQLite's shared-cache mode and a
+//!   store whose URL asks for that mode;
+//! - closing the store closes both pools; closing only its main pool makes
+//!   lookups fail (the runtime then answers 503), never answer from the
+//!   verification connection left open;
 //! - an in-memory store verifies on its one pool.
 
 use std::path::PathBuf;
@@ -18,6 +21,8 @@ use std::time::Duration;
 use scopekey_runtime::store::Store;
 use scopekey_runtime::store::sqlite::SqliteStore;
 use scopekey_runtime::{Actor, KeyFormat, NewKey, ScopeKey};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Connection, Executor, SqliteConnection};
 
 /// Bound on every lookup here: they take microseconds; a lookup stuck
 /// behind the main pool would wait for its 30 s acquire timeout.
@@ -26,12 +31,19 @@ const PROMPT: Duration = Duration::from_secs(5);
 /// A migrated store on a fresh file, the file's URL, and its path (removed
 /// by [`Cleanup`]).
 async fn file_store() -> (SqliteStore, String, Cleanup) {
+    file_store_with("").await
+}
+
+/// The same, with `query` (`?…` or empty) appended to the store's URL.
+async fn file_store_with(query: &str) -> (SqliteStore, String, Cleanup) {
     let path = std::env::temp_dir().join(format!(
         "scopekey-sqlite-store-{}.db",
         uuid::Uuid::now_v7().simple()
     ));
     let url = format!("sqlite://{}", path.display());
-    let store = SqliteStore::connect(&url).await.expect("open");
+    let store = SqliteStore::connect(&format!("{url}{query}"))
+        .await
+        .expect("open");
     store.migrate().await.expect("migrate");
     (store, url, Cleanup(path))
 }
@@ -80,7 +92,7 @@ async fn a_miss_is_answered_while_the_main_pool_is_exhausted() {
 
     // Hold every connection the main pool may open.
     let mut held = Vec::new();
-    for _ in 0..8 {
+    for _ in 0..store.pool().options().get_max_connections() {
         held.push(store.pool().acquire().await.expect("acquire"));
     }
     let found = lookup(&store, &plaintext).await.expect("lookup");
@@ -131,15 +143,69 @@ async fn lookups_see_every_commit_at_once() {
     other.close().await;
 }
 
+/// Another connection in the process holds a read open, in SQLite's
+/// shared-cache mode (as an application's own pool might): connections of
+/// one shared cache share one read snapshot, so a verification connection
+/// in that cache would go on reading the snapshot from before a revocation.
+async fn revocation_seen_past_an_open_shared_cache_read(query: &str) {
+    let (store, url, _cleanup) = file_store_with(query).await;
+    let keys = runtime(&store);
+    let plaintext = key(&keys, "reader").await;
+    let id = lookup(&store, &plaintext).await.unwrap().expect("found").id;
+
+    let options = url
+        .parse::<SqliteConnectOptions>()
+        .expect("url")
+        .shared_cache(true);
+    let mut reader = SqliteConnection::connect_with(&options)
+        .await
+        .expect("open a shared-cache connection");
+    reader.execute("BEGIN").await.unwrap();
+    let _: i64 = sqlx::query_scalar("SELECT count(*) FROM scopekey_keys")
+        .fetch_one(&mut reader)
+        .await
+        .unwrap();
+
+    tokio::time::timeout(PROMPT, keys.revoke(id, Some("test"), Actor::System))
+        .await
+        .expect("the revocation is not blocked by the open read")
+        .unwrap();
+    let seen = lookup(&store, &plaintext).await.unwrap().expect("found");
+    assert!(
+        seen.revoked_at.is_some(),
+        "the next lookup sees the revocation despite the open read"
+    );
+    reader.execute("ROLLBACK").await.unwrap();
+    reader.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_is_seen_past_another_connections_open_read() {
+    revocation_seen_past_an_open_shared_cache_read("").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_asking_for_shared_cache_gets_private_connections() {
+    revocation_seen_past_an_open_shared_cache_read("?cache=shared").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_the_store_stops_verification() {
     let (store, _url, _cleanup) = file_store().await;
     let keys = runtime(&store);
     let plaintext = key(&keys, "reader").await;
     assert!(lookup(&store, &plaintext).await.unwrap().is_some());
+    let verifier = store
+        .verification_pool()
+        .expect("a file store has one")
+        .clone();
     store.close().await;
     assert!(lookup(&store, &plaintext).await.is_err(), "closed store");
     assert!(store.pool().is_closed());
+    assert!(
+        verifier.is_closed(),
+        "the verification connection is closed too"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,6 +226,7 @@ async fn closing_the_main_pool_stops_verification() {
 async fn an_in_memory_store_verifies_on_its_one_pool() {
     let store = SqliteStore::connect("sqlite::memory:").await.expect("open");
     store.migrate().await.expect("migrate");
+    assert!(store.verification_pool().is_none());
     let keys = ScopeKey::builder_arc(Arc::new(store.clone())).build();
     let plaintext = key(&keys, "reader").await;
     assert!(lookup(&store, &plaintext).await.unwrap().is_some());

@@ -50,43 +50,41 @@ const KEY_COLUMNS: &str = "id, name, scopes, metadata, hint, key_hash, created_a
 /// Keys on SQLite.
 ///
 /// Two pools over one file. Everything but verification runs on the main
-/// pool ([`pool`](Self::pool)): private page caches, WAL isolation, one
-/// writer at a time. Verification lookups on a cache miss run on a small
-/// pool of their own whose connections share one page cache and one memory
-/// map of the file (SQLite's shared-cache mode; they only read, so its
-/// table locks never make them wait for each other). A page one of them
-/// has read is warm for all of them, so a known key's miss costs about the
-/// same on a store of a thousand keys as on one of a million (figures in
-/// `docs/performance.md`), and a miss never waits for a connection that a
-/// long listing or a write is holding. Each of its
-/// lookups is its own read transaction: it sees every commit made before it
-/// began, through either pool or by another process. An in-memory database
-/// and a store made [`from_pool`](Self::from_pool) verify on the one pool.
+/// pool ([`pool`](Self::pool)): up to 8 connections, one writer at a time,
+/// readers isolated from it by WAL. Verification lookups on a cache miss
+/// run on one connection of their own ([`verification_pool`](Self::verification_pool)),
+/// with a memory map of the whole file (up to 2 GiB): successive misses
+/// find the pages the previous ones read still warm in that one connection,
+/// where the main pool hands its connections out in turn, each with a cold
+/// page cache and map of its own; and a miss never waits behind a long
+/// listing or a write holding the main pool's connections. Each lookup is
+/// its own read transaction: it sees every commit made before it began,
+/// through either pool or by another process. An in-memory database and a
+/// store made [`from_pool`](Self::from_pool) verify on the one pool.
+///
+/// Connections to a file never use SQLite's shared-cache mode, even if the
+/// URL asks for it (`?cache=shared`): shared-cache connections share one
+/// read snapshot and take table locks that ignore the busy timeout.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
     verifier: Option<SqlitePool>,
 }
 
-/// How many connections the verification pool opens at most. Its lookups
-/// take microseconds and, sharing one cache, run one at a time inside
-/// SQLite anyway: a few connections only keep callers from queueing for one.
-const VERIFIER_CONNECTIONS: u32 = 4;
-
-/// The verification pool's memory map: SQLite's largest by default (2 GiB
-/// minus 64 KiB; a larger request is cut to it). Mapped pages are the
-/// operating system's file cache, not the process's heap.
+/// The verification connection's memory map: SQLite's largest by default
+/// (2 GiB minus 64 KiB; a larger request is cut to it). Mapped pages are
+/// the operating system's file cache, not the process's heap.
 const VERIFIER_MMAP_SIZE: &str = "2147418112";
 
 impl SqliteStore {
     /// Connects to a SQLite URL (`sqlite://path/to/keys.db`, `sqlite::memory:`),
     /// creating the file if missing, in WAL mode with a 5 s busy timeout.
     ///
-    /// The main pool opens up to 8 connections; the verification pool up to
-    /// 4 more, the first at the first cache miss, and keeps them open (its
-    /// shared page cache lives as long as one of them does).
+    /// The main pool opens up to 8 connections; the verification connection
+    /// is one more, opened at the first cache miss and kept open.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)?
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let mut options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
@@ -94,7 +92,11 @@ impl SqliteStore {
             .foreign_keys(true)
             // Reads through a memory map skip a read(2) per page.
             .pragma("mmap_size", "268435456");
-        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        if !in_memory {
+            // An in-memory database is shared between connections through
+            // the shared cache; a file is shared through WAL.
+            options = options.shared_cache(false);
+        }
         // A local file cannot go stale the way a network connection can: no
         // ping before each use (it costs a round trip to the connection's
         // worker thread, a third of a cache miss).
@@ -111,15 +113,11 @@ impl SqliteStore {
         let pool = pool.connect_with(options.clone()).await?;
         let verifier = (!in_memory).then(|| {
             SqlitePoolOptions::new()
-                .max_connections(VERIFIER_CONNECTIONS)
+                .max_connections(1)
                 .test_before_acquire(false)
                 .idle_timeout(None)
                 .max_lifetime(None)
-                .connect_lazy_with(
-                    options
-                        .shared_cache(true)
-                        .pragma("mmap_size", VERIFIER_MMAP_SIZE),
-                )
+                .connect_lazy_with(options.pragma("mmap_size", VERIFIER_MMAP_SIZE))
         });
         Ok(Self { pool, verifier })
     }
@@ -139,6 +137,12 @@ impl SqliteStore {
         &self.pool
     }
 
+    /// The pool of the verification connection, if the store has one (not
+    /// for an in-memory database, nor a store made from a pool).
+    pub fn verification_pool(&self) -> Option<&SqlitePool> {
+        self.verifier.as_ref()
+    }
+
     /// Closes both pools, waiting for the connections in use to come back.
     pub async fn close(&self) {
         self.pool.close().await;
@@ -147,8 +151,9 @@ impl SqliteStore {
         }
     }
 
-    /// The pool verification lookups use: the verification pool while the
-    /// main pool is open, else the main pool (closed: the lookup fails).
+    /// The pool verification lookups use: the verification connection's
+    /// while the main pool is open, else the main pool (closed: the lookup
+    /// fails).
     fn verifying_pool(&self) -> &SqlitePool {
         match &self.verifier {
             Some(verifier) if !self.pool.is_closed() => verifier,
@@ -326,7 +331,7 @@ impl Store for SqliteStore {
         // timestamps but the two judged. (A covering index for this query
         // was measured and made a miss slower on a large store: a bigger
         // index is more pages to find cold; see docs/performance.md.)
-        // On the verification pool: its shared page cache stays warm.
+        // On the verification connection: its pages stay warm.
         let sql = format!(
             "SELECT {} FROM scopekey_keys WHERE key_hash = ?",
             super::VERIFY_COLUMNS
