@@ -412,6 +412,21 @@ async fn counts(url: &str) -> Result<(String, i64, i64), Error> {
     Ok(row)
 }
 
+/// Creates the probe keys through the runtime and returns their plaintexts.
+async fn create_probes(keys: &ScopeKey) -> Result<Vec<String>, Error> {
+    let mut probes = Vec::with_capacity(PROBES);
+    for i in 0..PROBES {
+        let k = keys
+            .create(
+                NewKey::new(format!("probe {i}"), ["orders:read"]),
+                Actor::System,
+            )
+            .await?;
+        probes.push(k.plaintext.expose_secret().to_owned());
+    }
+    Ok(probes)
+}
+
 async fn measure(args: &Args) -> Result<(), Error> {
     let (keys, _) = runtime(&args.url).await?;
     let (version, n_keys, n_events) = counts(&args.url).await?;
@@ -423,16 +438,7 @@ async fn measure(args: &Args) -> Result<(), Error> {
     let admin = keys
         .create(NewKey::new("scale admin", ["*"]), Actor::System)
         .await?;
-    let mut probes = Vec::with_capacity(PROBES);
-    for i in 0..PROBES {
-        let k = keys
-            .create(
-                NewKey::new(format!("probe {i}"), ["orders:read"]),
-                Actor::System,
-            )
-            .await?;
-        probes.push(k.plaintext.expose_secret().to_owned());
-    }
+    let probes = create_probes(&keys).await?;
 
     println!("\nverification, cache miss (one lookup by hash each):");
     let mut samples = Vec::with_capacity(SAMPLES);
@@ -500,16 +506,7 @@ async fn compare(args: &Args) -> Result<(), Error> {
         let (keys, _) = runtime_with(url, args.auth_failures).await?;
         let (version, n_keys, _) = counts(url).await?;
         println!("store: {url} ({version}) — {n_keys} keys");
-        let mut probes = Vec::with_capacity(PROBES);
-        for i in 0..PROBES {
-            let k = keys
-                .create(
-                    NewKey::new(format!("probe {i}"), ["orders:read"]),
-                    Actor::System,
-                )
-                .await?;
-            probes.push(k.plaintext.expose_secret().to_owned());
-        }
+        let probes = create_probes(&keys).await?;
         sides.push(Side {
             url: url.clone(),
             keys,

@@ -131,8 +131,10 @@ impl SqliteStore {
         }
     }
 
-    /// The main pool. Closing it closes the store: verification refuses to
-    /// run once it is closed, whichever pool it would have used.
+    /// The main pool. Closing it stops the store: verification refuses to
+    /// run once it is closed, whichever pool it would have used (the
+    /// verification connection itself stays open until the store is
+    /// dropped; [`close`](Self::close) closes both).
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
