@@ -3,7 +3,9 @@
 //! every commit at once.
 //!
 //! - a miss is answered while every connection of the main pool is held
-//!   (a long listing or a write cannot starve verification);
+//!   (a long listing or a write cannot starve verification); (that a miss
+//!   runs on the main pool while another holds the verification connection
+//!   is tested beside the store, in `src/store/sqlite.rs`);
 //! - a revocation or a new key is seen by the very next lookup, whether it
 //!   was committed through the same store or through another one on the
 //!   same file (as the CLI would), and whatever read another connection of

@@ -2,12 +2,14 @@
 //! can share one file.
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, Row};
@@ -57,7 +59,9 @@ const KEY_COLUMNS: &str = "id, name, scopes, metadata, hint, key_hash, created_a
 /// find the pages the previous ones read still warm in that one connection,
 /// where the main pool hands its connections out in turn, each with a cold
 /// page cache and map of its own; and a miss never waits behind a long
-/// listing or a write holding the main pool's connections. Each lookup is
+/// listing or a write holding the main pool's connections. While that
+/// connection is busy, another miss runs on the main pool instead of
+/// queueing for it. Each lookup is
 /// its own read transaction: it sees every commit made before it began,
 /// through either pool or by another process. An in-memory database and a
 /// store made [`from_pool`](Self::from_pool) verify on the one pool.
@@ -68,7 +72,28 @@ const KEY_COLUMNS: &str = "id, name, scopes, metadata, hint, key_hash, created_a
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    verifier: Option<SqlitePool>,
+    verifier: Option<Verifier>,
+}
+
+/// The verification connection's pool (of one), and whether a lookup holds
+/// it: a lookup that finds it held runs on the main pool, so concurrent
+/// misses never queue for it, while successive ones all use it (a lookup
+/// that takes it waits at most for the previous one's connection to be
+/// handed back, which sqlx does asynchronously).
+#[derive(Debug, Clone)]
+struct Verifier {
+    pool: SqlitePool,
+    held: Arc<AtomicBool>,
+}
+
+/// Marks the verification connection as taken until dropped (also when the
+/// lookup is cancelled).
+struct Taken<'a>(&'a AtomicBool);
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 /// The verification connection's memory map: SQLite's largest by default
@@ -111,13 +136,14 @@ impl SqliteStore {
                 .max_lifetime(None);
         }
         let pool = pool.connect_with(options.clone()).await?;
-        let verifier = (!in_memory).then(|| {
-            SqlitePoolOptions::new()
+        let verifier = (!in_memory).then(|| Verifier {
+            pool: SqlitePoolOptions::new()
                 .max_connections(1)
                 .test_before_acquire(false)
                 .idle_timeout(None)
                 .max_lifetime(None)
-                .connect_lazy_with(options.pragma("mmap_size", VERIFIER_MMAP_SIZE))
+                .connect_lazy_with(options.pragma("mmap_size", VERIFIER_MMAP_SIZE)),
+            held: Arc::new(AtomicBool::new(false)),
         });
         Ok(Self { pool, verifier })
     }
@@ -142,25 +168,36 @@ impl SqliteStore {
     /// The pool of the verification connection, if the store has one (not
     /// for an in-memory database, nor a store made from a pool).
     pub fn verification_pool(&self) -> Option<&SqlitePool> {
-        self.verifier.as_ref()
+        self.verifier.as_ref().map(|v| &v.pool)
     }
 
     /// Closes both pools, waiting for the connections in use to come back.
     pub async fn close(&self) {
         self.pool.close().await;
         if let Some(verifier) = &self.verifier {
-            verifier.close().await;
+            verifier.pool.close().await;
         }
     }
 
-    /// The pool verification lookups use: the verification connection's
-    /// while the main pool is open, else the main pool (closed: the lookup
-    /// fails).
-    fn verifying_pool(&self) -> &SqlitePool {
-        match &self.verifier {
-            Some(verifier) if !self.pool.is_closed() => verifier,
-            _ => &self.pool,
-        }
+    /// Runs a verification lookup: on the verification connection if the
+    /// store has one, the main pool is open and no other lookup holds it;
+    /// else on the main pool (closed: the lookup fails).
+    async fn fetch_for_verification<'q>(
+        &self,
+        query: sqlx::query::Query<'q, Sqlite, <Sqlite as sqlx::Database>::Arguments>,
+    ) -> Result<Option<SqliteRow>, StoreError> {
+        let free = self.verifier.as_ref().filter(|v| {
+            !self.pool.is_closed()
+                && v.held
+                    .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+        });
+        let Some(verifier) = free else {
+            return Ok(query.fetch_optional(&self.pool).await?);
+        };
+        let _taken = Taken(&verifier.held);
+        let mut conn = verifier.pool.acquire().await?;
+        Ok(query.fetch_optional(&mut *conn).await?)
     }
 }
 
@@ -333,15 +370,14 @@ impl Store for SqliteStore {
         // timestamps but the two judged. (A covering index for this query
         // was measured and made a miss slower on a large store: a bigger
         // index is more pages to find cold; see docs/performance.md.)
-        // On the verification connection: its pages stay warm.
+        // On the verification connection when it is free: its pages stay
+        // warm.
         let sql = format!(
             "SELECT {} FROM scopekey_keys WHERE key_hash = ?",
             super::VERIFY_COLUMNS
         );
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(&hash.as_bytes()[..])
-            .fetch_optional(self.verifying_pool())
-            .await?;
+        let query = sqlx::query(AssertSqlSafe(sql)).bind(&hash.as_bytes()[..]);
+        let row = self.fetch_for_verification(query).await?;
         row.as_ref().map(verify_record).transpose()
     }
 
@@ -528,5 +564,99 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::KeyFormat;
+
+    /// Bound on a lookup that must not wait for the verification connection.
+    const PROMPT: Duration = Duration::from_secs(5);
+
+    /// A migrated store on a fresh file, and the file (removed at the end).
+    async fn file_store() -> (SqliteStore, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!(
+            "scopekey-sqlite-unit-{}.db",
+            uuid::Uuid::now_v7().simple()
+        ));
+        let store = SqliteStore::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("open");
+        store.migrate().await.expect("migrate");
+        (store, path)
+    }
+
+    fn remove(path: &std::path::Path) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            let _ = std::fs::remove_file(name);
+        }
+    }
+
+    fn some_hash() -> KeyHash {
+        let format = KeyFormat::default();
+        format.hash(format.generate().expect("generate").expose_secret())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_miss_runs_on_the_main_pool_while_another_holds_the_verification_connection() {
+        let (store, path) = file_store().await;
+        let verifier = store.verifier.clone().expect("a file store has one");
+
+        // Successive lookups use the verification connection and leave it
+        // free.
+        for _ in 0..3 {
+            assert_eq!(
+                store.find_for_verification(&some_hash()).await.unwrap(),
+                None
+            );
+            assert!(!verifier.held.load(Ordering::Acquire));
+        }
+        assert_eq!(
+            verifier.pool.size(),
+            1,
+            "the verification connection was opened"
+        );
+
+        // Another lookup holds it, and is slow: this one does not wait.
+        verifier.held.store(true, Ordering::Release);
+        let conn = verifier.pool.acquire().await.expect("the connection");
+        let answered = tokio::time::timeout(PROMPT, store.find_for_verification(&some_hash()))
+            .await
+            .expect("answered on the main pool");
+        assert_eq!(answered.unwrap(), None);
+        drop(conn);
+        verifier.held.store(false, Ordering::Release);
+        store.close().await;
+        remove(&path);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_lookup_frees_the_verification_connection() {
+        let (store, path) = file_store().await;
+        let verifier = store.verifier.clone().expect("a file store has one");
+        // The connection is out, so the lookup that takes the verification
+        // connection waits for it until cancelled.
+        let conn = verifier.pool.acquire().await.expect("the connection");
+        let cancelled = tokio::time::timeout(
+            Duration::from_millis(50),
+            store.find_for_verification(&some_hash()),
+        )
+        .await;
+        assert!(
+            cancelled.is_err(),
+            "it could not finish without the connection"
+        );
+        assert!(!verifier.held.load(Ordering::Acquire), "freed when dropped");
+        drop(conn);
+        assert_eq!(
+            store.find_for_verification(&some_hash()).await.unwrap(),
+            None
+        );
+        store.close().await;
+        remove(&path);
     }
 }
