@@ -61,10 +61,10 @@ const KEY_COLUMNS: &str = "id, name, scopes, metadata, hint, key_hash, created_a
 /// page cache and map of its own; and a miss never waits behind a long
 /// listing or a write holding the main pool's connections. While that
 /// connection is busy, another miss runs on the main pool instead of
-/// queueing for it. Each lookup is
-/// its own read transaction: it sees every commit made before it began,
-/// through either pool or by another process. An in-memory database and a
-/// store made [`from_pool`](Self::from_pool) verify on the one pool.
+/// queueing for it. Each lookup is its own read transaction: it sees every
+/// commit made before it began, through either pool or by another process.
+/// An in-memory database and a store made [`from_pool`](Self::from_pool)
+/// verify on the one pool.
 ///
 /// Connections to a file never use SQLite's shared-cache mode, even if the
 /// URL asks for it (`?cache=shared`): shared-cache connections share one
@@ -166,7 +166,9 @@ impl SqliteStore {
     }
 
     /// The pool of the verification connection, if the store has one (not
-    /// for an in-memory database, nor a store made from a pool).
+    /// for an in-memory database, nor a store made from a pool). For
+    /// inspection: a connection taken from it is one verification lookups
+    /// wait for.
     pub fn verification_pool(&self) -> Option<&SqlitePool> {
         self.verifier.as_ref().map(|v| &v.pool)
     }
