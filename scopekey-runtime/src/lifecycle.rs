@@ -275,7 +275,11 @@ impl ScopeKeyBuilder {
     /// Accepts `http://` rotation webhooks and IP-literal hosts in loopback,
     /// private or link-local ranges (default: refused, so a caller with
     /// `api_keys:write` cannot make the server post key material in the
-    /// clear or probe internal addresses). For development and tests.
+    /// clear or probe internal addresses). The notifier then also skips its
+    /// checks at delivery (`https` only, public addresses only, no proxy;
+    /// see the `notify` module) and posts to holders as it does to the
+    /// operator's endpoints. For development and tests, or behind an egress
+    /// proxy that does the filtering.
     pub fn allow_insecure_rotation_webhooks(mut self, allow: bool) -> Self {
         self.config.insecure_rotation_webhooks = allow;
         self
@@ -384,6 +388,13 @@ impl ScopeKey {
     /// The default rotation policy, if any.
     pub fn rotation_period(&self) -> Option<Duration> {
         self.inner.config.rotation_period
+    }
+
+    /// Whether keys' own rotation webhooks may be `http://` or internal
+    /// addresses ([`ScopeKeyBuilder::allow_insecure_rotation_webhooks`]).
+    #[cfg(feature = "webhooks")]
+    pub(crate) fn insecure_rotation_webhooks(&self) -> bool {
+        self.inner.config.insecure_rotation_webhooks
     }
 
     /// The server secrets behind automatic rotation (current first).
@@ -1091,9 +1102,10 @@ fn check_period(period: Duration) -> Result<Duration, Error> {
 /// An absolute `https` URL (or `http`, if `insecure`) without whitespace,
 /// control characters or user information, whose host is neither
 /// `localhost` nor an IP address in a loopback, private, link-local or
-/// unspecified range (unless `insecure`). Host names are not resolved here: a name that resolves to an
-/// internal address is the operator's to prevent (egress rules). The URL is
-/// echoed in errors: it is not a secret.
+/// unspecified range (unless `insecure`). Host names are not resolved here:
+/// the notifier resolves them at every delivery and connects only to public
+/// addresses (see the `notify` module). The URL is echoed in errors: it is
+/// not a secret.
 fn check_webhook_url(url: &str, insecure: bool) -> Result<String, Error> {
     let bad = |why: &str| Error::Invalid(format!("`rotation_webhook_url` {why}"));
     if url.len() > MAX_WEBHOOK_URL_LEN {
@@ -1154,7 +1166,7 @@ fn check_webhook_url(url: &str, insecure: bool) -> Result<String, Error> {
 /// unspecified ("this network", `0.0.0.0/8`), broadcast, shared (CGNAT) and
 /// unique-local, also when embedded in IPv6 (mapped, compatible, NAT64).
 #[cfg(feature = "webhooks")]
-fn internal(ip: std::net::IpAddr) -> bool {
+pub(crate) fn internal(ip: std::net::IpAddr) -> bool {
     match ip {
         std::net::IpAddr::V4(v4) => {
             let [a, b, ..] = v4.octets();

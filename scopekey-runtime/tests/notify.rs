@@ -1368,3 +1368,89 @@ async fn no_secret_no_rotation(db: &TestDb) {
     assert_eq!(holder.count(), 1);
 }
 both_backends!(no_secret_no_rotation_works, no_secret_no_rotation);
+
+/// A holder's webhook is posted to only if it is https on a public address,
+/// checked again at every delivery: URLs that a permissive runtime accepted
+/// are refused by a notifier whose runtime does not allow insecure rotation
+/// webhooks — a host name included, which the notifier resolves itself and
+/// which here resolves only to loopback. The keys are rotated all the same
+/// (the old ones keep their grace); their successors are retried like any
+/// failed delivery, and nothing reaches the receiver.
+async fn holder_webhooks_stay_public(db: &TestDb) {
+    let clock = ManualClock::starting_now();
+    let operator = Receiver::start().await;
+    let holder = Receiver::start().await;
+    let port = holder
+        .url
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .split('/')
+        .next()
+        .unwrap();
+    let permissive = auto_runtime(Arc::clone(&db.store), &clock);
+    let urls = [
+        (
+            format!("https://localhost:{port}/hooks"),
+            "no public address",
+        ),
+        (
+            format!("https://127.0.0.1:{port}/hooks"),
+            "internal address",
+        ),
+        (
+            format!("https://[::ffff:7f00:1]:{port}/hooks"),
+            "internal address",
+        ),
+        (holder.url.clone(), "must be https"),
+    ];
+    for (i, (url, _)) in urls.iter().enumerate() {
+        permissive
+            .create(auto_rotating(&format!("holder {i}"), url), Actor::System)
+            .await
+            .unwrap();
+    }
+    let strict = ScopeKey::builder_arc(scopekey_runtime::open(&db.url).await.unwrap())
+        .clock(clock.clone())
+        .default_grace(Duration::hours(24))
+        .rotation_webhook_secret(ROTATION_SECRET.parse().unwrap())
+        .build();
+    let outbox = Outbox::connect(&db.url).await.unwrap();
+    let notifier = Notifier::new(strict, outbox.clone(), config(&operator)).unwrap();
+
+    clock.advance(Duration::days(29) + Duration::hours(1));
+    let pass = notifier.run_once().await.unwrap();
+    assert_eq!(pass.rotated, urls.len(), "{pass:?}");
+    assert_eq!(pass.deliveries.retried, urls.len(), "{pass:?}");
+    assert_eq!(holder.count(), 0, "nothing reached the holder's receiver");
+
+    let endpoints: HashMap<_, _> = outbox
+        .endpoints()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.id, e.url))
+        .collect();
+    let deliveries = outbox
+        .deliveries(&DeliveryFilter {
+            event_type: Some(event_type::KEY_ROTATED.to_owned()),
+            ..DeliveryFilter::default()
+        })
+        .await
+        .unwrap();
+    for (url, why) in &urls {
+        let delivery = deliveries
+            .iter()
+            .find(|d| &endpoints[&d.endpoint_id] == url)
+            .unwrap_or_else(|| panic!("a successor delivery for {url}"));
+        assert_eq!(delivery.state, DeliveryState::Pending, "retried later");
+        assert_eq!(delivery.attempts, 1);
+        assert_eq!(delivery.last_status, None);
+        let error = delivery.last_error.as_deref().unwrap_or_default();
+        assert!(error.contains(why), "{url}: {error}");
+    }
+}
+both_backends!(
+    holder_webhooks_stay_public_works,
+    holder_webhooks_stay_public
+);

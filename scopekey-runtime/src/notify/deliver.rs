@@ -2,12 +2,14 @@
 //! ring provider, no redirects, a timeout on every request), the Standard
 //! Webhooks headers, the classification of responses, and the backoff.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use time::{Duration, OffsetDateTime};
 
 use super::NotifyError;
 use super::signature::{Secret, signature_header};
+use crate::lifecycle::internal;
 
 /// What a receiver's answer (or silence) means for a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,15 +28,117 @@ pub(crate) enum Outcome {
     Failed { status: Option<u16>, error: String },
 }
 
-/// Builds the HTTP client: HTTP/1.1 only, rustls with the ring provider and
+/// The notifier's two HTTP clients: one for the operator's configured
+/// endpoints, one for keys' own rotation webhooks (the holders').
+#[derive(Debug, Clone)]
+pub(crate) struct Clients {
+    pub(crate) endpoints: reqwest::Client,
+    pub(crate) holders: reqwest::Client,
+}
+
+/// Builds the HTTP clients: HTTP/1.1 only, rustls with the ring provider and
 /// the platform's trust store, redirects never followed, and `timeout` on
 /// every request, connection included. Without any system CA certificate
 /// (a minimal container), plain `http://` endpoints still work: `https`
 /// then fails at set-up if configured, or at delivery otherwise.
-pub(crate) fn client(
+///
+/// Unless `insecure_holders`, the holders' client connects only to public
+/// addresses: it resolves host names itself and drops every address
+/// [`internal`] to the network (a name with no other address fails to
+/// connect), and it goes direct, never through a proxy from the
+/// environment (`HTTPS_PROXY`), which would resolve the name where the
+/// check cannot see it. A holder's URL is set by a caller with
+/// `api_keys:write`, not by the operator; the operator's endpoints may be
+/// anywhere.
+pub(crate) fn clients(
     timeout: std::time::Duration,
     needs_tls: bool,
-) -> Result<reqwest::Client, NotifyError> {
+    insecure_holders: bool,
+) -> Result<Clients, NotifyError> {
+    let tls = tls(needs_tls)?;
+    let builder = || {
+        reqwest::Client::builder()
+            .tls_backend_preconfigured(tls.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .user_agent(concat!("scopekey-webhooks/", env!("CARGO_PKG_VERSION")))
+    };
+    let build = |b: reqwest::ClientBuilder| {
+        b.build()
+            .map_err(|e| NotifyError::Config(format!("HTTP client setup failed: {e}")))
+    };
+    let endpoints = build(builder())?;
+    let holders = if insecure_holders {
+        endpoints.clone()
+    } else {
+        build(builder().no_proxy().dns_resolver(Arc::new(PublicOnly)))?
+    };
+    Ok(Clients { endpoints, holders })
+}
+
+/// Resolves host names with the system's resolver and keeps only the
+/// addresses that are not [`internal`].
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let found = tokio::net::lookup_host((host.as_str(), 0)).await?;
+            let public = public_only(&host, found)?;
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The addresses of `found` that are not internal; an error naming `host`
+/// if there are none.
+fn public_only(
+    host: &str,
+    found: impl IntoIterator<Item = SocketAddr>,
+) -> Result<Vec<SocketAddr>, String> {
+    let public: Vec<SocketAddr> = found
+        .into_iter()
+        .filter(|addr| !internal(addr.ip()))
+        .collect();
+    if public.is_empty() {
+        return Err(format!(
+            "`{host}` has no public address (loopback, private, link-local and unspecified ones are refused for a key's own webhook)"
+        ));
+    }
+    Ok(public)
+}
+
+/// Why a key's own webhook URL may not be posted to, checked at every
+/// delivery (the URL was checked when it was set, possibly by a runtime
+/// with other settings): it must be `https`, and an IP-literal host must
+/// not be [`internal`] (host names are checked as they resolve, by the
+/// holders' client).
+pub(crate) fn refused_holder_url(url: &str) -> Option<String> {
+    let parsed = match reqwest::Url::parse(url) {
+        Ok(parsed) => parsed,
+        Err(e) => return Some(format!("not a valid URL: {e}")),
+    };
+    if parsed.scheme() != "https" {
+        return Some("refused: a key's own webhook must be https".to_owned());
+    }
+    // The URL parser normalises IPv4 hosts (`127.1`, `0x7f000001`) to
+    // dotted decimal and keeps IPv6 ones in brackets.
+    let host = parsed.host_str()?;
+    let ip: IpAddr = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()?;
+    internal(ip).then(|| {
+        format!(
+            "refused: {ip} is an internal address (loopback, private, link-local or unspecified)"
+        )
+    })
+}
+
+fn tls(needs_tls: bool) -> Result<rustls::ClientConfig, NotifyError> {
     use rustls_platform_verifier::BuilderVerifierExt;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
@@ -60,14 +164,7 @@ pub(crate) fn client(
                 .with_no_client_auth()
         }
     };
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .user_agent(concat!("scopekey-webhooks/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| NotifyError::Config(format!("HTTP client setup failed: {e}")))
+    Ok(tls)
 }
 
 /// A certificate verifier for a machine without trust roots: refuses every
@@ -279,6 +376,97 @@ mod tests {
             );
             let late = backoff(30, i, m);
             assert!(late >= Duration::seconds(50) && late <= m, "{late}");
+        }
+    }
+
+    #[test]
+    fn only_public_addresses_are_kept() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let mixed = [
+            addr("127.0.0.1:0"),
+            addr("93.184.215.14:0"),
+            addr("10.1.2.3:0"),
+            addr("[::1]:0"),
+            addr("[2606:2800:21f:cb07:6820:80da:af6b:8b2c]:0"),
+            addr("[::ffff:192.168.0.1]:0"),
+        ];
+        assert_eq!(
+            public_only("example.org", mixed).unwrap(),
+            [
+                addr("93.184.215.14:0"),
+                addr("[2606:2800:21f:cb07:6820:80da:af6b:8b2c]:0")
+            ]
+        );
+        let internal_only = [addr("169.254.169.254:0"), addr("[fd00::1]:0")];
+        let error = public_only("metadata.internal", internal_only).unwrap_err();
+        assert!(
+            error.contains("`metadata.internal` has no public address"),
+            "{error}"
+        );
+        assert!(public_only("nothing.example", []).is_err());
+    }
+
+    #[test]
+    fn holder_urls_checked_at_delivery() {
+        for url in [
+            "https://127.0.0.1/hooks",
+            "https://127.1/hooks",
+            "https://0x7f000001/hooks",
+            "https://10.0.0.8:8443/hooks",
+            "https://169.254.169.254/latest",
+            "https://[::1]/hooks",
+            "https://[::ffff:192.168.1.1]/hooks",
+        ] {
+            let why = refused_holder_url(url).unwrap_or_else(|| panic!("{url} allowed"));
+            assert!(why.contains("internal address"), "{url}: {why}");
+        }
+        let why = refused_holder_url("http://holder.example/hooks").unwrap();
+        assert!(why.contains("must be https"), "{why}");
+        assert!(refused_holder_url("not a url").is_some());
+        // Names are the resolver's to check; public literals pass.
+        assert_eq!(refused_holder_url("https://holder.example/hooks"), None);
+        assert_eq!(refused_holder_url("https://localhost/hooks"), None);
+        assert_eq!(refused_holder_url("https://93.184.215.14/hooks"), None);
+    }
+
+    /// The holders' client never connects to a name that resolves to
+    /// loopback, where the operator's client (and the holders' one, when
+    /// insecure webhooks are allowed) does.
+    #[tokio::test]
+    async fn holders_client_resolves_to_public_addresses_only() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://localhost:{}/",
+            listener.local_addr().unwrap().port()
+        );
+        let timeout = std::time::Duration::from_secs(5);
+        let strict = clients(timeout, false, false).unwrap();
+        let refused = strict.holders.get(&url).send().await.unwrap_err();
+        let chain = error_chain(&refused);
+        assert!(
+            chain.contains("`localhost` has no public address"),
+            "{chain}"
+        );
+        let accepted =
+            tokio::time::timeout(std::time::Duration::from_millis(50), listener.accept());
+        assert!(accepted.await.is_err(), "no connection was made");
+
+        for client in [
+            strict.endpoints,
+            clients(timeout, false, true).unwrap().holders,
+        ] {
+            let sent = tokio::spawn({
+                let url = url.clone();
+                async move { client.get(url).send().await }
+            });
+            let (mut conn, _) = listener.accept().await.unwrap();
+            tokio::io::AsyncWriteExt::write_all(
+                &mut conn,
+                b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n",
+            )
+            .await
+            .unwrap();
+            assert_eq!(sent.await.unwrap().unwrap().status(), 204);
         }
     }
 }

@@ -105,6 +105,23 @@
 //! webhook is never rotated behind its holder's back (its notices tell the
 //! holder to rotate it); a key whose notifiers were down past its expiry is
 //! not rotated (it expired).
+//!
+//! **Where a holder's webhook may point.** Whoever holds `api_keys:write`
+//! sets a key's webhook URL, so the server must not become their way into
+//! its own network. Unless the runtime
+//! [allows insecure rotation webhooks](crate::ScopeKeyBuilder::allow_insecure_rotation_webhooks)
+//! (development and tests), a holder's delivery is attempted only to an
+//! `https` URL, never to an IP-literal host that is loopback, private,
+//! link-local, unspecified, shared (CGNAT) or unique-local, and a host name
+//! is resolved by the notifier itself, which connects only to the public
+//! addresses among the answers: a name that resolves only to internal
+//! addresses (or is re-pointed there after the URL was accepted) fails to
+//! connect, which counts as a failed attempt and is retried like any other.
+//! These requests go direct, not through a proxy from `HTTPS_PROXY`, whose
+//! own resolution the notifier could not check; a deployment whose egress
+//! must go through a proxy allows insecure rotation webhooks and filters at
+//! the proxy. The operator's configured endpoints are trusted: they may be
+//! anywhere and use the environment's proxy.
 
 pub mod config;
 mod deliver;
@@ -203,7 +220,7 @@ struct Inner {
     config: NotifierConfig,
     /// Thresholds in seconds, ascending, deduplicated.
     thresholds: Vec<i64>,
-    client: reqwest::Client,
+    clients: deliver::Clients,
     registered: OnceCell<Vec<Registered>>,
 }
 
@@ -249,14 +266,18 @@ impl Notifier {
             .endpoints
             .iter()
             .any(|e| e.url.to_ascii_lowercase().starts_with("https:"));
-        let client = deliver::client(config.request_timeout, needs_tls)?;
+        let clients = deliver::clients(
+            config.request_timeout,
+            needs_tls,
+            keys.insecure_rotation_webhooks(),
+        )?;
         Ok(Self {
             inner: Arc::new(Inner {
                 keys,
                 outbox,
                 config,
                 thresholds,
-                client,
+                clients,
                 registered: OnceCell::new(),
             }),
         })
@@ -598,7 +619,7 @@ impl Notifier {
         // runtime's rotation secrets, it holds the lineage's own signing
         // secret and the body. Anything else goes to a configured endpoint.
         let opened;
-        let (url, secrets, body) = if seal::is_sealed(&c.payload) {
+        let (url, secrets, body, holder) = if seal::is_sealed(&c.payload) {
             let server = self.inner.keys.rotation_secrets();
             let Some(pair) = seal::open(server, c.id.as_bytes(), &c.payload)
                 .and_then(|bytes| String::from_utf8(bytes).ok())
@@ -617,22 +638,37 @@ impl Notifier {
                 c.url.as_str(),
                 std::slice::from_ref(&opened.0),
                 opened.1.as_str(),
+                true,
             )
         } else {
             let Some(ep) = endpoints.iter().find(|e| e.id == c.endpoint_id) else {
                 return Ok(None);
             };
-            (ep.url.as_str(), ep.secrets.as_slice(), c.payload.as_str())
+            (
+                ep.url.as_str(),
+                ep.secrets.as_slice(),
+                c.payload.as_str(),
+                false,
+            )
         };
-        let outcome = deliver::attempt(
-            &self.inner.client,
-            url,
-            secrets,
-            &c.id.to_string(),
-            sent_at,
-            body,
-        )
-        .await;
+        let clients = &self.inner.clients;
+        let refused = (holder && !self.inner.keys.insecure_rotation_webhooks())
+            .then(|| deliver::refused_holder_url(url))
+            .flatten();
+        let outcome = match refused {
+            Some(error) => Outcome::Failed {
+                status: None,
+                error,
+            },
+            None => {
+                let client = if holder {
+                    &clients.holders
+                } else {
+                    &clients.endpoints
+                };
+                deliver::attempt(client, url, secrets, &c.id.to_string(), sent_at, body).await
+            }
+        };
         let at = self.inner.keys.now();
         let failures = c.attempts.saturating_add(1);
         let exhausted = failures >= config.max_attempts;
