@@ -78,3 +78,89 @@ async fn fails_closed(db: &TestDb) {
 }
 
 both_backends!(store_failure_is_503, fails_closed);
+
+/// What makes every verification read wait: on SQLite, a store on a pool of
+/// one connection (an application's own pool, `from_pool`) whose connection
+/// is then held elsewhere (a long job); on PostgreSQL, an `ACCESS EXCLUSIVE`
+/// lock on the keys table (a migration altering it), taken from a
+/// connection of its own. Dropping what [`Blocker::block`] returns releases
+/// it.
+enum Blocker {
+    Pool(sqlx::SqlitePool),
+    Lock(String),
+}
+
+impl Blocker {
+    async fn new(db: &TestDb) -> (Arc<dyn Store>, Self) {
+        match db.backend() {
+            Backend::Sqlite => {
+                let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(std::time::Duration::from_secs(60))
+                    .connect(&db.url)
+                    .await
+                    .expect("sqlite");
+                (
+                    Arc::new(SqliteStore::from_pool(pool.clone())),
+                    Self::Pool(pool),
+                )
+            }
+            Backend::Postgres => (Arc::clone(&db.store), Self::Lock(db.url.clone())),
+        }
+    }
+
+    async fn block(&self) -> Box<dyn std::any::Any + Send> {
+        use sqlx::Connection;
+        match self {
+            Self::Pool(pool) => Box::new(pool.acquire().await.unwrap()),
+            Self::Lock(url) => {
+                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+                for sql in ["BEGIN", "LOCK TABLE scopekey_keys IN ACCESS EXCLUSIVE MODE"] {
+                    sqlx::query(sql).execute(&mut conn).await.unwrap();
+                }
+                Box::new(conn)
+            }
+        }
+    }
+}
+
+/// A store that does not answer fails closed within the lookup timeout:
+/// 503 while the reads wait (for a pooled connection, up to the pool's
+/// acquire timeout; for the lock, until it is released), and the same key verifies
+/// once the store answers again (nothing was cached from the failure).
+async fn hangs_closed(db: &TestDb) {
+    let (store, blocker) = Blocker::new(db).await;
+    let clock = ManualClock::starting_now();
+    let keys = ScopeKey::builder_arc(store)
+        .clock(clock.clone())
+        .lookup_timeout(std::time::Duration::from_millis(300))
+        .build();
+    let app = TestApp::serve(keys, clock, Setup::default()).await;
+    let (reader, _) = key_and_id(&app.create_key("reader", &["orders:read"]).await);
+
+    let blocked = blocker.block().await;
+    for key in [reader.clone(), unknown_key()] {
+        // Generous slack over the 300 ms: without the timeout, the answer
+        // would take the pool's 60 s, or as long as the lock is held.
+        let res = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            app.get("/api-keys/self").bearer(&key).send(),
+        )
+        .await
+        .expect("an answer within the lookup timeout");
+        res.assert_problem(503, None);
+        assert_eq!(res.header("retry-after"), Some("1"));
+    }
+    drop(blocked);
+
+    let res = app.get("/api-keys/self").bearer(&reader).send().await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    app.get("/api-keys/self")
+        .bearer(&unknown_key())
+        .send()
+        .await
+        .assert_problem(401, Some(INVALID_TOKEN));
+    app.stop().await;
+}
+
+both_backends!(hung_store_is_503, hangs_closed);

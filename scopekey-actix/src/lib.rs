@@ -99,7 +99,11 @@
 //!   match (`invalid_token`, `insufficient_scope`, `invalid_request`,
 //!   `invalid_request_body`, `not_found`, `conflict`, `payload_too_large`,
 //!   `unsupported_media_type`, `unavailable`, `internal`). 500 and 503 say
-//!   nothing about their cause; 503 carries `Retry-After: 1`. Every error
+//!   nothing about their cause; 503 carries `Retry-After: 1`. A key the
+//!   store cannot be asked about is refused with 503, never passed: also
+//!   when the store does not answer within the runtime's
+//!   [lookup timeout](scopekey_runtime::ScopeKeyBuilder::lookup_timeout)
+//!   (2 s by default), so a database outage holds no request longer. Every error
 //!   response carries `Cache-Control: no-store`, as do the management
 //!   routes' answers.
 //! - **Every 403 carries an `insufficient_scope` challenge**, also when the

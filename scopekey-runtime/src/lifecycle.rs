@@ -320,6 +320,16 @@ impl ScopeKeyBuilder {
         self
     }
 
+    /// How long a verification on a cache miss may wait for the store
+    /// (default 2 s): past it, the key is refused as unavailable (503 over
+    /// HTTP), as on any store failure. It bounds what a database outage
+    /// costs each request: sqlx's pools otherwise wait up to their acquire
+    /// timeout (30 s by default) for a connection to a server that is down.
+    pub fn lookup_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.verifier.lookup_timeout = timeout;
+        self
+    }
+
     /// At most this many `auth.failed` audit events a second (default 10).
     pub fn auth_failures_per_second(mut self, limit: u32) -> Self {
         self.config.auth_failures_per_second = limit;

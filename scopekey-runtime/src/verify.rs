@@ -84,6 +84,9 @@ pub struct VerifierConfig {
     /// How many hashes the cache holds at most (default 100,000; 0 caches
     /// nothing).
     pub cache_capacity: u64,
+    /// How long a cache miss may wait for the store before the
+    /// verification fails closed as unavailable (default 2 s).
+    pub lookup_timeout: Duration,
 }
 
 impl Default for VerifierConfig {
@@ -91,6 +94,7 @@ impl Default for VerifierConfig {
         Self {
             cache_ttl: Duration::from_secs(1),
             cache_capacity: 100_000,
+            lookup_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -119,6 +123,7 @@ pub(crate) struct Verifier {
     unwritten: Mutex<HashMap<KeyId, OffsetDateTime, Hasher>>,
     failures_second: AtomicI64,
     failures_in_second: AtomicU32,
+    lookup_timeout: Duration,
 }
 
 impl Verifier {
@@ -129,6 +134,7 @@ impl Verifier {
             unwritten: Mutex::new(HashMap::default()),
             failures_second: AtomicI64::new(0),
             failures_in_second: AtomicU32::new(0),
+            lookup_timeout: config.lookup_timeout,
         }
     }
 
@@ -154,7 +160,23 @@ impl Verifier {
             Some(entry) => entry,
             None => {
                 let ticket = self.cache.ticket(&hash);
-                let read = async { Cached::from_record(store.find_for_verification(&hash).await?) };
+                let read = async {
+                    // A store that does not answer (a database host gone
+                    // silent, a pool waiting to reconnect) fails closed
+                    // in bounded time instead of holding the request.
+                    let found = tokio::time::timeout(
+                        self.lookup_timeout,
+                        store.find_for_verification(&hash),
+                    )
+                    .await
+                    .map_err(|_| {
+                        StoreError::msg(format!(
+                            "the verification lookup took longer than {:?}",
+                            self.lookup_timeout
+                        ))
+                    })??;
+                    Cached::from_record(found)
+                };
                 let entry = Arc::new(read.await.map_err(|e| (e.into(), None))?);
                 self.cache.insert(hash, entry.clone(), now, ticket);
                 entry
