@@ -115,7 +115,10 @@ impl Blocker {
             Self::Pool(pool) => Box::new(pool.acquire().await.unwrap()),
             Self::Lock(url) => {
                 let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-                for sql in ["BEGIN", "LOCK TABLE scopekey_keys IN ACCESS EXCLUSIVE MODE"] {
+                for sql in [
+                    "BEGIN",
+                    "LOCK TABLE scopekey_keys, scopekey_events IN ACCESS EXCLUSIVE MODE",
+                ] {
                     sqlx::query(sql).execute(&mut conn).await.unwrap();
                 }
                 Box::new(conn)
@@ -124,33 +127,42 @@ impl Blocker {
     }
 }
 
-/// A store that does not answer fails closed within the lookup timeout:
+/// A store that does not answer fails closed within the store timeout:
 /// 503 while the reads wait (for a pooled connection, up to the pool's
-/// acquire timeout; for the lock, until it is released), and the same key verifies
+/// acquire timeout; for the lock, until it is released), a refusal that
+/// needs no lookup is not held by its audit write, and the same key verifies
 /// once the store answers again (nothing was cached from the failure).
 async fn hangs_closed(db: &TestDb) {
     let (store, blocker) = Blocker::new(db).await;
     let clock = ManualClock::starting_now();
     let keys = ScopeKey::builder_arc(store)
         .clock(clock.clone())
-        .lookup_timeout(std::time::Duration::from_millis(300))
+        .store_timeout(std::time::Duration::from_millis(300))
         .build();
     let app = TestApp::serve(keys, clock, Setup::default()).await;
     let (reader, _) = key_and_id(&app.create_key("reader", &["orders:read"]).await);
 
     let blocked = blocker.block().await;
+    // Generous slack over the 300 ms: without the timeout, an answer would
+    // take the pool's 60 s, or as long as the lock is held.
+    let within_bound = |key: String| {
+        let req = app.get("/api-keys/self").bearer(&key).send();
+        async move {
+            tokio::time::timeout(std::time::Duration::from_secs(10), req)
+                .await
+                .expect("an answer within the store timeout")
+        }
+    };
     for key in [reader.clone(), unknown_key()] {
-        // Generous slack over the 300 ms: without the timeout, the answer
-        // would take the pool's 60 s, or as long as the lock is held.
-        let res = tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            app.get("/api-keys/self").bearer(&key).send(),
-        )
-        .await
-        .expect("an answer within the lookup timeout");
+        let res = within_bound(key).await;
         res.assert_problem(503, None);
         assert_eq!(res.header("retry-after"), Some("1"));
     }
+    // A malformed key needs no lookup: refused at once, though its sampled
+    // `auth.failed` write cannot get through.
+    within_bound("sk_malformed".to_owned())
+        .await
+        .assert_problem(401, Some(INVALID_TOKEN));
     drop(blocked);
 
     let res = app.get("/api-keys/self").bearer(&reader).send().await;

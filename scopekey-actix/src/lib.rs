@@ -102,8 +102,9 @@
 //!   nothing about their cause; 503 carries `Retry-After: 1`. A key the
 //!   store cannot be asked about is refused with 503, never passed: also
 //!   when the store does not answer within the runtime's
-//!   [lookup timeout](scopekey_runtime::ScopeKeyBuilder::lookup_timeout)
-//!   (2 s by default), so a database outage holds no request longer. Every error
+//!   [store timeout](scopekey_runtime::ScopeKeyBuilder::store_timeout)
+//!   (2 s by default), so a database outage holds no request longer (a
+//!   refusal waits at most as long for its sampled `auth.failed` write). Every error
 //!   response carries `Cache-Control: no-store`, as do the management
 //!   routes' answers.
 //! - **Every 403 carries an `insufficient_scope` challenge**, also when the

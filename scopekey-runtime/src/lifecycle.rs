@@ -320,13 +320,17 @@ impl ScopeKeyBuilder {
         self
     }
 
-    /// How long a verification on a cache miss may wait for the store
-    /// (default 2 s): past it, the key is refused as unavailable (503 over
-    /// HTTP), as on any store failure. It bounds what a database outage
+    /// How long a verification may wait for the store (default 2 s). A
+    /// lookup on a cache miss that takes longer refuses the key as
+    /// unavailable (503 over HTTP), as on any store failure; a refusal's
+    /// sampled `auth.failed` write that takes longer is abandoned (and
+    /// logged), the refusal answered. It bounds what a database outage
     /// costs each request: sqlx's pools otherwise wait up to their acquire
-    /// timeout (30 s by default) for a connection to a server that is down.
-    pub fn lookup_timeout(mut self, timeout: std::time::Duration) -> Self {
-        self.verifier.lookup_timeout = timeout;
+    /// timeout (30 s by default) for a connection to a server that is down,
+    /// and a SQLite write waits up to its busy timeout (5 s) for another
+    /// writer.
+    pub fn store_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.verifier.store_timeout = timeout;
         self
     }
 
@@ -721,8 +725,14 @@ impl ScopeKey {
             None,
             json!({ "reason": err.reason(), "hint": shown }),
         );
-        if let Err(e) = self.inner.store.insert_event(&event).await {
-            tracing::warn!(error = %e, "could not record auth.failed event");
+        let timeout = self.inner.verifier.store_timeout();
+        match tokio::time::timeout(timeout, self.inner.store.insert_event(&event)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not record auth.failed event"),
+            Err(_) => tracing::warn!(
+                ?timeout,
+                "could not record auth.failed event: the store did not answer in time"
+            ),
         }
     }
 

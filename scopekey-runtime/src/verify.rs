@@ -84,9 +84,10 @@ pub struct VerifierConfig {
     /// How many hashes the cache holds at most (default 100,000; 0 caches
     /// nothing).
     pub cache_capacity: u64,
-    /// How long a cache miss may wait for the store before the
-    /// verification fails closed as unavailable (default 2 s).
-    pub lookup_timeout: Duration,
+    /// How long a verification may wait for the store (default 2 s): a
+    /// cache miss's lookup, then fails closed as unavailable; a refusal's
+    /// `auth.failed` write, then is abandoned.
+    pub store_timeout: Duration,
 }
 
 impl Default for VerifierConfig {
@@ -94,7 +95,7 @@ impl Default for VerifierConfig {
         Self {
             cache_ttl: Duration::from_secs(1),
             cache_capacity: 100_000,
-            lookup_timeout: Duration::from_secs(2),
+            store_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -123,7 +124,7 @@ pub(crate) struct Verifier {
     unwritten: Mutex<HashMap<KeyId, OffsetDateTime, Hasher>>,
     failures_second: AtomicI64,
     failures_in_second: AtomicU32,
-    lookup_timeout: Duration,
+    store_timeout: Duration,
 }
 
 impl Verifier {
@@ -134,7 +135,7 @@ impl Verifier {
             unwritten: Mutex::new(HashMap::default()),
             failures_second: AtomicI64::new(0),
             failures_in_second: AtomicU32::new(0),
-            lookup_timeout: config.lookup_timeout,
+            store_timeout: config.store_timeout,
         }
     }
 
@@ -165,14 +166,14 @@ impl Verifier {
                     // silent, a pool waiting to reconnect) fails closed
                     // in bounded time instead of holding the request.
                     let found = tokio::time::timeout(
-                        self.lookup_timeout,
+                        self.store_timeout,
                         store.find_for_verification(&hash),
                     )
                     .await
                     .map_err(|_| {
                         StoreError::msg(format!(
                             "the verification lookup took longer than {:?}",
-                            self.lookup_timeout
+                            self.store_timeout
                         ))
                     })??;
                     Cached::from_record(found)
@@ -224,6 +225,11 @@ impl Verifier {
                 cell.fetch_max(at, Ordering::Relaxed);
             }
         }
+    }
+
+    /// How long a verification may wait for the store.
+    pub(crate) fn store_timeout(&self) -> Duration {
+        self.store_timeout
     }
 
     /// Forgets a hash: the next verification reads the store.
