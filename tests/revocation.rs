@@ -171,19 +171,30 @@ async fn compromise_report(db: &TestDb) {
         .send()
         .await
         .assert_problem(401, Some(INVALID_TOKEN));
+    // The reason is the specification's word alone; the report's source
+    // is in the audit event.
+    let key = app
+        .get(&format!("/api-keys/{live_id}"))
+        .bearer(&app.admin)
+        .send()
+        .await
+        .json();
+    assert_eq!(key["revoked_reason"], "compromised", "{key}");
     let events = app
         .get(&format!("/api-keys/{live_id}/events"))
         .bearer(&app.admin)
         .send()
         .await
         .json();
-    assert!(
-        events["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["type"] == "key.compromised"),
-        "{events}"
+    let compromised = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "key.compromised")
+        .unwrap_or_else(|| panic!("no key.compromised event: {events}"));
+    assert_eq!(
+        compromised["details"],
+        json!({ "reason": "compromised", "source": "github scanner" })
     );
     app.stop().await;
 }

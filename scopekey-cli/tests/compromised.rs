@@ -100,9 +100,13 @@ async fn report_from_stdin(db: &TestDb) {
     // Revoked with the reason, audited, refused by a service.
     let shown = scopekey(url, &["keys", "show", str_of(&live, "id"), "--json"]).json();
     assert_eq!(shown["status"], "revoked");
-    assert_eq!(shown["revoked_reason"], "compromised (secret scanning)");
+    assert_eq!(shown["revoked_reason"], "compromised");
     let events = scopekey(url, &["events", "--key", str_of(&live, "id"), "--json"]).json();
     assert_eq!(events["items"][0]["type"], "key.compromised");
+    assert_eq!(
+        events["items"][0]["details"],
+        json!({ "reason": "compromised", "source": "secret scanning" })
+    );
     let rotating = scopekey(url, &["keys", "show", str_of(&parent, "id"), "--json"]).json();
     assert_eq!(rotating["status"], "revoked", "a key in its grace is live");
     assert!(matches!(

@@ -1,6 +1,7 @@
 //! Compromise response: plaintext keys found in the wild are revoked at once.
 
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use crate::error::Error;
 use crate::key::{KeyId, hint};
@@ -60,10 +61,10 @@ impl ScopeKey {
                 "`source` must be at most 200 characters, without control characters".into(),
             ));
         }
-        let reason = match source {
-            Some(s) => format!("compromised ({s})"),
-            None => "compromised".to_owned(),
-        };
+        // The reason is the specification's word alone; where the report
+        // came from goes to the audit event.
+        let reason = "compromised";
+        let details = json!({ "reason": reason, "source": source });
         let format = self.key_format().clone();
         let mut out = Vec::with_capacity(keys.len());
         for (index, presented) in keys.iter().enumerate() {
@@ -95,11 +96,12 @@ impl ScopeKey {
             let status = if record.revoked_at.is_some() {
                 CompromiseStatus::AlreadyRevoked
             } else {
-                let after = self
-                    .revoke_as(record.id, Some(&reason), actor, event_type::KEY_COMPROMISED)
+                let kind = event_type::KEY_COMPROMISED;
+                let (_, revoked) = self
+                    .revoke_as(record.id, Some(reason), actor, kind, details.clone())
                     .await?;
                 // A concurrent revocation may have won; report what is true.
-                if after.revoked_reason.as_deref() == Some(reason.as_str()) {
+                if revoked {
                     CompromiseStatus::Revoked
                 } else {
                     CompromiseStatus::AlreadyRevoked

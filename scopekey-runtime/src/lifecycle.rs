@@ -896,17 +896,23 @@ impl ScopeKey {
         reason: Option<&str>,
         actor: Actor<'_>,
     ) -> Result<ApiKey, Error> {
-        self.revoke_as(id, reason, actor, event_type::KEY_REVOKED)
+        let details = json!({ "reason": reason });
+        self.revoke_as(id, reason, actor, event_type::KEY_REVOKED, details)
             .await
+            .map(|(key, _)| key)
     }
 
+    /// Revokes a key, audited as `kind` with `details`; also says whether
+    /// this call revoked it (`false`: it was revoked already, perhaps by a
+    /// concurrent call).
     pub(crate) async fn revoke_as(
         &self,
         id: KeyId,
         reason: Option<&str>,
         actor: Actor<'_>,
         kind: &str,
-    ) -> Result<ApiKey, Error> {
+        details: serde_json::Value,
+    ) -> Result<(ApiKey, bool), Error> {
         let now = self.now();
         if let Some(r) = reason
             && (r.chars().count() > 500 || r.chars().any(char::is_control))
@@ -915,22 +921,16 @@ impl ScopeKey {
                 "`reason` must be at most 500 characters, without control characters".into(),
             ));
         }
-        let event = self.event(
-            now,
-            kind,
-            Some(id),
-            actor.key_id(),
-            json!({ "reason": reason }),
-        );
+        let event = self.event(now, kind, Some(id), actor.key_id(), details);
         match self.inner.store.revoke(id, now, reason, &event).await? {
             RevokeOutcome::Revoked(record) => {
                 self.inner.verifier.invalidate(&record.key_hash);
                 tracing::info!(key_id = %id, "api key revoked");
-                Ok(record.to_api_key(now))
+                Ok((record.to_api_key(now), true))
             }
             RevokeOutcome::AlreadyRevoked(record) => {
                 self.inner.verifier.invalidate(&record.key_hash);
-                Ok(record.to_api_key(now))
+                Ok((record.to_api_key(now), false))
             }
             RevokeOutcome::NotFound => Err(Error::NotFound(id.to_string())),
         }
