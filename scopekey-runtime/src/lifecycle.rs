@@ -278,8 +278,8 @@ impl ScopeKeyBuilder {
     /// clear or probe internal addresses). The notifier then also skips its
     /// checks at delivery (`https` only, public addresses only, no proxy;
     /// see the `notify` module) and posts to holders as it does to the
-    /// operator's endpoints. For development and tests, or behind an egress
-    /// proxy that does the filtering.
+    /// operator's endpoints, through the environment's proxy if there is
+    /// one. For development and tests.
     pub fn allow_insecure_rotation_webhooks(mut self, allow: bool) -> Self {
         self.config.insecure_rotation_webhooks = allow;
         self
@@ -322,9 +322,9 @@ impl ScopeKeyBuilder {
 
     /// How long a verification may wait for the store (default 2 s). A
     /// lookup on a cache miss that takes longer refuses the key as
-    /// unavailable (503 over HTTP), as on any store failure; a refusal's
-    /// sampled `auth.failed` write that takes longer is abandoned (and
-    /// logged), the refusal answered. It bounds what a database outage
+    /// unavailable (503 over HTTP), as on any store failure; a refusal
+    /// stops waiting for its sampled `auth.failed` write after as long (and
+    /// logs it; the write may still land). It bounds what a database outage
     /// costs each request: sqlx's pools otherwise wait up to their acquire
     /// timeout (30 s by default) for a connection to a server that is down,
     /// and a SQLite write waits up to its busy timeout (5 s) for another
@@ -731,7 +731,7 @@ impl ScopeKey {
             Ok(Err(e)) => tracing::warn!(error = %e, "could not record auth.failed event"),
             Err(_) => tracing::warn!(
                 ?timeout,
-                "could not record auth.failed event: the store did not answer in time"
+                "stopped waiting for the auth.failed event's write (it may still be recorded)"
             ),
         }
     }
@@ -1160,59 +1160,97 @@ fn check_webhook_url(url: &str, insecure: bool) -> Result<String, Error> {
     {
         let parsed =
             reqwest::Url::parse(url).map_err(|e| bad(&format!("is not a valid URL: {e}")))?;
-        // The URL parser normalises IPv4 hosts to dotted decimal and keeps
-        // IPv6 ones in brackets.
         let Some(host) = parsed.host_str() else {
             return Err(bad("must name a host"));
         };
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let blocked = match bare.parse::<std::net::IpAddr>() {
-            Ok(ip) => internal(ip),
-            Err(_) => {
-                let name = bare.trim_end_matches('.').to_ascii_lowercase();
+        let blocked = match host_ip(&parsed) {
+            Some(ip) => internal(ip),
+            None => {
+                let name = host.trim_end_matches('.').to_ascii_lowercase();
                 name == "localhost" || name.ends_with(".localhost")
             }
         };
         if blocked && !insecure {
             return Err(bad(
-                "must not point at localhost or a loopback, private, link-local or unspecified address",
+                "must not point at localhost or an internal or reserved address (loopback, private, link-local, ...)",
             ));
         }
     }
     Ok(url.to_owned())
 }
 
-/// Addresses a webhook must not target: loopback, private, link-local,
-/// unspecified ("this network", `0.0.0.0/8`), broadcast, shared (CGNAT) and
-/// unique-local, also when embedded in IPv6 (mapped, compatible, NAT64).
+/// Addresses a key's own webhook must not target: anything but the public
+/// unicast internet. IPv4: "this network" (`0.0.0.0/8`), private, shared
+/// (CGNAT), loopback, link-local, IETF protocol assignments
+/// (`192.0.0.0/24`), documentation, the 6to4 relay, benchmarking
+/// (`198.18.0.0/15`), multicast, reserved and broadcast (`240.0.0.0/4`).
+/// IPv6: unspecified, loopback, discard-only, Teredo, documentation,
+/// local-use NAT64, unique-local, link-local, site-local and multicast; and
+/// an IPv4 address embedded in IPv6 (mapped, compatible, translated, NAT64
+/// `64:ff9b::/96`, 6to4 `2002::/16`) is judged as that IPv4 address. (A
+/// network's own NAT64 prefix cannot be recognised here.)
 #[cfg(feature = "webhooks")]
 pub(crate) fn internal(ip: std::net::IpAddr) -> bool {
+    use std::net::{IpAddr, Ipv4Addr};
+    let v4 = |hi: u16, lo: u16| {
+        let [a, b] = hi.to_be_bytes();
+        let [c, d] = lo.to_be_bytes();
+        Ipv4Addr::new(a, b, c, d)
+    };
     match ip {
-        std::net::IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_broadcast()
+        IpAddr::V4(ip) => {
+            let [a, b, c, _] = ip.octets();
+            ip.is_private()
+                || ip.is_loopback()
+                || ip.is_link_local()
+                || ip.is_multicast()
                 || a == 0
+                || a >= 240
                 || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && (c == 0 || c == 2))
+                || (a == 192 && b == 88 && c == 99)
+                || (a == 198 && (b == 18 || b == 19))
+                || (a == 198 && b == 51 && c == 100)
+                || (a == 203 && b == 0 && c == 113)
         }
-        std::net::IpAddr::V6(v6) => {
-            let s = v6.segments();
-            let nat64 = s[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
-            let embedded = || {
-                let [.., c, d] = s;
-                std::net::Ipv4Addr::new((c >> 8) as u8, c as u8, (d >> 8) as u8, d as u8)
+        IpAddr::V6(ip) => {
+            let s = ip.segments();
+            let embedded = match s {
+                // Mapped (::ffff:a.b.c.d) and compatible (::a.b.c.d).
+                _ if ip.to_ipv4().is_some() => ip.to_ipv4(),
+                // Translated (::ffff:0:a.b.c.d) and NAT64 (64:ff9b::a.b.c.d).
+                [0, 0, 0, 0, 0xffff, 0, c, d] | [0x64, 0xff9b, 0, 0, 0, 0, c, d] => Some(v4(c, d)),
+                // 6to4: 2002:aabb:ccdd::/48.
+                [0x2002, hi, lo, ..] => Some(v4(hi, lo)),
+                _ => None,
             };
-            v6.is_loopback()
-                || v6.is_unspecified()
+            if let Some(embedded) = embedded {
+                return internal(embedded.into());
+            }
+            ip.is_unspecified()
+                || ip.is_loopback()
+                || ip.is_multicast()
+                || s[..4] == [0x100, 0, 0, 0]
+                || s[..2] == [0x2001, 0]
+                || s[..2] == [0x2001, 0xdb8]
+                || s[..3] == [0x64, 0xff9b, 1]
                 || (s[0] & 0xfe00) == 0xfc00
                 || (s[0] & 0xffc0) == 0xfe80
-                // Mapped (::ffff:a.b.c.d) and compatible (::a.b.c.d).
-                || v6.to_ipv4().is_some_and(|v4| internal(v4.into()))
-                || (nat64 && internal(embedded().into()))
+                || (s[0] & 0xffc0) == 0xfec0
         }
     }
+}
+
+/// The host of `url` if it is an IP address (the URL parser normalises
+/// IPv4 hosts such as `127.1` and `0x7f000001` to dotted decimal, and keeps
+/// IPv6 ones in brackets); `None` for a name.
+#[cfg(feature = "webhooks")]
+pub(crate) fn host_ip(url: &reqwest::Url) -> Option<std::net::IpAddr> {
+    let host = url.host_str()?;
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
 }
 
 fn in_catalogue(catalogue: &Grants, grant: &Grant) -> bool {

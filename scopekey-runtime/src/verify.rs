@@ -76,17 +76,19 @@ impl Cached {
     }
 }
 
-/// Cache sizing and lifetimes.
+/// The verifier's settings: cache sizing and lifetime, and how long it
+/// waits for the store. Set them through [`ScopeKeyBuilder`](crate::ScopeKeyBuilder).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct VerifierConfig {
     /// How long an entry read from the store may be served (default 1 s).
     pub cache_ttl: Duration,
     /// How many hashes the cache holds at most (default 100,000; 0 caches
     /// nothing).
     pub cache_capacity: u64,
-    /// How long a verification may wait for the store (default 2 s): a
-    /// cache miss's lookup, then fails closed as unavailable; a refusal's
-    /// `auth.failed` write, then is abandoned.
+    /// How long a verification may wait for the store (default 2 s): for a
+    /// cache miss's lookup, after which it fails closed as unavailable; for
+    /// a refusal's `auth.failed` write, after which it stops waiting.
     pub store_timeout: Duration,
 }
 

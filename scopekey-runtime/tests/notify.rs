@@ -1396,11 +1396,11 @@ async fn holder_webhooks_stay_public(db: &TestDb) {
         ),
         (
             format!("https://127.0.0.1:{port}/hooks"),
-            "internal address",
+            "internal or reserved address",
         ),
         (
             format!("https://[::ffff:7f00:1]:{port}/hooks"),
-            "internal address",
+            "internal or reserved address",
         ),
         (holder.url.clone(), "must be https"),
     ];

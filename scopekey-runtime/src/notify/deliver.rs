@@ -2,14 +2,14 @@
 //! ring provider, no redirects, a timeout on every request), the Standard
 //! Webhooks headers, the classification of responses, and the backoff.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use time::{Duration, OffsetDateTime};
 
 use super::NotifyError;
 use super::signature::{Secret, signature_header};
-use crate::lifecycle::internal;
+use crate::lifecycle::{host_ip, internal};
 
 /// What a receiver's answer (or silence) means for a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,12 +28,14 @@ pub(crate) enum Outcome {
     Failed { status: Option<u16>, error: String },
 }
 
-/// The notifier's two HTTP clients: one for the operator's configured
-/// endpoints, one for keys' own rotation webhooks (the holders').
+/// The notifier's HTTP clients: one for the operator's configured
+/// endpoints, and one for keys' own rotation webhooks (the holders'),
+/// unless those are allowed to be insecure and share the first.
 #[derive(Debug, Clone)]
 pub(crate) struct Clients {
     pub(crate) endpoints: reqwest::Client,
-    pub(crate) holders: reqwest::Client,
+    /// `None` when insecure rotation webhooks are allowed: no checks.
+    pub(crate) holders: Option<reqwest::Client>,
 }
 
 /// Builds the HTTP clients: HTTP/1.1 only, rustls with the ring provider and
@@ -42,10 +44,10 @@ pub(crate) struct Clients {
 /// (a minimal container), plain `http://` endpoints still work: `https`
 /// then fails at set-up if configured, or at delivery otherwise.
 ///
-/// Unless `insecure_holders`, the holders' client connects only to public
-/// addresses: it resolves host names itself and drops every address
-/// [`internal`] to the network (a name with no other address fails to
-/// connect), and it goes direct, never through a proxy from the
+/// Unless `insecure_holders`, there is a holders' client, which connects
+/// only to public addresses: it resolves host names itself and drops every
+/// address [`internal`] to the network (a name with no other address fails
+/// to connect), and it goes direct, never through a proxy from the
 /// environment (`HTTPS_PROXY`), which would resolve the name where the
 /// check cannot see it. A holder's URL is set by a caller with
 /// `api_keys:write`, not by the operator; the operator's endpoints may be
@@ -68,13 +70,16 @@ pub(crate) fn clients(
         b.build()
             .map_err(|e| NotifyError::Config(format!("HTTP client setup failed: {e}")))
     };
-    let endpoints = build(builder())?;
-    let holders = if insecure_holders {
-        endpoints.clone()
-    } else {
-        build(builder().no_proxy().dns_resolver(Arc::new(PublicOnly)))?
+    let holders = match insecure_holders {
+        true => None,
+        false => Some(build(
+            builder().no_proxy().dns_resolver(Arc::new(PublicOnly)),
+        )?),
     };
-    Ok(Clients { endpoints, holders })
+    Ok(Clients {
+        endpoints: build(builder())?,
+        holders,
+    })
 }
 
 /// Resolves host names with the system's resolver and keeps only the
@@ -104,7 +109,7 @@ fn public_only(
         .collect();
     if public.is_empty() {
         return Err(format!(
-            "`{host}` has no public address (loopback, private, link-local and unspecified ones are refused for a key's own webhook)"
+            "`{host}` has no public address (internal and reserved ones, such as loopback, private and link-local, are refused for a key's own webhook)"
         ));
     }
     Ok(public)
@@ -123,17 +128,10 @@ pub(crate) fn refused_holder_url(url: &str) -> Option<String> {
     if parsed.scheme() != "https" {
         return Some("refused: a key's own webhook must be https".to_owned());
     }
-    // The URL parser normalises IPv4 hosts (`127.1`, `0x7f000001`) to
-    // dotted decimal and keeps IPv6 ones in brackets.
-    let host = parsed.host_str()?;
-    let ip: IpAddr = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse()
-        .ok()?;
+    let ip = host_ip(&parsed)?;
     internal(ip).then(|| {
         format!(
-            "refused: {ip} is an internal address (loopback, private, link-local or unspecified)"
+            "refused: {ip} is an internal or reserved address (loopback, private, link-local, ...)"
         )
     })
 }
@@ -407,6 +405,73 @@ mod tests {
     }
 
     #[test]
+    fn internal_and_reserved_addresses() {
+        let internal_ones = [
+            "0.0.0.0",
+            "0.1.2.3",
+            "10.0.0.1",
+            "100.64.0.1",
+            "100.127.255.254",
+            "127.0.0.1",
+            "169.254.169.254",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.0.0.192",
+            "192.0.2.1",
+            "192.88.99.1",
+            "192.168.1.1",
+            "198.18.0.1",
+            "198.19.255.255",
+            "198.51.100.7",
+            "203.0.113.9",
+            "224.0.0.1",
+            "239.255.255.250",
+            "240.0.0.1",
+            "255.255.255.255",
+            "::",
+            "::1",
+            "::127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::ffff:0:169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::1",
+            "100::1",
+            "2001::1",
+            "2001:db8::1",
+            "2002:a00:1::1",
+            "2002:7f00:1::",
+            "fc00::1",
+            "fd12:3456::1",
+            "fe80::1",
+            "fec0::1",
+            "ff02::1",
+        ];
+        for ip in internal_ones {
+            assert!(internal(ip.parse().unwrap()), "{ip} should be internal");
+        }
+        let public = [
+            "1.1.1.1",
+            "8.8.8.8",
+            "93.184.215.14",
+            "100.63.255.255",
+            "100.128.0.1",
+            "172.32.0.1",
+            "192.0.1.1",
+            "198.17.255.255",
+            "198.20.0.1",
+            "223.255.255.255",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+            "2001:4860:4860::8888",
+        ];
+        for ip in public {
+            assert!(!internal(ip.parse().unwrap()), "{ip} should be public");
+        }
+    }
+
+    #[test]
     fn holder_urls_checked_at_delivery() {
         for url in [
             "https://127.0.0.1/hooks",
@@ -418,7 +483,7 @@ mod tests {
             "https://[::ffff:192.168.1.1]/hooks",
         ] {
             let why = refused_holder_url(url).unwrap_or_else(|| panic!("{url} allowed"));
-            assert!(why.contains("internal address"), "{url}: {why}");
+            assert!(why.contains("internal or reserved address"), "{url}: {why}");
         }
         let why = refused_holder_url("http://holder.example/hooks").unwrap();
         assert!(why.contains("must be https"), "{why}");
@@ -430,7 +495,7 @@ mod tests {
     }
 
     /// The holders' client never connects to a name that resolves to
-    /// loopback, where the operator's client (and the holders' one, when
+    /// loopback, where the operator's client (which holders share when
     /// insecure webhooks are allowed) does.
     #[tokio::test]
     async fn holders_client_resolves_to_public_addresses_only() {
@@ -441,7 +506,8 @@ mod tests {
         );
         let timeout = std::time::Duration::from_secs(5);
         let strict = clients(timeout, false, false).unwrap();
-        let refused = strict.holders.get(&url).send().await.unwrap_err();
+        let holders = strict.holders.expect("a holders' client");
+        let refused = holders.get(&url).send().await.unwrap_err();
         let chain = error_chain(&refused);
         assert!(
             chain.contains("`localhost` has no public address"),
@@ -451,10 +517,9 @@ mod tests {
             tokio::time::timeout(std::time::Duration::from_millis(50), listener.accept());
         assert!(accepted.await.is_err(), "no connection was made");
 
-        for client in [
-            strict.endpoints,
-            clients(timeout, false, true).unwrap().holders,
-        ] {
+        let insecure = clients(timeout, false, true).unwrap();
+        assert!(insecure.holders.is_none(), "no checks when insecure");
+        for client in [strict.endpoints, insecure.endpoints] {
             let sent = tokio::spawn({
                 let url = url.clone();
                 async move { client.get(url).send().await }

@@ -111,17 +111,19 @@
 //! its own network. Unless the runtime
 //! [allows insecure rotation webhooks](crate::ScopeKeyBuilder::allow_insecure_rotation_webhooks)
 //! (development and tests), a holder's delivery is attempted only to an
-//! `https` URL, never to an IP-literal host that is loopback, private,
-//! link-local, unspecified, shared (CGNAT) or unique-local, and a host name
-//! is resolved by the notifier itself, which connects only to the public
+//! `https` URL, never to an IP-literal host that is internal or reserved
+//! (loopback, private, shared, link-local, unique-local, documentation,
+//! multicast, ...; also as IPv4 embedded in IPv6), and a host name is
+//! resolved by the notifier itself, which connects only to the public
 //! addresses among the answers: a name that resolves only to internal
 //! addresses (or is re-pointed there after the URL was accepted) fails to
 //! connect, which counts as a failed attempt and is retried like any other.
-//! These requests go direct, not through a proxy from `HTTPS_PROXY`, whose
-//! own resolution the notifier could not check; a deployment whose egress
-//! must go through a proxy allows insecure rotation webhooks and filters at
-//! the proxy. The operator's configured endpoints are trusted: they may be
-//! anywhere and use the environment's proxy.
+//! These requests go direct, never through a proxy from `HTTPS_PROXY`,
+//! whose own resolution the notifier could not check; a deployment whose
+//! egress must go through a proxy can only allow insecure rotation
+//! webhooks, which turns every one of these checks off (plain `http` too).
+//! The operator's configured endpoints are trusted: they may be anywhere
+//! and use the environment's proxy.
 
 pub mod config;
 mod deliver;
@@ -652,22 +654,16 @@ impl Notifier {
             )
         };
         let clients = &self.inner.clients;
-        let refused = (holder && !self.inner.keys.insecure_rotation_webhooks())
-            .then(|| deliver::refused_holder_url(url))
-            .flatten();
+        let (client, refused) = match (holder, &clients.holders) {
+            (true, Some(strict)) => (strict, deliver::refused_holder_url(url)),
+            _ => (&clients.endpoints, None),
+        };
         let outcome = match refused {
             Some(error) => Outcome::Failed {
                 status: None,
                 error,
             },
-            None => {
-                let client = if holder {
-                    &clients.holders
-                } else {
-                    &clients.endpoints
-                };
-                deliver::attempt(client, url, secrets, &c.id.to_string(), sent_at, body).await
-            }
+            None => deliver::attempt(client, url, secrets, &c.id.to_string(), sent_at, body).await,
         };
         let at = self.inner.keys.now();
         let failures = c.attempts.saturating_add(1);
