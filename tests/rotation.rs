@@ -202,7 +202,9 @@ async fn escalation(db: &TestDb) {
         .bearer(&writer)
         .send()
         .await;
-    assert_eq!(res.status, 403, "{}", res.text());
+    // The challenge names what the successor would hold and the caller
+    // does not: the admin key's `*`.
+    res.assert_problem(403, Some(&insufficient("*")));
     // The admin key is untouched.
     assert_eq!(
         app.get("/api-keys/self")

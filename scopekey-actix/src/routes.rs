@@ -42,8 +42,12 @@
 //!
 //! Each handler checks the caller's scope *before* reading its body, so a
 //! caller without the scope learns nothing about what the body would have
-//! been judged to be. The rules beyond the route's scope (no escalation, who
-//! may rotate what) are the runtime's.
+//! been judged to be. (The rotate route's scope is any valid key: who may
+//! rotate what is the runtime's to judge, after the body is read.) The
+//! rules beyond the route's scope (no escalation, who may rotate what) are
+//! the runtime's; a 403 for escalation names, in its challenge, the scopes
+//! asked for (or, for a rotation without `scopes`, the parent's) that the
+//! caller's key does not hold.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CACHE_CONTROL, HeaderValue};
@@ -292,15 +296,25 @@ async fn rotate(
         grace: body.grace_seconds.map(Duration::seconds),
         scopes: body.scopes.clone(),
     };
-    let asked = if caller.id != id && !caller.grants().covers_str(SCOPE_WRITE) {
-        vec![SCOPE_WRITE.to_owned()]
-    } else {
-        body.scopes.unwrap_or_default()
+    let keys = keys(&req)?;
+    let rotated = keys.rotate(id, options, Actor::Key(&caller)).await;
+    let key = match rotated {
+        Ok(key) => key,
+        Err(e) => {
+            let asked = if caller.id != id && !caller.grants().covers_str(SCOPE_WRITE) {
+                vec![SCOPE_WRITE.to_owned()]
+            } else if let Some(scopes) = body.scopes {
+                scopes
+            } else if matches!(e, Error::Forbidden(_)) {
+                // The successor would have the parent's scopes: the
+                // challenge names those the caller lacks.
+                keys.get(id).await.map(|k| k.scopes).unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            return Err(refused(&caller, e, &asked));
+        }
     };
-    let key = keys(&req)?
-        .rotate(id, options, Actor::Key(&caller))
-        .await
-        .map_err(|e| refused(&caller, e, &asked))?;
     Ok(created(&key))
 }
 
