@@ -156,6 +156,7 @@ pub fn request_to(addr: SocketAddr, method: &str, path: &str) -> Request {
         path: path.to_owned(),
         headers: Vec::new(),
         body: None,
+        chunked: false,
     }
 }
 
@@ -166,6 +167,7 @@ pub struct Request {
     path: String,
     headers: Vec<(String, Vec<u8>)>,
     body: Option<Vec<u8>>,
+    chunked: bool,
 }
 
 impl Request {
@@ -189,6 +191,13 @@ impl Request {
         self
     }
 
+    /// Sends the body with `Transfer-Encoding: chunked` (8 KiB chunks) and
+    /// no `Content-Length`: the server must count the bytes as they come.
+    pub fn chunked(mut self) -> Self {
+        self.chunked = true;
+        self
+    }
+
     pub async fn send(self) -> Response {
         let mut stream = tokio::net::TcpStream::connect(self.addr)
             .await
@@ -205,11 +214,21 @@ impl Request {
             head.extend_from_slice(b"\r\n");
         }
         let body = self.body.unwrap_or_default();
-        if !body.is_empty() || self.method == "POST" {
-            head.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+        if self.chunked {
+            head.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+            for chunk in body.chunks(8 * 1024) {
+                head.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                head.extend_from_slice(chunk);
+                head.extend_from_slice(b"\r\n");
+            }
+            head.extend_from_slice(b"0\r\n\r\n");
+        } else {
+            if !body.is_empty() || self.method == "POST" {
+                head.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+            }
+            head.extend_from_slice(b"\r\n");
+            head.extend_from_slice(&body);
         }
-        head.extend_from_slice(b"\r\n");
-        head.extend_from_slice(&body);
         // The server may answer (413) and close before reading everything;
         // what matters is the answer, so a failed write is not fatal.
         let _ = stream.write_all(&head).await;
