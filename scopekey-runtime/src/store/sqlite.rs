@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -87,12 +88,22 @@ struct Verifier {
 }
 
 /// Marks the verification connection as taken until dropped (also when the
-/// lookup is cancelled).
-struct Taken<'a>(&'a AtomicBool);
+/// lookup is cancelled), holding the connection while a statement runs on
+/// it. Dropped with the connection still in hand — the lookup was cancelled
+/// mid-statement, by a timeout — it takes the connection out of the pool
+/// instead of handing it back: the statement may still be running on it,
+/// and the next lookup would queue behind it; the pool opens a fresh one.
+struct Taken<'a> {
+    held: &'a AtomicBool,
+    conn: Option<PoolConnection<Sqlite>>,
+}
 
 impl Drop for Taken<'_> {
     fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
+        if let Some(conn) = self.conn.take() {
+            drop(conn.detach());
+        }
+        self.held.store(false, Ordering::Release);
     }
 }
 
@@ -197,9 +208,15 @@ impl SqliteStore {
         let Some(verifier) = free else {
             return Ok(query.fetch_optional(&self.pool).await?);
         };
-        let _taken = Taken(&verifier.held);
-        let mut conn = verifier.pool.acquire().await?;
-        Ok(query.fetch_optional(&mut *conn).await?)
+        let mut taken = Taken {
+            held: &verifier.held,
+            conn: None,
+        };
+        let conn = taken.conn.insert(verifier.pool.acquire().await?);
+        let row = query.fetch_optional(&mut **conn).await;
+        // Finished, well or not: the connection goes back to the pool.
+        taken.conn = None;
+        Ok(row?)
     }
 }
 
@@ -658,6 +675,52 @@ mod tests {
             store.find_for_verification(&some_hash()).await.unwrap(),
             None
         );
+        store.close().await;
+        remove(&path);
+    }
+
+    /// A lookup cancelled while its statement runs (a timeout) leaves that
+    /// statement behind on a connection taken out of the pool: the next
+    /// lookup gets a fresh verification connection instead of queueing
+    /// behind it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lookup_cancelled_mid_statement_leaves_the_statement_behind() {
+        let (store, path) = file_store().await;
+        let verifier = store.verifier.clone().expect("a file store has one");
+        // Another connection holds the write lock, so a write on the
+        // verification connection waits for it (up to the 5 s busy
+        // timeout): a statement that is still running when cancelled.
+        let mut writer = store.pool.acquire().await.expect("a main connection");
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *writer)
+            .await
+            .expect("the write lock");
+        let stalled = sqlx::query("UPDATE scopekey_keys SET name = name");
+        let cancelled = tokio::time::timeout(
+            Duration::from_millis(200),
+            store.fetch_for_verification(stalled),
+        )
+        .await;
+        assert!(cancelled.is_err(), "the write waited for the lock");
+        assert!(!verifier.held.load(Ordering::Acquire), "freed when dropped");
+        assert_eq!(verifier.pool.size(), 0, "taken out of the pool");
+
+        // Well within the busy timeout that the stalled statement still
+        // waits out.
+        let next = tokio::time::timeout(
+            Duration::from_secs(2),
+            store.find_for_verification(&some_hash()),
+        )
+        .await
+        .expect("answered on a fresh connection");
+        assert_eq!(next.unwrap(), None);
+        assert_eq!(verifier.pool.size(), 1, "a fresh verification connection");
+
+        sqlx::query("ROLLBACK")
+            .execute(&mut *writer)
+            .await
+            .expect("release");
+        drop(writer);
         store.close().await;
         remove(&path);
     }
