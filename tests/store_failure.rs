@@ -176,3 +176,37 @@ async fn hangs_closed(db: &TestDb) {
 }
 
 both_backends!(hung_store_is_503, hangs_closed);
+
+/// A PostgreSQL server that is down (nothing listens on its port): sqlx's
+/// pool keeps trying to connect until its acquire timeout (30 s by
+/// default), and verification answers "unavailable" after the store
+/// timeout instead. A malformed key is refused without the store.
+#[tokio::test]
+async fn postgres_down_is_unavailable_within_the_store_timeout() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .connect_lazy(&format!("postgres://postgres@127.0.0.1:{port}/down"))
+        .unwrap();
+    let keys = ScopeKey::builder_arc(Arc::new(PgStore::from_pool(pool)))
+        .store_timeout(std::time::Duration::from_millis(300))
+        .build();
+    let bound = std::time::Duration::from_secs(10);
+    let verdict = tokio::time::timeout(bound, keys.verify(&unknown_key()))
+        .await
+        .expect("an answer within the store timeout");
+    assert!(
+        matches!(verdict, Err(scopekey::VerifyError::Unavailable(_))),
+        "{verdict:?}"
+    );
+    let verdict = tokio::time::timeout(bound, keys.verify("sk_malformed"))
+        .await
+        .expect("an answer without the store");
+    assert!(
+        matches!(verdict, Err(scopekey::VerifyError::Malformed(_))),
+        "{verdict:?}"
+    );
+}
