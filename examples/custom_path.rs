@@ -17,10 +17,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::env::var("DATABASE_URL").unwrap_or_else(|_| "sqlite::memory:".to_owned());
     let keys = ScopeKey::builder_arc(scopekey::open(&database_url).await?).build();
     keys.migrate().await?;
-    if keys.is_empty().await? {
-        let admin = keys
-            .create(NewKey::new("admin", ["api_keys:*"]), Actor::System)
-            .await?;
+    let first = keys
+        .create_first(NewKey::new("admin", ["api_keys:*"]), Actor::System)
+        .await?;
+    if let Some(admin) = first {
         println!("admin key: {}", admin.plaintext.expose_secret());
     }
 

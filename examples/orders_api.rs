@@ -139,10 +139,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let keys = builder.build();
     keys.migrate().await?;
-    if keys.is_empty().await? {
-        let admin = keys
-            .create(NewKey::new("admin", ["*"]), Actor::System)
-            .await?;
+    // Only into an empty store, atomically: instances starting together on
+    // one fresh database create one admin key between them.
+    let first = keys
+        .create_first(NewKey::new("admin", ["*"]), Actor::System)
+        .await?;
+    if let Some(admin) = first {
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "admin key: {}", admin.plaintext.expose_secret())?;
         stdout.flush()?;

@@ -502,6 +502,32 @@ impl ScopeKey {
 
     /// Creates a key; its plaintext is in the result and nowhere else.
     pub async fn create(&self, new: NewKey, actor: Actor<'_>) -> Result<CreatedKey, Error> {
+        // An unconditional insert creates or fails: never `None`.
+        self.create_in(new, actor, false)
+            .await?
+            .ok_or_else(|| Error::Internal("a key insert reported no key".into()))
+    }
+
+    /// [`create`](Self::create), only if the store holds no key at all —
+    /// checked and inserted atomically, so several instances bootstrapping
+    /// one fresh store (a first admin key, say) create one key between
+    /// them. `None` if the store already held a key. (A third-party
+    /// [`Store`] that does not override
+    /// [`Store::insert_first_key`] checks and inserts in two steps.)
+    pub async fn create_first(
+        &self,
+        new: NewKey,
+        actor: Actor<'_>,
+    ) -> Result<Option<CreatedKey>, Error> {
+        self.create_in(new, actor, true).await
+    }
+
+    async fn create_in(
+        &self,
+        new: NewKey,
+        actor: Actor<'_>,
+        first_only: bool,
+    ) -> Result<Option<CreatedKey>, Error> {
         let now = self.now();
         let name = check_name(&new.name)?;
         let (scopes, grants) = self.grants(&new.scopes)?;
@@ -585,14 +611,21 @@ impl ScopeKey {
                 "automatic_rotation": record.rotation_webhook_url.is_some(),
             }),
         );
-        self.inner.store.insert_key(&record, &event).await?;
+        let store = &self.inner.store;
+        if first_only {
+            if !store.insert_first_key(&record, &event).await? {
+                return Ok(None);
+            }
+        } else {
+            store.insert_key(&record, &event).await?;
+        }
         self.inner.verifier.invalidate(&record.key_hash);
         tracing::info!(key_id = %record.id, hint = %record.hint, "api key created");
-        Ok(CreatedKey {
+        Ok(Some(CreatedKey {
             key: record.to_api_key(now),
             plaintext,
             rotation_webhook_secret,
-        })
+        }))
     }
 
     /// A fresh webhook signing secret for a key lineage, from the CSPRNG:

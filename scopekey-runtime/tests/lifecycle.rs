@@ -1141,3 +1141,52 @@ async fn verification_lookup(db: &TestDb) {
     assert_eq!(db.store.find_for_verification(&hash).await.unwrap(), None);
 }
 both_backends!(verification_lookup_works, verification_lookup);
+
+/// Several instances bootstrapping one fresh store at once, each through a
+/// store of its own: `create_first` creates exactly one key between them
+/// (one `key.created` event), and none once the store holds a key.
+async fn first_key_once(db: &TestDb) {
+    const INSTANCES: usize = 8;
+    let start = Arc::new(tokio::sync::Barrier::new(INSTANCES));
+    let mut tasks = Vec::new();
+    for i in 0..INSTANCES {
+        let keys = ScopeKey::builder_arc(scopekey_runtime::open(&db.url).await.unwrap()).build();
+        // Each store's connection open before the race starts.
+        assert!(keys.is_empty().await.unwrap());
+        let start = Arc::clone(&start);
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            keys.create_first(NewKey::new(format!("admin {i}"), ["*"]), Actor::System)
+                .await
+        }));
+    }
+    let mut created = Vec::new();
+    for task in tasks {
+        if let Some(key) = task.await.unwrap().unwrap() {
+            created.push(key);
+        }
+    }
+    assert_eq!(created.len(), 1, "exactly one first key");
+    let keys = ScopeKey::builder_arc(Arc::clone(&db.store)).build();
+    let all = keys.list(&ListKeys::default()).await.unwrap();
+    assert_eq!(all.items.len(), 1);
+    assert_eq!(all.items[0].id, created[0].key.id);
+    let events = keys.events(&ListEvents::default()).await.unwrap();
+    assert_eq!(events.items.len(), 1, "one key.created event");
+    assert_eq!(events.items[0].kind, event_type::KEY_CREATED);
+
+    let again = keys
+        .create_first(NewKey::new("late", ["*"]), Actor::System)
+        .await
+        .unwrap();
+    assert!(again.is_none(), "the store holds a key");
+    assert_eq!(
+        keys.list(&ListKeys::default()).await.unwrap().items.len(),
+        1
+    );
+    // An ordinary create is unaffected.
+    keys.create(NewKey::new("second", ["orders:read"]), Actor::System)
+        .await
+        .unwrap();
+}
+both_backends!(first_key_is_created_once, first_key_once);

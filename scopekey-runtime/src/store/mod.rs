@@ -188,6 +188,24 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the store holds no key at all.
     async fn is_empty(&self) -> Result<bool, StoreError>;
 
+    /// Inserts a new key and its `key.created` event only if the store
+    /// holds no key at all, the check and the insert atomic together (so
+    /// several instances bootstrapping one fresh store insert one key);
+    /// `false` if it held one. The default checks, then inserts, in two
+    /// steps: stores that can do better override it (the SQLite and
+    /// PostgreSQL stores do).
+    async fn insert_first_key(
+        &self,
+        key: &KeyRecord,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        if !self.is_empty().await? {
+            return Ok(false);
+        }
+        self.insert_key(key, event).await?;
+        Ok(true)
+    }
+
     /// Marks the parent rotated, shortens its expiry to the grace end and
     /// inserts the child, only if the parent is unrevoked, unexpired at
     /// `now` and not yet rotated: a conditional update in one transaction,

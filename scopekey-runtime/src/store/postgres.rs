@@ -70,6 +70,45 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// Inserts a key and its event (and their outbox rows) in one
+    /// transaction; with `only_first`, only if no key exists yet, checked
+    /// under a table lock that conflicts with itself (concurrent first
+    /// inserts take turns; reads go on).
+    async fn insert_key_if(
+        &self,
+        key: &KeyRecord,
+        event: &AuditEvent,
+        only_first: bool,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if only_first {
+            sqlx::query("LOCK TABLE scopekey_keys IN SHARE ROW EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await?;
+            if any_key(&mut *tx).await? {
+                return Ok(false);
+            }
+        }
+        insert_key(&mut tx, key).await?;
+        insert_event(&mut tx, event).await?;
+        // Lifecycle webhooks go out through the outbox, in the same transaction.
+        #[cfg(feature = "webhooks")]
+        crate::notify::postgres::enqueue_key_events(&mut tx, std::slice::from_ref(event), &[key])
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+/// Whether the store holds any key.
+async fn any_key<'e>(db: impl sqlx::PgExecutor<'e>) -> Result<bool, StoreError> {
+    let row = sqlx::query("SELECT EXISTS (SELECT 1 FROM scopekey_keys) AS any_key")
+        .fetch_one(db)
+        .await?;
+    Ok(row.try_get::<bool, _>("any_key")?)
+}
+
 fn verify_record(row: &PgRow) -> Result<VerifyRecord, StoreError> {
     let Json(scopes): Json<Vec<String>> = row.try_get("scopes")?;
     Ok(VerifyRecord {
@@ -246,15 +285,15 @@ impl Store for PgStore {
     }
 
     async fn insert_key(&self, key: &KeyRecord, event: &AuditEvent) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        insert_key(&mut tx, key).await?;
-        insert_event(&mut tx, event).await?;
-        // Lifecycle webhooks go out through the outbox, in the same transaction.
-        #[cfg(feature = "webhooks")]
-        crate::notify::postgres::enqueue_key_events(&mut tx, std::slice::from_ref(event), &[key])
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        self.insert_key_if(key, event, false).await.map(|_| ())
+    }
+
+    async fn insert_first_key(
+        &self,
+        key: &KeyRecord,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        self.insert_key_if(key, event, true).await
     }
 
     async fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
@@ -344,10 +383,7 @@ impl Store for PgStore {
     }
 
     async fn is_empty(&self) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT EXISTS (SELECT 1 FROM scopekey_keys) AS any_key")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(!row.try_get::<bool, _>("any_key")?)
+        Ok(!any_key(&self.pool).await?)
     }
 
     async fn rotate(&self, r: &Rotation) -> Result<RotateOutcome, StoreError> {

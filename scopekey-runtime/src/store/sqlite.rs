@@ -220,6 +220,39 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Inserts a key and its event (and their outbox rows) in one
+    /// transaction; with `only_first`, only if no key exists yet, checked
+    /// under the write lock that `BEGIN IMMEDIATE` takes first.
+    async fn insert_key_if(
+        &self,
+        key: &KeyRecord,
+        event: &AuditEvent,
+        only_first: bool,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if only_first && any_key(&mut *tx).await? {
+            return Ok(false);
+        }
+        insert_key(&mut tx, key).await?;
+        insert_event(&mut tx, event).await?;
+        // Lifecycle webhooks go out through the outbox, in the same transaction.
+        #[cfg(feature = "webhooks")]
+        crate::notify::sqlite::enqueue_key_events(&mut tx, std::slice::from_ref(event), &[key])
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+/// Whether the store holds any key.
+async fn any_key<'e>(db: impl sqlx::SqliteExecutor<'e>) -> Result<bool, StoreError> {
+    let row = sqlx::query("SELECT EXISTS (SELECT 1 FROM scopekey_keys) AS any_key")
+        .fetch_one(db)
+        .await?;
+    Ok(row.try_get::<bool, _>("any_key")?)
+}
+
 fn opt_micros(t: Option<OffsetDateTime>) -> Option<i64> {
     t.map(micros)
 }
@@ -359,15 +392,15 @@ impl Store for SqliteStore {
     }
 
     async fn insert_key(&self, key: &KeyRecord, event: &AuditEvent) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        insert_key(&mut tx, key).await?;
-        insert_event(&mut tx, event).await?;
-        // Lifecycle webhooks go out through the outbox, in the same transaction.
-        #[cfg(feature = "webhooks")]
-        crate::notify::sqlite::enqueue_key_events(&mut tx, std::slice::from_ref(event), &[key])
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        self.insert_key_if(key, event, false).await.map(|_| ())
+    }
+
+    async fn insert_first_key(
+        &self,
+        key: &KeyRecord,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        self.insert_key_if(key, event, true).await
     }
 
     async fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
@@ -453,10 +486,7 @@ impl Store for SqliteStore {
     }
 
     async fn is_empty(&self) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT EXISTS (SELECT 1 FROM scopekey_keys) AS any_key")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(!row.try_get::<bool, _>("any_key")?)
+        Ok(!any_key(&self.pool).await?)
     }
 
     async fn rotate(&self, r: &Rotation) -> Result<RotateOutcome, StoreError> {
