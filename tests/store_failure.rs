@@ -158,8 +158,8 @@ async fn hangs_closed(db: &TestDb) {
         res.assert_problem(503, None);
         assert_eq!(res.header("retry-after"), Some("1"));
     }
-    // A malformed key needs no lookup: refused at once, though its sampled
-    // `auth.failed` write cannot get through.
+    // A malformed key needs no lookup: refused within the store timeout,
+    // though its sampled `auth.failed` write cannot get through.
     within_bound("sk_malformed".to_owned())
         .await
         .assert_problem(401, Some(INVALID_TOKEN));
@@ -180,7 +180,8 @@ both_backends!(hung_store_is_503, hangs_closed);
 /// A PostgreSQL server that is down (nothing listens on its port): sqlx's
 /// pool keeps trying to connect until its acquire timeout (30 s by
 /// default), and verification answers "unavailable" after the store
-/// timeout instead. A malformed key is refused without the store.
+/// timeout instead. A malformed key needs no lookup; its refusal waits
+/// for its audit write no longer than the store timeout either.
 #[tokio::test]
 async fn postgres_down_is_unavailable_within_the_store_timeout() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -204,7 +205,7 @@ async fn postgres_down_is_unavailable_within_the_store_timeout() {
     );
     let verdict = tokio::time::timeout(bound, keys.verify("sk_malformed"))
         .await
-        .expect("an answer without the store");
+        .expect("an answer within the store timeout");
     assert!(
         matches!(verdict, Err(scopekey::VerifyError::Malformed(_))),
         "{verdict:?}"

@@ -438,7 +438,9 @@ impl ScopeKey {
         Ok(self.inner.store.migrate().await?)
     }
 
-    /// Whether the store holds no key (a service may then bootstrap one).
+    /// Whether the store holds no key. (To bootstrap a first key, use
+    /// [`create_first`](Self::create_first): checking this and then
+    /// creating is a race between instances.)
     pub async fn is_empty(&self) -> Result<bool, Error> {
         Ok(self.inner.store.is_empty().await?)
     }
@@ -526,7 +528,7 @@ impl ScopeKey {
         &self,
         new: NewKey,
         actor: Actor<'_>,
-        first_only: bool,
+        only_first: bool,
     ) -> Result<Option<CreatedKey>, Error> {
         let now = self.now();
         let name = check_name(&new.name)?;
@@ -612,7 +614,7 @@ impl ScopeKey {
             }),
         );
         let store = &self.inner.store;
-        if first_only {
+        if only_first {
             if !store.insert_first_key(&record, &event).await? {
                 return Ok(None);
             }

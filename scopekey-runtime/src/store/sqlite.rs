@@ -89,21 +89,37 @@ struct Verifier {
 
 /// Marks the verification connection as taken until dropped (also when the
 /// lookup is cancelled), holding the connection while a statement runs on
-/// it. Dropped with the connection still in hand — the lookup was cancelled
-/// mid-statement, by a timeout — it takes the connection out of the pool
-/// instead of handing it back: the statement may still be running on it,
-/// and the next lookup would queue behind it; the pool opens a fresh one.
-struct Taken<'a> {
-    held: &'a AtomicBool,
+/// it. Dropped with the connection still in hand — the lookup was
+/// cancelled mid-statement (a timeout, a client gone) — it keeps the
+/// connection marked taken until that statement has ended, which a task
+/// waits for: meanwhile misses run on the main pool instead of queueing
+/// behind the statement, and the connection, warm, then serves them again.
+struct Taken {
+    held: Arc<AtomicBool>,
     conn: Option<PoolConnection<Sqlite>>,
 }
 
-impl Drop for Taken<'_> {
+impl Drop for Taken {
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            drop(conn.detach());
+        let held = Arc::clone(&self.held);
+        let release = move || held.store(false, Ordering::Release);
+        let Some(mut conn) = self.conn.take() else {
+            return release();
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    // Queued behind the cancelled statement on the
+                    // connection's worker: done once that has ended.
+                    let _ = sqlx::query("SELECT 1").execute(&mut *conn).await;
+                    drop(conn);
+                    release();
+                });
+            }
+            // No runtime to wait on (shutting down): the pool's own check
+            // of a returned connection waits for it instead.
+            Err(_) => release(),
         }
-        self.held.store(false, Ordering::Release);
     }
 }
 
@@ -209,7 +225,7 @@ impl SqliteStore {
             return Ok(query.fetch_optional(&self.pool).await?);
         };
         let mut taken = Taken {
-            held: &verifier.held,
+            held: Arc::clone(&verifier.held),
             conn: None,
         };
         let conn = taken.conn.insert(verifier.pool.acquire().await?);
@@ -709,12 +725,12 @@ mod tests {
         remove(&path);
     }
 
-    /// A lookup cancelled while its statement runs (a timeout) leaves that
-    /// statement behind on a connection taken out of the pool: the next
-    /// lookup gets a fresh verification connection instead of queueing
-    /// behind it.
+    /// A lookup cancelled while its statement runs (a timeout) leaves the
+    /// verification connection taken until that statement has ended:
+    /// meanwhile misses run on the main pool instead of queueing behind it;
+    /// then the same connection serves them again.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_lookup_cancelled_mid_statement_leaves_the_statement_behind() {
+    async fn a_lookup_cancelled_mid_statement_keeps_the_connection_until_it_ends() {
         let (store, path) = file_store().await;
         let verifier = store.verifier.clone().expect("a file store has one");
         // Another connection holds the write lock, so a write on the
@@ -732,25 +748,39 @@ mod tests {
         )
         .await;
         assert!(cancelled.is_err(), "the write waited for the lock");
-        assert!(!verifier.held.load(Ordering::Acquire), "freed when dropped");
-        assert_eq!(verifier.pool.size(), 0, "taken out of the pool");
+        assert!(
+            verifier.held.load(Ordering::Acquire),
+            "taken while the statement runs"
+        );
 
-        // Well within the busy timeout that the stalled statement still
-        // waits out.
+        // Answered on the main pool, well within the busy timeout that the
+        // stalled statement still waits out.
         let next = tokio::time::timeout(
             Duration::from_secs(2),
             store.find_for_verification(&some_hash()),
         )
         .await
-        .expect("answered on a fresh connection");
+        .expect("answered on the main pool");
         assert_eq!(next.unwrap(), None);
-        assert_eq!(verifier.pool.size(), 1, "a fresh verification connection");
+        assert!(verifier.held.load(Ordering::Acquire), "still taken");
 
+        // The statement ends once the lock is released; the connection is
+        // free again, and the same one serves the next lookup.
         sqlx::query("ROLLBACK")
             .execute(&mut *writer)
             .await
             .expect("release");
         drop(writer);
+        let deadline = tokio::time::Instant::now() + PROMPT;
+        while verifier.held.load(Ordering::Acquire) {
+            assert!(tokio::time::Instant::now() < deadline, "never freed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            store.find_for_verification(&some_hash()).await.unwrap(),
+            None
+        );
+        assert_eq!(verifier.pool.size(), 1, "the same connection");
         store.close().await;
         remove(&path);
     }
