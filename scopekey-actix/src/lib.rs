@@ -125,8 +125,9 @@
 //! - **Scope checks come first**: a management route checks the caller's
 //!   scope before reading its body, so an unauthorized caller gets 401/403,
 //!   never a body validation error. Rotation is open to any valid key at the
-//!   route; the runtime then allows the key itself or `api_keys:write` (so
-//!   an unknown id is 404 before that check).
+//!   route; the runtime then allows the key itself or `api_keys:write`,
+//!   before it looks the id up (so a key without `api_keys:write` gets 403
+//!   for any id but its own, and cannot tell which ids exist).
 
 mod background;
 mod config;

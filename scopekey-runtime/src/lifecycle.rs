@@ -240,9 +240,15 @@ impl ScopeKeyBuilder {
     }
 
     /// The default rotation grace (24 h unless set); also the grace of the
-    /// notifier's automatic rotations.
+    /// notifier's automatic rotations. Kept within what a rotation accepts,
+    /// 0 to 365 days ([`MAX_GRACE`]): a value outside is clamped to it, with
+    /// a warning.
     pub fn default_grace(mut self, grace: Duration) -> Self {
-        self.config.default_grace = grace;
+        let clamped = grace.clamp(Duration::ZERO, MAX_GRACE);
+        if clamped != grace {
+            tracing::warn!(%grace, %clamped, "default rotation grace out of range; clamped");
+        }
+        self.config.default_grace = clamped;
         self
     }
 
@@ -544,7 +550,13 @@ impl ScopeKey {
                     "give `expires_at` or `expires_in_seconds`, not both".into(),
                 ));
             }
-            (Some(at), None) => Some(truncate_micros(at)),
+            // In UTC, as stored: `9999-12-31T23:59:59-23:59` is past the
+            // calendar's end there.
+            (Some(at), None) => Some(truncate_micros(
+                at.checked_to_offset(time::UtcOffset::UTC).ok_or_else(|| {
+                    Error::Invalid("`expires_at` is too far in the future".into())
+                })?,
+            )),
             (None, Some(ttl)) if ttl <= Duration::ZERO => {
                 return Err(Error::Invalid(
                     "`expires_in_seconds` must be positive".into(),
@@ -841,10 +853,14 @@ impl ScopeKey {
             Some(own) if own < grace_end => own,
             _ => grace_end,
         };
-        // A fresh period under a policy; else the parent's lifetime afresh.
+        // A fresh period under a policy; else the parent's lifetime afresh
+        // (or, past the calendar's end — a parent meant to last "forever",
+        // say until 9999-12-31 — the parent's own expiry).
         let child_expires_at = match parent.rotation_period {
             Some(period) => Some(now + period),
-            None => parent.expires_at.map(|e| now + (e - parent.created_at)),
+            None => parent
+                .expires_at
+                .map(|e| now.checked_add(e - parent.created_at).unwrap_or(e)),
         };
         let (mut child, plaintext) = self.new_record(
             now,
@@ -988,7 +1004,17 @@ impl ScopeKey {
         let limit = page_size(request.limit)?;
         let query = KeyQuery {
             status: request.status,
-            name_prefix: request.name_prefix.clone().filter(|p| !p.is_empty()),
+            name_prefix: match request.name_prefix.as_deref() {
+                None | Some("") => None,
+                // No name holds one (names refuse control characters), and
+                // PostgreSQL's text cannot.
+                Some(p) if p.chars().any(char::is_control) => {
+                    return Err(Error::Invalid(
+                        "`name_prefix` must not contain control characters".into(),
+                    ));
+                }
+                Some(p) => Some(p.to_owned()),
+            },
             cursor: request.cursor.as_deref().map(Cursor::decode).transpose()?,
             limit: limit + 1,
             now,
@@ -1346,6 +1372,21 @@ fn check_name(name: &str) -> Result<String, Error> {
 
 fn check_metadata(metadata: Option<Map<String, Value>>) -> Result<Map<String, Value>, Error> {
     let metadata = metadata.unwrap_or_default();
+    // PostgreSQL's `jsonb` cannot hold a NUL character; SQLite could, but a
+    // key must mean the same on both.
+    fn has_nul(v: &Value) -> bool {
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().any(has_nul),
+            Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+            _ => false,
+        }
+    }
+    if metadata.iter().any(|(k, v)| k.contains('\0') || has_nul(v)) {
+        return Err(Error::Invalid(
+            "`metadata` must not contain NUL characters (\\u0000)".into(),
+        ));
+    }
     // Serializing a Map of Values cannot fail.
     let size = serde_json::to_vec(&metadata).map(|v| v.len()).unwrap_or(0);
     if size > MAX_METADATA_BYTES {

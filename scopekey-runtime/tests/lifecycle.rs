@@ -1190,3 +1190,110 @@ async fn first_key_once(db: &TestDb) {
         .unwrap();
 }
 both_backends!(first_key_is_created_once, first_key_once);
+
+/// A key meant never to expire, written as the calendar's last second, can
+/// be rotated: its successor cannot get the parent's lifetime afresh (that
+/// would pass the year 9999), so it keeps the parent's expiry.
+async fn far_future_rotation(db: &TestDb) {
+    let clock = ManualClock::starting_now();
+    let keys = ScopeKey::builder_arc(Arc::clone(&db.store))
+        .clock(clock.clone())
+        .build();
+    let end = time::macros::datetime!(9999-12-31 23:59:59 UTC);
+    let parent = keys
+        .create(
+            NewKey::new("forever", ["orders:read"]).expires_at(end),
+            Actor::System,
+        )
+        .await
+        .unwrap();
+    clock.advance(Duration::days(1));
+    let child = keys
+        .rotate(parent.key.id, RotateOptions::default(), Actor::System)
+        .await
+        .unwrap();
+    assert_eq!(child.key.expires_at, Some(end));
+    assert_eq!(child.key.parent_key_id, Some(parent.key.id));
+    let parent = keys.get(parent.key.id).await.unwrap();
+    assert_eq!(parent.expires_at, Some(clock.now() + Duration::hours(24)));
+    assert!(keys.verify(child.plaintext.expose_secret()).await.is_ok());
+}
+both_backends!(
+    a_key_expiring_at_the_calendars_end_rotates,
+    far_future_rotation
+);
+
+/// Values one database could store and the other could not, or that no
+/// listing ever handed out, are refused as invalid (400) on both, and
+/// change nothing: an expiry past the calendar's end once in UTC, a NUL in
+/// metadata, a control character in a name prefix, a cursor whose time is
+/// out of range.
+async fn unstorable_values(db: &TestDb) {
+    let keys = ScopeKey::builder_arc(Arc::clone(&db.store)).build();
+    let beyond = time::OffsetDateTime::parse(
+        "9999-12-31T23:59:59-23:59",
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let nul = |v: serde_json::Value| v.as_object().unwrap().clone();
+    let refused = [
+        NewKey::new("beyond", ["a:b"]).expires_at(beyond),
+        NewKey::new("nul value", ["a:b"]).metadata(nul(serde_json::json!({ "a": "x\u{0}y" }))),
+        NewKey::new("nul key", ["a:b"]).metadata(nul(serde_json::json!({ "a\u{0}": 1 }))),
+        NewKey::new("nested nul", ["a:b"])
+            .metadata(nul(serde_json::json!({ "a": [{ "b": "\u{0}" }] }))),
+    ];
+    for new in refused {
+        let name = new.name.clone();
+        let err = keys.create(new, Actor::System).await.unwrap_err();
+        assert!(matches!(err, Error::Invalid(_)), "{name}: {err:?}");
+    }
+    assert!(keys.is_empty().await.unwrap(), "nothing was created");
+
+    let err = keys
+        .list(&ListKeys {
+            name_prefix: Some("a\u{0}".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Invalid(_)), "{err:?}");
+    let far = format!("{:x}.{}", i64::MAX, uuid::Uuid::nil().simple());
+    let err = keys
+        .list(&ListKeys {
+            cursor: Some(far.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Invalid(_)), "{err:?}");
+    let err = keys
+        .events(&ListEvents {
+            cursor: Some(far),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Invalid(_)), "{err:?}");
+}
+both_backends!(unstorable_values_are_invalid, unstorable_values);
+
+/// The default grace is kept within what a rotation accepts.
+#[tokio::test]
+async fn default_grace_is_clamped() {
+    let store = scopekey_runtime::open("sqlite::memory:").await.unwrap();
+    for (asked, kept) in [
+        (
+            Duration::days(10_000),
+            scopekey_runtime::lifecycle::MAX_GRACE,
+        ),
+        (Duration::MAX, scopekey_runtime::lifecycle::MAX_GRACE),
+        (Duration::hours(-1), Duration::ZERO),
+        (Duration::hours(2), Duration::hours(2)),
+    ] {
+        let keys = ScopeKey::builder_arc(Arc::clone(&store))
+            .default_grace(asked)
+            .build();
+        assert_eq!(keys.default_grace(), kept, "{asked}");
+    }
+}

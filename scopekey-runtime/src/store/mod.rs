@@ -47,8 +47,11 @@ impl Cursor {
     pub fn decode(s: &str) -> Result<Self, Error> {
         let bad = || Error::Invalid("`cursor` is not a cursor this service handed out".into());
         let (at, id) = s.split_once('.').ok_or_else(bad)?;
+        let at_micros = i64::from_str_radix(at, 16).map_err(|_| bad())?;
+        // A time this service could have handed out (stores convert it).
+        from_micros(at_micros).map_err(|_| bad())?;
         Ok(Self {
-            at_micros: i64::from_str_radix(at, 16).map_err(|_| bad())?,
+            at_micros,
             id: uuid::Uuid::try_parse(id).map_err(|_| bad())?,
         })
     }
