@@ -292,3 +292,57 @@ fn guarded_handlers_are_listed() {
         );
     }
 }
+
+/// A scope decided at run time from request data.
+#[get("/reports/{resource}")]
+async fn report(
+    caller: Authenticated,
+    resource: web::Path<String>,
+) -> actix_web::Result<HttpResponse> {
+    caller.require(&format!("{resource}:read"))?;
+    Ok(HttpResponse::Ok().finish())
+}
+
+fn report_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(report);
+}
+
+/// `Authenticated::require` with a scope built from the request: a valid
+/// one is judged like any other (and named in the challenge); text that is
+/// not a scope is refused to every key, `*` included, and not echoed into
+/// the challenge.
+async fn runtime_scopes(db: &TestDb) {
+    let setup = Setup {
+        extra: report_routes,
+        ..Setup::default()
+    };
+    let app = TestApp::start_with(db, setup).await;
+    let (orders, _) = key_and_id(&app.create_key("orders", &["orders:*"]).await);
+    assert_eq!(
+        app.get("/reports/orders")
+            .bearer(&orders)
+            .send()
+            .await
+            .status,
+        200
+    );
+    app.get("/reports/billing")
+        .bearer(&orders)
+        .send()
+        .await
+        .assert_problem(403, Some(&insufficient("billing:read")));
+    // `orders x:read` and `orders:a:read`: `orders:*` would have covered
+    // them by prefix; a `"` would have broken the challenge's quoting.
+    for path in ["/reports/orders%20x", "/reports/orders:a", "/reports/a%22b"] {
+        for key in [&orders, &app.admin] {
+            app.get(path)
+                .bearer(key)
+                .send()
+                .await
+                .assert_problem(403, Some(r#"Bearer error="insufficient_scope""#));
+        }
+    }
+    app.stop().await;
+}
+
+both_backends!(scopes_required_at_run_time, runtime_scopes);

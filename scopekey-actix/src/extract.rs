@@ -17,6 +17,7 @@ use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpMessage, HttpRequest};
 use futures_util::FutureExt;
 use futures_util::future::{Either, LocalBoxFuture, Ready, Shared, ready};
+use scopekey_runtime::scope::Scope;
 use scopekey_runtime::{Principal, VerifyError};
 
 use crate::config::{AuthConfig, runtime};
@@ -178,12 +179,24 @@ impl Authenticated {
     /// Refuses with 403 (`insufficient_scope`, naming `scope`) unless the
     /// key's grants cover `scope`: for checks decided at run time. Handlers
     /// whose needs are fixed use `#[requires_scope]` instead.
+    ///
+    /// `scope` must be a valid required scope (`resource:action`, no
+    /// wildcard). Text that is not one — built from request data, say —
+    /// is covered by no key, not even `*`, and is refused with a 403 that
+    /// does not repeat it.
     pub fn require(&self, scope: &str) -> Result<(), AuthError> {
-        if self.principal.grants().covers_str(scope) {
+        let Ok(scope) = Scope::parse(scope) else {
+            tracing::warn!("a required scope is not a valid scope; refusing");
+            return Err(AuthError::new(
+                AuthErrorKind::InsufficientScope(Vec::new()),
+                self.realm.clone(),
+            ));
+        };
+        if self.principal.grants().covers(&scope) {
             Ok(())
         } else {
             Err(AuthError::new(
-                AuthErrorKind::InsufficientScope(vec![scope.to_owned()]),
+                AuthErrorKind::InsufficientScope(vec![scope.as_str().to_owned()]),
                 self.realm.clone(),
             ))
         }
