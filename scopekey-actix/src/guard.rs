@@ -4,8 +4,11 @@
 //! The macro registers each guarded handler's requirement in [`GUARDS`] (a
 //! link-time list, so nothing runs at start-up) under an id derived from the
 //! requirement's text, and adds a first argument `Guard<ID>` to the handler.
-//! actix polls extractors in order, so the guard's refusal comes before any
-//! other extractor's answer and before the body runs.
+//! The body never runs unless the guard passes. actix polls extractors in
+//! order, so with the middleware (which has verified the key already) the
+//! guard's refusal also comes before any other extractor's answer; without
+//! it, a guard waiting for the store on a cache miss can be overtaken by an
+//! extractor that fails at once (a malformed path or body).
 
 use std::sync::{Arc, OnceLock};
 

@@ -23,7 +23,12 @@ use proc_macro::TokenStream;
 
 /// Declares the scope an actix-web handler requires; a request whose key
 /// does not satisfy it is refused (401 without a valid key, 403 with too
-/// few scopes) before the handler's other extractors or body run.
+/// few scopes) and the handler's body never runs. With the `ApiKeyAuth`
+/// middleware installed (the usual set-up), the refusal also comes before
+/// any other extractor's answer. Without it, a guard that must wait for the
+/// store (a cache miss) can be overtaken by another extractor that fails at
+/// once: a malformed path or body is then answered (404, 400) before the
+/// 401.
 ///
 /// ```rust,ignore
 /// use actix_web::{get, web, HttpResponse, Responder};
