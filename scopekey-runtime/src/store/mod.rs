@@ -49,7 +49,8 @@ impl Cursor {
         let (at, id) = s.split_once('.').ok_or_else(bad)?;
         let at_micros = i64::from_str_radix(at, 16).map_err(|_| bad())?;
         // A time this service could have handed out (stores convert it).
-        from_micros(at_micros).map_err(|_| bad())?;
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(at_micros) * 1_000)
+            .map_err(|_| bad())?;
         Ok(Self {
             at_micros,
             id: uuid::Uuid::try_parse(id).map_err(|_| bad())?,
