@@ -310,6 +310,24 @@ async fn credentials(db: &TestDb) {
         res.assert_problem(401, Some(INVALID_TOKEN));
     }
 
+    // Another scheme's credentials are no key, however long (a Kerberos
+    // token) or whatever their bytes: public routes answer, guarded ones
+    // ask for a key.
+    let negotiate = format!("Negotiate {}", "YIIG".repeat(500));
+    for value in [negotiate.into_bytes(), b"Basic \xff\xfe".to_vec()] {
+        let res = app
+            .get("/nowhere")
+            .header("Authorization", &value)
+            .send()
+            .await;
+        assert_eq!(res.status, 404, "{}", res.text());
+        app.get("/api-keys/self")
+            .header("Authorization", &value)
+            .send()
+            .await
+            .assert_problem(401, Some(NO_KEY));
+    }
+
     // A presented bad key is refused even where no key is needed.
     app.get("/nowhere")
         .bearer("sk_nope")

@@ -43,14 +43,33 @@ pub(crate) fn presented(headers: &HeaderMap) -> Presented<'_> {
         (None, None) => Presented::Nothing,
         (Some(_), Some(_)) => Presented::Multiple,
         _ if extra => Presented::Multiple,
-        (Some(value), None) => match readable(value) {
-            Ok(text) => bearer(text),
-            Err(why) => Presented::Unreadable(why),
-        },
+        (Some(value), None) => from_authorization(value),
         (None, Some(value)) => match readable(value) {
             Ok(text) => Presented::Key(trim(text)),
             Err(why) => Presented::Unreadable(why),
         },
+    }
+}
+
+/// An `Authorization` value: its scheme first, so that another scheme's
+/// credentials (a Kerberos `Negotiate` token of a few kilobytes, say) are
+/// no credential whatever their length or bytes (RFC 6750 §3.1); a scheme
+/// name that is not ASCII is a garbled credential, refused.
+fn from_authorization(value: &HeaderValue) -> Presented<'_> {
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let bytes = value.as_bytes();
+    let start = bytes.iter().position(|b| !blank(b)).unwrap_or(bytes.len());
+    let scheme = bytes[start..].split(blank).next().unwrap_or_default();
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return if scheme.is_ascii() {
+            Presented::Nothing
+        } else {
+            Presented::Unreadable("authorization scheme is not ASCII")
+        };
+    }
+    match readable(value) {
+        Ok(text) => bearer(text),
+        Err(why) => Presented::Unreadable(why),
     }
 }
 
@@ -179,6 +198,23 @@ mod tests {
         }
         assert!(matches!(
             presented(&headers(&[(&AUTHORIZATION, "Négotiate x".as_bytes())])),
+            Presented::Unreadable(_)
+        ));
+        // Another scheme is no credential, however long or whatever its
+        // bytes.
+        let negotiate = format!("Negotiate {}", "YII".repeat(600));
+        assert_eq!(
+            presented(&headers(&[(&AUTHORIZATION, negotiate.as_bytes())])),
+            Presented::Nothing
+        );
+        assert_eq!(
+            presented(&headers(&[(&AUTHORIZATION, b"Basic \xff\xfe")])),
+            Presented::Nothing
+        );
+        // A Bearer value is still bounded.
+        let long = format!("Bearer {}", "a".repeat(MAX_CREDENTIAL_HEADER_LEN));
+        assert!(matches!(
+            presented(&headers(&[(&AUTHORIZATION, long.as_bytes())])),
             Presented::Unreadable(_)
         ));
         // Text that is not a key's is left to the runtime's format check.

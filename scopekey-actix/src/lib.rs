@@ -79,9 +79,10 @@
 //!   refuse it.
 //! - **Credentials**: `Authorization: Bearer <key>` (scheme in any case) or
 //!   `X-API-Key: <key>`; an `Authorization` header with another scheme
-//!   (`Basic ...`) counts as no key (RFC 6750 §3.1). More than one
+//!   (`Basic ...`, a `Negotiate` token of any length) counts as no key (RFC
+//!   6750 §3.1). More than one
 //!   `Authorization` or `X-API-Key` header, or one of each, is 400
-//!   `invalid_request`. A credential header over
+//!   `invalid_request`. A Bearer or `X-API-Key` value over
 //!   [`MAX_CREDENTIAL_HEADER_LEN`] bytes or not UTF-8 is 401 `invalid_token`
 //!   (a malformed token, RFC 6750 §3.1), answered before any hashing or
 //!   store access and logged, not audited. Any other text that is not a
