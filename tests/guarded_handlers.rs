@@ -346,3 +346,77 @@ async fn runtime_scopes(db: &TestDb) {
 }
 
 both_backends!(scopes_required_at_run_time, runtime_scopes);
+
+#[derive(serde::Deserialize)]
+struct Order {
+    #[allow(dead_code)]
+    item: String,
+}
+
+/// A guarded handler with a body and a path.
+#[post("/orders/{id}/notes")]
+#[requires_scope("orders:write")]
+async fn add_note(id: web::Path<u32>, order: web::Json<Order>) -> HttpResponse {
+    let _ = (id, order);
+    HttpResponse::Created().finish()
+}
+
+fn note_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(add_note);
+}
+
+/// Without the middleware, a guard that must wait for the store (a key
+/// never seen, so a cache miss) still answers before the handler's other
+/// extractors: a malformed body or path with a bad or missing key is 401,
+/// not 400 or 404; with a good key the extractors judge it as usual.
+async fn guard_answers_first(db: &TestDb) {
+    let setup = Setup {
+        extra: note_routes,
+        middleware: false,
+        ..Setup::default()
+    };
+    let app = TestApp::start_with(db, setup).await;
+    let (writer, _) = key_and_id(&app.create_key("writer", &["orders:write"]).await);
+    let post = |path: &str, key: Option<&str>, body: &'static [u8]| {
+        let mut req = app
+            .post(path)
+            .header("Content-Type", "application/json")
+            .body(body);
+        if let Some(key) = key {
+            req = req.bearer(key);
+        }
+        req.send()
+    };
+    for (path, body) in [
+        ("/orders/7/notes", &b"{not json"[..]),
+        ("/orders/seven/notes", &b"{\"item\": \"pen\"}"[..]),
+    ] {
+        post(path, Some(&unknown_key()), body)
+            .await
+            .assert_problem(401, Some(INVALID_TOKEN));
+        post(path, None, body)
+            .await
+            .assert_problem(401, Some(NO_KEY));
+    }
+    assert_eq!(
+        post("/orders/7/notes", Some(&writer), b"{not json")
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        post("/orders/seven/notes", Some(&writer), b"{\"item\": \"pen\"}")
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        post("/orders/7/notes", Some(&writer), b"{\"item\": \"pen\"}")
+            .await
+            .status,
+        201
+    );
+    app.stop().await;
+}
+
+both_backends!(guard_answers_before_other_extractors, guard_answers_first);

@@ -3,12 +3,13 @@
 //!
 //! The macro registers each guarded handler's requirement in [`GUARDS`] (a
 //! link-time list, so nothing runs at start-up) under an id derived from the
-//! requirement's text, and adds a first argument `Guard<ID>` to the handler.
-//! The body never runs unless the guard passes. actix polls extractors in
-//! order, so with the middleware (which has verified the key already) the
-//! guard's refusal also comes before any other extractor's answer; without
-//! it, a guard waiting for the store on a cache miss can be overtaken by an
-//! extractor that fails at once (a malformed path or body).
+//! requirement's text, and makes the handler's arguments one extractor,
+//! [`Guarded<ID, (..)>`](Guarded) (a handler without arguments gets
+//! [`Guard<ID>`](Guard) alone): the guard first, and the handler's own
+//! extractors only once it has passed. So the guard's refusal comes before
+//! any other extractor's answer, also when it must wait for the store (no
+//! middleware, a cache miss) and another extractor would fail at once, and
+//! the body never runs unless the guard passes.
 
 use std::sync::{Arc, OnceLock};
 
@@ -102,6 +103,58 @@ impl<const ID: u64> FromRequest for Guard<ID> {
                     check(info, &pending.await)
                         .map(Guard)
                         .map_err(|kind| kind.into_error(|| realm))
+                }))
+            }
+        }
+    }
+}
+
+/// The extractor `#[requires_scope]` makes of a guarded handler's arguments:
+/// the guard first, and only once it has passed, the handler's own
+/// extractors `T` (a tuple), so that the guard's refusal always comes
+/// first, also when it must wait for the store (no middleware, a cache
+/// miss) and another extractor would fail at once. Not meant to be written
+/// by hand.
+#[derive(Debug)]
+pub struct Guarded<const ID: u64, T>(pub T);
+
+impl<const ID: u64, T> FromRequest for Guarded<ID, T>
+where
+    T: FromRequest + 'static,
+{
+    type Error = actix_web::Error;
+    type Future = Either<
+        futures_util::future::MapErr<
+            futures_util::future::MapOk<T::Future, fn(T) -> Self>,
+            fn(T::Error) -> actix_web::Error,
+        >,
+        futures_util::future::LocalBoxFuture<'static, Result<Self, actix_web::Error>>,
+    >;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        use futures_util::TryFutureExt;
+        let rest = |req: &HttpRequest, payload: &mut Payload| {
+            T::from_request(req, payload)
+                .map_ok(Guarded as fn(T) -> Self)
+                .map_err(Into::into as fn(T::Error) -> actix_web::Error)
+        };
+        match Guard::<ID>::from_request(req, payload) {
+            // Decided (the middleware verified the key, or the cache had
+            // it): refused at once, or on to the handler's extractors
+            // without an allocation.
+            Either::Left(decided) => match decided.into_inner() {
+                Ok(_) => Either::Left(rest(req, payload)),
+                Err(refused) => {
+                    let refused = actix_web::Error::from(refused);
+                    Either::Right(Box::pin(ready(Err(refused))))
+                }
+            },
+            Either::Right(pending) => {
+                let req = req.clone();
+                let mut payload = payload.take();
+                Either::Right(Box::pin(async move {
+                    pending.await?;
+                    rest(&req, &mut payload).await
                 }))
             }
         }

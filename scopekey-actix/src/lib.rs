@@ -152,7 +152,7 @@ pub use routes::{DEFAULT_BASE_PATH, routes, routes_at};
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::guard::{GUARDS, Guard, GuardInfo};
+    pub use crate::guard::{GUARDS, Guard, GuardInfo, Guarded};
     pub use linkme;
     pub use scopekey_core::StaticRequirement;
 }

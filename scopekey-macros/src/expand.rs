@@ -59,7 +59,7 @@ pub(crate) fn guard_id(canonical: &str) -> u64 {
     })
 }
 
-/// The handler with the guard as its first extractor and its requirement
+/// The handler with the guard in front of its extractors and its requirement
 /// registered under `id`.
 fn guarded(
     handler: Handler,
@@ -77,20 +77,55 @@ fn guarded(
     } = handler;
     let id = Literal::u64_suffixed(id);
 
-    // First after `self`, if any: actix runs extractors in order, so the
-    // guard answers before any other extractor or the body.
-    let guard = Ident::new("__scopekey_guard", Span::mixed_site());
-    let guard: FnArg = parse_quote!(#guard: ::scopekey::__private::Guard<#id>);
+    // After `self`, if any, one extractor: the guard alone, or the guard
+    // and then the handler's own extractors as a tuple (`Guarded`), which
+    // it extracts only once the guard has passed, so that the guard always
+    // answers first. The user's patterns are bound from the tuple at the
+    // top of the body.
+    let args = Ident::new("__scopekey_guard", Span::mixed_site());
     let receivers = sig
         .inputs
         .iter()
         .take_while(|arg| matches!(arg, FnArg::Receiver(_)))
         .count();
-    // Clippy's `too_many_arguments` starts at 8; do not let our argument be
-    // the one that trips it.
-    let allow =
-        (sig.inputs.len() - receivers == 7).then(|| quote!(#[allow(clippy::too_many_arguments)]));
-    sig.inputs.insert(receivers, guard);
+    let own: Vec<&syn::PatType> = sig
+        .inputs
+        .iter()
+        .skip(receivers)
+        .filter_map(|arg| match arg {
+            FnArg::Typed(t) => Some(t),
+            FnArg::Receiver(_) => None,
+        })
+        .collect();
+    let types = own.iter().map(|t| &t.ty);
+    // A pattern goes into the tuple as it is; one with attributes (say
+    // `#[allow(unused_variables)]`) is bound by a `let` of its own that
+    // carries them.
+    let mut patterns = Vec::new();
+    let mut attributed = Vec::new();
+    for (i, t) in own.iter().enumerate() {
+        let pat = &t.pat;
+        if t.attrs.is_empty() {
+            patterns.push(quote!(#pat));
+        } else {
+            let temp = Ident::new(&format!("__scopekey_arg{i}"), Span::mixed_site());
+            let attrs = &t.attrs;
+            patterns.push(quote!(#temp));
+            attributed.push(quote!(#(#attrs)* let #pat = #temp;));
+        }
+    }
+    let (extractor, bind): (FnArg, _) = if own.is_empty() {
+        (parse_quote!(#args: ::scopekey::__private::Guard<#id>), None)
+    } else {
+        (
+            parse_quote!(#args: ::scopekey::__private::Guarded<#id, (#(#types,)*)>),
+            Some(quote!(let (#(#patterns,)*) = #args.0; #(#attributed)*)),
+        )
+    };
+    let mut inputs: syn::punctuated::Punctuated<FnArg, syn::Token![,]> =
+        sig.inputs.iter().take(receivers).cloned().collect();
+    inputs.push(extractor);
+    sig.inputs = inputs;
 
     let name = sig.ident.unraw().to_string();
     let static_requirement = static_requirement(requirement);
@@ -99,6 +134,7 @@ fn guarded(
     // output); the user's body keeps its own spans and its braces' span.
     let block = quote! {
         #(#inner_attrs)*
+        #bind
         #track
         const _: () = {
             #[::scopekey::__private::linkme::distributed_slice(::scopekey::__private::GUARDS)]
@@ -117,7 +153,6 @@ fn guarded(
     block.set_span(brace);
     quote! {
         #(#attrs)*
-        #allow
         #vis #sig #block
     }
 }
@@ -227,8 +262,10 @@ mod tests {
             },
         );
         let id = guard_id("any(orders:admin, orders:delete)");
+        // One extractor: the guard, then the handler's own as a tuple; their
+        // patterns bound first thing in the body.
         let expected_sig = format!(
-            "pub async fn delete (__scopekey_guard : :: scopekey :: __private :: Guard < {id}u64 > , req : HttpRequest , p : web :: Path < u64 >) -> Result < HttpResponse , MyErr >"
+            "pub async fn delete (__scopekey_guard : :: scopekey :: __private :: Guarded < {id}u64 , (HttpRequest , web :: Path < u64 > ,) >) -> Result < HttpResponse , MyErr > {{ let (req , p ,) = __scopekey_guard . 0 ;"
         );
         assert!(out.contains(&expected_sig), "{out}");
         assert!(
@@ -262,20 +299,60 @@ mod tests {
             ),
         );
         assert!(out.contains("(& self , __scopekey_guard :"), "{out}");
-        assert!(out.contains("{ # ! [allow (unused)] "), "{out}");
-        assert!(!out.contains("too_many_arguments"));
+        assert!(
+            out.contains("{ # ! [allow (unused)] let (x ,) = __scopekey_guard . 0 ;"),
+            "{out}"
+        );
     }
 
     #[test]
-    fn seven_arguments_do_not_trip_clippy() {
+    fn a_handler_without_arguments_gets_the_guard_alone() {
         let out = expand(
             quote!("a:b"),
             quote!(
-                async fn h(a: A, b: B, c: C, d: D, e: E, f: F, g: G) {}
+                async fn h() {}
+            ),
+        );
+        let id = guard_id("a:b");
+        assert!(
+            out.contains(&format!(
+                "async fn h (__scopekey_guard : :: scopekey :: __private :: Guard < {id}u64 >)"
+            )),
+            "{out}"
+        );
+        assert!(!out.contains("let ("), "{out}");
+    }
+
+    #[test]
+    fn argument_attributes_are_kept_on_a_binding_of_their_own() {
+        let out = expand(
+            quote!("a:b"),
+            quote!(
+                async fn h(#[allow(unused_variables)] req: HttpRequest, b: B) {}
             ),
         );
         assert!(
-            out.contains("# [allow (clippy :: too_many_arguments)]"),
+            out.contains(
+                "let (__scopekey_arg0 , b ,) = __scopekey_guard . 0 ; # [allow (unused_variables)] let req = __scopekey_arg0 ;"
+            ),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn patterns_keep_their_shape() {
+        let out = expand(
+            quote!("a:b"),
+            quote!(
+                async fn h(mut a: A, web::Path((b, c)): web::Path<(u8, u8)>, _: D) {}
+            ),
+        );
+        assert!(
+            out.contains("let (mut a , web :: Path ((b , c)) , _ ,) = __scopekey_guard . 0 ;"),
+            "{out}"
+        );
+        assert!(
+            out.contains("(A , web :: Path < (u8 , u8) > , D ,)"),
             "{out}"
         );
     }

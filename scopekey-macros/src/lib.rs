@@ -23,12 +23,10 @@ use proc_macro::TokenStream;
 
 /// Declares the scope an actix-web handler requires; a request whose key
 /// does not satisfy it is refused (401 without a valid key, 403 with too
-/// few scopes) and the handler's body never runs. With the `ApiKeyAuth`
-/// middleware installed (the usual set-up), the refusal also comes before
-/// any other extractor's answer. Without it, a guard that must wait for the
-/// store (a cache miss) can be overtaken by another extractor that fails at
-/// once: a malformed path or body is then answered (404, 400) before the
-/// 401.
+/// few scopes) before the handler's other extractors run or answer (a
+/// malformed path or body from a caller without a valid key is 401, not
+/// 404 or 400), with or without the `ApiKeyAuth` middleware, and the body
+/// never runs.
 ///
 /// ```rust,ignore
 /// use actix_web::{get, web, HttpResponse, Responder};
@@ -52,8 +50,10 @@ use proc_macro::TokenStream;
 /// scope is listed there (with a "did you mean" suggestion).
 ///
 /// The handler keeps its name, visibility, attributes, generics, arguments
-/// and return type; the macro adds a hidden first argument (the guard
-/// extractor) and registers the requirement in a link-time list. It works
+/// and return type as the code sees them; the macro takes the arguments as
+/// one hidden extractor (the guard, then the handler's own extractors in
+/// order, once the guard has passed), binds them at the top of the body,
+/// and registers the requirement in a link-time list. It works
 /// above or below actix-web's route attributes (`#[get]`, `#[post]`,
 /// `#[route]`), with `web::resource(..).route(web::post().to(handler))`, and
 /// on associated functions in `impl` blocks.

@@ -35,8 +35,8 @@ mod handlers {
         response
     }
 
-    /// Seven extractors of its own: the guard makes eight, and the crate
-    /// still passes `clippy -D warnings`.
+    /// Seven extractors of its own, which the guard's extractor takes as
+    /// one tuple: the crate still passes `clippy -D warnings`.
     #[requires_scope(r"orders:read")]
     #[allow(clippy::type_complexity)]
     pub(crate) async fn seven(
