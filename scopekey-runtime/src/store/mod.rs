@@ -49,8 +49,7 @@ impl Cursor {
         let (at, id) = s.split_once('.').ok_or_else(bad)?;
         let at_micros = i64::from_str_radix(at, 16).map_err(|_| bad())?;
         // A time this service could have handed out (stores convert it).
-        OffsetDateTime::from_unix_timestamp_nanos(i128::from(at_micros) * 1_000)
-            .map_err(|_| bad())?;
+        from_micros(at_micros).map_err(|_| bad())?;
         Ok(Self {
             at_micros,
             id: uuid::Uuid::try_parse(id).map_err(|_| bad())?,
@@ -268,7 +267,6 @@ pub(crate) fn micros(t: OffsetDateTime) -> i64 {
 }
 
 /// The inverse of [`micros`].
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn from_micros(us: i64) -> Result<OffsetDateTime, StoreError> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)
         .map_err(|e| StoreError::new("stored time out of range", e))
