@@ -332,9 +332,9 @@ impl ScopeKeyBuilder {
     /// stops waiting for its sampled `auth.failed` write after as long (and
     /// logs it; the write may still land). It bounds what a database outage
     /// costs each request: sqlx's pools otherwise wait up to their acquire
-    /// timeout (30 s by default) for a connection to a server that is down,
-    /// and a SQLite write waits up to its busy timeout (5 s) for another
-    /// writer.
+    /// timeout (30 s by default; 5 s in the pool `PgStore::connect` builds)
+    /// for a connection to a server that is down, and a SQLite write waits
+    /// up to its busy timeout (5 s) for another writer.
     pub fn store_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.verifier.store_timeout = timeout;
         self

@@ -1369,6 +1369,62 @@ async fn no_secret_no_rotation(db: &TestDb) {
 }
 both_backends!(no_secret_no_rotation_works, no_secret_no_rotation);
 
+/// Keys the notifier cannot rotate (here: their webhook secrets were sealed
+/// by another service's rotation secret) are passed over, page after page:
+/// a key due after a full batch of them is rotated in the same pass.
+async fn unrotatable_keys_are_passed_over(db: &TestDb) {
+    let clock = ManualClock::starting_now();
+    let operator = Receiver::start().await;
+    let holder = Receiver::start().await;
+    let elsewhere = ScopeKey::builder_arc(Arc::clone(&db.store))
+        .clock(clock.clone())
+        .rotation_webhook_secret(
+            "whsec_YW5vdGhlciBzZXJ2aWNlJ3Mgcm90YXRpb24gc2VjcmV0"
+                .parse()
+                .unwrap(),
+        )
+        .allow_insecure_rotation_webhooks(true)
+        .build();
+    let mut stuck = Vec::new();
+    for i in 0..5 {
+        let created = elsewhere
+            .create(
+                auto_rotating(&format!("elsewhere {i}"), &holder.url),
+                Actor::System,
+            )
+            .await
+            .unwrap();
+        stuck.push(created.key.id);
+    }
+    clock.advance(Duration::hours(1));
+    let keys = auto_runtime(Arc::clone(&db.store), &clock);
+    let due_last = keys
+        .create(auto_rotating("ours", &holder.url), Actor::System)
+        .await
+        .unwrap()
+        .key
+        .id;
+    let mut cfg = config(&operator);
+    cfg.batch_size = 2;
+    let outbox = Outbox::connect(&db.url).await.unwrap();
+    let notifier = Notifier::new(keys.clone(), outbox, cfg).unwrap();
+
+    // All six are due (expiring within the day's grace); ours expires last.
+    clock.advance(Duration::days(29) + Duration::hours(1));
+    let pass = notifier.run_once().await.unwrap();
+    assert_eq!(pass.rotated, 1, "{pass:?}");
+    assert_eq!(keys.get(due_last).await.unwrap().status, Status::Rotating);
+    assert_eq!(keys.lineage(due_last).await.unwrap().len(), 2);
+    for id in stuck {
+        assert_eq!(keys.get(id).await.unwrap().status, Status::Active);
+    }
+    holder.wait_for(1).await;
+}
+both_backends!(
+    unrotatable_keys_are_passed_over_works,
+    unrotatable_keys_are_passed_over
+);
+
 /// A holder's webhook is posted to only if it is https on a public address,
 /// checked again at every delivery: URLs that a permissive runtime accepted
 /// are refused by a notifier whose runtime does not allow insecure rotation

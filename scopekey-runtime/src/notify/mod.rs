@@ -406,7 +406,10 @@ impl Notifier {
     /// own webhook, in the rotation's transaction: committed together or not
     /// at all. Several notifiers may race: the store's conditional rotation
     /// lets exactly one win. A key whose webhook endpoint is disabled (it
-    /// answered 410 Gone) is left alone. Does nothing unless the runtime has
+    /// answered 410 Gone) is left alone, as is one whose rotation is refused
+    /// (its webhook secret sealed by another service's rotation secret, say);
+    /// keys are taken in order of expiry, a batch at a time, and those left
+    /// alone never hold up the ones after them. Does nothing unless the runtime has
     /// a [rotation webhook secret](crate::ScopeKeyBuilder::rotation_webhook_secret).
     /// How many were rotated.
     pub async fn rotate_due(&self) -> Result<usize, NotifyError> {
@@ -422,6 +425,9 @@ impl Notifier {
         let lead = grace.max(interval);
         let batch = self.inner.config.batch_size;
         let mut rotated = 0;
+        // Pages in expiry order; a key left alone (its endpoint disabled, a
+        // lost race) is passed over, never in the way of the keys after it.
+        let mut after = None;
         for _ in 0..MAX_ROUNDS {
             let now = keys.now();
             let due = self
@@ -432,29 +438,28 @@ impl Notifier {
                     now,
                     now.saturating_add(lead),
                     now.saturating_sub(lead),
+                    after,
                     batch,
                 )
                 .await?;
-            let mut progress = 0;
-            for (id, url) in &due {
+            for key in &due {
                 let (endpoint_id, disabled) = self
                     .inner
                     .outbox
                     .backend
-                    .register_key_endpoint(url, now, uuid_at(now))
+                    .register_key_endpoint(&key.url, now, uuid_at(now))
                     .await?;
                 if disabled {
-                    tracing::warn!(key_id = %id, url = %url, "key is due an automatic rotation but its webhook endpoint is disabled; not rotating it");
+                    tracing::warn!(key_id = %key.id, url = %key.url, "key is due an automatic rotation but its webhook endpoint is disabled; not rotating it");
                     continue;
                 }
-                if self.rotate_one(*id, endpoint_id, grace, secret).await? {
-                    progress += 1;
+                if self.rotate_one(key.id, endpoint_id, grace, secret).await? {
+                    rotated += 1;
                 }
             }
-            rotated += progress;
-            // A key that cannot be rotated stays due: stop rather than spin.
-            if due.len() < batch as usize || progress == 0 {
-                break;
+            match due.last() {
+                Some(last) if due.len() == batch as usize => after = Some(last.position()),
+                _ => break,
             }
         }
         Ok(rotated)

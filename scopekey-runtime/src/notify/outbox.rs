@@ -206,6 +206,23 @@ pub(crate) enum Completion {
     },
 }
 
+/// A key due an automatic rotation: its id, rotation webhook and expiry.
+#[derive(Debug, Clone)]
+pub(crate) struct DueRotation {
+    pub(crate) id: KeyId,
+    pub(crate) url: String,
+    pub(crate) expires_at: OffsetDateTime,
+}
+
+/// Where a page of [`Backend::auto_rotation_due`] ended.
+pub(crate) type DuePosition = (OffsetDateTime, KeyId);
+
+impl DueRotation {
+    pub(crate) fn position(&self) -> DuePosition {
+        (self.expires_at, self.id)
+    }
+}
+
 /// Persistence for notices and deliveries; one implementation per database.
 #[async_trait]
 pub(crate) trait Backend: Send + Sync + 'static {
@@ -233,15 +250,17 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     /// Keys opted in to automatic rotation that are due: live, not rotated,
     /// `now < expires_at <= due_until`, created no later than
-    /// `created_by` (so a successor made this pass is never due at once).
-    /// With their rotation webhooks.
+    /// `created_by` (so a successor made this pass is never due at once),
+    /// in `(expires_at, id)` order after `after` (a page's last). With
+    /// their rotation webhooks.
     async fn auto_rotation_due(
         &self,
         now: OffsetDateTime,
         due_until: OffsetDateTime,
         created_by: OffsetDateTime,
+        after: Option<DuePosition>,
         limit: u32,
-    ) -> Result<Vec<(KeyId, String)>, StoreError>;
+    ) -> Result<Vec<DueRotation>, StoreError>;
 
     /// Enables (`disable = None`) or disables an endpoint; whether it changed.
     async fn set_endpoint_disabled(

@@ -12,8 +12,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::outbox::{
-    Backend, Claimed, Completion, Delivery, DeliveryFilter, DeliveryState, Endpoint, NewNotice,
-    Notice, NoticeKind, body, key_event_data, subscribed, uuid_at,
+    Backend, Claimed, Completion, Delivery, DeliveryFilter, DeliveryState, DuePosition,
+    DueRotation, Endpoint, NewNotice, Notice, NoticeKind, body, key_event_data, subscribed,
+    uuid_at,
 };
 use crate::error::StoreError;
 use crate::key::KeyId;
@@ -243,27 +244,38 @@ impl Backend for SqliteOutbox {
         now: OffsetDateTime,
         due_until: OffsetDateTime,
         created_by: OffsetDateTime,
+        after: Option<DuePosition>,
         limit: u32,
-    ) -> Result<Vec<(KeyId, String)>, StoreError> {
+    ) -> Result<Vec<DueRotation>, StoreError> {
+        // Without a position, one before every key: no expiry is before
+        // `now`, and an empty string sorts before every id.
+        let (after_expiry, after_id) = match after {
+            Some((at, id)) => (micros(at), id.to_string()),
+            None => (micros(now), String::new()),
+        };
         let rows = sqlx::query(
-            "SELECT id, rotation_webhook_url FROM scopekey_keys \
+            "SELECT id, rotation_webhook_url, expires_at FROM scopekey_keys \
              WHERE rotation_webhook_url IS NOT NULL AND revoked_at IS NULL \
              AND rotated_at IS NULL AND expires_at > ?1 AND expires_at <= ?2 \
              AND created_at <= ?3 \
-             ORDER BY expires_at, id LIMIT ?4",
+             AND (expires_at > ?4 OR (expires_at = ?4 AND id > ?5)) \
+             ORDER BY expires_at, id LIMIT ?6",
         )
         .bind(micros(now))
         .bind(micros(due_until))
         .bind(micros(created_by))
+        .bind(after_expiry)
+        .bind(after_id)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
             .map(|r| {
-                Ok((
-                    KeyId(uuid(r.try_get("id")?)?),
-                    r.try_get("rotation_webhook_url")?,
-                ))
+                Ok(DueRotation {
+                    id: KeyId(uuid(r.try_get("id")?)?),
+                    url: r.try_get("rotation_webhook_url")?,
+                    expires_at: from_micros(r.try_get("expires_at")?)?,
+                })
             })
             .collect()
     }

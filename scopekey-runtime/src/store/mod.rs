@@ -147,8 +147,17 @@ pub enum RevokeOutcome {
     NotFound,
 }
 
+/// The columns [`Store::find_for_verification`] reads, as a literal for
+/// `concat!` (the stores' verification statements are static strings).
+macro_rules! verify_columns {
+    () => {
+        "id, name, scopes, revoked_at, expires_at"
+    };
+}
+pub(crate) use verify_columns;
+
 /// The columns [`Store::find_for_verification`] reads: what a verdict needs.
-pub const VERIFY_COLUMNS: &str = "id, name, scopes, revoked_at, expires_at";
+pub const VERIFY_COLUMNS: &str = verify_columns!();
 
 /// Persistence for keys and their audit log. Implementations: SQLite
 /// ([`sqlite::SqliteStore`]) and PostgreSQL ([`postgres::PgStore`]).

@@ -42,6 +42,9 @@ const KEY_COLUMNS: &str = "id, name, scopes, metadata, hint, key_hash, created_a
      revoked_at, revoked_reason, rotated_at, parent_key_id, last_used_at, \
      rotation_period_seconds, rotation_webhook_url, rotation_webhook_secret";
 
+/// How long the pool [`PgStore::connect`] builds waits for a connection.
+pub const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Keys on PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -49,11 +52,20 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    /// Connects to a `postgres://` URL.
+    /// Connects to a `postgres://` URL, with a pool of up to 16 connections
+    /// that waits at most [`ACQUIRE_TIMEOUT`] (5 s) for one.
+    ///
+    /// sqlx's own default is 30 s, and a pool goes on retrying a refused
+    /// connection for all of it: with the server down, each management
+    /// request (and this call) would hang that long before its 503. A pool
+    /// of your own, with its own timeouts, goes through
+    /// [`from_pool`](Self::from_pool). Verification is bounded apart from
+    /// this, by the [store timeout](crate::ScopeKeyBuilder::store_timeout).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         Ok(Self {
             pool: PgPoolOptions::new()
                 .max_connections(16)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
                 .connect(url)
                 .await?,
         })
@@ -311,11 +323,12 @@ impl Store for PgStore {
         &self,
         hash: &KeyHash,
     ) -> Result<Option<VerifyRecord>, StoreError> {
-        let sql = format!(
-            "SELECT {} FROM scopekey_keys WHERE key_hash = $1",
-            super::VERIFY_COLUMNS
+        const SQL: &str = concat!(
+            "SELECT ",
+            super::verify_columns!(),
+            " FROM scopekey_keys WHERE key_hash = $1"
         );
-        let row = sqlx::query(AssertSqlSafe(sql))
+        let row = sqlx::query(SQL)
             .bind(&hash.as_bytes()[..])
             .fetch_optional(&self.pool)
             .await?;
@@ -534,5 +547,21 @@ mod tests {
         assert_eq!(from_hex(&to_hex(hash.as_bytes())), Some(hash));
         assert_eq!(from_hex("zz"), None);
         assert_eq!(from_hex(&"g".repeat(64)), None);
+    }
+
+    /// With nothing listening on the port, sqlx retries the refused
+    /// connection until the pool's acquire timeout: 5 s, not 30 s.
+    #[tokio::test]
+    async fn a_server_that_is_down_fails_within_the_acquire_timeout() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let started = std::time::Instant::now();
+        let outcome = PgStore::connect(&format!("postgres://postgres@127.0.0.1:{port}/down")).await;
+        let took = started.elapsed();
+        assert!(outcome.is_err());
+        assert!(took < ACQUIRE_TIMEOUT * 3, "gave up after {took:?}");
     }
 }

@@ -440,11 +440,12 @@ impl Store for SqliteStore {
         // index is more pages to find cold; see docs/performance.md.)
         // On the verification connection when it is free: its pages stay
         // warm.
-        let sql = format!(
-            "SELECT {} FROM scopekey_keys WHERE key_hash = ?",
-            super::VERIFY_COLUMNS
+        const SQL: &str = concat!(
+            "SELECT ",
+            super::verify_columns!(),
+            " FROM scopekey_keys WHERE key_hash = ?"
         );
-        let query = sqlx::query(AssertSqlSafe(sql)).bind(&hash.as_bytes()[..]);
+        let query = sqlx::query(SQL).bind(&hash.as_bytes()[..]);
         let row = self.fetch_for_verification(query).await?;
         row.as_ref().map(verify_record).transpose()
     }
