@@ -145,6 +145,15 @@ async fn compromise_report(db: &TestDb) {
         200
     );
 
+    // Whoever holds the leaked key rotates it, to outlive the leak.
+    let successor = app
+        .post(&format!("/api-keys/{live_id}/rotate"))
+        .bearer(&live)
+        .send()
+        .await
+        .json();
+    let successor_key = successor["key"].as_str().unwrap().to_owned();
+
     let res = app
         .post("/api-keys/compromised")
         .bearer(&app.admin)
@@ -162,7 +171,14 @@ async fn compromise_report(db: &TestDb) {
         ["revoked", "already_revoked", "unknown", "malformed"]
     );
     assert_eq!(results[0]["key_id"], live_id.as_str());
-    for secret in [&live, &dead, &unknown] {
+    assert_eq!(results[0]["revoked_successors"], json!([successor["id"]]));
+    assert_eq!(results[1]["revoked_successors"], json!([]));
+    app.get("/api-keys/self")
+        .bearer(&successor_key)
+        .send()
+        .await
+        .assert_problem(401, Some(INVALID_TOKEN));
+    for secret in [&live, &dead, &unknown, &successor_key] {
         assert!(!res.text().contains(secret.as_str()), "report echoes a key");
     }
 

@@ -34,11 +34,15 @@
 //! - `POST /api-keys/{id}/rotate`: `{grace_seconds?, scopes?}` (or empty).
 //! - `POST /api-keys/{id}/revoke`: `{reason?}` (or empty).
 //! - `POST /api-keys/compromised`: `{keys: [plaintext, ...], source?}`, up to
-//!   10,000 keys; 200 with `{results: [{index, status, key_id, hint}, ...]}`
-//!   in the order given, each `status` one of `revoked`, `already_revoked`,
-//!   `unknown`, `malformed` (`key_id` when known, `hint` when well formed).
-//!   Live keys are revoked with reason `compromised` and audited (and
-//!   announced by webhook) as `key.compromised`; no plaintext is echoed.
+//!   10,000 keys; 200 with `{results: [{index, status, key_id, hint,
+//!   revoked_successors}, ...]}` in the order given, each `status` one of
+//!   `revoked`, `already_revoked`, `unknown`, `malformed` (`key_id` when
+//!   known, `hint` when well formed). Live keys are revoked with reason
+//!   `compromised` and audited (and announced by webhook) as
+//!   `key.compromised`; no plaintext is echoed. Successors a reported key
+//!   minted by rotating itself are revoked the same way, their ids in
+//!   `revoked_successors` (see
+//!   [`report_compromised`](scopekey_runtime::ScopeKey::report_compromised)).
 //!
 //! Each handler checks the caller's scope *before* reading its body, so a
 //! caller without the scope learns nothing about what the body would have

@@ -112,7 +112,8 @@ pub enum KeysCommand {
     /// Reads one plaintext key a line from FILE, or from standard input when
     /// FILE is `-` or absent; blank lines and lines starting with `#` are
     /// skipped. Each live key is revoked with reason `compromised` and
-    /// audited as `key.compromised`. The report says, per line, `revoked`,
+    /// audited as `key.compromised`, and so are the successors it minted by
+    /// rotating itself. The report says, per line, `revoked`,
     /// `already_revoked`, `unknown` or `malformed`, and never repeats the
     /// plaintext. Exits 0 once every line is accounted for, whatever the
     /// outcomes.

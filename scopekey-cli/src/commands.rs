@@ -325,6 +325,8 @@ fn read_report(args: &CompromisedArgs) -> Result<Vec<(usize, String)>, Failure> 
                 .map_err(|e| Failure::Failed(format!("cannot read standard input: {e}")))?;
         }
     }
+    // A byte order mark (Notepad's UTF-8) is no part of the first key.
+    let bytes = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&bytes);
     Ok(bytes
         .split(|&b| b == b'\n')
         .enumerate()
@@ -377,16 +379,25 @@ async fn compromised(
     }
     output::report_table(out, &lines)?;
     let count = |status| lines.iter().filter(|l| l.result.status == status).count();
-    note(
-        out,
-        &format!(
-            "{} revoked, {} already revoked, {} unknown, {} malformed",
-            count(CompromiseStatus::Revoked),
-            count(CompromiseStatus::AlreadyRevoked),
-            count(CompromiseStatus::Unknown),
-            count(CompromiseStatus::Malformed),
-        ),
-    )
+    let mut summary = format!(
+        "{} revoked, {} already revoked, {} unknown, {} malformed",
+        count(CompromiseStatus::Revoked),
+        count(CompromiseStatus::AlreadyRevoked),
+        count(CompromiseStatus::Unknown),
+        count(CompromiseStatus::Malformed),
+    );
+    for l in &lines {
+        let successors = &l.result.revoked_successors;
+        if !successors.is_empty() {
+            let ids: Vec<String> = successors.iter().map(ToString::to_string).collect();
+            summary.push_str(&format!(
+                "\nline {}: the key had rotated itself; its successors revoked too: {}",
+                l.line,
+                ids.join(", ")
+            ));
+        }
+    }
+    note(out, &summary)
 }
 
 async fn events(g: &Globals, args: EventsArgs, out: &mut dyn Write) -> Result<(), Failure> {

@@ -53,7 +53,8 @@
 //! - `keys compromised [FILE|-] [--source S] [--json]`: revoke every live key
 //!   in a list of leaked plaintext keys, one a line (standard input when FILE
 //!   is `-` or absent; blank lines and `#` comments skipped), and report per
-//!   line `revoked`, `already_revoked`, `unknown` or `malformed`.
+//!   line `revoked`, `already_revoked`, `unknown` or `malformed`. Successors
+//!   a leaked key minted by rotating itself are revoked too, and named.
 //! - `keys lineage ID [--json]`: a key's rotation chain, oldest first.
 //! - `events [--key ID] [--limit N] [--cursor C] [--all] [--json]`: the audit
 //!   log, newest first.

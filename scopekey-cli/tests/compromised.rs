@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use scopekey_runtime::testing::TestDb;
-use scopekey_runtime::{KeyFormat, ScopeKey, VerifyError};
+use scopekey_runtime::{Actor, KeyFormat, RotateOptions, ScopeKey, VerifyError};
 use serde_json::json;
 
 async fn report_from_stdin(db: &TestDb) {
@@ -153,7 +153,9 @@ async fn report_from_a_file(db: &TestDb) {
     let url = db.url.as_str();
     let live = create(url, "in a file", &["orders:read"]);
     let file = TempSqlite::new(); // Any temporary path of our own will do.
-    let mut bytes = format!("{}\n", str_of(&live, "key")).into_bytes();
+    // Saved by Notepad: a byte order mark before the first key.
+    let mut bytes = "\u{feff}".as_bytes().to_vec();
+    bytes.extend_from_slice(format!("{}\n", str_of(&live, "key")).as_bytes());
     bytes.extend_from_slice(b"\xff\xfe not UTF-8\n");
     std::fs::write(&file.path, &bytes).expect("write the report");
     let path = file.path.to_str().expect("a UTF-8 temp path");
@@ -176,3 +178,38 @@ async fn report_from_a_file(db: &TestDb) {
 }
 
 scopekey_runtime::both_backends!(compromised_file, report_from_a_file);
+
+/// A leaked key that rotated itself: its successor is revoked with it, and
+/// the report names it.
+async fn self_minted_successors(db: &TestDb) {
+    let url = db.url.as_str();
+    let runtime = ScopeKey::builder_arc(db.store.clone()).build();
+    let leaked = create(url, "leaked", &["orders:read"]);
+    let plaintext = str_of(&leaked, "key");
+    let me = runtime.verify(plaintext).await.expect("a live key");
+    let successor = runtime
+        .rotate(me.id, RotateOptions::default(), Actor::Key(&me))
+        .await
+        .expect("a key may rotate itself");
+
+    let run = scopekey_with_stdin(url, &["keys", "compromised"], &format!("{plaintext}\n"));
+    assert_eq!(run.code, 0, "{run:#?}");
+    run.says(&format!(
+        "line 1: the key had rotated itself; its successors revoked too: {}",
+        successor.key.id
+    ));
+    assert!(matches!(
+        runtime.verify(successor.plaintext.expose_secret()).await,
+        Err(VerifyError::Revoked)
+    ));
+    let again = scopekey_with_stdin(
+        url,
+        &["keys", "compromised", "--json"],
+        &format!("{plaintext}\n"),
+    )
+    .json();
+    assert_eq!(again["results"][0]["status"], "already_revoked");
+    assert_eq!(again["results"][0]["revoked_successors"], json!([]));
+}
+
+scopekey_runtime::both_backends!(compromised_successors, self_minted_successors);

@@ -819,6 +819,101 @@ async fn compromise_report(db: &TestDb) {
 }
 both_backends!(compromise_report_works, compromise_report);
 
+/// A leaked key that rotated itself (any key may) has a successor whoever
+/// held it could have made: the report revokes the successors it minted
+/// itself, and theirs, down to one another key or the system made.
+async fn compromise_revokes_self_minted_successors(db: &TestDb) {
+    let (keys, clock) = runtime(db);
+    let now_grace = RotateOptions {
+        grace: Some(Duration::ZERO),
+        ..Default::default()
+    };
+    let rotate_self = |plaintext: String| {
+        let keys = keys.clone();
+        async move {
+            let me = keys.verify(&plaintext).await.unwrap();
+            keys.rotate(me.id, RotateOptions::default(), Actor::Key(&me))
+                .await
+                .unwrap()
+        }
+    };
+    let leaked = key(&keys, "leaked", &["a:b"]).await;
+    let second = rotate_self(leaked.plaintext.expose_secret().to_owned()).await;
+    clock.advance(Duration::seconds(1));
+    let third = rotate_self(second.plaintext.expose_secret().to_owned()).await;
+    clock.advance(Duration::seconds(1));
+    // Rotated by the system: its plaintext never went to the key's holder.
+    let fourth = keys
+        .rotate(third.key.id, now_grace.clone(), Actor::System)
+        .await
+        .unwrap();
+    let other = key(&keys, "other", &["a:b"]).await;
+    let others_successor = keys
+        .rotate(other.key.id, RotateOptions::default(), Actor::System)
+        .await
+        .unwrap();
+
+    let report = vec![
+        leaked.plaintext.expose_secret().to_owned(),
+        other.plaintext.expose_secret().to_owned(),
+    ];
+    let results = keys
+        .report_compromised(&report, Some("scanner"), Actor::System)
+        .await
+        .unwrap();
+    assert_eq!(results[0].status, CompromiseStatus::Revoked);
+    assert_eq!(
+        results[0].revoked_successors,
+        [second.key.id, third.key.id],
+        "self-minted successors"
+    );
+    assert_eq!(results[1].status, CompromiseStatus::Revoked);
+    assert!(results[1].revoked_successors.is_empty());
+    for (k, status) in [
+        (&second, Status::Revoked),
+        (&third, Status::Revoked),
+        (&fourth, Status::Active),
+        (&others_successor, Status::Active),
+    ] {
+        assert_eq!(
+            keys.get(k.key.id).await.unwrap().status,
+            status,
+            "{}",
+            k.key.id
+        );
+        let verdict = keys.verify(k.plaintext.expose_secret()).await;
+        assert_eq!(verdict.is_ok(), status == Status::Active, "{verdict:?}");
+    }
+    let revoked = keys.get(second.key.id).await.unwrap();
+    assert_eq!(revoked.revoked_reason.as_deref(), Some("compromised"));
+    let events = keys
+        .events(&ListEvents {
+            key_id: Some(second.key.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let event = events
+        .items
+        .iter()
+        .find(|e| e.kind == event_type::KEY_COMPROMISED)
+        .expect("a key.compromised event");
+    assert_eq!(event.details["leaked_key_id"], leaked.key.id.to_string());
+    assert_eq!(event.details["source"], "scanner");
+
+    // Reported again: nothing more to revoke.
+    let again = keys
+        .report_compromised(&report[..1], None, Actor::System)
+        .await
+        .unwrap();
+    assert_eq!(again[0].status, CompromiseStatus::AlreadyRevoked);
+    assert!(again[0].revoked_successors.is_empty());
+}
+both_backends!(
+    compromise_revokes_self_minted_successors_works,
+    compromise_revokes_self_minted_successors
+);
+
 async fn migrate_is_idempotent(db: &TestDb) {
     db.store.migrate().await.unwrap();
     db.store.migrate().await.unwrap();
