@@ -1477,4 +1477,36 @@ mod tests {
             assert_eq!(keys.inner.verifier.pending_len(), 0);
         }
     }
+
+    /// A flush's batch comes in key order, whatever order the keys were
+    /// used in (PostgreSQL locks the rows in the batch's order: one order
+    /// on every server means no deadlock between their flushes).
+    #[tokio::test]
+    async fn last_use_batches_come_in_key_order() {
+        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+        let keys = ScopeKey::builder(store).build();
+        keys.migrate().await.unwrap();
+        let mut created = Vec::new();
+        for i in 0..40 {
+            let k = keys
+                .create(NewKey::new(format!("k{i}"), ["a:b"]), Actor::System)
+                .await
+                .unwrap();
+            created.push(k);
+        }
+        for k in created.iter().rev() {
+            keys.verify(k.plaintext.expose_secret()).await.unwrap();
+        }
+        let ids: Vec<KeyId> = keys
+            .inner
+            .verifier
+            .take_last_used()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids.len(), 40);
+        assert_eq!(ids, sorted);
+    }
 }

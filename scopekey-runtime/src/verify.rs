@@ -244,7 +244,11 @@ impl Verifier {
         self.cache.invalidate_all();
     }
 
-    /// Takes the pending last-used times: per key, the latest.
+    /// Takes the pending last-used times: per key, the latest, in key order.
+    ///
+    /// The order is what keeps two servers' flushes from deadlocking on
+    /// PostgreSQL: each locks its rows in the order of its batch, so batches
+    /// in one order everywhere never wait on each other in a cycle.
     pub(crate) fn take_last_used(&self) -> Vec<(KeyId, OffsetDateTime)> {
         let used = std::mem::take(&mut *lock(&self.used));
         let mut latest = std::mem::take(&mut *lock(&self.unwritten));
@@ -259,7 +263,9 @@ impl Verifier {
                 .and_modify(|t| *t = (*t).max(at))
                 .or_insert(at);
         }
-        latest.into_iter().collect()
+        let mut batch: Vec<_> = latest.into_iter().collect();
+        batch.sort_unstable_by_key(|&(id, _)| id);
+        batch
     }
 
     /// How many keys have a use pending (for tests of the list's bound).

@@ -516,6 +516,8 @@ impl Store for PgStore {
     }
 
     async fn touch_last_used(&self, batch: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
+        // Rows are locked in the batch's order, which the runtime keeps by
+        // key id: two servers flushing at once never deadlock.
         let ids: Vec<Uuid> = batch.iter().map(|(id, _)| id.0).collect();
         let times: Vec<OffsetDateTime> = batch.iter().map(|(_, at)| *at).collect();
         sqlx::query(
