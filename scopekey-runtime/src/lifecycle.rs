@@ -562,10 +562,12 @@ impl ScopeKey {
                     "`expires_in_seconds` must be positive".into(),
                 ));
             }
-            (None, Some(ttl)) => Some(
-                now.checked_add(ttl)
-                    .ok_or_else(|| Error::Invalid("`expires_in_seconds` is too large".into()))?,
-            ),
+            // Stores keep microseconds: what is answered is what is kept.
+            (None, Some(ttl)) => {
+                Some(truncate_micros(now.checked_add(ttl).ok_or_else(|| {
+                    Error::Invalid("`expires_in_seconds` is too large".into())
+                })?))
+            }
             (None, None) => None,
         };
         if expires_at.is_some_and(|e| e <= now) {
@@ -848,7 +850,7 @@ impl ScopeKey {
         {
             return Err(escalation(&grants, p.grants()));
         }
-        let grace_end = now + grace;
+        let grace_end = truncate_micros(now + grace);
         let parent_expires_at = match parent.expires_at {
             Some(own) if own < grace_end => own,
             _ => grace_end,

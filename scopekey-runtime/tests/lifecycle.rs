@@ -819,6 +819,54 @@ async fn compromise_report(db: &TestDb) {
 }
 both_backends!(compromise_report_works, compromise_report);
 
+/// Times computed from durations finer than a microsecond are answered as
+/// the store keeps them: the created key's expiry, and the end of a grace.
+async fn times_are_answered_as_kept(db: &TestDb) {
+    let (keys, _) = runtime(db);
+    let created = keys
+        .create(
+            NewKey::new("fine", ["a:b"])
+                .expires_in(Duration::days(1) + Duration::nanoseconds(1_500)),
+            Actor::System,
+        )
+        .await
+        .unwrap();
+    let expires_at = created.key.expires_at.unwrap();
+    assert_eq!(expires_at.nanosecond() % 1_000, 0, "{expires_at}");
+    assert_eq!(
+        keys.get(created.key.id).await.unwrap().expires_at,
+        Some(expires_at)
+    );
+
+    let options = RotateOptions {
+        grace: Some(Duration::hours(1) + Duration::nanoseconds(2_500)),
+        ..Default::default()
+    };
+    keys.rotate(created.key.id, options, Actor::System)
+        .await
+        .unwrap();
+    let parent = keys.get(created.key.id).await.unwrap();
+    let events = keys
+        .events(&ListEvents {
+            key_id: Some(created.key.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let rotated = events
+        .items
+        .iter()
+        .find(|e| e.kind == event_type::KEY_ROTATED)
+        .unwrap();
+    let announced = time::OffsetDateTime::parse(
+        rotated.details["parent_expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert_eq!(parent.expires_at, Some(announced));
+}
+both_backends!(times_are_answered_as_kept_works, times_are_answered_as_kept);
+
 /// A leaked key that rotated itself (any key may) has a successor whoever
 /// held it could have made: the report revokes the successors it minted
 /// itself, and theirs, down to one another key or the system made.
