@@ -1058,6 +1058,40 @@ fn configuration_is_checked() {
     let mut bad = ok();
     bad.endpoints[0].secrets.clear();
     assert!(bad.validate().is_err());
+    // Past the calendar a time can reach, a spinning retry, a claim that
+    // lapses mid-request: refused before a notifier starts.
+    let refused = |tweak: &dyn Fn(&mut NotifierConfig), why: &str| {
+        let mut c = ok();
+        tweak(&mut c);
+        let error = c.validate().unwrap_err().to_string();
+        assert!(error.contains(why), "{error}");
+    };
+    refused(
+        &|c| c.thresholds = vec![Duration::days(3_000_000)],
+        "at most 10 years",
+    );
+    refused(
+        &|c| c.expired_lookback = Duration::days(3_651),
+        "at most 10 years",
+    );
+    refused(
+        &|c| c.max_backoff = Duration::days(3_651),
+        "at most 10 years",
+    );
+    refused(&|c| c.lease = Duration::days(3_651), "at most 10 years");
+    refused(
+        &|c| c.initial_backoff = Duration::microseconds(100),
+        "at least a second",
+    );
+    refused(
+        &|c| c.lease = Duration::seconds(15),
+        "longer than the request timeout",
+    );
+    let mut edge = ok();
+    edge.thresholds = vec![Duration::days(3650)];
+    edge.initial_backoff = Duration::SECOND;
+    edge.lease = Duration::seconds(16);
+    assert!(edge.validate().is_ok());
 }
 
 // ---------------------------------------------------------------------------

@@ -69,6 +69,11 @@ impl EndpointConfig {
     }
 }
 
+/// The longest a notice threshold, `expired_lookback`, `max_backoff` or
+/// `lease` may be: ten years (times past the calendar's end cannot be
+/// stored).
+pub const MAX_SETTING: Duration = Duration::days(3650);
+
 /// Settings of a [`Notifier`](super::Notifier).
 #[derive(Debug, Clone)]
 pub struct NotifierConfig {
@@ -93,14 +98,15 @@ pub struct NotifierConfig {
     /// the default backoff, about 15 hours of retries).
     pub max_attempts: u32,
     /// The wait after the first failed attempt; it doubles after each
-    /// further failure (default 30 s).
+    /// further failure (default 30 s; at least 1 s).
     pub initial_backoff: Duration,
     /// The longest wait between attempts (default 6 h); also the cap on an
     /// honoured `Retry-After`.
     pub max_backoff: Duration,
     /// How long a claimed delivery is reserved for its sender (default
     /// 5 min). A sender that dies leaves its claims to expire; another
-    /// sender then takes them. Keep it well above `request_timeout`.
+    /// sender then takes them. It must be longer than `request_timeout`;
+    /// keep it well above.
     pub lease: Duration,
     /// At most this many deliveries are claimed (and sent concurrently) at
     /// once (default 32).
@@ -228,8 +234,19 @@ impl NotifierConfig {
     /// Checks the settings (also done by [`Notifier::new`](super::Notifier::new)).
     pub fn validate(&self) -> Result<(), NotifyError> {
         let bad = |m: String| Err(NotifyError::Config(m));
+        let years = MAX_SETTING.whole_days() / 365;
         if self.thresholds.iter().any(|t| *t <= Duration::ZERO) {
             return bad("notice thresholds must be positive".into());
+        }
+        if self.thresholds.iter().any(|t| *t > MAX_SETTING)
+            || self.expired_lookback > MAX_SETTING
+            || self.max_backoff > MAX_SETTING
+            || self.lease > MAX_SETTING
+        {
+            return bad(format!(
+                "notice thresholds, expired_lookback, max_backoff and lease must be at most \
+                 {years} years"
+            ));
         }
         if self.interval.is_zero() {
             return bad("the notifier interval must be positive".into());
@@ -240,13 +257,17 @@ impl NotifierConfig {
         if self.max_attempts == 0 {
             return bad("max_attempts must be at least 1".into());
         }
-        if self.initial_backoff <= Duration::ZERO || self.max_backoff < self.initial_backoff {
+        if self.initial_backoff < Duration::SECOND || self.max_backoff < self.initial_backoff {
             return bad(
-                "backoff must be positive, and max_backoff at least initial_backoff".into(),
+                "initial_backoff must be at least a second, and max_backoff at least \
+                 initial_backoff"
+                    .into(),
             );
         }
-        if self.lease <= Duration::ZERO {
-            return bad("the claim lease must be positive".into());
+        // A claim that lapses while its request may still be running lets
+        // another sender send the same delivery again.
+        if self.lease <= Duration::try_from(self.request_timeout).unwrap_or(Duration::MAX) {
+            return bad("the claim lease must be longer than the request timeout".into());
         }
         if self.batch_size == 0 {
             return bad("batch_size must be at least 1".into());
