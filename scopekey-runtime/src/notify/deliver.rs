@@ -240,7 +240,9 @@ pub(crate) async fn attempt(
             };
             return Outcome::Failed {
                 status: None,
-                error: format!("{kind}: {}", error_chain(&e)),
+                // Without the URL: a credential in it (user information, a
+                // token in the query) would reach the outbox and the logs.
+                error: format!("{kind}: {}", error_chain(&e.without_url())),
             };
         }
     };
@@ -251,6 +253,17 @@ pub(crate) async fn attempt(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| parse_retry_after(v, now));
     classify(status, retry_after)
+}
+
+/// A webhook URL as audit events and logs show it: scheme, host and port
+/// only. Many receivers take a token in the path (`/services/T0/B0/secret`)
+/// or the query, or credentials as user information; the audit log is
+/// readable by any key with `api_keys:read`.
+pub(crate) fn shown_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => u.origin().ascii_serialization(),
+        Err(_) => "(not a URL)".to_owned(),
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -532,6 +545,24 @@ mod tests {
             .await
             .unwrap();
             assert_eq!(sent.await.unwrap().unwrap().status(), 204);
+        }
+    }
+
+    #[test]
+    fn shown_urls_keep_only_scheme_host_and_port() {
+        for (url, shown) in [
+            (
+                "https://hooks.example.com/services/T0/B0/secret",
+                "https://hooks.example.com",
+            ),
+            (
+                "https://user:pass@hooks.example.com:8443/x?token=t#f",
+                "https://hooks.example.com:8443",
+            ),
+            ("http://127.0.0.1:9000/hooks", "http://127.0.0.1:9000"),
+            ("not a url", "(not a URL)"),
+        ] {
+            assert_eq!(shown_url(url), shown, "{url}");
         }
     }
 }

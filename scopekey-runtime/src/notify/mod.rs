@@ -70,6 +70,10 @@
 //! longer. 410 Gone fails the delivery and disables the endpoint
 //! (`webhook.endpoint_disabled`): nothing more is enqueued for it or sent to
 //! it until [`Outbox::enable_endpoint`]. Every request has a timeout.
+//! Audit events and logs name an endpoint by its id and its scheme, host
+//! and port only (`https://hooks.example.com`): receivers often take a token
+//! in the path or query, and the audit log is open to any key with
+//! `api_keys:read`. Delivery errors kept in the outbox name no URL.
 //!
 //! **Signatures** follow Standard Webhooks: see [`signature`].
 //!
@@ -450,7 +454,7 @@ impl Notifier {
                     .register_key_endpoint(&key.url, now, uuid_at(now))
                     .await?;
                 if disabled {
-                    tracing::warn!(key_id = %key.id, url = %key.url, "key is due an automatic rotation but its webhook endpoint is disabled; not rotating it");
+                    tracing::warn!(key_id = %key.id, url = %deliver::shown_url(&key.url), "key is due an automatic rotation but its webhook endpoint is disabled; not rotating it");
                     continue;
                 }
                 if self.rotate_one(key.id, endpoint_id, grace, secret).await? {
@@ -685,9 +689,14 @@ impl Notifier {
                     kind: event_type::WEBHOOK_ENDPOINT_DISABLED.to_owned(),
                     actor_key_id: None,
                     at,
-                    details: json!({ "url": url, "delivery_id": c.id, "status": 410 }),
+                    details: json!({
+                        "url": deliver::shown_url(url),
+                        "endpoint_id": c.endpoint_id,
+                        "delivery_id": c.id,
+                        "status": 410,
+                    }),
                 };
-                tracing::warn!(url = %url, "webhook endpoint answered 410 Gone; disabling it");
+                tracing::warn!(url = %deliver::shown_url(url), endpoint_id = %c.endpoint_id, "webhook endpoint answered 410 Gone; disabling it");
                 let disable = Some(Box::new(("410 Gone".to_owned(), disabled)));
                 (
                     Completion::Failed {
@@ -766,7 +775,7 @@ impl Notifier {
             ..
         } = &completion
         {
-            tracing::info!(delivery_id = %c.id, url = %url, attempt = failures, %error, next_attempt_at = %next_attempt_at, "webhook delivery failed; will retry");
+            tracing::info!(delivery_id = %c.id, url = %deliver::shown_url(url), attempt = failures, %error, next_attempt_at = %next_attempt_at, "webhook delivery failed; will retry");
         }
         let stored = self
             .inner
@@ -779,7 +788,7 @@ impl Notifier {
             return Ok(None);
         }
         if let Completion::Failed { error, .. } = &completion {
-            tracing::warn!(delivery_id = %c.id, url = %url, %error, "webhook delivery failed for good");
+            tracing::warn!(delivery_id = %c.id, url = %deliver::shown_url(url), %error, "webhook delivery failed for good");
         }
         Ok(Some(tally))
     }
@@ -803,7 +812,8 @@ impl Notifier {
                 "delivery_id": c.id,
                 "event_id": c.event_id,
                 "event_type": c.event_type,
-                "url": url,
+                "url": deliver::shown_url(url),
+                "endpoint_id": c.endpoint_id,
                 "attempts": attempts,
                 "last_status": status,
                 "error": error,
