@@ -121,9 +121,29 @@ async fn self_rotation(db: &TestDb) {
     let (next, next_id) = key_and_id(&res.json());
     assert_eq!(res.json()["scopes"], json!(["orders:read"]));
 
-    // ...but not another key.
+    // ...but not another key, whatever the body: who may rotate is judged
+    // before the body is read.
     app.post(&format!("/api-keys/{other_id}/rotate"))
         .bearer(&next)
+        .send()
+        .await
+        .assert_problem(403, Some(&insufficient("api_keys:write")));
+    for body in [
+        json!({ "grace_seconds": -1 }),
+        json!({ "unknown": true }),
+        json!({ "scopes": ["Not A Scope"] }),
+    ] {
+        app.post(&format!("/api-keys/{other_id}/rotate"))
+            .bearer(&next)
+            .json(&body)
+            .send()
+            .await
+            .assert_problem(403, Some(&insufficient("api_keys:write")));
+    }
+    app.post(&format!("/api-keys/{other_id}/rotate"))
+        .bearer(&next)
+        .header("content-type", "application/json")
+        .body("{not json")
         .send()
         .await
         .assert_problem(403, Some(&insufficient("api_keys:write")));

@@ -125,10 +125,10 @@
 //!   service did not hand out are 400.
 //! - **Scope checks come first**: a management route checks the caller's
 //!   scope before reading its body, so an unauthorized caller gets 401/403,
-//!   never a body validation error. Rotation is open to any valid key at the
-//!   route; the runtime then allows the key itself or `api_keys:write`,
-//!   before it looks the id up (so a key without `api_keys:write` gets 403
-//!   for any id but its own, and cannot tell which ids exist).
+//!   never a body validation error. Rotation is open to any valid key for
+//!   itself; rotating another key needs `api_keys:write`, checked before the
+//!   body is read and the id looked up (so a key without it gets 403 for any
+//!   id but its own, whatever the body, and cannot tell which ids exist).
 
 mod background;
 mod config;

@@ -291,9 +291,13 @@ async fn rotate(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    // Any valid key may ask; the runtime decides (itself, or
-    // `api_keys:write`), after the id is known to exist.
+    // Any valid key may ask for itself; another key needs
+    // `api_keys:write`, checked before the body is read (as the scopes of
+    // every other route are).
     let id = path_id(&req)?;
+    if let Err(e) = scopekey_runtime::may_rotate(Actor::Key(&caller), id) {
+        return Err(refused(&caller, e, &[SCOPE_WRITE.to_owned()]));
+    }
     let body: RotateBody =
         read_json(&req, payload, JSON_LIMIT, Some(RotateBody::default())).await?;
     let options = RotateOptions {
@@ -305,9 +309,7 @@ async fn rotate(
     let key = match rotated {
         Ok(key) => key,
         Err(e) => {
-            let asked = if caller.id != id && !caller.grants().covers_str(SCOPE_WRITE) {
-                vec![SCOPE_WRITE.to_owned()]
-            } else if let Some(scopes) = body.scopes {
+            let asked = if let Some(scopes) = body.scopes {
                 scopes
             } else if matches!(e, Error::Forbidden(_)) {
                 // The successor would have the parent's scopes: the

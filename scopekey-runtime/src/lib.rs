@@ -101,7 +101,7 @@ pub use error::{Error, StoreError, VerifyError};
 pub use key::{KeyFormat, KeyId, Plaintext};
 pub use lifecycle::{
     Actor, ListEvents, ListKeys, NewKey, RotateOptions, SCOPE_READ, SCOPE_REVOKE, SCOPE_WRITE,
-    ScopeKey, ScopeKeyBuilder,
+    ScopeKey, ScopeKeyBuilder, may_rotate,
 };
 pub use model::{
     ApiKey, AuditEvent, CreatedKey, KeyRecord, Page, Principal, SecretText, Status, VerifyRecord,

@@ -807,21 +807,15 @@ impl ScopeKey {
         deliver: Option<Box<DeliverSuccessor<'_>>>,
     ) -> Result<CreatedKey, Error> {
         let now = self.now();
+        // Permission first, before the options and the lookup: a key without
+        // `api_keys:write` learns neither which ids exist nor how its
+        // request would have been judged.
+        may_rotate(actor, id)?;
         let grace = options.grace.unwrap_or(self.inner.config.default_grace);
         if grace < Duration::ZERO || grace > MAX_GRACE {
             return Err(Error::Invalid(format!(
                 "`grace_seconds` must be between 0 and {}",
                 MAX_GRACE.whole_seconds()
-            )));
-        }
-        // Permission before lookup, so a key without `api_keys:write` cannot
-        // tell which ids exist.
-        if let Actor::Key(p) = actor
-            && p.id != id
-            && !p.grants().covers_str(SCOPE_WRITE)
-        {
-            return Err(Error::Forbidden(format!(
-                "rotating another key needs `{SCOPE_WRITE}`"
             )));
         }
         let parent = self
@@ -1171,6 +1165,20 @@ pub(crate) type DeliverSuccessor<'a> = dyn FnOnce(
     ) -> Result<Vec<crate::store::OutboxDelivery>, Error>
     + Send
     + 'a;
+
+/// Whether `actor` may rotate the key `id` at all: the system, the key
+/// itself, or a key holding `api_keys:write` ([`Error::Forbidden`]
+/// otherwise). [`ScopeKey::rotate`] checks it first; a route can check it
+/// before it reads a request body. Scopes asked for the successor are
+/// checked by the rotation itself.
+pub fn may_rotate(actor: Actor<'_>, id: KeyId) -> Result<(), Error> {
+    match actor {
+        Actor::Key(p) if p.id != id && !p.grants().covers_str(SCOPE_WRITE) => Err(
+            Error::Forbidden(format!("rotating another key needs `{SCOPE_WRITE}`")),
+        ),
+        _ => Ok(()),
+    }
+}
 
 fn check_period(period: Duration) -> Result<Duration, Error> {
     if period < Duration::SECOND || period > MAX_ROTATION_PERIOD {

@@ -193,6 +193,16 @@ async fn no_escalation(db: &TestDb) {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Forbidden(m) if m.contains("api_keys:write")));
+    // Judged before the options: a bad grace is still 403, not 400.
+    let bad_grace = RotateOptions {
+        grace: Some(Duration::seconds(-1)),
+        ..Default::default()
+    };
+    let err = keys
+        .rotate(admin.key.id, bad_grace, Actor::Key(&rp))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Forbidden(_)), "{err:?}");
     // A key may rotate itself, into a subset.
     let fewer = RotateOptions {
         scopes: Some(vec!["orders:read".into()]),
