@@ -79,3 +79,34 @@ async fn identical(db: &TestDb) {
 }
 
 both_backends!(refusals_are_byte_identical, identical);
+
+/// A credential too long or not UTF-8 is refused before it is read, and
+/// still audited, as a malformed key is: `auth.failed`, reason `malformed`,
+/// nothing of the header kept.
+async fn unreadable_credentials_are_audited(db: &TestDb) {
+    let app = TestApp::start(db).await;
+    let long = format!("sk_{}", "A".repeat(600));
+    app.get("/api-keys/self")
+        .header("X-API-Key", long.as_bytes())
+        .send()
+        .await
+        .assert_problem(401, Some(INVALID_TOKEN));
+    let events = app.get("/api-keys/events").bearer(&app.admin).send().await;
+    let failed: Vec<serde_json::Value> = events.json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "auth.failed")
+        .cloned()
+        .collect();
+    assert_eq!(failed.len(), 1, "{}", events.text());
+    assert_eq!(failed[0]["details"]["reason"], "malformed");
+    assert_eq!(failed[0]["details"]["hint"], serde_json::Value::Null);
+    assert!(!events.text().contains("AAAAAAAA"));
+    app.stop().await;
+}
+
+both_backends!(
+    unreadable_credentials_audited,
+    unreadable_credentials_are_audited
+);

@@ -117,9 +117,17 @@ pub(crate) fn verify(req: &HttpRequest) -> Verification<LocalBoxFuture<'static, 
             );
             fail(AuthErrorKind::MultipleCredentials)
         }
-        (Some(_), Presented::Unreadable(why)) => {
+        (Some(keys), Presented::Unreadable(why)) => {
             tracing::info!(reason = why, "api key refused before verification");
-            fail(AuthErrorKind::InvalidToken)
+            // Audited like any malformed key (a sampled `auth.failed`, no
+            // hint): the runtime refuses the empty text at its format check.
+            // Nothing of the header itself is kept or hashed.
+            let keys = keys.clone();
+            let realm = realm();
+            Either::Right(Box::pin(async move {
+                let _ = keys.verify("").await;
+                Err(AuthError::new(AuthErrorKind::InvalidToken, realm))
+            }))
         }
         (Some(keys), Presented::Key(key)) => {
             // The hot path: a cached, valid key is decided here, with no

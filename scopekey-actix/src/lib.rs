@@ -84,11 +84,11 @@
 //!   `Authorization` or `X-API-Key` header, or one of each, is 400
 //!   `invalid_request`. A Bearer or `X-API-Key` value over
 //!   [`MAX_CREDENTIAL_HEADER_LEN`] bytes or not UTF-8 is 401 `invalid_token`
-//!   (a malformed token, RFC 6750 §3.1), answered before any hashing or
-//!   store access and logged, not audited. Any other text that is not a
-//!   key's (other characters, a wrong checksum) is 401 `invalid_token` too,
-//!   refused by the runtime's format check before any store access, and
-//!   sampled into the audit log as `auth.failed` (reason `malformed`).
+//!   (a malformed token, RFC 6750 §3.1), refused before any hashing or
+//!   store access. Any other text that is not a key's (other characters, a
+//!   wrong checksum) is 401 `invalid_token` too, refused by the runtime's
+//!   format check before any store access. Both are logged and sampled into
+//!   the audit log as `auth.failed` (reason `malformed`, no hint).
 //! - **Challenges** are exactly the specification's: `Bearer realm="api"`
 //!   when no key was presented (the realm is configurable, see
 //!   [`AuthConfig`]), and `Bearer error="invalid_token"`,

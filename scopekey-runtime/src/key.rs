@@ -88,8 +88,13 @@ impl fmt::Display for Plaintext {
     }
 }
 
-/// The BLAKE3 hash a key is stored and looked up by. Never leaves the store or
-/// the verifier: no public API returns it.
+/// The BLAKE3 hash a key is stored and looked up by. No HTTP route, CLI
+/// output, audit event or webhook shows it, and its `Debug` is redacted. It
+/// travels only between a [`Store`](crate::Store) and the verifier (a
+/// custom store sees it in [`KeyRecord`](crate::KeyRecord)), and on
+/// PostgreSQL in the change notifications between instances, which any
+/// role allowed to connect to the database may `LISTEN` to. A hash does not
+/// authenticate: verification hashes what is presented.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct KeyHash(pub(crate) [u8; 32]);
 

@@ -127,7 +127,8 @@ pub struct OutboxDelivery {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RotateOutcome {
     /// The parent was live and had no successor: both rows written. Carries
-    /// the parent as it was before the change.
+    /// the parent as written: `rotated_at` set, `expires_at` the end of its
+    /// grace.
     Rotated(KeyRecord),
     /// No such parent.
     NotFound,
