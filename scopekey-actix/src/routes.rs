@@ -43,6 +43,8 @@
 //!   minted by rotating itself are revoked the same way, their ids in
 //!   `revoked_successors` (see
 //!   [`report_compromised`](scopekey_runtime::ScopeKey::report_compromised)).
+//!   A 503 may come after some keys were revoked: send the same report
+//!   again (they then read `already_revoked`).
 //!
 //! Each handler checks the caller's scope *before* reading its body, so a
 //! caller without the scope learns nothing about what the body would have

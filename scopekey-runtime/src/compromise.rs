@@ -60,6 +60,10 @@ impl ScopeKey {
     /// its plaintext never went to whoever held the leaked key. Keys the
     /// leaked key created outright are not revoked; the audit log lists them
     /// (`key.created` events whose `actor_key_id` is its id).
+    ///
+    /// Keys are handled in order. A store failure partway through ends the
+    /// call with an error, the keys before it already revoked: a report is
+    /// safe to send again (those then read `already_revoked`).
     pub async fn report_compromised(
         &self,
         keys: &[String],

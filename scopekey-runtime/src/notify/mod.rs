@@ -82,7 +82,12 @@
 //! them. Secrets are never stored: deliveries are signed when sent, so a
 //! secret rotation applies to deliveries already waiting. A notifier sends
 //! only to the endpoints it is configured with, and to keys' own rotation
-//! webhooks (below) when it holds a delivery secret.
+//! webhooks (below) when it holds a delivery secret. An endpoint stays
+//! registered when it leaves the configuration (another instance may still
+//! send to it, say during a rolling deploy), and deliveries go on being
+//! enqueued for it: when no instance sends to it any more, disable it with
+//! [`Outbox::disable_endpoint`]. A notifier that starts logs a warning for
+//! each enabled endpoint it is not configured with.
 //!
 //! **Automatic rotation.** A key under a rotation policy may name its own
 //! `rotation_webhook_url` (https; at creation, its holder receives the
@@ -318,7 +323,8 @@ impl Notifier {
                         .await?;
                     if let Some(at) = row.disabled_at {
                         tracing::warn!(
-                            url = %row.url,
+                            url = %deliver::shown_url(&row.url),
+                            endpoint_id = %row.id,
                             disabled_at = %at,
                             reason = ?row.disabled_reason,
                             "webhook endpoint is disabled; nothing is sent to it until it is enabled again"
@@ -329,6 +335,19 @@ impl Notifier {
                         url: row.url,
                         secrets: ep.secrets.clone(),
                     });
+                }
+                // An endpoint dropped from the configuration still collects
+                // deliveries, which wait for a notifier configured with it.
+                for row in self.inner.outbox.backend.endpoints().await? {
+                    let configured = out.iter().any(|r| r.id == row.id);
+                    if !configured && !row.key_delivery && row.disabled_at.is_none() {
+                        tracing::warn!(
+                            url = %deliver::shown_url(&row.url),
+                            endpoint_id = %row.id,
+                            "webhook endpoint is not configured in this notifier; its deliveries wait for one that is. \
+                             If none is any more, disable it (Outbox::disable_endpoint)"
+                        );
+                    }
                 }
                 Ok::<_, NotifyError>(out)
             })
