@@ -171,13 +171,20 @@ async fn compromise_report(db: &TestDb) {
         ["revoked", "already_revoked", "unknown", "malformed"]
     );
     assert_eq!(results[0]["key_id"], live_id.as_str());
-    assert_eq!(results[0]["revoked_successors"], json!([successor["id"]]));
-    assert_eq!(results[1]["revoked_successors"], json!([]));
-    app.get("/api-keys/self")
-        .bearer(&successor_key)
-        .send()
-        .await
-        .assert_problem(401, Some(INVALID_TOKEN));
+    // The key it minted is listed, not revoked...
+    assert_eq!(
+        results[0]["minted"],
+        json!([{ "key_id": successor["id"], "status": "active" }])
+    );
+    assert_eq!(results[1]["minted"], json!([]));
+    assert_eq!(
+        app.get("/api-keys/self")
+            .bearer(&successor_key)
+            .send()
+            .await
+            .status,
+        200
+    );
     for secret in [&live, &dead, &unknown, &successor_key] {
         assert!(!res.text().contains(secret.as_str()), "report echoes a key");
     }
@@ -187,6 +194,35 @@ async fn compromise_report(db: &TestDb) {
         .send()
         .await
         .assert_problem(401, Some(INVALID_TOKEN));
+    // ...until asked: the same report, revoking what the leaked key minted.
+    let res = app
+        .post("/api-keys/compromised")
+        .bearer(&app.admin)
+        .json(&json!({ "keys": [live], "revoke_minted": true }))
+        .send()
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(
+        res.json()["results"][0],
+        json!({
+            "index": 0,
+            "status": "already_revoked",
+            "key_id": live_id,
+            "hint": results[0]["hint"],
+            "minted": [{ "key_id": successor["id"], "status": "revoked" }],
+        })
+    );
+    app.get("/api-keys/self")
+        .bearer(&successor_key)
+        .send()
+        .await
+        .assert_problem(401, Some(INVALID_TOKEN));
+    app.post("/api-keys/compromised")
+        .bearer(&app.admin)
+        .json(&json!({ "keys": [live], "revoke_minted": "yes" }))
+        .send()
+        .await
+        .assert_problem(400, None);
     // The reason is the specification's word alone; the report's source
     // is in the audit event.
     let key = app

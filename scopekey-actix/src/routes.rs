@@ -33,16 +33,17 @@
 //!   object.
 //! - `POST /api-keys/{id}/rotate`: `{grace_seconds?, scopes?}` (or empty).
 //! - `POST /api-keys/{id}/revoke`: `{reason?}` (or empty).
-//! - `POST /api-keys/compromised`: `{keys: [plaintext, ...], source?}`, up to
-//!   10,000 keys; 200 with `{results: [{index, status, key_id, hint,
-//!   revoked_successors}, ...]}` in the order given, each `status` one of
-//!   `revoked`, `already_revoked`, `unknown`, `malformed` (`key_id` when
-//!   known, `hint` when well formed). Live keys are revoked with reason
+//! - `POST /api-keys/compromised`: `{keys: [plaintext, ...], source?,
+//!   revoke_minted?}`, up to 10,000 keys; 200 with `{results: [{index,
+//!   status, key_id, hint, minted}, ...]}` in the order given, each `status`
+//!   one of `revoked`, `already_revoked`, `unknown`, `malformed` (`key_id`
+//!   when known, `hint` when well formed). Live keys are revoked with reason
 //!   `compromised` and audited (and announced by webhook) as
-//!   `key.compromised`; no plaintext is echoed. Successors a reported key
-//!   minted by rotating itself are revoked the same way, their ids in
-//!   `revoked_successors` (see
-//!   [`report_compromised`](scopekey_runtime::ScopeKey::report_compromised)).
+//!   `key.compromised`; no plaintext is echoed. `minted` lists, as
+//!   `{key_id, status}`, the keys a reported key created or rotated into
+//!   being (itself included: any key may rotate itself), and theirs in turn;
+//!   with `"revoke_minted": true` the live ones are revoked too (see
+//!   [`report_compromised_with`](scopekey_runtime::ScopeKey::report_compromised_with)).
 //!   A 503 may come after some keys were revoked: send the same report
 //!   again (they then read `already_revoked`).
 //!
@@ -62,7 +63,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::{Duration, OffsetDateTime};
 
-use scopekey_runtime::compromise::CompromiseResult;
+use scopekey_runtime::compromise::{CompromiseOptions, CompromiseResult};
 use scopekey_runtime::scope::Grant;
 use scopekey_runtime::{
     Actor, ApiKey, CreatedKey, Error, KeyId, ListEvents, ListKeys, NewKey, RotateOptions,
@@ -382,6 +383,8 @@ struct CompromisedBody {
     keys: Vec<String>,
     #[serde(default)]
     source: Option<String>,
+    #[serde(default)]
+    revoke_minted: Option<bool>,
 }
 
 #[derive(Serialize)]
@@ -396,8 +399,12 @@ async fn compromised(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(SCOPE_REVOKE)?;
     let body: CompromisedBody = read_json(&req, payload, COMPROMISED_LIMIT, None).await?;
+    let options = CompromiseOptions {
+        source: body.source.as_deref(),
+        revoke_minted: body.revoke_minted.unwrap_or(false),
+    };
     let results = keys(&req)?
-        .report_compromised(&body.keys, body.source.as_deref(), Actor::Key(&caller))
+        .report_compromised_with(&body.keys, options, Actor::Key(&caller))
         .await?;
     Ok(ok_json(StatusCode::OK, &CompromisedReport { results }))
 }

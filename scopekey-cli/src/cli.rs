@@ -112,8 +112,9 @@ pub enum KeysCommand {
     /// Reads one plaintext key a line from FILE, or from standard input when
     /// FILE is `-` or absent; blank lines and lines starting with `#` are
     /// skipped. Each live key is revoked with reason `compromised` and
-    /// audited as `key.compromised`, and so are the successors it minted by
-    /// rotating itself. The report says, per line, `revoked`,
+    /// audited as `key.compromised`; the keys it minted (created, or
+    /// rotated into being) are listed, and revoked too with
+    /// `--revoke-minted`. The report says, per line, `revoked`,
     /// `already_revoked`, `unknown` or `malformed`, and never repeats the
     /// plaintext. Exits 0 once every line is accounted for, whatever the
     /// outcomes.
@@ -295,6 +296,12 @@ pub struct CompromisedArgs {
     /// in the revocation reason.
     #[arg(long, value_name = "SOURCE")]
     pub source: Option<String>,
+
+    /// Also revoke the live keys each leaked key minted: created, or
+    /// rotated into being (itself included), and theirs in turn. Without
+    /// it they are only listed.
+    #[arg(long)]
+    pub revoke_minted: bool,
 
     #[command(flatten)]
     pub output: Output,

@@ -5,8 +5,8 @@ use std::time::Duration as StdDuration;
 
 use scopekey_runtime::compromise::MAX_REPORT_KEYS;
 use scopekey_runtime::{
-    Actor, ApiKey, CompromiseStatus, CreatedKey, KeyFormat, ListEvents, ListKeys, NewKey, Page,
-    RotateOptions, ScopeKey, StoreError,
+    Actor, ApiKey, CompromiseOptions, CompromiseStatus, CreatedKey, KeyFormat, ListEvents,
+    ListKeys, NewKey, Page, RotateOptions, ScopeKey, Status, StoreError,
 };
 use serde_json::{Value, json};
 
@@ -350,8 +350,12 @@ async fn compromised(
     // simply sent in several batches.
     for (batch_no, batch) in report.chunks(MAX_REPORT_KEYS).enumerate() {
         let texts: Vec<String> = batch.iter().map(|(_, text)| text.clone()).collect();
+        let options = CompromiseOptions {
+            source: args.source.as_deref(),
+            revoke_minted: args.revoke_minted,
+        };
         let results = keys
-            .report_compromised(&texts, args.source.as_deref(), Actor::System)
+            .report_compromised_with(&texts, options, Actor::System)
             .await?;
         for mut result in results {
             let (line, _) = batch[result.index];
@@ -386,16 +390,29 @@ async fn compromised(
         count(CompromiseStatus::Unknown),
         count(CompromiseStatus::Malformed),
     );
+    let mut live_minted = false;
     for l in &lines {
-        let successors = &l.result.revoked_successors;
-        if !successors.is_empty() {
-            let ids: Vec<String> = successors.iter().map(ToString::to_string).collect();
-            summary.push_str(&format!(
-                "\nline {}: the key had rotated itself; its successors revoked too: {}",
-                l.line,
-                ids.join(", ")
-            ));
+        if l.result.minted.is_empty() {
+            continue;
         }
+        let keys: Vec<String> = l
+            .result
+            .minted
+            .iter()
+            .map(|m| format!("{} ({})", m.key_id, m.status))
+            .collect();
+        live_minted |= l.result.minted.iter().any(|m| m.status != Status::Revoked);
+        summary.push_str(&format!(
+            "\nline {}: keys it minted: {}",
+            l.line,
+            keys.join(", ")
+        ));
+    }
+    if live_minted {
+        summary.push_str(
+            "\nkeys a leaked key minted may be in other hands too: review them, or run again \
+             with --revoke-minted",
+        );
     }
     note(out, &summary)
 }

@@ -50,11 +50,13 @@
 //!   with its plaintext, once; the old key works for the grace period
 //!   (default 24h, `0` ends it now); `--scope` narrows the successor's scopes.
 //! - `keys revoke ID [--reason R] [--json]`: revoke at once (idempotent).
-//! - `keys compromised [FILE|-] [--source S] [--json]`: revoke every live key
-//!   in a list of leaked plaintext keys, one a line (standard input when FILE
-//!   is `-` or absent; blank lines and `#` comments skipped), and report per
-//!   line `revoked`, `already_revoked`, `unknown` or `malformed`. Successors
-//!   a leaked key minted by rotating itself are revoked too, and named.
+//! - `keys compromised [FILE|-] [--source S] [--revoke-minted] [--json]`:
+//!   revoke every live key in a list of leaked plaintext keys, one a line
+//!   (standard input when FILE is `-` or absent; blank lines and `#`
+//!   comments skipped), and report per line `revoked`, `already_revoked`,
+//!   `unknown` or `malformed`. The keys a leaked key minted (created, or
+//!   rotated into being, itself included) are named, and revoked too with
+//!   `--revoke-minted`.
 //! - `keys lineage ID [--json]`: a key's rotation chain, oldest first.
 //! - `events [--key ID] [--limit N] [--cursor C] [--all] [--json]`: the audit
 //!   log, newest first.

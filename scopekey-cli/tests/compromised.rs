@@ -179,9 +179,9 @@ async fn report_from_a_file(db: &TestDb) {
 
 scopekey_runtime::both_backends!(compromised_file, report_from_a_file);
 
-/// A leaked key that rotated itself: its successor is revoked with it, and
-/// the report names it.
-async fn self_minted_successors(db: &TestDb) {
+/// A leaked key that rotated itself: its successor is named, and revoked
+/// with `--revoke-minted`.
+async fn minted_keys(db: &TestDb) {
     let url = db.url.as_str();
     let runtime = ScopeKey::builder_arc(db.store.clone()).build();
     let leaked = create(url, "leaked", &["orders:read"]);
@@ -191,25 +191,44 @@ async fn self_minted_successors(db: &TestDb) {
         .rotate(me.id, RotateOptions::default(), Actor::Key(&me))
         .await
         .expect("a key may rotate itself");
+    let input = format!("{plaintext}\n");
 
-    let run = scopekey_with_stdin(url, &["keys", "compromised"], &format!("{plaintext}\n"));
+    let run = scopekey_with_stdin(url, &["keys", "compromised"], &input);
     assert_eq!(run.code, 0, "{run:#?}");
     run.says(&format!(
-        "line 1: the key had rotated itself; its successors revoked too: {}",
+        "line 1: keys it minted: {} (active)",
         successor.key.id
-    ));
+    ))
+    .says("run again with --revoke-minted");
+    assert!(
+        runtime
+            .verify(successor.plaintext.expose_secret())
+            .await
+            .is_ok()
+    );
+
+    let report = scopekey_with_stdin(
+        url,
+        &["keys", "compromised", "--revoke-minted", "--json"],
+        &input,
+    )
+    .json();
+    assert_eq!(report["results"][0]["status"], "already_revoked");
+    assert_eq!(
+        report["results"][0]["minted"],
+        json!([{ "key_id": successor.key.id.to_string(), "status": "revoked" }])
+    );
+    // Revoked by another process: this one's cache would serve it for up
+    // to a second.
+    runtime.invalidate_cache();
     assert!(matches!(
         runtime.verify(successor.plaintext.expose_secret()).await,
         Err(VerifyError::Revoked)
     ));
-    let again = scopekey_with_stdin(
-        url,
-        &["keys", "compromised", "--json"],
-        &format!("{plaintext}\n"),
-    )
-    .json();
-    assert_eq!(again["results"][0]["status"], "already_revoked");
-    assert_eq!(again["results"][0]["revoked_successors"], json!([]));
+    // Once they are revoked, no advice to revoke them.
+    let run = scopekey_with_stdin(url, &["keys", "compromised"], &input);
+    run.says(&format!("{} (revoked)", successor.key.id));
+    assert!(!run.stderr.contains("--revoke-minted"), "{run:#?}");
 }
 
-scopekey_runtime::both_backends!(compromised_successors, self_minted_successors);
+scopekey_runtime::both_backends!(compromised_minted, minted_keys);

@@ -1,16 +1,20 @@
 //! Compromise response: plaintext keys found in the wild are revoked at once.
 
+use std::collections::HashSet;
+
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::error::Error;
 use crate::key::{KeyId, hint};
 use crate::lifecycle::{Actor, ScopeKey};
-use crate::model::event_type;
-use crate::store::EventQuery;
+use crate::model::{Status, event_type};
 
 /// The most keys one report may hold.
 pub const MAX_REPORT_KEYS: usize = 10_000;
+
+/// The most minted keys listed (and revoked) for one reported key.
+pub const MAX_MINTED: usize = 10_000;
 
 /// What happened to one reported key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +30,17 @@ pub enum CompromiseStatus {
     Malformed,
 }
 
+/// A key minted with a reported key's authority, and its status once the
+/// report was handled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MintedKey {
+    /// The minted key.
+    pub key_id: KeyId,
+    /// Its status after the report (`revoked` if the report revoked it, or
+    /// it already was).
+    pub status: Status,
+}
+
 /// The result for one reported key: never the plaintext, only id and hint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompromiseResult {
@@ -37,37 +52,68 @@ pub struct CompromiseResult {
     pub key_id: Option<KeyId>,
     /// The key's hint, when the input was well formed.
     pub hint: Option<String>,
-    /// Successors the reported key minted by rotating itself (and theirs,
-    /// down the lineage), revoked with it: whoever held the leaked key could
-    /// have made them. Successors made by another key, by the system or by
-    /// automatic rotation (delivered to the holder's webhook) are left alone.
+    /// The keys minted with the reported key's authority, and theirs in
+    /// turn, oldest first (see [`ScopeKey::report_compromised_with`]).
     #[serde(default)]
-    pub revoked_successors: Vec<KeyId>,
+    pub minted: Vec<MintedKey>,
+}
+
+/// How a compromise report is handled.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CompromiseOptions<'a> {
+    /// Where the report came from (a scanner's name), recorded in each
+    /// `key.compromised` event; at most 200 characters.
+    pub source: Option<&'a str>,
+    /// Also revoke the live keys each reported key minted (see
+    /// [`ScopeKey::report_compromised_with`]). Off by default.
+    pub revoke_minted: bool,
 }
 
 impl ScopeKey {
     /// Revokes every live key in a report of plaintext keys found in the
     /// wild (a secret scanner's hits, a leak), with reason `compromised` and
     /// a `key.compromised` audit event each. Malformed entries are reported,
-    /// not fatal.
+    /// not fatal. The same as [`report_compromised_with`] with a `source`
+    /// and `revoke_minted` off.
     ///
-    /// A leaked key may have rotated itself (any key may), so that its
-    /// successor outlives the leak: the successors it minted itself, and
-    /// theirs in turn, are revoked with it, the same way, and listed in
-    /// [`CompromiseResult::revoked_successors`] (also when the reported key
-    /// was already revoked or had expired at the end of its grace). The walk
-    /// down the lineage stops at a successor another key or the system made:
-    /// its plaintext never went to whoever held the leaked key. Keys the
-    /// leaked key created outright are not revoked; the audit log lists them
-    /// (`key.created` events whose `actor_key_id` is its id).
-    ///
-    /// Keys are handled in order. A store failure partway through ends the
-    /// call with an error, the keys before it already revoked: a report is
-    /// safe to send again (those then read `already_revoked`).
+    /// [`report_compromised_with`]: Self::report_compromised_with
     pub async fn report_compromised(
         &self,
         keys: &[String],
         source: Option<&str>,
+        actor: Actor<'_>,
+    ) -> Result<Vec<CompromiseResult>, Error> {
+        let options = CompromiseOptions {
+            source,
+            revoke_minted: false,
+        };
+        self.report_compromised_with(keys, options, actor).await
+    }
+
+    /// [`report_compromised`](Self::report_compromised), with options.
+    ///
+    /// Whoever held a leaked key could use its authority to mint others: any
+    /// key may rotate itself, and a key with `api_keys:write` may create keys
+    /// and rotate others, receiving each new plaintext. Each result lists
+    /// those keys in [`CompromiseResult::minted`] — created by the reported
+    /// key, or successors of rotations it made, and the keys those minted
+    /// in turn (at most [`MAX_MINTED`]) — with their status. Keys made by
+    /// another key, by the system or by automatic rotation (delivered to
+    /// the holder's own webhook) are not its. Listing them is the default,
+    /// since a key rotating itself on schedule is normal: revoking a leaked
+    /// key's successors could take down the key its holder uses now. With
+    /// `revoke_minted`, the live ones are revoked too, each with reason
+    /// `compromised` and a `key.compromised` event naming the reported key
+    /// (`minted_by`).
+    ///
+    /// Keys are handled in order. A store failure partway through ends the
+    /// call with an error, the keys before it already revoked: a report is
+    /// safe to send again (those then read `already_revoked`, and minted
+    /// keys revoked before show as `revoked`).
+    pub async fn report_compromised_with(
+        &self,
+        keys: &[String],
+        options: CompromiseOptions<'_>,
         actor: Actor<'_>,
     ) -> Result<Vec<CompromiseResult>, Error> {
         if keys.len() > MAX_REPORT_KEYS {
@@ -75,6 +121,7 @@ impl ScopeKey {
                 "a report holds at most {MAX_REPORT_KEYS} keys"
             )));
         }
+        let source = options.source;
         if let Some(s) = source
             && (s.chars().count() > 200 || s.chars().any(char::is_control))
         {
@@ -98,7 +145,7 @@ impl ScopeKey {
                     status: CompromiseStatus::Malformed,
                     key_id: None,
                     hint: None,
-                    revoked_successors: Vec::new(),
+                    minted: Vec::new(),
                 });
                 continue;
             }
@@ -114,7 +161,7 @@ impl ScopeKey {
                     status: CompromiseStatus::Unknown,
                     key_id: None,
                     hint: shown,
-                    revoked_successors: Vec::new(),
+                    minted: Vec::new(),
                 });
                 continue;
             };
@@ -132,91 +179,60 @@ impl ScopeKey {
                     CompromiseStatus::AlreadyRevoked
                 }
             };
-            let revoked_successors = self.revoke_self_minted(record.id, actor, &details).await?;
+            let mut minted = Vec::new();
+            for id in self.minted_from(record.id).await? {
+                let mut key = self.get(id).await?;
+                if options.revoke_minted && key.status != Status::Revoked {
+                    let mut details = details.clone();
+                    details["minted_by"] = json!(record.id);
+                    let kind = event_type::KEY_COMPROMISED;
+                    key = self
+                        .revoke_as(id, Some(reason), actor, kind, details)
+                        .await?
+                        .0;
+                }
+                minted.push(MintedKey {
+                    key_id: id,
+                    status: key.status,
+                });
+            }
             out.push(CompromiseResult {
                 index,
                 status,
                 key_id: Some(record.id),
                 hint: shown,
-                revoked_successors,
+                minted,
             });
         }
         Ok(out)
     }
 
-    /// Walks a leaked key's lineage down while each successor was minted by
-    /// its parent itself (the `key.rotated` event's actor is the parent),
-    /// revoking the live ones; the successors revoked now.
-    async fn revoke_self_minted(
-        &self,
-        leaked: KeyId,
-        actor: Actor<'_>,
-        details: &serde_json::Value,
-    ) -> Result<Vec<KeyId>, Error> {
-        let mut revoked = Vec::new();
-        let mut parent = leaked;
-        // A lineage is acyclic (each successor is newer than its parent);
-        // the bound only guards against a store that says otherwise.
-        for _ in 0..10_000 {
-            let Some(successor) = self
+    /// The keys `leaked` minted, and those minted in turn, breadth first
+    /// (each once; at most [`MAX_MINTED`]).
+    async fn minted_from(&self, leaked: KeyId) -> Result<Vec<KeyId>, Error> {
+        let mut seen = HashSet::from([leaked]);
+        let mut out = Vec::new();
+        let mut next = 0;
+        let mut minter = leaked;
+        loop {
+            for id in self
                 .store()
-                .successor(parent)
+                .minted_by(minter)
                 .await
                 .map_err(Error::Unavailable)?
-            else {
-                break;
+            {
+                if out.len() == MAX_MINTED {
+                    return Ok(out);
+                }
+                if seen.insert(id) {
+                    out.push(id);
+                }
+            }
+            let Some(&id) = out.get(next) else {
+                return Ok(out);
             };
-            if self.rotation_actor(successor.id).await? != Some(parent) {
-                break;
-            }
-            if successor.revoked_at.is_none() {
-                let mut details = details.clone();
-                details["leaked_key_id"] = serde_json::json!(leaked);
-                let (_, now_revoked) = self
-                    .revoke_as(
-                        successor.id,
-                        Some("compromised"),
-                        actor,
-                        event_type::KEY_COMPROMISED,
-                        details,
-                    )
-                    .await?;
-                if now_revoked {
-                    revoked.push(successor.id);
-                }
-            }
-            parent = successor.id;
-        }
-        Ok(revoked)
-    }
-
-    /// The key whose authority made this successor (the actor of the
-    /// `key.rotated` event that created it): `None` for the system, an
-    /// automatic rotation, or no such event.
-    async fn rotation_actor(&self, successor: KeyId) -> Result<Option<KeyId>, Error> {
-        let mut query = EventQuery {
-            key_id: Some(successor),
-            cursor: None,
-            limit: 500,
-        };
-        loop {
-            let page = self
-                .store()
-                .list_events(&query)
-                .await
-                .map_err(Error::Unavailable)?;
-            if let Some(event) = page.iter().find(|e| {
-                e.kind == event_type::KEY_ROTATED
-                    && e.details["successor_key_id"] == serde_json::json!(successor)
-            }) {
-                return Ok(event.actor_key_id);
-            }
-            match page.last() {
-                Some(last) if page.len() == query.limit as usize => {
-                    query.cursor = Some(crate::store::Cursor::after(last.at, last.id));
-                }
-                _ => return Ok(None),
-            }
+            minter = id;
+            next += 1;
         }
     }
 }

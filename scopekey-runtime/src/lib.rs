@@ -96,7 +96,7 @@ pub mod scope {
 }
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use compromise::{CompromiseResult, CompromiseStatus};
+pub use compromise::{CompromiseOptions, CompromiseResult, CompromiseStatus, MintedKey};
 pub use error::{Error, StoreError, VerifyError};
 pub use key::{KeyFormat, KeyId, Plaintext};
 pub use lifecycle::{

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use scopekey_runtime::Clock;
 use scopekey_runtime::testing::{TestDb, auto_rotating};
 use scopekey_runtime::{
-    Actor, CompromiseStatus, Error, ListEvents, ListKeys, ManualClock, NewKey, RotateOptions,
-    ScopeKey, Status, VerifyError, both_backends, event_type,
+    Actor, CompromiseOptions, CompromiseStatus, Error, ListEvents, ListKeys, ManualClock, NewKey,
+    RotateOptions, ScopeKey, Status, VerifyError, both_backends, event_type,
 };
 use time::Duration;
 
@@ -877,76 +877,122 @@ async fn times_are_answered_as_kept(db: &TestDb) {
 }
 both_backends!(times_are_answered_as_kept_works, times_are_answered_as_kept);
 
-/// A leaked key that rotated itself (any key may) has a successor whoever
-/// held it could have made: the report revokes the successors it minted
-/// itself, and theirs, down to one another key or the system made.
-async fn compromise_revokes_self_minted_successors(db: &TestDb) {
+/// Whoever held a leaked key could mint others with it: rotate it (any key
+/// may rotate itself), and with `api_keys:write` create keys and rotate
+/// others. A report lists those keys, and the keys they minted in turn,
+/// with their status; it revokes them only when asked.
+async fn compromise_lists_and_revokes_minted_keys(db: &TestDb) {
     let (keys, clock) = runtime(db);
-    let now_grace = RotateOptions {
-        grace: Some(Duration::ZERO),
-        ..Default::default()
-    };
-    let rotate_self = |plaintext: String| {
+    let as_key = |created: &scopekey_runtime::CreatedKey| {
         let keys = keys.clone();
-        async move {
-            let me = keys.verify(&plaintext).await.unwrap();
-            keys.rotate(me.id, RotateOptions::default(), Actor::Key(&me))
-                .await
-                .unwrap()
-        }
+        let plaintext = created.plaintext.expose_secret().to_owned();
+        async move { keys.verify(&plaintext).await.unwrap() }
     };
-    let leaked = key(&keys, "leaked", &["a:b"]).await;
-    let second = rotate_self(leaked.plaintext.expose_secret().to_owned()).await;
+    let leaked = key(&keys, "leaked", &["api_keys:write", "a:b"]).await;
+    let other = key(&keys, "other", &["a:b"]).await;
+    let unrelated = key(&keys, "unrelated", &["a:b"]).await;
+    let me = as_key(&leaked).await;
     clock.advance(Duration::seconds(1));
-    let third = rotate_self(second.plaintext.expose_secret().to_owned()).await;
-    clock.advance(Duration::seconds(1));
-    // Rotated by the system: its plaintext never went to the key's holder.
-    let fourth = keys
-        .rotate(third.key.id, now_grace.clone(), Actor::System)
+    let successor = keys
+        .rotate(leaked.key.id, RotateOptions::default(), Actor::Key(&me))
         .await
         .unwrap();
-    let other = key(&keys, "other", &["a:b"]).await;
+    clock.advance(Duration::seconds(1));
+    let created = keys
+        .create(NewKey::new("backdoor", ["a:b"]), Actor::Key(&me))
+        .await
+        .unwrap();
+    clock.advance(Duration::seconds(1));
     let others_successor = keys
-        .rotate(other.key.id, RotateOptions::default(), Actor::System)
+        .rotate(other.key.id, RotateOptions::default(), Actor::Key(&me))
+        .await
+        .unwrap();
+    clock.advance(Duration::seconds(1));
+    // The successor rotates itself in turn: minted by a minted key.
+    let next = as_key(&successor).await;
+    let second = keys
+        .rotate(
+            successor.key.id,
+            RotateOptions::default(),
+            Actor::Key(&next),
+        )
+        .await
+        .unwrap();
+    clock.advance(Duration::seconds(1));
+    // Made by the system: its plaintext never went to the leaked key's
+    // holder.
+    let by_system = keys
+        .rotate(
+            second.key.id,
+            RotateOptions {
+                grace: Some(Duration::ZERO),
+                ..Default::default()
+            },
+            Actor::System,
+        )
         .await
         .unwrap();
 
-    let report = vec![
-        leaked.plaintext.expose_secret().to_owned(),
-        other.plaintext.expose_secret().to_owned(),
-    ];
+    let report = vec![leaked.plaintext.expose_secret().to_owned()];
     let results = keys
         .report_compromised(&report, Some("scanner"), Actor::System)
         .await
         .unwrap();
     assert_eq!(results[0].status, CompromiseStatus::Revoked);
+    let listed: Vec<_> = results[0]
+        .minted
+        .iter()
+        .map(|m| (m.key_id, m.status))
+        .collect();
     assert_eq!(
-        results[0].revoked_successors,
-        [second.key.id, third.key.id],
-        "self-minted successors"
+        listed,
+        [
+            (successor.key.id, Status::Rotating),
+            (created.key.id, Status::Active),
+            (others_successor.key.id, Status::Active),
+            (second.key.id, Status::Expired),
+        ],
+        "listed, not revoked"
     );
-    assert_eq!(results[1].status, CompromiseStatus::Revoked);
-    assert!(results[1].revoked_successors.is_empty());
-    for (k, status) in [
-        (&second, Status::Revoked),
-        (&third, Status::Revoked),
-        (&fourth, Status::Active),
-        (&others_successor, Status::Active),
-    ] {
-        assert_eq!(
-            keys.get(k.key.id).await.unwrap().status,
-            status,
-            "{}",
-            k.key.id
-        );
-        let verdict = keys.verify(k.plaintext.expose_secret()).await;
-        assert_eq!(verdict.is_ok(), status == Status::Active, "{verdict:?}");
+    assert!(keys.verify(created.plaintext.expose_secret()).await.is_ok());
+
+    // Asked to, the report revokes them: the live ones, and the expired.
+    let options = CompromiseOptions {
+        source: Some("scanner"),
+        revoke_minted: true,
+    };
+    let results = keys
+        .report_compromised_with(&report, options, Actor::System)
+        .await
+        .unwrap();
+    assert_eq!(results[0].status, CompromiseStatus::AlreadyRevoked);
+    assert_eq!(results[0].minted.len(), 4);
+    assert!(
+        results[0]
+            .minted
+            .iter()
+            .all(|m| m.status == Status::Revoked),
+        "{:?}",
+        results[0].minted
+    );
+    for k in [&successor, &created, &others_successor] {
+        assert!(matches!(
+            keys.verify(k.plaintext.expose_secret()).await,
+            Err(VerifyError::Revoked)
+        ));
     }
-    let revoked = keys.get(second.key.id).await.unwrap();
+    for k in [&by_system, &unrelated] {
+        assert!(keys.verify(k.plaintext.expose_secret()).await.is_ok());
+    }
+    assert_eq!(
+        keys.get(other.key.id).await.unwrap().status,
+        Status::Rotating
+    );
+    let revoked = keys.get(created.key.id).await.unwrap();
     assert_eq!(revoked.revoked_reason.as_deref(), Some("compromised"));
     let events = keys
         .events(&ListEvents {
-            key_id: Some(second.key.id),
+            key_id: Some(created.key.id),
             ..Default::default()
         })
         .await
@@ -956,20 +1002,23 @@ async fn compromise_revokes_self_minted_successors(db: &TestDb) {
         .iter()
         .find(|e| e.kind == event_type::KEY_COMPROMISED)
         .expect("a key.compromised event");
-    assert_eq!(event.details["leaked_key_id"], leaked.key.id.to_string());
+    assert_eq!(event.details["minted_by"], leaked.key.id.to_string());
     assert_eq!(event.details["source"], "scanner");
 
-    // Reported again: nothing more to revoke.
-    let again = keys
-        .report_compromised(&report[..1], None, Actor::System)
+    // A key that minted nothing lists nothing.
+    let clean = keys
+        .report_compromised_with(
+            &[unrelated.plaintext.expose_secret().to_owned()],
+            options,
+            Actor::System,
+        )
         .await
         .unwrap();
-    assert_eq!(again[0].status, CompromiseStatus::AlreadyRevoked);
-    assert!(again[0].revoked_successors.is_empty());
+    assert!(clean[0].minted.is_empty());
 }
 both_backends!(
-    compromise_revokes_self_minted_successors_works,
-    compromise_revokes_self_minted_successors
+    compromise_lists_and_revokes_minted_keys_works,
+    compromise_lists_and_revokes_minted_keys
 );
 
 async fn migrate_is_idempotent(db: &TestDb) {

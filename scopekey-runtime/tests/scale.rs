@@ -22,8 +22,8 @@ use scopekey_runtime::store::{
 };
 use scopekey_runtime::testing::TestDb;
 use scopekey_runtime::{
-    Actor, AuditEvent, KeyFormat, KeyId, KeyRecord, ManualClock, NewKey, ScopeKey, StoreError,
-    both_backends,
+    Actor, AuditEvent, Clock, KeyFormat, KeyId, KeyRecord, ManualClock, NewKey, ScopeKey,
+    StoreError, both_backends,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -470,4 +470,53 @@ async fn read_before_revocation_is_not_cached(db: &TestDb) {
 both_backends!(
     an_answer_read_before_a_revocation_is_not_cached_after_it,
     read_before_revocation_is_not_cached
+);
+
+// ----------------------------------------------------- minted keys, by actor
+
+/// A store without its own `minted_by` (here [`Counting`]) finds the keys
+/// another key minted by reading the whole audit log, page after page: the
+/// same keys, in the same order, as the stores' indexed query, past a page's
+/// worth of other events.
+async fn minted_by_default_matches_the_stores(db: &TestDb) {
+    let (store, clock, keys) = counted(db);
+    let admin = keys
+        .create(
+            NewKey::new("admin", ["api_keys:write", "a:b"]),
+            Actor::System,
+        )
+        .await
+        .unwrap();
+    let me = keys.verify(admin.plaintext.expose_secret()).await.unwrap();
+    let mut minted = Vec::new();
+    for i in 0..3 {
+        clock.advance(Duration::seconds(1));
+        let k = keys
+            .create(NewKey::new(format!("made {i}"), ["a:b"]), Actor::Key(&me))
+            .await
+            .unwrap();
+        minted.push(k.key.id);
+        // Events by others in between, more than a page of them.
+        for _ in 0..400 {
+            clock.advance(Duration::milliseconds(1));
+            let at = clock.now();
+            let event = AuditEvent {
+                id: uuid::Uuid::now_v7(),
+                key_id: Some(k.key.id),
+                kind: "auth.failed".into(),
+                actor_key_id: None,
+                at,
+                details: serde_json::json!({ "reason": "revoked" }),
+            };
+            store.insert_event(&event).await.unwrap();
+        }
+    }
+    let by_index = db.store.minted_by(admin.key.id).await.unwrap();
+    assert_eq!(by_index, minted);
+    assert_eq!(store.minted_by(admin.key.id).await.unwrap(), minted);
+    assert!(store.minted_by(minted[0]).await.unwrap().is_empty());
+}
+both_backends!(
+    minted_by_default_reads_the_log,
+    minted_by_default_matches_the_stores
 );

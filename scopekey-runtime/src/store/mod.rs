@@ -240,6 +240,36 @@ pub trait Store: Send + Sync + 'static {
     /// A page of audit events, newest first.
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<AuditEvent>, StoreError>;
 
+    /// The keys `actor` minted with its own authority, oldest first: those
+    /// it created (`key.created` events whose actor it is) and the
+    /// successors of the rotations it made (the successor's `key.rotated`
+    /// event). For a compromise report. The default reads the whole audit
+    /// log; the SQLite and PostgreSQL stores use an index on the actor.
+    async fn minted_by(&self, actor: KeyId) -> Result<Vec<KeyId>, StoreError> {
+        let mut query = EventQuery {
+            key_id: None,
+            cursor: None,
+            limit: 1000,
+        };
+        let mut out = Vec::new();
+        loop {
+            let page = self.list_events(&query).await?;
+            out.extend(
+                page.iter()
+                    .filter(|e| e.actor_key_id == Some(actor))
+                    .filter_map(minted_key),
+            );
+            match page.last() {
+                Some(last) if page.len() == query.limit as usize => {
+                    query.cursor = Some(Cursor::after(last.at, last.id));
+                }
+                _ => break,
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
     /// Records last use for a batch of keys (a later time never goes back).
     async fn touch_last_used(&self, batch: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError>;
 
@@ -248,6 +278,22 @@ pub trait Store: Send + Sync + 'static {
     /// `None`: the verification cache's lifetime alone bounds staleness.
     async fn changes(&self) -> Result<Option<Box<dyn ChangeFeed>>, StoreError> {
         Ok(None)
+    }
+}
+
+/// The key an event shows minted: the key of a `key.created` event, the
+/// successor of a `key.rotated` one (that event is written on both keys of
+/// the rotation; the successor's names itself as `successor_key_id`).
+pub(crate) fn minted_key(e: &AuditEvent) -> Option<KeyId> {
+    let key = e.key_id?;
+    match e.kind.as_str() {
+        crate::model::event_type::KEY_CREATED => Some(key),
+        crate::model::event_type::KEY_ROTATED
+            if e.details["successor_key_id"] == serde_json::json!(key) =>
+        {
+            Some(key)
+        }
+        _ => None,
     }
 }
 

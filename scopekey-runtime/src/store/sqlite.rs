@@ -44,6 +44,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "rotation policy",
         include_str!("../../migrations/sqlite/0004_rotation_policy.sql"),
     ),
+    (
+        5,
+        "events by actor",
+        include_str!("../../migrations/sqlite/0005_events_actor.sql"),
+    ),
 ];
 
 const KEY_COLUMNS: &str = "id, name, scopes, metadata, hint, key_hash, created_at, expires_at, \
@@ -614,6 +619,20 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(event).collect()
+    }
+
+    async fn minted_by(&self, actor: KeyId) -> Result<Vec<KeyId>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, key_id, type, actor_key_id, at, details FROM scopekey_events \
+             WHERE actor_key_id = ?1 AND type IN (?2, ?3) ORDER BY at, id",
+        )
+        .bind(actor.to_string())
+        .bind(crate::model::event_type::KEY_CREATED)
+        .bind(crate::model::event_type::KEY_ROTATED)
+        .fetch_all(&self.pool)
+        .await?;
+        let events = rows.iter().map(event).collect::<Result<Vec<_>, _>>()?;
+        Ok(events.iter().filter_map(super::minted_key).collect())
     }
 
     async fn touch_last_used(&self, batch: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
