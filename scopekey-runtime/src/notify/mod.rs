@@ -144,6 +144,7 @@ pub mod signature;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -432,7 +433,8 @@ impl Notifier {
     /// answered 410 Gone) is left alone, as is one whose rotation is refused
     /// (its webhook secret sealed by another service's rotation secret, say);
     /// keys are taken in order of expiry, a batch at a time, and those left
-    /// alone never hold up the ones after them. Does nothing unless the runtime has
+    /// alone do not hold up the ones after them (up to 100 batches a pass).
+    /// Does nothing unless the runtime has
     /// a [rotation webhook secret](crate::ScopeKeyBuilder::rotation_webhook_secret).
     /// How many were rotated.
     pub async fn rotate_due(&self) -> Result<usize, NotifyError> {
@@ -451,6 +453,7 @@ impl Notifier {
         // Pages in expiry order; a key left alone (its endpoint disabled, a
         // lost race) is passed over, never in the way of the keys after it.
         let mut after = None;
+        let mut endpoints: HashMap<String, (Uuid, bool)> = HashMap::new();
         for _ in 0..MAX_ROUNDS {
             let now = keys.now();
             let due = self
@@ -466,12 +469,21 @@ impl Notifier {
                 )
                 .await?;
             for key in &due {
-                let (endpoint_id, disabled) = self
-                    .inner
-                    .outbox
-                    .backend
-                    .register_key_endpoint(&key.url, now, uuid_at(now))
-                    .await?;
+                // One registration (a write) per URL and pass, however many
+                // keys share it.
+                let (endpoint_id, disabled) = match endpoints.get(&key.url) {
+                    Some(&known) => known,
+                    None => {
+                        let row = self
+                            .inner
+                            .outbox
+                            .backend
+                            .register_key_endpoint(&key.url, now, uuid_at(now))
+                            .await?;
+                        endpoints.insert(key.url.clone(), row);
+                        row
+                    }
+                };
                 if disabled {
                     tracing::warn!(key_id = %key.id, url = %deliver::shown_url(&key.url), "key is due an automatic rotation but its webhook endpoint is disabled; not rotating it");
                     continue;
