@@ -1489,8 +1489,7 @@ mod tests {
     }
 
     /// A flush's batch comes in key order, whatever order the keys were
-    /// used in (PostgreSQL locks the rows in the batch's order: one order
-    /// on every server means no deadlock between their flushes).
+    /// used in: every server writes its rows in one order.
     #[tokio::test]
     async fn last_use_batches_come_in_key_order() {
         let store = SqliteStore::connect("sqlite::memory:").await.unwrap();

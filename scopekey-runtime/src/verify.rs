@@ -244,11 +244,8 @@ impl Verifier {
         self.cache.invalidate_all();
     }
 
-    /// Takes the pending last-used times: per key, the latest, in key order.
-    ///
-    /// The order is what keeps two servers' flushes from deadlocking on
-    /// PostgreSQL: each locks its rows in the order of its batch, so batches
-    /// in one order everywhere never wait on each other in a cycle.
+    /// Takes the pending last-used times: per key, the latest, in key order
+    /// (the order the stores write them in).
     pub(crate) fn take_last_used(&self) -> Vec<(KeyId, OffsetDateTime)> {
         let used = std::mem::take(&mut *lock(&self.used));
         let mut latest = std::mem::take(&mut *lock(&self.unwritten));

@@ -535,10 +535,17 @@ impl Store for PgStore {
     }
 
     async fn touch_last_used(&self, batch: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
-        // Rows are locked in the batch's order, which the runtime keeps by
-        // key id: two servers flushing at once never deadlock.
         let ids: Vec<Uuid> = batch.iter().map(|(id, _)| id.0).collect();
         let times: Vec<OffsetDateTime> = batch.iter().map(|(_, at)| *at).collect();
+        // The rows are locked first, in id order: an UPDATE locks them in
+        // whatever order its plan reads them, and two servers flushing the
+        // same keys in different orders would deadlock (one flush aborted
+        // after a second's wait, revocations of those keys waiting too).
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT 1 FROM scopekey_keys WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "UPDATE scopekey_keys AS k SET last_used_at = v.at \
              FROM unnest($1::uuid[], $2::timestamptz[]) AS v(id, at) \
@@ -546,8 +553,9 @@ impl Store for PgStore {
         )
         .bind(&ids)
         .bind(&times)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
