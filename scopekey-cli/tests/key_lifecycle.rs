@@ -463,3 +463,23 @@ async fn rotate_every(db: &TestDb) {
     .says("rotation_webhook_url");
 }
 scopekey_runtime::both_backends!(rotate_every_works, rotate_every);
+
+/// `keys rotate` without `--grace` leaves the old key the default 24 hours;
+/// ids are UUID v7.
+async fn default_grace(db: &TestDb) {
+    let url = db.url.as_str();
+    let created = create(url, "svc", &["orders:read"]);
+    let id = str_of(&created, "id").to_owned();
+    let uuid = uuid::Uuid::parse_str(&id).expect("a UUID");
+    assert_eq!(uuid.get_version_num(), 7, "{id}");
+    let successor = scopekey(url, &["keys", "rotate", &id, "--json"]).json();
+    assert_eq!(successor["parent_key_id"], id.as_str());
+    let old = scopekey(url, &["keys", "show", &id, "--json"]).json();
+    assert_eq!(old["status"], "rotating");
+    assert_eq!(
+        time_of(&old, "expires_at") - time_of(&old, "rotated_at"),
+        Duration::hours(24)
+    );
+}
+
+scopekey_runtime::both_backends!(rotate_default_grace, default_grace);

@@ -313,6 +313,49 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn hex(hash: KeyHash) -> String {
+        hash.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Known answers, so that the format cannot drift from what secret
+    /// scanners and other implementations were told: the check is CRC32
+    /// over `<prefix>_<secret>` (separator included), six big-endian base62
+    /// digits over `0-9A-Za-z` (values from Python's `zlib.crc32`); the hash
+    /// is BLAKE3 of the whole key text, or BLAKE3 keyed with
+    /// `derive_key("scopekey 2026 key hash pepper", pepper)`.
+    #[test]
+    fn known_answers() {
+        let sk = KeyFormat::default();
+        let key = "sk_0123456789ABCDEFGHIJKLMNOPQRSTUV1cwdir";
+        assert_eq!(sk.parse(key), Ok(()));
+        assert!(
+            sk.parse("sk_0123456789ABCDEFGHIJKLMNOPQRSTUV1cwdis")
+                .is_err()
+        );
+        let acme = KeyFormat::new("acme_live").unwrap();
+        assert_eq!(
+            acme.parse("acme_live_abcdefghijklmnopqrstuvwxyz0123453tqBbe"),
+            Ok(())
+        );
+        assert_eq!(
+            hex(sk.hash(key)),
+            hex(KeyHash(*blake3::hash(key.as_bytes()).as_bytes()))
+        );
+        assert_eq!(
+            hex(sk.hash(key)),
+            "b698e9ae81c47df31fe2dab859acea83ecee97fde34a5d80f26b3f87e7b83f24"
+        );
+        assert_eq!(
+            hex(sk.clone().with_pepper(b"pepper").hash(key)),
+            "808889852504d776f20a8e6ed71745aa8696d3cf7e9513aac5cd0468360564d0"
+        );
+        // At least 32 base62 characters of secret: more than 190 bits.
+        assert_eq!(SECRET_LEN, 32);
+        assert!(32.0 * 62f64.log2() > 190.0);
+        let generated = sk.generate().unwrap();
+        assert_eq!(generated.expose_secret().len(), "sk_".len() + 32 + 6);
+    }
+
     #[test]
     fn generated_keys_parse_and_differ() {
         let f = KeyFormat::new("acme_live").unwrap();

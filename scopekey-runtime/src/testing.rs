@@ -25,6 +25,20 @@ pub fn auto_rotating(name: &str, url: &str) -> crate::NewKey {
         .rotation_webhook(url)
 }
 
+/// Whether the tests run in CI: `CI` set to anything but empty, `0` or
+/// `false` (in any case). There a PostgreSQL test that cannot reach its
+/// server fails instead of skipping.
+pub fn in_ci() -> bool {
+    ci_says(std::env::var("CI").ok().as_deref())
+}
+
+fn ci_says(value: Option<&str>) -> bool {
+    value.is_some_and(|v| {
+        let v = v.trim();
+        !(v.is_empty() || v == "0" || v.eq_ignore_ascii_case("false"))
+    })
+}
+
 /// The server tests use when `DATABASE_URL` is unset.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -95,7 +109,7 @@ impl TestDb {
         let mut admin = match PgConnection::connect(&admin_url).await {
             Ok(c) => c,
             Err(e) => {
-                if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+                if in_ci() {
                     panic!("PostgreSQL at {admin_url} is unreachable in CI: {e}");
                 }
                 eprintln!(
@@ -195,4 +209,24 @@ macro_rules! both_backends {
             }
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ci_is_any_value_but_empty_zero_or_false() {
+        for yes in ["true", "TRUE", "1", "yes", "True"] {
+            assert!(super::ci_says(Some(yes)), "{yes}");
+        }
+        for no in [
+            None,
+            Some(""),
+            Some("0"),
+            Some("false"),
+            Some("FALSE"),
+            Some(" "),
+        ] {
+            assert!(!super::ci_says(no), "{no:?}");
+        }
+    }
 }

@@ -81,6 +81,9 @@ pub fn scopekey_with_stdin(url: &str, args: &[&str], stdin: &str) -> Run {
     run(cmd, stdin)
 }
 
+/// The longest one run of the binary may take.
+const RUN_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Runs a prepared command, feeding it `stdin`.
 pub fn run(mut cmd: Command, stdin: &str) -> Run {
     let mut child = cmd
@@ -96,10 +99,29 @@ pub fn run(mut cmd: Command, stdin: &str) -> Run {
     let writer = std::thread::spawn(move || {
         let _ = input.write_all(&data);
     });
+    // A run that hangs (a lock never released, say) fails the test instead
+    // of hanging the suite.
+    let pid = child.id().to_string();
+    let (finished, watched) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let timed_out = matches!(
+            watched.recv_timeout(RUN_LIMIT),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+        );
+        if timed_out {
+            let _ = Command::new("kill").args(["-9", &pid]).status();
+        }
+        timed_out
+    });
     let output = child
         .wait_with_output()
         .expect("wait for the scopekey binary");
+    drop(finished);
     writer.join().expect("stdin writer");
+    assert!(
+        !watchdog.join().expect("watchdog"),
+        "the scopekey binary ran longer than {RUN_LIMIT:?} and was killed: {cmd:?}"
+    );
     Run {
         code: output.status.code().unwrap_or(-1),
         stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
