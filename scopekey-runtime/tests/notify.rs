@@ -1054,6 +1054,73 @@ async fn enqueue_arbitrary_events(db: &TestDb) {
 }
 both_backends!(enqueue_arbitrary_events_works, enqueue_arbitrary_events);
 
+/// A compromise report is announced by webhook: `key.compromised`, signed,
+/// for the reported key and for each minted key it revokes.
+async fn compromise_is_announced(db: &TestDb) {
+    let e = env_with(db, |c| {
+        c.endpoints[0] = c.endpoints[0].clone().events([event_type::KEY_COMPROMISED]);
+    })
+    .await;
+    let leaked = e
+        .keys
+        .create(NewKey::new("leaked", ["a:b"]), Actor::System)
+        .await
+        .unwrap();
+    let me = e
+        .keys
+        .verify(leaked.plaintext.expose_secret())
+        .await
+        .unwrap();
+    let successor = e
+        .keys
+        .rotate(leaked.key.id, Default::default(), Actor::Key(&me))
+        .await
+        .unwrap();
+    let options = scopekey_runtime::CompromiseOptions {
+        source: Some("scanner"),
+        revoke_minted: true,
+    };
+    e.keys
+        .report_compromised_with(
+            &[leaked.plaintext.expose_secret().to_owned()],
+            options,
+            Actor::System,
+        )
+        .await
+        .unwrap();
+    let pass = e.notifier.deliver_due().await.unwrap();
+    assert_eq!(pass.delivered, 2, "{pass:?}");
+    let requests = e.receiver.requests();
+    let mut announced: Vec<(String, String)> = requests
+        .iter()
+        .map(|r| {
+            assert_signed(r, &e.clock);
+            let body = r.json();
+            assert_eq!(body["type"], "key.compromised");
+            assert_eq!(body["data"]["status"], "revoked");
+            (
+                body["data"]["id"].as_str().unwrap().to_owned(),
+                body["data"]["revoked_reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    announced.sort();
+    let mut expected = vec![
+        (leaked.key.id.to_string(), "compromised".to_owned()),
+        (successor.key.id.to_string(), "compromised".to_owned()),
+    ];
+    expected.sort();
+    assert_eq!(announced, expected);
+    for r in &requests {
+        assert!(!r.body.contains(leaked.plaintext.expose_secret()));
+        assert!(!r.body.contains(successor.plaintext.expose_secret()));
+    }
+}
+both_backends!(compromise_is_announced_works, compromise_is_announced);
+
 #[test]
 fn configuration_is_checked() {
     let ok = || NotifierConfig {
