@@ -109,10 +109,10 @@ impl Blocker {
         }
     }
 
-    async fn block(&self) -> Box<dyn std::any::Any + Send> {
+    async fn block(&self) -> Held {
         use sqlx::Connection;
         match self {
-            Self::Pool(pool) => Box::new(pool.acquire().await.unwrap()),
+            Self::Pool(pool) => Held::Pooled(pool.acquire().await.unwrap()),
             Self::Lock(url) => {
                 let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
                 for sql in [
@@ -121,7 +121,29 @@ impl Blocker {
                 ] {
                     sqlx::query(sql).execute(&mut conn).await.unwrap();
                 }
-                Box::new(conn)
+                Held::Lock(conn)
+            }
+        }
+    }
+}
+
+/// What [`Blocker::block`] holds.
+enum Held {
+    Pooled(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+    Lock(sqlx::PgConnection),
+}
+
+impl Held {
+    /// Lets the store answer again, at once: the connection goes back to
+    /// its pool, or the lock is rolled back (not left for the server to
+    /// notice a dropped socket).
+    async fn release(self) {
+        use sqlx::Connection;
+        match self {
+            Self::Pooled(conn) => drop(conn),
+            Self::Lock(mut conn) => {
+                sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+                conn.close().await.unwrap();
             }
         }
     }
@@ -163,7 +185,7 @@ async fn hangs_closed(db: &TestDb) {
     within_bound("sk_malformed".to_owned())
         .await
         .assert_problem(401, Some(INVALID_TOKEN));
-    drop(blocked);
+    blocked.release().await;
 
     let res = app.get("/api-keys/self").bearer(&reader).send().await;
     assert_eq!(res.status, 200, "{}", res.text());

@@ -753,6 +753,12 @@ mod tests {
     async fn a_lookup_cancelled_mid_statement_keeps_the_connection_until_it_ends() {
         let (store, path) = file_store().await;
         let verifier = store.verifier.clone().expect("a file store has one");
+        // The verification connection opened already, so that the statement
+        // below starts at once.
+        assert_eq!(
+            store.find_for_verification(&some_hash()).await.unwrap(),
+            None
+        );
         // Another connection holds the write lock, so a write on the
         // verification connection waits for it (up to the 5 s busy
         // timeout): a statement that is still running when cancelled.
@@ -763,7 +769,7 @@ mod tests {
             .expect("the write lock");
         let stalled = sqlx::query("UPDATE scopekey_keys SET name = name");
         let cancelled = tokio::time::timeout(
-            Duration::from_millis(200),
+            Duration::from_millis(500),
             store.fetch_for_verification(stalled),
         )
         .await;
