@@ -64,6 +64,14 @@ impl Catalogue {
             let grant = Grant::parse(text).map_err(|e| format!("{WHERE}: {e}"))?;
             entries.push((text.to_string(), grant));
         }
+        if entries.is_empty() {
+            // It would refuse every scope here, while the runtime reads an
+            // empty list as no catalogue at all.
+            return Err(format!(
+                "{WHERE} is empty: list the scopes this crate uses, or remove it to have no \
+                 catalogue"
+            ));
+        }
         Ok(Some(Self { entries }))
     }
 
@@ -82,12 +90,24 @@ impl Catalogue {
     /// one meant: at most one edit in four characters (at least one edit),
     /// counting a swap of neighbours as one edit. Looser limits suggest
     /// `orders:read` for `users:read`.
-    pub fn suggest(&self, scope: &str) -> Option<&str> {
+    ///
+    /// A `resource:*` entry stands for that resource with the action as
+    /// written (`reports:*` suggests `reports:export` for `reprots:export`),
+    /// never for the wildcard itself, which no handler may require; `*`
+    /// suggests nothing.
+    pub fn suggest(&self, scope: &str) -> Option<String> {
         let limit = (scope.chars().count() / 4).max(1);
-        self.scopes()
-            .map(|candidate| (edit_distance(scope, candidate), candidate))
-            .filter(|&(distance, _)| distance <= limit)
-            .min_by_key(|&(distance, _)| distance)
+        let action = scope.split_once(':').map(|(_, action)| action);
+        self.entries
+            .iter()
+            .filter_map(|(text, grant)| match grant {
+                Grant::All => None,
+                Grant::Resource(resource) => action.map(|a| format!("{resource}:{a}")),
+                Grant::Exact(_) => Some(text.clone()),
+            })
+            .map(|candidate| (edit_distance(scope, &candidate), candidate))
+            .filter(|(distance, _)| *distance <= limit)
+            .min_by_key(|(distance, _)| *distance)
             .map(|(_, candidate)| candidate)
     }
 }
@@ -220,8 +240,6 @@ mod tests {
         ] {
             assert_eq!(Catalogue::from_manifest(text), Ok(None), "{text}");
         }
-        let empty = Catalogue::from_manifest("[package.metadata.scopekey]\nscopes = []\n");
-        assert_eq!(empty.unwrap().unwrap().scopes().count(), 0);
     }
 
     #[test]
@@ -237,22 +255,32 @@ mod tests {
              upper-case letter `O` at byte 0; scopes are lower case"
         );
         assert!(err("[package.metadata]\nscopekey = 1\n").contains("must be a table"));
+        assert!(err("[package.metadata.scopekey]\nscopes = []\n").contains("is empty"));
         assert!(err("[package\n").starts_with("cannot parse Cargo.toml"));
     }
 
     #[test]
     fn suggests_close_scopes_only() {
         let c = Catalogue::from_manifest(MANIFEST).unwrap().unwrap();
-        assert_eq!(c.suggest("orders:wirte"), Some("orders:write"));
-        assert_eq!(c.suggest("order:read"), Some("orders:read"));
-        assert_eq!(c.suggest("orders:reed"), Some("orders:read"));
+        let suggest = |s: &str| c.suggest(s);
+        assert_eq!(suggest("orders:wirte").as_deref(), Some("orders:write"));
+        assert_eq!(suggest("order:read").as_deref(), Some("orders:read"));
+        assert_eq!(suggest("orders:reed").as_deref(), Some("orders:read"));
         assert_eq!(
-            c.suggest("billing.invoice:read"),
+            suggest("billing.invoice:read").as_deref(),
             Some("billing.invoices:read")
         );
-        assert_eq!(c.suggest("users:delete"), None);
-        assert_eq!(c.suggest("users:read"), None);
-        assert_eq!(c.suggest("a:b"), None);
+        assert_eq!(suggest("users:delete"), None);
+        assert_eq!(suggest("users:read"), None);
+        assert_eq!(suggest("a:b"), None);
+        // `reports:*` stands for `reports:<the action written>`.
+        assert_eq!(suggest("reprots:export").as_deref(), Some("reports:export"));
+        assert_eq!(suggest("report:x").as_deref(), Some("reports:x"));
+        assert_eq!(suggest("reports"), None);
+        let everything = Catalogue::from_manifest("[package.metadata.scopekey]\nscopes = [\"*\"]\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(everything.suggest("orders:read"), None);
     }
 
     #[test]
