@@ -39,6 +39,9 @@ pub struct ScopeError {
     input: String,
     position: usize,
     kind: ScopeErrorKind,
+    /// Where the scope at fault lies in `input` (all of it, unless the
+    /// input is a requirement expression).
+    scope: std::ops::Range<usize>,
 }
 
 /// The kinds of [`ScopeError`].
@@ -80,7 +83,13 @@ impl ScopeError {
             input: input.to_owned(),
             position,
             kind,
+            scope: 0..input.len(),
         }
+    }
+
+    /// The scope at fault, as written.
+    fn scope_text(&self) -> &str {
+        self.input.get(self.scope.clone()).unwrap_or(&self.input)
     }
 
     /// What went wrong.
@@ -112,7 +121,7 @@ impl ScopeError {
             ScopeErrorKind::Empty => "a scope cannot be empty; write `resource:action`".into(),
             ScopeErrorKind::TooLong => format!(
                 "a scope is at most {MAX_SCOPE_LEN} bytes; this one has {}",
-                self.input.len()
+                self.scope_text().len()
             ),
             ScopeErrorKind::MissingColon => {
                 "missing `:`; a scope is `resource:action`, e.g. `orders:read`".into()
@@ -142,13 +151,22 @@ impl ScopeError {
                 "character {ch} at byte {at} is not allowed; use `a`-`z`, `0`-`9`, `_` and `.`"
             ),
             ScopeErrorKind::Wildcard => {
-                if self.input.contains('*') && !self.input.ends_with(":*") && self.input != "*" {
-                    format!(
-                        "wildcard at byte {at}; only a whole action (`orders:*`) or the super-scope `*` may be a wildcard"
-                    )
-                } else {
+                // A wildcard where a granted scope may have one (the whole
+                // action, or the whole scope): refused because the scope is
+                // required. Anywhere else it is misplaced for both.
+                let scope = self.scope_text();
+                let whole_action = scope
+                    .strip_suffix(":*")
+                    .is_some_and(|resource| !resource.contains('*'))
+                    && at + 1 == self.scope.end;
+                if scope == "*" || whole_action {
                     "a required scope cannot be a wildcard; name the exact scope, e.g. `orders:read`"
                         .into()
+                } else {
+                    format!(
+                        "wildcard at byte {at}; a key's scope may be `resource:*` or `*` alone, \
+                         and a required scope has none"
+                    )
                 }
             }
             ScopeErrorKind::Expression => format!("malformed requirement at byte {at}"),
@@ -317,7 +335,11 @@ impl Grant {
             Self::Resource(resource) => scope
                 .strip_prefix(&**resource)
                 .and_then(|rest| rest.strip_prefix(':'))
-                .is_some_and(|action| !action.is_empty() && action != "*"),
+                .is_some_and(|action| {
+                    !action.is_empty()
+                        && scope.len() <= MAX_SCOPE_LEN
+                        && check_name(scope, action, 0).is_ok()
+                }),
             Self::Exact(exact) => exact.as_str() == scope,
         }
     }
@@ -493,5 +515,47 @@ mod tests {
         assert!(!orders.includes(&all));
         assert!(!orders.includes(&Grant::parse("orders.refunds:*").unwrap()));
         assert_eq!(orders.to_string(), "orders:*");
+        // Text that is no scope is never covered, but by `*`.
+        for text in [
+            "orders:READ",
+            "orders:a:b",
+            "orders:x y",
+            "orders:",
+            "orders:*",
+        ] {
+            assert!(!orders.covers_str(text), "{text}");
+        }
+        assert!(orders.covers_str("orders:read.all"));
+        assert!(!orders.covers_str(&format!("orders:{}", "a".repeat(MAX_SCOPE_LEN))));
+    }
+
+    /// The message says what is wrong for what was parsed: a wildcard a key
+    /// may hold but a handler may not require, or one in the wrong place;
+    /// the length of the scope, not of the expression around it.
+    #[test]
+    fn messages_fit_the_mistake() {
+        let required = "a required scope cannot be a wildcard";
+        let misplaced = "a key's scope may be `resource:*` or `*` alone";
+        for (input, says) in [
+            (Scope::parse("orders:*"), required),
+            (Scope::parse("*"), required),
+            (Scope::parse("*:read"), misplaced),
+            (Scope::parse("orders:w*"), misplaced),
+        ] {
+            let message = input.unwrap_err().to_string();
+            assert!(message.contains(says), "{message}");
+        }
+        for grant in ["*:*", "orders.*:*", "orders:w*"] {
+            let message = Grant::parse(grant).unwrap_err().to_string();
+            assert!(message.contains(misplaced), "{grant}: {message}");
+        }
+        let message = "any(orders:*, a:b)"
+            .parse::<Requirement>()
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains(required), "{message}");
+        let long = format!("any(a:b, a:{})", "b".repeat(127));
+        let message = long.parse::<Requirement>().unwrap_err().to_string();
+        assert!(message.contains("this one has 129"), "{message}");
     }
 }

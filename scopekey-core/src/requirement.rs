@@ -156,8 +156,10 @@ impl ExprParser<'_> {
             (&rest[..len], start + len)
         };
         let scope = Scope::parse(text).map_err(|mut e| {
+            let offset = start + usize::from(rest.starts_with('"'));
             e.input = self.input.to_owned();
-            e.position += start + usize::from(rest.starts_with('"'));
+            e.position += offset;
+            e.scope = offset..offset + text.len();
             e
         })?;
         self.pos = end;

@@ -59,7 +59,8 @@ pub(crate) fn parse_args(args: TokenStream) -> Result<Requirement> {
                 "`#[requires_scope]` takes one requirement; to require several scopes, \
                  write `all(\"a:read\", \"b:read\")` (every one) or `any(...)` (at least one)"
             } else {
-                "unexpected tokens after the requirement"
+                "unexpected tokens after the requirement; to combine scopes, write \
+                 `any(\"a:read\", \"b:read\")` (at least one) or `all(...)` (every one)"
             };
             return Err(Error::new_spanned(rest, message));
         }
@@ -104,7 +105,17 @@ impl Requirement {
             let items = Punctuated::<Requirement, Token![,]>::parse_terminated_with(
                 &content,
                 Requirement::parse,
-            )?;
+            )
+            .map_err(|e| {
+                if e.to_string() == "expected `,`" {
+                    Error::new(
+                        e.span(),
+                        format!("expected `,` between the requirements of `{name}(...)`"),
+                    )
+                } else {
+                    e
+                }
+            })?;
             let call = Call {
                 keyword,
                 paren: paren.span.join(),
@@ -190,6 +201,10 @@ impl Handler {
             })
         };
         parser.parse2(item).map_err(|err| {
+            // Our own messages say it all; syn's get the context.
+            if err.to_string().starts_with("`#[requires_scope]`") {
+                return err;
+            }
             Error::new(
                 err.span(),
                 format!("`#[requires_scope]` goes on an `async fn` handler ({err})"),
@@ -234,7 +249,11 @@ mod tests {
         assert!(err(quote!(billing.invoices:read)).contains("write \"billing.invoices:read\""));
         assert!(err(quote!(SCOPE)).contains("found `SCOPE`"));
         assert!(err(quote!(any)).contains("takes a list"));
-        assert!(err(quote!(any("a:b" "c:d"))).contains("expected `,`"));
+        assert!(
+            err(quote!(any("a:b" "c:d")))
+                .contains("expected `,` between the requirements of `any(...)`")
+        );
+        assert!(err(quote!("a:b" or "c:d")).contains("to combine scopes, write `any("));
     }
 
     #[test]
@@ -254,5 +273,15 @@ mod tests {
             panic!("parsed a struct")
         };
         assert!(err.to_string().contains("goes on an `async fn`"), "{err}");
+        // A declaration is already an async fn: one message, not two.
+        let Err(err) = Handler::parse(quote!(
+            async fn f();
+        )) else {
+            panic!("parsed a declaration")
+        };
+        assert_eq!(
+            err.to_string(),
+            "`#[requires_scope]` goes on a handler with a body, not a declaration"
+        );
     }
 }

@@ -277,9 +277,10 @@ mod tests {
         assert_eq!(suggest("reprots:export").as_deref(), Some("reports:export"));
         assert_eq!(suggest("report:x").as_deref(), Some("reports:x"));
         assert_eq!(suggest("reports"), None);
-        let everything = Catalogue::from_manifest("[package.metadata.scopekey]\nscopes = [\"*\"]\n")
-            .unwrap()
-            .unwrap();
+        let everything =
+            Catalogue::from_manifest("[package.metadata.scopekey]\nscopes = [\"*\"]\n")
+                .unwrap()
+                .unwrap();
         assert_eq!(everything.suggest("orders:read"), None);
     }
 
