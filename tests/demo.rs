@@ -11,7 +11,9 @@
 //!   mounted under `/api-keys`;
 //! - SIGTERM stops it cleanly, writing the pending last-used times;
 //! - `SCOPEKEY_KEY_PREFIX` and `SCOPEKEY_PEPPER` set the key format, as
-//!   the CLI reads them: keys made elsewhere with the same format work.
+//!   the CLI reads them: keys made elsewhere with the same format work;
+//! - `SCOPEKEY_WEBHOOK_URL`, `SCOPEKEY_WEBHOOK_SECRET` and
+//!   `SCOPEKEY_NOTIFIER_INTERVAL_SECONDS` send signed expiry notices.
 //!
 //! `cargo test` builds the examples before running any test; the binary is
 //! taken from beside this test's own (`target/<profile>/examples`). Unix
@@ -353,6 +355,112 @@ async fn demo_reads_the_key_format_from_the_environment() {
         .assert_problem(401, Some(common::INVALID_TOKEN));
 
     assert_eq!(demo.terminate(), Vec::<String>::new());
+    std::fs::remove_dir_all(&dir).ok();
+    db.cleanup().await;
+}
+
+/// One webhook request as received: its headers (names lower case) and body.
+struct Hook {
+    headers: std::collections::HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+/// A receiver on a free local port that answers 204 to every request and
+/// hands each one over; its URL.
+fn webhook_receiver() -> (String, std::sync::mpsc::Receiver<Hook>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/hooks", listener.local_addr().expect("addr"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut headers = std::collections::HashMap::new();
+            let mut line = String::new();
+            reader.read_line(&mut line).ok(); // the request line
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':') {
+                    headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
+                }
+            }
+            let len = headers
+                .get("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).ok();
+            let _ = stream.write_all(
+                b"HTTP/1.1 204 No Content\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+            );
+            if tx.send(Hook { headers, body }).is_err() {
+                break;
+            }
+        }
+    });
+    (url, rx)
+}
+
+/// `SCOPEKEY_WEBHOOK_URL`, `SCOPEKEY_WEBHOOK_SECRET` and
+/// `SCOPEKEY_NOTIFIER_INTERVAL_SECONDS` (SPEC §6): the demo's notifier
+/// posts a signed `key.expiring` notice for a key that expires within the
+/// notice period, on its next pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_sends_expiry_notices_to_the_configured_webhook() {
+    let db = TestDb::new(Backend::Sqlite).await.expect("sqlite");
+    let dir = std::env::temp_dir().join(format!("scopekey-demo-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (url, hooks) = webhook_receiver();
+    let secret = "whsec_ZGVtbyB3ZWJob29rIHNlY3JldCwgZm9yIHRlc3Rz";
+    let demo = Demo::start_with(
+        &dir,
+        Some(&db.url),
+        &[
+            ("SCOPEKEY_WEBHOOK_URL", url.as_str()),
+            ("SCOPEKEY_WEBHOOK_SECRET", secret),
+            ("SCOPEKEY_NOTIFIER_INTERVAL_SECONDS", "1"),
+        ],
+    );
+    let admin = admin_key(&demo.next_line());
+    let created = demo
+        .post_json(
+            "/api-keys",
+            &admin,
+            json!({ "name": "short-lived", "scopes": ["orders:read"], "expires_in_seconds": 86_400 }),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let id = created.json()["id"].as_str().expect("id").to_owned();
+
+    // The next pass (a second apart) sends it; generous for a loaded machine.
+    let hook = hooks
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a webhook within 30 s");
+    let header = |name: &str| {
+        hook.headers
+            .get(name)
+            .map(String::as_str)
+            .unwrap_or_default()
+    };
+    scopekey::WebhookVerifier::new(secret)
+        .expect("secret")
+        .verify(
+            header("webhook-id"),
+            header("webhook-timestamp"),
+            header("webhook-signature"),
+            &hook.body,
+        )
+        .expect("signed with SCOPEKEY_WEBHOOK_SECRET");
+    let body: serde_json::Value = serde_json::from_slice(&hook.body).expect("JSON");
+    assert_eq!(body["type"], "key.expiring", "{body}");
+    assert_eq!(body["data"]["id"], id.as_str(), "{body}");
+    assert!(!String::from_utf8_lossy(&hook.body).contains(&admin));
+
+    demo.terminate();
     std::fs::remove_dir_all(&dir).ok();
     db.cleanup().await;
 }

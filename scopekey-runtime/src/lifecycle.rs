@@ -1119,8 +1119,10 @@ impl ScopeKey {
 
     /// Listens for revocations and rotations made by other processes sharing
     /// the store and drops their cache entries at once (PostgreSQL:
-    /// LISTEN/NOTIFY). When the feed's connection is lost the whole cache is
-    /// dropped, since notifications sent meanwhile are lost; the cache
+    /// LISTEN/NOTIFY). When the feed's connection is lost, the whole cache
+    /// is dropped once the feed listens again (notifications sent meanwhile
+    /// are lost; dropping it only after reconnecting leaves no gap), and
+    /// after each failed attempt while it cannot reconnect; the cache
     /// lifetime stays the backstop. Returns `None` on stores without a feed
     /// (SQLite), where the cache lifetime alone bounds staleness.
     pub async fn spawn_change_listener(

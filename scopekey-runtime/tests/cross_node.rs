@@ -97,11 +97,38 @@ async fn two_revocations_in_one_transaction_both_invalidate_and_rollback_notifie
     assert!(a.verify(p1).await.is_ok() && a.verify(p2).await.is_ok());
 
     let mut conn = PgConnection::connect(&db.url).await.unwrap();
-    // A rolled-back revocation: the key keeps working, from cache or not.
+    // A rolled-back revocation notifies nobody. To see that, the database
+    // then revokes k1 behind the cache's back (committed, not announced):
+    // a notification from the rollback would have made node a read it.
     let mut tx = conn.begin().await.unwrap();
     revoke_by_sql(&mut tx, k1.key.id, &a, p1).await;
     tx.rollback().await.unwrap();
-    assert!(a.verify(p1).await.is_ok());
+    sqlx::query("UPDATE scopekey_keys SET revoked_at = now() WHERE id = $1")
+        .bind(k1.key.id.as_uuid())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    // Notifications arrive in commit order: once a later one (k3's
+    // revocation) has been handled, any from the rollback would have been.
+    let k3 = a
+        .create(NewKey::new("k3", ["a:b"]), Actor::System)
+        .await
+        .unwrap();
+    let p3 = k3.plaintext.expose_secret();
+    assert!(a.verify(p3).await.is_ok());
+    let mut tx = conn.begin().await.unwrap();
+    revoke_by_sql(&mut tx, k3.key.id, &a, p3).await;
+    tx.commit().await.unwrap();
+    refused_within(&a, p3, SLACK).await;
+    assert!(
+        a.verify(p1).await.is_ok(),
+        "still cached: nothing announced"
+    );
+    sqlx::query("UPDATE scopekey_keys SET revoked_at = NULL WHERE id = $1")
+        .bind(k1.key.id.as_uuid())
+        .execute(&mut conn)
+        .await
+        .unwrap();
 
     // Two revocations committed together: both refused.
     let mut tx = conn.begin().await.unwrap();
@@ -148,8 +175,11 @@ async fn a_killed_listener_connection_still_keeps_the_bound() {
     let plaintext = k.plaintext.expose_secret();
     assert!(a.verify(plaintext).await.is_ok(), "cached on node a");
 
-    // Kill the listener's connection, then revoke at once, before it can
-    // reconnect: the notification is lost, the cache flush must cover it.
+    // Kill the listener's connection, then revoke without a notification,
+    // as if it had been sent while the listener was away: only the flush
+    // on a lost connection can make node a read the store again (whether
+    // it reconnects before or after the revocation, it flushes after the
+    // key was cached).
     let mut admin = PgConnection::connect(&db.url).await.unwrap();
     let killed: Vec<(bool,)> = sqlx::query_as(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
@@ -159,8 +189,21 @@ async fn a_killed_listener_connection_still_keeps_the_bound() {
     .await
     .unwrap();
     assert!(!killed.is_empty(), "found the listener connection");
-    b.revoke(k.key.id, None, Actor::System).await.unwrap();
+    sqlx::query("UPDATE scopekey_keys SET revoked_at = now() WHERE id = $1")
+        .bind(k.key.id.as_uuid())
+        .execute(&mut admin)
+        .await
+        .unwrap();
     refused_within(&a, plaintext, SLACK).await;
+    // And the feed works again after the reconnection.
+    let k2 = b
+        .create(NewKey::new("k2", ["a:b"]), Actor::System)
+        .await
+        .unwrap();
+    let p2 = k2.plaintext.expose_secret();
+    assert!(a.verify(p2).await.is_ok());
+    b.revoke(k2.key.id, None, Actor::System).await.unwrap();
+    refused_within(&a, p2, SLACK).await;
     listener.abort();
     db.cleanup().await;
 }

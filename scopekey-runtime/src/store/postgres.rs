@@ -269,9 +269,15 @@ impl ChangeFeed for PgChangeFeed {
     async fn next(&mut self) -> Result<Change, StoreError> {
         loop {
             match self.listener.try_recv().await? {
-                // The listener reconnects on the next call, but whatever was
-                // sent meanwhile is lost.
-                None => return Ok(Change::Resync),
+                // The connection was lost, and whatever was sent meanwhile
+                // with it. Reconnect (which listens again) before asking for
+                // the flush: from here on notifications arrive, and the
+                // flush covers everything before. Flushing first would leave
+                // a gap in which a key read again could be revoked unheard.
+                None => {
+                    sqlx::query("SELECT 1").execute(&mut self.listener).await?;
+                    return Ok(Change::Resync);
+                }
                 Some(n) => {
                     if let Some(hash) = from_hex(n.payload()) {
                         return Ok(Change::Key(hash));
