@@ -140,22 +140,41 @@ impl TestDb {
     }
 
     /// Drops the PostgreSQL database (best effort; `.ci/run` also sweeps
-    /// leftovers named `scopekey_test_*`).
-    pub async fn cleanup(self) {
-        if let Some((admin_url, name)) = &self.pg_admin
-            && let Ok(mut admin) = PgConnection::connect(admin_url).await
-        {
-            let _ = admin
-                .execute(AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .await;
+    /// leftovers named `scopekey_test_*`). A test that fails before calling
+    /// it still drops the database, when the `TestDb` is dropped.
+    pub async fn cleanup(mut self) {
+        if let Some((admin_url, name)) = self.pg_admin.take() {
+            drop_database(&admin_url, &name).await;
         }
+    }
+}
+
+async fn drop_database(admin_url: &str, name: &str) {
+    if let Ok(mut admin) = PgConnection::connect(admin_url).await {
+        let _ = admin
+            .execute(AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .await;
     }
 }
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        // Not cleaned up (a failed assertion unwinding, say): drop the
+        // database from a thread of its own, since this may run inside an
+        // async runtime that cannot be blocked on.
+        if let Some((admin_url, name)) = self.pg_admin.take() {
+            let dropped = std::thread::spawn(move || {
+                if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    runtime.block_on(drop_database(&admin_url, &name));
+                }
+            });
+            let _ = dropped.join();
+        }
         if let Some(file) = &self.file {
             for suffix in ["", "-wal", "-shm"] {
                 let mut path = file.clone().into_os_string();
