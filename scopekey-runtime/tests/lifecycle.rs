@@ -19,6 +19,26 @@ fn runtime(db: &TestDb) -> (ScopeKey, ManualClock) {
     (keys, clock)
 }
 
+/// The newest event of a kind on a key's log.
+async fn event_of(
+    keys: &ScopeKey,
+    id: scopekey_runtime::KeyId,
+    kind: &str,
+) -> scopekey_runtime::AuditEvent {
+    let events = keys
+        .events(&ListEvents {
+            key_id: Some(id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    events
+        .items
+        .into_iter()
+        .find(|e| e.kind == kind)
+        .unwrap_or_else(|| panic!("no {kind} event on {id}"))
+}
+
 async fn key(keys: &ScopeKey, name: &str, scopes: &[&str]) -> scopekey_runtime::CreatedKey {
     keys.create(NewKey::new(name, scopes.iter().copied()), Actor::System)
         .await
@@ -856,18 +876,7 @@ async fn times_are_answered_as_kept(db: &TestDb) {
         .await
         .unwrap();
     let parent = keys.get(created.key.id).await.unwrap();
-    let events = keys
-        .events(&ListEvents {
-            key_id: Some(created.key.id),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let rotated = events
-        .items
-        .iter()
-        .find(|e| e.kind == event_type::KEY_ROTATED)
-        .unwrap();
+    let rotated = event_of(&keys, created.key.id, event_type::KEY_ROTATED).await;
     let announced = time::OffsetDateTime::parse(
         rotated.details["parent_expires_at"].as_str().unwrap(),
         &time::format_description::well_known::Rfc3339,
@@ -990,18 +999,7 @@ async fn compromise_lists_and_revokes_minted_keys(db: &TestDb) {
     );
     let revoked = keys.get(created.key.id).await.unwrap();
     assert_eq!(revoked.revoked_reason.as_deref(), Some("compromised"));
-    let events = keys
-        .events(&ListEvents {
-            key_id: Some(created.key.id),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let event = events
-        .items
-        .iter()
-        .find(|e| e.kind == event_type::KEY_COMPROMISED)
-        .expect("a key.compromised event");
+    let event = event_of(&keys, created.key.id, event_type::KEY_COMPROMISED).await;
     assert_eq!(event.details["minted_by"], leaked.key.id.to_string());
     assert_eq!(event.details["source"], "scanner");
 
