@@ -155,6 +155,7 @@ macro_rules! verify_columns {
         "id, name, scopes, revoked_at, expires_at"
     };
 }
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) use verify_columns;
 
 /// The columns [`Store::find_for_verification`] reads: what a verdict needs.
