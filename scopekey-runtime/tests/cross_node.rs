@@ -1,6 +1,7 @@
 //! Several processes sharing one PostgreSQL database agree on revocations
 //! almost at once: revocations and rotations are pushed with LISTEN/NOTIFY,
-//! and a lost listener connection drops the whole cache.
+//! and a lost listener connection drops the whole cache once the feed
+//! listens again (also after an outage in which reconnecting failed).
 //!
 //! Each "node" is a runtime with its own cache and a long cache lifetime (a
 //! minute), so only the change feed can explain a refusal within a second.
@@ -212,4 +213,101 @@ async fn a_killed_listener_connection_still_keeps_the_bound() {
 async fn sqlite_has_no_feed_and_relies_on_the_cache_lifetime() {
     let db = TestDb::new(Backend::Sqlite).await.unwrap();
     assert!(node(&db).spawn_change_listener().await.unwrap().is_none());
+}
+
+/// A TCP forwarder to PostgreSQL that can be cut (its connections closed,
+/// new ones dropped at once) and restored.
+struct Cuttable {
+    port: u16,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Cuttable {
+    async fn start(target: String) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let (cut, cuts) = tokio::sync::watch::channel(0u64);
+        let accepting = Arc::clone(&up);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !accepting.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees its connection end
+                }
+                let target = target.clone();
+                let mut cuts = cuts.clone();
+                cuts.mark_unchanged();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cuts.changed() => {}
+                    }
+                });
+            }
+        });
+        Self { port, up, cut }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cut.send_modify(|generation| *generation += 1);
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A feed whose connection is lost and whose reconnection fails (the
+/// server is away) fails; once the server is back it listens again and
+/// only then asks for the cache to be dropped, since what was sent in
+/// between is lost; then it carries notifications as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_back_from_an_outage_asks_for_a_flush_once_listening() {
+    use scopekey_runtime::store::postgres::PgStore;
+    use scopekey_runtime::store::{Change, Store};
+    use std::str::FromStr;
+
+    let Some(db) = pg().await else { return };
+    let direct = sqlx::postgres::PgConnectOptions::from_str(&db.url).unwrap();
+    let proxy = Cuttable::start(format!("{}:{}", direct.get_host(), direct.get_port())).await;
+    let through = direct.clone().host("127.0.0.1").port(proxy.port);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_millis(300))
+        .connect_with(through)
+        .await
+        .unwrap();
+    let store = PgStore::from_pool(pool);
+    let mut feed = store.changes().await.unwrap().expect("a feed");
+
+    proxy.cut();
+    let lost = tokio::time::timeout(Duration::from_secs(10), feed.next())
+        .await
+        .expect("an answer while the server is away");
+    assert!(lost.is_err(), "{lost:?}");
+
+    proxy.restore();
+    let back = tokio::time::timeout(Duration::from_secs(10), feed.next())
+        .await
+        .expect("an answer once the server is back");
+    assert!(matches!(back, Ok(Change::Resync)), "{back:?}");
+
+    // Listening again: a notification sent now arrives.
+    let mut conn = PgConnection::connect_with(&direct).await.unwrap();
+    sqlx::query("SELECT pg_notify('scopekey_keys', $1)")
+        .bind("ab".repeat(32))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let heard = tokio::time::timeout(Duration::from_secs(10), feed.next())
+        .await
+        .expect("the notification");
+    assert!(matches!(heard, Ok(Change::Key(_))), "{heard:?}");
+    drop(feed);
+    db.cleanup().await;
 }

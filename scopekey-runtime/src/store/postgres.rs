@@ -260,29 +260,44 @@ fn from_hex(text: &str) -> Option<KeyHash> {
 }
 
 /// Revocations and rotations from every process, through LISTEN/NOTIFY.
+///
+/// Whatever is sent while the listener's connection is down is lost, so
+/// each time it listens again it asks for the whole cache to be dropped
+/// ([`Change::Resync`]) — only then, so that no key read in between can be
+/// revoked unheard.
 struct PgChangeFeed {
+    pool: PgPool,
     listener: PgListener,
+    /// The last receive failed: listen anew before anything else.
+    lost: bool,
 }
 
 #[async_trait]
 impl ChangeFeed for PgChangeFeed {
     async fn next(&mut self) -> Result<Change, StoreError> {
+        if self.lost {
+            // A fresh listener: the failed one's state is unknown.
+            let mut listener = PgListener::connect_with(&self.pool).await?;
+            listener.listen(CHANNEL).await?;
+            self.listener = listener;
+            self.lost = false;
+            return Ok(Change::Resync);
+        }
         loop {
-            match self.listener.try_recv().await? {
-                // The connection was lost, and whatever was sent meanwhile
-                // with it. Reconnect (which listens again) before asking for
-                // the flush: from here on notifications arrive, and the
-                // flush covers everything before. Flushing first would leave
-                // a gap in which a key read again could be revoked unheard.
-                None => {
-                    sqlx::query("SELECT 1").execute(&mut self.listener).await?;
-                    return Ok(Change::Resync);
-                }
-                Some(n) => {
+            match self.listener.try_recv().await {
+                // The connection was lost; the listener has already
+                // reconnected and listens again (sqlx's eager reconnect).
+                Ok(None) => return Ok(Change::Resync),
+                Ok(Some(n)) => {
                     if let Some(hash) = from_hex(n.payload()) {
                         return Ok(Change::Key(hash));
                     }
                     tracing::warn!(channel = CHANNEL, "ignoring a malformed key notification");
+                }
+                // Lost, and reconnecting failed too (or another error).
+                Err(e) => {
+                    self.lost = true;
+                    return Err(e.into());
                 }
             }
         }
@@ -567,8 +582,15 @@ impl Store for PgStore {
 
     async fn changes(&self) -> Result<Option<Box<dyn ChangeFeed>>, StoreError> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
+        // Reconnect inside the receive that finds the connection lost, so
+        // that its `None` means "listening again" (sqlx's default).
+        listener.eager_reconnect(true);
         listener.listen(CHANNEL).await?;
-        Ok(Some(Box::new(PgChangeFeed { listener })))
+        Ok(Some(Box::new(PgChangeFeed {
+            pool: self.pool.clone(),
+            listener,
+            lost: false,
+        })))
     }
 }
 
