@@ -210,6 +210,7 @@ async fn compromise_report(db: &TestDb) {
             "key_id": live_id,
             "hint": results[0]["hint"],
             "minted": [{ "key_id": successor["id"], "status": "revoked" }],
+            "minted_truncated": false,
         })
     );
     app.get("/api-keys/self")

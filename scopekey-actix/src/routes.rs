@@ -35,14 +35,16 @@
 //! - `POST /api-keys/{id}/revoke`: `{reason?}` (or empty).
 //! - `POST /api-keys/compromised`: `{keys: [plaintext, ...], source?,
 //!   revoke_minted?}`, up to 10,000 keys; 200 with `{results: [{index,
-//!   status, key_id, hint, minted}, ...]}` in the order given, each `status`
+//!   status, key_id, hint, minted, minted_truncated}, ...]}` in the order
+//!   given, each `status`
 //!   one of `revoked`, `already_revoked`, `unknown`, `malformed` (`key_id`
 //!   when known, `hint` when well formed). Live keys are revoked with reason
 //!   `compromised` and audited (and announced by webhook) as
 //!   `key.compromised`; no plaintext is echoed. `minted` lists, as
 //!   `{key_id, status}`, the keys a reported key created or rotated into
-//!   being (itself included: any key may rotate itself), and theirs in turn;
-//!   with `"revoke_minted": true` the live ones are revoked too (see
+//!   being (itself included: any key may rotate itself), and theirs in turn
+//!   (at most 10,000; `minted_truncated` says when there were more); with
+//!   `"revoke_minted": true` those not revoked yet are revoked too (see
 //!   [`report_compromised_with`](scopekey_runtime::ScopeKey::report_compromised_with)).
 //!   A 503 may come after some keys were revoked: send the same report
 //!   again (they then read `already_revoked`).
@@ -402,6 +404,7 @@ async fn compromised(
     let options = CompromiseOptions {
         source: body.source.as_deref(),
         revoke_minted: body.revoke_minted.unwrap_or(false),
+        ..CompromiseOptions::default()
     };
     let results = keys(&req)?
         .report_compromised_with(&body.keys, options, Actor::Key(&caller))

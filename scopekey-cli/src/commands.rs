@@ -353,6 +353,7 @@ async fn compromised(
         let options = CompromiseOptions {
             source: args.source.as_deref(),
             revoke_minted: args.revoke_minted,
+            ..CompromiseOptions::default()
         };
         let results = keys
             .report_compromised_with(&texts, options, Actor::System)
@@ -401,12 +402,19 @@ async fn compromised(
             .iter()
             .map(|m| format!("{} ({})", m.key_id, m.status))
             .collect();
-        live_minted |= l.result.minted.iter().any(|m| m.status != Status::Revoked);
+        live_minted |= l
+            .result
+            .minted
+            .iter()
+            .any(|m| matches!(m.status, Status::Active | Status::Rotating));
         summary.push_str(&format!(
             "\nline {}: keys it minted: {}",
             l.line,
             keys.join(", ")
         ));
+        if l.result.minted_truncated {
+            summary.push_str(" and more (see the audit log for keys whose actor it was)");
+        }
     }
     if live_minted {
         summary.push_str(

@@ -53,20 +53,39 @@ pub struct CompromiseResult {
     /// The key's hint, when the input was well formed.
     pub hint: Option<String>,
     /// The keys minted with the reported key's authority, and theirs in
-    /// turn, oldest first (see [`ScopeKey::report_compromised_with`]).
+    /// turn: first those it minted, oldest first, then those they minted
+    /// (see [`ScopeKey::report_compromised_with`]).
     #[serde(default)]
     pub minted: Vec<MintedKey>,
+    /// The reported key's lineage of minted keys went on past
+    /// [`MAX_MINTED`]: the list stops there, and so does `revoke_minted`.
+    /// Look for the rest in the audit log (their `actor_key_id`).
+    #[serde(default)]
+    pub minted_truncated: bool,
 }
 
 /// How a compromise report is handled.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct CompromiseOptions<'a> {
     /// Where the report came from (a scanner's name), recorded in each
     /// `key.compromised` event; at most 200 characters.
     pub source: Option<&'a str>,
-    /// Also revoke the live keys each reported key minted (see
+    /// Also revoke the keys each reported key minted (see
     /// [`ScopeKey::report_compromised_with`]). Off by default.
     pub revoke_minted: bool,
+    /// The most minted keys listed (and revoked) per reported key; default
+    /// and upper bound [`MAX_MINTED`].
+    pub max_minted: usize,
+}
+
+impl Default for CompromiseOptions<'_> {
+    fn default() -> Self {
+        Self {
+            source: None,
+            revoke_minted: false,
+            max_minted: MAX_MINTED,
+        }
+    }
 }
 
 impl ScopeKey {
@@ -85,7 +104,7 @@ impl ScopeKey {
     ) -> Result<Vec<CompromiseResult>, Error> {
         let options = CompromiseOptions {
             source,
-            revoke_minted: false,
+            ..CompromiseOptions::default()
         };
         self.report_compromised_with(keys, options, actor).await
     }
@@ -97,14 +116,15 @@ impl ScopeKey {
     /// and rotate others, receiving each new plaintext. Each result lists
     /// those keys in [`CompromiseResult::minted`] — created by the reported
     /// key, or successors of rotations it made, and the keys those minted
-    /// in turn (at most [`MAX_MINTED`]) — with their status. Keys made by
+    /// in turn (at most [`MAX_MINTED`]; past that,
+    /// [`CompromiseResult::minted_truncated`]) — with their status. Keys made by
     /// another key, by the system or by automatic rotation (delivered to
     /// the holder's own webhook) are not its. Listing them is the default,
     /// since a key rotating itself on schedule is normal: revoking a leaked
     /// key's successors could take down the key its holder uses now. With
-    /// `revoke_minted`, the live ones are revoked too, each with reason
-    /// `compromised` and a `key.compromised` event naming the reported key
-    /// (`minted_by`).
+    /// `revoke_minted`, those not revoked yet are revoked too (expired ones
+    /// included, as a reported key is), each with reason `compromised` and
+    /// a `key.compromised` event naming the reported key (`minted_by`).
     ///
     /// Keys are handled in order. A store failure partway through ends the
     /// call with an error, the keys before it already revoked: a report is
@@ -146,6 +166,7 @@ impl ScopeKey {
                     key_id: None,
                     hint: None,
                     minted: Vec::new(),
+                    minted_truncated: false,
                 });
                 continue;
             }
@@ -162,6 +183,7 @@ impl ScopeKey {
                     key_id: None,
                     hint: shown,
                     minted: Vec::new(),
+                    minted_truncated: false,
                 });
                 continue;
             };
@@ -180,7 +202,9 @@ impl ScopeKey {
                 }
             };
             let mut minted = Vec::new();
-            for id in self.minted_from(record.id).await? {
+            let limit = options.max_minted.min(MAX_MINTED);
+            let (lineage, minted_truncated) = self.minted_from(record.id, limit).await?;
+            for id in lineage {
                 let mut key = self.get(id).await?;
                 if options.revoke_minted && key.status != Status::Revoked {
                     let mut details = details.clone();
@@ -202,14 +226,15 @@ impl ScopeKey {
                 key_id: Some(record.id),
                 hint: shown,
                 minted,
+                minted_truncated,
             });
         }
         Ok(out)
     }
 
     /// The keys `leaked` minted, and those minted in turn, breadth first
-    /// (each once; at most [`MAX_MINTED`]).
-    async fn minted_from(&self, leaked: KeyId) -> Result<Vec<KeyId>, Error> {
+    /// (each once; at most `limit`, and whether there were more).
+    async fn minted_from(&self, leaked: KeyId, limit: usize) -> Result<(Vec<KeyId>, bool), Error> {
         let mut seen = HashSet::from([leaked]);
         let mut out = Vec::new();
         let mut next = 0;
@@ -221,15 +246,15 @@ impl ScopeKey {
                 .await
                 .map_err(Error::Unavailable)?
             {
-                if out.len() == MAX_MINTED {
-                    return Ok(out);
-                }
                 if seen.insert(id) {
+                    if out.len() == limit {
+                        return Ok((out, true));
+                    }
                     out.push(id);
                 }
             }
             let Some(&id) = out.get(next) else {
-                return Ok(out);
+                return Ok((out, false));
             };
             minter = id;
             next += 1;

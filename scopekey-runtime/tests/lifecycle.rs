@@ -943,11 +943,26 @@ async fn compromise_lists_and_revokes_minted_keys(db: &TestDb) {
         .unwrap();
 
     let report = vec![leaked.plaintext.expose_secret().to_owned()];
+    // At most `max_minted` listed: the first of them, and the cut said.
+    let cut = CompromiseOptions {
+        max_minted: 2,
+        ..Default::default()
+    };
+    let results = keys
+        .report_compromised_with(&report, cut, Actor::System)
+        .await
+        .unwrap();
+    assert_eq!(results[0].status, CompromiseStatus::Revoked);
+    assert!(results[0].minted_truncated);
+    let listed: Vec<_> = results[0].minted.iter().map(|m| m.key_id).collect();
+    assert_eq!(listed, [successor.key.id, created.key.id]);
+
     let results = keys
         .report_compromised(&report, Some("scanner"), Actor::System)
         .await
         .unwrap();
-    assert_eq!(results[0].status, CompromiseStatus::Revoked);
+    assert_eq!(results[0].status, CompromiseStatus::AlreadyRevoked);
+    assert!(!results[0].minted_truncated);
     let listed: Vec<_> = results[0]
         .minted
         .iter()
@@ -969,6 +984,7 @@ async fn compromise_lists_and_revokes_minted_keys(db: &TestDb) {
     let options = CompromiseOptions {
         source: Some("scanner"),
         revoke_minted: true,
+        ..Default::default()
     };
     let results = keys
         .report_compromised_with(&report, options, Actor::System)

@@ -1081,6 +1081,7 @@ async fn compromise_is_announced(db: &TestDb) {
     let options = scopekey_runtime::CompromiseOptions {
         source: Some("scanner"),
         revoke_minted: true,
+        ..Default::default()
     };
     e.keys
         .report_compromised_with(

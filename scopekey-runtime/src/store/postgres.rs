@@ -563,7 +563,7 @@ impl Store for PgStore {
         // same keys in different orders would deadlock (one flush aborted
         // after a second's wait, revocations of those keys waiting too).
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT 1 FROM scopekey_keys WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        sqlx::query("SELECT 1 FROM scopekey_keys WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
             .bind(&ids)
             .execute(&mut *tx)
             .await?;
