@@ -1547,6 +1547,63 @@ both_backends!(
     unrotatable_keys_are_passed_over
 );
 
+/// A pass reads at most 100 batches of due keys; when more are due than
+/// that, none of them rotatable, the next pass goes on where it stopped
+/// instead of reading the same ones again.
+async fn rotation_resumes_where_the_last_pass_stopped(db: &TestDb) {
+    let clock = ManualClock::starting_now();
+    let operator = Receiver::start().await;
+    let holder = Receiver::start().await;
+    let elsewhere = ScopeKey::builder_arc(Arc::clone(&db.store))
+        .clock(clock.clone())
+        .rotation_webhook_secret(
+            "whsec_YW5vdGhlciBzZXJ2aWNlJ3Mgcm90YXRpb24gc2VjcmV0"
+                .parse()
+                .unwrap(),
+        )
+        .allow_insecure_rotation_webhooks(true)
+        .build();
+    for i in 0..101 {
+        elsewhere
+            .create(
+                auto_rotating(&format!("elsewhere {i}"), &holder.url),
+                Actor::System,
+            )
+            .await
+            .unwrap();
+    }
+    clock.advance(Duration::hours(1));
+    let keys = auto_runtime(Arc::clone(&db.store), &clock);
+    let ours = keys
+        .create(auto_rotating("ours", &holder.url), Actor::System)
+        .await
+        .unwrap()
+        .key
+        .id;
+    let mut cfg = config(&operator);
+    cfg.batch_size = 1;
+    let outbox = Outbox::connect(&db.url).await.unwrap();
+    let notifier = Notifier::new(keys.clone(), outbox, cfg).unwrap();
+
+    clock.advance(Duration::days(29) + Duration::hours(1));
+    assert_eq!(
+        notifier.run_once().await.unwrap().rotated,
+        0,
+        "100 batches, all stuck"
+    );
+    assert_eq!(
+        notifier.run_once().await.unwrap().rotated,
+        1,
+        "went on from there"
+    );
+    assert_eq!(keys.get(ours).await.unwrap().status, Status::Rotating);
+    holder.wait_for(1).await;
+}
+both_backends!(
+    rotation_resumes_where_the_last_pass_stopped_works,
+    rotation_resumes_where_the_last_pass_stopped
+);
+
 /// A holder's webhook is posted to only if it is https on a public address,
 /// checked again at every delivery: URLs that a permissive runtime accepted
 /// are refused by a notifier whose runtime does not allow insecure rotation

@@ -234,6 +234,10 @@ struct Inner {
     thresholds: Vec<i64>,
     clients: deliver::Clients,
     registered: OnceCell<Vec<Registered>>,
+    /// Where the last pass's automatic rotations stopped, when it ran out
+    /// of rounds before the end of the due keys: the next pass goes on
+    /// from there.
+    rotation_resume: std::sync::Mutex<Option<outbox::DuePosition>>,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -291,6 +295,7 @@ impl Notifier {
                 thresholds,
                 clients,
                 registered: OnceCell::new(),
+                rotation_resume: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -433,7 +438,8 @@ impl Notifier {
     /// answered 410 Gone) is left alone, as is one whose rotation is refused
     /// (its webhook secret sealed by another service's rotation secret, say);
     /// keys are taken in order of expiry, a batch at a time, and those left
-    /// alone do not hold up the ones after them (up to 100 batches a pass).
+    /// alone do not hold up the ones after them (after 100 batches, the
+    /// next pass goes on where this one stopped).
     /// Does nothing unless the runtime has
     /// a [rotation webhook secret](crate::ScopeKeyBuilder::rotation_webhook_secret).
     /// How many were rotated.
@@ -452,9 +458,21 @@ impl Notifier {
         let mut rotated = 0;
         // Pages in expiry order; a key left alone (its endpoint disabled, a
         // lost race) is passed over, never in the way of the keys after it.
-        let mut after = None;
+        let resume = |at| {
+            *self
+                .inner
+                .rotation_resume
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = at;
+        };
+        let mut after = self
+            .inner
+            .rotation_resume
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         let mut endpoints: HashMap<String, (Uuid, bool)> = HashMap::new();
-        for _ in 0..MAX_ROUNDS {
+        for round in 0..MAX_ROUNDS {
             let now = keys.now();
             let due = self
                 .inner
@@ -493,7 +511,14 @@ impl Notifier {
                 }
             }
             match due.last() {
-                Some(last) if due.len() == batch as usize => after = Some(last.position()),
+                Some(last) if due.len() == batch as usize => {
+                    after = Some(last.position());
+                    if round + 1 == MAX_ROUNDS {
+                        // Out of rounds: the next pass goes on from here,
+                        // then starts over once it reaches the end.
+                        resume(after);
+                    }
+                }
                 _ => break,
             }
         }
