@@ -55,7 +55,8 @@
 //! # }).unwrap();
 //! ```
 //!
-//! In a server, also start the [`Background`] work (the last-used flusher)
+//! In a server, also start the [`Background`] work (the last-used flusher
+//! and, on PostgreSQL, the change listener)
 //! and shut it down after the server stops; the `orders_api` example shows
 //! the whole program.
 //!
@@ -97,15 +98,17 @@
 //!   unknown, revoked and expired keys are byte-identical.
 //! - **Problem bodies** use `type: "about:blank"` with the status's reason
 //!   phrase as `title` (RFC 9457 §4.2.1), plus a `code` member a client can
-//!   match (`invalid_token`, `insufficient_scope`, `invalid_request`,
+//!   match (`unauthorized`, `invalid_token`, `insufficient_scope`, `invalid_request`,
 //!   `invalid_request_body`, `not_found`, `conflict`, `payload_too_large`,
 //!   `unsupported_media_type`, `unavailable`, `internal`). 500 and 503 say
 //!   nothing about their cause; 503 carries `Retry-After: 1`. A key the
 //!   store cannot be asked about is refused with 503, never passed: also
 //!   when the store does not answer within the runtime's
 //!   [store timeout](scopekey_runtime::ScopeKeyBuilder::store_timeout)
-//!   (2 s by default), so a database outage holds no request longer (a
-//!   refusal waits at most as long for its sampled `auth.failed` write). Every error
+//!   (2 s by default), so a database outage holds no verification longer
+//!   (a refusal waits at most as long for its sampled `auth.failed` write).
+//!   A management route's own queries wait for the pool instead: up to
+//!   5 s with `PgStore::connect`, as long as your pool says with your own. Every error
 //!   response carries `Cache-Control: no-store`, as do the management
 //!   routes' answers.
 //! - **Every 403 carries an `insufficient_scope` challenge**, also when the
@@ -128,7 +131,8 @@
 //!   never a body validation error. Rotation is open to any valid key for
 //!   itself; rotating another key needs `api_keys:write`, checked before the
 //!   body is read and the id looked up (so a key without it gets 403 for any
-//!   id but its own, whatever the body, and cannot tell which ids exist).
+//!   well-formed id but its own, whatever the body, and cannot tell which
+//!   ids exist).
 
 mod background;
 mod config;

@@ -36,9 +36,9 @@
 //! - `POST /api-keys/compromised`: `{keys: [plaintext, ...], source?,
 //!   revoke_minted?}`, up to 10,000 keys; 200 with `{results: [{index,
 //!   status, key_id, hint, minted, minted_truncated}, ...]}` in the order
-//!   given, each `status`
-//!   one of `revoked`, `already_revoked`, `unknown`, `malformed` (`key_id`
-//!   when known, `hint` when well formed). Live keys are revoked with reason
+//!   given, each `status` one of `revoked`, `already_revoked`, `unknown`,
+//!   `malformed` (`key_id` when known, `hint` when well formed). Keys not
+//!   yet revoked (expired ones too) are revoked with reason
 //!   `compromised` and audited (and announced by webhook) as
 //!   `key.compromised`; no plaintext is echoed. `minted` lists, as
 //!   `{key_id, status}`, the keys a reported key created or rotated into
@@ -51,8 +51,9 @@
 //!
 //! Each handler checks the caller's scope *before* reading its body, so a
 //! caller without the scope learns nothing about what the body would have
-//! been judged to be. (The rotate route's scope is any valid key: who may
-//! rotate what is the runtime's to judge, after the body is read.) The
+//! been judged to be. (The rotate route takes any valid key for its own id;
+//! for another id it needs `api_keys:write`, checked before the body is
+//! read: [`may_rotate`](scopekey_runtime::may_rotate).) The
 //! rules beyond the route's scope (no escalation, who may rotate what) are
 //! the runtime's; a 403 for escalation names, in its challenge, the scopes
 //! asked for (or, for a rotation without `scopes`, the parent's) that the

@@ -107,7 +107,7 @@ pub enum KeysCommand {
     /// A running service refuses it on its next request if it revoked it
     /// itself, and within one second otherwise.
     Revoke(RevokeArgs),
-    /// Revoke every live key in a report of leaked plaintext keys.
+    /// Revoke every key in a report of leaked plaintext keys.
     ///
     /// Reads one plaintext key a line from FILE, or from standard input when
     /// FILE is `-` or absent; blank lines and lines starting with `#` are
@@ -293,13 +293,13 @@ pub struct CompromisedArgs {
     pub file: Option<std::path::PathBuf>,
 
     /// Where the keys were found (e.g. `github secret scanning`), recorded
-    /// in the revocation reason.
+    /// in each `key.compromised` audit event.
     #[arg(long, value_name = "SOURCE")]
     pub source: Option<String>,
 
-    /// Also revoke the live keys each leaked key minted: created, or
-    /// rotated into being (itself included), and theirs in turn. Without
-    /// it they are only listed.
+    /// Also revoke the keys each leaked key minted, if not yet revoked:
+    /// created, or rotated into being (itself included), and theirs in
+    /// turn. Without it they are only listed.
     #[arg(long)]
     pub revoke_minted: bool,
 

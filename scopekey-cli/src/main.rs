@@ -26,9 +26,11 @@
 //!
 //! Every command creates or upgrades the schema first, as the demo service
 //! does on start, so a CLI pointed at a fresh file works at once; migrations
-//! are idempotent and safe while a service runs. `--no-migrate` turns this
-//! off (for a database role without DDL rights), and then a command on a
-//! database without the schema fails. `migrate` does only that.
+//! are idempotent and safe while a service runs, though one that adds an
+//! index makes writes wait while it builds (on a large store, run `migrate`
+//! at a quiet time). `--no-migrate` turns this off (for a database role
+//! without DDL rights), and then a command on a database without the
+//! schema fails. `migrate` does only that.
 //!
 //! The key format must match the service's: `--key-prefix` (or
 //! `SCOPEKEY_KEY_PREFIX`, default `sk`), and the hashing pepper, if the
@@ -40,8 +42,9 @@
 //!
 //! - `migrate`: create or upgrade the schema.
 //! - `keys create --name N --scope S [--scope S ...] [--expires-in 30d |
-//!   --expires-at TIME] [--metadata JSON] [--json]`: create a key and print
-//!   its plaintext, once. Scopes may also be comma-separated.
+//!   --expires-at TIME] [--metadata JSON] [--rotate-every 90d]
+//!   [--rotation-webhook URL] [--json]`: create a key and print its
+//!   plaintext, once. Scopes may also be comma-separated.
 //! - `keys list [--status active|rotating|revoked|expired] [--name-prefix P]
 //!   [--limit N] [--cursor C] [--all] [--json]`: keys, newest first, one page
 //!   (50 unless `--limit`) or `--all` pages.
@@ -51,8 +54,8 @@
 //!   (default 24h, `0` ends it now); `--scope` narrows the successor's scopes.
 //! - `keys revoke ID [--reason R] [--json]`: revoke at once (idempotent).
 //! - `keys compromised [FILE|-] [--source S] [--revoke-minted] [--json]`:
-//!   revoke every live key in a list of leaked plaintext keys, one a line
-//!   (standard input when FILE is `-` or absent; blank lines and `#`
+//!   revoke every key not yet revoked in a list of leaked plaintext keys,
+//!   one a line (standard input when FILE is `-` or absent; blank lines and `#`
 //!   comments skipped), and report per line `revoked`, `already_revoked`,
 //!   `unknown` or `malformed`. The keys a leaked key minted (created, or
 //!   rotated into being, itself included) are named, and revoked too with
@@ -61,7 +64,7 @@
 //! - `events [--key ID] [--limit N] [--cursor C] [--all] [--json]`: the audit
 //!   log, newest first.
 //!
-//! Durations (`--expires-in`, `--grace`) read `30d`, `24h`, `90m`, `45s`,
+//! Durations (`--expires-in`, `--grace`, `--rotate-every`) read `30d`, `24h`, `90m`, `45s`,
 //! `2w`, or combinations such as `1d12h`; a bare `0` is zero.
 //!
 //! # Output
@@ -74,8 +77,9 @@
 //! last_used_at`), with `key` holding the plaintext after create and rotate;
 //! `{"items": [...], "next_cursor": ...}` for `keys list`, `keys lineage` and
 //! `events` (audit events as `id, key_id, type, actor_key_id, at, details`);
-//! `{"results": [{"index", "status", "key_id", "hint", "line"}]}` for
-//! `keys compromised`. JSON is indented on a terminal, one line otherwise.
+//! `{"results": [{"index", "status", "key_id", "hint", "minted",
+//! "minted_truncated", "line"}]}` for `keys compromised`. JSON is indented
+//! on a terminal, one line otherwise.
 //!
 //! The plaintext of a key appears once, in the output of the `create` or
 //! `rotate` that made it, and nowhere else: not in `show`, `list`, `events`

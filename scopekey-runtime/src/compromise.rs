@@ -89,10 +89,11 @@ impl Default for CompromiseOptions<'_> {
 }
 
 impl ScopeKey {
-    /// Revokes every live key in a report of plaintext keys found in the
-    /// wild (a secret scanner's hits, a leak), with reason `compromised` and
-    /// a `key.compromised` audit event each. Malformed entries are reported,
-    /// not fatal. The same as [`report_compromised_with`] with a `source`
+    /// Revokes every key in a report of plaintext keys found in the wild (a
+    /// secret scanner's hits, a leak) that is not revoked yet — expired
+    /// ones too, so that no later change brings them back — with reason
+    /// `compromised` and a `key.compromised` audit event each. Malformed
+    /// entries are reported, not fatal. The same as [`report_compromised_with`] with a `source`
     /// and `revoke_minted` off.
     ///
     /// [`report_compromised_with`]: Self::report_compromised_with
