@@ -93,8 +93,8 @@ impl ScopeKey {
     /// secret scanner's hits, a leak) that is not revoked yet — expired
     /// ones too, so that no later change brings them back — with reason
     /// `compromised` and a `key.compromised` audit event each. Malformed
-    /// entries are reported, not fatal. The same as [`report_compromised_with`] with a `source`
-    /// and `revoke_minted` off.
+    /// entries are reported, not fatal. The same as
+    /// [`report_compromised_with`] with a `source` and `revoke_minted` off.
     ///
     /// [`report_compromised_with`]: Self::report_compromised_with
     pub async fn report_compromised(
@@ -118,9 +118,9 @@ impl ScopeKey {
     /// those keys in [`CompromiseResult::minted`] — created by the reported
     /// key, or successors of rotations it made, and the keys those minted
     /// in turn (at most [`MAX_MINTED`]; past that,
-    /// [`CompromiseResult::minted_truncated`]) — with their status. Keys made by
-    /// another key, by the system or by automatic rotation (delivered to
-    /// the holder's own webhook) are not its. Listing them is the default,
+    /// [`CompromiseResult::minted_truncated`]) — with their status. Keys
+    /// made by another key, by the system or by automatic rotation
+    /// (delivered to the holder's own webhook) are not its. Listing them is the default,
     /// since a key rotating itself on schedule is normal: revoking a leaked
     /// key's successors could take down the key its holder uses now. With
     /// `revoke_minted`, those not revoked yet are revoked too (expired ones
