@@ -1483,10 +1483,21 @@ async fn no_secret_no_rotation(db: &TestDb) {
     let pass = notifier.run_once().await.unwrap();
     assert_eq!((pass.rotated, pass.deliveries.failed), (1, 1), "{pass:?}");
     holder.wait_for(1).await;
+    // Another key of the same holder, due in the same pass: left alone too.
+    let sibling = with_secret
+        .create(auto_rotating("sibling", &holder.url), Actor::System)
+        .await
+        .unwrap()
+        .key
+        .id;
     e.clock.advance(Duration::days(29) + Duration::hours(1));
     let pass = notifier.run_once().await.unwrap();
     assert_eq!(pass.rotated, 0, "{pass:?}");
     assert_eq!(with_secret.get(later).await.unwrap().status, Status::Active);
+    assert_eq!(
+        with_secret.get(sibling).await.unwrap().status,
+        Status::Active
+    );
     assert_eq!(holder.count(), 1);
 }
 both_backends!(no_secret_no_rotation_works, no_secret_no_rotation);
@@ -1602,6 +1613,36 @@ async fn rotation_resumes_where_the_last_pass_stopped(db: &TestDb) {
 both_backends!(
     rotation_resumes_where_the_last_pass_stopped_works,
     rotation_resumes_where_the_last_pass_stopped
+);
+
+/// A key created already inside its rotation window (an explicit expiry
+/// sooner than the grace) is rotated on the next pass, not left to expire;
+/// its successor, due only a period later, is not rotated again at once.
+async fn a_key_due_from_the_start_is_rotated(db: &TestDb) {
+    let clock = ManualClock::starting_now();
+    let operator = Receiver::start().await;
+    let holder = Receiver::start().await;
+    let keys = auto_runtime(Arc::clone(&db.store), &clock);
+    let soon = keys
+        .create(
+            auto_rotating("soon", &holder.url).expires_at(clock.now() + Duration::hours(12)),
+            Actor::System,
+        )
+        .await
+        .unwrap()
+        .key
+        .id;
+    let outbox = Outbox::connect(&db.url).await.unwrap();
+    let notifier = Notifier::new(keys.clone(), outbox, config(&operator)).unwrap();
+    assert_eq!(notifier.run_once().await.unwrap().rotated, 1);
+    assert_eq!(keys.get(soon).await.unwrap().status, Status::Rotating);
+    assert_eq!(notifier.run_once().await.unwrap().rotated, 0);
+    assert_eq!(keys.lineage(soon).await.unwrap().len(), 2);
+    holder.wait_for(1).await;
+}
+both_backends!(
+    a_key_due_from_the_start_is_rotated_works,
+    a_key_due_from_the_start_is_rotated
 );
 
 /// A holder's webhook is posted to only if it is https on a public address,

@@ -471,7 +471,7 @@ impl Notifier {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
-        let mut endpoints: HashMap<String, (Uuid, bool)> = HashMap::new();
+        let mut endpoints: HashMap<String, Uuid> = HashMap::new();
         for round in 0..MAX_ROUNDS {
             let now = keys.now();
             let due = self
@@ -488,18 +488,17 @@ impl Notifier {
                 .await?;
             for key in &due {
                 // One registration (a write) per URL and pass, however many
-                // keys share it.
+                // keys share it; whether it is disabled is read afresh for
+                // each key (another instance may have had a 410 meanwhile).
+                let backend = &self.inner.outbox.backend;
                 let (endpoint_id, disabled) = match endpoints.get(&key.url) {
-                    Some(&known) => known,
+                    Some(&id) => (id, backend.endpoint_disabled(id).await?),
                     None => {
-                        let row = self
-                            .inner
-                            .outbox
-                            .backend
+                        let (id, disabled) = backend
                             .register_key_endpoint(&key.url, now, uuid_at(now))
                             .await?;
-                        endpoints.insert(key.url.clone(), row);
-                        row
+                        endpoints.insert(key.url.clone(), id);
+                        (id, disabled)
                     }
                 };
                 if disabled {

@@ -248,9 +248,14 @@ pub(crate) trait Backend: Send + Sync + 'static {
         new_id: Uuid,
     ) -> Result<(Uuid, bool), StoreError>;
 
+    /// Whether the endpoint with this id is disabled now (`false` if there
+    /// is no such endpoint).
+    async fn endpoint_disabled(&self, id: Uuid) -> Result<bool, StoreError>;
+
     /// Keys opted in to automatic rotation that are due: live, not rotated,
-    /// `now < expires_at <= due_until`, created no later than
-    /// `created_by` (so a successor made this pass is never due at once),
+    /// `now < expires_at <= due_until`, and either the first of their
+    /// lineage or created no later than `created_by` (so a successor made
+    /// this pass is never due at once, however short its period),
     /// in `(expires_at, id)` order after `after` (a page's last). With
     /// their rotation webhooks.
     async fn auto_rotation_due(

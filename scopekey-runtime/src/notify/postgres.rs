@@ -101,8 +101,11 @@ pub async fn enqueue(
     if event.kind.starts_with("webhook.") {
         return Ok(0);
     }
+    // Keys' own rotation webhooks subscribe to nothing: not read at all,
+    // however many holders there are.
     let rows = sqlx::query(
-        "SELECT id, event_types FROM scopekey_webhook_endpoints WHERE disabled_at IS NULL",
+        "SELECT id, event_types FROM scopekey_webhook_endpoints \
+         WHERE disabled_at IS NULL AND NOT key_delivery",
     )
     .fetch_all(&mut *conn)
     .await?;
@@ -219,6 +222,16 @@ impl Backend for PgOutbox {
         Ok((row.try_get("id")?, row.try_get("disabled")?))
     }
 
+    async fn endpoint_disabled(&self, id: Uuid) -> Result<bool, StoreError> {
+        let disabled: Option<bool> = sqlx::query_scalar(
+            "SELECT disabled_at IS NOT NULL FROM scopekey_webhook_endpoints WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(disabled.unwrap_or(false))
+    }
+
     async fn auto_rotation_due(
         &self,
         now: OffsetDateTime,
@@ -237,7 +250,8 @@ impl Backend for PgOutbox {
             "SELECT id, rotation_webhook_url, expires_at FROM scopekey_keys \
              WHERE rotation_webhook_url IS NOT NULL AND revoked_at IS NULL \
              AND rotated_at IS NULL AND expires_at > $1 AND expires_at <= $2 \
-             AND created_at <= $3 AND (expires_at, id) > ($4, $5) \
+             AND (created_at <= $3 OR parent_key_id IS NULL) \
+             AND (expires_at, id) > ($4, $5) \
              ORDER BY expires_at, id LIMIT $6",
         )
         .bind(now)

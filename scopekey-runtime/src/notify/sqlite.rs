@@ -115,8 +115,11 @@ pub async fn enqueue(
     if event.kind.starts_with("webhook.") {
         return Ok(0);
     }
+    // Keys' own rotation webhooks subscribe to nothing: not read at all,
+    // however many holders there are.
     let rows = sqlx::query(
-        "SELECT id, event_types FROM scopekey_webhook_endpoints WHERE disabled_at IS NULL",
+        "SELECT id, event_types FROM scopekey_webhook_endpoints \
+         WHERE disabled_at IS NULL AND NOT key_delivery",
     )
     .fetch_all(&mut *conn)
     .await?;
@@ -239,6 +242,16 @@ impl Backend for SqliteOutbox {
         Ok((uuid(row.try_get("id")?)?, row.try_get("disabled")?))
     }
 
+    async fn endpoint_disabled(&self, id: Uuid) -> Result<bool, StoreError> {
+        let disabled: Option<bool> = sqlx::query_scalar(
+            "SELECT disabled_at IS NOT NULL FROM scopekey_webhook_endpoints WHERE id = ?",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(disabled.unwrap_or(false))
+    }
+
     async fn auto_rotation_due(
         &self,
         now: OffsetDateTime,
@@ -257,7 +270,7 @@ impl Backend for SqliteOutbox {
             "SELECT id, rotation_webhook_url, expires_at FROM scopekey_keys \
              WHERE rotation_webhook_url IS NOT NULL AND revoked_at IS NULL \
              AND rotated_at IS NULL AND expires_at > ?1 AND expires_at <= ?2 \
-             AND created_at <= ?3 \
+             AND (created_at <= ?3 OR parent_key_id IS NULL) \
              AND (expires_at > ?4 OR (expires_at = ?4 AND id > ?5)) \
              ORDER BY expires_at, id LIMIT ?6",
         )
