@@ -1502,10 +1502,19 @@ async fn no_secret_no_rotation(db: &TestDb) {
 }
 both_backends!(no_secret_no_rotation_works, no_secret_no_rotation);
 
-/// Keys the notifier cannot rotate (here: their webhook secrets were sealed
-/// by another service's rotation secret) are passed over, page after page:
-/// a key due after a full batch of them is rotated in the same pass.
-async fn unrotatable_keys_are_passed_over(db: &TestDb) {
+/// Keys the notifier cannot rotate, then one it can, all due in a day:
+/// `stuck` keys whose webhook secrets another service sealed (with its own
+/// rotation secret), and an hour later ours; a notifier claiming `batch`
+/// due keys at a time. The clock is left where they are all due.
+struct StuckAhead {
+    holder: Receiver,
+    keys: ScopeKey,
+    stuck: Vec<KeyId>,
+    ours: KeyId,
+    notifier: Notifier,
+}
+
+async fn stuck_ahead(db: &TestDb, stuck: usize, batch: u32) -> StuckAhead {
     let clock = ManualClock::starting_now();
     let operator = Receiver::start().await;
     let holder = Receiver::start().await;
@@ -1518,8 +1527,8 @@ async fn unrotatable_keys_are_passed_over(db: &TestDb) {
         )
         .allow_insecure_rotation_webhooks(true)
         .build();
-    let mut stuck = Vec::new();
-    for i in 0..5 {
+    let mut ids = Vec::new();
+    for i in 0..stuck {
         let created = elsewhere
             .create(
                 auto_rotating(&format!("elsewhere {i}"), &holder.url),
@@ -1527,61 +1536,7 @@ async fn unrotatable_keys_are_passed_over(db: &TestDb) {
             )
             .await
             .unwrap();
-        stuck.push(created.key.id);
-    }
-    clock.advance(Duration::hours(1));
-    let keys = auto_runtime(Arc::clone(&db.store), &clock);
-    let due_last = keys
-        .create(auto_rotating("ours", &holder.url), Actor::System)
-        .await
-        .unwrap()
-        .key
-        .id;
-    let mut cfg = config(&operator);
-    cfg.batch_size = 2;
-    let outbox = Outbox::connect(&db.url).await.unwrap();
-    let notifier = Notifier::new(keys.clone(), outbox, cfg).unwrap();
-
-    // All six are due (expiring within the day's grace); ours expires last.
-    clock.advance(Duration::days(29) + Duration::hours(1));
-    let pass = notifier.run_once().await.unwrap();
-    assert_eq!(pass.rotated, 1, "{pass:?}");
-    assert_eq!(keys.get(due_last).await.unwrap().status, Status::Rotating);
-    assert_eq!(keys.lineage(due_last).await.unwrap().len(), 2);
-    for id in stuck {
-        assert_eq!(keys.get(id).await.unwrap().status, Status::Active);
-    }
-    holder.wait_for(1).await;
-}
-both_backends!(
-    unrotatable_keys_are_passed_over_works,
-    unrotatable_keys_are_passed_over
-);
-
-/// A pass reads at most 100 batches of due keys; when more are due than
-/// that, none of them rotatable, the next pass goes on where it stopped
-/// instead of reading the same ones again.
-async fn rotation_resumes_where_the_last_pass_stopped(db: &TestDb) {
-    let clock = ManualClock::starting_now();
-    let operator = Receiver::start().await;
-    let holder = Receiver::start().await;
-    let elsewhere = ScopeKey::builder_arc(Arc::clone(&db.store))
-        .clock(clock.clone())
-        .rotation_webhook_secret(
-            "whsec_YW5vdGhlciBzZXJ2aWNlJ3Mgcm90YXRpb24gc2VjcmV0"
-                .parse()
-                .unwrap(),
-        )
-        .allow_insecure_rotation_webhooks(true)
-        .build();
-    for i in 0..101 {
-        elsewhere
-            .create(
-                auto_rotating(&format!("elsewhere {i}"), &holder.url),
-                Actor::System,
-            )
-            .await
-            .unwrap();
+        ids.push(created.key.id);
     }
     clock.advance(Duration::hours(1));
     let keys = auto_runtime(Arc::clone(&db.store), &clock);
@@ -1592,23 +1547,55 @@ async fn rotation_resumes_where_the_last_pass_stopped(db: &TestDb) {
         .key
         .id;
     let mut cfg = config(&operator);
-    cfg.batch_size = 1;
+    cfg.batch_size = batch;
     let outbox = Outbox::connect(&db.url).await.unwrap();
     let notifier = Notifier::new(keys.clone(), outbox, cfg).unwrap();
-
+    // All are due (expiring within the day's grace); ours expires last.
     clock.advance(Duration::days(29) + Duration::hours(1));
+    StuckAhead {
+        holder,
+        keys,
+        stuck: ids,
+        ours,
+        notifier,
+    }
+}
+
+/// Keys the notifier cannot rotate are passed over, page after page: a key
+/// due after a full batch of them is rotated in the same pass.
+async fn unrotatable_keys_are_passed_over(db: &TestDb) {
+    let t = stuck_ahead(db, 5, 2).await;
+    let pass = t.notifier.run_once().await.unwrap();
+    assert_eq!(pass.rotated, 1, "{pass:?}");
+    assert_eq!(t.keys.get(t.ours).await.unwrap().status, Status::Rotating);
+    assert_eq!(t.keys.lineage(t.ours).await.unwrap().len(), 2);
+    for id in &t.stuck {
+        assert_eq!(t.keys.get(*id).await.unwrap().status, Status::Active);
+    }
+    t.holder.wait_for(1).await;
+}
+both_backends!(
+    unrotatable_keys_are_passed_over_works,
+    unrotatable_keys_are_passed_over
+);
+
+/// A pass reads at most 100 batches of due keys; when more are due than
+/// that, none of them rotatable, the next pass goes on where it stopped
+/// instead of reading the same ones again.
+async fn rotation_resumes_where_the_last_pass_stopped(db: &TestDb) {
+    let t = stuck_ahead(db, 101, 1).await;
     assert_eq!(
-        notifier.run_once().await.unwrap().rotated,
+        t.notifier.run_once().await.unwrap().rotated,
         0,
         "100 batches, all stuck"
     );
     assert_eq!(
-        notifier.run_once().await.unwrap().rotated,
+        t.notifier.run_once().await.unwrap().rotated,
         1,
         "went on from there"
     );
-    assert_eq!(keys.get(ours).await.unwrap().status, Status::Rotating);
-    holder.wait_for(1).await;
+    assert_eq!(t.keys.get(t.ours).await.unwrap().status, Status::Rotating);
+    t.holder.wait_for(1).await;
 }
 both_backends!(
     rotation_resumes_where_the_last_pass_stopped_works,
