@@ -294,8 +294,9 @@ impl Verifier {
     }
 }
 
-/// The pending last-use maps hold plain values: a panic elsewhere cannot
-/// leave them in a state worth refusing.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Locks a mutex that holds plain values (the pending last-use maps, the
+/// notifier's resume position): a panic elsewhere cannot leave them in a
+/// state worth refusing.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

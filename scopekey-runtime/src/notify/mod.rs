@@ -458,19 +458,7 @@ impl Notifier {
         let mut rotated = 0;
         // Pages in expiry order; a key left alone (its endpoint disabled, a
         // lost race) is passed over, never in the way of the keys after it.
-        let resume = |at| {
-            *self
-                .inner
-                .rotation_resume
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = at;
-        };
-        let mut after = self
-            .inner
-            .rotation_resume
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+        let mut after = crate::verify::lock(&self.inner.rotation_resume).take();
         let mut endpoints: HashMap<String, Uuid> = HashMap::new();
         for round in 0..MAX_ROUNDS {
             let now = keys.now();
@@ -515,7 +503,7 @@ impl Notifier {
                     if round + 1 == MAX_ROUNDS {
                         // Out of rounds: the next pass goes on from here,
                         // then starts over once it reaches the end.
-                        resume(after);
+                        *crate::verify::lock(&self.inner.rotation_resume) = after;
                     }
                 }
                 _ => break,
