@@ -792,6 +792,110 @@ async fn attempts_exhausted(db: &TestDb) {
 }
 both_backends!(attempts_exhausted_fail_and_audit, attempts_exhausted);
 
+/// Finished deliveries (delivered or failed) are deleted once they finished
+/// longer than the retention ago; pending ones never are, and the audit log
+/// keeps everything.
+async fn finished_deliveries_are_pruned(db: &TestDb) {
+    let e = env_with(db, |c| {
+        c.max_attempts = 2;
+        c.delivery_retention = Some(Duration::days(10));
+    })
+    .await;
+    let outbox = e.notifier.outbox();
+    let listed = || async {
+        let mut states: Vec<_> = outbox
+            .deliveries(&DeliveryFilter::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.state.as_str(), d.finished_at))
+            .collect();
+        states.sort();
+        states
+    };
+    let start = e.clock.now();
+    for name in ["a", "b", "c"] {
+        key_expiring_in(&e.keys, name, Duration::days(10)).await;
+    }
+    // At `start`: one delivered, two to retry; an hour later, one of those
+    // delivered and one given up.
+    e.receiver
+        .script([Reply::Status(200), Reply::Status(500), Reply::Status(500)]);
+    let pass = e.notifier.run_once().await.unwrap();
+    assert_eq!((pass.deliveries.delivered, pass.pruned), (1, 0), "{pass:?}");
+    e.clock.advance(Duration::hours(1));
+    e.receiver.script([Reply::Status(500), Reply::Status(200)]);
+    let pass = e.notifier.run_once().await.unwrap();
+    assert_eq!(
+        (pass.deliveries.delivered, pass.deliveries.failed),
+        (1, 1),
+        "{pass:?}"
+    );
+    // A fourth, still pending (its retry is due in 10 s).
+    key_expiring_in(&e.keys, "d", Duration::days(10)).await;
+    e.receiver.script([Reply::Status(500)]);
+    assert_eq!(e.notifier.run_once().await.unwrap().deliveries.retried, 1);
+    let hour = start + Duration::hours(1);
+    let before = listed().await;
+    assert_eq!(
+        before,
+        [
+            ("delivered", Some(start)),
+            ("delivered", Some(hour)),
+            ("failed", Some(hour)),
+            ("pending", None),
+        ]
+    );
+    let delivered_body = outbox.deliveries(&DeliveryFilter::default()).await.unwrap();
+    assert!(
+        delivered_body
+            .iter()
+            .all(|d| d.payload.starts_with('{') && d.payload.contains("key.expiring")),
+        "an operator's payload is kept until the delivery is pruned"
+    );
+
+    // Just short of ten days after the first finished: nothing goes.
+    e.clock
+        .advance(Duration::days(10) - Duration::hours(1) - Duration::SECOND);
+    assert_eq!(e.notifier.prune_deliveries().await.unwrap(), 0);
+    assert_eq!(listed().await, before);
+    // Past it: only that one.
+    e.clock.advance(Duration::seconds(2));
+    assert_eq!(e.notifier.prune_deliveries().await.unwrap(), 1);
+    assert_eq!(listed().await, before[1..]);
+    // A notifier without a retention keeps them.
+    let keeper = Notifier::new(
+        e.keys.clone(),
+        Outbox::connect(&db.url).await.unwrap(),
+        NotifierConfig {
+            delivery_retention: None,
+            ..config(&e.receiver)
+        },
+    )
+    .unwrap();
+    e.clock.advance(Duration::days(365));
+    assert_eq!(keeper.prune_deliveries().await.unwrap(), 0);
+    assert_eq!(listed().await.len(), 3);
+    // A pass prunes the other two finished ones, after sending the pending
+    // one, which is kept: it has just finished.
+    let pass = e.notifier.run_once().await.unwrap();
+    assert_eq!((pass.deliveries.delivered, pass.pruned), (1, 2), "{pass:?}");
+    let after = listed().await;
+    assert_eq!(after, [("delivered", Some(e.clock.now()))]);
+    // The audit log keeps every event.
+    assert_eq!(all_events(&e.keys, event_type::KEY_EXPIRING).await.len(), 4);
+    assert_eq!(
+        all_events(&e.keys, webhook_event::WEBHOOK_FAILED)
+            .await
+            .len(),
+        1
+    );
+}
+both_backends!(
+    finished_deliveries_are_pruned_works,
+    finished_deliveries_are_pruned
+);
+
 async fn throttling_honours_retry_after(db: &TestDb) {
     let e = env(db).await;
     e.receiver
@@ -1168,6 +1272,14 @@ fn configuration_is_checked() {
     );
     refused(&|c| c.lease = Duration::days(3_651), "at most 10 years");
     refused(
+        &|c| c.delivery_retention = Some(Duration::days(3_651)),
+        "at most 10 years",
+    );
+    refused(
+        &|c| c.delivery_retention = Some(-Duration::SECOND),
+        "must not be negative",
+    );
+    refused(
         &|c| c.initial_backoff = Duration::microseconds(100),
         "at least a second",
     );
@@ -1403,6 +1515,10 @@ async fn automatic_rotation(db: &TestDb) {
         .unwrap()
         .unwrap();
     assert_eq!(d.state, DeliveryState::Delivered);
+    assert_eq!(
+        d.payload, "",
+        "the sealed successor is erased once delivered"
+    );
     // The operator's endpoint (subscribed to `key.expiring` only) never saw
     // the plaintext.
     assert!(
@@ -1711,6 +1827,25 @@ async fn holder_webhooks_stay_public(db: &TestDb) {
         assert_eq!(delivery.last_status, None);
         let error = delivery.last_error.as_deref().unwrap_or_default();
         assert!(error.contains(why), "{url}: {error}");
+        assert!(delivery.payload.starts_with("sealed:v1:"));
+    }
+
+    // Given up after the last attempt: the sealed successors are erased.
+    for _ in 0..4 {
+        clock.advance(Duration::hours(1));
+        notifier.run_once().await.unwrap();
+    }
+    let given_up = outbox
+        .deliveries(&DeliveryFilter {
+            event_type: Some(event_type::KEY_ROTATED.to_owned()),
+            ..DeliveryFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(given_up.len(), urls.len());
+    for d in &given_up {
+        assert_eq!((d.state, d.attempts), (DeliveryState::Failed, 5));
+        assert_eq!(d.payload, "", "erased once given up");
     }
 }
 both_backends!(

@@ -69,8 +69,11 @@ impl EndpointConfig {
     }
 }
 
-/// The longest a notice threshold, `expired_lookback`, `max_backoff` or
-/// `lease` may be: ten years (times past the calendar's end cannot be
+/// How long finished deliveries are kept by default (30 days).
+pub const DEFAULT_DELIVERY_RETENTION: Duration = Duration::days(30);
+
+/// The longest a notice threshold, `expired_lookback`, `max_backoff`,
+/// `lease` or `delivery_retention` may be: ten years (times past the calendar's end cannot be
 /// stored).
 pub const MAX_SETTING: Duration = Duration::days(3650);
 
@@ -111,6 +114,11 @@ pub struct NotifierConfig {
     /// At most this many deliveries are claimed (and sent concurrently) at
     /// once (default 32).
     pub batch_size: u32,
+    /// How long a finished delivery (delivered or failed) stays in the
+    /// outbox for inspection before a pass deletes it (default 30 days;
+    /// `None` keeps them all). The audit log keeps the events themselves,
+    /// and `webhook.failed` for each failure, whatever this says.
+    pub delivery_retention: Option<Duration>,
 }
 
 impl Default for NotifierConfig {
@@ -127,6 +135,7 @@ impl Default for NotifierConfig {
             max_backoff: Duration::hours(6),
             lease: Duration::minutes(5),
             batch_size: 32,
+            delivery_retention: Some(DEFAULT_DELIVERY_RETENTION),
         }
     }
 }
@@ -242,10 +251,11 @@ impl NotifierConfig {
             || self.expired_lookback > MAX_SETTING
             || self.max_backoff > MAX_SETTING
             || self.lease > MAX_SETTING
+            || self.delivery_retention.is_some_and(|r| r > MAX_SETTING)
         {
             return bad(format!(
-                "notice thresholds, expired_lookback, max_backoff and lease must be at most \
-                 {years} years"
+                "notice thresholds, expired_lookback, max_backoff, lease and \
+                 delivery_retention must be at most {years} years"
             ));
         }
         if self.interval.is_zero() {
@@ -274,6 +284,9 @@ impl NotifierConfig {
         }
         if self.expired_lookback < Duration::ZERO {
             return bad("expired_lookback must not be negative".into());
+        }
+        if self.delivery_retention.is_some_and(|r| r < Duration::ZERO) {
+            return bad("delivery_retention must not be negative".into());
         }
         let mut urls = std::collections::HashSet::new();
         for ep in &self.endpoints {

@@ -48,6 +48,12 @@
 //! transaction of one's own, and [`Outbox::enqueue`] for an event plus its
 //! deliveries). If the transaction rolls back, nothing is sent; if it
 //! commits, the delivery exists until it is acknowledged or given up.
+//! A finished delivery (delivered, or given up) stays for inspection
+//! ([`Outbox::deliveries`]) for [`NotifierConfig::delivery_retention`]
+//! (30 days by default), then a pass deletes it; the audit log keeps the
+//! event, and `webhook.failed` for a delivery given up. A successor's
+//! sealed plaintext (below) is erased from its delivery as soon as it
+//! finishes.
 //!
 //! **Claims and leases.** A sender claims due rows by stamping them with a
 //! lease (`claimed_until = now + lease`) and a claim token: on PostgreSQL
@@ -197,6 +203,8 @@ pub struct PassReport {
     pub expired: usize,
     /// Delivery attempts.
     pub deliveries: DeliveryReport,
+    /// Finished deliveries deleted, past their retention.
+    pub pruned: usize,
 }
 
 /// What one round of delivery did.
@@ -362,18 +370,43 @@ impl Notifier {
     }
 
     /// One pass: rotates the keys due an automatic rotation, records due
-    /// notices (and `key.expired` events), then delivers what is due.
+    /// notices (and `key.expired` events), delivers what is due, then
+    /// deletes finished deliveries past their retention.
     pub async fn run_once(&self) -> Result<PassReport, NotifyError> {
         self.register().await?;
         let rotated = self.rotate_due().await?;
         let (notices, expired) = self.record_notices().await?;
         let deliveries = self.deliver_due().await?;
+        let pruned = self.prune_deliveries().await?;
         Ok(PassReport {
             rotated,
             notices,
             expired,
             deliveries,
+            pruned,
         })
+    }
+
+    /// Deletes the deliveries that finished (delivered or failed) longer
+    /// than [`NotifierConfig::delivery_retention`] ago, by the runtime's
+    /// clock: a batch of 1,000 at a time, at most 100 batches a pass (the
+    /// next pass goes on). How many. Does nothing when the retention is
+    /// `None`. Pending deliveries are never deleted, however old.
+    pub async fn prune_deliveries(&self) -> Result<usize, NotifyError> {
+        const BATCH: u32 = 1_000;
+        let Some(retention) = self.inner.config.delivery_retention else {
+            return Ok(0);
+        };
+        let before = self.inner.keys.now() - retention;
+        let mut pruned = 0;
+        for _ in 0..MAX_ROUNDS {
+            let deleted = self.inner.outbox.backend.prune(before, BATCH).await?;
+            pruned += usize::try_from(deleted).unwrap_or(usize::MAX);
+            if deleted < u64::from(BATCH) {
+                break;
+            }
+        }
+        Ok(pruned)
     }
 
     /// Records the notices due now: `(key.expiring notices, key.expired

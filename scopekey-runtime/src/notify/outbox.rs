@@ -92,7 +92,9 @@ pub struct Delivery {
     pub event_type: String,
     /// The key it is about.
     pub key_id: Option<KeyId>,
-    /// The exact request body.
+    /// The exact request body; for a successor's plaintext sent to its
+    /// key's holder, the body sealed (`sealed:v1:...`) while pending, and
+    /// empty once the delivery is delivered or failed.
     pub payload: String,
     /// Where it stands.
     pub state: DeliveryState,
@@ -223,6 +225,18 @@ impl DueRotation {
     }
 }
 
+/// The SQL assignment, for `concat!` and the same on both databases, that
+/// empties a sealed payload (a successor's plaintext for its key's holder)
+/// when its delivery finishes: once delivered or given up, nothing will send
+/// it again, so the outbox stops holding it.
+macro_rules! erase_sealed {
+    () => {
+        "payload = CASE WHEN substr(payload, 1, 7) = 'sealed:' THEN '' ELSE payload END"
+    };
+}
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) use erase_sealed;
+
 /// Persistence for notices and deliveries; one implementation per database.
 #[async_trait]
 pub(crate) trait Backend: Send + Sync + 'static {
@@ -316,13 +330,18 @@ pub(crate) trait Backend: Send + Sync + 'static {
     ) -> Result<Vec<Claimed>, StoreError>;
 
     /// Stores an attempt's outcome, if the claim still holds (except for a
-    /// success). Whether anything changed.
+    /// success). Whether anything changed. A delivery that finishes
+    /// (delivered or failed) loses a sealed payload (`erase_sealed!`).
     async fn complete(
         &self,
         claimed: &Claimed,
         token: Uuid,
         outcome: &Completion,
     ) -> Result<bool, StoreError>;
+
+    /// Deletes up to `limit` finished deliveries (delivered or failed) that
+    /// finished before `before`; how many.
+    async fn prune(&self, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError>;
 
     async fn delivery(&self, id: Uuid) -> Result<Option<Delivery>, StoreError>;
 

@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use super::outbox::{
     Backend, Claimed, Completion, Delivery, DeliveryFilter, DeliveryState, DuePosition,
-    DueRotation, Endpoint, NewNotice, Notice, NoticeKind, body, key_event_data, subscribed,
-    uuid_at,
+    DueRotation, Endpoint, NewNotice, Notice, NoticeKind, body, erase_sealed, key_event_data,
+    subscribed, uuid_at,
 };
 use crate::error::StoreError;
 use crate::key::KeyId;
@@ -478,29 +478,32 @@ impl Backend for SqliteOutbox {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let id = claimed.id.to_string();
         let token = token.to_string();
-        let changed =
-            match outcome {
-                Completion::Delivered { at, status } => sqlx::query(
-                    "UPDATE scopekey_deliveries SET state = 'delivered', attempts = attempts + 1, \
+        let changed = match outcome {
+            Completion::Delivered { at, status } => {
+                sqlx::query(concat!(
+                    "UPDATE scopekey_deliveries SET state = 'delivered', attempts = attempts + 1, ",
+                    erase_sealed!(),
+                    ", \
                      last_attempt_at = ?1, finished_at = ?1, last_status = ?2, last_error = NULL, \
                      claimed_until = NULL, claim_token = NULL \
-                     WHERE id = ?3 AND state = 'pending'",
-                )
+                     WHERE id = ?3 AND state = 'pending'"
+                ))
                 .bind(micros(*at))
                 .bind(i64::from(*status))
                 .bind(&id)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()
-                    > 0,
-                Completion::Retry {
-                    at,
-                    next_attempt_at,
-                    status,
-                    error,
-                    pause_until,
-                } => {
-                    let changed = sqlx::query(
+                    > 0
+            }
+            Completion::Retry {
+                at,
+                next_attempt_at,
+                status,
+                error,
+                pause_until,
+            } => {
+                let changed = sqlx::query(
                     "UPDATE scopekey_deliveries SET attempts = attempts + 1, last_attempt_at = ?1, \
                      next_attempt_at = ?2, last_status = ?3, last_error = ?4, \
                      claimed_until = NULL, claim_token = NULL \
@@ -516,65 +519,79 @@ impl Backend for SqliteOutbox {
                 .await?
                 .rows_affected()
                     > 0;
-                    if changed && let Some(until) = pause_until {
-                        sqlx::query(
-                            "UPDATE scopekey_webhook_endpoints SET paused_until = ?1 \
+                if changed && let Some(until) = pause_until {
+                    sqlx::query(
+                        "UPDATE scopekey_webhook_endpoints SET paused_until = ?1 \
                          WHERE id = ?2 AND (paused_until IS NULL OR paused_until < ?1)",
-                        )
-                        .bind(micros(*until))
-                        .bind(claimed.endpoint_id.to_string())
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    changed
+                    )
+                    .bind(micros(*until))
+                    .bind(claimed.endpoint_id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
                 }
-                Completion::Failed {
-                    at,
-                    status,
-                    error,
-                    failed,
-                    disable,
-                } => {
-                    let changed = sqlx::query(
-                        "UPDATE scopekey_deliveries SET state = 'failed', attempts = attempts + 1, \
+                changed
+            }
+            Completion::Failed {
+                at,
+                status,
+                error,
+                failed,
+                disable,
+            } => {
+                let changed = sqlx::query(concat!(
+                    "UPDATE scopekey_deliveries SET state = 'failed', attempts = attempts + 1, ",
+                    erase_sealed!(),
+                    ", \
                      last_attempt_at = ?1, finished_at = ?1, last_status = ?2, last_error = ?3, \
                      claimed_until = NULL, claim_token = NULL \
-                     WHERE id = ?4 AND claim_token = ?5 AND state = 'pending'",
-                    )
-                    .bind(micros(*at))
-                    .bind(status.map(i64::from))
-                    .bind(error)
-                    .bind(&id)
-                    .bind(&token)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-                        > 0;
-                    if changed {
-                        insert_event(&mut tx, failed).await?;
-                        if let Some(disable) = disable {
-                            let (reason, event) = &**disable;
-                            let disabled = sqlx::query(
-                                "UPDATE scopekey_webhook_endpoints SET disabled_at = ?1, \
+                     WHERE id = ?4 AND claim_token = ?5 AND state = 'pending'"
+                ))
+                .bind(micros(*at))
+                .bind(status.map(i64::from))
+                .bind(error)
+                .bind(&id)
+                .bind(&token)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    > 0;
+                if changed {
+                    insert_event(&mut tx, failed).await?;
+                    if let Some(disable) = disable {
+                        let (reason, event) = &**disable;
+                        let disabled = sqlx::query(
+                            "UPDATE scopekey_webhook_endpoints SET disabled_at = ?1, \
                              disabled_reason = ?2 WHERE id = ?3 AND disabled_at IS NULL",
-                            )
-                            .bind(micros(*at))
-                            .bind(reason)
-                            .bind(claimed.endpoint_id.to_string())
-                            .execute(&mut *tx)
-                            .await?
-                            .rows_affected()
-                                > 0;
-                            if disabled {
-                                insert_event(&mut tx, event).await?;
-                            }
+                        )
+                        .bind(micros(*at))
+                        .bind(reason)
+                        .bind(claimed.endpoint_id.to_string())
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected()
+                            > 0;
+                        if disabled {
+                            insert_event(&mut tx, event).await?;
                         }
                     }
-                    changed
                 }
-            };
+                changed
+            }
+        };
         tx.commit().await?;
         Ok(changed)
+    }
+
+    async fn prune(&self, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM scopekey_deliveries WHERE id IN (SELECT id FROM scopekey_deliveries \
+             WHERE state <> 'pending' AND finished_at < ? LIMIT ?)",
+        )
+        .bind(micros(before))
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     async fn delivery(&self, id: Uuid) -> Result<Option<Delivery>, StoreError> {

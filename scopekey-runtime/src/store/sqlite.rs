@@ -49,6 +49,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "events by actor",
         include_str!("../../migrations/sqlite/0005_events_actor.sql"),
     ),
+    (
+        6,
+        "delivery retention",
+        include_str!("../../migrations/sqlite/0006_delivery_retention.sql"),
+    ),
 ];
 
 const KEY_COLUMNS: &str = "id, name, scopes, metadata, hint, key_hash, created_at, expires_at, \
