@@ -18,7 +18,8 @@
 //! - `SCOPEKEY_WEBHOOK_URL`, `SCOPEKEY_WEBHOOK_SECRET` (`whsec_<base64>`),
 //!   `SCOPEKEY_NOTIFIER_INTERVAL_SECONDS` (default 60): the expiry notifier
 //!   and its signed webhooks; also `SCOPEKEY_NOTICE_THRESHOLDS` (`14d,1d`)
-//!   and `SCOPEKEY_WEBHOOK_EVENTS` (`key.expiring` unless set; `all`).
+//!   and `SCOPEKEY_WEBHOOK_EVENTS` (`key.expiring,key.compromised` unless
+//!   set; `all` adds the other lifecycle events).
 //! - `SCOPEKEY_ROTATION_SECRET` (`whsec_<base64>`, optional): enables
 //!   automatic rotation. Keys created with a `rotation_webhook_url` are then
 //!   rotated by the notifier when due, their successors posted to that URL
@@ -144,12 +145,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let first = keys
         .create_first(NewKey::new("admin", ["*"]), Actor::System)
         .await?;
-    if let Some(admin) = first {
-        let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "admin key: {}", admin.plaintext.expose_secret())?;
-        stdout.flush()?;
-        tracing::info!(key_id = %admin.key.id, hint = %admin.key.hint, "created the first admin key");
-    }
     let background = Background::start(&keys).await?;
     // Expiry notices (`key.expiring`, 14 days ahead unless configured) go to
     // the audit log, and to SCOPEKEY_WEBHOOK_URL when it is set.
@@ -179,6 +174,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .bind(&bind)?;
     for addr in server.addrs() {
         tracing::info!("listening on http://{addr}");
+    }
+    // Printed once the socket listens, so whoever reads the key can use it
+    // at once.
+    if let Some(admin) = first {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "admin key: {}", admin.plaintext.expose_secret())?;
+        stdout.flush()?;
+        tracing::info!(key_id = %admin.key.id, hint = %admin.key.hint, "created the first admin key");
     }
     // Returns after SIGINT or SIGTERM, once in-flight requests are done.
     server.run().await?;

@@ -117,6 +117,23 @@ impl Demo {
 
     /// The same, with more environment variables.
     fn start_with(dir: &Path, database_url: Option<&str>, env: &[(&str, &str)]) -> Self {
+        let mut child = Self::command(dir, database_url, env)
+            .spawn()
+            .expect("start the demo");
+        let stdout = lines(child.stdout.take().expect("stdout"), false);
+        let stderr = lines(child.stderr.take().expect("stderr"), true);
+        let addr = listening_addr(&mut child, &stderr);
+        Self {
+            child,
+            addr,
+            stdout,
+        }
+    }
+
+    /// The demo's command line: run in `dir`, on port 0 unless `env` sets
+    /// `BIND`, with none of this process's scopekey settings, its output
+    /// piped.
+    fn command(dir: &Path, database_url: Option<&str>, env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(demo_binary());
         // Port 0: the system picks a free port when the demo binds, and the
         // demo logs it (`listening on http://...`), so no other process can
@@ -129,6 +146,8 @@ impl Demo {
             .env_remove("SCOPEKEY_WEBHOOK_SECRET")
             .env_remove("SCOPEKEY_ROTATION_SECRET")
             .env_remove("SCOPEKEY_NOTIFIER_INTERVAL_SECONDS")
+            .env_remove("SCOPEKEY_WEBHOOK_EVENTS")
+            .env_remove("SCOPEKEY_NOTICE_THRESHOLDS")
             .env_remove("SCOPEKEY_KEY_PREFIX")
             .env_remove("SCOPEKEY_PEPPER")
             .envs(env.iter().copied())
@@ -138,15 +157,7 @@ impl Demo {
         if let Some(url) = database_url {
             cmd.env("DATABASE_URL", url);
         }
-        let mut child = cmd.spawn().expect("start the demo");
-        let stdout = lines(child.stdout.take().expect("stdout"), false);
-        let stderr = lines(child.stderr.take().expect("stderr"), true);
-        let addr = listening_addr(&mut child, &stderr);
-        Self {
-            child,
-            addr,
-            stdout,
-        }
+        cmd
     }
 
     /// The next line on standard output (waiting for it a while).
@@ -288,6 +299,33 @@ async fn tour(dir: &Path, database_url: Option<&str>) {
     );
 }
 
+/// The admin key line comes once the demo listens: a harness that takes
+/// the line for "ready" can use the key at once.
+#[test]
+fn the_admin_key_is_printed_once_the_demo_listens() {
+    let dir = std::env::temp_dir().join(format!("scopekey-demo-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    // A port free a moment ago (the demo must bind a known one here).
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let bind = addr.to_string();
+    let mut child = Demo::command(&dir, None, &[("BIND", bind.as_str())])
+        .spawn()
+        .expect("start the demo");
+    let stdout = lines(child.stdout.take().expect("stdout"), false);
+    let _stderr = lines(child.stderr.take().expect("stderr"), true);
+    let line = stdout
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the admin key line");
+    admin_key(&line);
+    let connected = std::net::TcpStream::connect(addr);
+    let _ = child.kill();
+    let _ = child.wait();
+    std::fs::remove_dir_all(&dir).ok();
+    connected.expect("the demo listens by the time it prints the admin key");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_on_sqlite_by_default() {
     let dir = std::env::temp_dir().join(format!("scopekey-demo-{}", uuid::Uuid::now_v7().simple()));
@@ -408,7 +446,8 @@ fn webhook_receiver() -> (String, std::sync::mpsc::Receiver<Hook>) {
 /// `SCOPEKEY_WEBHOOK_URL`, `SCOPEKEY_WEBHOOK_SECRET` and
 /// `SCOPEKEY_NOTIFIER_INTERVAL_SECONDS` (SPEC §6): the demo's notifier
 /// posts a signed `key.expiring` notice for a key that expires within the
-/// notice period, on its next pass.
+/// notice period, on its next pass, and announces a compromise report
+/// (SPEC §4) with no other setting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_sends_expiry_notices_to_the_configured_webhook() {
     let db = TestDb::new(Backend::Sqlite).await.expect("sqlite");
@@ -435,30 +474,48 @@ async fn demo_sends_expiry_notices_to_the_configured_webhook() {
         .await;
     assert_eq!(created.status, 201, "{}", created.text());
     let id = created.json()["id"].as_str().expect("id").to_owned();
+    let plaintext = created.json()["key"].as_str().expect("key").to_owned();
 
     // The next pass (a second apart) sends it; generous for a loaded machine.
-    let hook = hooks
-        .recv_timeout(Duration::from_secs(30))
-        .expect("a webhook within 30 s");
-    let header = |name: &str| {
-        hook.headers
-            .get(name)
-            .map(String::as_str)
-            .unwrap_or_default()
+    let next_hook = || {
+        let hook = hooks
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a webhook within 30 s");
+        let header = |name: &str| {
+            hook.headers
+                .get(name)
+                .map(String::as_str)
+                .unwrap_or_default()
+        };
+        scopekey::WebhookVerifier::new(secret)
+            .expect("secret")
+            .verify(
+                header("webhook-id"),
+                header("webhook-timestamp"),
+                header("webhook-signature"),
+                &hook.body,
+            )
+            .expect("signed with SCOPEKEY_WEBHOOK_SECRET");
+        let text = String::from_utf8_lossy(&hook.body).into_owned();
+        assert!(!text.contains(&admin) && !text.contains(&plaintext));
+        serde_json::from_str::<serde_json::Value>(&text).expect("JSON")
     };
-    scopekey::WebhookVerifier::new(secret)
-        .expect("secret")
-        .verify(
-            header("webhook-id"),
-            header("webhook-timestamp"),
-            header("webhook-signature"),
-            &hook.body,
-        )
-        .expect("signed with SCOPEKEY_WEBHOOK_SECRET");
-    let body: serde_json::Value = serde_json::from_slice(&hook.body).expect("JSON");
+    let body = next_hook();
     assert_eq!(body["type"], "key.expiring", "{body}");
     assert_eq!(body["data"]["id"], id.as_str(), "{body}");
-    assert!(!String::from_utf8_lossy(&hook.body).contains(&admin));
+
+    // The key leaks: the report revokes it and the webhook announces it.
+    let report = demo
+        .post_json(
+            "/api-keys/compromised",
+            &admin,
+            json!({ "keys": [plaintext] }),
+        )
+        .await;
+    assert_eq!(report.status, 200, "{}", report.text());
+    let body = next_hook();
+    assert_eq!(body["type"], "key.compromised", "{body}");
+    assert_eq!(body["data"]["id"], id.as_str(), "{body}");
 
     demo.terminate();
     std::fs::remove_dir_all(&dir).ok();

@@ -1519,7 +1519,7 @@ async fn automatic_rotation(db: &TestDb) {
         d.payload, "",
         "the sealed successor is erased once delivered"
     );
-    // The operator's endpoint (subscribed to `key.expiring` only) never saw
+    // The operator's endpoint (not subscribed to `key.rotated`) never saw
     // the plaintext.
     assert!(
         operator

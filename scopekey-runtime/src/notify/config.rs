@@ -23,6 +23,10 @@ pub const DELIVERABLE_EVENTS: [&str; 6] = [
     event_type::KEY_COMPROMISED,
 ];
 
+/// The event types an endpoint receives unless told otherwise: expiry
+/// notices, and compromise reports (SPEC §4: announced by webhook).
+pub const DEFAULT_EVENTS: [&str; 2] = [event_type::KEY_EXPIRING, event_type::KEY_COMPROMISED];
+
 /// One receiver of webhooks.
 #[derive(Debug, Clone)]
 pub struct EndpointConfig {
@@ -32,18 +36,20 @@ pub struct EndpointConfig {
     /// the new secret first while rotating, and drop the old one once the
     /// receiver knows the new one.
     pub secrets: Vec<Secret>,
-    /// The event types delivered to this endpoint (default: `key.expiring`
-    /// only). See [`DELIVERABLE_EVENTS`].
+    /// The event types delivered to this endpoint (default:
+    /// [`DEFAULT_EVENTS`], `key.expiring` and `key.compromised`). See
+    /// [`DELIVERABLE_EVENTS`].
     pub events: Vec<String>,
 }
 
 impl EndpointConfig {
-    /// An endpoint receiving `key.expiring`, signed with one secret.
+    /// An endpoint receiving [`DEFAULT_EVENTS`] (`key.expiring` and
+    /// `key.compromised`), signed with one secret.
     pub fn new(url: impl Into<String>, secret: Secret) -> Self {
         Self {
             url: url.into(),
             secrets: vec![secret],
-            events: vec![event_type::KEY_EXPIRING.to_owned()],
+            events: DEFAULT_EVENTS.map(str::to_owned).to_vec(),
         }
     }
 
@@ -151,7 +157,8 @@ pub mod env {
     /// Seconds between passes (SPEC §6).
     pub const INTERVAL_SECONDS: &str = "SCOPEKEY_NOTIFIER_INTERVAL_SECONDS";
     /// Event types to deliver, comma-separated, or `all` (default
-    /// `key.expiring`).
+    /// [`DEFAULT_EVENTS`](super::DEFAULT_EVENTS): `key.expiring` and
+    /// `key.compromised`).
     pub const WEBHOOK_EVENTS: &str = "SCOPEKEY_WEBHOOK_EVENTS";
     /// Notice thresholds, comma-separated durations such as `14d,1d`.
     pub const NOTICE_THRESHOLDS: &str = "SCOPEKEY_NOTICE_THRESHOLDS";
@@ -225,7 +232,7 @@ impl NotifierConfig {
             let mut endpoint = EndpointConfig {
                 url: url.trim().to_owned(),
                 secrets,
-                events: vec![event_type::KEY_EXPIRING.to_owned()],
+                events: DEFAULT_EVENTS.map(str::to_owned).to_vec(),
             };
             if let Some(events) = get(env::WEBHOOK_EVENTS) {
                 endpoint = if events.trim() == "all" {
@@ -374,5 +381,24 @@ mod tests {
             (n == env::WEBHOOK_URL).then(|| "http://127.0.0.1:9/".to_owned())
         });
         assert!(unsigned.is_err());
+
+        // Without SCOPEKEY_WEBHOOK_EVENTS: expiry notices and compromise
+        // reports, the two events the SPEC says are announced.
+        let plain = NotifierConfig::from_lookup(|n| {
+            vars.get(n)
+                .filter(|_| n != env::WEBHOOK_EVENTS)
+                .map(|v| v.to_string())
+        })
+        .unwrap();
+        assert_eq!(
+            plain.endpoints[0].events,
+            ["key.expiring", "key.compromised"]
+        );
+        assert_eq!(
+            EndpointConfig::new("http://127.0.0.1:9/", SECRET_FOR_TESTS.parse().unwrap()).events,
+            plain.endpoints[0].events
+        );
     }
+
+    const SECRET_FOR_TESTS: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 }

@@ -158,7 +158,7 @@ use time::{Duration, OffsetDateTime};
 use tokio::sync::{OnceCell, watch};
 use uuid::Uuid;
 
-pub use config::{EndpointConfig, NotifierConfig, rotation_secrets_from_env};
+pub use config::{DEFAULT_EVENTS, EndpointConfig, NotifierConfig, rotation_secrets_from_env};
 pub use outbox::{Delivery, DeliveryFilter, DeliveryState, Endpoint, Notice, Outbox};
 pub use signature::{SignatureError, WebhookVerifier, sign, verify};
 

@@ -478,9 +478,9 @@ impl Backend for SqliteOutbox {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let id = claimed.id.to_string();
         let token = token.to_string();
-        let changed = match outcome {
-            Completion::Delivered { at, status } => {
-                sqlx::query(concat!(
+        let changed =
+            match outcome {
+                Completion::Delivered { at, status } => sqlx::query(concat!(
                     "UPDATE scopekey_deliveries SET state = 'delivered', attempts = attempts + 1, ",
                     erase_sealed!(),
                     ", \
@@ -494,16 +494,15 @@ impl Backend for SqliteOutbox {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()
-                    > 0
-            }
-            Completion::Retry {
-                at,
-                next_attempt_at,
-                status,
-                error,
-                pause_until,
-            } => {
-                let changed = sqlx::query(
+                    > 0,
+                Completion::Retry {
+                    at,
+                    next_attempt_at,
+                    status,
+                    error,
+                    pause_until,
+                } => {
+                    let changed = sqlx::query(
                     "UPDATE scopekey_deliveries SET attempts = attempts + 1, last_attempt_at = ?1, \
                      next_attempt_at = ?2, last_status = ?3, last_error = ?4, \
                      claimed_until = NULL, claim_token = NULL \
@@ -519,26 +518,26 @@ impl Backend for SqliteOutbox {
                 .await?
                 .rows_affected()
                     > 0;
-                if changed && let Some(until) = pause_until {
-                    sqlx::query(
-                        "UPDATE scopekey_webhook_endpoints SET paused_until = ?1 \
+                    if changed && let Some(until) = pause_until {
+                        sqlx::query(
+                            "UPDATE scopekey_webhook_endpoints SET paused_until = ?1 \
                          WHERE id = ?2 AND (paused_until IS NULL OR paused_until < ?1)",
-                    )
-                    .bind(micros(*until))
-                    .bind(claimed.endpoint_id.to_string())
-                    .execute(&mut *tx)
-                    .await?;
+                        )
+                        .bind(micros(*until))
+                        .bind(claimed.endpoint_id.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    changed
                 }
-                changed
-            }
-            Completion::Failed {
-                at,
-                status,
-                error,
-                failed,
-                disable,
-            } => {
-                let changed = sqlx::query(concat!(
+                Completion::Failed {
+                    at,
+                    status,
+                    error,
+                    failed,
+                    disable,
+                } => {
+                    let changed = sqlx::query(concat!(
                     "UPDATE scopekey_deliveries SET state = 'failed', attempts = attempts + 1, ",
                     erase_sealed!(),
                     ", \
@@ -555,29 +554,29 @@ impl Backend for SqliteOutbox {
                 .await?
                 .rows_affected()
                     > 0;
-                if changed {
-                    insert_event(&mut tx, failed).await?;
-                    if let Some(disable) = disable {
-                        let (reason, event) = &**disable;
-                        let disabled = sqlx::query(
-                            "UPDATE scopekey_webhook_endpoints SET disabled_at = ?1, \
+                    if changed {
+                        insert_event(&mut tx, failed).await?;
+                        if let Some(disable) = disable {
+                            let (reason, event) = &**disable;
+                            let disabled = sqlx::query(
+                                "UPDATE scopekey_webhook_endpoints SET disabled_at = ?1, \
                              disabled_reason = ?2 WHERE id = ?3 AND disabled_at IS NULL",
-                        )
-                        .bind(micros(*at))
-                        .bind(reason)
-                        .bind(claimed.endpoint_id.to_string())
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected()
-                            > 0;
-                        if disabled {
-                            insert_event(&mut tx, event).await?;
+                            )
+                            .bind(micros(*at))
+                            .bind(reason)
+                            .bind(claimed.endpoint_id.to_string())
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected()
+                                > 0;
+                            if disabled {
+                                insert_event(&mut tx, event).await?;
+                            }
                         }
                     }
+                    changed
                 }
-                changed
-            }
-        };
+            };
         tx.commit().await?;
         Ok(changed)
     }
