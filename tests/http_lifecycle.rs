@@ -9,6 +9,7 @@ use scopekey_runtime::both_backends;
 use scopekey_runtime::testing::TestDb;
 use serde_json::json;
 use time::Duration;
+use time::format_description::well_known::Rfc3339;
 
 async fn full_story(db: &TestDb) {
     let app = TestApp::start(db).await;
@@ -41,6 +42,13 @@ async fn full_story(db: &TestDb) {
     ] {
         assert!(me.get(field).is_some(), "key object lacks {field}: {me}");
     }
+    // This very request used the key: its last use shows at once, before
+    // the batched write.
+    let used_at = me["last_used_at"].as_str().expect("last_used_at is set");
+    assert!(
+        time::OffsetDateTime::parse(used_at, &Rfc3339).is_ok(),
+        "{me}"
+    );
 
     // No key: 401 with a bare challenge.
     app.get("/api-keys/self")

@@ -165,11 +165,22 @@ async fn self_rotation(db: &TestDb) {
         .json(&json!({ "scopes": ["orders:read", "orders:write"] }))
         .send()
         .await;
-    let body = res.assert_problem(403, Some(r#"Bearer error="insufficient_scope""#));
+    // The challenge names what the parent lacks (the admin holds it all).
+    let body = res.assert_problem(403, Some(&insufficient("orders:write")));
     assert!(
         body["detail"].as_str().unwrap().contains("orders:write"),
         "{body}"
     );
+    // A caller holding `api_keys:write` but not a scope it asks for, which
+    // the parent has: the challenge names the caller's missing scope.
+    let (writer, _) = key_and_id(&app.create_key("writer", &["api_keys:write"]).await);
+    let res = app
+        .post(&format!("/api-keys/{next_id}/rotate"))
+        .bearer(&writer)
+        .json(&json!({ "scopes": ["orders:read"] }))
+        .send()
+        .await;
+    res.assert_problem(403, Some(&insufficient("orders:read")));
     app.stop().await;
 }
 

@@ -67,7 +67,7 @@ use serde_json::{Map, Value};
 use time::{Duration, OffsetDateTime};
 
 use scopekey_runtime::compromise::{CompromiseOptions, CompromiseResult};
-use scopekey_runtime::scope::Grant;
+use scopekey_runtime::scope::{Grant, Grants};
 use scopekey_runtime::{
     Actor, ApiKey, CreatedKey, Error, KeyId, ListEvents, ListKeys, NewKey, RotateOptions,
     SCOPE_READ, SCOPE_REVOKE, SCOPE_WRITE, ScopeKey, Status,
@@ -170,15 +170,24 @@ fn created(created: &CreatedKey) -> HttpResponse {
 }
 
 /// A runtime refusal of the caller's key as a 403 naming the scopes
-/// (among `asked`) that the caller does not hold.
+/// (among `asked`) that the caller does not hold, or all of `asked` when it
+/// holds them (a successor asked for scopes its parent lacks): the
+/// challenge always names a scope.
 fn refused(caller: &Authenticated, err: Error, asked: &[String]) -> ApiError {
     match err {
         Error::Forbidden(detail) => {
-            let missing = asked
-                .iter()
-                .filter(|s| Grant::parse(s).is_ok_and(|g| !caller.grants().includes(&g)))
-                .cloned()
+            let valid = || {
+                asked
+                    .iter()
+                    .filter_map(|s| Grant::parse(s).ok().map(|g| (s, g)))
+            };
+            let mut missing: Vec<String> = valid()
+                .filter(|(_, g)| !caller.grants().includes(g))
+                .map(|(s, _)| s.clone())
                 .collect();
+            if missing.is_empty() {
+                missing = valid().map(|(s, _)| s.clone()).collect();
+            }
             ApiError::Forbidden {
                 error: AuthError::new(AuthErrorKind::InsufficientScope(missing), caller.realm()),
                 detail,
@@ -316,7 +325,12 @@ async fn rotate(
         Ok(key) => key,
         Err(e) => {
             let asked = if let Some(scopes) = body.scopes {
-                scopes
+                let caller_holds_them = scopes.iter().all(|s| caller.grants().covers_str(s));
+                if matches!(e, Error::Forbidden(_)) && caller_holds_them {
+                    beyond_parent(keys, id, scopes).await
+                } else {
+                    scopes
+                }
             } else if matches!(e, Error::Forbidden(_)) {
                 // The successor would have the parent's scopes: the
                 // challenge names those the caller lacks.
@@ -328,6 +342,22 @@ async fn rotate(
         }
     };
     Ok(created(&key))
+}
+
+/// Of the scopes asked for a successor, those its parent does not cover
+/// (all of them if the parent cannot be read): what a refused rotation's
+/// challenge names when the caller itself holds them.
+async fn beyond_parent(keys: &ScopeKey, id: KeyId, asked: Vec<String>) -> Vec<String> {
+    let Ok(parent) = keys.get(id).await else {
+        return asked;
+    };
+    let Ok(grants) = Grants::parse_all(&parent.scopes) else {
+        return asked;
+    };
+    asked
+        .into_iter()
+        .filter(|s| !grants.covers_str(s))
+        .collect()
 }
 
 #[derive(Deserialize, Default)]

@@ -62,7 +62,9 @@
 //! processes within milliseconds (LISTEN/NOTIFY). Expiry is judged against
 //! the clock at every verification. A store failure is
 //! [`VerifyError::Unavailable`], never a pass. `last_used_at` is kept in
-//! memory and written in batches ([`ScopeKey::flush_last_used`]).
+//! memory and written in batches ([`ScopeKey::flush_last_used`]); the keys
+//! a runtime shows ([`ScopeKey::get`], [`ScopeKey::list`], ...) include its
+//! own uses not yet written.
 //!
 //! # Performance
 //!

@@ -973,11 +973,11 @@ impl ScopeKey {
             RevokeOutcome::Revoked(record) => {
                 self.inner.verifier.invalidate(&record.key_hash);
                 tracing::info!(key_id = %id, "api key revoked");
-                Ok((record.to_api_key(now), true))
+                Ok((self.api_key(&record, now), true))
             }
             RevokeOutcome::AlreadyRevoked(record) => {
                 self.inner.verifier.invalidate(&record.key_hash);
-                Ok((record.to_api_key(now), false))
+                Ok((self.api_key(&record, now), false))
             }
             RevokeOutcome::NotFound => Err(Error::NotFound(id.to_string())),
         }
@@ -990,8 +990,18 @@ impl ScopeKey {
             .store
             .get(id)
             .await?
-            .map(|r| r.to_api_key(now))
+            .map(|r| self.api_key(&r, now))
             .ok_or_else(|| Error::NotFound(id.to_string()))
+    }
+
+    /// A key as the API shows it, its `last_used_at` including a use on this
+    /// runtime that the next flush will write.
+    fn api_key(&self, record: &KeyRecord, now: OffsetDateTime) -> ApiKey {
+        let mut key = record.to_api_key(now);
+        key.last_used_at = key
+            .last_used_at
+            .max(self.inner.verifier.pending_last_used(record.id));
+        key
     }
 
     /// A page of keys, newest first.
@@ -1018,7 +1028,7 @@ impl ScopeKey {
         let mut rows = self.inner.store.list(&query).await?;
         let next_cursor = next_page(&mut rows, limit, |r| Cursor::after(r.created_at, r.id.0));
         Ok(Page {
-            items: rows.iter().map(|r| r.to_api_key(now)).collect(),
+            items: rows.iter().map(|r| self.api_key(r, now)).collect(),
             next_cursor,
         })
     }
@@ -1069,16 +1079,16 @@ impl ScopeKey {
             ancestors.push(parent);
         }
         ancestors.reverse();
-        let mut out: Vec<ApiKey> = ancestors.iter().map(|r| r.to_api_key(now)).collect();
+        let mut out: Vec<ApiKey> = ancestors.iter().map(|r| self.api_key(r, now)).collect();
         let mut next = store.successor(me.id).await?;
-        out.push(me.to_api_key(now));
+        out.push(self.api_key(&me, now));
         while let Some(child) = next {
             if !seen.insert(child.id) {
                 tracing::warn!(key_id = %id, "cycle in key lineage; stopping the walk");
                 break;
             }
             next = store.successor(child.id).await?;
-            out.push(child.to_api_key(now));
+            out.push(self.api_key(&child, now));
         }
         Ok(out)
     }

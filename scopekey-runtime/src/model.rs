@@ -207,7 +207,10 @@ pub struct ApiKey {
     pub rotated_at: Option<OffsetDateTime>,
     /// The key this one replaced.
     pub parent_key_id: Option<KeyId>,
-    /// Last successful use (flushed in batches, so it may lag slightly).
+    /// Last successful use. Written to the store in batches; the runtime
+    /// that answers adds its own uses not yet written, so a key's use shows
+    /// at once on the node that verified it, and on others after the next
+    /// flush.
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_used_at: Option<OffsetDateTime>,
     /// The rotation policy, in seconds: the key expires (and should be

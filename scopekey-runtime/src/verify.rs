@@ -265,6 +265,16 @@ impl Verifier {
         batch
     }
 
+    /// The latest use of a key on this runtime that no flush has written
+    /// yet (none while a flush is writing it).
+    pub(crate) fn pending_last_used(&self, id: KeyId) -> Option<OffsetDateTime> {
+        let in_cache = lock(&self.used)
+            .get(&id)
+            .and_then(|cell| from_unix_micros(cell.load(Ordering::Relaxed)));
+        let unwritten = lock(&self.unwritten).get(&id).copied();
+        in_cache.max(unwritten)
+    }
+
     /// How many keys have a use pending (for tests of the list's bound).
     #[cfg(test)]
     pub(crate) fn pending_len(&self) -> usize {

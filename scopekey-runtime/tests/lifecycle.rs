@@ -74,7 +74,10 @@ async fn create_and_verify(db: &TestDb) {
         stored.key_hash,
         keys.key_format().hash(created.plaintext.expose_secret())
     );
-    assert_eq!(keys.get(created.key.id).await.unwrap(), created.key);
+    // As created, but for the verification above, shown before any flush.
+    let mut shown = keys.get(created.key.id).await.unwrap();
+    assert!(shown.last_used_at.take().is_some(), "{shown:?}");
+    assert_eq!(shown, created.key);
 
     let events = keys
         .events(&ListEvents {
@@ -720,22 +723,36 @@ both_backends!(events_paginate, events_page);
 async fn last_used_is_batched(db: &TestDb) {
     let (keys, clock) = runtime(db);
     let k = key(&keys, "k", &["a:b"]).await;
+    let unused = key(&keys, "unused", &["a:b"]).await;
+    let id = k.key.id;
+    let stored = || async { db.store.get(id).await.unwrap().unwrap().last_used_at };
+    let first_use = clock.now();
     for _ in 0..20 {
         keys.verify(k.plaintext.expose_secret()).await.unwrap();
     }
+    assert_eq!(stored().await, None, "no write per request");
+    // What the runtime shows includes the use it has not written yet.
+    assert_eq!(keys.get(id).await.unwrap().last_used_at, Some(first_use));
+    let listed = keys.list(&ListKeys::default()).await.unwrap().items;
+    let used_at = |id| listed.iter().find(|k| k.id == id).unwrap().last_used_at;
     assert_eq!(
-        keys.get(k.key.id).await.unwrap().last_used_at,
-        None,
-        "no write per request"
+        (used_at(id), used_at(unused.key.id)),
+        (Some(first_use), None)
     );
+    assert_eq!(
+        keys.lineage(id).await.unwrap()[0].last_used_at,
+        Some(first_use)
+    );
+
     clock.advance(Duration::seconds(3));
     keys.verify(k.plaintext.expose_secret()).await.unwrap();
+    assert_eq!(keys.get(id).await.unwrap().last_used_at, Some(clock.now()));
     keys.flush_last_used().await.unwrap();
-    assert_eq!(
-        keys.get(k.key.id).await.unwrap().last_used_at,
-        Some(clock.now())
-    );
+    assert_eq!(stored().await, Some(clock.now()));
+    assert_eq!(keys.get(id).await.unwrap().last_used_at, Some(clock.now()));
     keys.flush_last_used().await.unwrap();
+    assert_eq!(stored().await, Some(clock.now()));
+    assert_eq!(keys.get(unused.key.id).await.unwrap().last_used_at, None);
 }
 both_backends!(last_used_is_batched_works, last_used_is_batched);
 
