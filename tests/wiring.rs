@@ -153,3 +153,48 @@ async fn custom_base_path(db: &TestDb) {
 }
 
 both_backends!(management_routes_under_a_custom_path, custom_base_path);
+
+async fn echo(body: web::Json<serde_json::Value>) -> HttpResponse {
+    HttpResponse::Ok().json(body.into_inner())
+}
+
+/// `json_config` for an application's own routes: JSON-labelled bodies
+/// parse; no or another content type is 415 (actix's rule), bad JSON 400,
+/// too large 413, all problem+json.
+#[actix_web::test]
+async fn json_config_answers_like_the_management_routes() {
+    let app = test::init_service(
+        App::new()
+            .app_data(scopekey::actix::json_config())
+            .route("/echo", web::post().to(echo)),
+    )
+    .await;
+    let post = |content_type: Option<&str>, body: Vec<u8>| {
+        let mut req = test::TestRequest::post().uri("/echo").set_payload(body);
+        if let Some(ct) = content_type {
+            req = req.insert_header(("Content-Type", ct));
+        }
+        req.to_request()
+    };
+    let json = br#"{"a": 1}"#.to_vec();
+    for (content_type, body, status) in [
+        (Some("application/json"), json.clone(), 200),
+        (None, json.clone(), 415),
+        (Some("text/plain"), json.clone(), 415),
+        (Some("application/json"), b"{not json".to_vec(), 400),
+        (
+            Some("application/json"),
+            vec![b' '; scopekey::actix::JSON_LIMIT + 1],
+            413,
+        ),
+    ] {
+        let res = test::call_service(&app, post(content_type, body)).await;
+        assert_eq!(res.status(), status, "{content_type:?}");
+        if status != 200 {
+            assert_eq!(
+                res.headers().get("content-type").unwrap(),
+                "application/problem+json"
+            );
+        }
+    }
+}

@@ -114,8 +114,8 @@
 //! - **Every 403 carries an `insufficient_scope` challenge**, also when the
 //!   runtime refuses an escalation (`scope` then names the asked scopes the
 //!   caller does not hold).
-//! - **Management bodies** are JSON (`application/json` or `*/*+json`; else
-//!   415), at most 64 KiB ([`JSON_LIMIT`]) or 1 MiB for
+//! - **Management bodies** are JSON (`application/json`, `*/*+json`, or
+//!   no content type at all; another type is 415), at most 64 KiB ([`JSON_LIMIT`]) or 1 MiB for
 //!   `/compromised` ([`COMPROMISED_LIMIT`]; else 413). Unknown fields are
 //!   refused with 400, so a misspelt `expires_in` cannot silently make a key
 //!   that never expires. The rotate and revoke bodies may be empty. Parser
