@@ -4,13 +4,13 @@
 use std::ffi::OsStr;
 
 use clap::builder::TypedValueParser;
-use clap::error::ErrorKind;
 use clap::{Arg, Args, Parser, Subcommand, ValueEnum};
 use scopekey_runtime::{KeyId, Status};
 use serde_json::{Map, Value};
 use time::{Duration, OffsetDateTime};
 
 use crate::duration;
+use crate::failure::Failure;
 
 const AFTER_HELP: &str = "\
 Every command except `migrate` also creates or upgrades the schema first
@@ -19,7 +19,8 @@ that and fail on a database without the schema instead.
 
 Exit status: 0 on success, 1 when the operation failed (unknown id, conflict,
 invalid scope, database unreachable) with a one-line message on standard
-error, 2 on bad usage (unknown option, bad duration, id or URL).
+error, 2 on bad usage (unknown option, bad duration or URL). An id that is
+not a UUID names no key: 1, like any unknown id.
 
 Environment:
   DATABASE_URL          the key store, when --database-url is not given
@@ -242,7 +243,7 @@ pub struct ListArgs {
 pub struct ShowArgs {
     /// The key's id (a UUID).
     #[arg(value_name = "ID", value_parser = KeyIdParser)]
-    pub id: KeyId,
+    pub id: IdArg,
 
     #[command(flatten)]
     pub output: Output,
@@ -253,7 +254,7 @@ pub struct ShowArgs {
 pub struct RotateArgs {
     /// The id of the key to rotate (a UUID).
     #[arg(value_name = "ID", value_parser = KeyIdParser)]
-    pub id: KeyId,
+    pub id: IdArg,
 
     /// How long the old key keeps working: `24h` (the default), `90m`,
     /// `7d`, or `0` to end it at once. At most 365d.
@@ -274,7 +275,7 @@ pub struct RotateArgs {
 pub struct RevokeArgs {
     /// The id of the key to revoke (a UUID).
     #[arg(value_name = "ID", value_parser = KeyIdParser)]
-    pub id: KeyId,
+    pub id: IdArg,
 
     /// Why, for the audit log (at most 500 characters).
     #[arg(long, value_name = "REASON")]
@@ -312,7 +313,7 @@ pub struct CompromisedArgs {
 pub struct EventsArgs {
     /// Only the events of this key (its id, a UUID).
     #[arg(long = "key", value_name = "ID", value_parser = KeyIdParser)]
-    pub key: Option<KeyId>,
+    pub key: Option<IdArg>,
 
     #[command(flatten)]
     pub paging: Paging,
@@ -321,37 +322,48 @@ pub struct EventsArgs {
     pub output: Output,
 }
 
-/// Parses a key id without repeating a bad value in the error: an operator
-/// who pastes a plaintext key where an id belongs must not see it echoed
-/// into a terminal log or CI output.
+/// A key id as given on the command line: a UUID, or something that names
+/// no key. The latter is an unknown id, so the command fails with exit
+/// status 1 (as the HTTP API answers 404 for it), before the store is
+/// opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdArg(Option<KeyId>);
+
+impl IdArg {
+    /// The id, or the failure of a value that names no key. The value is not
+    /// repeated: an operator who pastes a plaintext key where an id belongs
+    /// must not see it echoed into a terminal log or CI output.
+    pub fn get(self) -> Result<KeyId, Failure> {
+        self.0.ok_or_else(|| {
+            Failure::Failed(
+                "no key with that id: it is not a key id, which is a UUID such as \
+                 0190c8f2-7a6e-7c3b-9d41-2f5e8a1b3c4d (the value is not repeated, in case it \
+                 is a secret)"
+                    .to_owned(),
+            )
+        })
+    }
+}
+
+/// Reads an [`IdArg`]; never a usage error.
 #[derive(Debug, Clone, Copy)]
 pub struct KeyIdParser;
 
 impl TypedValueParser for KeyIdParser {
-    type Value = KeyId;
+    type Value = IdArg;
 
     fn parse_ref(
         &self,
-        cmd: &clap::Command,
-        arg: Option<&Arg>,
+        _cmd: &clap::Command,
+        _arg: Option<&Arg>,
         value: &OsStr,
-    ) -> Result<KeyId, clap::Error> {
-        value
-            .to_str()
-            .and_then(|s| uuid::Uuid::try_parse(s).ok())
-            .map(KeyId)
-            .ok_or_else(|| {
-                let name = arg.map_or_else(|| "ID".to_owned(), |a| a.to_string());
-                clap::Error::raw(
-                    ErrorKind::ValueValidation,
-                    format!(
-                        "invalid value for '{name}': not a key id; expected a UUID such as \
-                         0190c8f2-7a6e-7c3b-9d41-2f5e8a1b3c4d (the value is not repeated, \
-                         in case it is a secret)\n"
-                    ),
-                )
-                .with_cmd(cmd)
-            })
+    ) -> Result<IdArg, clap::Error> {
+        Ok(IdArg(
+            value
+                .to_str()
+                .and_then(|s| uuid::Uuid::try_parse(s).ok())
+                .map(KeyId),
+        ))
     }
 }
 

@@ -11,7 +11,7 @@ use scopekey_runtime::{
 use serde_json::{Value, json};
 
 use crate::cli::{
-    Cli, Command, CompromisedArgs, CreateArgs, EventsArgs, KeysCommand, ListArgs, Output,
+    Cli, Command, CompromisedArgs, CreateArgs, EventsArgs, IdArg, KeysCommand, ListArgs, Output,
     RevokeArgs, RotateArgs, ShowArgs,
 };
 use crate::failure::Failure;
@@ -236,8 +236,9 @@ fn more<T>(out: &mut dyn Write, page: &Page<T>, what: &str) -> Result<(), Failur
 }
 
 async fn show(g: &Globals, args: ShowArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    let id = args.id.get()?;
     let keys = g.open().await?;
-    let key = keys.get(args.id).await?;
+    let key = keys.get(id).await?;
     print_key(out, &keys, &key, args.output)
 }
 
@@ -254,8 +255,9 @@ fn print_key(
 }
 
 async fn lineage(g: &Globals, args: ShowArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    let id = args.id.get()?;
     let keys = g.open().await?;
-    let items = keys.lineage(args.id).await?;
+    let items = keys.lineage(id).await?;
     if args.output.json {
         let page = Page {
             items,
@@ -267,16 +269,17 @@ async fn lineage(g: &Globals, args: ShowArgs, out: &mut dyn Write) -> Result<(),
 }
 
 async fn rotate(g: &Globals, args: RotateArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    let id = args.id.get()?;
     let keys = g.open().await?;
     let options = RotateOptions {
         grace: args.grace,
         scopes: (!args.scopes.is_empty()).then_some(args.scopes),
     };
-    let created = keys.rotate(args.id, options, Actor::System).await?;
+    let created = keys.rotate(id, options, Actor::System).await?;
     let mut extra = Vec::new();
     if !args.output.json
         // Only a courtesy line: the rotation is done whatever this read says.
-        && let Ok(old) = keys.get(args.id).await
+        && let Ok(old) = keys.get(id).await
         && let Some(until) = old.expires_at
     {
         let now = keys.now();
@@ -296,9 +299,10 @@ async fn rotate(g: &Globals, args: RotateArgs, out: &mut dyn Write) -> Result<()
 }
 
 async fn revoke(g: &Globals, args: RevokeArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    let id = args.id.get()?;
     let keys = g.open().await?;
     let key = keys
-        .revoke(args.id, args.reason.as_deref(), Actor::System)
+        .revoke(id, args.reason.as_deref(), Actor::System)
         .await?;
     print_key(out, &keys, &key, args.output)
 }
@@ -426,9 +430,10 @@ async fn compromised(
 }
 
 async fn events(g: &Globals, args: EventsArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    let key_id = args.key.map(IdArg::get).transpose()?;
     let keys = g.open().await?;
     let mut request = ListEvents {
-        key_id: args.key,
+        key_id,
         limit: args.paging.limit,
         cursor: args.paging.cursor,
     };
