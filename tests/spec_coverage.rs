@@ -309,7 +309,8 @@ both_backends!(grace_never_outlives_the_old_key, grace_capped_by_expiry);
 /// With a scope catalogue on the runtime, `POST /api-keys` asking for a
 /// scope outside it (or a wildcard covering none of it) answers 400
 /// problem+json and creates nothing, while catalogued scopes and wildcards
-/// covering them are accepted.
+/// covering them are accepted, as are the management routes' own scopes,
+/// which belong to every catalogue.
 async fn catalogue_enforced(db: &TestDb) {
     let clock = ManualClock::starting_now();
     let keys = ScopeKey::builder_arc(db.store.clone())
@@ -341,7 +342,12 @@ async fn catalogue_enforced(db: &TestDb) {
     assert_eq!(keys.len(), before, "no key was created");
     assert!(keys.iter().all(|k| k["name"] != "outside"));
 
-    for scopes in [json!(["orders:read"]), json!(["orders:*"])] {
+    for scopes in [
+        json!(["orders:read"]),
+        json!(["orders:*"]),
+        json!(["api_keys:read", "api_keys:write", "api_keys:revoke"]),
+        json!(["api_keys:*"]),
+    ] {
         let res = app
             .post("/api-keys")
             .bearer(&app.admin)
@@ -350,7 +356,7 @@ async fn catalogue_enforced(db: &TestDb) {
             .await;
         assert_eq!(res.status, 201, "{scopes}: {}", res.text());
     }
-    assert_eq!(all_keys(&app).await.len(), before + 2);
+    assert_eq!(all_keys(&app).await.len(), before + 4);
     app.stop().await;
 }
 

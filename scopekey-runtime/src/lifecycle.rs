@@ -293,9 +293,11 @@ impl ScopeKeyBuilder {
 
     /// Restricts the scopes keys may hold to a catalogue (e.g.
     /// `scopekey::catalogue!()`); `*` and `resource:*` stay allowed where they
-    /// cover a catalogued scope. An empty list means no catalogue (what
-    /// `catalogue!()` gives in a crate that declares none). Invalid entries
-    /// are an error.
+    /// cover a catalogued scope. The management routes' own scopes
+    /// ([`SCOPE_READ`], [`SCOPE_WRITE`], [`SCOPE_REVOKE`]) belong to every
+    /// catalogue, so keys that manage keys can always be made. An empty list
+    /// means no catalogue (what `catalogue!()` gives in a crate that declares
+    /// none). Invalid entries are an error.
     pub fn catalogue<I, S>(mut self, scopes: I) -> Result<Self, Error>
     where
         I: IntoIterator<Item = S>,
@@ -303,7 +305,16 @@ impl ScopeKeyBuilder {
     {
         let grants = Grants::parse_all(scopes)
             .map_err(|e| Error::Invalid(format!("scope catalogue: {e}")))?;
-        self.config.catalogue = (!grants.as_slice().is_empty()).then_some(grants);
+        self.config.catalogue = (!grants.as_slice().is_empty()).then(|| {
+            let mut all = grants.as_slice().to_vec();
+            for scope in [SCOPE_READ, SCOPE_WRITE, SCOPE_REVOKE] {
+                let grant = Grant::parse(scope).expect("the management scopes are valid");
+                if !all.contains(&grant) {
+                    all.push(grant);
+                }
+            }
+            Grants::new(all)
+        });
         Ok(self)
     }
 
