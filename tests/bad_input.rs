@@ -251,6 +251,35 @@ async fn ids_and_queries(db: &TestDb) {
             .await;
         assert_eq!(res.status, 200, "{query}: {}", res.text());
     }
+    // A route asked with a method it does not answer: 405 with `Allow`,
+    // and nothing changes.
+    let id = app.create_key("kept", &["orders:read"]).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before = app.key_count().await;
+    for (method, path, allow) in [
+        ("DELETE", format!("/api-keys/{id}"), "GET"),
+        ("PUT", format!("/api-keys/{id}"), "GET"),
+        ("GET", format!("/api-keys/{id}/revoke"), "POST"),
+        ("GET", format!("/api-keys/{id}/rotate"), "POST"),
+        ("POST", format!("/api-keys/{id}/events"), "GET"),
+        ("DELETE", "/api-keys".to_owned(), "GET, POST"),
+        ("POST", "/api-keys/self".to_owned(), "GET"),
+        ("POST", "/api-keys/events".to_owned(), "GET"),
+        ("GET", "/api-keys/compromised".to_owned(), "POST"),
+    ] {
+        let res = app.request(method, &path).bearer(&app.admin).send().await;
+        res.assert_problem(405, None);
+        assert_eq!(res.header("allow"), Some(allow), "{method} {path}");
+    }
+    assert_eq!(app.key_count().await, before);
+    let kept = app
+        .get(&format!("/api-keys/{id}"))
+        .bearer(&app.admin)
+        .send()
+        .await;
+    assert_eq!(kept.json()["status"], "active");
     app.stop().await;
 }
 

@@ -171,6 +171,11 @@ pub enum ApiError {
     UnsupportedMediaType,
     /// The path names nothing (e.g. an id that is not a UUID).
     NotFound(String),
+    /// The path is a route, but not for this method: 405 with `Allow`.
+    MethodNotAllowed {
+        /// The methods the route answers, as the `Allow` header lists them.
+        allow: &'static str,
+    },
 }
 
 impl ApiError {
@@ -208,6 +213,14 @@ impl ApiError {
                 "unsupported_media_type",
                 "send the body as JSON with `Content-Type: application/json`",
             ),
+            ApiError::MethodNotAllowed { allow } => Problem {
+                allow: Some(allow),
+                ..Problem::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    format!("this route answers {allow} only"),
+                )
+            },
         }
     }
 }
@@ -223,6 +236,9 @@ impl fmt::Display for ApiError {
                 write!(f, "request body larger than {limit} bytes")
             }
             ApiError::UnsupportedMediaType => f.write_str("request body is not JSON"),
+            ApiError::MethodNotAllowed { allow } => {
+                write!(f, "method not allowed (allow: {allow})")
+            }
         }
     }
 }
@@ -272,6 +288,7 @@ struct Problem {
     detail: Cow<'static, str>,
     challenge: Option<String>,
     retry_after: Option<&'static str>,
+    allow: Option<&'static str>,
 }
 
 impl Problem {
@@ -282,6 +299,7 @@ impl Problem {
             detail: detail.into(),
             challenge: None,
             retry_after: None,
+            allow: None,
         }
     }
 
@@ -350,6 +368,9 @@ fn render(problem: &Problem) -> HttpResponse {
     }
     if let Some(retry_after) = problem.retry_after {
         response.insert_header((header::RETRY_AFTER, HeaderValue::from_static(retry_after)));
+    }
+    if let Some(allow) = problem.allow {
+        response.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
     }
     match serde_json::to_string(&body) {
         Ok(json) => response.body(json),

@@ -122,7 +122,8 @@
 //!   messages are returned with quoted input values redacted.
 //! - **Ids in paths** that are not UUIDs answer 404 (they name no key), as do
 //!   paths under the base path that match no route. [`path_config`] does the
-//!   same for your own routes.
+//!   same for your own routes. A route asked with a method it does not
+//!   answer (`DELETE /api-keys/{id}`) is 405 with an `Allow` header.
 //! - **Query parameters** that are empty count as absent; unknown ones are
 //!   ignored; `limit` outside 1..=500, an unknown `status` or a cursor this
 //!   service did not hand out are 400.

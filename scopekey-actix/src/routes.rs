@@ -96,17 +96,26 @@ pub fn routes_at(base: impl Into<String>) -> impl FnOnce(&mut web::ServiceConfig
     let base = normalize(base.into());
     move |cfg| {
         // `/self`, `/events` and `/compromised` come before `/{id}` so the
-        // latter does not capture them.
+        // latter does not capture them. A known path asked with another
+        // method answers 405 with `Allow`.
+        let resource = |path: &str, allow: &'static str| {
+            web::resource(path).default_service(web::to(move || async move {
+                Err::<HttpResponse, _>(ApiError::MethodNotAllowed { allow })
+            }))
+        };
         let mut scope = web::scope(&base)
-            .route("", web::post().to(create))
-            .route("", web::get().to(list))
-            .route("/self", web::get().to(show_self))
-            .route("/events", web::get().to(all_events))
-            .route("/compromised", web::post().to(compromised))
-            .route("/{id}", web::get().to(show))
-            .route("/{id}/rotate", web::post().to(rotate))
-            .route("/{id}/revoke", web::post().to(revoke))
-            .route("/{id}/events", web::get().to(key_events));
+            .service(
+                resource("", "GET, POST")
+                    .route(web::post().to(create))
+                    .route(web::get().to(list)),
+            )
+            .service(resource("/self", "GET").route(web::get().to(show_self)))
+            .service(resource("/events", "GET").route(web::get().to(all_events)))
+            .service(resource("/compromised", "POST").route(web::post().to(compromised)))
+            .service(resource("/{id}", "GET").route(web::get().to(show)))
+            .service(resource("/{id}/rotate", "POST").route(web::post().to(rotate)))
+            .service(resource("/{id}/revoke", "POST").route(web::post().to(revoke)))
+            .service(resource("/{id}/events", "GET").route(web::get().to(key_events)));
         if !base.is_empty() {
             scope = scope.default_service(web::to(no_route));
         }
