@@ -140,11 +140,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let keys = builder.build();
     keys.migrate().await?;
-    // Only into an empty store, atomically: instances starting together on
-    // one fresh database create one admin key between them.
-    let first = keys
-        .create_first(NewKey::new("admin", ["*"]), Actor::System)
-        .await?;
     let background = Background::start(&keys).await?;
     // Expiry notices (`key.expiring`, 14 days ahead unless configured) go to
     // the audit log, and to SCOPEKEY_WEBHOOK_URL when it is set.
@@ -157,9 +152,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let notifier = notifier.spawn();
 
     let orders: Shared = web::Data::new(Mutex::new(Orders::default()));
+    let app_keys = keys.clone();
     let server = HttpServer::new(move || {
         App::new()
-            .app_data(keys.clone())
+            .app_data(app_keys.clone())
             .app_data(orders.clone())
             .app_data(json_config())
             .app_data(path_config())
@@ -175,8 +171,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for addr in server.addrs() {
         tracing::info!("listening on http://{addr}");
     }
-    // Printed once the socket listens, so whoever reads the key can use it
-    // at once.
+    // Only into an empty store, atomically: instances starting together on
+    // one fresh database create one admin key between them. Made once
+    // everything that could fail has succeeded (a key made and then lost to
+    // a failed start could never be printed again), and printed with the
+    // socket listening, so whoever reads it can use it at once.
+    let first = keys
+        .create_first(NewKey::new("admin", ["*"]), Actor::System)
+        .await?;
     if let Some(admin) = first {
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "admin key: {}", admin.plaintext.expose_secret())?;

@@ -300,30 +300,62 @@ async fn tour(dir: &Path, database_url: Option<&str>) {
 }
 
 /// The admin key line comes once the demo listens: a harness that takes
-/// the line for "ready" can use the key at once.
+/// the line for "ready" can use the key at once. Standard output and error
+/// share one pipe here, so their lines arrive in the order written.
 #[test]
 fn the_admin_key_is_printed_once_the_demo_listens() {
     let dir = std::env::temp_dir().join(format!("scopekey-demo-{}", uuid::Uuid::now_v7().simple()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    // A port free a moment ago (the demo must bind a known one here).
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port");
-    let bind = addr.to_string();
-    let mut child = Demo::command(&dir, None, &[("BIND", bind.as_str())])
-        .spawn()
-        .expect("start the demo");
-    let stdout = lines(child.stdout.take().expect("stdout"), false);
-    let _stderr = lines(child.stderr.take().expect("stderr"), true);
-    let line = stdout
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the admin key line");
-    admin_key(&line);
-    let connected = std::net::TcpStream::connect(addr);
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    let mut cmd = Demo::command(&dir, None, &[]);
+    cmd.stdout(writer.try_clone().expect("a second writer"))
+        .stderr(writer);
+    let mut child = cmd.spawn().expect("start the demo");
+    // The command holds the writing ends too: without it, the reader sees
+    // the end of the output when the demo exits.
+    drop(cmd);
+    let output = lines(reader, true);
+    let mut listening = None;
+    let connected = loop {
+        let line = output
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the admin key line within 60 s");
+        if let Some((_, addr)) = line.split_once("listening on http://") {
+            listening = Some(addr.trim().parse::<SocketAddr>().expect("an address"));
+        }
+        if line.starts_with("admin key: ") {
+            admin_key(&line);
+            let addr = listening.expect("the demo listened before it printed the admin key");
+            break std::net::TcpStream::connect(addr);
+        }
+    };
     let _ = child.kill();
     let _ = child.wait();
     std::fs::remove_dir_all(&dir).ok();
-    connected.expect("the demo listens by the time it prints the admin key");
+    connected.expect("the demo accepts connections once it printed the admin key");
+}
+
+/// A first start that fails (its address is taken) makes no admin key, so
+/// the next start still prints one.
+#[test]
+fn a_failed_first_start_keeps_the_admin_key_for_the_next() {
+    let dir = std::env::temp_dir().join(format!("scopekey-demo-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let addr = taken.local_addr().expect("its address").to_string();
+    let failed = Demo::command(&dir, None, &[("BIND", addr.as_str())])
+        .output()
+        .expect("run the demo");
+    assert!(!failed.status.success(), "the address was taken");
+    assert!(
+        !String::from_utf8_lossy(&failed.stdout).contains("admin key"),
+        "{failed:?}"
+    );
+    drop(taken);
+    let demo = Demo::start(&dir, None);
+    admin_key(&demo.next_line());
+    demo.terminate();
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

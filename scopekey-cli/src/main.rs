@@ -90,12 +90,13 @@
 //!
 //! - `0`: success (for `keys compromised`: every line was accounted for,
 //!   whatever the outcomes).
-//! - `1`: the operation failed — unknown id, conflict (rotating a key that
+//! - `1`: the operation failed — unknown id (also one that is not a UUID,
+//!   which names no key), conflict (rotating a key that
 //!   was already rotated, or is revoked or expired), invalid scope or name,
 //!   a successor scope its parent lacks, the database unreachable — with a
 //!   one-line message on standard error.
 //! - `2`: bad usage — unknown or missing options, no database URL or an
-//!   unsupported one, a bad duration, id, status, limit, cursor, time or
+//!   unsupported one, a bad duration, status, limit, cursor, time or
 //!   metadata; clap prints the usage.
 
 mod cli;

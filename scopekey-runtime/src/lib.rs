@@ -33,9 +33,11 @@
 //! - Tables are named `scopekey_keys` and `scopekey_events`; migrations are
 //!   tracked in `_scopekey_migrations`, apart from the application's own
 //!   sqlx migrations. Each runs in a transaction. Those that add an index
-//!   (0002 to 0004 on the keys, 0005 on the audit log) read the whole table while
-//!   writes to it wait: on a large store, migrate at a quiet time, or
-//!   before the new version starts serving.
+//!   (0002 to 0004 on the keys, 0005 on the audit log, 0006 on the webhook
+//!   outbox) read the whole table while writes to it wait (0006: creating,
+//!   rotating and revoking keys, which enqueue deliveries): on a large
+//!   store, migrate at a quiet time, or before the new version starts
+//!   serving.
 //! - SQLite keeps times as integer microseconds since the Unix epoch (UTC);
 //!   PostgreSQL as `timestamptz`. Both keep microsecond precision.
 //! - A rotation shortens the old key's `expires_at` to the end of its grace

@@ -84,6 +84,28 @@ impl TestDb {
         self.backend
     }
 
+    /// Runs SQL (one or more statements) on a connection of its own, behind
+    /// the store's back: to corrupt or rewind a database in a test. Panics
+    /// on failure.
+    pub async fn execute(&self, sql: &str) {
+        let sql = AssertSqlSafe(sql.to_owned());
+        let done = match self.backend {
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("a connection");
+                c.execute(sql).await.map(drop)
+            }
+            Backend::Postgres => {
+                let mut c = PgConnection::connect(&self.url)
+                    .await
+                    .expect("a connection");
+                c.execute(sql).await.map(drop)
+            }
+        };
+        done.expect("the statements run");
+    }
+
     async fn sqlite() -> Self {
         let file = std::env::temp_dir().join(format!(
             "scopekey-test-{}.db",

@@ -778,36 +778,16 @@ async fn lineage_survives_a_cycle(db: &TestDb) {
             )
         }
     };
-    exec(db, sql).await;
+    db.execute(&sql).await;
     let line = keys.lineage(a.key.id).await.unwrap();
     assert_eq!(line.len(), 2, "each key once, no loop");
 }
 both_backends!(lineage_survives_a_cycle_works, lineage_survives_a_cycle);
 
-async fn exec(db: &TestDb, sql: String) {
-    use sqlx::{AssertSqlSafe, Connection};
-    match db.backend() {
-        scopekey_runtime::testing::Backend::Sqlite => {
-            let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-            sqlx::query(AssertSqlSafe(sql))
-                .execute(&mut c)
-                .await
-                .unwrap();
-        }
-        scopekey_runtime::testing::Backend::Postgres => {
-            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
-            sqlx::query(AssertSqlSafe(sql))
-                .execute(&mut c)
-                .await
-                .unwrap();
-        }
-    }
-}
-
 async fn store_failure_fails_closed(db: &TestDb) {
     let (keys, _) = runtime(db);
     let k = key(&keys, "k", &["a:b"]).await;
-    exec(db, "DROP TABLE scopekey_keys".to_owned()).await;
+    db.execute("DROP TABLE scopekey_keys").await;
     let other = ScopeKey::builder_arc(Arc::clone(&db.store)).build();
     assert!(matches!(
         other.verify(k.plaintext.expose_secret()).await,

@@ -896,6 +896,51 @@ both_backends!(
     finished_deliveries_are_pruned
 );
 
+/// Migration 0006 erases the sealed payloads of deliveries that finished
+/// before it; a pending one, and plain payloads, are kept.
+async fn the_migration_erases_finished_sealed_payloads(db: &TestDb) {
+    let e = env(db).await;
+    for name in ["a", "b", "c"] {
+        key_expiring_in(&e.keys, name, Duration::days(10)).await;
+    }
+    assert_eq!(e.notifier.run_once().await.unwrap().deliveries.delivered, 3);
+    let payloads = || async {
+        let mut all: Vec<_> = e
+            .notifier
+            .outbox()
+            .deliveries(&DeliveryFilter::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.id, d.payload))
+            .collect();
+        all.sort();
+        all
+    };
+    let before = payloads().await;
+    let (finished, pending) = (before[0].0, before[1].0);
+    // Back to the schema before 0006, with sealed payloads left in place.
+    db.execute(&format!(
+        "UPDATE scopekey_deliveries SET payload = 'sealed:v1:AAAA' WHERE id = '{finished}';
+         UPDATE scopekey_deliveries SET payload = 'sealed:v1:BBBB', state = 'pending',
+             finished_at = NULL WHERE id = '{pending}';
+         DROP INDEX scopekey_deliveries_finished;
+         DROP INDEX scopekey_deliveries_created;
+         DELETE FROM _scopekey_migrations WHERE version = 6;"
+    ))
+    .await;
+    db.store.migrate().await.unwrap();
+    let after = payloads().await;
+    assert_eq!(after[0], (finished, String::new()));
+    assert_eq!(after[1], (pending, "sealed:v1:BBBB".to_owned()));
+    assert_eq!(after[2], before[2]);
+    assert!(after[2].1.starts_with('{'));
+}
+both_backends!(
+    the_migration_erases_finished_sealed_payloads_works,
+    the_migration_erases_finished_sealed_payloads
+);
+
 async fn throttling_honours_retry_after(db: &TestDb) {
     let e = env(db).await;
     e.receiver

@@ -92,7 +92,9 @@ async fn insert_event(conn: &mut PgConnection, e: &AuditEvent) -> Result<(), Sto
 /// Enqueues a delivery of `event` to every enabled endpoint subscribed to
 /// its type, inside the caller's transaction (which must also write the
 /// event). `data` becomes the body's `data` member. Returns how many
-/// deliveries were enqueued; enqueuing an event twice adds nothing.
+/// deliveries were enqueued; enqueuing an event twice adds nothing while its
+/// first deliveries are kept (finished ones are deleted after the
+/// notifier's `delivery_retention`).
 pub async fn enqueue(
     conn: &mut PgConnection,
     event: &AuditEvent,
