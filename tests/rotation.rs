@@ -171,6 +171,16 @@ async fn self_rotation(db: &TestDb) {
         body["detail"].as_str().unwrap().contains("orders:write"),
         "{body}"
     );
+    // Wildcards are judged as grants: the parent's `orders:*` covers an
+    // asked `orders:*`, so only `billing:read` is named.
+    let (_, wide_id) = key_and_id(&app.create_key("wide", &["orders:*"]).await);
+    let res = app
+        .post(&format!("/api-keys/{wide_id}/rotate"))
+        .bearer(&app.admin)
+        .json(&json!({ "scopes": ["orders:*", "billing:read"] }))
+        .send()
+        .await;
+    res.assert_problem(403, Some(&insufficient("billing:read")));
     // A caller holding `api_keys:write` but not a scope it asks for, which
     // the parent has: the challenge names the caller's missing scope.
     let (writer, _) = key_and_id(&app.create_key("writer", &["api_keys:write"]).await);

@@ -334,7 +334,9 @@ async fn rotate(
         Ok(key) => key,
         Err(e) => {
             let asked = if let Some(scopes) = body.scopes {
-                let caller_holds_them = scopes.iter().all(|s| caller.grants().covers_str(s));
+                let caller_holds_them = scopes
+                    .iter()
+                    .all(|s| Grant::parse(s).is_ok_and(|g| caller.grants().includes(&g)));
                 if matches!(e, Error::Forbidden(_)) && caller_holds_them {
                     beyond_parent(keys, id, scopes).await
                 } else {
@@ -365,7 +367,7 @@ async fn beyond_parent(keys: &ScopeKey, id: KeyId, asked: Vec<String>) -> Vec<St
     };
     asked
         .into_iter()
-        .filter(|s| !grants.covers_str(s))
+        .filter(|s| Grant::parse(s).is_ok_and(|g| !grants.includes(&g)))
         .collect()
 }
 

@@ -1115,6 +1115,7 @@ impl ScopeKey {
             self.inner.verifier.restore_last_used(batch);
             return Err(e.into());
         }
+        self.inner.verifier.written(&batch);
         Ok(())
     }
 
@@ -1509,6 +1510,44 @@ mod tests {
             );
             assert_eq!(keys.inner.verifier.pending_len(), 0);
         }
+    }
+
+    /// A use a flush has taken is still shown until the flush reports it
+    /// written; a flush that never reports (cancelled mid-write) leaves it
+    /// to the next one.
+    #[tokio::test]
+    async fn a_use_being_flushed_stays_shown() {
+        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+        let keys = ScopeKey::builder(store)
+            .clock(ManualClock::starting_now())
+            .build();
+        keys.migrate().await.unwrap();
+        let k = keys
+            .create(NewKey::new("k", ["a:b"]), Actor::System)
+            .await
+            .unwrap();
+        let id = k.key.id;
+        keys.verify(k.plaintext.expose_secret()).await.unwrap();
+        let used = Some(keys.now());
+        let taken = keys.inner.verifier.take_last_used();
+        assert_eq!(taken, vec![(id, keys.now())]);
+        assert_eq!(keys.get(id).await.unwrap().last_used_at, used);
+        let stored = || async {
+            keys.inner
+                .store
+                .get(id)
+                .await
+                .unwrap()
+                .unwrap()
+                .last_used_at
+        };
+        assert_eq!(stored().await, None);
+        // That flush is dropped; the next one writes the time.
+        keys.flush_last_used().await.unwrap();
+        assert_eq!(stored().await, used);
+        assert_eq!(keys.get(id).await.unwrap().last_used_at, used);
+        assert_eq!(keys.inner.verifier.take_last_used(), vec![]);
+        assert_eq!(keys.inner.verifier.pending_last_used(id), None);
     }
 
     /// A flush's batch comes in key order, whatever order the keys were

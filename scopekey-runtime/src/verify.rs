@@ -124,6 +124,10 @@ pub(crate) struct Verifier {
     used: Mutex<HashMap<KeyId, Arc<AtomicI64>, Hasher>>,
     /// Times whose write failed, to be retried with the next flush.
     unwritten: Mutex<HashMap<KeyId, OffsetDateTime, Hasher>>,
+    /// Times a flush took and has not yet reported written: still shown
+    /// meanwhile, and taken again by the next flush if the one that took
+    /// them never reports (it was cancelled).
+    in_flight: Mutex<HashMap<KeyId, OffsetDateTime, Hasher>>,
     failures_second: AtomicI64,
     failures_in_second: AtomicU32,
     store_timeout: Duration,
@@ -135,6 +139,7 @@ impl Verifier {
             cache: Cache::new(config.cache_capacity, config.cache_ttl),
             used: Mutex::new(HashMap::default()),
             unwritten: Mutex::new(HashMap::default()),
+            in_flight: Mutex::new(HashMap::default()),
             failures_second: AtomicI64::new(0),
             failures_in_second: AtomicU32::new(0),
             store_timeout: config.store_timeout,
@@ -245,10 +250,20 @@ impl Verifier {
     }
 
     /// Takes the pending last-used times: per key, the latest, in key order
-    /// (the order the stores write them in).
+    /// (the order the stores write them in). They stay visible to
+    /// [`pending_last_used`](Self::pending_last_used) until
+    /// [`written`](Self::written) or
+    /// [`restore_last_used`](Self::restore_last_used) reports on them.
     pub(crate) fn take_last_used(&self) -> Vec<(KeyId, OffsetDateTime)> {
         let used = std::mem::take(&mut *lock(&self.used));
         let mut latest = std::mem::take(&mut *lock(&self.unwritten));
+        let mut in_flight = lock(&self.in_flight);
+        for (&id, &at) in in_flight.iter() {
+            latest
+                .entry(id)
+                .and_modify(|t| *t = (*t).max(at))
+                .or_insert(at);
+        }
         for (id, cell) in used {
             // A use after this swap enlists the cell again, for the next
             // flush.
@@ -260,19 +275,32 @@ impl Verifier {
                 .and_modify(|t| *t = (*t).max(at))
                 .or_insert(at);
         }
+        in_flight.clone_from(&latest);
         let mut batch: Vec<_> = latest.into_iter().collect();
         batch.sort_unstable_by_key(|&(id, _)| id);
         batch
     }
 
-    /// The latest use of a key on this runtime that no flush has written
-    /// yet (none while a flush is writing it).
+    /// A flush wrote these times: they are no longer in flight (unless a
+    /// later one for the same key was taken meanwhile).
+    pub(crate) fn written(&self, batch: &[(KeyId, OffsetDateTime)]) {
+        let mut in_flight = lock(&self.in_flight);
+        for (id, at) in batch {
+            if in_flight.get(id).is_some_and(|t| t <= at) {
+                in_flight.remove(id);
+            }
+        }
+    }
+
+    /// The latest use of a key on this runtime that no flush has reported
+    /// written yet.
     pub(crate) fn pending_last_used(&self, id: KeyId) -> Option<OffsetDateTime> {
         let in_cache = lock(&self.used)
             .get(&id)
             .and_then(|cell| from_unix_micros(cell.load(Ordering::Relaxed)));
         let unwritten = lock(&self.unwritten).get(&id).copied();
-        in_cache.max(unwritten)
+        let in_flight = lock(&self.in_flight).get(&id).copied();
+        in_cache.max(unwritten).max(in_flight)
     }
 
     /// How many keys have a use pending (for tests of the list's bound).
@@ -283,6 +311,7 @@ impl Verifier {
 
     /// Puts back times whose write failed, keeping any newer ones.
     pub(crate) fn restore_last_used(&self, batch: Vec<(KeyId, OffsetDateTime)>) {
+        self.written(&batch);
         let mut unwritten = lock(&self.unwritten);
         for (id, at) in batch {
             unwritten

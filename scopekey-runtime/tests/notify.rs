@@ -896,6 +896,31 @@ both_backends!(
     finished_deliveries_are_pruned
 );
 
+/// Pruning goes on a batch at a time until nothing finished is left past
+/// the retention.
+async fn pruning_runs_in_batches(db: &TestDb) {
+    let e = env(db).await;
+    let outbox = e.notifier.outbox();
+    for _ in 0..2_500 {
+        let event = AuditEvent {
+            id: uuid::Uuid::now_v7(),
+            key_id: None,
+            kind: event_type::KEY_EXPIRING.into(),
+            actor_key_id: None,
+            at: e.clock.now(),
+            details: json!({}),
+        };
+        assert_eq!(outbox.enqueue(&event, json!({})).await.unwrap(), 1);
+    }
+    db.execute("UPDATE scopekey_deliveries SET state = 'delivered', finished_at = created_at")
+        .await;
+    e.clock.advance(Duration::days(31));
+    assert_eq!(e.notifier.prune_deliveries().await.unwrap(), 2_500);
+    let left = outbox.deliveries(&DeliveryFilter::default()).await.unwrap();
+    assert!(left.is_empty(), "{} left", left.len());
+}
+both_backends!(pruning_runs_in_batches_works, pruning_runs_in_batches);
+
 /// Migration 0006 erases the sealed payloads of deliveries that finished
 /// before it; a pending one, and plain payloads, are kept.
 async fn the_migration_erases_finished_sealed_payloads(db: &TestDb) {

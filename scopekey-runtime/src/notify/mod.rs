@@ -376,8 +376,10 @@ impl Notifier {
         self.register().await?;
         let rotated = self.rotate_due().await?;
         let (notices, expired) = self.record_notices().await?;
-        let deliveries = self.deliver_due().await?;
-        let pruned = self.prune_deliveries().await?;
+        // Pruning runs even when recording a delivery failed.
+        let deliveries = self.deliver_due().await;
+        let pruned = self.prune_deliveries().await;
+        let (deliveries, pruned) = (deliveries?, pruned?);
         Ok(PassReport {
             rotated,
             notices,
