@@ -222,6 +222,10 @@ async fn ids_and_queries(db: &TestDb) {
         "status=ACTIVE",
         "cursor=nonsense",
         "cursor=zz.123",
+        // Signed times: the year -5000, which PostgreSQL cannot hold.
+        "cursor=-30d6d1ed4f08000.00000000000000000000000000000000",
+        "cursor=%2B1.00000000000000000000000000000000",
+        "cursor=.00000000000000000000000000000000",
         "limit=0",
         "limit=501",
         "limit=-1",
@@ -236,7 +240,11 @@ async fn ids_and_queries(db: &TestDb) {
             .assert_problem(400, None);
         assert!(body["detail"].is_string(), "{query}");
     }
-    for query in ["cursor=nonsense", "limit=0"] {
+    for query in [
+        "cursor=nonsense",
+        "cursor=-30d6d1ed4f08000.00000000000000000000000000000000",
+        "limit=0",
+    ] {
         app.get(&format!("/api-keys/events?{query}"))
             .bearer(&app.admin)
             .send()

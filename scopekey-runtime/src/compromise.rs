@@ -189,6 +189,9 @@ impl ScopeKey {
                 continue;
             };
             let status = if record.revoked_at.is_some() {
+                // Revoked by another process, perhaps: this one's cache may
+                // still hold the key as valid.
+                self.forget(&record.key_hash);
                 CompromiseStatus::AlreadyRevoked
             } else {
                 let kind = event_type::KEY_COMPROMISED;

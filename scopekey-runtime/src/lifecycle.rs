@@ -53,7 +53,8 @@ pub const MAX_GRACE: Duration = Duration::days(365);
 pub const MAX_NAME_LEN: usize = 200;
 /// The largest metadata object, in bytes of JSON.
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
-/// The most scopes one key may hold.
+/// The most entries a `scopes` list may have (before duplicates are
+/// removed), and so the most scopes one key may hold.
 pub const MAX_SCOPES: usize = 100;
 /// The longest rotation period: ten years.
 pub const MAX_ROTATION_PERIOD: Duration = Duration::days(3650);
@@ -424,6 +425,12 @@ impl ScopeKey {
     /// Whether keys' own rotation webhooks may be `http://` or internal
     /// addresses ([`ScopeKeyBuilder::allow_insecure_rotation_webhooks`]).
     #[cfg(feature = "webhooks")]
+    /// Forgets a cached verdict: the next verification of that hash reads
+    /// the store.
+    pub(crate) fn forget(&self, hash: &crate::key::KeyHash) {
+        self.inner.verifier.invalidate(hash);
+    }
+
     pub(crate) fn insecure_rotation_webhooks(&self) -> bool {
         self.inner.config.insecure_rotation_webhooks
     }
@@ -489,7 +496,7 @@ impl ScopeKey {
         }
         if scopes.len() > MAX_SCOPES {
             return Err(Error::Invalid(format!(
-                "a key holds at most {MAX_SCOPES} scopes"
+                "`scopes` may list at most {MAX_SCOPES} entries"
             )));
         }
         let mut seen = HashSet::new();
@@ -1474,6 +1481,22 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::store::sqlite::SqliteStore;
 
+    /// A runtime on an in-memory store, on a manual clock, with one key.
+    async fn one_key(cache_capacity: u64) -> (ScopeKey, ManualClock, CreatedKey) {
+        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+        let clock = ManualClock::starting_now();
+        let keys = ScopeKey::builder(store)
+            .clock(clock.clone())
+            .cache_capacity(cache_capacity)
+            .build();
+        keys.migrate().await.unwrap();
+        let k = keys
+            .create(NewKey::new("k", ["a:b"]), Actor::System)
+            .await
+            .unwrap();
+        (keys, clock, k)
+    }
+
     /// The pending last-use list keeps one time per key, however many cache
     /// entries the key went through since the last flush (a new one each
     /// time the old one expires, or always with a cache of capacity 0), and
@@ -1481,17 +1504,7 @@ mod tests {
     #[tokio::test]
     async fn pending_last_use_stays_one_per_key() {
         for capacity in [0, 100] {
-            let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
-            let clock = ManualClock::starting_now();
-            let keys = ScopeKey::builder(store)
-                .clock(clock.clone())
-                .cache_capacity(capacity)
-                .build();
-            keys.migrate().await.unwrap();
-            let k = keys
-                .create(NewKey::new("k", ["a:b"]), Actor::System)
-                .await
-                .unwrap();
+            let (keys, clock, k) = one_key(capacity).await;
             let plaintext = k.plaintext.expose_secret();
             let mut last = keys.now();
             for _ in 0..50 {
@@ -1517,15 +1530,7 @@ mod tests {
     /// to the next one.
     #[tokio::test]
     async fn a_use_being_flushed_stays_shown() {
-        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
-        let keys = ScopeKey::builder(store)
-            .clock(ManualClock::starting_now())
-            .build();
-        keys.migrate().await.unwrap();
-        let k = keys
-            .create(NewKey::new("k", ["a:b"]), Actor::System)
-            .await
-            .unwrap();
+        let (keys, _, k) = one_key(100).await;
         let id = k.key.id;
         keys.verify(k.plaintext.expose_secret()).await.unwrap();
         let used = Some(keys.now());

@@ -846,6 +846,36 @@ async fn compromise_report(db: &TestDb) {
 }
 both_backends!(compromise_report_works, compromise_report);
 
+/// A key another process revoked is `already_revoked` in a report, and the
+/// report drops this process's cached verdict: refused at once, not when
+/// the entry would have expired.
+async fn a_report_of_a_key_revoked_elsewhere_refreshes_the_cache(db: &TestDb) {
+    let (here, _) = runtime(db);
+    let elsewhere = ScopeKey::builder_arc(Arc::clone(&db.store)).build();
+    let k = key(&here, "k", &["a:b"]).await;
+    let plaintext = k.plaintext.expose_secret();
+    here.verify(plaintext).await.unwrap();
+    assert!(here.verify_cached(plaintext).is_some(), "cached here");
+    elsewhere
+        .revoke(k.key.id, None, Actor::System)
+        .await
+        .unwrap();
+    let report = here
+        .report_compromised(&[plaintext.to_owned()], None, Actor::System)
+        .await
+        .unwrap();
+    assert_eq!(report[0].status, CompromiseStatus::AlreadyRevoked);
+    assert!(here.verify_cached(plaintext).is_none());
+    assert!(matches!(
+        here.verify(plaintext).await,
+        Err(VerifyError::Revoked)
+    ));
+}
+both_backends!(
+    a_report_of_a_key_revoked_elsewhere_refreshes_the_cache_works,
+    a_report_of_a_key_revoked_elsewhere_refreshes_the_cache
+);
+
 /// Times computed from durations finer than a microsecond are answered as
 /// the store keeps them: the created key's expiry, and the end of a grace.
 async fn times_are_answered_as_kept(db: &TestDb) {

@@ -1345,6 +1345,18 @@ fn configuration_is_checked() {
         &|c| c.delivery_retention = Some(Duration::days(3_651)),
         "at most 10 years",
     );
+    // Past it, the background task's timer would overflow and panic.
+    refused(
+        &|c| c.interval = StdDuration::from_secs(10_000_000_000_000_000_000),
+        "at most 10 years",
+    );
+    let huge = NotifierConfig::from_lookup(|name| {
+        (name == "SCOPEKEY_NOTIFIER_INTERVAL_SECONDS").then(|| "10000000000000000000".to_owned())
+    });
+    assert!(
+        huge.unwrap_err().to_string().contains("at most 10 years"),
+        "refused when read from the environment too"
+    );
     refused(
         &|c| c.delivery_retention = Some(-Duration::SECOND),
         "must not be negative",

@@ -78,8 +78,8 @@ impl EndpointConfig {
 /// How long finished deliveries are kept by default (30 days).
 pub const DEFAULT_DELIVERY_RETENTION: Duration = Duration::days(30);
 
-/// The longest a notice threshold, `expired_lookback`, `max_backoff`,
-/// `lease` or `delivery_retention` may be: ten years (times past the calendar's end cannot be
+/// The longest the interval, a notice threshold, `expired_lookback`,
+/// `max_backoff`, `lease` or `delivery_retention` may be: ten years (times past the calendar's end cannot be
 /// stored).
 pub const MAX_SETTING: Duration = Duration::days(3650);
 
@@ -267,6 +267,11 @@ impl NotifierConfig {
         }
         if self.interval.is_zero() {
             return bad("the notifier interval must be positive".into());
+        }
+        if Duration::try_from(self.interval).map_or(true, |i| i > MAX_SETTING) {
+            return bad(format!(
+                "the notifier interval must be at most {years} years"
+            ));
         }
         if self.request_timeout.is_zero() {
             return bad("the request timeout must be positive".into());

@@ -47,6 +47,11 @@ impl Cursor {
     pub fn decode(s: &str) -> Result<Self, Error> {
         let bad = || Error::Invalid("`cursor` is not a cursor this service handed out".into());
         let (at, id) = s.split_once('.').ok_or_else(bad)?;
+        // Hex digits only, as `encode` writes them: no sign, so no time
+        // before 1970, which PostgreSQL's range might not hold either.
+        if at.is_empty() || !at.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
         let at_micros = i64::from_str_radix(at, 16).map_err(|_| bad())?;
         // A time this service could have handed out (stores convert it).
         from_micros(at_micros).map_err(|_| bad())?;
