@@ -253,3 +253,44 @@ async fn compromise_report(db: &TestDb) {
 }
 
 both_backends!(compromised_keys_are_revoked_and_reported, compromise_report);
+
+/// A key revoked by another process while this one still holds its
+/// verification cached mints nothing: the store refuses the change inside
+/// its own transaction, and the answer is the 401 of any key that is not
+/// valid.
+async fn revoked_elsewhere_mints_nothing(db: &TestDb) {
+    let app = TestApp::start(db).await;
+    let (writer, id) = key_and_id(
+        &app.create_key("writer", &["api_keys:write", "orders:read"])
+            .await,
+    );
+    assert_eq!(
+        app.get("/api-keys/self")
+            .bearer(&writer)
+            .send()
+            .await
+            .status,
+        200,
+        "verified, so cached here"
+    );
+    let elsewhere = scopekey::ScopeKey::builder_arc(db.store.clone()).build();
+    let id = scopekey::KeyId(id.parse().expect("a key id"));
+    elsewhere
+        .revoke(id, Some("leaked"), scopekey::Actor::System)
+        .await
+        .expect("revoked elsewhere");
+    let before = app.key_count().await;
+    app.post("/api-keys")
+        .bearer(&writer)
+        .json(&json!({ "name": "minted", "scopes": ["orders:read"] }))
+        .send()
+        .await
+        .assert_problem(401, Some(INVALID_TOKEN));
+    assert_eq!(app.key_count().await, before);
+    app.stop().await;
+}
+
+both_backends!(
+    a_key_revoked_elsewhere_mints_nothing,
+    revoked_elsewhere_mints_nothing
+);

@@ -190,6 +190,11 @@ impl ApiError {
             ApiError::Runtime(E::Invalid(m)) | ApiError::BadRequest(m) => {
                 Problem::new(StatusCode::BAD_REQUEST, "invalid_request_body", m.clone())
             }
+            // Revoked while its request ran: refused as any key that is
+            // not valid, with nothing to tell it apart.
+            ApiError::Runtime(E::ActorRevoked) => {
+                AuthError::new(AuthErrorKind::InvalidToken, Arc::from("")).problem()
+            }
             ApiError::Runtime(E::Forbidden(m)) => {
                 Problem::new(StatusCode::FORBIDDEN, "insufficient_scope", m.clone())
                     .challenge("Bearer error=\"insufficient_scope\"".to_owned())

@@ -10,6 +10,7 @@ pub struct StoreError {
     message: String,
     #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    actor_revoked: bool,
 }
 
 impl StoreError {
@@ -21,6 +22,7 @@ impl StoreError {
         Self {
             message: message.into(),
             source: Some(source.into()),
+            actor_revoked: false,
         }
     }
 
@@ -29,7 +31,26 @@ impl StoreError {
         Self {
             message: message.into(),
             source: None,
+            actor_revoked: false,
         }
+    }
+
+    /// The change was refused because the key acting for it (the event's
+    /// `actor_key_id`) is revoked, as the store found inside the change's
+    /// own transaction: a key revoked while its request ran mints nothing.
+    /// Not a failure of the store; the runtime reports it as
+    /// [`Error::ActorRevoked`].
+    pub fn actor_revoked() -> Self {
+        Self {
+            message: "the acting key is revoked".into(),
+            source: None,
+            actor_revoked: true,
+        }
+    }
+
+    /// Whether this is [`StoreError::actor_revoked`].
+    pub fn is_actor_revoked(&self) -> bool {
+        self.actor_revoked
     }
 }
 
@@ -66,10 +87,25 @@ pub enum Error {
     Conflict(String),
     /// The store failed.
     #[error(transparent)]
-    Unavailable(#[from] StoreError),
+    Unavailable(StoreError),
+    /// The key acting for the change was revoked while its request ran
+    /// (after it was verified, before the change committed): nothing was
+    /// changed. Over HTTP, the same 401 as any key that is not valid.
+    #[error("the acting key is revoked")]
+    ActorRevoked,
     /// Something that should not happen (the system random source failed).
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        if e.is_actor_revoked() {
+            Error::ActorRevoked
+        } else {
+            Error::Unavailable(e)
+        }
+    }
 }
 
 /// Why a presented key was refused.

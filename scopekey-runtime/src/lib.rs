@@ -40,6 +40,15 @@
 //!   serving.
 //! - SQLite keeps times as integer microseconds since the Unix epoch (UTC);
 //!   PostgreSQL as `timestamptz`. Both keep microsecond precision.
+//! - PostgreSQL transactions run at READ COMMITTED whatever the database's
+//!   default: a change queued behind another re-reads the row it waited
+//!   for (a second revocation answers as idempotent, a losing rotation as
+//!   a conflict) instead of failing with a serialization error.
+//! - A key revoked after its request was verified (here, or in another
+//!   process whose cache still held it) mints nothing: creating or
+//!   rotating checks the acting key inside the change's own transaction
+//!   ([`Error::ActorRevoked`]; 401 over HTTP). So a compromise report,
+//!   which revokes a key and then lists what it minted, misses nothing.
 //! - A rotation shortens the old key's `expires_at` to the end of its grace
 //!   window, so its status reads `rotating` during the grace and `expired`
 //!   after; the successor gets the parent's lifetime afresh.

@@ -422,15 +422,15 @@ impl ScopeKey {
         self.inner.config.rotation_period
     }
 
-    /// Whether keys' own rotation webhooks may be `http://` or internal
-    /// addresses ([`ScopeKeyBuilder::allow_insecure_rotation_webhooks`]).
-    #[cfg(feature = "webhooks")]
     /// Forgets a cached verdict: the next verification of that hash reads
     /// the store.
     pub(crate) fn forget(&self, hash: &crate::key::KeyHash) {
         self.inner.verifier.invalidate(hash);
     }
 
+    /// Whether keys' own rotation webhooks may be `http://` or internal
+    /// addresses ([`ScopeKeyBuilder::allow_insecure_rotation_webhooks`]).
+    #[cfg(feature = "webhooks")]
     pub(crate) fn insecure_rotation_webhooks(&self) -> bool {
         self.inner.config.insecure_rotation_webhooks
     }

@@ -180,6 +180,63 @@ async fn create_validation(db: &TestDb) {
 }
 both_backends!(create_validation_works, create_validation);
 
+/// A key revoked after its request was verified (by this process or
+/// another) mints nothing: the store checks the acting key inside the
+/// change's own transaction, so a compromise report that revokes it and
+/// then lists what it minted misses nothing.
+async fn a_revoked_actor_mints_nothing(db: &TestDb) {
+    let (keys, _) = runtime(db);
+    let admin = key(&keys, "admin", &["api_keys:write", "orders:*"]).await;
+    let p = keys.verify(admin.plaintext.expose_secret()).await.unwrap();
+    let target = key(&keys, "target", &["orders:read"]).await;
+    let before = keys.list(&ListKeys::default()).await.unwrap().items.len();
+    keys.revoke(admin.key.id, Some("leaked"), Actor::System)
+        .await
+        .unwrap();
+
+    let err = keys
+        .create(NewKey::new("minted", ["orders:read"]), Actor::Key(&p))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::ActorRevoked), "{err:?}");
+    let err = keys
+        .rotate(target.key.id, RotateOptions::default(), Actor::Key(&p))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::ActorRevoked), "{err:?}");
+
+    // Nothing changed: no key, no rotation, no event.
+    let listed = keys.list(&ListKeys::default()).await.unwrap().items;
+    assert_eq!(listed.len(), before);
+    assert_eq!(
+        keys.get(target.key.id).await.unwrap().status,
+        Status::Active
+    );
+    let events = keys
+        .events(&ListEvents {
+            limit: Some(500),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .items;
+    assert!(
+        events.iter().all(|e| e.actor_key_id != Some(admin.key.id)),
+        "{events:?}"
+    );
+    // The key itself may still not rotate itself: that is a conflict, as
+    // before.
+    let err = keys
+        .rotate(admin.key.id, RotateOptions::default(), Actor::Key(&p))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+}
+both_backends!(
+    a_revoked_actor_mints_nothing_works,
+    a_revoked_actor_mints_nothing
+);
+
 async fn no_escalation(db: &TestDb) {
     let (keys, _) = runtime(db);
     let admin = key(&keys, "admin", &["api_keys:write", "orders:*"]).await;

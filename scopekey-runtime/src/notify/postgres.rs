@@ -366,7 +366,7 @@ impl Backend for PgOutbox {
              (SELECT 1 FROM scopekey_keys k WHERE k.id = $1 AND {live}) \
              ON CONFLICT (key_id, threshold_seconds) DO NOTHING"
         );
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::store::postgres::begin(&self.pool).await?;
         let done = sqlx::query(AssertSqlSafe(sql))
             .bind(n.key_id.0)
             .bind(n.threshold_seconds)
@@ -386,7 +386,7 @@ impl Backend for PgOutbox {
     }
 
     async fn enqueue(&self, event: &AuditEvent, data: &Value) -> Result<usize, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::store::postgres::begin(&self.pool).await?;
         insert_event(&mut tx, event).await?;
         let n = enqueue(&mut tx, event, data).await?;
         tx.commit().await?;
@@ -451,7 +451,7 @@ impl Backend for PgOutbox {
         token: Uuid,
         outcome: &Completion,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::store::postgres::begin(&self.pool).await?;
         let changed =
             match outcome {
                 Completion::Delivered { at, status } => sqlx::query(concat!(

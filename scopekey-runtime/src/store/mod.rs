@@ -108,6 +108,13 @@ pub struct Rotation {
     pub deliveries: Vec<OutboxDelivery>,
 }
 
+impl Rotation {
+    /// The key acting for the rotation (its events' actor), if a key.
+    pub fn actor(&self) -> Option<KeyId> {
+        self.events.first().and_then(|e| e.actor_key_id)
+    }
+}
+
 /// A webhook delivery written by a store inside a key change's transaction.
 /// The payload is stored as given (sealed when it carries a secret).
 #[derive(Debug, Clone)]
@@ -176,7 +183,9 @@ pub trait Store: Send + Sync + 'static {
     /// Creates or upgrades the schema (idempotent).
     async fn migrate(&self) -> Result<(), StoreError>;
 
-    /// Inserts a new key and its `key.created` event.
+    /// Inserts a new key and its `key.created` event. The SQLite and
+    /// PostgreSQL stores refuse ([`StoreError::actor_revoked`]) when the
+    /// event's actor key is revoked, checked inside the same transaction.
     async fn insert_key(&self, key: &KeyRecord, event: &AuditEvent) -> Result<(), StoreError>;
 
     /// One indexed lookup by hash.
@@ -229,6 +238,9 @@ pub trait Store: Send + Sync + 'static {
     /// inserts the child, only if the parent is unrevoked, unexpired at
     /// `now` and not yet rotated: a conditional update in one transaction,
     /// so concurrent rotations of one key produce exactly one successor.
+    /// Like [`insert_key`](Self::insert_key), the SQLite and PostgreSQL
+    /// stores refuse when the acting key ([`Rotation::actor`], if not the
+    /// parent itself) is revoked.
     async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError>;
 
     /// Revokes a key unless already revoked, writing `event` only then.

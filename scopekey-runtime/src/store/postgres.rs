@@ -103,7 +103,7 @@ impl PgStore {
         event: &AuditEvent,
         only_first: bool,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin(&self.pool).await?;
         if only_first {
             sqlx::query("LOCK TABLE scopekey_keys IN SHARE ROW EXCLUSIVE MODE")
                 .execute(&mut *tx)
@@ -112,6 +112,7 @@ impl PgStore {
                 return Ok(false);
             }
         }
+        actor_live(&mut tx, event.actor_key_id).await?;
         insert_key(&mut tx, key).await?;
         insert_event(&mut tx, event).await?;
         // Lifecycle webhooks go out through the outbox, in the same transaction.
@@ -120,6 +121,42 @@ impl PgStore {
             .await?;
         tx.commit().await?;
         Ok(true)
+    }
+}
+
+/// A transaction at READ COMMITTED, whatever the server's or database's
+/// default (`default_transaction_isolation`): the conditional updates,
+/// locking reads and `SKIP LOCKED` claims of both stores rely on a blocked
+/// statement re-reading the row another transaction committed, where a
+/// stricter level fails with a serialization error instead (a second
+/// revocation would be a 503, not an idempotent 200).
+pub(crate) async fn begin(
+    pool: &PgPool,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+    Ok(pool
+        .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+        .await?)
+}
+
+/// Refuses the change if the key acting for it is revoked, read with a
+/// share lock inside the change's transaction: a concurrent revocation of
+/// that key either commits first (and this sees it) or waits for this
+/// transaction, so a compromise report that revokes the key and then lists
+/// what it minted sees this change. A rotation of the actor itself needs no
+/// check: its conditional update refuses a revoked key.
+async fn actor_live(conn: &mut PgConnection, actor: Option<KeyId>) -> Result<(), StoreError> {
+    let Some(actor) = actor else {
+        return Ok(());
+    };
+    let revoked: Option<bool> = sqlx::query_scalar(
+        "SELECT revoked_at IS NOT NULL FROM scopekey_keys WHERE id = $1 FOR SHARE",
+    )
+    .bind(actor.0)
+    .fetch_optional(conn)
+    .await?;
+    match revoked {
+        Some(true) => Err(StoreError::actor_revoked()),
+        _ => Ok(()),
     }
 }
 
@@ -434,7 +471,8 @@ impl Store for PgStore {
         // The conditional update takes the row lock; a concurrent rotation
         // waits, re-checks `rotated_at IS NULL` after the winner commits, and
         // updates nothing.
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin(&self.pool).await?;
+        actor_live(&mut tx, r.actor().filter(|a| *a != r.parent_id)).await?;
         let sql = format!(
             "UPDATE scopekey_keys SET rotated_at = $1, expires_at = $2 \
              WHERE id = $3 AND revoked_at IS NULL AND rotated_at IS NULL \
@@ -486,7 +524,7 @@ impl Store for PgStore {
         reason: Option<&str>,
         event: &AuditEvent,
     ) -> Result<RevokeOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin(&self.pool).await?;
         let sql = format!(
             "UPDATE scopekey_keys SET revoked_at = $1, revoked_reason = $2 \
              WHERE id = $3 AND revoked_at IS NULL RETURNING {KEY_COLUMNS}"
@@ -567,7 +605,7 @@ impl Store for PgStore {
         // whatever order its plan reads them, and two servers flushing the
         // same keys in different orders would deadlock (one flush aborted
         // after a second's wait, revocations of those keys waiting too).
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin(&self.pool).await?;
         sqlx::query("SELECT 1 FROM scopekey_keys WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
             .bind(&ids)
             .execute(&mut *tx)
