@@ -240,6 +240,17 @@ async fn ids_and_queries(db: &TestDb) {
             .assert_problem(400, None);
         assert!(body["detail"].is_string(), "{query}");
     }
+    // The parser's reason is kept (quoted input redacted).
+    let body = app
+        .get("/api-keys?status=active&status=revoked")
+        .bearer(&app.admin)
+        .send()
+        .await
+        .assert_problem(400, None);
+    assert!(
+        body["detail"].as_str().unwrap().contains("duplicate field"),
+        "{body}"
+    );
     for query in [
         "cursor=nonsense",
         "cursor=-30d6d1ed4f08000.00000000000000000000000000000000",

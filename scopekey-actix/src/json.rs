@@ -56,7 +56,7 @@ fn json_error(err: JsonPayloadError) -> ApiError {
     }
 }
 
-fn query_error(err: QueryPayloadError) -> ApiError {
+pub(crate) fn query_error(err: QueryPayloadError) -> ApiError {
     match err {
         QueryPayloadError::Deserialize(e) => {
             ApiError::BadRequest(format!("bad query string: {}", redact(&e.to_string())))

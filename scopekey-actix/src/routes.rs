@@ -258,7 +258,7 @@ struct ListQuery {
 fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
     web::Query::<T>::from_query(req.query_string())
         .map(web::Query::into_inner)
-        .map_err(|_| ApiError::BadRequest("the query string is not well formed".into()))
+        .map_err(crate::json::query_error)
 }
 
 fn non_empty(v: Option<String>) -> Option<String> {

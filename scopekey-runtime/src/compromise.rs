@@ -144,10 +144,12 @@ impl ScopeKey {
         }
         let source = options.source;
         if let Some(s) = source
-            && (s.chars().count() > 200 || s.chars().any(char::is_control))
+            && (s.chars().count() > 200 || s.chars().any(crate::lifecycle::unprintable))
         {
             return Err(Error::Invalid(
-                "`source` must be at most 200 characters, without control characters".into(),
+                "`source` must be at most 200 characters, without control, invisible or \
+                 text-direction characters"
+                    .into(),
             ));
         }
         // The reason is the specification's word alone; where the report

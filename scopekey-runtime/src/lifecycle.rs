@@ -980,10 +980,12 @@ impl ScopeKey {
     ) -> Result<(ApiKey, bool), Error> {
         let now = self.now();
         if let Some(r) = reason
-            && (r.chars().count() > 500 || r.chars().any(char::is_control))
+            && (r.chars().count() > 500 || r.chars().any(unprintable))
         {
             return Err(Error::Invalid(
-                "`reason` must be at most 500 characters, without control characters".into(),
+                "`reason` must be at most 500 characters, without control, invisible or \
+                 text-direction characters"
+                    .into(),
             ));
         }
         let event = self.event(now, kind, Some(id), actor.key_id(), details);
@@ -1403,12 +1405,35 @@ fn check_name(name: &str) -> Result<String, Error> {
             "`name` must be 1 to {MAX_NAME_LEN} characters"
         )));
     }
-    if trimmed.chars().any(char::is_control) {
+    if trimmed.chars().any(unprintable) {
         return Err(Error::Invalid(
-            "`name` must not contain control characters".into(),
+            "`name` must not contain control, invisible or text-direction characters".into(),
         ));
     }
     Ok(trimmed.to_owned())
+}
+
+/// Characters a name or reason may not hold: control characters, and those
+/// that hide text or reorder it where it is shown (zero-width space,
+/// direction marks, embeddings, overrides and isolates, line and paragraph
+/// separators, the byte order mark): a name like `backup\u{202E}nimda`
+/// would read as another in `keys list` and the audit log. Joiners
+/// (U+200C, U+200D), which scripts and emoji need, are allowed.
+pub(crate) fn unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}'
+                | '\u{200B}'
+                | '\u{200E}'
+                | '\u{200F}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{FEFF}'
+        )
 }
 
 fn check_metadata(metadata: Option<Map<String, Value>>) -> Result<Map<String, Value>, Error> {

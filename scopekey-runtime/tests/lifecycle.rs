@@ -128,6 +128,11 @@ async fn create_validation(db: &TestDb) {
     let (keys, clock) = runtime(db);
     let bad = [
         NewKey::new("", ["a:b"]),
+        NewKey::new("a\u{7}b", ["a:b"]),
+        // Text that reads as another where it is shown.
+        NewKey::new("backup\u{202E}nimda", ["a:b"]),
+        NewKey::new("ad\u{200B}min", ["a:b"]),
+        NewKey::new("two\u{2028}lines", ["a:b"]),
         NewKey::new("x", Vec::<String>::new()),
         NewKey::new("x", ["Orders:read"]),
         NewKey::new("x", ["orders"]),
@@ -149,6 +154,19 @@ async fn create_validation(db: &TestDb) {
     }
     let page = keys.list(&ListKeys::default()).await.unwrap();
     assert!(page.items.is_empty(), "bad input changes nothing");
+    // Joiners, which scripts and emoji need, are fine.
+    for name in ["می\u{200C}خواهم", "team 👩\u{200D}💻"] {
+        keys.create(NewKey::new(name, ["a:b"]), Actor::System)
+            .await
+            .unwrap();
+    }
+    let k = key(&keys, "k", &["a:b"]).await;
+    let err = keys
+        .revoke(k.key.id, Some("see \u{202E}txt.exe"), Actor::System)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Invalid(m) if m.contains("`reason`")));
+    assert_eq!(keys.get(k.key.id).await.unwrap().status, Status::Active);
 
     // A catalogue restricts scopes; wildcards covering catalogued scopes pass.
     let strict = ScopeKey::builder_arc(Arc::clone(&db.store))
