@@ -361,7 +361,17 @@ async fn compromised(
         };
         let results = keys
             .report_compromised_with(&texts, options, Actor::System)
-            .await?;
+            .await
+            .map_err(|e| match e {
+                // Partway through, keys before the failure are revoked:
+                // say so, and that running the same report again is safe.
+                scopekey_runtime::Error::Unavailable(_) => Failure::Failed(format!(
+                    "{}; keys of the report before the failure may already be revoked, \
+                     and running the same report again is safe",
+                    crate::failure::chain(&e)
+                )),
+                other => other.into(),
+            })?;
         for mut result in results {
             let (line, _) = batch[result.index];
             result.index += batch_no * MAX_REPORT_KEYS;

@@ -179,6 +179,24 @@ async fn report_from_a_file(db: &TestDb) {
 
 scopekey_runtime::both_backends!(compromised_file, report_from_a_file);
 
+/// A store that fails partway: the one-line error says keys may already
+/// be revoked and that the same report can be run again.
+async fn store_failure_mid_report(db: &TestDb) {
+    let url = db.url.as_str();
+    let live = create(url, "leaked", &["orders:read"]);
+    // Revoking writes an audit event: without its table, the revocation
+    // fails after the key was found.
+    db.execute("DROP TABLE scopekey_events").await;
+    let report = format!("{}\n", str_of(&live, "key"));
+    scopekey_with_stdin(url, &["--no-migrate", "keys", "compromised"], &report)
+        .fails_with(1)
+        .says("may already be revoked")
+        .says("run")
+        .says("again is safe");
+}
+
+scopekey_runtime::both_backends!(compromised_store_failure, store_failure_mid_report);
+
 /// A leaked key that rotated itself: its successor is named, and revoked
 /// with `--revoke-minted`.
 async fn minted_keys(db: &TestDb) {
