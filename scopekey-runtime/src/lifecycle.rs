@@ -129,7 +129,11 @@ impl NewKey {
         self
     }
 
-    /// Attaches metadata.
+    /// Attaches metadata: a JSON object of at most 16 KiB
+    /// ([`MAX_METADATA_BYTES`]), kept as given. Numbers are kept as 64-bit
+    /// integers or doubles, so an integer beyond 64 bits (as HTTP bodies
+    /// may hold) comes back as the nearest double: send such identifiers as
+    /// strings.
     pub fn metadata(mut self, metadata: Map<String, Value>) -> Self {
         self.metadata = Some(metadata);
         self
