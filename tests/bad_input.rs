@@ -278,14 +278,14 @@ async fn ids_and_queries(db: &TestDb) {
         .to_owned();
     let before = app.key_count().await;
     for (method, path, allow) in [
-        ("DELETE", format!("/api-keys/{id}"), "GET"),
-        ("PUT", format!("/api-keys/{id}"), "GET"),
+        ("DELETE", format!("/api-keys/{id}"), "GET, HEAD"),
+        ("PUT", format!("/api-keys/{id}"), "GET, HEAD"),
         ("GET", format!("/api-keys/{id}/revoke"), "POST"),
         ("GET", format!("/api-keys/{id}/rotate"), "POST"),
-        ("POST", format!("/api-keys/{id}/events"), "GET"),
-        ("DELETE", "/api-keys".to_owned(), "GET, POST"),
-        ("POST", "/api-keys/self".to_owned(), "GET"),
-        ("POST", "/api-keys/events".to_owned(), "GET"),
+        ("POST", format!("/api-keys/{id}/events"), "GET, HEAD"),
+        ("DELETE", "/api-keys".to_owned(), "GET, HEAD, POST"),
+        ("POST", "/api-keys/self".to_owned(), "GET, HEAD"),
+        ("POST", "/api-keys/events".to_owned(), "GET, HEAD"),
         ("GET", "/api-keys/compromised".to_owned(), "POST"),
     ] {
         let res = app.request(method, &path).bearer(&app.admin).send().await;
@@ -299,6 +299,22 @@ async fn ids_and_queries(db: &TestDb) {
         .send()
         .await;
     assert_eq!(kept.json()["status"], "active");
+    // Without a key the method is judged first, as a path is.
+    let res = app
+        .request("DELETE", &format!("/api-keys/{id}"))
+        .send()
+        .await;
+    res.assert_problem(405, None);
+    // HEAD reads as GET, scope check included, without the body.
+    let head = app
+        .request("HEAD", "/api-keys/self")
+        .bearer(&app.admin)
+        .send()
+        .await;
+    assert_eq!(head.status, 200);
+    assert!(head.text().is_empty(), "{}", head.text());
+    let head = app.request("HEAD", "/api-keys").send().await;
+    assert_eq!(head.status, 401);
     app.stop().await;
 }
 

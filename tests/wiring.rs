@@ -198,3 +198,16 @@ async fn json_config_answers_like_the_management_routes() {
         }
     }
 }
+
+/// At the root, `/{id}` would capture the application's own paths: an
+/// empty base is refused when the routes are made.
+#[actix_web::test]
+async fn the_management_routes_need_a_base_path() {
+    for base in ["", "/", " // "] {
+        let refused = std::panic::catch_unwind(|| {
+            let _ = scopekey::actix::routes_at(base);
+        });
+        assert!(refused.is_err(), "{base:?}");
+    }
+    let _ = scopekey::actix::routes_at("admin/keys/");
+}

@@ -61,7 +61,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CACHE_CONTROL, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, guard, web};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::{Duration, OffsetDateTime};
@@ -91,34 +91,44 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// leading `/` is added, a trailing one dropped):
 /// `App::new().configure(scopekey_actix::routes_at("/admin/keys"))`.
 ///
-/// Unmatched paths under a non-empty base answer a problem+json 404.
+/// Unmatched paths under the base answer a problem+json 404; a route asked
+/// with a method it does not answer, 405 with `Allow` (the reading routes
+/// answer `HEAD` as `GET`, without the body).
+///
+/// # Panics
+///
+/// If `base` is empty or `/`: at the root, the routes (`/{id}` above all)
+/// would capture the application's own paths.
 pub fn routes_at(base: impl Into<String>) -> impl FnOnce(&mut web::ServiceConfig) {
     let base = normalize(base.into());
+    assert!(
+        !base.is_empty(),
+        "scopekey: the management routes need a base path such as \"/api-keys\"; at the \
+         root they would capture the application's own paths"
+    );
     move |cfg| {
         // `/self`, `/events` and `/compromised` come before `/{id}` so the
-        // latter does not capture them. A known path asked with another
-        // method answers 405 with `Allow`.
+        // latter does not capture them.
         let resource = |path: &str, allow: &'static str| {
             web::resource(path).default_service(web::to(move || async move {
                 Err::<HttpResponse, _>(ApiError::MethodNotAllowed { allow })
             }))
         };
-        let mut scope = web::scope(&base)
+        let read = || web::route().guard(guard::Any(guard::Get()).or(guard::Head()));
+        let scope = web::scope(&base)
             .service(
-                resource("", "GET, POST")
+                resource("", "GET, HEAD, POST")
                     .route(web::post().to(create))
-                    .route(web::get().to(list)),
+                    .route(read().to(list)),
             )
-            .service(resource("/self", "GET").route(web::get().to(show_self)))
-            .service(resource("/events", "GET").route(web::get().to(all_events)))
+            .service(resource("/self", "GET, HEAD").route(read().to(show_self)))
+            .service(resource("/events", "GET, HEAD").route(read().to(all_events)))
             .service(resource("/compromised", "POST").route(web::post().to(compromised)))
-            .service(resource("/{id}", "GET").route(web::get().to(show)))
+            .service(resource("/{id}", "GET, HEAD").route(read().to(show)))
             .service(resource("/{id}/rotate", "POST").route(web::post().to(rotate)))
             .service(resource("/{id}/revoke", "POST").route(web::post().to(revoke)))
-            .service(resource("/{id}/events", "GET").route(web::get().to(key_events)));
-        if !base.is_empty() {
-            scope = scope.default_service(web::to(no_route));
-        }
+            .service(resource("/{id}/events", "GET, HEAD").route(read().to(key_events)))
+            .default_service(web::to(no_route));
         cfg.service(scope);
     }
 }

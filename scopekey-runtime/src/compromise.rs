@@ -1,6 +1,6 @@
 //! Compromise response: plaintext keys found in the wild are revoked at once.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -207,25 +207,17 @@ impl ScopeKey {
                     CompromiseStatus::AlreadyRevoked
                 }
             };
-            let mut minted = Vec::new();
             let limit = options.max_minted.min(MAX_MINTED);
-            let (lineage, minted_truncated) = self.minted_from(record.id, limit).await?;
-            for id in lineage {
-                let mut key = self.get(id).await?;
-                if options.revoke_minted && key.status != Status::Revoked {
-                    let mut details = details.clone();
-                    details["minted_by"] = json!(record.id);
-                    let kind = event_type::KEY_COMPROMISED;
-                    key = self
-                        .revoke_as(id, Some(reason), actor, kind, details)
-                        .await?
-                        .0;
-                }
-                minted.push(MintedKey {
-                    key_id: id,
-                    status: key.status,
-                });
-            }
+            let (minted, minted_truncated) = self
+                .walk_minted(
+                    record.id,
+                    limit,
+                    options.revoke_minted,
+                    actor,
+                    reason,
+                    &details,
+                )
+                .await?;
             out.push(CompromiseResult {
                 index,
                 status,
@@ -239,31 +231,52 @@ impl ScopeKey {
     }
 
     /// The keys `leaked` minted, and those minted in turn, breadth first
-    /// (each once; at most `limit`, and whether there were more).
-    async fn minted_from(&self, leaked: KeyId, limit: usize) -> Result<(Vec<KeyId>, bool), Error> {
+    /// (each once; at most `limit`, and whether there were more), with
+    /// their status. With `revoke`, each is revoked as it is found, before
+    /// the keys it minted are read: a key it mints meanwhile is refused
+    /// (the store checks the acting key), so none escapes the walk.
+    async fn walk_minted(
+        &self,
+        leaked: KeyId,
+        limit: usize,
+        revoke: bool,
+        actor: Actor<'_>,
+        reason: &str,
+        details: &serde_json::Value,
+    ) -> Result<(Vec<MintedKey>, bool), Error> {
         let mut seen = HashSet::from([leaked]);
-        let mut out = Vec::new();
-        let mut next = 0;
-        let mut minter = leaked;
-        loop {
+        let mut minted = Vec::new();
+        let mut minters = VecDeque::from([leaked]);
+        while let Some(minter) = minters.pop_front() {
             for id in self
                 .store()
                 .minted_by(minter)
                 .await
                 .map_err(Error::Unavailable)?
             {
-                if seen.insert(id) {
-                    if out.len() == limit {
-                        return Ok((out, true));
-                    }
-                    out.push(id);
+                if !seen.insert(id) {
+                    continue;
                 }
+                if minted.len() == limit {
+                    return Ok((minted, true));
+                }
+                let mut key = self.get(id).await?;
+                if revoke && key.status != Status::Revoked {
+                    let mut details = details.clone();
+                    details["minted_by"] = json!(leaked);
+                    let kind = event_type::KEY_COMPROMISED;
+                    key = self
+                        .revoke_as(id, Some(reason), actor, kind, details)
+                        .await?
+                        .0;
+                }
+                minted.push(MintedKey {
+                    key_id: id,
+                    status: key.status,
+                });
+                minters.push_back(id);
             }
-            let Some(&id) = out.get(next) else {
-                return Ok((out, false));
-            };
-            minter = id;
-            next += 1;
         }
+        Ok((minted, false))
     }
 }

@@ -47,8 +47,10 @@
 //! - A key revoked after its request was verified (here, or in another
 //!   process whose cache still held it) mints nothing: creating or
 //!   rotating checks the acting key inside the change's own transaction
-//!   ([`Error::ActorRevoked`]; 401 over HTTP). So a compromise report,
-//!   which revokes a key and then lists what it minted, misses nothing.
+//!   ([`Error::ActorRevoked`]; 401 over HTTP; a revoked key rotating
+//!   itself is the conflict of rotating any revoked key, 409). So a
+//!   compromise report, which revokes each key before it lists what that
+//!   key minted, misses nothing.
 //! - A rotation shortens the old key's `expires_at` to the end of its grace
 //!   window, so its status reads `rotating` during the grace and `expired`
 //!   after; the successor gets the parent's lifetime afresh.

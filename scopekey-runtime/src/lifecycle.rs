@@ -1420,23 +1420,33 @@ fn check_name(name: &str) -> Result<String, Error> {
 /// Characters a name or reason may not hold: control characters, and those
 /// that hide text or reorder it where it is shown (zero-width space,
 /// direction marks, embeddings, overrides and isolates, line and paragraph
-/// separators, the byte order mark): a name like `backup\u{202E}nimda`
-/// would read as another in `keys list` and the audit log. Joiners
-/// (U+200C, U+200D), which scripts and emoji need, are allowed.
+/// separators, the byte order mark, soft hyphens, invisible operators,
+/// fillers, interlinear annotations and tag characters): a name like
+/// `backup\u{202E}nimda` would read as another in `keys list` and the audit
+/// log. Joiners (U+200C, U+200D), which scripts and emoji need, are
+/// allowed.
 pub(crate) fn unprintable(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
-            '\u{061C}'
+            '\u{00AD}'
+                | '\u{061C}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{180E}'
                 | '\u{200B}'
                 | '\u{200E}'
                 | '\u{200F}'
                 | '\u{2028}'
                 | '\u{2029}'
                 | '\u{202A}'..='\u{202E}'
-                | '\u{2060}'
-                | '\u{2066}'..='\u{2069}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{206F}'
+                | '\u{3164}'
                 | '\u{FEFF}'
+                | '\u{FFA0}'
+                | '\u{FFF9}'..='\u{FFFB}'
+                | '\u{E0000}'..='\u{E007F}'
         )
 }
 

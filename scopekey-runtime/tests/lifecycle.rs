@@ -133,6 +133,8 @@ async fn create_validation(db: &TestDb) {
         NewKey::new("backup\u{202E}nimda", ["a:b"]),
         NewKey::new("ad\u{200B}min", ["a:b"]),
         NewKey::new("two\u{2028}lines", ["a:b"]),
+        NewKey::new("hidden\u{E0061}\u{E0062}", ["a:b"]),
+        NewKey::new("soft\u{AD}hyphen", ["a:b"]),
         NewKey::new("x", Vec::<String>::new()),
         NewKey::new("x", ["Orders:read"]),
         NewKey::new("x", ["orders"]),

@@ -101,6 +101,16 @@ async fn transactions_are_read_committed_whatever_the_default() {
         .await
         .unwrap();
     assert_eq!(default, "serializable");
+    // The store's connections run single statements (the outbox's claims)
+    // at READ COMMITTED too.
+    let pg = scopekey_runtime::store::postgres::PgStore::connect(&db.url)
+        .await
+        .unwrap();
+    let level: String = sqlx::query_scalar("SHOW transaction_isolation")
+        .fetch_one(pg.pool())
+        .await
+        .unwrap();
+    assert_eq!(level, "read committed");
     let keys = ScopeKey::builder_arc(store).build();
     let k = keys
         .create(NewKey::new("k", ["a:b"]), Actor::System)
@@ -121,6 +131,108 @@ async fn transactions_are_read_committed_whatever_the_default() {
         key.revoked_reason.as_deref(),
         Some("leaked"),
         "the first revocation won"
+    );
+    db.cleanup().await;
+}
+
+/// A key rotating an older key locks both rows in id order, as the
+/// last-use flush does: a flush holding the older row and then asking for
+/// the newer one waits its turn instead of deadlocking with the rotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_and_a_last_use_flush_cannot_deadlock() {
+    let Some(db) = pg().await else { return };
+    let keys = ScopeKey::builder_arc(Arc::clone(&db.store)).build();
+    let older = keys
+        .create(NewKey::new("older", ["a:b"]), Actor::System)
+        .await
+        .unwrap();
+    let admin = keys
+        .create(
+            NewKey::new("admin", ["api_keys:write", "a:b"]),
+            Actor::System,
+        )
+        .await
+        .unwrap();
+    assert!(older.key.id < admin.key.id, "ids are time-ordered");
+    let p = keys.verify(admin.plaintext.expose_secret()).await.unwrap();
+
+    // A flush's order: the older row first.
+    let mut flush = PgConnection::connect(&db.url).await.unwrap();
+    flush.execute("BEGIN").await.unwrap();
+    let touch = |id| {
+        AssertSqlSafe(format!(
+            "UPDATE scopekey_keys SET last_used_at = now() WHERE id = '{id}'"
+        ))
+    };
+    flush.execute(touch(older.key.id)).await.unwrap();
+    let rotating = tokio::spawn({
+        let keys = keys.clone();
+        let id = older.key.id;
+        async move {
+            keys.rotate(
+                id,
+                scopekey_runtime::RotateOptions::default(),
+                Actor::Key(&p),
+            )
+            .await
+        }
+    });
+    let mut watcher = PgConnection::connect(&db.url).await.unwrap();
+    someone_waits_for_a_lock(&mut watcher).await;
+    // Then the newer row: free, since the rotation waits for the older.
+    flush
+        .execute(touch(admin.key.id))
+        .await
+        .expect("no deadlock");
+    flush.execute("COMMIT").await.unwrap();
+    let rotated = rotating
+        .await
+        .unwrap()
+        .expect("rotated once the flush is done");
+    assert_eq!(rotated.key.parent_key_id, Some(older.key.id));
+    db.cleanup().await;
+}
+
+/// The same for rotating another key: the rotation waits for the
+/// revocation of the key acting for it, then is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_waits_for_a_concurrent_revocation_of_its_actor() {
+    let Some(db) = pg().await else { return };
+    let keys = ScopeKey::builder_arc(Arc::clone(&db.store)).build();
+    let target = keys
+        .create(NewKey::new("target", ["a:b"]), Actor::System)
+        .await
+        .unwrap();
+    let admin = keys
+        .create(
+            NewKey::new("admin", ["api_keys:write", "a:b"]),
+            Actor::System,
+        )
+        .await
+        .unwrap();
+    let p = keys.verify(admin.plaintext.expose_secret()).await.unwrap();
+
+    let mut revocation = revoking(&db, admin.key.id).await;
+    let rotating = tokio::spawn({
+        let keys = keys.clone();
+        let id = target.key.id;
+        async move {
+            keys.rotate(
+                id,
+                scopekey_runtime::RotateOptions::default(),
+                Actor::Key(&p),
+            )
+            .await
+        }
+    });
+    let mut watcher = PgConnection::connect(&db.url).await.unwrap();
+    someone_waits_for_a_lock(&mut watcher).await;
+    revocation.execute("COMMIT").await.unwrap();
+    let rotated = rotating.await.unwrap();
+    assert!(matches!(rotated, Err(Error::ActorRevoked)), "{rotated:?}");
+    assert_eq!(
+        keys.get(target.key.id).await.unwrap().status,
+        scopekey_runtime::Status::Active
     );
     db.cleanup().await;
 }

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 use time::OffsetDateTime;
@@ -71,12 +71,20 @@ impl PgStore {
     /// of your own, with its own timeouts, goes through
     /// [`from_pool`](Self::from_pool). Verification is bounded apart from
     /// this, by the [store timeout](crate::ScopeKeyBuilder::store_timeout).
+    /// Its connections default to READ COMMITTED, whatever the database's
+    /// `default_transaction_isolation` (the store's own transactions ask for
+    /// it explicitly, also on a pool of your own).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        // Statements outside an explicit transaction (the outbox's claims,
+        // say) rely on READ COMMITTED as much as the transactions do.
+        let options = url
+            .parse::<PgConnectOptions>()?
+            .options([("default_transaction_isolation", "read committed")]);
         Ok(Self {
             pool: PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect(url)
+                .connect_with(options)
                 .await?,
         })
     }
@@ -472,7 +480,25 @@ impl Store for PgStore {
         // waits, re-checks `rotated_at IS NULL` after the winner commits, and
         // updates nothing.
         let mut tx = begin(&self.pool).await?;
-        actor_live(&mut tx, r.actor().filter(|a| *a != r.parent_id)).await?;
+        // Rotating another key: lock both rows in id order (as the last-use
+        // flush does) before anything else, so that a flush, or two keys
+        // rotating each other, cannot deadlock with this; then refuse if the
+        // acting key is revoked (a concurrent revocation of it commits first
+        // or waits for this).
+        if let Some(actor) = r.actor().filter(|a| *a != r.parent_id) {
+            let rows = sqlx::query(
+                "SELECT id, revoked_at IS NOT NULL AS revoked FROM scopekey_keys \
+                 WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
+            )
+            .bind([actor.0, r.parent_id.0])
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in &rows {
+                if row.try_get::<uuid::Uuid, _>("id")? == actor.0 && row.try_get("revoked")? {
+                    return Err(StoreError::actor_revoked());
+                }
+            }
+        }
         let sql = format!(
             "UPDATE scopekey_keys SET rotated_at = $1, expires_at = $2 \
              WHERE id = $3 AND revoked_at IS NULL AND rotated_at IS NULL \
