@@ -43,8 +43,8 @@ pub enum AuthErrorKind {
     /// response must not tell them apart; the runtime logs and audits it.
     InvalidToken,
     /// The key lacks what the route requires (403 `insufficient_scope`).
-    /// Holds the scopes named in the challenge (may be empty when they are
-    /// not known, e.g. a successor asking more than its parent had).
+    /// Holds the scopes named in the challenge (empty only when none is
+    /// known: the challenge then has no `scope`).
     InsufficientScope(Vec<String>),
     /// The request carried more than one credential (400 `invalid_request`).
     MultipleCredentials,
@@ -167,7 +167,9 @@ pub enum ApiError {
         /// The route's limit in bytes.
         limit: usize,
     },
-    /// The body is not JSON (`Content-Type` is not `application/json`).
+    /// The body was sent with a content type other than JSON (neither
+    /// `application/json` nor `*/*+json`; a body without one is read as
+    /// JSON by the management routes).
     UnsupportedMediaType,
     /// The path names nothing (e.g. an id that is not a UUID).
     NotFound(String),

@@ -99,8 +99,9 @@
 //! - **Problem bodies** use `type: "about:blank"` with the status's reason
 //!   phrase as `title` (RFC 9457 §4.2.1), plus a `code` member a client can
 //!   match (`unauthorized`, `invalid_token`, `insufficient_scope`, `invalid_request`,
-//!   `invalid_request_body`, `not_found`, `conflict`, `payload_too_large`,
-//!   `unsupported_media_type`, `unavailable`, `internal`). 500 and 503 say
+//!   `invalid_request_body`, `not_found`, `method_not_allowed`, `conflict`,
+//!   `payload_too_large`, `unsupported_media_type`, `unavailable`,
+//!   `internal`). 500 and 503 say
 //!   nothing about their cause; 503 carries `Retry-After: 1`. A key the
 //!   store cannot be asked about is refused with 503, never passed: also
 //!   when the store does not answer within the runtime's
@@ -113,7 +114,8 @@
 //!   routes' answers.
 //! - **Every 403 carries an `insufficient_scope` challenge**, also when the
 //!   runtime refuses an escalation (`scope` then names the asked scopes the
-//!   caller does not hold).
+//!   caller does not hold, or, for a successor asking more than its parent
+//!   had, those the parent lacks).
 //! - **Management bodies** are JSON (`application/json`, `*/*+json`, or
 //!   no content type at all; another type is 415), at most 64 KiB ([`JSON_LIMIT`]) or 1 MiB for
 //!   `/compromised` ([`COMPROMISED_LIMIT`]; else 413). Unknown fields are

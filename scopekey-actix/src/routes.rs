@@ -57,7 +57,11 @@
 //! rules beyond the route's scope (no escalation, who may rotate what) are
 //! the runtime's; a 403 for escalation names, in its challenge, the scopes
 //! asked for (or, for a rotation without `scopes`, the parent's) that the
-//! caller's key does not hold.
+//! caller's key does not hold, or, when the caller holds them all but a
+//! successor asks for more than its parent had, those the parent lacks.
+//!
+//! The reading routes (`GET`) also answer `HEAD`, without the body; a route
+//! asked with a method it does not answer is 405 with `Allow`.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CACHE_CONTROL, HeaderValue};

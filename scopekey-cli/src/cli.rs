@@ -166,7 +166,7 @@ pub struct CreateArgs {
     /// Rotation policy: the key is due for rotation (and expires, unless
     /// `--expires-in` or `--expires-at` says otherwise) this long after
     /// creation, e.g. `90d`; each successor gets a fresh period.
-    #[arg(long, value_name = "DURATION", value_parser = duration::parse_positive)]
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse_period)]
     pub rotate_every: Option<Duration>,
 
     /// Opt in to automatic rotation: when due, the service's notifier

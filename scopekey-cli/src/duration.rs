@@ -72,6 +72,20 @@ pub fn parse_positive(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A rotation period: more than zero, up to the runtime's maximum (ten
+/// years), refused here in the command line's own terms.
+pub fn parse_period(text: &str) -> Result<Duration, String> {
+    let d = parse_positive(text)?;
+    let max = scopekey_runtime::lifecycle::MAX_ROTATION_PERIOD;
+    if d > max {
+        return Err(format!(
+            "a rotation period is at most {}d (ten years)",
+            max.whole_days()
+        ));
+    }
+    Ok(d)
+}
+
 /// A rotation grace: zero up to the runtime's maximum (365 days).
 pub fn parse_grace(text: &str) -> Result<Duration, String> {
     let d = parse(text)?;
@@ -149,6 +163,9 @@ mod tests {
         assert_eq!(parse_grace("0"), Ok(Duration::ZERO));
         assert!(parse_grace("365d").is_ok());
         assert!(parse_grace("366d").unwrap_err().contains("at most"));
+        assert!(parse_period("0").is_err());
+        assert_eq!(parse_period("3650d"), Ok(Duration::days(3650)));
+        assert!(parse_period("3651d").unwrap_err().contains("at most 3650d"));
     }
 
     #[test]

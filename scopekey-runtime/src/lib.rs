@@ -48,9 +48,10 @@
 //!   process whose cache still held it) mints nothing: creating or
 //!   rotating checks the acting key inside the change's own transaction
 //!   ([`Error::ActorRevoked`]; 401 over HTTP; a revoked key rotating
-//!   itself is the conflict of rotating any revoked key, 409). So a
-//!   compromise report, which revokes each key before it lists what that
-//!   key minted, misses nothing.
+//!   itself is the conflict of rotating any revoked key, 409). The SQLite
+//!   and PostgreSQL stores do this; a store of your own need not. So a
+//!   compromise report with `revoke_minted`, which revokes each key before
+//!   it lists what that key minted, leaves no minted key live.
 //! - A rotation shortens the old key's `expires_at` to the end of its grace
 //!   window, so its status reads `rotating` during the grace and `expired`
 //!   after; the successor gets the parent's lifetime afresh.

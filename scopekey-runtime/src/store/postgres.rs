@@ -72,8 +72,10 @@ impl PgStore {
     /// [`from_pool`](Self::from_pool). Verification is bounded apart from
     /// this, by the [store timeout](crate::ScopeKeyBuilder::store_timeout).
     /// Its connections default to READ COMMITTED, whatever the database's
-    /// `default_transaction_isolation` (the store's own transactions ask for
-    /// it explicitly, also on a pool of your own).
+    /// `default_transaction_isolation`. On a pool of your own, the store's
+    /// transactions still ask for it explicitly, but its single statements
+    /// (the outbox's claims) run at the pool's default: keep that READ
+    /// COMMITTED (PostgreSQL's own default).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         // Statements outside an explicit transaction (the outbox's claims,
         // say) rely on READ COMMITTED as much as the transactions do.
@@ -89,7 +91,8 @@ impl PgStore {
         })
     }
 
-    /// Wraps an existing pool (the application's own).
+    /// Wraps an existing pool (the application's own). Its connections
+    /// should default to READ COMMITTED (see [`connect`](Self::connect)).
     pub fn from_pool(pool: PgPool) -> Self {
         Self { pool }
     }
