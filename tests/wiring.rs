@@ -160,9 +160,13 @@ async fn echo(body: web::Json<serde_json::Value>) -> HttpResponse {
 
 /// `json_config` for an application's own routes: JSON-labelled bodies
 /// parse; no or another content type is 415 (actix's rule), bad JSON 400,
-/// too large 413, all problem+json.
+/// too large 413, all problem+json, as the management routes answer them.
+///
+/// One difference is intended: the management routes read a body sent
+/// with no content type as JSON, while an application's own `web::Json`
+/// routes keep actix's strict default and answer it 415.
 #[actix_web::test]
-async fn json_config_answers_like_the_management_routes() {
+async fn json_config_answers_problems_like_the_management_routes() {
     let app = test::init_service(
         App::new()
             .app_data(scopekey::actix::json_config())
@@ -179,6 +183,7 @@ async fn json_config_answers_like_the_management_routes() {
     let json = br#"{"a": 1}"#.to_vec();
     for (content_type, body, status) in [
         (Some("application/json"), json.clone(), 200),
+        // Unlike the management routes, which would read it as JSON.
         (None, json.clone(), 415),
         (Some("text/plain"), json.clone(), 415),
         (Some("application/json"), b"{not json".to_vec(), 400),

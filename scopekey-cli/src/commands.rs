@@ -24,16 +24,18 @@ const CONNECT_TIMEOUT: StdDuration = StdDuration::from_secs(15);
 /// Options every command shares, taken from the command line.
 struct Globals {
     url: String,
-    key_prefix: String,
+    format: KeyFormat,
     migrate: bool,
 }
 
 /// Runs a parsed command line against the store at `url`, writing the
 /// result to `out`.
 pub async fn run(cli: Cli, url: &str, out: &mut dyn Write) -> Result<(), Failure> {
+    // Bad usage first, whatever the command: a bad prefix or pepper is exit
+    // 2 even when an id names no key or a report cannot be read.
     let globals = Globals {
         url: url.to_owned(),
-        key_prefix: cli.key_prefix,
+        format: key_format(&cli.key_prefix)?,
         migrate: !cli.no_migrate || matches!(cli.command, Command::Migrate),
     };
     match cli.command {
@@ -53,19 +55,18 @@ pub async fn run(cli: Cli, url: &str, out: &mut dyn Write) -> Result<(), Failure
     }
 }
 
-impl Globals {
-    /// The key format (prefix, pepper) the service's keys use.
-    fn key_format(&self) -> Result<KeyFormat, Failure> {
-        KeyFormat::new(&self.key_prefix)
-            .map_err(|e| Failure::Usage(format!("--key-prefix: {e}")))?
-            .with_pepper_from_env()
-            .map_err(|e| Failure::Usage(e.to_string()))
-    }
+/// The key format (prefix, pepper) the service's keys use.
+fn key_format(prefix: &str) -> Result<KeyFormat, Failure> {
+    KeyFormat::new(prefix)
+        .map_err(|e| Failure::Usage(format!("--key-prefix: {e}")))?
+        .with_pepper_from_env()
+        .map_err(|e| Failure::Usage(e.to_string()))
+}
 
+impl Globals {
     /// Opens the store and, unless told not to, creates or upgrades its
     /// schema.
     async fn open(&self) -> Result<ScopeKey, Failure> {
-        let format = self.key_format()?;
         let store = tokio::time::timeout(CONNECT_TIMEOUT, async {
             probe(&self.url).await?;
             scopekey_runtime::open(&self.url)
@@ -79,7 +80,7 @@ impl Globals {
                 CONNECT_TIMEOUT.as_secs()
             ))
         })??;
-        let mut builder = ScopeKey::builder_arc(store).key_format(format);
+        let mut builder = ScopeKey::builder_arc(store).key_format(self.format.clone());
         // The service's rotation secret, so that keys created here with a
         // rotation webhook get their holder's signing secret.
         for secret in scopekey_runtime::notify::rotation_secrets_from_env()
@@ -359,26 +360,55 @@ async fn compromised(
             revoke_minted: args.revoke_minted,
             ..CompromiseOptions::default()
         };
-        let results = keys
+        let results = match keys
             .report_compromised_with(&texts, options, Actor::System)
             .await
-            .map_err(|e| match e {
-                // Partway through, keys before the failure are revoked:
-                // say so, and that running the same report again is safe.
-                scopekey_runtime::Error::Unavailable(_) => Failure::Failed(format!(
-                    "{}; keys of the report before the failure may already be revoked, \
-                     and running the same report again is safe",
-                    crate::failure::chain(&e)
-                )),
-                other => other.into(),
-            })?;
+        {
+            Ok(results) => results,
+            Err(e) => return Err(stopped(out, &lines, args.output, batch_no, e)),
+        };
         for mut result in results {
             let (line, _) = batch[result.index];
             result.index += batch_no * MAX_REPORT_KEYS;
             lines.push(ReportLine { line, result });
         }
     }
-    if args.output.json {
+    print_report(out, &lines, args.output)
+}
+
+/// Prints the results of the batches before `batch_no`, the one that
+/// failed, as a whole report's are (their keys are revoked, and the keys
+/// they minted may need review), and returns the failure.
+fn stopped(
+    out: &mut dyn Write,
+    lines: &[ReportLine],
+    output: Output,
+    batch_no: usize,
+    e: scopekey_runtime::Error,
+) -> Failure {
+    if !lines.is_empty() {
+        // The store's failure is what went wrong, not a failure to write
+        // what came before it.
+        let _ = print_report(out, lines, output);
+    }
+    // Only a report refused whole (too many keys, a bad source) is checked
+    // before any key is read; after that, keys before the failure may be
+    // revoked, and a report is safe to run again.
+    let partway = batch_no > 0 || !matches!(e, scopekey_runtime::Error::Invalid(_));
+    if !partway {
+        return e.into();
+    }
+    Failure::Failed(format!(
+        "{}; keys of the report before the failure may already be revoked, \
+         and running the same report again is safe",
+        crate::failure::chain(&e)
+    ))
+}
+
+/// A report's results: JSON as the HTTP API's body, or a table by line and
+/// a summary naming the keys each leaked key minted.
+fn print_report(out: &mut dyn Write, lines: &[ReportLine], output: Output) -> Result<(), Failure> {
+    if output.json {
         // The HTTP API's body, plus each entry's line number in the input.
         let results = lines
             .iter()
@@ -396,7 +426,7 @@ async fn compromised(
         eprintln!("no keys in the input");
         return Ok(());
     }
-    output::report_table(out, &lines)?;
+    output::report_table(out, lines)?;
     let count = |status| lines.iter().filter(|l| l.result.status == status).count();
     let mut summary = format!(
         "{} revoked, {} already revoked, {} unknown, {} malformed",
@@ -406,7 +436,7 @@ async fn compromised(
         count(CompromiseStatus::Malformed),
     );
     let mut live_minted = false;
-    for l in &lines {
+    for l in lines {
         if l.result.minted.is_empty() {
             continue;
         }

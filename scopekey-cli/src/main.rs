@@ -97,7 +97,14 @@
 //!   one-line message on standard error.
 //! - `2`: bad usage — unknown or missing options, no database URL or an
 //!   unsupported one, a bad duration, status, limit, cursor, time or
-//!   metadata; clap prints the usage.
+//!   metadata, a bad `--key-prefix` or `SCOPEKEY_PEPPER` (even when the id
+//!   given names no key); clap prints the usage.
+//!
+//! `keys compromised` hands a report to the store in batches of 10,000 keys.
+//! If a batch after the first fails, the results of the batches before it
+//! are printed first, as a whole report's (the same JSON document with
+//! `--json`), then the error, with status 1: keys up to the failure may
+//! already be revoked, and running the same report again is safe.
 
 mod cli;
 mod commands;

@@ -4,8 +4,9 @@
 mod common;
 
 use common::*;
+use scopekey_runtime::compromise::MAX_REPORT_KEYS;
 use scopekey_runtime::testing::TestDb;
-use scopekey_runtime::{Actor, KeyFormat, RotateOptions, ScopeKey, VerifyError};
+use scopekey_runtime::{Actor, KeyFormat, NewKey, RotateOptions, ScopeKey, VerifyError};
 use serde_json::json;
 
 async fn report_from_stdin(db: &TestDb) {
@@ -196,6 +197,112 @@ async fn store_failure_mid_report(db: &TestDb) {
 }
 
 scopekey_runtime::both_backends!(compromised_store_failure, store_failure_mid_report);
+
+/// A report longer than the runtime takes at once goes in batches. When a
+/// later batch fails, the results of the batches before it are still
+/// printed as a whole report's are (the keys its leaked keys minted among
+/// them, to review), then the failure, with exit status 1.
+async fn later_batch_fails(db: &TestDb) {
+    let url = db.url.as_str();
+    let runtime = ScopeKey::builder_arc(db.store.clone()).build();
+    // First in the report, a leaked key that rotated itself.
+    let first = create(url, "first batch", &["orders:read"]);
+    let me = runtime
+        .verify(str_of(&first, "key"))
+        .await
+        .expect("a live key");
+    let successor = runtime
+        .rotate(me.id, RotateOptions::default(), Actor::Key(&me))
+        .await
+        .expect("a key may rotate itself");
+    // Past the first batch, a leaked key that made a key which is then
+    // deleted from the store: reading what it minted fails (no such key).
+    let second = create(url, "second batch", &["orders:read", "api_keys:write"]);
+    let minter = runtime
+        .verify(str_of(&second, "key"))
+        .await
+        .expect("a live key");
+    let made = runtime
+        .create(NewKey::new("made", ["orders:read"]), Actor::Key(&minter))
+        .await
+        .expect("a key with api_keys:write may create keys");
+    db.execute(&format!(
+        "DELETE FROM scopekey_keys WHERE id = '{}'",
+        made.key.id
+    ))
+    .await;
+    let mut input = format!("{}\n", str_of(&first, "key"));
+    for _ in 1..MAX_REPORT_KEYS {
+        input.push_str("not a key\n");
+    }
+    input.push_str(&format!("{}\n", str_of(&second, "key")));
+    let hint_given = |stderr: &str| {
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(last.starts_with("error: "), "{stderr}");
+        assert!(
+            last.contains(&format!("no key with id {}", made.key.id)),
+            "{stderr}"
+        );
+        assert!(last.contains("may already be revoked"), "{stderr}");
+        assert!(last.contains("again is safe"), "{stderr}");
+    };
+
+    // For people: the table and summary of the first batch, then the error.
+    let run = scopekey_with_stdin(url, &["keys", "compromised"], &input);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let rows = table(&run.stdout);
+    assert_eq!(rows.len(), MAX_REPORT_KEYS);
+    assert_eq!(
+        (rows[0]["LINE"].as_str(), rows[0]["RESULT"].as_str()),
+        ("1", "revoked")
+    );
+    assert_eq!(rows[0]["KEY ID"], str_of(&first, "id"));
+    assert!(rows[1..].iter().all(|r| r["RESULT"] == "malformed"));
+    assert_eq!(
+        rows[MAX_REPORT_KEYS - 1]["LINE"],
+        MAX_REPORT_KEYS.to_string()
+    );
+    let summary = format!(
+        "1 revoked, 0 already revoked, 0 unknown, {} malformed",
+        MAX_REPORT_KEYS - 1
+    );
+    assert!(run.stderr.contains(&summary), "{}", run.stderr);
+    let minted = format!("line 1: keys it minted: {} (active)", successor.key.id);
+    assert!(run.stderr.contains(&minted), "{}", run.stderr);
+    assert!(run.stderr.contains("--revoke-minted"), "{}", run.stderr);
+    hint_given(&run.stderr);
+
+    // As JSON: the document a whole report gives, for the first batch.
+    let run = scopekey_with_stdin(url, &["keys", "compromised", "--json"], &input);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    hint_given(&run.stderr);
+    let partial: serde_json::Value = serde_json::from_str(&run.stdout).expect("one JSON document");
+    let results = partial["results"].as_array().expect("results");
+    assert_eq!(results.len(), MAX_REPORT_KEYS);
+    let whole = scopekey_with_stdin(
+        url,
+        &["keys", "compromised", "--json"],
+        &format!("{}\n", str_of(&first, "key")),
+    )
+    .json();
+    assert_eq!(results[0], whole["results"][0]);
+    assert_eq!(
+        results[0]["minted"],
+        json!([{ "key_id": successor.key.id.to_string(), "status": "active" }])
+    );
+    let last = &results[MAX_REPORT_KEYS - 1];
+    assert_eq!(
+        (&last["index"], &last["line"], &last["status"]),
+        (
+            &json!(MAX_REPORT_KEYS - 1),
+            &json!(MAX_REPORT_KEYS),
+            &json!("malformed")
+        )
+    );
+}
+
+scopekey_runtime::both_backends!(compromised_later_batch_fails, later_batch_fails);
 
 /// A leaked key that rotated itself: its successor is named, and revoked
 /// with `--revoke-minted`.

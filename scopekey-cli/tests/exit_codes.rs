@@ -312,6 +312,38 @@ fn bad_usage_exits_2_without_touching_the_store() {
             "cannot be used with",
         ),
         (vec!["--key-prefix", "Bad", "keys", "list"], "key prefix"),
+        // A bad key format is bad usage even when the id names no key or
+        // the report cannot be read.
+        (
+            vec!["--key-prefix", "Bad", "keys", "show", "nope"],
+            "key prefix",
+        ),
+        (
+            vec!["keys", "lineage", "nope", "--key-prefix", "Bad"],
+            "key prefix",
+        ),
+        (
+            vec!["--key-prefix", "Bad", "keys", "rotate", "42"],
+            "key prefix",
+        ),
+        (
+            vec!["--key-prefix", "Bad", "keys", "revoke", "0190c8f2"],
+            "key prefix",
+        ),
+        (
+            vec!["--key-prefix", "Bad", "events", "--key", "nope"],
+            "key prefix",
+        ),
+        (
+            vec![
+                "--key-prefix",
+                "Bad",
+                "keys",
+                "compromised",
+                "/no/such/report.txt",
+            ],
+            "key prefix",
+        ),
     ];
     for (args, says) in cases {
         let run = scopekey(url, &args);
@@ -354,6 +386,33 @@ fn an_id_that_is_not_a_uuid_is_unknown() {
             .fails_with(1)
             .says("no key with that id")
             .says("not a key id");
+    }
+    assert!(!db.path.exists(), "the store was not opened");
+}
+
+/// A pepper that is not UTF-8 is bad usage, found before the id or the
+/// report.
+#[test]
+fn a_bad_pepper_exits_2_whatever_the_id() {
+    use std::os::unix::ffi::OsStrExt;
+    let db = TempSqlite::new();
+    let pepper = std::ffi::OsStr::from_bytes(b"\xff pepper");
+    for args in [
+        vec!["keys", "show", "nope"],
+        vec!["keys", "lineage", "nope"],
+        vec!["keys", "rotate", "nope"],
+        vec!["keys", "revoke", "nope"],
+        vec!["events", "--key", "nope"],
+        vec!["keys", "compromised", "/no/such/report.txt"],
+    ] {
+        let mut cmd = command();
+        cmd.env("SCOPEKEY_PEPPER", pepper)
+            .arg("--database-url")
+            .arg(&db.url)
+            .args(&args);
+        let run = run_cmd(cmd);
+        assert_eq!(run.code, 2, "{args:?}: {run:#?}");
+        run.says("SCOPEKEY_PEPPER");
     }
     assert!(!db.path.exists(), "the store was not opened");
 }
