@@ -19,7 +19,8 @@
 //!   `SCOPEKEY_NOTIFIER_INTERVAL_SECONDS` (default 60): the expiry notifier
 //!   and its signed webhooks; also `SCOPEKEY_NOTICE_THRESHOLDS` (`14d,1d`)
 //!   and `SCOPEKEY_WEBHOOK_EVENTS` (`key.expiring,key.compromised` unless
-//!   set; `all` adds the other lifecycle events).
+//!   set; `all` adds the other lifecycle events; a list naming none is
+//!   refused at start).
 //! - `SCOPEKEY_ROTATION_SECRET` (`whsec_<base64>`, optional): enables
 //!   automatic rotation. Keys created with a `rotation_webhook_url` are then
 //!   rotated by the notifier when due, their successors posted to that URL
@@ -181,9 +182,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     if let Some(admin) = first {
         let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "admin key: {}", admin.plaintext.expose_secret())?;
-        stdout.flush()?;
+        let shown = writeln!(stdout, "admin key: {}", admin.plaintext.expose_secret())
+            .and_then(|()| stdout.flush());
         tracing::info!(key_id = %admin.key.id, hint = %admin.key.hint, "created the first admin key");
+        if let Err(e) = shown {
+            // Standard output is closed (a supervisor, say): the key exists
+            // but was never shown, and cannot be shown again. Say so, and
+            // how to get another, then serve on.
+            tracing::error!(
+                error = %e,
+                key_id = %admin.key.id,
+                "could not print the admin key; revoke it and make another with \
+                 `scopekey keys revoke {}` and `scopekey keys create --name admin --scope '*'`",
+                admin.key.id
+            );
+        }
     }
     // Returns after SIGINT or SIGTERM, once in-flight requests are done.
     server.run().await?;

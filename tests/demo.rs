@@ -335,6 +335,42 @@ fn the_admin_key_is_printed_once_the_demo_listens() {
     connected.expect("the demo accepts connections once it printed the admin key");
 }
 
+/// An admin key that cannot be printed (standard output closed, as under
+/// some supervisors) is reported on standard error with what to do, and
+/// the demo serves on.
+#[test]
+fn an_admin_key_that_cannot_be_printed_is_reported() {
+    let dir = std::env::temp_dir().join(format!("scopekey-demo-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    // Nobody reads: the demo's write fails (EPIPE).
+    drop(reader);
+    let mut cmd = Demo::command(&dir, None, &[]);
+    cmd.stdout(writer);
+    let mut child = cmd.spawn().expect("start the demo");
+    drop(cmd);
+    let stderr = lines(child.stderr.take().expect("stderr"), true);
+    let addr = listening_addr(&mut child, &stderr);
+    let reported = loop {
+        let line = stderr
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the failure reported within 60 s");
+        if line.contains("could not print the admin key") {
+            break line;
+        }
+    };
+    let serving = std::net::TcpStream::connect(addr);
+    let _ = child.kill();
+    let _ = child.wait();
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(reported.contains("scopekey keys create"), "{reported}");
+    assert!(
+        !reported.contains("sk_"),
+        "no plaintext in the log: {reported}"
+    );
+    serving.expect("the demo serves on");
+}
+
 /// A first start that fails (its address is taken) makes no admin key, so
 /// the next start still prints one.
 #[test]

@@ -165,8 +165,10 @@ async fn self_rotation(db: &TestDb) {
         .json(&json!({ "scopes": ["orders:read", "orders:write"] }))
         .send()
         .await;
-    // The challenge names what the parent lacks (the admin holds it all).
-    let body = res.assert_problem(403, Some(&insufficient("orders:write")));
+    // A bad value whoever asks (400, no challenge): the admin holds it all,
+    // so no other key would change the answer.
+    let body = res.assert_problem(400, None);
+    assert_eq!(body["code"], "invalid_request_body", "{body}");
     assert!(
         body["detail"].as_str().unwrap().contains("orders:write"),
         "{body}"
@@ -178,6 +180,31 @@ async fn self_rotation(db: &TestDb) {
         .post(&format!("/api-keys/{wide_id}/rotate"))
         .bearer(&app.admin)
         .json(&json!({ "scopes": ["orders:*", "billing:read"] }))
+        .send()
+        .await;
+    let body = res.assert_problem(400, None);
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("billing:read") && !detail.contains("orders:*"),
+        "{body}"
+    );
+    // Both wrong: the caller lacks one asked scope and the parent another.
+    // The 403 comes first and names only what the caller lacks.
+    let (narrow, _) = key_and_id(
+        &app.create_key(
+            "narrow writer",
+            &["api_keys:write", "orders:read", "refunds:write"],
+        )
+        .await,
+    );
+    let (_, both_id) = key_and_id(
+        &app.create_key("both", &["orders:read", "billing:read"])
+            .await,
+    );
+    let res = app
+        .post(&format!("/api-keys/{both_id}/rotate"))
+        .bearer(&narrow)
+        .json(&json!({ "scopes": ["billing:read", "refunds:write"] }))
         .send()
         .await;
     res.assert_problem(403, Some(&insufficient("billing:read")));

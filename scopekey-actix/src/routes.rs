@@ -57,8 +57,8 @@
 //! rules beyond the route's scope (no escalation, who may rotate what) are
 //! the runtime's; a 403 for escalation names, in its challenge, the scopes
 //! asked for (or, for a rotation without `scopes`, the parent's) that the
-//! caller's key does not hold, or, when the caller holds them all but a
-//! successor asks for more than its parent had, those the parent lacks.
+//! caller's key does not hold. A successor asking for more than its parent
+//! had is a bad value (400), whoever asks.
 //!
 //! The reading routes (`GET`) also answer `HEAD`, without the body; a route
 //! asked with a method it does not answer is 405 with `Allow`.
@@ -71,7 +71,7 @@ use serde_json::{Map, Value};
 use time::{Duration, OffsetDateTime};
 
 use scopekey_runtime::compromise::{CompromiseOptions, CompromiseResult};
-use scopekey_runtime::scope::{Grant, Grants};
+use scopekey_runtime::scope::Grant;
 use scopekey_runtime::{
     Actor, ApiKey, CreatedKey, Error, KeyId, ListEvents, ListKeys, NewKey, RotateOptions,
     SCOPE_READ, SCOPE_REVOKE, SCOPE_WRITE, ScopeKey, Status,
@@ -193,9 +193,8 @@ fn created(created: &CreatedKey) -> HttpResponse {
 }
 
 /// A runtime refusal of the caller's key as a 403 naming the scopes
-/// (among `asked`) that the caller does not hold, or all of `asked` when it
-/// holds them (a successor asked for scopes its parent lacks): the
-/// challenge always names a scope.
+/// (among `asked`) that the caller does not hold (all of `asked`, should
+/// it hold them, so that the challenge always names a scope).
 fn refused(caller: &Authenticated, err: Error, asked: &[String]) -> ApiError {
     match err {
         Error::Forbidden(detail) => {
@@ -347,42 +346,19 @@ async fn rotate(
     let key = match rotated {
         Ok(key) => key,
         Err(e) => {
-            let asked = if let Some(scopes) = body.scopes {
-                let caller_holds_them = scopes
-                    .iter()
-                    .all(|s| Grant::parse(s).is_ok_and(|g| caller.grants().includes(&g)));
-                if matches!(e, Error::Forbidden(_)) && caller_holds_them {
-                    beyond_parent(keys, id, scopes).await
-                } else {
-                    scopes
+            // A 403 is an escalation: the challenge names the asked scopes
+            // (or, without `scopes`, the parent's) that the caller lacks.
+            let asked = match body.scopes {
+                Some(scopes) => scopes,
+                None if matches!(e, Error::Forbidden(_)) => {
+                    keys.get(id).await.map(|k| k.scopes).unwrap_or_default()
                 }
-            } else if matches!(e, Error::Forbidden(_)) {
-                // The successor would have the parent's scopes: the
-                // challenge names those the caller lacks.
-                keys.get(id).await.map(|k| k.scopes).unwrap_or_default()
-            } else {
-                Vec::new()
+                None => Vec::new(),
             };
             return Err(refused(&caller, e, &asked));
         }
     };
     Ok(created(&key))
-}
-
-/// Of the scopes asked for a successor, those its parent does not cover
-/// (all of them if the parent cannot be read): what a refused rotation's
-/// challenge names when the caller itself holds them.
-async fn beyond_parent(keys: &ScopeKey, id: KeyId, asked: Vec<String>) -> Vec<String> {
-    let Ok(parent) = keys.get(id).await else {
-        return asked;
-    };
-    let Ok(grants) = Grants::parse_all(&parent.scopes) else {
-        return asked;
-    };
-    asked
-        .into_iter()
-        .filter(|s| Grant::parse(s).is_ok_and(|g| !grants.includes(&g)))
-        .collect()
 }
 
 #[derive(Deserialize, Default)]

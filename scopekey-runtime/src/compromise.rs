@@ -57,8 +57,9 @@ pub struct CompromiseResult {
     /// (see [`ScopeKey::report_compromised_with`]).
     #[serde(default)]
     pub minted: Vec<MintedKey>,
-    /// The reported key's lineage of minted keys went on past
-    /// [`MAX_MINTED`]: the list stops there, and so does `revoke_minted`.
+    /// The reported key's lineage of minted keys went on past the limit
+    /// ([`CompromiseOptions::max_minted`], at most [`MAX_MINTED`]): the list
+    /// stops there, and so does `revoke_minted`.
     /// Look for the rest in the audit log (their `actor_key_id`).
     #[serde(default)]
     pub minted_truncated: bool,
@@ -125,7 +126,9 @@ impl ScopeKey {
     /// key's successors could take down the key its holder uses now. With
     /// `revoke_minted`, those not revoked yet are revoked too (expired ones
     /// included, as a reported key is), each with reason `compromised` and
-    /// a `key.compromised` event naming the reported key (`minted_by`).
+    /// a `key.compromised` event naming the reported key (`minted_by`). A
+    /// minted key whose row is gone from the store (deleted by hand) is
+    /// left out, and the keys it minted are still looked for.
     ///
     /// Keys are handled in order. A store failure partway through ends the
     /// call with an error, the keys before it already revoked: a report is
@@ -234,7 +237,9 @@ impl ScopeKey {
     /// (each once; at most `limit`, and whether there were more), with
     /// their status. With `revoke`, each is revoked as it is found, before
     /// the keys it minted are read: a key it mints meanwhile is refused
-    /// (the store checks the acting key), so none escapes the walk.
+    /// (the SQLite and PostgreSQL stores check the acting key), so none
+    /// within the limit escapes the walk. Keys past the limit are neither
+    /// listed nor revoked (the result says there were more).
     async fn walk_minted(
         &self,
         leaked: KeyId,
@@ -260,8 +265,23 @@ impl ScopeKey {
                 if minted.len() == limit {
                     return Ok((minted, true));
                 }
-                let mut key = self.get(id).await?;
-                if revoke && key.status != Status::Revoked {
+                let mut key = match self.get(id).await {
+                    Ok(key) => key,
+                    // Its row deleted behind the runtime's back: nothing to
+                    // list or revoke, but what it minted is still read.
+                    Err(Error::NotFound(_)) => {
+                        minters.push_back(id);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                if key.status == Status::Revoked {
+                    // Revoked by another process, perhaps: this one's cache
+                    // may still hold the key as valid.
+                    if let Some(record) = self.store().get(id).await.map_err(Error::Unavailable)? {
+                        self.forget(&record.key_hash);
+                    }
+                } else if revoke {
                     let mut details = details.clone();
                     details["minted_by"] = json!(leaked);
                     let kind = event_type::KEY_COMPROMISED;

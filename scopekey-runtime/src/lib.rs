@@ -51,7 +51,9 @@
 //!   itself is the conflict of rotating any revoked key, 409). The SQLite
 //!   and PostgreSQL stores do this; a store of your own need not. So a
 //!   compromise report with `revoke_minted`, which revokes each key before
-//!   it lists what that key minted, leaves no minted key live.
+//!   it lists what that key minted, leaves no minted key live within its
+//!   limit (`max_minted`; `minted_truncated` says when there were more,
+//!   which it neither lists nor revokes).
 //! - A rotation shortens the old key's `expires_at` to the end of its grace
 //!   window, so its status reads `rotating` during the grace and `expired`
 //!   after; the successor gets the parent's lifetime afresh.

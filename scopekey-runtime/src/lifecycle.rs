@@ -650,12 +650,16 @@ impl ScopeKey {
             }),
         );
         let store = &self.inner.store;
-        if only_first {
-            if !store.insert_first_key(&record, &event).await? {
-                return Ok(None);
-            }
+        let inserted = if only_first {
+            store.insert_first_key(&record, &event).await
         } else {
-            store.insert_key(&record, &event).await?;
+            store.insert_key(&record, &event).await.map(|()| true)
+        };
+        match inserted.map_err(Error::from) {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(Error::ActorRevoked) => return Err(self.actor_refused(actor, "create", now).await),
+            Err(e) => return Err(e),
         }
         self.inner.verifier.invalidate(&record.key_hash);
         tracing::info!(key_id = %record.id, hint = %record.hint, "api key created");
@@ -782,6 +786,31 @@ impl ScopeKey {
         // keep nothing.
         let shown = well_formed.then(|| hint(presented));
         tracing::info!(reason = err.reason(), key_id = ?key_id, hint = ?shown, "api key refused");
+        let details = json!({ "reason": err.reason(), "hint": shown });
+        self.record_auth_failure(key_id, details, now).await;
+    }
+
+    /// A change refused because the key acting for it was revoked while
+    /// its request ran: logged, and sampled into the audit log as
+    /// `auth.failed` (reason `revoked`, with the refused `action`), as a
+    /// verification refusing that key would be.
+    async fn actor_refused(&self, actor: Actor<'_>, action: &str, now: OffsetDateTime) -> Error {
+        let key_id = actor.key_id();
+        tracing::warn!(reason = "revoked", key_id = ?key_id, action, "api key refused: a revoked key tried to mint one");
+        let details =
+            json!({ "reason": VerifyError::Revoked.reason(), "hint": null, "action": action });
+        self.record_auth_failure(key_id, details, now).await;
+        Error::ActorRevoked
+    }
+
+    /// Writes an `auth.failed` event, at most the configured number a
+    /// second, waiting for the store at most the verification timeout.
+    async fn record_auth_failure(
+        &self,
+        key_id: Option<KeyId>,
+        details: serde_json::Value,
+        now: OffsetDateTime,
+    ) {
         if !self
             .inner
             .verifier
@@ -789,13 +818,7 @@ impl ScopeKey {
         {
             return;
         }
-        let event = self.event(
-            now,
-            event_type::AUTH_FAILED,
-            key_id,
-            None,
-            json!({ "reason": err.reason(), "hint": shown }),
-        );
+        let event = self.event(now, event_type::AUTH_FAILED, key_id, None, details);
         let timeout = self.inner.verifier.store_timeout();
         match tokio::time::timeout(timeout, self.inner.store.insert_event(&event)).await {
             Ok(Ok(())) => {}
@@ -850,21 +873,22 @@ impl ScopeKey {
         let (parent_scopes, parent_grants) = self.grants_of(&parent)?;
         let (scopes, grants) = match &options.scopes {
             None => (parent_scopes, parent_grants.clone()),
-            Some(asked) => {
-                let (scopes, grants) = self.grants(asked)?;
-                if !parent_grants.includes_all(&grants) {
-                    return Err(Error::Forbidden(format!(
-                        "a successor cannot have scopes its parent did not have ({})",
-                        missing(&grants, &parent_grants)
-                    )));
-                }
-                (scopes, grants)
-            }
+            Some(asked) => self.grants(asked)?,
         };
+        // The caller's own reach first: a 403 names only scopes the caller
+        // lacks. A successor asking more than its parent had is a bad
+        // value whoever asks (400): no key the caller could get would
+        // change that answer.
         if let Actor::Key(p) = actor
             && !p.grants().includes_all(&grants)
         {
             return Err(escalation(&grants, p.grants()));
+        }
+        if !parent_grants.includes_all(&grants) {
+            return Err(Error::Invalid(format!(
+                "a successor cannot have scopes its parent did not have ({})",
+                missing(&grants, &parent_grants)
+            )));
         }
         let grace_end = truncate_micros(now + grace);
         let parent_expires_at = match parent.expires_at {
@@ -926,7 +950,18 @@ impl ScopeKey {
         if let Some(deliver) = deliver {
             rotation.deliveries = deliver(&rotation.child, &plaintext, &rotation.events[1])?;
         }
-        match self.inner.store.rotate(&rotation).await? {
+        let outcome = match self
+            .inner
+            .store
+            .rotate(&rotation)
+            .await
+            .map_err(Error::from)
+        {
+            Ok(outcome) => outcome,
+            Err(Error::ActorRevoked) => return Err(self.actor_refused(actor, "rotate", now).await),
+            Err(e) => return Err(e),
+        };
+        match outcome {
             RotateOutcome::Rotated(before) => {
                 self.inner.verifier.invalidate(&before.key_hash);
                 self.inner.verifier.invalidate(&rotation.child.key_hash);
@@ -1421,16 +1456,22 @@ fn check_name(name: &str) -> Result<String, Error> {
 /// that hide text or reorder it where it is shown (zero-width space,
 /// direction marks, embeddings, overrides and isolates, line and paragraph
 /// separators, the byte order mark, soft hyphens, invisible operators,
-/// fillers, interlinear annotations and tag characters): a name like
-/// `backup\u{202E}nimda` would read as another in `keys list` and the audit
-/// log. Joiners (U+200C, U+200D), which scripts and emoji need, are
-/// allowed.
+/// fillers, interlinear annotations, tag characters, and the other format
+/// characters (Unicode's category Cf: prepended number marks, shorthand
+/// and musical format controls, …)): a name like `backup\u{202E}nimda` would read as
+/// another in `keys list` and the audit log. Joiners (U+200C, U+200D),
+/// which scripts and emoji need, are allowed.
 pub(crate) fn unprintable(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
             '\u{00AD}'
+                | '\u{0600}'..='\u{0605}'
                 | '\u{061C}'
+                | '\u{06DD}'
+                | '\u{070F}'
+                | '\u{0890}'..='\u{0891}'
+                | '\u{08E2}'
                 | '\u{115F}'
                 | '\u{1160}'
                 | '\u{180E}'
@@ -1446,6 +1487,11 @@ pub(crate) fn unprintable(c: char) -> bool {
                 | '\u{FEFF}'
                 | '\u{FFA0}'
                 | '\u{FFF9}'..='\u{FFFB}'
+                | '\u{110BD}'
+                | '\u{110CD}'
+                | '\u{13430}'..='\u{1343F}'
+                | '\u{1BCA0}'..='\u{1BCA3}'
+                | '\u{1D173}'..='\u{1D17A}'
                 | '\u{E0000}'..='\u{E007F}'
         )
 }

@@ -254,10 +254,15 @@ impl Verifier {
     /// [`pending_last_used`](Self::pending_last_used) until
     /// [`written`](Self::written) or
     /// [`restore_last_used`](Self::restore_last_used) reports on them.
+    ///
+    /// The three lists are locked in one order (in flight, used,
+    /// unwritten) by every reader of more than one, and a time moves
+    /// between them only under the in-flight lock, so a reader never finds
+    /// it in none.
     pub(crate) fn take_last_used(&self) -> Vec<(KeyId, OffsetDateTime)> {
+        let mut in_flight = lock(&self.in_flight);
         let used = std::mem::take(&mut *lock(&self.used));
         let mut latest = std::mem::take(&mut *lock(&self.unwritten));
-        let mut in_flight = lock(&self.in_flight);
         for (&id, &at) in in_flight.iter() {
             latest
                 .entry(id)
@@ -284,23 +289,18 @@ impl Verifier {
     /// A flush wrote these times: they are no longer in flight (unless a
     /// later one for the same key was taken meanwhile).
     pub(crate) fn written(&self, batch: &[(KeyId, OffsetDateTime)]) {
-        let mut in_flight = lock(&self.in_flight);
-        for (id, at) in batch {
-            if in_flight.get(id).is_some_and(|t| t <= at) {
-                in_flight.remove(id);
-            }
-        }
+        written_in(&mut lock(&self.in_flight), batch);
     }
 
     /// The latest use of a key on this runtime that no flush has reported
     /// written yet.
     pub(crate) fn pending_last_used(&self, id: KeyId) -> Option<OffsetDateTime> {
+        let in_flight = lock(&self.in_flight);
         let in_cache = lock(&self.used)
             .get(&id)
             .and_then(|cell| from_unix_micros(cell.load(Ordering::Relaxed)));
         let unwritten = lock(&self.unwritten).get(&id).copied();
-        let in_flight = lock(&self.in_flight).get(&id).copied();
-        in_cache.max(unwritten).max(in_flight)
+        in_cache.max(unwritten).max(in_flight.get(&id).copied())
     }
 
     /// How many keys have a use pending (for tests of the list's bound).
@@ -311,14 +311,15 @@ impl Verifier {
 
     /// Puts back times whose write failed, keeping any newer ones.
     pub(crate) fn restore_last_used(&self, batch: Vec<(KeyId, OffsetDateTime)>) {
-        self.written(&batch);
+        let mut in_flight = lock(&self.in_flight);
         let mut unwritten = lock(&self.unwritten);
-        for (id, at) in batch {
+        for &(id, at) in &batch {
             unwritten
                 .entry(id)
                 .and_modify(|t| *t = (*t).max(at))
                 .or_insert(at);
         }
+        written_in(&mut in_flight, &batch);
     }
 
     /// Whether another `auth.failed` event may be written in the current
@@ -333,9 +334,59 @@ impl Verifier {
     }
 }
 
+/// Drops the in-flight times a flush has reported on, unless a later one
+/// for the same key was taken meanwhile.
+fn written_in(
+    in_flight: &mut HashMap<KeyId, OffsetDateTime, Hasher>,
+    batch: &[(KeyId, OffsetDateTime)],
+) {
+    for (id, at) in batch {
+        if in_flight.get(id).is_some_and(|t| t <= at) {
+            in_flight.remove(id);
+        }
+    }
+}
+
 /// Locks a mutex that holds plain values (the pending last-use maps, the
 /// notifier's resume position): a panic elsewhere cannot leave them in a
 /// state worth refusing.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+
+    /// A time moving between the lists (taken by a flush, put back after a
+    /// failed write) is found in one of them by every reader meanwhile.
+    #[test]
+    fn a_use_moving_between_the_lists_is_always_shown() {
+        let verifier = Arc::new(Verifier::new(&VerifierConfig::default()));
+        let id = KeyId(uuid::Uuid::now_v7());
+        let at = OffsetDateTime::from_unix_timestamp(1_000_000).unwrap();
+        verifier.restore_last_used(vec![(id, at)]);
+        let done = Arc::new(AtomicBool::new(false));
+        let reader = std::thread::spawn({
+            let (verifier, done) = (Arc::clone(&verifier), Arc::clone(&done));
+            move || {
+                let mut reads = 0u64;
+                while !done.load(Ordering::Relaxed) {
+                    assert_eq!(verifier.pending_last_used(id), Some(at), "read {reads}");
+                    reads += 1;
+                }
+                reads
+            }
+        });
+        for _ in 0..200_000 {
+            let batch = verifier.take_last_used();
+            assert_eq!(batch, [(id, at)]);
+            verifier.restore_last_used(batch);
+        }
+        done.store(true, Ordering::Relaxed);
+        let reads = reader.join().expect("the use was always shown");
+        assert!(reads > 0);
+    }
 }

@@ -135,6 +135,9 @@ async fn create_validation(db: &TestDb) {
         NewKey::new("two\u{2028}lines", ["a:b"]),
         NewKey::new("hidden\u{E0061}\u{E0062}", ["a:b"]),
         NewKey::new("soft\u{AD}hyphen", ["a:b"]),
+        NewKey::new("number\u{0600}sign", ["a:b"]),
+        NewKey::new("short\u{1BCA0}hand", ["a:b"]),
+        NewKey::new("music\u{1D173}al", ["a:b"]),
         NewKey::new("x", Vec::<String>::new()),
         NewKey::new("x", ["Orders:read"]),
         NewKey::new("x", ["orders"]),
@@ -244,6 +247,20 @@ async fn a_revoked_actor_mints_nothing(db: &TestDb) {
         events.iter().all(|e| e.actor_key_id != Some(admin.key.id)),
         "{events:?}"
     );
+    // Each refused attempt is audited, as a refused verification would be.
+    let mut attempts: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == event_type::AUTH_FAILED && e.key_id == Some(admin.key.id))
+        .map(|e| (e.details["reason"].clone(), e.details["action"].clone()))
+        .collect();
+    attempts.sort_by_key(|(_, action)| action.to_string());
+    assert_eq!(
+        attempts,
+        [
+            (serde_json::json!("revoked"), serde_json::json!("create")),
+            (serde_json::json!("revoked"), serde_json::json!("rotate")),
+        ]
+    );
     // The key itself may still not rotate itself: that is a conflict, as
     // before.
     let err = keys
@@ -255,6 +272,44 @@ async fn a_revoked_actor_mints_nothing(db: &TestDb) {
 both_backends!(
     a_revoked_actor_mints_nothing_works,
     a_revoked_actor_mints_nothing
+);
+
+/// A key the store does not hold (verified by another store, or its row
+/// deleted behind the runtime's back) acts for nobody.
+async fn an_unknown_actor_mints_nothing(db: &TestDb) {
+    let (keys, _) = runtime(db);
+    let elsewhere = TestDb::new(scopekey_runtime::testing::Backend::Sqlite)
+        .await
+        .expect("sqlite");
+    let (other, _) = runtime(&elsewhere);
+    let stranger = key(&other, "admin", &["api_keys:write", "orders:*"]).await;
+    let p = other
+        .verify(stranger.plaintext.expose_secret())
+        .await
+        .unwrap();
+    let target = key(&keys, "target", &["orders:read"]).await;
+
+    let err = keys
+        .create(NewKey::new("minted", ["orders:read"]), Actor::Key(&p))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::ActorRevoked), "{err:?}");
+    let err = keys
+        .rotate(target.key.id, RotateOptions::default(), Actor::Key(&p))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::ActorRevoked), "{err:?}");
+    let listed = keys.list(&ListKeys::default()).await.unwrap().items;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        keys.get(target.key.id).await.unwrap().status,
+        Status::Active
+    );
+    elsewhere.cleanup().await;
+}
+both_backends!(
+    an_unknown_actor_mints_nothing_works,
+    an_unknown_actor_mints_nothing
 );
 
 async fn no_escalation(db: &TestDb) {
@@ -282,10 +337,30 @@ async fn no_escalation(db: &TestDb) {
         ..Default::default()
     };
     let err = keys
-        .rotate(ok.key.id, wider, Actor::Key(&p))
+        .rotate(ok.key.id, wider.clone(), Actor::Key(&p))
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Forbidden(_)));
+    // Beyond the parent, the actor holding it all: a bad value (400), not
+    // an escalation; also for the system.
+    assert!(
+        matches!(&err, Error::Invalid(m) if m.contains("orders:*")),
+        "{err:?}"
+    );
+    let err = keys
+        .rotate(ok.key.id, wider, Actor::System)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Invalid(_)), "{err:?}");
+    // Beyond the actor and the parent both: the escalation is judged first.
+    let beyond = RotateOptions {
+        scopes: Some(vec!["billing:read".into()]),
+        ..Default::default()
+    };
+    let err = keys
+        .rotate(ok.key.id, beyond, Actor::Key(&p))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Forbidden(m) if m.contains("billing:read")));
     let reader = key(&keys, "reader", &["orders:read"]).await;
     let rp = keys.verify(reader.plaintext.expose_secret()).await.unwrap();
     let err = keys

@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
+use scopekey_runtime::notify::config::MAX_SETTING;
 use scopekey_runtime::notify::outbox::key_event_data;
 use scopekey_runtime::notify::signature::Secret;
 use scopekey_runtime::notify::{
@@ -21,6 +22,7 @@ use scopekey_runtime::{
     Status, VerifyError, both_backends, event_type,
 };
 use serde_json::{Value, json};
+use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 use time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -859,8 +861,13 @@ async fn finished_deliveries_are_pruned(db: &TestDb) {
         .advance(Duration::days(10) - Duration::hours(1) - Duration::SECOND);
     assert_eq!(e.notifier.prune_deliveries().await.unwrap(), 0);
     assert_eq!(listed().await, before);
+    // Exactly ten days: still kept (only what finished before the cutoff
+    // goes).
+    e.clock.advance(Duration::SECOND);
+    assert_eq!(e.notifier.prune_deliveries().await.unwrap(), 0);
+    assert_eq!(listed().await, before);
     // Past it: only that one.
-    e.clock.advance(Duration::seconds(2));
+    e.clock.advance(Duration::SECOND);
     assert_eq!(e.notifier.prune_deliveries().await.unwrap(), 1);
     assert_eq!(listed().await, before[1..]);
     // A notifier without a retention keeps them.
@@ -876,10 +883,13 @@ async fn finished_deliveries_are_pruned(db: &TestDb) {
     e.clock.advance(Duration::days(365));
     assert_eq!(keeper.prune_deliveries().await.unwrap(), 0);
     assert_eq!(listed().await.len(), 3);
-    // A pass prunes the other two finished ones, after sending the pending
-    // one, which is kept: it has just finished.
+    // The pending one, enqueued a year ago, is kept however old; the other
+    // two finished ones go.
+    assert_eq!(e.notifier.prune_deliveries().await.unwrap(), 2);
+    assert_eq!(listed().await, [("pending", None)]);
+    // A pass sends it; just finished, it is kept.
     let pass = e.notifier.run_once().await.unwrap();
-    assert_eq!((pass.deliveries.delivered, pass.pruned), (1, 2), "{pass:?}");
+    assert_eq!((pass.deliveries.delivered, pass.pruned), (1, 0), "{pass:?}");
     let after = listed().await;
     assert_eq!(after, [("delivered", Some(e.clock.now()))]);
     // The audit log keeps every event.
@@ -920,6 +930,68 @@ async fn pruning_runs_in_batches(db: &TestDb) {
     assert!(left.is_empty(), "{} left", left.len());
 }
 both_backends!(pruning_runs_in_batches_works, pruning_runs_in_batches);
+
+/// A `key.expiring` event at `at`, about no key.
+fn expiring_event(at: time::OffsetDateTime) -> AuditEvent {
+    AuditEvent {
+        id: uuid::Uuid::now_v7(),
+        key_id: None,
+        kind: event_type::KEY_EXPIRING.into(),
+        actor_key_id: None,
+        at,
+        details: json!({}),
+    }
+}
+
+/// A pass whose delivery cannot be recorded (the database refuses to
+/// change any delivery's state) fails, and still deletes the finished
+/// deliveries past their retention.
+async fn pruning_runs_when_recording_a_delivery_fails(db: &TestDb) {
+    let e = env(db).await;
+    let outbox = e.notifier.outbox();
+    for _ in 0..3 {
+        outbox
+            .enqueue(&expiring_event(e.clock.now()), json!({}))
+            .await
+            .unwrap();
+    }
+    db.execute("UPDATE scopekey_deliveries SET state = 'delivered', finished_at = created_at")
+        .await;
+    db.execute(match db.backend() {
+        Backend::Sqlite => {
+            "CREATE TRIGGER no_outcomes BEFORE UPDATE OF state ON scopekey_deliveries \
+             BEGIN SELECT RAISE(ABORT, 'outcomes refused'); END;"
+        }
+        Backend::Postgres => {
+            "CREATE FUNCTION no_outcomes() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'outcomes refused'; END $$; \
+             CREATE TRIGGER no_outcomes BEFORE UPDATE OF state ON scopekey_deliveries \
+             FOR EACH ROW EXECUTE FUNCTION no_outcomes();"
+        }
+    })
+    .await;
+    e.clock.advance(Duration::days(31));
+    let k = key_expiring_in(&e.keys, "k", Duration::days(10)).await;
+    let error = e.notifier.run_once().await.unwrap_err();
+    let mut chain = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(s) = source {
+        chain = format!("{chain}: {s}");
+        source = s.source();
+    }
+    assert!(chain.contains("outcomes refused"), "{chain}");
+    assert_eq!(e.receiver.count(), 1, "the delivery was sent");
+    let left = outbox.deliveries(&DeliveryFilter::default()).await.unwrap();
+    assert_eq!(left.len(), 1, "the old finished ones are gone: {left:?}");
+    assert_eq!(
+        (left[0].key_id, left[0].state),
+        (Some(k), DeliveryState::Pending)
+    );
+}
+both_backends!(
+    pruning_runs_when_recording_a_delivery_fails_works,
+    pruning_runs_when_recording_a_delivery_fails
+);
 
 /// Migration 0006 erases the sealed payloads of deliveries that finished
 /// before it; a pending one, and plain payloads, are kept.
@@ -1369,11 +1441,253 @@ fn configuration_is_checked() {
         &|c| c.lease = Duration::seconds(15),
         "longer than the request timeout",
     );
+    refused(
+        &|c| c.interval = StdDuration::from_secs(3_651 * DAY as u64),
+        "at most 10 years",
+    );
     let mut edge = ok();
     edge.thresholds = vec![Duration::days(3650)];
     edge.initial_backoff = Duration::SECOND;
     edge.lease = Duration::seconds(16);
     assert!(edge.validate().is_ok());
+    // Ten years exactly is allowed.
+    let mut longest = ok();
+    longest.interval = StdDuration::try_from(MAX_SETTING).unwrap();
+    longest.delivery_retention = Some(MAX_SETTING);
+    assert_eq!(MAX_SETTING, Duration::days(3650));
+    longest.validate().unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// PostgreSQL: the outbox's writes run at READ COMMITTED, whatever the
+// default isolation of the connections they are given.
+
+/// Waits (at most 10 s) until another session of this database waits for a
+/// lock.
+async fn someone_waits_for_a_lock(conn: &mut PgConnection) {
+    let deadline = tokio::time::Instant::now() + StdDuration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing queued behind the lock"
+        );
+        tokio::time::sleep(StdDuration::from_millis(10)).await;
+    }
+}
+
+/// Runs `op` behind a transaction of the test's own that holds `table`
+/// locked and makes `change` in it, committed once `op` queues behind the
+/// lock: `op`'s statement began before the change was committed, and meets
+/// it.
+async fn behind_a_commit<T: Send + 'static>(
+    db: &TestDb,
+    table: &str,
+    change: &str,
+    op: impl Future<Output = T> + Send + 'static,
+) -> T {
+    let mut other = PgConnection::connect(&db.url).await.unwrap();
+    other
+        .execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+        .await
+        .unwrap();
+    other
+        .execute(AssertSqlSafe(format!(
+            "LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE"
+        )))
+        .await
+        .unwrap();
+    other
+        .execute(AssertSqlSafe(change.to_owned()))
+        .await
+        .unwrap();
+    let running = tokio::spawn(op);
+    let mut watcher = PgConnection::connect(&db.url).await.unwrap();
+    someone_waits_for_a_lock(&mut watcher).await;
+    other.execute("COMMIT").await.unwrap();
+    running.await.unwrap()
+}
+
+/// On a pool of the application's own whose connections default to a
+/// stricter isolation, the outbox still claims, prunes, registers and
+/// disables: meeting a row another sender changed since its statement
+/// began, each takes the change into account (two claimers take disjoint
+/// rows) instead of failing with a serialization error (40001). Notifiers
+/// pruning at once skip each other's rows instead of waiting for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_is_read_committed_whatever_the_default() {
+    for isolation in ["repeatable read", "serializable"] {
+        let Some(db) = TestDb::new(Backend::Postgres).await else {
+            return;
+        };
+        outbox_under(&db, isolation).await;
+        db.cleanup().await;
+    }
+}
+
+async fn outbox_under(db: &TestDb, isolation: &str) {
+    let name = db.url.rsplit('/').next().unwrap();
+    db.execute(&format!(
+        "ALTER DATABASE \"{name}\" SET default_transaction_isolation = '{isolation}'"
+    ))
+    .await;
+    // The outbox's own pool, of one connection whose statements are
+    // prepared before they race (a first use parses the statement in a
+    // transaction of its own): each then takes its snapshot before it
+    // queues for the lock, and a statement left to a stricter default would
+    // fail. The runtime has a pool of its own.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&db.url)
+        .await
+        .unwrap();
+    let default: String = sqlx::query_scalar("SHOW transaction_isolation")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(default, isolation);
+    let clock = ManualClock::starting_now();
+    let keys = ScopeKey::builder_arc(Arc::clone(&db.store))
+        .clock(clock.clone())
+        .build();
+    let receiver = Receiver::start().await;
+    let notifier = Notifier::new(
+        keys.clone(),
+        Outbox::postgres(pool.clone()),
+        config(&receiver),
+    )
+    .unwrap();
+    notifier.register().await.unwrap();
+    let outbox = notifier.outbox().clone();
+    notifier.deliver_due().await.unwrap();
+    notifier.prune_deliveries().await.unwrap();
+    let nowhere = "http://nowhere.invalid/";
+    assert!(
+        !outbox
+            .disable_endpoint(nowhere, "-", clock.now())
+            .await
+            .unwrap()
+    );
+    let enqueue = |n: usize| {
+        let outbox = outbox.clone();
+        let at = clock.now();
+        async move {
+            let mut ids = Vec::new();
+            for _ in 0..n {
+                outbox
+                    .enqueue(&expiring_event(at), json!({}))
+                    .await
+                    .unwrap();
+            }
+            for d in outbox.deliveries(&DeliveryFilter::default()).await.unwrap() {
+                ids.push(d.id);
+            }
+            ids.sort();
+            ids
+        }
+    };
+    let finish_all = "UPDATE scopekey_deliveries SET state = 'delivered', \
+                      finished_at = created_at, claimed_until = NULL, claim_token = NULL";
+
+    // Another sender claims the first of two due deliveries once this
+    // notifier's claim has begun: the notifier takes the other.
+    let ids = enqueue(2).await;
+    let lease = clock.now() + Duration::minutes(5);
+    let claim_first = format!(
+        "UPDATE scopekey_deliveries SET claimed_until = '{}', claim_token = '{}' \
+         WHERE id = '{}'",
+        lease
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap(),
+        uuid::Uuid::now_v7(),
+        ids[0]
+    );
+    let sending = notifier.clone();
+    let report = behind_a_commit(db, "scopekey_deliveries", &claim_first, async move {
+        sending.deliver_due().await
+    })
+    .await
+    .expect("no serialization failure");
+    assert_eq!(report.delivered, 1, "{report:?}");
+    assert_eq!(receiver.count(), 1);
+    assert_eq!(
+        receiver.requests()[0].header("webhook-id"),
+        ids[1].to_string()
+    );
+    let first = outbox.delivery(ids[0]).await.unwrap().unwrap();
+    assert_eq!(
+        (first.state, first.claimed_until),
+        (DeliveryState::Pending, Some(lease))
+    );
+
+    // Another notifier prunes the first of two old finished deliveries once
+    // this one's prune has begun: this one prunes the other.
+    db.execute(finish_all).await;
+    clock.advance(Duration::days(31));
+    let pruning = notifier.clone();
+    let delete_first = format!("DELETE FROM scopekey_deliveries WHERE id = '{}'", ids[0]);
+    let pruned = behind_a_commit(db, "scopekey_deliveries", &delete_first, async move {
+        pruning.prune_deliveries().await
+    })
+    .await
+    .expect("no serialization failure");
+    assert_eq!(pruned, 1);
+    assert!(enqueue(0).await.is_empty());
+
+    // A row another notifier is pruning (locked, not yet committed) is
+    // skipped, not waited for.
+    let ids = enqueue(3).await;
+    db.execute(finish_all).await;
+    clock.advance(Duration::days(31));
+    let mut other = PgConnection::connect(&db.url).await.unwrap();
+    other.execute("BEGIN").await.unwrap();
+    other
+        .execute(AssertSqlSafe(format!(
+            "DELETE FROM scopekey_deliveries WHERE id = '{}'",
+            ids[0]
+        )))
+        .await
+        .unwrap();
+    let pruned = tokio::time::timeout(StdDuration::from_secs(10), notifier.prune_deliveries())
+        .await
+        .expect("the locked row is skipped")
+        .unwrap();
+    assert_eq!(pruned, 2);
+    other.execute("ROLLBACK").await.unwrap();
+    assert_eq!(enqueue(0).await, ids[..1]);
+    assert_eq!(notifier.prune_deliveries().await.unwrap(), 1);
+
+    // A second notifier registers the endpoint, and an operator disables
+    // it, each after another change to its row was committed.
+    let touch = "UPDATE scopekey_webhook_endpoints SET paused_until = NULL";
+    let again = Notifier::new(
+        keys.clone(),
+        Outbox::postgres(pool.clone()),
+        config(&receiver),
+    )
+    .unwrap();
+    behind_a_commit(db, "scopekey_webhook_endpoints", touch, async move {
+        again.register().await
+    })
+    .await
+    .expect("no serialization failure");
+    let (disabling, url, now) = (outbox.clone(), receiver.url.clone(), clock.now());
+    let disabled = behind_a_commit(db, "scopekey_webhook_endpoints", touch, async move {
+        disabling.disable_endpoint(&url, "retired", now).await
+    })
+    .await
+    .expect("no serialization failure");
+    assert!(disabled);
+    pool.close().await;
 }
 
 // ---------------------------------------------------------------------------
@@ -1699,6 +2013,206 @@ async fn no_secret_no_rotation(db: &TestDb) {
     assert_eq!(holder.count(), 1);
 }
 both_backends!(no_secret_no_rotation_works, no_secret_no_rotation);
+
+/// A key's own rotation webhook that is disabled gives up its pending
+/// deliveries, so no sealed successor waits in the outbox for it: at once
+/// when it answers 410 Gone or an operator disables it, and at the next
+/// pass for one that was disabled behind the notifier's back (once its
+/// lease, if any, has run out). Each is failed, its payload erased and
+/// `webhook.failed` audited. A configured endpoint keeps its queue while
+/// disabled, and it resumes when the endpoint is enabled again.
+async fn disabled_key_webhooks_give_up_their_deliveries(db: &TestDb) {
+    let clock = ManualClock::starting_now();
+    let operator = Receiver::start().await;
+    let holder = Receiver::start().await;
+    let keys = auto_runtime(Arc::clone(&db.store), &clock);
+    let notifier = Notifier::new(
+        keys.clone(),
+        Outbox::connect(&db.url).await.unwrap(),
+        NotifierConfig {
+            batch_size: 1,
+            ..config(&operator)
+        },
+    )
+    .unwrap();
+    notifier.register().await.unwrap();
+    let outbox = notifier.outbox();
+    // Three holders' URLs on one receiver: `gone` will answer 410,
+    // `retired` is disabled by the operator, `behind` in the database.
+    let (gone, retired, behind) = (
+        holder.url.clone(),
+        format!("{}/retired", holder.url),
+        format!("{}/behind", holder.url),
+    );
+    for (name, url) in [
+        ("one", &gone),
+        ("two", &gone),
+        ("three", &retired),
+        ("four", &behind),
+    ] {
+        keys.create(auto_rotating(name, url), Actor::System)
+            .await
+            .unwrap();
+    }
+    outbox
+        .enqueue(&expiring_event(clock.now()), json!({}))
+        .await
+        .unwrap();
+    clock.advance(Duration::days(29) + Duration::hours(1));
+    assert_eq!(notifier.rotate_due().await.unwrap(), 4);
+    let rotated = || async {
+        outbox
+            .deliveries(&DeliveryFilter {
+                event_type: Some(event_type::KEY_ROTATED.into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    };
+    let endpoint_of = |url: &str| {
+        let url = url.to_owned();
+        async move {
+            outbox
+                .endpoints()
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|e| e.url == url)
+                .unwrap()
+                .id
+        }
+    };
+    let (gone_id, retired_id, behind_id) = (
+        endpoint_of(&gone).await,
+        endpoint_of(&retired).await,
+        endpoint_of(&behind).await,
+    );
+    let given_up = |d: &scopekey_runtime::notify::Delivery, at| {
+        assert_eq!(
+            (d.state, d.payload.as_str(), d.finished_at, d.attempts),
+            (DeliveryState::Failed, "", Some(at), 0),
+            "{d:?}"
+        );
+        assert!(
+            d.last_error
+                .as_deref()
+                .unwrap()
+                .contains("endpoint was disabled"),
+            "{d:?}"
+        );
+    };
+    /// Its `webhook.failed` event, on its successor's log.
+    async fn audited(keys: &ScopeKey, d: &scopekey_runtime::notify::Delivery, origin: &str) {
+        let failed = events_of(keys, d.key_id.unwrap(), webhook_event::WEBHOOK_FAILED).await;
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        let details = &failed[0].details;
+        assert_eq!(details["delivery_id"], d.id.to_string());
+        assert_eq!(details["endpoint_id"], d.endpoint_id.to_string());
+        assert_eq!(details["event_type"], "key.rotated");
+        assert_eq!(details["attempts"], d.attempts);
+        assert_eq!(details["url"], origin);
+        let error = details["error"].as_str().unwrap();
+        assert!(error.contains("endpoint was disabled"), "{details}");
+    }
+    let origin = gone.trim_end_matches("/hooks/scopekey").to_owned();
+
+    // An operator disables a holder's endpoint: its delivery is given up
+    // in the same call.
+    let now = clock.now();
+    assert!(
+        outbox
+            .disable_endpoint(&retired, "retired", now)
+            .await
+            .unwrap()
+    );
+    let d = rotated()
+        .await
+        .into_iter()
+        .find(|d| d.endpoint_id == retired_id)
+        .unwrap();
+    given_up(&d, now);
+    audited(&keys, &d, &origin).await;
+    // A configured endpoint disabled keeps its delivery, pending.
+    assert!(
+        outbox
+            .disable_endpoint(&operator.url, "maintenance", now)
+            .await
+            .unwrap()
+    );
+    let waiting = outbox
+        .deliveries(&DeliveryFilter {
+            event_type: Some(event_type::KEY_EXPIRING.into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(waiting[0].state, DeliveryState::Pending);
+    assert!(waiting[0].payload.starts_with('{'));
+    // `behind` is disabled in the database, its delivery leased for a day.
+    let lease = match db.backend() {
+        Backend::Sqlite => "next_attempt_at + 86400000000",
+        Backend::Postgres => "next_attempt_at + interval '1 day'",
+    };
+    db.execute(&format!(
+        "UPDATE scopekey_webhook_endpoints SET disabled_at = created_at, \
+             disabled_reason = 'gone' WHERE id = '{behind_id}';
+         UPDATE scopekey_deliveries SET claimed_until = {lease} \
+             WHERE endpoint_id = '{behind_id}';"
+    ))
+    .await;
+
+    // One of `gone`'s two deliveries is claimed (a batch of one) and
+    // answered 410: the other is given up with it, never sent.
+    clock.advance(Duration::seconds(1));
+    holder.script([Reply::Status(410)]);
+    let report = notifier.deliver_due().await.unwrap();
+    assert_eq!((report.failed, report.delivered), (1, 0), "{report:?}");
+    assert_eq!(holder.count(), 1);
+    let to_gone: Vec<_> = rotated()
+        .await
+        .into_iter()
+        .filter(|d| d.endpoint_id == gone_id)
+        .collect();
+    assert_eq!(to_gone.len(), 2);
+    let (sent, unsent): (Vec<_>, Vec<_>) = to_gone.into_iter().partition(|d| d.attempts == 1);
+    assert_eq!((sent.len(), unsent.len()), (1, 1));
+    assert_eq!(
+        holder.requests()[0].header("webhook-id"),
+        sent[0].id.to_string()
+    );
+    assert_eq!(sent[0].last_status, Some(410));
+    given_up(&unsent[0], clock.now());
+    audited(&keys, &unsent[0], &origin).await;
+
+    // The delivery disabled behind the notifier's back waits for its
+    // lease, then a pass gives it up.
+    let behind_now = || async {
+        rotated()
+            .await
+            .into_iter()
+            .find(|d| d.endpoint_id == behind_id)
+            .unwrap()
+    };
+    notifier.run_once().await.unwrap();
+    assert_eq!(behind_now().await.state, DeliveryState::Pending);
+    clock.advance(Duration::days(2));
+    notifier.run_once().await.unwrap();
+    let d = behind_now().await;
+    given_up(&d, clock.now());
+    audited(&keys, &d, &origin).await;
+    assert_eq!(holder.count(), 1);
+
+    // The configured endpoint, enabled again, gets its delivery.
+    assert_eq!(operator.count(), 0);
+    assert!(outbox.enable_endpoint(&operator.url).await.unwrap());
+    assert_eq!(notifier.deliver_due().await.unwrap().delivered, 1);
+    assert_eq!(operator.count(), 1);
+}
+both_backends!(
+    disabled_key_webhooks_give_up_their_deliveries_works,
+    disabled_key_webhooks_give_up_their_deliveries
+);
 
 /// Keys the notifier cannot rotate, then one it can, all due in a day:
 /// `stuck` keys whose webhook secrets another service sealed (with its own

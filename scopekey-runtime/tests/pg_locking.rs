@@ -93,24 +93,19 @@ async fn transactions_are_read_committed_whatever_the_default() {
         "ALTER DATABASE \"{name}\" SET default_transaction_isolation = 'serializable'"
     ))
     .await;
-    // New connections take the database's default.
-    let store = scopekey_runtime::open(&db.url).await.unwrap();
-    let mut watcher = PgConnection::connect(&db.url).await.unwrap();
-    let default: String = sqlx::query_scalar("SHOW default_transaction_isolation")
-        .fetch_one(&mut watcher)
-        .await
-        .unwrap();
-    assert_eq!(default, "serializable");
-    // The store's connections run single statements (the outbox's claims)
-    // at READ COMMITTED too.
+    // New connections take the database's default, the store's own too:
+    // it sends no startup parameter (a pooler would refuse it), so each of
+    // its transactions asks for READ COMMITTED itself.
     let pg = scopekey_runtime::store::postgres::PgStore::connect(&db.url)
         .await
         .unwrap();
-    let level: String = sqlx::query_scalar("SHOW transaction_isolation")
+    let mut watcher = PgConnection::connect(&db.url).await.unwrap();
+    let default: String = sqlx::query_scalar("SHOW transaction_isolation")
         .fetch_one(pg.pool())
         .await
         .unwrap();
-    assert_eq!(level, "read committed");
+    assert_eq!(default, "serializable");
+    let store: Arc<dyn scopekey_runtime::store::Store> = Arc::new(pg);
     let keys = ScopeKey::builder_arc(store).build();
     let k = keys
         .create(NewKey::new("k", ["a:b"]), Actor::System)
@@ -142,18 +137,18 @@ async fn transactions_are_read_committed_whatever_the_default() {
 async fn a_rotation_and_a_last_use_flush_cannot_deadlock() {
     let Some(db) = pg().await else { return };
     let keys = ScopeKey::builder_arc(Arc::clone(&db.store)).build();
-    let older = keys
-        .create(NewKey::new("older", ["a:b"]), Actor::System)
-        .await
-        .unwrap();
-    let admin = keys
-        .create(
-            NewKey::new("admin", ["api_keys:write", "a:b"]),
-            Actor::System,
-        )
-        .await
-        .unwrap();
-    assert!(older.key.id < admin.key.id, "ids are time-ordered");
+    // Two keys made in one millisecond may have their ids in either order:
+    // the one with the lower id is rotated, by the other.
+    let mut made = Vec::new();
+    for name in ["one", "two"] {
+        made.push(
+            keys.create(NewKey::new(name, ["api_keys:write", "a:b"]), Actor::System)
+                .await
+                .unwrap(),
+        );
+    }
+    made.sort_by_key(|k| k.key.id);
+    let [older, admin] = <[_; 2]>::try_from(made).ok().unwrap();
     let p = keys.verify(admin.plaintext.expose_secret()).await.unwrap();
 
     // A flush's order: the older row first.

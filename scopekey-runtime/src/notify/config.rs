@@ -38,7 +38,8 @@ pub struct EndpointConfig {
     pub secrets: Vec<Secret>,
     /// The event types delivered to this endpoint (default:
     /// [`DEFAULT_EVENTS`], `key.expiring` and `key.compromised`). See
-    /// [`DELIVERABLE_EVENTS`].
+    /// [`DELIVERABLE_EVENTS`]. At least one: an endpoint that would receive
+    /// nothing, not even `key.compromised`, is refused.
     pub events: Vec<String>,
 }
 
@@ -53,7 +54,8 @@ impl EndpointConfig {
         }
     }
 
-    /// Delivers these event types instead.
+    /// Delivers these event types instead (at least one: validation
+    /// refuses an empty list).
     pub fn events<I, S>(mut self, events: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -158,7 +160,8 @@ pub mod env {
     pub const INTERVAL_SECONDS: &str = "SCOPEKEY_NOTIFIER_INTERVAL_SECONDS";
     /// Event types to deliver, comma-separated, or `all` (default
     /// [`DEFAULT_EVENTS`](super::DEFAULT_EVENTS): `key.expiring` and
-    /// `key.compromised`).
+    /// `key.compromised`). A value that names none (`,`) is refused: unset
+    /// it for the default.
     pub const WEBHOOK_EVENTS: &str = "SCOPEKEY_WEBHOOK_EVENTS";
     /// Notice thresholds, comma-separated durations such as `14d,1d`.
     pub const NOTICE_THRESHOLDS: &str = "SCOPEKEY_NOTICE_THRESHOLDS";
@@ -240,6 +243,13 @@ impl NotifierConfig {
                 } else {
                     endpoint.events(events.split(',').map(str::trim).filter(|e| !e.is_empty()))
                 };
+                if endpoint.events.is_empty() {
+                    return Err(NotifyError::Config(format!(
+                        "{} names no event type; unset it for the default ({}), or set `all`",
+                        env::WEBHOOK_EVENTS,
+                        DEFAULT_EVENTS.join(", ")
+                    )));
+                }
             }
             config.endpoints.push(endpoint);
         }
@@ -312,6 +322,14 @@ impl NotifierConfig {
             }
             if ep.secrets.is_empty() {
                 return bad(format!("webhook URL `{}` has no signing secret", ep.url));
+            }
+            if ep.events.is_empty() {
+                return bad(format!(
+                    "webhook URL `{}` has no event types: it would receive nothing, not even \
+                     key.compromised (EndpointConfig::new gives {})",
+                    ep.url,
+                    DEFAULT_EVENTS.join(", ")
+                ));
             }
             for e in &ep.events {
                 if !DELIVERABLE_EVENTS.contains(&e.as_str()) {
@@ -403,6 +421,36 @@ mod tests {
             EndpointConfig::new("http://127.0.0.1:9/", SECRET_FOR_TESTS.parse().unwrap()).events,
             plain.endpoints[0].events
         );
+    }
+
+    /// An event list that names nothing is refused, read from the
+    /// environment or set in code: the endpoint would receive nothing.
+    #[test]
+    fn an_empty_event_list_is_refused() {
+        for events in [",", " , ,"] {
+            let vars = HashMap::from([
+                (env::WEBHOOK_URL, "http://127.0.0.1:9/hook"),
+                (env::WEBHOOK_SECRET, SECRET_FOR_TESTS),
+                (env::WEBHOOK_EVENTS, events),
+            ]);
+            let error = NotifierConfig::from_lookup(|n| vars.get(n).map(|v| v.to_string()))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("SCOPEKEY_WEBHOOK_EVENTS names no event type"),
+                "{events:?}: {error}"
+            );
+        }
+        let endpoint =
+            EndpointConfig::new("http://127.0.0.1:9/", SECRET_FOR_TESTS.parse().unwrap())
+                .events(Vec::<String>::new());
+        let config = NotifierConfig {
+            endpoints: vec![endpoint],
+            ..NotifierConfig::default()
+        };
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("has no event types"), "{error}");
+        assert!(error.contains("key.compromised"), "{error}");
     }
 
     const SECRET_FOR_TESTS: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";

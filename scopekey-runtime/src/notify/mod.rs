@@ -53,7 +53,7 @@
 //! (30 days by default), then a pass deletes it; the audit log keeps the
 //! event, and `webhook.failed` for a delivery given up. A successor's
 //! sealed plaintext (below) is erased from its delivery as soon as it
-//! finishes.
+//! finishes, or its endpoint is disabled (below).
 //!
 //! **Claims and leases.** A sender claims due rows by stamping them with a
 //! lease (`claimed_until = now + lease`) and a claim token: on PostgreSQL
@@ -80,6 +80,20 @@
 //! and port only (`https://hooks.example.com`): receivers often take a token
 //! in the path or query, and the audit log is open to any key with
 //! `api_keys:read`. Delivery errors kept in the outbox name no URL.
+//!
+//! **Disabled endpoints.** A configured endpoint that is disabled (a 410, or
+//! [`Outbox::disable_endpoint`]) keeps its pending deliveries, which hold
+//! no secret: they are sent once it is enabled again, and are not pruned
+//! meanwhile (they have not finished). A key's own rotation webhook does
+//! not: its pending deliveries are sealed plaintexts of live successors,
+//! waiting for a holder that may never come back. Disabling it gives up its
+//! pending deliveries in the same transaction, as if their attempts ran
+//! out: failed, the sealed payload erased, each audited as `webhook.failed`
+//! on its key's log. A delivery a sender holds a lease on is left to that
+//! sender; each pass gives up whatever is left (a successor enqueued by a
+//! rotation that checked the endpoint just before it was disabled).
+//! Enabling it again lets its keys rotate again; the successors given up
+//! are never sent.
 //!
 //! **Signatures** follow Standard Webhooks: see [`signature`].
 //!
@@ -168,7 +182,7 @@ use crate::lifecycle::{Actor, RotateOptions, ScopeKey};
 use crate::model::{AuditEvent, KeyRecord};
 use crate::store::OutboxDelivery;
 use deliver::Outcome;
-use outbox::{Claimed, Completion, NewNotice, NoticeKind, key_event_data, uuid_at};
+use outbox::{Claimed, Completion, GivenUp, NewNotice, NoticeKind, key_event_data, uuid_at};
 use signature::Secret;
 
 /// Audit event types written by the notifier (besides `key.expiring` and
@@ -370,16 +384,18 @@ impl Notifier {
     }
 
     /// One pass: rotates the keys due an automatic rotation, records due
-    /// notices (and `key.expired` events), delivers what is due, then
+    /// notices (and `key.expired` events), delivers what is due, gives up
+    /// what is still pending to disabled key rotation webhooks, then
     /// deletes finished deliveries past their retention.
     pub async fn run_once(&self) -> Result<PassReport, NotifyError> {
         self.register().await?;
         let rotated = self.rotate_due().await?;
         let (notices, expired) = self.record_notices().await?;
-        // Pruning runs even when recording a delivery failed.
+        // Housekeeping runs even when recording a delivery failed.
         let deliveries = self.deliver_due().await;
+        let given_up = self.give_up_disabled().await;
         let pruned = self.prune_deliveries().await;
-        let (deliveries, pruned) = (deliveries?, pruned?);
+        let (deliveries, _, pruned) = (deliveries?, given_up?, pruned?);
         Ok(PassReport {
             rotated,
             notices,
@@ -387,6 +403,36 @@ impl Notifier {
             deliveries,
             pruned,
         })
+    }
+
+    /// Gives up the deliveries still pending to a key's own rotation
+    /// webhook that is disabled, a batch of 1,000 at a time (at most 100 a
+    /// pass). Disabling such an endpoint gives up its deliveries at once;
+    /// this catches a successor enqueued by a rotation that checked the
+    /// endpoint just before another instance disabled it. How many.
+    async fn give_up_disabled(&self) -> Result<usize, NotifyError> {
+        const BATCH: u32 = 1_000;
+        let mut given_up = 0;
+        for _ in 0..MAX_ROUNDS {
+            let now = self.inner.keys.now();
+            let n = self
+                .inner
+                .outbox
+                .backend
+                .give_up_disabled(now, BATCH)
+                .await?;
+            given_up += usize::try_from(n).unwrap_or(usize::MAX);
+            if n < u64::from(BATCH) {
+                break;
+            }
+        }
+        if given_up > 0 {
+            tracing::warn!(
+                given_up,
+                "gave up deliveries to disabled key rotation webhooks"
+            );
+        }
+        Ok(given_up)
     }
 
     /// Deletes the deliveries that finished (delivered or failed) longer
@@ -880,23 +926,17 @@ impl Notifier {
         status: Option<u16>,
         error: &str,
     ) -> Box<AuditEvent> {
-        Box::new(AuditEvent {
-            id: uuid_at(at),
+        let given_up = GivenUp {
+            id: c.id,
+            endpoint_id: c.endpoint_id,
+            url,
+            event_id: c.event_id,
+            event_type: &c.event_type,
             key_id: c.key_id,
-            kind: event_type::WEBHOOK_FAILED.to_owned(),
-            actor_key_id: None,
-            at,
-            details: json!({
-                "delivery_id": c.id,
-                "event_id": c.event_id,
-                "event_type": c.event_type,
-                "url": deliver::shown_url(url),
-                "endpoint_id": c.endpoint_id,
-                "attempts": attempts,
-                "last_status": status,
-                "error": error,
-            }),
-        })
+            attempts,
+            last_status: status,
+        };
+        Box::new(given_up.event(at, error))
     }
 
     /// Starts the background task: a pass every `interval` (the first at

@@ -208,6 +208,49 @@ pub(crate) enum Completion {
     },
 }
 
+/// The last error of a delivery given up without another attempt because
+/// its key-delivery endpoint was disabled.
+pub(crate) const ENDPOINT_DISABLED: &str =
+    "given up without another attempt: the endpoint was disabled";
+
+/// A delivery given up, as its `webhook.failed` audit event describes it.
+#[derive(Debug, Clone)]
+pub(crate) struct GivenUp<'a> {
+    pub id: Uuid,
+    pub endpoint_id: Uuid,
+    /// The endpoint's URL; the event shows its scheme, host and port only.
+    pub url: &'a str,
+    pub event_id: Uuid,
+    pub event_type: &'a str,
+    pub key_id: Option<KeyId>,
+    /// Attempts made.
+    pub attempts: u32,
+    pub last_status: Option<u16>,
+}
+
+impl GivenUp<'_> {
+    /// Its `webhook.failed` event, on the log of the key it is about.
+    pub(crate) fn event(&self, at: OffsetDateTime, error: &str) -> AuditEvent {
+        AuditEvent {
+            id: uuid_at(at),
+            key_id: self.key_id,
+            kind: super::event_type::WEBHOOK_FAILED.to_owned(),
+            actor_key_id: None,
+            at,
+            details: serde_json::json!({
+                "delivery_id": self.id,
+                "event_id": self.event_id,
+                "event_type": self.event_type,
+                "url": super::deliver::shown_url(self.url),
+                "endpoint_id": self.endpoint_id,
+                "attempts": self.attempts,
+                "last_status": self.last_status,
+                "error": error,
+            }),
+        }
+    }
+}
+
 /// A key due an automatic rotation: its id, rotation webhook and expiry.
 #[derive(Debug, Clone)]
 pub(crate) struct DueRotation {
@@ -282,6 +325,9 @@ pub(crate) trait Backend: Send + Sync + 'static {
     ) -> Result<Vec<DueRotation>, StoreError>;
 
     /// Enables (`disable = None`) or disables an endpoint; whether it changed.
+    /// Disabling a key-delivery endpoint also gives up its pending
+    /// deliveries in the same transaction, as
+    /// [`give_up_disabled`](Self::give_up_disabled) does.
     async fn set_endpoint_disabled(
         &self,
         url: &str,
@@ -331,13 +377,26 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     /// Stores an attempt's outcome, if the claim still holds (except for a
     /// success). Whether anything changed. A delivery that finishes
-    /// (delivered or failed) loses a sealed payload (`erase_sealed!`).
+    /// (delivered or failed) loses a sealed payload (`erase_sealed!`). A
+    /// 410 that disables a key-delivery endpoint also gives up its other
+    /// pending deliveries, as [`give_up_disabled`](Self::give_up_disabled)
+    /// does.
     async fn complete(
         &self,
         claimed: &Claimed,
         token: Uuid,
         outcome: &Completion,
     ) -> Result<bool, StoreError>;
+
+    /// Gives up the pending deliveries (at most `limit`) to disabled
+    /// key-delivery endpoints, except those a sender holds a lease on at
+    /// `at` (their sender records them): each is marked failed at `at` with
+    /// [`ENDPOINT_DISABLED`] as its error, loses its sealed payload
+    /// (`erase_sealed!`) and gets its `webhook.failed` event, in one
+    /// transaction. Disabling an endpoint does this for its own deliveries;
+    /// this catches the ones left (a successor enqueued by a rotation that
+    /// raced the disabling). How many.
+    async fn give_up_disabled(&self, at: OffsetDateTime, limit: u32) -> Result<u64, StoreError>;
 
     /// Deletes up to `limit` finished deliveries (delivered or failed) that
     /// finished before `before`; how many.
@@ -421,13 +480,18 @@ impl Outbox {
     }
 
     /// Enables an endpoint again (after a 410, once its owner fixed it).
-    /// Deliveries that were pending resume. Whether it was disabled.
+    /// Deliveries that were pending resume (a configured endpoint's: a key's
+    /// own rotation webhook had its given up when it was disabled). Whether
+    /// it was disabled.
     pub async fn enable_endpoint(&self, url: &str) -> Result<bool, StoreError> {
         self.backend.set_endpoint_disabled(url, None).await
     }
 
     /// Disables an endpoint: nothing is enqueued for it or sent to it until
-    /// it is enabled again. Whether it was enabled.
+    /// it is enabled again. A configured endpoint's pending deliveries wait
+    /// for that; a key's own rotation webhook has its pending deliveries
+    /// given up at once (failed, their sealed successors erased, each
+    /// audited as `webhook.failed`). Whether it was enabled.
     pub async fn disable_endpoint(
         &self,
         url: &str,

@@ -1,6 +1,11 @@
 //! The outbox on PostgreSQL. A claim selects due rows `FOR UPDATE SKIP
 //! LOCKED`, so concurrent senders split the work instead of queueing on each
-//! other's rows, and stamps them with a lease in the same statement.
+//! other's rows, and stamps them with a lease in the same statement; pruning
+//! picks its batch the same way. Every write runs in a transaction that asks
+//! for READ COMMITTED itself (`store::postgres::begin`), whatever the
+//! connections' default: under REPEATABLE READ or SERIALIZABLE, a claim that
+//! meets a row another sender changed since its snapshot would fail with a
+//! serialization error instead of skipping it.
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -12,12 +17,13 @@ use uuid::Uuid;
 
 use super::outbox::{
     Backend, Claimed, Completion, Delivery, DeliveryFilter, DeliveryState, DuePosition,
-    DueRotation, Endpoint, NewNotice, Notice, NoticeKind, body, erase_sealed, key_event_data,
-    subscribed, uuid_at,
+    DueRotation, ENDPOINT_DISABLED, Endpoint, GivenUp, NewNotice, Notice, NoticeKind, body,
+    erase_sealed, key_event_data, subscribed, uuid_at,
 };
 use crate::error::StoreError;
 use crate::key::KeyId;
 use crate::model::{AuditEvent, KeyRecord};
+use crate::store::postgres::begin;
 
 /// The outbox in a PostgreSQL database.
 #[derive(Debug, Clone)]
@@ -87,6 +93,57 @@ async fn insert_event(conn: &mut PgConnection, e: &AuditEvent) -> Result<(), Sto
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Gives up the pending deliveries to disabled key-delivery endpoints (to
+/// `endpoint` alone, if given), at most `limit`, inside the caller's
+/// transaction: see [`Backend::give_up_disabled`]. Rows another
+/// transaction holds are skipped, not waited for (two senders disabling one
+/// endpoint at once would otherwise deadlock); a later pass takes them.
+async fn give_up_disabled(
+    conn: &mut PgConnection,
+    endpoint: Option<Uuid>,
+    at: OffsetDateTime,
+    limit: i64,
+) -> Result<u64, StoreError> {
+    let rows = sqlx::query(concat!(
+        "UPDATE scopekey_deliveries SET state = 'failed', ",
+        erase_sealed!(),
+        ", finished_at = $1, last_error = $2, claimed_until = NULL, claim_token = NULL \
+         WHERE state = 'pending' AND id IN (SELECT d.id FROM scopekey_deliveries d \
+             JOIN scopekey_webhook_endpoints e ON e.id = d.endpoint_id \
+             WHERE d.state = 'pending' AND e.key_delivery AND e.disabled_at IS NOT NULL \
+             AND (d.claimed_until IS NULL OR d.claimed_until <= $1) \
+             AND ($3::uuid IS NULL OR d.endpoint_id = $3) \
+             ORDER BY d.id LIMIT $4 \
+             FOR UPDATE OF d SKIP LOCKED) \
+         RETURNING id, endpoint_id, event_id, event_type, key_id, attempts, last_status, \
+             (SELECT e.url FROM scopekey_webhook_endpoints e \
+              WHERE e.id = scopekey_deliveries.endpoint_id) AS url"
+    ))
+    .bind(at)
+    .bind(ENDPOINT_DISABLED)
+    .bind(endpoint)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    for r in &rows {
+        let status: Option<i32> = r.try_get("last_status")?;
+        let url: String = r.try_get("url")?;
+        let event_type: String = r.try_get("event_type")?;
+        let given_up = GivenUp {
+            id: r.try_get("id")?,
+            endpoint_id: r.try_get("endpoint_id")?,
+            url: &url,
+            event_id: r.try_get("event_id")?,
+            event_type: &event_type,
+            key_id: r.try_get::<Option<Uuid>, _>("key_id")?.map(KeyId),
+            attempts: u32::try_from(r.try_get::<i32, _>("attempts")?).unwrap_or(u32::MAX),
+            last_status: status.and_then(|s| u16::try_from(s).ok()),
+        };
+        insert_event(conn, &given_up.event(at, ENDPOINT_DISABLED)).await?;
+    }
+    Ok(rows.len() as u64)
 }
 
 /// Enqueues a delivery of `event` to every enabled endpoint subscribed to
@@ -183,13 +240,15 @@ impl Backend for PgOutbox {
              ON CONFLICT (url) DO UPDATE SET event_types = excluded.event_types, key_delivery = false \
              RETURNING {ENDPOINT_COLUMNS}"
         );
+        let mut tx = begin(&self.pool).await?;
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(new_id)
             .bind(url)
             .bind(Json(events))
             .bind(now)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *tx)
             .await?;
+        tx.commit().await?;
         endpoint(&row)
     }
 
@@ -210,6 +269,7 @@ impl Backend for PgOutbox {
         new_id: Uuid,
     ) -> Result<(Uuid, bool), StoreError> {
         // The no-op update makes RETURNING give the existing row.
+        let mut tx = begin(&self.pool).await?;
         let row = sqlx::query(
             "INSERT INTO scopekey_webhook_endpoints (id, url, event_types, created_at, key_delivery) \
              VALUES ($1, $2, '[]'::jsonb, $3, true) \
@@ -219,8 +279,9 @@ impl Backend for PgOutbox {
         .bind(new_id)
         .bind(url)
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok((row.try_get("id")?, row.try_get("disabled")?))
     }
 
@@ -280,29 +341,38 @@ impl Backend for PgOutbox {
         url: &str,
         disable: Option<(OffsetDateTime, &str)>,
     ) -> Result<bool, StoreError> {
-        let done =
-            match disable {
-                Some((at, reason)) => sqlx::query(
+        let mut tx = begin(&self.pool).await?;
+        let changed = match disable {
+            Some((at, reason)) => {
+                let disabled: Option<Uuid> = sqlx::query_scalar(
                     "UPDATE scopekey_webhook_endpoints SET disabled_at = $1, disabled_reason = $2 \
-                     WHERE url = $3 AND disabled_at IS NULL",
+                     WHERE url = $3 AND disabled_at IS NULL RETURNING id",
                 )
                 .bind(at)
                 .bind(reason)
                 .bind(url)
-                .execute(&self.pool)
-                .await?,
-                None => {
-                    sqlx::query(
-                        "UPDATE scopekey_webhook_endpoints SET disabled_at = NULL, \
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(id) = disabled {
+                    give_up_disabled(&mut tx, Some(id), at, i64::MAX).await?;
+                }
+                disabled.is_some()
+            }
+            None => {
+                sqlx::query(
+                    "UPDATE scopekey_webhook_endpoints SET disabled_at = NULL, \
                      disabled_reason = NULL, paused_until = NULL \
                      WHERE url = $1 AND disabled_at IS NOT NULL",
-                    )
-                    .bind(url)
-                    .execute(&self.pool)
-                    .await?
-                }
-            };
-        Ok(done.rows_affected() > 0)
+                )
+                .bind(url)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    > 0
+            }
+        };
+        tx.commit().await?;
+        Ok(changed)
     }
 
     async fn expiring_keys(
@@ -366,7 +436,7 @@ impl Backend for PgOutbox {
              (SELECT 1 FROM scopekey_keys k WHERE k.id = $1 AND {live}) \
              ON CONFLICT (key_id, threshold_seconds) DO NOTHING"
         );
-        let mut tx = crate::store::postgres::begin(&self.pool).await?;
+        let mut tx = begin(&self.pool).await?;
         let done = sqlx::query(AssertSqlSafe(sql))
             .bind(n.key_id.0)
             .bind(n.threshold_seconds)
@@ -386,7 +456,7 @@ impl Backend for PgOutbox {
     }
 
     async fn enqueue(&self, event: &AuditEvent, data: &Value) -> Result<usize, StoreError> {
-        let mut tx = crate::store::postgres::begin(&self.pool).await?;
+        let mut tx = begin(&self.pool).await?;
         insert_event(&mut tx, event).await?;
         let n = enqueue(&mut tx, event, data).await?;
         tx.commit().await?;
@@ -407,6 +477,7 @@ impl Backend for PgOutbox {
         }
         // The endpoint join is a filter only: lock the delivery rows alone
         // (`FOR UPDATE OF d`), never the shared endpoint row.
+        let mut tx = begin(&self.pool).await?;
         let rows = sqlx::query(
             "UPDATE scopekey_deliveries SET claimed_until = $1, claim_token = $2 \
              WHERE id IN (SELECT d.id FROM scopekey_deliveries d \
@@ -427,8 +498,9 @@ impl Backend for PgOutbox {
         .bind(endpoints)
         .bind(i64::from(limit))
         .bind(key_deliveries)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         rows.iter()
             .map(|r| {
                 Ok(Claimed {
@@ -451,7 +523,7 @@ impl Backend for PgOutbox {
         token: Uuid,
         outcome: &Completion,
     ) -> Result<bool, StoreError> {
-        let mut tx = crate::store::postgres::begin(&self.pool).await?;
+        let mut tx = begin(&self.pool).await?;
         let changed =
             match outcome {
                 Completion::Delivered { at, status } => sqlx::query(concat!(
@@ -545,6 +617,8 @@ impl Backend for PgOutbox {
                                 > 0;
                             if disabled {
                                 insert_event(&mut tx, event).await?;
+                                give_up_disabled(&mut tx, Some(claimed.endpoint_id), *at, i64::MAX)
+                                    .await?;
                             }
                         }
                     }
@@ -555,15 +629,26 @@ impl Backend for PgOutbox {
         Ok(changed)
     }
 
+    async fn give_up_disabled(&self, at: OffsetDateTime, limit: u32) -> Result<u64, StoreError> {
+        let mut tx = begin(&self.pool).await?;
+        let n = give_up_disabled(&mut tx, None, at, i64::from(limit)).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
     async fn prune(&self, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError> {
+        // Notifiers pruning at once split the batches instead of waiting for
+        // each other's rows.
+        let mut tx = begin(&self.pool).await?;
         let done = sqlx::query(
             "DELETE FROM scopekey_deliveries WHERE id IN (SELECT id FROM scopekey_deliveries \
-             WHERE state <> 'pending' AND finished_at < $1 LIMIT $2)",
+             WHERE state <> 'pending' AND finished_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
         )
         .bind(before)
         .bind(i64::from(limit))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(done.rows_affected())
     }
 

@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use super::outbox::{
     Backend, Claimed, Completion, Delivery, DeliveryFilter, DeliveryState, DuePosition,
-    DueRotation, Endpoint, NewNotice, Notice, NoticeKind, body, erase_sealed, key_event_data,
-    subscribed, uuid_at,
+    DueRotation, ENDPOINT_DISABLED, Endpoint, GivenUp, NewNotice, Notice, NoticeKind, body,
+    erase_sealed, key_event_data, subscribed, uuid_at,
 };
 use crate::error::StoreError;
 use crate::key::KeyId;
@@ -101,6 +101,54 @@ async fn insert_event(conn: &mut SqliteConnection, e: &AuditEvent) -> Result<(),
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Gives up the pending deliveries to disabled key-delivery endpoints (to
+/// `endpoint` alone, if given), at most `limit`, inside the caller's
+/// transaction: see [`Backend::give_up_disabled`].
+async fn give_up_disabled(
+    conn: &mut SqliteConnection,
+    endpoint: Option<Uuid>,
+    at: OffsetDateTime,
+    limit: i64,
+) -> Result<u64, StoreError> {
+    let rows = sqlx::query(concat!(
+        "UPDATE scopekey_deliveries SET state = 'failed', ",
+        erase_sealed!(),
+        ", finished_at = ?1, last_error = ?2, claimed_until = NULL, claim_token = NULL \
+         WHERE id IN (SELECT d.id FROM scopekey_deliveries d \
+             JOIN scopekey_webhook_endpoints e ON e.id = d.endpoint_id \
+             WHERE d.state = 'pending' AND e.key_delivery = 1 AND e.disabled_at IS NOT NULL \
+             AND (d.claimed_until IS NULL OR d.claimed_until <= ?1) \
+             AND (?3 IS NULL OR d.endpoint_id = ?3) \
+             ORDER BY d.id LIMIT ?4) \
+         RETURNING id, endpoint_id, event_id, event_type, key_id, attempts, last_status, \
+             (SELECT e.url FROM scopekey_webhook_endpoints e WHERE e.id = endpoint_id) AS url"
+    ))
+    .bind(micros(at))
+    .bind(ENDPOINT_DISABLED)
+    .bind(endpoint.map(|e| e.to_string()))
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    for r in &rows {
+        let key_id: Option<String> = r.try_get("key_id")?;
+        let status: Option<i64> = r.try_get("last_status")?;
+        let url: String = r.try_get("url")?;
+        let event_type: String = r.try_get("event_type")?;
+        let given_up = GivenUp {
+            id: uuid(r.try_get("id")?)?,
+            endpoint_id: uuid(r.try_get("endpoint_id")?)?,
+            url: &url,
+            event_id: uuid(r.try_get("event_id")?)?,
+            event_type: &event_type,
+            key_id: key_id.as_deref().map(uuid).transpose()?.map(KeyId),
+            attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
+            last_status: status.and_then(|s| u16::try_from(s).ok()),
+        };
+        insert_event(conn, &given_up.event(at, ENDPOINT_DISABLED)).await?;
+    }
+    Ok(rows.len() as u64)
 }
 
 /// Enqueues a delivery of `event` to every enabled endpoint subscribed to
@@ -301,30 +349,37 @@ impl Backend for SqliteOutbox {
         disable: Option<(OffsetDateTime, &str)>,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let done =
-            match disable {
-                Some((at, reason)) => sqlx::query(
+        let changed = match disable {
+            Some((at, reason)) => {
+                let disabled: Option<String> = sqlx::query_scalar(
                     "UPDATE scopekey_webhook_endpoints SET disabled_at = ?, disabled_reason = ? \
-                     WHERE url = ? AND disabled_at IS NULL",
+                     WHERE url = ? AND disabled_at IS NULL RETURNING id",
                 )
                 .bind(micros(at))
                 .bind(reason)
                 .bind(url)
-                .execute(&mut *tx)
-                .await?,
-                None => {
-                    sqlx::query(
-                        "UPDATE scopekey_webhook_endpoints SET disabled_at = NULL, \
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(id) = &disabled {
+                    give_up_disabled(&mut tx, Some(uuid(id)?), at, i64::MAX).await?;
+                }
+                disabled.is_some()
+            }
+            None => {
+                sqlx::query(
+                    "UPDATE scopekey_webhook_endpoints SET disabled_at = NULL, \
                      disabled_reason = NULL, paused_until = NULL \
                      WHERE url = ? AND disabled_at IS NOT NULL",
-                    )
-                    .bind(url)
-                    .execute(&mut *tx)
-                    .await?
-                }
-            };
+                )
+                .bind(url)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    > 0
+            }
+        };
         tx.commit().await?;
-        Ok(done.rows_affected() > 0)
+        Ok(changed)
     }
 
     async fn expiring_keys(
@@ -573,6 +628,8 @@ impl Backend for SqliteOutbox {
                                 > 0;
                             if disabled {
                                 insert_event(&mut tx, event).await?;
+                                give_up_disabled(&mut tx, Some(claimed.endpoint_id), *at, i64::MAX)
+                                    .await?;
                             }
                         }
                     }
@@ -581,6 +638,13 @@ impl Backend for SqliteOutbox {
             };
         tx.commit().await?;
         Ok(changed)
+    }
+
+    async fn give_up_disabled(&self, at: OffsetDateTime, limit: u32) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let n = give_up_disabled(&mut tx, None, at, i64::from(limit)).await?;
+        tx.commit().await?;
+        Ok(n)
     }
 
     async fn prune(&self, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError> {

@@ -71,17 +71,12 @@ impl PgStore {
     /// of your own, with its own timeouts, goes through
     /// [`from_pool`](Self::from_pool). Verification is bounded apart from
     /// this, by the [store timeout](crate::ScopeKeyBuilder::store_timeout).
-    /// Its connections default to READ COMMITTED, whatever the database's
-    /// `default_transaction_isolation`. On a pool of your own, the store's
-    /// transactions still ask for it explicitly, but its single statements
-    /// (the outbox's claims) run at the pool's default: keep that READ
-    /// COMMITTED (PostgreSQL's own default).
+    /// Every write of the store (and of the outbox) runs in a transaction
+    /// that asks for READ COMMITTED itself, whatever the database's
+    /// `default_transaction_isolation`, so no startup parameter is sent
+    /// (a connection pooler such as PgBouncer refuses unknown ones).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        // Statements outside an explicit transaction (the outbox's claims,
-        // say) rely on READ COMMITTED as much as the transactions do.
-        let options = url
-            .parse::<PgConnectOptions>()?
-            .options([("default_transaction_isolation", "read committed")]);
+        let options = url.parse::<PgConnectOptions>()?;
         Ok(Self {
             pool: PgPoolOptions::new()
                 .max_connections(16)
@@ -91,8 +86,8 @@ impl PgStore {
         })
     }
 
-    /// Wraps an existing pool (the application's own). Its connections
-    /// should default to READ COMMITTED (see [`connect`](Self::connect)).
+    /// Wraps an existing pool (the application's own), whatever its
+    /// connections' default isolation (see [`connect`](Self::connect)).
     pub fn from_pool(pool: PgPool) -> Self {
         Self { pool }
     }
@@ -165,9 +160,10 @@ async fn actor_live(conn: &mut PgConnection, actor: Option<KeyId>) -> Result<(),
     .bind(actor.0)
     .fetch_optional(conn)
     .await?;
+    // An acting key the store does not hold acts for nobody.
     match revoked {
-        Some(true) => Err(StoreError::actor_revoked()),
-        _ => Ok(()),
+        Some(false) => Ok(()),
+        _ => Err(StoreError::actor_revoked()),
     }
 }
 
@@ -496,10 +492,15 @@ impl Store for PgStore {
             .bind([actor.0, r.parent_id.0])
             .fetch_all(&mut *tx)
             .await?;
+            // An acting key the store does not hold acts for nobody.
+            let mut live = false;
             for row in &rows {
-                if row.try_get::<uuid::Uuid, _>("id")? == actor.0 && row.try_get("revoked")? {
-                    return Err(StoreError::actor_revoked());
+                if row.try_get::<uuid::Uuid, _>("id")? == actor.0 {
+                    live = !row.try_get::<bool, _>("revoked")?;
                 }
+            }
+            if !live {
+                return Err(StoreError::actor_revoked());
             }
         }
         let sql = format!(

@@ -290,9 +290,10 @@ async fn actor_live(
             .bind(actor.to_string())
             .fetch_optional(conn)
             .await?;
+    // An acting key the store does not hold acts for nobody.
     match revoked {
-        Some(true) => Err(StoreError::actor_revoked()),
-        _ => Ok(()),
+        Some(false) => Ok(()),
+        _ => Err(StoreError::actor_revoked()),
     }
 }
 

@@ -1,0 +1,265 @@
+//! A compromise report with `revoke_minted` revokes each minted key before
+//! it reads what that key minted, so a key minted meanwhile (by a thief
+//! still holding the minted key) is refused by the store rather than missed
+//! by the walk. Both stores.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use scopekey_runtime::key::KeyHash;
+use scopekey_runtime::store::{
+    ChangeFeed, EventQuery, KeyQuery, RevokeOutcome, RotateOutcome, Rotation, Store,
+};
+use scopekey_runtime::testing::TestDb;
+use scopekey_runtime::{
+    Actor, AuditEvent, CompromiseOptions, CreatedKey, Error, KeyId, KeyRecord, ListKeys,
+    ManualClock, NewKey, Principal, ScopeKey, Status, StoreError, VerifyError, VerifyRecord,
+    both_backends,
+};
+use time::OffsetDateTime;
+
+/// A store that, when asked what `minter` minted, first has `minter` mint
+/// one more key (through a runtime on the inner store, as a request racing
+/// the report would), recording how that went.
+struct Racing {
+    inner: Arc<dyn Store>,
+    race: Mutex<Option<(KeyId, ScopeKey, Principal)>>,
+    raced: Mutex<Option<Result<CreatedKey, Error>>>,
+}
+
+#[async_trait]
+impl Store for Racing {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        self.inner.migrate().await
+    }
+    async fn insert_key(&self, key: &KeyRecord, event: &AuditEvent) -> Result<(), StoreError> {
+        self.inner.insert_key(key, event).await
+    }
+    async fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
+        self.inner.find_by_hash(hash).await
+    }
+    async fn find_for_verification(
+        &self,
+        hash: &KeyHash,
+    ) -> Result<Option<VerifyRecord>, StoreError> {
+        self.inner.find_for_verification(hash).await
+    }
+    async fn get(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        self.inner.get(id).await
+    }
+    async fn successor(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        self.inner.successor(id).await
+    }
+    async fn list(&self, query: &KeyQuery) -> Result<Vec<KeyRecord>, StoreError> {
+        self.inner.list(query).await
+    }
+    async fn is_empty(&self) -> Result<bool, StoreError> {
+        self.inner.is_empty().await
+    }
+    async fn insert_first_key(
+        &self,
+        key: &KeyRecord,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        self.inner.insert_first_key(key, event).await
+    }
+    async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
+        self.inner.rotate(rotation).await
+    }
+    async fn revoke(
+        &self,
+        id: KeyId,
+        at: OffsetDateTime,
+        reason: Option<&str>,
+        event: &AuditEvent,
+    ) -> Result<RevokeOutcome, StoreError> {
+        self.inner.revoke(id, at, reason, event).await
+    }
+    async fn insert_event(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        self.inner.insert_event(event).await
+    }
+    async fn list_events(&self, query: &EventQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        self.inner.list_events(query).await
+    }
+    async fn minted_by(&self, actor: KeyId) -> Result<Vec<KeyId>, StoreError> {
+        let race = {
+            let mut race = self.race.lock().unwrap();
+            if race.as_ref().is_some_and(|(minter, ..)| *minter == actor) {
+                race.take()
+            } else {
+                None
+            }
+        };
+        if let Some((_, keys, principal)) = race {
+            let made = keys
+                .create(NewKey::new("raced", ["a:b"]), Actor::Key(&principal))
+                .await;
+            *self.raced.lock().unwrap() = Some(made);
+        }
+        self.inner.minted_by(actor).await
+    }
+    async fn touch_last_used(&self, batch: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
+        self.inner.touch_last_used(batch).await
+    }
+    async fn changes(&self) -> Result<Option<Box<dyn ChangeFeed>>, StoreError> {
+        self.inner.changes().await
+    }
+}
+
+async fn a_key_minted_during_the_walk_is_refused(db: &TestDb) {
+    let store = Arc::new(Racing {
+        inner: Arc::clone(&db.store),
+        race: Mutex::new(None),
+        raced: Mutex::new(None),
+    });
+    let keys = ScopeKey::builder_arc(store.clone()).build();
+    let create = |name: &'static str, actor: Option<Principal>| {
+        let keys = keys.clone();
+        async move {
+            let new = NewKey::new(name, ["api_keys:write", "a:b"]);
+            match &actor {
+                Some(p) => keys.create(new, Actor::Key(p)).await,
+                None => keys.create(new, Actor::System).await,
+            }
+            .unwrap()
+        }
+    };
+    let leaked = create("leaked", None).await;
+    let by_leaked = keys.verify(leaked.plaintext.expose_secret()).await.unwrap();
+    // The leaked key minted `child`, which the thief also holds.
+    let child = create("child", Some(by_leaked)).await;
+    let by_child = keys.verify(child.plaintext.expose_secret()).await.unwrap();
+    let side = ScopeKey::builder_arc(Arc::clone(&db.store)).build();
+    *store.race.lock().unwrap() = Some((child.key.id, side, by_child));
+
+    let options = CompromiseOptions {
+        revoke_minted: true,
+        ..CompromiseOptions::default()
+    };
+    let results = keys
+        .report_compromised_with(
+            &[leaked.plaintext.expose_secret().to_owned()],
+            options,
+            Actor::System,
+        )
+        .await
+        .unwrap();
+    let minted: Vec<_> = results[0].minted.iter().map(|m| m.key_id).collect();
+    assert_eq!(minted, [child.key.id]);
+
+    // `child` was revoked before its mints were read: the store refused the
+    // one made meanwhile.
+    let raced = store.raced.lock().unwrap().take().expect("the race ran");
+    assert!(matches!(raced, Err(Error::ActorRevoked)), "{raced:?}");
+    let live = keys
+        .list(&ListKeys {
+            status: Some(Status::Active),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(live.items.is_empty(), "{:?}", live.items);
+}
+both_backends!(
+    a_key_minted_during_the_walk_is_refused_works,
+    a_key_minted_during_the_walk_is_refused
+);
+
+/// A minted key another process revoked is dropped from this process's
+/// cache by the walk that finds it revoked, as a reported key is.
+async fn a_minted_key_revoked_elsewhere_is_forgotten(db: &TestDb) {
+    let clock = ManualClock::starting_now();
+    let here = ScopeKey::builder_arc(Arc::clone(&db.store))
+        .clock(clock.clone())
+        .build();
+    let elsewhere = ScopeKey::builder_arc(Arc::clone(&db.store)).build();
+    let leaked = here
+        .create(
+            NewKey::new("leaked", ["api_keys:write", "a:b"]),
+            Actor::System,
+        )
+        .await
+        .unwrap();
+    let by_leaked = here.verify(leaked.plaintext.expose_secret()).await.unwrap();
+    let child = here
+        .create(NewKey::new("child", ["a:b"]), Actor::Key(&by_leaked))
+        .await
+        .unwrap();
+    let child_key = child.plaintext.expose_secret();
+    here.verify(child_key).await.expect("cached as valid");
+    elsewhere
+        .revoke(child.key.id, Some("rotated out"), Actor::System)
+        .await
+        .unwrap();
+    // The clock stands still: only an invalidation ends the cached answer.
+    here.verify(child_key).await.expect("still cached");
+
+    let results = here
+        .report_compromised(
+            &[leaked.plaintext.expose_secret().to_owned()],
+            None,
+            Actor::System,
+        )
+        .await
+        .unwrap();
+    assert_eq!(results[0].minted.len(), 1);
+    assert_eq!(results[0].minted[0].status, Status::Revoked);
+    assert!(matches!(
+        here.verify(child_key).await,
+        Err(VerifyError::Revoked)
+    ));
+}
+both_backends!(
+    a_minted_key_revoked_elsewhere_is_forgotten_works,
+    a_minted_key_revoked_elsewhere_is_forgotten
+);
+
+/// A minted key whose row was deleted behind the runtime's back is skipped,
+/// not an error: the report goes on, and what that key minted is still
+/// found.
+async fn a_deleted_minted_key_is_skipped(db: &TestDb) {
+    let keys = ScopeKey::builder_arc(Arc::clone(&db.store)).build();
+    let admin = NewKey::new("leaked", ["api_keys:write", "a:b"]);
+    let leaked = keys.create(admin, Actor::System).await.unwrap();
+    let by_leaked = keys.verify(leaked.plaintext.expose_secret()).await.unwrap();
+    let gone = keys
+        .create(
+            NewKey::new("gone", ["api_keys:write", "a:b"]),
+            Actor::Key(&by_leaked),
+        )
+        .await
+        .unwrap();
+    let by_gone = keys.verify(gone.plaintext.expose_secret()).await.unwrap();
+    let grandchild = keys
+        .create(NewKey::new("grandchild", ["a:b"]), Actor::Key(&by_gone))
+        .await
+        .unwrap();
+    db.execute(&format!(
+        "DELETE FROM scopekey_keys WHERE id = '{}'",
+        gone.key.id
+    ))
+    .await;
+
+    let options = CompromiseOptions {
+        revoke_minted: true,
+        ..CompromiseOptions::default()
+    };
+    let results = keys
+        .report_compromised_with(
+            &[leaked.plaintext.expose_secret().to_owned()],
+            options,
+            Actor::System,
+        )
+        .await
+        .expect("a missing row is no failure");
+    let minted: Vec<_> = results[0]
+        .minted
+        .iter()
+        .map(|m| (m.key_id, m.status))
+        .collect();
+    assert_eq!(minted, [(grandchild.key.id, Status::Revoked)]);
+}
+both_backends!(
+    a_deleted_minted_key_is_skipped_works,
+    a_deleted_minted_key_is_skipped
+);
