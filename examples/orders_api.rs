@@ -19,8 +19,8 @@
 //!   `SCOPEKEY_NOTIFIER_INTERVAL_SECONDS` (default 60): the expiry notifier
 //!   and its signed webhooks; also `SCOPEKEY_NOTICE_THRESHOLDS` (`14d,1d`)
 //!   and `SCOPEKEY_WEBHOOK_EVENTS` (`key.expiring,key.compromised` unless
-//!   set; `all` adds the other lifecycle events; a list naming none is
-//!   refused at start).
+//!   set or empty; `all` adds the other lifecycle events; a list naming
+//!   none, such as `,`, is refused at start).
 //! - `SCOPEKEY_ROTATION_SECRET` (`whsec_<base64>`, optional): enables
 //!   automatic rotation. Keys created with a `rotation_webhook_url` are then
 //!   rotated by the notifier when due, their successors posted to that URL
@@ -186,9 +186,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .and_then(|()| stdout.flush());
         tracing::info!(key_id = %admin.key.id, hint = %admin.key.hint, "created the first admin key");
         if let Err(e) = shown {
-            // Standard output is closed (a supervisor, say): the key exists
-            // but was never shown, and cannot be shown again. Say so, and
-            // how to get another, then serve on.
+            // Standard output is a pipe nobody reads, a full disk, or
+            // failing: the key exists but was never shown, and cannot be
+            // shown again. Say so, and how to get another, then serve on.
             tracing::error!(
                 error = %e,
                 key_id = %admin.key.id,

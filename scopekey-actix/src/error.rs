@@ -168,8 +168,9 @@ pub enum ApiError {
         limit: usize,
     },
     /// The body was sent with a content type other than JSON (neither
-    /// `application/json` nor `*/*+json`; a body without one is read as
-    /// JSON by the management routes).
+    /// `application/json` nor `*/*+json`), or, on an application's own
+    /// routes under [`json_config`](crate::json_config), without one (the
+    /// management routes read such a body as JSON).
     UnsupportedMediaType,
     /// The path names nothing (e.g. an id that is not a UUID).
     NotFound(String),

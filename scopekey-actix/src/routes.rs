@@ -42,7 +42,8 @@
 //!   `compromised` and audited (and announced by webhook) as
 //!   `key.compromised`; no plaintext is echoed. `minted` lists, as
 //!   `{key_id, status}`, the keys a reported key created or rotated into
-//!   being (itself included: any key may rotate itself), and theirs in turn
+//!   being (itself included: any key may rotate itself), theirs in turn,
+//!   and every successor of a key they created, however rotated
 //!   (at most 10,000; `minted_truncated` says when there were more); with
 //!   `"revoke_minted": true` those not revoked yet are revoked too (see
 //!   [`report_compromised_with`](scopekey_runtime::ScopeKey::report_compromised_with)).
@@ -57,8 +58,9 @@
 //! rules beyond the route's scope (no escalation, who may rotate what) are
 //! the runtime's; a 403 for escalation names, in its challenge, the scopes
 //! asked for (or, for a rotation without `scopes`, the parent's) that the
-//! caller's key does not hold. A successor asking for more than its parent
-//! had is a bad value (400), whoever asks.
+//! caller's key does not hold. A caller holding all it asks for, asking a
+//! successor more than its parent had, gets a 400 (a bad value: no key of
+//! the caller's would change that answer).
 //!
 //! The reading routes (`GET`) also answer `HEAD`, without the body; a route
 //! asked with a method it does not answer is 405 with `Allow`.

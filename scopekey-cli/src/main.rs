@@ -94,7 +94,9 @@
 //!   which names no key), conflict (rotating a key that
 //!   was already rotated, or is revoked or expired), invalid scope or name,
 //!   a successor scope its parent lacks, the database unreachable — with a
-//!   one-line message on standard error.
+//!   one-line message on standard error (for `keys compromised` failing
+//!   partway, after the results of the batches before: partial JSON looks
+//!   like a whole report's, so a script must check the exit status).
 //! - `2`: bad usage — unknown or missing options, no database URL or an
 //!   unsupported one, a bad duration, status, limit, cursor, time or
 //!   metadata, a bad `--key-prefix` or `SCOPEKEY_PEPPER` (even when the id

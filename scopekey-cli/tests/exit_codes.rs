@@ -175,6 +175,21 @@ fn bad_usage_exits_2_without_touching_the_store() {
     let db = TempSqlite::new();
     let url = db.url.as_str();
     let cases: Vec<(Vec<&str>, &str)> = vec![
+        // A rotation period past the runtime's ten years: usage, not a
+        // failed operation.
+        (
+            vec![
+                "keys",
+                "create",
+                "--name",
+                "n",
+                "--scope",
+                "a:b",
+                "--rotate-every",
+                "3651d",
+            ],
+            "at most 3650d",
+        ),
         // Bad durations.
         (
             vec![

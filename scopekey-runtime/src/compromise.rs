@@ -1,6 +1,6 @@
 //! Compromise response: plaintext keys found in the wild are revoked at once.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -116,19 +116,27 @@ impl ScopeKey {
     /// Whoever held a leaked key could use its authority to mint others: any
     /// key may rotate itself, and a key with `api_keys:write` may create keys
     /// and rotate others, receiving each new plaintext. Each result lists
-    /// those keys in [`CompromiseResult::minted`] — created by the reported
-    /// key, or successors of rotations it made, and the keys those minted
-    /// in turn (at most [`MAX_MINTED`]; past that,
-    /// [`CompromiseResult::minted_truncated`]) — with their status. Keys
-    /// made by another key, by the system or by automatic rotation
-    /// (delivered to the holder's own webhook) are not its. Listing them is the default,
-    /// since a key rotating itself on schedule is normal: revoking a leaked
-    /// key's successors could take down the key its holder uses now. With
-    /// `revoke_minted`, those not revoked yet are revoked too (expired ones
-    /// included, as a reported key is), each with reason `compromised` and
-    /// a `key.compromised` event naming the reported key (`minted_by`). A
-    /// minted key whose row is gone from the store (deleted by hand) is
-    /// left out, and the keys it minted are still looked for.
+    /// those keys in [`CompromiseResult::minted`], with their status:
+    ///
+    /// - the keys the reported key created, and the successors of the
+    ///   rotations it made (itself included);
+    /// - in turn, the keys those minted the same way;
+    /// - of a key created by the reported key or by a minted one, its whole
+    ///   lineage: every successor, however it was rotated (an automatic
+    ///   rotation delivers it to the URL its creator chose);
+    /// - at most [`CompromiseOptions::max_minted`] (itself at most
+    ///   [`MAX_MINTED`]); past that, [`CompromiseResult::minted_truncated`].
+    ///
+    /// The reported key's own successors made by another key, by the
+    /// system or by automatic rotation (delivered to its holder's webhook)
+    /// are not its. Listing is the default, since a key rotating itself on
+    /// schedule is normal: revoking a leaked key's successors could take
+    /// down the key its holder uses now. With `revoke_minted`, those not
+    /// revoked yet are revoked too (expired ones included, as a reported
+    /// key is), each with reason `compromised` and a `key.compromised`
+    /// event naming the reported key (`minted_by`). A minted key whose row
+    /// is gone from the store (deleted by hand) is left out, and the keys
+    /// it minted are still looked for.
     ///
     /// Keys are handled in order. A store failure partway through ends the
     /// call with an error, the keys before it already revoked: a report is
@@ -249,32 +257,53 @@ impl ScopeKey {
         reason: &str,
         details: &serde_json::Value,
     ) -> Result<(Vec<MintedKey>, bool), Error> {
-        let mut seen = HashSet::from([leaked]);
+        // Per key walked, whether its lineage was started by a minter (a
+        // key the leaked one or its minted keys created): every successor
+        // in such a lineage is the minter's, however it was made (an
+        // automatic rotation delivers it to the URL the minter chose). The
+        // leaked key's own lineage is its holder's.
+        let mut started_by_minter = HashMap::from([(leaked, false)]);
         let mut minted = Vec::new();
         let mut minters = VecDeque::from([leaked]);
         while let Some(minter) = minters.pop_front() {
-            for id in self
+            let mut found = self
                 .store()
                 .minted_by(minter)
                 .await
-                .map_err(Error::Unavailable)?
+                .map_err(Error::Unavailable)?;
+            if started_by_minter.get(&minter) == Some(&true)
+                && let Some(next) = self
+                    .store()
+                    .successor(minter)
+                    .await
+                    .map_err(Error::Unavailable)?
             {
-                if !seen.insert(id) {
+                found.push(next.id);
+            }
+            for id in found {
+                if started_by_minter.contains_key(&id) {
                     continue;
-                }
-                if minted.len() == limit {
-                    return Ok((minted, true));
                 }
                 let mut key = match self.get(id).await {
                     Ok(key) => key,
                     // Its row deleted behind the runtime's back: nothing to
                     // list or revoke, but what it minted is still read.
                     Err(Error::NotFound(_)) => {
+                        started_by_minter.insert(id, true);
                         minters.push_back(id);
                         continue;
                     }
                     Err(e) => return Err(e),
                 };
+                // Created by a minter, or the successor of a key in a
+                // lineage a minter started.
+                let started = key
+                    .parent_key_id
+                    .is_none_or(|parent| started_by_minter.get(&parent) == Some(&true));
+                started_by_minter.insert(id, started);
+                if minted.len() == limit {
+                    return Ok((minted, true));
+                }
                 if key.status == Status::Revoked {
                     // Revoked by another process, perhaps: this one's cache
                     // may still hold the key as valid.

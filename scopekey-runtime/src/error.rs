@@ -36,8 +36,9 @@ impl StoreError {
     }
 
     /// The change was refused because the key acting for it (the event's
-    /// `actor_key_id`) is revoked, as the store found inside the change's
-    /// own transaction: a key revoked while its request ran mints nothing.
+    /// `actor_key_id`) is revoked, or is not in the store at all, as the
+    /// store found inside the change's own transaction: a key revoked while
+    /// its request ran mints nothing.
     /// Not a failure of the store; the runtime reports it as
     /// [`Error::ActorRevoked`].
     pub fn actor_revoked() -> Self {
@@ -89,8 +90,10 @@ pub enum Error {
     #[error(transparent)]
     Unavailable(StoreError),
     /// The key acting for the change was revoked while its request ran
-    /// (after it was verified, before the change committed): nothing was
-    /// changed. Over HTTP, the same 401 as any key that is not valid.
+    /// (after it was verified, before the change committed), or is not in
+    /// the store at all: nothing was changed. Audited as `auth.failed`
+    /// (reason `revoked`). Over HTTP, the same 401 as any key that is not
+    /// valid.
     #[error("the acting key is revoked")]
     ActorRevoked,
     /// Something that should not happen (the system random source failed).

@@ -876,9 +876,9 @@ impl ScopeKey {
             Some(asked) => self.grants(asked)?,
         };
         // The caller's own reach first: a 403 names only scopes the caller
-        // lacks. A successor asking more than its parent had is a bad
-        // value whoever asks (400): no key the caller could get would
-        // change that answer.
+        // lacks. A caller holding all it asks for, asking a successor more
+        // than its parent had, gets a 400 (a bad value): no key the caller
+        // could get would change that answer.
         if let Actor::Key(p) = actor
             && !p.grants().includes_all(&grants)
         {

@@ -252,6 +252,30 @@ macro_rules! both_backends {
     };
 }
 
+/// Waits (at most 10 s) until a session of `conn`'s database waits for a
+/// lock: a test holding a row lock then knows the statement it races has
+/// queued behind it, so the order of events is forced, not hoped for.
+pub async fn someone_waits_for_a_lock(conn: &mut PgConnection) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .expect("pg_stat_activity");
+        if waiting > 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing queued behind the lock"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

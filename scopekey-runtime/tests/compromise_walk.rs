@@ -13,8 +13,8 @@ use scopekey_runtime::store::{
 use scopekey_runtime::testing::TestDb;
 use scopekey_runtime::{
     Actor, AuditEvent, CompromiseOptions, CreatedKey, Error, KeyId, KeyRecord, ListKeys,
-    ManualClock, NewKey, Principal, ScopeKey, Status, StoreError, VerifyError, VerifyRecord,
-    both_backends,
+    ManualClock, NewKey, Principal, RotateOptions, ScopeKey, Status, StoreError, VerifyError,
+    VerifyRecord, both_backends,
 };
 use time::OffsetDateTime;
 
@@ -262,4 +262,58 @@ async fn a_deleted_minted_key_is_skipped(db: &TestDb) {
 both_backends!(
     a_deleted_minted_key_is_skipped_works,
     a_deleted_minted_key_is_skipped
+);
+
+/// A minted key's successors are the minter's too, however they were made:
+/// a successor the notifier made (delivered to the URL the minter chose)
+/// is listed and revoked with it.
+async fn a_minted_keys_successors_are_found(db: &TestDb) {
+    let keys = ScopeKey::builder_arc(Arc::clone(&db.store)).build();
+    let admin = NewKey::new("leaked", ["api_keys:write", "a:b"]);
+    let leaked = keys.create(admin, Actor::System).await.unwrap();
+    let by_leaked = keys.verify(leaked.plaintext.expose_secret()).await.unwrap();
+    let minted = keys
+        .create(NewKey::new("minted", ["a:b"]), Actor::Key(&by_leaked))
+        .await
+        .unwrap();
+    // Rotated by the system, as an automatic rotation is, twice.
+    let next = keys
+        .rotate(minted.key.id, RotateOptions::default(), Actor::System)
+        .await
+        .unwrap();
+    let last = keys
+        .rotate(next.key.id, RotateOptions::default(), Actor::System)
+        .await
+        .unwrap();
+
+    let options = CompromiseOptions {
+        revoke_minted: true,
+        ..CompromiseOptions::default()
+    };
+    let results = keys
+        .report_compromised_with(
+            &[leaked.plaintext.expose_secret().to_owned()],
+            options,
+            Actor::System,
+        )
+        .await
+        .unwrap();
+    let found: Vec<_> = results[0]
+        .minted
+        .iter()
+        .map(|m| (m.key_id, m.status))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (minted.key.id, Status::Revoked),
+            (next.key.id, Status::Revoked),
+            (last.key.id, Status::Revoked),
+        ]
+    );
+    assert!(keys.verify(last.plaintext.expose_secret()).await.is_err());
+}
+both_backends!(
+    a_minted_keys_successors_are_found_works,
+    a_minted_keys_successors_are_found
 );

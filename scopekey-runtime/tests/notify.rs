@@ -16,7 +16,7 @@ use scopekey_runtime::notify::{
     DeliveryFilter, DeliveryState, EndpointConfig, Notifier, NotifierConfig, Outbox,
     WebhookVerifier, event_type as webhook_event,
 };
-use scopekey_runtime::testing::{Backend, TestDb, auto_rotating};
+use scopekey_runtime::testing::{Backend, TestDb, auto_rotating, someone_waits_for_a_lock};
 use scopekey_runtime::{
     Actor, AuditEvent, Clock, KeyId, ListEvents, ManualClock, NewKey, RotateOptions, ScopeKey,
     Status, VerifyError, both_backends, event_type,
@@ -1462,29 +1462,6 @@ fn configuration_is_checked() {
 // PostgreSQL: the outbox's writes run at READ COMMITTED, whatever the
 // default isolation of the connections they are given.
 
-/// Waits (at most 10 s) until another session of this database waits for a
-/// lock.
-async fn someone_waits_for_a_lock(conn: &mut PgConnection) {
-    let deadline = tokio::time::Instant::now() + StdDuration::from_secs(10);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap();
-        if waiting > 0 {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "nothing queued behind the lock"
-        );
-        tokio::time::sleep(StdDuration::from_millis(10)).await;
-    }
-}
-
 /// Runs `op` behind a transaction of the test's own that holds `table`
 /// locked and makes `change` in it, committed once `op` queues behind the
 /// lock: `op`'s statement began before the change was committed, and meets
@@ -1535,7 +1512,14 @@ async fn the_outbox_is_read_committed_whatever_the_default() {
 }
 
 async fn outbox_under(db: &TestDb, isolation: &str) {
-    let name = db.url.rsplit('/').next().unwrap();
+    let name = db
+        .url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap();
     db.execute(&format!(
         "ALTER DATABASE \"{name}\" SET default_transaction_isolation = '{isolation}'"
     ))

@@ -6,9 +6,8 @@
 //! it, so the order of events is forced, not hoped for.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use scopekey_runtime::testing::{Backend, TestDb};
+use scopekey_runtime::testing::{Backend, TestDb, someone_waits_for_a_lock};
 use scopekey_runtime::{Actor, Error, NewKey, ScopeKey};
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 
@@ -27,26 +26,6 @@ async fn revoking(db: &TestDb, id: scopekey_runtime::KeyId) -> PgConnection {
     .await
     .unwrap();
     conn
-}
-
-/// Waits (at most 10 s) until another session of this database waits for a
-/// lock.
-async fn someone_waits_for_a_lock(conn: &mut PgConnection) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap();
-        if waiting > 0 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "nothing queued behind the lock");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

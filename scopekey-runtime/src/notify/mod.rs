@@ -86,14 +86,20 @@
 //! no secret: they are sent once it is enabled again, and are not pruned
 //! meanwhile (they have not finished). A key's own rotation webhook does
 //! not: its pending deliveries are sealed plaintexts of live successors,
-//! waiting for a holder that may never come back. Disabling it gives up its
-//! pending deliveries in the same transaction, as if their attempts ran
-//! out: failed, the sealed payload erased, each audited as `webhook.failed`
-//! on its key's log. A delivery a sender holds a lease on is left to that
-//! sender; each pass gives up whatever is left (a successor enqueued by a
-//! rotation that checked the endpoint just before it was disabled).
-//! Enabling it again lets its keys rotate again; the successors given up
-//! are never sent.
+//! for a holder that said it is gone (410) or that the operator stopped
+//! trusting (a lapsed domain, say), so none is ever sent there later.
+//! Disabling it gives up its pending sealed deliveries in the same
+//! transaction, as if their attempts ran out: failed, the sealed payload
+//! erased, each audited as `webhook.failed` on its key's log. A delivery a
+//! sender holds a lease on is left to that sender (one already claimed
+//! when the endpoint is disabled may still be sent); each pass gives up
+//! whatever is left (a successor enqueued by a rotation that checked the
+//! endpoint just before it was disabled). As after attempts run out, the
+//! successor given up stays live and unheld (revoke it if you like), and
+//! the holder keeps its parent only until the parent's grace ends: the
+//! lineage rotates again (to an enabled endpoint) when that successor
+//! comes due, a full period later. Disable a holder's endpoint for good,
+//! not for maintenance.
 //!
 //! **Signatures** follow Standard Webhooks: see [`signature`].
 //!

@@ -487,11 +487,13 @@ impl Outbox {
         self.backend.set_endpoint_disabled(url, None).await
     }
 
-    /// Disables an endpoint: nothing is enqueued for it or sent to it until
-    /// it is enabled again. A configured endpoint's pending deliveries wait
-    /// for that; a key's own rotation webhook has its pending deliveries
-    /// given up at once (failed, their sealed successors erased, each
-    /// audited as `webhook.failed`). Whether it was enabled.
+    /// Disables an endpoint: nothing is enqueued for it or claimed for it
+    /// until it is enabled again (a delivery a sender already claimed may
+    /// still go). A configured endpoint's pending deliveries wait for that;
+    /// pending deliveries holding a sealed successor (a key's own rotation
+    /// webhook) are given up at once, for good (failed, erased, each
+    /// audited as `webhook.failed`; see the [module docs](super) on
+    /// disabled endpoints). Whether it was enabled.
     pub async fn disable_endpoint(
         &self,
         url: &str,

@@ -118,7 +118,8 @@ async fn give_up_disabled(
         ", finished_at = ?1, last_error = ?2, claimed_until = NULL, claim_token = NULL \
          WHERE id IN (SELECT d.id FROM scopekey_deliveries d \
              JOIN scopekey_webhook_endpoints e ON e.id = d.endpoint_id \
-             WHERE d.state = 'pending' AND e.key_delivery = 1 AND e.disabled_at IS NOT NULL \
+             WHERE d.state = 'pending' AND substr(d.payload, 1, 7) = 'sealed:' \
+             AND e.disabled_at IS NOT NULL \
              AND (d.claimed_until IS NULL OR d.claimed_until <= ?1) \
              AND (?3 IS NULL OR d.endpoint_id = ?3) \
              ORDER BY d.id LIMIT ?4) \

@@ -71,10 +71,12 @@ impl PgStore {
     /// of your own, with its own timeouts, goes through
     /// [`from_pool`](Self::from_pool). Verification is bounded apart from
     /// this, by the [store timeout](crate::ScopeKeyBuilder::store_timeout).
-    /// Every write of the store (and of the outbox) runs in a transaction
-    /// that asks for READ COMMITTED itself, whatever the database's
-    /// `default_transaction_isolation`, so no startup parameter is sent
-    /// (a connection pooler such as PgBouncer refuses unknown ones).
+    /// Every write of the store (and of the outbox) that reads what it
+    /// changes (conditional updates, locking reads, claims, pruning) runs in
+    /// a transaction that asks for READ COMMITTED itself, whatever the
+    /// database's `default_transaction_isolation` (a lone insert, such as an
+    /// `auth.failed` event, needs none), so no startup parameter is sent (a
+    /// connection pooler such as PgBouncer refuses unknown ones).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let options = url.parse::<PgConnectOptions>()?;
         Ok(Self {
