@@ -168,10 +168,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .service(delete_order)
             .configure(scopekey::actix::routes)
     })
+    // The demo listens for SIGINT and SIGTERM itself (below), from before
+    // it prints the admin key.
+    .disable_signals()
     .bind(&bind)?;
     for addr in server.addrs() {
         tracing::info!("listening on http://{addr}");
     }
+    // Listening for the stop signals now, before the admin key is printed:
+    // a harness that stops the demo as soon as it has read the key gets a
+    // graceful stop, not the default action of a signal nobody handles.
+    let stop = stop_signal()?;
     // Only into an empty store, atomically: instances starting together on
     // one fresh database create one admin key between them. Made once
     // everything that could fail has succeeded (a key made and then lost to
@@ -199,7 +206,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     // Returns after SIGINT or SIGTERM, once in-flight requests are done.
-    server.run().await?;
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(async move {
+        stop.await;
+        handle.stop(true).await;
+    });
+    server.await?;
 
     notifier.shutdown().await;
     tracing::info!("shutting down: writing last-used times");
@@ -207,4 +220,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tracing::warn!(error = %e, "could not write the last-used times");
     }
     Ok(())
+}
+
+/// Listens for SIGINT and SIGTERM from now on (Ctrl-C elsewhere): the
+/// future ends at the first of them.
+#[cfg(unix)]
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("SIGINT received: stopping"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received: stopping"),
+        }
+    })
+}
+
+/// Listens for Ctrl-C: the future ends at the first.
+#[cfg(not(unix))]
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
