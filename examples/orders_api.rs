@@ -33,9 +33,11 @@
 //!   never carry a key.
 //!
 //! With no key in the store, the first start creates an admin key (`*`)
-//! and prints it once, as the only line on standard output. SIGINT or
-//! SIGTERM stops the server gracefully and writes the pending last-used
-//! times.
+//! and prints it once, as the only line on standard output. SIGTERM stops
+//! the server gracefully, SIGINT and SIGQUIT at once (as actix-web's own
+//! handling does); either way the demo then writes the pending last-used
+//! times. A second signal during a graceful stop ends the demo at once,
+//! without writing them.
 
 use std::io::{IsTerminal, Write};
 use std::sync::{Mutex, MutexGuard};
@@ -168,8 +170,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .service(delete_order)
             .configure(scopekey::actix::routes)
     })
-    // The demo listens for SIGINT and SIGTERM itself (below), from before
-    // it prints the admin key.
+    // The demo listens for the stop signals itself (below), from before it
+    // prints the admin key.
     .disable_signals()
     .bind(&bind)?;
     for addr in server.addrs() {
@@ -177,8 +179,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // Listening for the stop signals now, before the admin key is printed:
     // a harness that stops the demo as soon as it has read the key gets a
-    // graceful stop, not the default action of a signal nobody handles.
-    let stop = stop_signal()?;
+    // clean stop, not the default action of a signal nobody handles.
+    let mut signals = StopSignals::listen()?;
     // Only into an empty store, atomically: instances starting together on
     // one fresh database create one admin key between them. Made once
     // everything that could fail has succeeded (a key made and then lost to
@@ -205,12 +207,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
     }
-    // Returns after SIGINT or SIGTERM, once in-flight requests are done.
+    // Returns after SIGTERM once in-flight requests are done (at most the
+    // server's shutdown timeout, 30 s), after SIGINT or SIGQUIT at once; a
+    // second signal while a graceful stop waits ends it at once too.
     let server = server.run();
     let handle = server.handle();
     actix_web::rt::spawn(async move {
-        stop.await;
-        handle.stop(true).await;
+        let graceful = signals.next().await;
+        if graceful {
+            actix_web::rt::spawn(handle.stop(true));
+            signals.next().await;
+            // The server takes its commands in turn: a second stop would wait
+            // for the first.
+            tracing::warn!("stopping without writing the pending last-used times");
+            std::process::exit(130);
+        }
+        handle.stop(false).await;
     });
     server.await?;
 
@@ -222,25 +234,52 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Listens for SIGINT and SIGTERM from now on (Ctrl-C elsewhere): the
-/// future ends at the first of them.
-#[cfg(unix)]
-fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    Ok(async move {
-        tokio::select! {
-            _ = interrupt.recv() => tracing::info!("SIGINT received: stopping"),
-            _ = terminate.recv() => tracing::info!("SIGTERM received: stopping"),
-        }
-    })
+/// The signals that stop the demo, listened for from its creation on.
+struct StopSignals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    quit: tokio::signal::unix::Signal,
+    #[cfg(windows)]
+    ctrl_c: tokio::signal::windows::CtrlC,
 }
 
-/// Listens for Ctrl-C: the future ends at the first.
-#[cfg(not(unix))]
-fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    Ok(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
+impl StopSignals {
+    #[cfg(unix)]
+    fn listen() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            quit: signal(SignalKind::quit())?,
+        })
+    }
+
+    #[cfg(windows)]
+    fn listen() -> std::io::Result<Self> {
+        Ok(Self {
+            ctrl_c: tokio::signal::windows::ctrl_c()?,
+        })
+    }
+
+    /// The next signal: whether it asks for a graceful stop (SIGTERM, as
+    /// actix-web does; SIGINT and SIGQUIT stop at once).
+    async fn next(&mut self) -> bool {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.terminate.recv() => { tracing::info!("SIGTERM: stopping gracefully"); true }
+                _ = self.interrupt.recv() => { tracing::info!("SIGINT: stopping"); false }
+                _ = self.quit.recv() => { tracing::info!("SIGQUIT: stopping"); false }
+            }
+        }
+        #[cfg(windows)]
+        {
+            self.ctrl_c.recv().await;
+            tracing::info!("Ctrl-C: stopping");
+            false
+        }
+    }
 }

@@ -193,9 +193,14 @@ impl Demo {
 
     /// SIGTERM, then waits for a clean exit; returns what it printed on
     /// standard output that was not read yet.
-    fn terminate(mut self) -> Vec<String> {
+    fn terminate(self) -> Vec<String> {
+        self.stop_with("-TERM")
+    }
+
+    /// The same with another signal (`kill`'s option, e.g. `-INT`).
+    fn stop_with(mut self, signal: &str) -> Vec<String> {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([signal, &self.child.id().to_string()])
             .status()
             .expect("kill");
         assert!(status.success());
@@ -207,7 +212,7 @@ impl Demo {
             }
             assert!(
                 Instant::now() < deadline,
-                "the demo did not stop within 30 s of SIGTERM"
+                "the demo did not stop within 30 s of {signal}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -389,6 +394,17 @@ fn an_admin_key_that_cannot_be_printed_is_reported() {
         !logged.iter().any(|line| plaintext(line)),
         "no plaintext in the logs: {logged:?}"
     );
+}
+
+/// SIGINT (Ctrl-C) stops the demo at once, as cleanly: exit status 0.
+#[test]
+fn sigint_stops_the_demo_cleanly() {
+    let dir = std::env::temp_dir().join(format!("scopekey-demo-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let demo = Demo::start(&dir, None);
+    admin_key(&demo.next_line());
+    demo.stop_with("-INT");
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// A first start that fails (its address is taken) makes no admin key, so

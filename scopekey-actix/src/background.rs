@@ -24,7 +24,7 @@ pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 /// ```no_run
 /// # async fn run(keys: scopekey_runtime::ScopeKey, server: actix_web::dev::Server) -> Result<(), Box<dyn std::error::Error>> {
 /// let background = scopekey_actix::Background::start(&keys).await?;
-/// server.await?; // returns after SIGINT/SIGTERM, once in-flight requests finish
+/// server.await?; // returns once the server stops (actix: at SIGTERM, after in-flight requests)
 /// if let Err(e) = background.shutdown().await {
 ///     eprintln!("could not write last-used times: {e}");
 /// }

@@ -114,8 +114,8 @@ pub enum KeysCommand {
     /// FILE is `-` or absent; blank lines and lines starting with `#` are
     /// skipped. Each live key is revoked with reason `compromised` and
     /// audited as `key.compromised`; the keys it minted (created, or
-    /// rotated into being) are listed, and revoked too with
-    /// `--revoke-minted`. The report says, per line, `revoked`,
+    /// rotated into being, and every successor of a key it created) are
+    /// listed, and revoked too with `--revoke-minted`. The report says, per line, `revoked`,
     /// `already_revoked`, `unknown` or `malformed`, and never repeats the
     /// plaintext. Exits 0 once every line is accounted for, whatever the
     /// outcomes.
@@ -300,7 +300,8 @@ pub struct CompromisedArgs {
 
     /// Also revoke the keys each leaked key minted, if not yet revoked:
     /// created, or rotated into being (itself included), and theirs in
-    /// turn. Without it they are only listed.
+    /// turn, with every successor of a key they created, however rotated.
+    /// Without it they are only listed.
     #[arg(long)]
     pub revoke_minted: bool,
 

@@ -58,8 +58,8 @@
 //!   one a line (standard input when FILE is `-` or absent; blank lines and `#`
 //!   comments skipped), and report per line `revoked`, `already_revoked`,
 //!   `unknown` or `malformed`. The keys a leaked key minted (created, or
-//!   rotated into being, itself included) are named, and revoked too with
-//!   `--revoke-minted`.
+//!   rotated into being, itself included, and every successor of a key it
+//!   created) are named, and revoked too with `--revoke-minted`.
 //! - `keys lineage ID [--json]`: a key's rotation chain, oldest first.
 //! - `events [--key ID] [--limit N] [--cursor C] [--all] [--json]`: the audit
 //!   log, newest first.

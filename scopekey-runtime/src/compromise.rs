@@ -241,9 +241,10 @@ impl ScopeKey {
         Ok(out)
     }
 
-    /// The keys `leaked` minted, and those minted in turn, breadth first
-    /// (each once; at most `limit`, and whether there were more), with
-    /// their status. With `revoke`, each is revoked as it is found, before
+    /// The keys `leaked` minted, and those minted in turn, and every
+    /// successor in a lineage one of them created, breadth first (each
+    /// once; at most `limit`, and whether there were more), with their
+    /// status. With `revoke`, each is revoked as it is found, before
     /// the keys it minted are read: a key it mints meanwhile is refused
     /// (the SQLite and PostgreSQL stores check the acting key), so none
     /// within the limit escapes the walk. Keys past the limit are neither
@@ -266,11 +267,16 @@ impl ScopeKey {
         let mut minted = Vec::new();
         let mut minters = VecDeque::from([leaked]);
         while let Some(minter) = minters.pop_front() {
-            let mut found = self
+            // Each with whether it is known to be in a lineage a minter
+            // started (the successor of a key in one).
+            let mut found: Vec<(KeyId, bool)> = self
                 .store()
                 .minted_by(minter)
                 .await
-                .map_err(Error::Unavailable)?;
+                .map_err(Error::Unavailable)?
+                .into_iter()
+                .map(|id| (id, false))
+                .collect();
             if started_by_minter.get(&minter) == Some(&true)
                 && let Some(next) = self
                     .store()
@@ -278,10 +284,17 @@ impl ScopeKey {
                     .await
                     .map_err(Error::Unavailable)?
             {
-                found.push(next.id);
+                found.push((next.id, true));
             }
-            for id in found {
-                if started_by_minter.contains_key(&id) {
+            for (id, in_minters_lineage) in found {
+                if let Some(started) = started_by_minter.get_mut(&id) {
+                    // Found before its lineage was known to be a minter's
+                    // (its parent turned up later): its successors are
+                    // followed now.
+                    if in_minters_lineage && !*started && id != leaked {
+                        *started = true;
+                        minters.push_back(id);
+                    }
                     continue;
                 }
                 let mut key = match self.get(id).await {
@@ -289,21 +302,20 @@ impl ScopeKey {
                     // Its row deleted behind the runtime's back: nothing to
                     // list or revoke, but what it minted is still read.
                     Err(Error::NotFound(_)) => {
-                        started_by_minter.insert(id, true);
+                        started_by_minter.insert(id, in_minters_lineage);
                         minters.push_back(id);
                         continue;
                     }
                     Err(e) => return Err(e),
                 };
-                // Created by a minter, or the successor of a key in a
-                // lineage a minter started.
-                let started = key
-                    .parent_key_id
-                    .is_none_or(|parent| started_by_minter.get(&parent) == Some(&true));
-                started_by_minter.insert(id, started);
                 if minted.len() == limit {
                     return Ok((minted, true));
                 }
+                let started = in_minters_lineage
+                    || key
+                        .parent_key_id
+                        .is_none_or(|parent| started_by_minter.get(&parent) == Some(&true));
+                started_by_minter.insert(id, started);
                 if key.status == Status::Revoked {
                     // Revoked by another process, perhaps: this one's cache
                     // may still hold the key as valid.

@@ -317,3 +317,70 @@ both_backends!(
     a_minted_keys_successors_are_found_works,
     a_minted_keys_successors_are_found
 );
+
+/// Whose lineage a key is in does not depend on the order the walk finds
+/// keys: a successor found (through a rotation the leaked key made) before
+/// its parent is known to be minted still has its own successors
+/// followed. A rotation the leaked key made of a key it did not mint
+/// lists that successor, but not that lineage's later rotations.
+async fn lineages_do_not_depend_on_the_order_found(db: &TestDb) {
+    let keys = ScopeKey::builder_arc(Arc::clone(&db.store)).build();
+    let writer = |name: &'static str| NewKey::new(name, ["api_keys:write", "a:b"]);
+    let leaked = keys.create(writer("leaked"), Actor::System).await.unwrap();
+    let outside = keys
+        .create(NewKey::new("outside", ["a:b"]), Actor::System)
+        .await
+        .unwrap();
+    let by_leaked = keys.verify(leaked.plaintext.expose_secret()).await.unwrap();
+    // The leaked key creates A, A creates P; the leaked key rotates P
+    // into X, the system X into Y.
+    let a = keys
+        .create(writer("a"), Actor::Key(&by_leaked))
+        .await
+        .unwrap();
+    let by_a = keys.verify(a.plaintext.expose_secret()).await.unwrap();
+    let p = keys
+        .create(NewKey::new("p", ["a:b"]), Actor::Key(&by_a))
+        .await
+        .unwrap();
+    let x = keys
+        .rotate(p.key.id, RotateOptions::default(), Actor::Key(&by_leaked))
+        .await
+        .unwrap();
+    let y = keys
+        .rotate(x.key.id, RotateOptions::default(), Actor::System)
+        .await
+        .unwrap();
+    // The leaked key rotates a key it did not mint; the system rotates the
+    // successor on.
+    let o1 = keys
+        .rotate(
+            outside.key.id,
+            RotateOptions::default(),
+            Actor::Key(&by_leaked),
+        )
+        .await
+        .unwrap();
+    let o2 = keys
+        .rotate(o1.key.id, RotateOptions::default(), Actor::System)
+        .await
+        .unwrap();
+
+    let results = keys
+        .report_compromised(
+            &[leaked.plaintext.expose_secret().to_owned()],
+            None,
+            Actor::System,
+        )
+        .await
+        .unwrap();
+    let mut found: Vec<_> = results[0].minted.iter().map(|m| m.key_id).collect();
+    found.sort();
+    let mut expected = vec![a.key.id, p.key.id, x.key.id, y.key.id, o1.key.id];
+    expected.sort();
+    assert_eq!(found, expected, "not {}", o2.key.id);
+}
+both_backends!(
+    lineages_do_not_depend_on_the_order_found_works,
+    lineages_do_not_depend_on_the_order_found
+);

@@ -88,8 +88,9 @@
 //! not: its pending deliveries are sealed plaintexts of live successors,
 //! for a holder that said it is gone (410) or that the operator stopped
 //! trusting (a lapsed domain, say), so none is ever sent there later.
-//! Disabling it gives up its pending sealed deliveries in the same
-//! transaction, as if their attempts ran out: failed, the sealed payload
+//! Disabling an endpoint gives up its pending sealed deliveries (whatever
+//! else the endpoint is: a URL both configured and a holder's loses only
+//! those) in the same transaction, as if their attempts ran out: failed, the sealed payload
 //! erased, each audited as `webhook.failed` on its key's log. A delivery a
 //! sender holds a lease on is left to that sender (one already claimed
 //! when the endpoint is disabled may still be sent); each pass gives up
@@ -391,7 +392,7 @@ impl Notifier {
 
     /// One pass: rotates the keys due an automatic rotation, records due
     /// notices (and `key.expired` events), delivers what is due, gives up
-    /// what is still pending to disabled key rotation webhooks, then
+    /// the sealed successors still pending to disabled endpoints, then
     /// deletes finished deliveries past their retention.
     pub async fn run_once(&self) -> Result<PassReport, NotifyError> {
         self.register().await?;
@@ -435,7 +436,7 @@ impl Notifier {
         if given_up > 0 {
             tracing::warn!(
                 given_up,
-                "gave up deliveries to disabled key rotation webhooks"
+                "gave up sealed successors pending to disabled endpoints"
             );
         }
         Ok(given_up)

@@ -325,8 +325,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
     ) -> Result<Vec<DueRotation>, StoreError>;
 
     /// Enables (`disable = None`) or disables an endpoint; whether it changed.
-    /// Disabling a key-delivery endpoint also gives up its pending
-    /// deliveries in the same transaction, as
+    /// Disabling an endpoint also gives up its pending deliveries of sealed
+    /// successors in the same transaction, as
     /// [`give_up_disabled`](Self::give_up_disabled) does.
     async fn set_endpoint_disabled(
         &self,
@@ -378,8 +378,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Stores an attempt's outcome, if the claim still holds (except for a
     /// success). Whether anything changed. A delivery that finishes
     /// (delivered or failed) loses a sealed payload (`erase_sealed!`). A
-    /// 410 that disables a key-delivery endpoint also gives up its other
-    /// pending deliveries, as [`give_up_disabled`](Self::give_up_disabled)
+    /// 410 that disables an endpoint also gives up its other pending
+    /// deliveries of sealed successors, as [`give_up_disabled`](Self::give_up_disabled)
     /// does.
     async fn complete(
         &self,
@@ -388,8 +388,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
         outcome: &Completion,
     ) -> Result<bool, StoreError>;
 
-    /// Gives up the pending deliveries (at most `limit`) to disabled
-    /// key-delivery endpoints, except those a sender holds a lease on at
+    /// Gives up the pending deliveries of sealed successors (a key's own
+    /// rotation webhook's; at most `limit`) to disabled endpoints, except those a sender holds a lease on at
     /// `at` (their sender records them): each is marked failed at `at` with
     /// [`ENDPOINT_DISABLED`] as its error, loses its sealed payload
     /// (`erase_sealed!`) and gets its `webhook.failed` event, in one

@@ -95,7 +95,8 @@ async fn insert_event(conn: &mut PgConnection, e: &AuditEvent) -> Result<(), Sto
     Ok(())
 }
 
-/// Gives up the pending deliveries to disabled key-delivery endpoints (to
+/// Gives up the pending deliveries of sealed successors to disabled
+/// endpoints (to
 /// `endpoint` alone, if given), at most `limit`, inside the caller's
 /// transaction: see [`Backend::give_up_disabled`]. Rows another
 /// transaction holds are skipped, not waited for (two senders disabling one

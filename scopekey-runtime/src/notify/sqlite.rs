@@ -103,7 +103,8 @@ async fn insert_event(conn: &mut SqliteConnection, e: &AuditEvent) -> Result<(),
     Ok(())
 }
 
-/// Gives up the pending deliveries to disabled key-delivery endpoints (to
+/// Gives up the pending deliveries of sealed successors to disabled
+/// endpoints (to
 /// `endpoint` alone, if given), at most `limit`, inside the caller's
 /// transaction: see [`Backend::give_up_disabled`].
 async fn give_up_disabled(
