@@ -84,6 +84,23 @@ impl TestDb {
         self.backend
     }
 
+    /// PostgreSQL: makes `level` (`serializable`, `repeatable read`, ...)
+    /// the default isolation of this database's new connections, as an
+    /// operator's `default_transaction_isolation` setting would. Panics on
+    /// failure.
+    pub async fn set_default_isolation(&self, level: &str) {
+        assert!(
+            matches!(self.backend, Backend::Postgres),
+            "a PostgreSQL setting"
+        );
+        assert!(level.chars().all(|c| c.is_ascii_lowercase() || c == ' '));
+        self.execute(&format!(
+            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET \
+             default_transaction_isolation = %L', current_database(), '{level}'); END $$"
+        ))
+        .await;
+    }
+
     /// Runs SQL (one or more statements) on a connection of its own, behind
     /// the store's back: to corrupt or rewind a database in a test. Panics
     /// on failure.

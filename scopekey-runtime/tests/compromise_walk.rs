@@ -106,34 +106,28 @@ impl Store for Racing {
     }
 }
 
-async fn a_key_minted_during_the_walk_is_refused(db: &TestDb) {
-    let store = Arc::new(Racing {
-        inner: Arc::clone(&db.store),
-        race: Mutex::new(None),
-        raced: Mutex::new(None),
-    });
-    let keys = ScopeKey::builder_arc(store.clone()).build();
-    let create = |name: &'static str, actor: Option<Principal>| {
-        let keys = keys.clone();
-        async move {
-            let new = NewKey::new(name, ["api_keys:write", "a:b"]);
-            match &actor {
-                Some(p) => keys.create(new, Actor::Key(p)).await,
-                None => keys.create(new, Actor::System).await,
-            }
-            .unwrap()
-        }
-    };
-    let leaked = create("leaked", None).await;
-    let by_leaked = keys.verify(leaked.plaintext.expose_secret()).await.unwrap();
-    // The leaked key minted `child`, which the thief also holds.
-    let child = create("child", Some(by_leaked)).await;
-    let by_child = keys.verify(child.plaintext.expose_secret()).await.unwrap();
-    let side = ScopeKey::builder_arc(Arc::clone(&db.store)).build();
-    *store.race.lock().unwrap() = Some((child.key.id, side, by_child));
+/// A key holding `api_keys:write` (and `a:b`) made by `actor`, and the
+/// principal it verifies as.
+async fn writer(keys: &ScopeKey, name: &str, actor: Actor<'_>) -> (CreatedKey, Principal) {
+    let created = keys
+        .create(NewKey::new(name, ["api_keys:write", "a:b"]), actor)
+        .await
+        .unwrap();
+    let principal = keys
+        .verify(created.plaintext.expose_secret())
+        .await
+        .unwrap();
+    (created, principal)
+}
 
+/// Reports `leaked` as compromised: the keys it minted, with their status.
+async fn report(
+    keys: &ScopeKey,
+    leaked: &CreatedKey,
+    revoke_minted: bool,
+) -> Result<Vec<(KeyId, Status)>, Error> {
     let options = CompromiseOptions {
-        revoke_minted: true,
+        revoke_minted,
         ..CompromiseOptions::default()
     };
     let results = keys
@@ -142,10 +136,29 @@ async fn a_key_minted_during_the_walk_is_refused(db: &TestDb) {
             options,
             Actor::System,
         )
-        .await
-        .unwrap();
-    let minted: Vec<_> = results[0].minted.iter().map(|m| m.key_id).collect();
-    assert_eq!(minted, [child.key.id]);
+        .await?;
+    Ok(results[0]
+        .minted
+        .iter()
+        .map(|m| (m.key_id, m.status))
+        .collect())
+}
+
+async fn a_key_minted_during_the_walk_is_refused(db: &TestDb) {
+    let store = Arc::new(Racing {
+        inner: Arc::clone(&db.store),
+        race: Mutex::new(None),
+        raced: Mutex::new(None),
+    });
+    let keys = ScopeKey::builder_arc(store.clone()).build();
+    let (leaked, by_leaked) = writer(&keys, "leaked", Actor::System).await;
+    // The leaked key minted `child`, which the thief also holds.
+    let (child, by_child) = writer(&keys, "child", Actor::Key(&by_leaked)).await;
+    let side = ScopeKey::builder_arc(Arc::clone(&db.store)).build();
+    *store.race.lock().unwrap() = Some((child.key.id, side, by_child));
+
+    let minted = report(&keys, &leaked, true).await.unwrap();
+    assert_eq!(minted, [(child.key.id, Status::Revoked)]);
 
     // `child` was revoked before its mints were read: the store refused the
     // one made meanwhile.
@@ -219,17 +232,8 @@ both_backends!(
 /// found.
 async fn a_deleted_minted_key_is_skipped(db: &TestDb) {
     let keys = ScopeKey::builder_arc(Arc::clone(&db.store)).build();
-    let admin = NewKey::new("leaked", ["api_keys:write", "a:b"]);
-    let leaked = keys.create(admin, Actor::System).await.unwrap();
-    let by_leaked = keys.verify(leaked.plaintext.expose_secret()).await.unwrap();
-    let gone = keys
-        .create(
-            NewKey::new("gone", ["api_keys:write", "a:b"]),
-            Actor::Key(&by_leaked),
-        )
-        .await
-        .unwrap();
-    let by_gone = keys.verify(gone.plaintext.expose_secret()).await.unwrap();
+    let (leaked, by_leaked) = writer(&keys, "leaked", Actor::System).await;
+    let (gone, by_gone) = writer(&keys, "gone", Actor::Key(&by_leaked)).await;
     let grandchild = keys
         .create(NewKey::new("grandchild", ["a:b"]), Actor::Key(&by_gone))
         .await
@@ -240,23 +244,9 @@ async fn a_deleted_minted_key_is_skipped(db: &TestDb) {
     ))
     .await;
 
-    let options = CompromiseOptions {
-        revoke_minted: true,
-        ..CompromiseOptions::default()
-    };
-    let results = keys
-        .report_compromised_with(
-            &[leaked.plaintext.expose_secret().to_owned()],
-            options,
-            Actor::System,
-        )
+    let minted = report(&keys, &leaked, true)
         .await
         .expect("a missing row is no failure");
-    let minted: Vec<_> = results[0]
-        .minted
-        .iter()
-        .map(|m| (m.key_id, m.status))
-        .collect();
     assert_eq!(minted, [(grandchild.key.id, Status::Revoked)]);
 }
 both_backends!(
@@ -269,9 +259,7 @@ both_backends!(
 /// is listed and revoked with it.
 async fn a_minted_keys_successors_are_found(db: &TestDb) {
     let keys = ScopeKey::builder_arc(Arc::clone(&db.store)).build();
-    let admin = NewKey::new("leaked", ["api_keys:write", "a:b"]);
-    let leaked = keys.create(admin, Actor::System).await.unwrap();
-    let by_leaked = keys.verify(leaked.plaintext.expose_secret()).await.unwrap();
+    let (leaked, by_leaked) = writer(&keys, "leaked", Actor::System).await;
     let minted = keys
         .create(NewKey::new("minted", ["a:b"]), Actor::Key(&by_leaked))
         .await
@@ -286,25 +274,8 @@ async fn a_minted_keys_successors_are_found(db: &TestDb) {
         .await
         .unwrap();
 
-    let options = CompromiseOptions {
-        revoke_minted: true,
-        ..CompromiseOptions::default()
-    };
-    let results = keys
-        .report_compromised_with(
-            &[leaked.plaintext.expose_secret().to_owned()],
-            options,
-            Actor::System,
-        )
-        .await
-        .unwrap();
-    let found: Vec<_> = results[0]
-        .minted
-        .iter()
-        .map(|m| (m.key_id, m.status))
-        .collect();
     assert_eq!(
-        found,
+        report(&keys, &leaked, true).await.unwrap(),
         [
             (minted.key.id, Status::Revoked),
             (next.key.id, Status::Revoked),
@@ -325,20 +296,14 @@ both_backends!(
 /// lists that successor, but not that lineage's later rotations.
 async fn lineages_do_not_depend_on_the_order_found(db: &TestDb) {
     let keys = ScopeKey::builder_arc(Arc::clone(&db.store)).build();
-    let writer = |name: &'static str| NewKey::new(name, ["api_keys:write", "a:b"]);
-    let leaked = keys.create(writer("leaked"), Actor::System).await.unwrap();
+    let (leaked, by_leaked) = writer(&keys, "leaked", Actor::System).await;
     let outside = keys
         .create(NewKey::new("outside", ["a:b"]), Actor::System)
         .await
         .unwrap();
-    let by_leaked = keys.verify(leaked.plaintext.expose_secret()).await.unwrap();
     // The leaked key creates A, A creates P; the leaked key rotates P
     // into X, the system X into Y.
-    let a = keys
-        .create(writer("a"), Actor::Key(&by_leaked))
-        .await
-        .unwrap();
-    let by_a = keys.verify(a.plaintext.expose_secret()).await.unwrap();
+    let (a, by_a) = writer(&keys, "a", Actor::Key(&by_leaked)).await;
     let p = keys
         .create(NewKey::new("p", ["a:b"]), Actor::Key(&by_a))
         .await
@@ -366,15 +331,12 @@ async fn lineages_do_not_depend_on_the_order_found(db: &TestDb) {
         .await
         .unwrap();
 
-    let results = keys
-        .report_compromised(
-            &[leaked.plaintext.expose_secret().to_owned()],
-            None,
-            Actor::System,
-        )
+    let mut found: Vec<_> = report(&keys, &leaked, false)
         .await
-        .unwrap();
-    let mut found: Vec<_> = results[0].minted.iter().map(|m| m.key_id).collect();
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     found.sort();
     let mut expected = vec![a.key.id, p.key.id, x.key.id, y.key.id, o1.key.id];
     expected.sort();

@@ -1512,18 +1512,7 @@ async fn the_outbox_is_read_committed_whatever_the_default() {
 }
 
 async fn outbox_under(db: &TestDb, isolation: &str) {
-    let name = db
-        .url
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .split('?')
-        .next()
-        .unwrap();
-    db.execute(&format!(
-        "ALTER DATABASE \"{name}\" SET default_transaction_isolation = '{isolation}'"
-    ))
-    .await;
+    db.set_default_isolation(isolation).await;
     // The outbox's own pool, of one connection whose statements are
     // prepared before they race (a first use parses the statement in a
     // transaction of its own): each then takes its snapshot before it

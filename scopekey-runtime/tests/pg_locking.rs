@@ -60,18 +60,7 @@ async fn a_change_waits_for_a_concurrent_revocation_of_its_actor() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_are_read_committed_whatever_the_default() {
     let Some(db) = pg().await else { return };
-    let name = db
-        .url
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .split('?')
-        .next()
-        .unwrap();
-    db.execute(&format!(
-        "ALTER DATABASE \"{name}\" SET default_transaction_isolation = 'serializable'"
-    ))
-    .await;
+    db.set_default_isolation("serializable").await;
     // New connections take the database's default, the store's own too:
     // it sends no startup parameter (a pooler would refuse it), so each of
     // its transactions asks for READ COMMITTED itself.
