@@ -1987,6 +1987,50 @@ async fn no_secret_no_rotation(db: &TestDb) {
 }
 both_backends!(no_secret_no_rotation_works, no_secret_no_rotation);
 
+/// A holder URL that is also (or once was) one of the operator's configured
+/// endpoints still gets its sealed successors, from a notifier that does
+/// not configure it: a sealed delivery needs the rotation secret to be
+/// sent, not the endpoint to be of one kind.
+async fn a_holder_url_once_configured_still_gets_its_successors(db: &TestDb) {
+    let clock = ManualClock::starting_now();
+    let shared = Receiver::start().await;
+    let operator = Receiver::start().await;
+    let keys = auto_runtime(Arc::clone(&db.store), &clock);
+    // The URL is an operator's endpoint first (registered by a notifier
+    // configured with it), then a key's rotation webhook.
+    let configuring = Notifier::new(
+        keys.clone(),
+        Outbox::connect(&db.url).await.unwrap(),
+        config(&shared),
+    )
+    .unwrap();
+    configuring.register().await.unwrap();
+    let created = keys
+        .create(auto_rotating("machine", &shared.url), Actor::System)
+        .await
+        .unwrap();
+    // The URL dropped from the configuration: another notifier rotates.
+    let notifier = Notifier::new(
+        keys.clone(),
+        Outbox::connect(&db.url).await.unwrap(),
+        config(&operator),
+    )
+    .unwrap();
+    clock.advance(Duration::days(29) + Duration::hours(1));
+    let pass = notifier.run_once().await.unwrap();
+    assert_eq!(pass.rotated, 1, "{pass:?}");
+    shared.wait_for(1).await;
+    let body = shared.requests()[0].json();
+    assert_eq!(body["type"], "key.rotated");
+    assert_eq!(body["data"]["parent_key_id"], created.key.id.to_string());
+    let successor = body["data"]["key"].as_str().expect("the successor");
+    assert!(keys.verify(successor).await.is_ok());
+}
+both_backends!(
+    a_holder_url_once_configured_still_gets_its_successors_works,
+    a_holder_url_once_configured_still_gets_its_successors
+);
+
 /// A key's own rotation webhook that is disabled gives up its pending
 /// deliveries, so no sealed successor waits in the outbox for it: at once
 /// when it answers 410 Gone or an operator disables it, and at the next

@@ -380,7 +380,8 @@ impl Notifier {
                             url = %deliver::shown_url(&row.url),
                             endpoint_id = %row.id,
                             "webhook endpoint is not configured in this notifier; its deliveries wait for one that is. \
-                             If none is any more, disable it (Outbox::disable_endpoint)"
+                             If none is any more, disable it (Outbox::disable_endpoint). Sealed successors \
+                             for keys naming this URL still go out"
                         );
                     }
                 }

@@ -74,8 +74,9 @@ pub struct Endpoint {
     /// Why it was disabled.
     pub disabled_reason: Option<String>,
     /// Made for keys' own rotation webhooks (not a configured receiver):
-    /// receives only successor deliveries, from any notifier holding a
-    /// delivery secret.
+    /// receives only successor deliveries. (A sealed successor goes out
+    /// from any notifier holding a rotation secret, whatever endpoint it
+    /// is for; a URL that is also a configured receiver has this unset.)
     pub key_delivery: bool,
 }
 
@@ -209,7 +210,7 @@ pub(crate) enum Completion {
 }
 
 /// The last error of a delivery given up without another attempt because
-/// its key-delivery endpoint was disabled.
+/// its endpoint was disabled (a sealed successor's).
 pub(crate) const ENDPOINT_DISABLED: &str =
     "given up without another attempt: the endpoint was disabled";
 
@@ -361,9 +362,11 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// endpoint. How many deliveries.
     async fn enqueue(&self, event: &AuditEvent, data: &Value) -> Result<usize, StoreError>;
 
-    /// Claims up to `limit` due deliveries to these endpoints (and, with
-    /// `key_deliveries`, to every key-delivery endpoint), enabled and not
-    /// paused, unclaimed or with an expired claim, until `lease_until`.
+    /// Claims up to `limit` due deliveries, to enabled endpoints that are
+    /// not paused, unclaimed or with an expired claim, until `lease_until`:
+    /// a sealed successor (to whatever endpoint) only with `key_deliveries`
+    /// (this sender can open it), any other delivery only to one of
+    /// `endpoints`.
     #[allow(clippy::too_many_arguments)]
     async fn claim(
         &self,

@@ -487,7 +487,8 @@ impl Backend for PgOutbox {
                  WHERE d.state = 'pending' AND d.next_attempt_at <= $3 \
                  AND (d.claimed_until IS NULL OR d.claimed_until <= $3) \
                  AND e.disabled_at IS NULL AND (e.paused_until IS NULL OR e.paused_until <= $3) \
-                 AND (d.endpoint_id = ANY($4) OR ($6 AND e.key_delivery)) \
+                 AND CASE WHEN substr(d.payload, 1, 7) = 'sealed:' THEN $6 \
+                     ELSE d.endpoint_id = ANY($4) END \
                  ORDER BY d.next_attempt_at, d.id LIMIT $5 \
                  FOR UPDATE OF d SKIP LOCKED) \
              RETURNING id, endpoint_id, event_id, event_type, key_id, payload, attempts, \

@@ -496,8 +496,8 @@ impl Backend for SqliteOutbox {
                  WHERE d.state = 'pending' AND d.next_attempt_at <= ?3 \
                  AND (d.claimed_until IS NULL OR d.claimed_until <= ?3) \
                  AND e.disabled_at IS NULL AND (e.paused_until IS NULL OR e.paused_until <= ?3) \
-                 AND (d.endpoint_id IN (SELECT value FROM json_each(?4)) \
-                      OR (?6 AND e.key_delivery = 1)) \
+                 AND CASE WHEN substr(d.payload, 1, 7) = 'sealed:' THEN ?6 \
+                     ELSE d.endpoint_id IN (SELECT value FROM json_each(?4)) END \
                  ORDER BY d.next_attempt_at, d.id LIMIT ?5) \
              RETURNING id, endpoint_id, event_id, event_type, key_id, payload, attempts, \
                  (SELECT e.url FROM scopekey_webhook_endpoints e WHERE e.id = endpoint_id) AS url",
