@@ -448,6 +448,15 @@ async fn credentials(db: &TestDb) {
         app.get("/nowhere")
             .header("Authorization", &bearer)
             .header("X-API-Key", &admin),
+        // Two lines a proxy merged into one: a comma no key holds.
+        app.get("/api-keys/self")
+            .header("X-API-Key", format!("{admin}, {admin}")),
+        app.get("/api-keys/self")
+            .header("Authorization", format!("{bearer}, {bearer}")),
+        // Another scheme next to an `X-API-Key`: still two headers.
+        app.get("/api-keys/self")
+            .header("Authorization", "Basic YWRtaW46YWRtaW4=")
+            .header("X-API-Key", &admin),
     ] {
         req.send().await.assert_problem(400, Some(INVALID_REQUEST));
     }

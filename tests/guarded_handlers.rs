@@ -361,9 +361,56 @@ async fn add_note(id: web::Path<u32>, order: web::Json<Order>) -> HttpResponse {
     HttpResponse::Created().finish()
 }
 
-fn note_routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(add_note);
+/// The caller as an extractor beside a path, checked at run time.
+#[post("/orders/{id}/flags")]
+async fn flag_order(
+    caller: Authenticated,
+    id: web::Path<u32>,
+) -> Result<HttpResponse, scopekey::actix::AuthError> {
+    caller.require("orders:write")?;
+    Ok(HttpResponse::Created().body(id.to_string()))
 }
+
+fn note_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(add_note).service(flag_order);
+}
+
+/// With the middleware, the key is judged before any extractor: a bad path
+/// beside `Authenticated` is still 401 for a key the store must be asked
+/// about (without it, actix-web extracts them together; see the crate's
+/// docs).
+async fn middleware_answers_first(db: &TestDb) {
+    let app = TestApp::start_with(
+        db,
+        Setup {
+            extra: note_routes,
+            ..Setup::default()
+        },
+    )
+    .await;
+    let (writer, _) = key_and_id(&app.create_key("writer", &["orders:write"]).await);
+    for path in ["/orders/seven/notes", "/orders/seven/flags"] {
+        app.post(path)
+            .bearer(&unknown_key())
+            .send()
+            .await
+            .assert_problem(401, Some(INVALID_TOKEN));
+        app.post(path)
+            .send()
+            .await
+            .assert_problem(401, Some(NO_KEY));
+    }
+    let res = app.post("/orders/seven/flags").bearer(&writer).send().await;
+    assert_eq!(res.status, 404);
+    let res = app.post("/orders/7/flags").bearer(&writer).send().await;
+    assert_eq!((res.status, res.text()), (201, "7".to_owned()));
+    app.stop().await;
+}
+
+both_backends!(
+    middleware_answers_before_any_extractor,
+    middleware_answers_first
+);
 
 /// Without the middleware, a guard that must wait for the store (a key
 /// never seen, so a cache miss) still answers before the handler's other

@@ -30,17 +30,56 @@ fn ui() {
     t.pass("tests/ui/pass/catalogue-without-one.rs");
 }
 
-/// Copies tests/ui-catalogue into `<target>/tests/ui-catalogue` (as trybuild
-/// does with its projects: the workspace's Cargo.lock, so the same
-/// dependency versions and `--offline` work, and nothing written into the
-/// source tree), `cargo check`s every binary there and compares its
-/// diagnostics with `src/bin/<name>.stderr` (none expected without one).
+/// A crate with a catalogue: every binary in tests/ui-catalogue checked
+/// (see [`check_fixture`]), and editing the catalogue rebuilds the crate.
 #[test]
 fn catalogue() {
+    let (target, project) = check_fixture("ui-catalogue");
+
+    // Editing the catalogue must rebuild the crate: the expansion includes
+    // the manifest, so it is in the binary's dep-info, which Cargo watches.
+    let manifest = project.join("Cargo.toml");
+    let deps = target.join("debug/deps");
+    let tracked = fs::read_dir(&deps)
+        .expect("read deps")
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| {
+            path.extension().is_some_and(|e| e == "d")
+                && path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("catalogue_lists_scopes-"))
+        })
+        .any(|path| {
+            fs::read_to_string(path).is_ok_and(|d| d.contains(&*manifest.to_string_lossy()))
+        });
+    assert!(
+        tracked,
+        "{} is not in the dep-info under {}",
+        manifest.display(),
+        deps.display()
+    );
+}
+
+/// A crate whose catalogue is malformed: `#[requires_scope]` and
+/// `catalogue!()` both say what is wrong with it (tests/ui-catalogue-broken).
+#[test]
+fn broken_catalogue() {
+    check_fixture("ui-catalogue-broken");
+}
+
+/// Copies `tests/<name>` into `<target>/tests/ui-catalogue/<name>` (as
+/// trybuild does with its projects: the workspace's Cargo.lock, so the same
+/// dependency versions and `--offline` work, and nothing written into the
+/// source tree), `cargo check`s every binary there and compares its
+/// diagnostics with `src/bin/<bin>.stderr` (none expected without one).
+/// The fixtures share one target directory, so the macro crate is built
+/// once for all. Returns the target directory and the project's copy.
+fn check_fixture(name: &str) -> (PathBuf, PathBuf) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let fixture = root.join("tests/ui-catalogue");
+    let fixture = root.join("tests").join(name);
     let target = target_dir().join("tests/ui-catalogue");
-    let project = target.join("project");
+    let project = target.join(name);
     let bins = copy_fixture(root, &fixture, &project);
 
     let output = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
@@ -116,30 +155,7 @@ fn catalogue() {
         failures.join("\n"),
         String::from_utf8_lossy(&output.stderr),
     );
-
-    // Editing the catalogue must rebuild the crate: the expansion includes
-    // the manifest, so it is in the binary's dep-info, which Cargo watches.
-    let manifest = project.join("Cargo.toml");
-    let deps = target.join("debug/deps");
-    let tracked = fs::read_dir(&deps)
-        .expect("read deps")
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| {
-            path.extension().is_some_and(|e| e == "d")
-                && path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("catalogue_lists_scopes-"))
-        })
-        .any(|path| {
-            fs::read_to_string(path).is_ok_and(|d| d.contains(&*manifest.to_string_lossy()))
-        });
-    assert!(
-        tracked,
-        "{} is not in the dep-info under {}",
-        manifest.display(),
-        deps.display()
-    );
+    (target, project)
 }
 
 /// Makes `project` a copy of the fixture crate whose dependency points back

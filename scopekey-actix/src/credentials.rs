@@ -45,9 +45,20 @@ pub(crate) fn presented(headers: &HeaderMap) -> Presented<'_> {
         _ if extra => Presented::Multiple,
         (Some(value), None) => from_authorization(value),
         (None, Some(value)) => match readable(value) {
-            Ok(text) => Presented::Key(trim(text)),
+            Ok(text) => one_key(trim(text)),
             Err(why) => Presented::Unreadable(why),
         },
+    }
+}
+
+/// A candidate key, unless it holds a comma: no key does (base62 and `_`),
+/// so it is two header lines a proxy merged into one (RFC 9110 §5.3), two
+/// credentials.
+fn one_key(text: &str) -> Presented<'_> {
+    if text.contains(',') {
+        Presented::Multiple
+    } else {
+        Presented::Key(text)
     }
 }
 
@@ -122,7 +133,7 @@ fn bearer(value: &str) -> Presented<'_> {
     }
     // An empty or space-containing token is malformed: the runtime refuses
     // it without a lookup, and records why.
-    Presented::Key(trim(&value[SCHEME.len()..]))
+    one_key(trim(&value[SCHEME.len()..]))
 }
 
 #[cfg(test)]
@@ -221,6 +232,27 @@ mod tests {
         assert_eq!(
             presented(&headers(&[(&X_API_KEY, "\tsk_é ~".as_bytes())])),
             Presented::Key("sk_é ~")
+        );
+        // Two lines merged by a proxy: a comma no key holds.
+        for (name, value) in [
+            (&X_API_KEY, "sk_a, sk_b"),
+            (&X_API_KEY, "sk_a,"),
+            (&AUTHORIZATION, "Bearer sk_a, Bearer sk_b"),
+            (&AUTHORIZATION, "bearer sk_a,sk_b"),
+        ] {
+            assert_eq!(
+                presented(&headers(&[(name, value.as_bytes())])),
+                Presented::Multiple,
+                "{value}"
+            );
+        }
+        // Another scheme's parameters may hold commas: still no credential.
+        assert_eq!(
+            presented(&headers(&[(
+                &AUTHORIZATION,
+                b"Digest realm=\"x\", nonce=\"y\""
+            )])),
+            Presented::Nothing
         );
     }
 }

@@ -74,6 +74,13 @@
 //!   extractor shares its pending verification there. A key whose verdict
 //!   is cached is decided without I/O or a future
 //!   ([`ScopeKey::verify_cached`](scopekey_runtime::ScopeKey::verify_cached)).
+//!   One difference: a `#[requires_scope]` guard always answers before the
+//!   handler's other extractors run, while [`Authenticated`] and
+//!   [`MaybeAuthenticated`] are extracted alongside them (actix-web runs a
+//!   handler's extractors together and answers with the first error), so
+//!   without the middleware a bad path or body can be answered (404, 400,
+//!   415) before a key that needs a store lookup is refused. With
+//!   [`ApiKeyAuth`] installed the key is always judged first.
 //! - **No key on an unguarded route passes**; a presented but invalid key
 //!   is refused (401 `invalid_token`) by the middleware even on unguarded
 //!   routes. Without the middleware, only routes that ask for the caller
@@ -81,9 +88,11 @@
 //! - **Credentials**: `Authorization: Bearer <key>` (scheme in any case) or
 //!   `X-API-Key: <key>`; an `Authorization` header with another scheme
 //!   (`Basic ...`, a `Negotiate` token of any length) counts as no key (RFC
-//!   6750 §3.1). More than one
-//!   `Authorization` or `X-API-Key` header, or one of each, is 400
-//!   `invalid_request`. A Bearer or `X-API-Key` value over
+//!   6750 §3.1) when it comes alone. More than one
+//!   `Authorization` or `X-API-Key` header, or one of each (whatever the
+//!   `Authorization` scheme: the specification counts headers), is 400
+//!   `invalid_request`; so is a Bearer or `X-API-Key` value holding a
+//!   comma, which no key does: two header lines a proxy merged into one. A Bearer or `X-API-Key` value over
 //!   [`MAX_CREDENTIAL_HEADER_LEN`] bytes or not UTF-8 is 401 `invalid_token`
 //!   (a malformed token, RFC 6750 §3.1), refused before any hashing or
 //!   store access. Any other text that is not a key's (other characters, a

@@ -4,6 +4,7 @@ use std::io::{IsTerminal, Read, Write};
 use std::time::Duration as StdDuration;
 
 use scopekey_runtime::compromise::MAX_REPORT_KEYS;
+use scopekey_runtime::notify::signature::Secret;
 use scopekey_runtime::{
     Actor, ApiKey, CompromiseOptions, CompromiseStatus, CreatedKey, KeyFormat, ListEvents,
     ListKeys, NewKey, Page, RotateOptions, ScopeKey, Status, StoreError,
@@ -25,17 +26,22 @@ const CONNECT_TIMEOUT: StdDuration = StdDuration::from_secs(15);
 struct Globals {
     url: String,
     format: KeyFormat,
+    /// `SCOPEKEY_ROTATION_SECRET`, current first (empty when unset).
+    rotation_secrets: Vec<Secret>,
     migrate: bool,
 }
 
 /// Runs a parsed command line against the store at `url`, writing the
 /// result to `out`.
 pub async fn run(cli: Cli, url: &str, out: &mut dyn Write) -> Result<(), Failure> {
-    // Bad usage first, whatever the command: a bad prefix or pepper is exit
-    // 2 even when an id names no key or a report cannot be read.
+    // Bad usage first, whatever the command: a bad prefix, pepper or
+    // rotation secret is exit 2 even when an id names no key or a report
+    // cannot be read, and nothing is opened (a SQLite file is not created).
     let globals = Globals {
         url: url.to_owned(),
         format: key_format(&cli.key_prefix)?,
+        rotation_secrets: scopekey_runtime::notify::rotation_secrets_from_env()
+            .map_err(|e| Failure::Usage(e.to_string()))?,
         migrate: !cli.no_migrate || matches!(cli.command, Command::Migrate),
     };
     match cli.command {
@@ -83,10 +89,8 @@ impl Globals {
         let mut builder = ScopeKey::builder_arc(store).key_format(self.format.clone());
         // The service's rotation secret, so that keys created here with a
         // rotation webhook get their holder's signing secret.
-        for secret in scopekey_runtime::notify::rotation_secrets_from_env()
-            .map_err(|e| Failure::Failed(e.to_string()))?
-        {
-            builder = builder.rotation_webhook_secret(secret);
+        for secret in &self.rotation_secrets {
+            builder = builder.rotation_webhook_secret(secret.clone());
         }
         let keys = builder.build();
         if self.migrate {
@@ -310,13 +314,31 @@ async fn revoke(g: &Globals, args: RevokeArgs, out: &mut dyn Write) -> Result<()
 
 /// Reads the report before touching the store, so a missing file fails
 /// fast; lines are numbered from 1 as an editor shows them.
-fn read_report(args: &CompromisedArgs) -> Result<Vec<(usize, String)>, Failure> {
+///
+/// The file's name is never repeated back: an operator in a hurry may
+/// have pasted the leaked key in its place. A well-formed key given as the
+/// file is bad usage, said so (it was not revoked).
+fn read_report(
+    args: &CompromisedArgs,
+    format: &KeyFormat,
+) -> Result<Vec<(usize, String)>, Failure> {
     let mut bytes = Vec::new();
     match &args.file {
         Some(path) if path.as_os_str() != "-" => {
+            if path
+                .to_str()
+                .is_some_and(|text| format.parse(text.trim()).is_ok())
+            {
+                return Err(Failure::Usage(
+                    "FILE is a key, not a file: nothing was revoked; put the keys in a file, \
+                     one a line, or pipe them on standard input (a key on the command line \
+                     stays in the shell's history: treat it as leaked there too)"
+                        .into(),
+                ));
+            }
             std::fs::File::open(path)
                 .and_then(|mut f| f.read_to_end(&mut bytes))
-                .map_err(|e| Failure::Failed(format!("cannot read {}: {e}", path.display())))?;
+                .map_err(|e| Failure::Failed(format!("cannot read the report file: {e}")))?;
         }
         _ => {
             if std::io::stdin().is_terminal() {
@@ -348,7 +370,7 @@ async fn compromised(
     args: CompromisedArgs,
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
-    let report = read_report(&args)?;
+    let report = read_report(&args, &g.format)?;
     let keys = g.open().await?;
     let mut lines = Vec::with_capacity(report.len());
     // The runtime takes at most MAX_REPORT_KEYS at once; a big leak is

@@ -99,8 +99,11 @@
 //!   like a whole report's, so a script must check the exit status).
 //! - `2`: bad usage — unknown or missing options, no database URL or an
 //!   unsupported one, a bad duration, status, limit, cursor, time or
-//!   metadata, a bad `--key-prefix` or `SCOPEKEY_PEPPER` (even when the id
-//!   given names no key); clap prints the usage.
+//!   metadata, a bad `--key-prefix`, `SCOPEKEY_PEPPER` or
+//!   `SCOPEKEY_ROTATION_SECRET` (even when the id
+//!   given names no key), a key given to `keys compromised` where its
+//!   report file goes (it is not revoked, nor repeated back); clap prints
+//!   the usage.
 //!
 //! `keys compromised` hands a report to the store in batches of 10,000 keys.
 //! If a batch after the first fails, the results of the batches before it

@@ -173,9 +173,25 @@ async fn report_from_a_file(db: &TestDb) {
     // An empty report is no failure; a missing file is.
     let run = scopekey_with_stdin(url, &["keys", "compromised", "--json"], "\n\n");
     assert_eq!(run.json(), json!({ "results": [] }));
-    scopekey(url, &["keys", "compromised", "/no/such/report.txt"])
-        .fails_with(1)
-        .says("cannot read /no/such/report.txt");
+    let run = scopekey(url, &["keys", "compromised", "/no/such/report.txt"]);
+    run.fails_with(1).says("cannot read the report file");
+
+    // The leaked key pasted where the file goes: bad usage, said so, the
+    // key neither repeated back nor revoked (nothing was asked of the
+    // store).
+    let pasted = create(url, "pasted", &["orders:read"]);
+    let plaintext = str_of(&pasted, "key");
+    for arg in [plaintext.to_owned(), format!(" {plaintext} ")] {
+        let run = scopekey(url, &["keys", "compromised", &arg]);
+        run.fails_with(2).says("is a key, not a file");
+        assert!(!run.all_output().contains(plaintext), "echoed: {run:#?}");
+        assert!(
+            !run.all_output().contains(&plaintext[3..20]),
+            "echoed: {run:#?}"
+        );
+    }
+    let shown = scopekey(url, &["keys", "show", str_of(&pasted, "id"), "--json"]).json();
+    assert_eq!(shown["status"], "active");
 }
 
 scopekey_runtime::both_backends!(compromised_file, report_from_a_file);

@@ -432,6 +432,37 @@ fn a_bad_pepper_exits_2_whatever_the_id() {
     assert!(!db.path.exists(), "the store was not opened");
 }
 
+/// A rotation secret that cannot be read is bad usage too, whatever the
+/// command (even those that never use it), found before the store is
+/// opened; the message names the variable, never its value.
+#[test]
+fn a_bad_rotation_secret_exits_2_whatever_the_command() {
+    use std::os::unix::ffi::OsStrExt;
+    let db = TempSqlite::new();
+    let not_base64 = std::ffi::OsStr::from_bytes(b"whsec_!!not-base64!!");
+    let not_utf8 = std::ffi::OsStr::from_bytes(b"whsec_\xff");
+    for secret in [not_base64, not_utf8] {
+        for args in [
+            vec!["migrate"],
+            vec!["keys", "list"],
+            vec!["keys", "revoke", "0190c8f2-0000-7000-8000-000000000000"],
+            vec!["keys", "compromised", "/no/such/report.txt"],
+            vec!["keys", "create", "--name", "n", "--scope", "a:b"],
+        ] {
+            let mut cmd = command();
+            cmd.env("SCOPEKEY_ROTATION_SECRET", secret)
+                .arg("--database-url")
+                .arg(&db.url)
+                .args(&args);
+            let run = run_cmd(cmd);
+            assert_eq!(run.code, 2, "{args:?}: {run:#?}");
+            run.says("SCOPEKEY_ROTATION_SECRET");
+            assert!(!run.all_output().contains("not-base64"), "{run:#?}");
+        }
+    }
+    assert!(!db.path.exists(), "the store was not opened");
+}
+
 #[test]
 fn a_plaintext_key_given_as_an_id_is_not_echoed() {
     let db = TempSqlite::new();

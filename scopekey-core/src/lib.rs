@@ -28,7 +28,7 @@ use std::str::FromStr;
 
 mod requirement;
 
-pub use requirement::{Requirement, StaticRequirement};
+pub use requirement::{MAX_REQUIREMENT_DEPTH, Requirement, StaticRequirement};
 
 /// The longest scope, in bytes.
 pub const MAX_SCOPE_LEN: usize = 128;
@@ -75,6 +75,9 @@ pub enum ScopeErrorKind {
     Wildcard,
     /// A malformed requirement expression (`any(...)`, `all(...)`).
     Expression,
+    /// `any(...)` and `all(...)` nested more than
+    /// [`MAX_REQUIREMENT_DEPTH`] deep.
+    TooDeep,
 }
 
 impl ScopeError {
@@ -170,6 +173,10 @@ impl ScopeError {
                 }
             }
             ScopeErrorKind::Expression => format!("malformed requirement at byte {at}"),
+            ScopeErrorKind::TooDeep => format!(
+                "`any(...)` and `all(...)` nested more than {MAX_REQUIREMENT_DEPTH} deep \
+                 (at byte {at})"
+            ),
         }
     }
 }

@@ -72,11 +72,24 @@ fn write_call<T: fmt::Display>(f: &mut fmt::Formatter<'_>, name: &str, items: &[
     f.write_str(")")
 }
 
+/// How deep `any(...)` and `all(...)` may nest: `any(all(\"a:b\"))` is 2
+/// deep. Deeper text is refused ([`ScopeErrorKind::TooDeep`]) rather than
+/// parsed by ever deeper recursion, so no input can exhaust the stack; the
+/// `#[requires_scope]` macro holds requirements to the same bound.
+pub const MAX_REQUIREMENT_DEPTH: usize = 32;
+
 impl FromStr for Requirement {
     type Err = ScopeError;
 
+    /// Parses a requirement expression: a scope (quoted or not), or
+    /// `any(...)` / `all(...)` of requirements, at most
+    /// [`MAX_REQUIREMENT_DEPTH`] deep.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut p = ExprParser { input: s, pos: 0 };
+        let mut p = ExprParser {
+            input: s,
+            pos: 0,
+            depth: 0,
+        };
         let req = p.requirement()?;
         p.skip_ws();
         if p.pos != s.len() {
@@ -89,6 +102,8 @@ impl FromStr for Requirement {
 struct ExprParser<'a> {
     input: &'a str,
     pos: usize,
+    /// How many `any(` / `all(` enclose the current position.
+    depth: usize,
 }
 
 impl ExprParser<'_> {
@@ -118,6 +133,14 @@ impl ExprParser<'_> {
             if let Some(after) = rest.strip_prefix(name)
                 && after.trim_start().starts_with('(')
             {
+                if self.depth == MAX_REQUIREMENT_DEPTH {
+                    return Err(ScopeError::new(
+                        self.input,
+                        self.pos,
+                        ScopeErrorKind::TooDeep,
+                    ));
+                }
+                self.depth += 1;
                 self.pos += name.len();
                 self.eat('(');
                 let mut items = Vec::new();
@@ -138,6 +161,7 @@ impl ExprParser<'_> {
                 if items.is_empty() {
                     return Err(self.error());
                 }
+                self.depth -= 1;
                 return Ok(if any {
                     Requirement::Any(items)
                 } else {
@@ -259,6 +283,30 @@ mod tests {
         let err = "all(a:b, Orders:x)".parse::<Requirement>().unwrap_err();
         assert_eq!(err.kind(), ScopeErrorKind::UpperCase);
         assert_eq!(err.position(), 9);
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let nested = |depth: usize| format!("{}a:b{}", "any(".repeat(depth), ")".repeat(depth));
+        let deepest = nested(MAX_REQUIREMENT_DEPTH);
+        let parsed: Requirement = deepest.parse().expect("the deepest allowed");
+        assert_eq!(parsed.to_string(), deepest, "prints as parsed");
+        // Siblings do not add up: depth is nesting, not count.
+        let wide = format!("all({}, {})", nested(31), nested(31));
+        assert!(wide.parse::<Requirement>().is_ok());
+        let err = nested(MAX_REQUIREMENT_DEPTH + 1)
+            .parse::<Requirement>()
+            .unwrap_err();
+        assert_eq!(err.kind(), ScopeErrorKind::TooDeep);
+        assert_eq!(err.position(), 4 * MAX_REQUIREMENT_DEPTH);
+        assert!(
+            err.to_string().contains("nested more than 32 deep"),
+            "{err}"
+        );
+        // Far deeper than any stack would take by recursion: an error, not
+        // an abort.
+        let err = nested(1_000_000).parse::<Requirement>().unwrap_err();
+        assert_eq!(err.kind(), ScopeErrorKind::TooDeep);
     }
 
     #[test]

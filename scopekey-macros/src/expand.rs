@@ -381,6 +381,27 @@ mod tests {
     }
 
     #[test]
+    fn the_expansion_includes_the_manifest() {
+        // Editing the catalogue must rebuild the crate: a guarded handler
+        // includes its crate's Cargo.toml, which puts it in the dep-info
+        // Cargo watches (the ui-catalogue test shows the same of
+        // `catalogue!()` end to end).
+        let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+        let included = format!(
+            ":: core :: include_bytes ! ({:?})",
+            manifest.to_str().expect("a UTF-8 path")
+        );
+        let out = expand(
+            quote!("a:b"),
+            quote!(
+                async fn h() {}
+            ),
+        );
+        assert!(out.contains(&included), "{out}");
+        assert!(catalogue(quote!()).to_string().contains(&included));
+    }
+
+    #[test]
     fn catalogue_rejects_arguments() {
         assert!(
             catalogue(quote!(x))

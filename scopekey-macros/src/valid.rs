@@ -4,7 +4,7 @@
 //! and all of them are reported at once.
 
 use proc_macro2::Span;
-use scopekey_core::{Requirement, Scope, ScopeError};
+use scopekey_core::{MAX_REQUIREMENT_DEPTH, Requirement, Scope, ScopeError};
 use syn::{Error, LitStr, Result};
 
 use crate::ast::{self, Handler};
@@ -25,15 +25,17 @@ pub(crate) fn requirement(
         }
         None => None,
     };
-    let checked = check(requirement, catalogue, &mut errors);
+    let checked = check(requirement, catalogue, 0, &mut errors);
     errors.finish()?;
     // Every scope parsed, so `check` produced a value.
     checked.ok_or_else(|| Error::new(Span::call_site(), "invalid requirement"))
 }
 
+/// `depth`: how many `any(...)` / `all(...)` enclose `requirement`.
 fn check(
     requirement: &ast::Requirement,
     catalogue: Option<&Catalogue>,
+    depth: usize,
     errors: &mut Errors,
 ) -> Option<Requirement> {
     match requirement {
@@ -52,6 +54,18 @@ fn check(
             }
         },
         ast::Requirement::Any(call) | ast::Requirement::All(call) => {
+            if depth == MAX_REQUIREMENT_DEPTH {
+                // The runtime's parser holds text to the same bound, so
+                // every guard's requirement reads back from its text.
+                errors.push(Error::new_spanned(
+                    call.tokens(),
+                    format!(
+                        "`any(...)` and `all(...)` may nest at most \
+                         {MAX_REQUIREMENT_DEPTH} deep; this one is deeper"
+                    ),
+                ));
+                return None;
+            }
             if call.items.is_empty() {
                 let name = call.keyword.to_string();
                 errors.push(Error::new_spanned(
@@ -66,7 +80,7 @@ fn check(
             let items: Vec<_> = call
                 .items
                 .iter()
-                .map(|item| check(item, catalogue, errors))
+                .map(|item| check(item, catalogue, depth + 1, errors))
                 .collect();
             let items = items.into_iter().collect::<Option<Vec<_>>>()?;
             Some(match requirement {
@@ -124,6 +138,22 @@ pub(crate) fn handler(handler: &Handler) -> Result<()> {
                  write `async fn {name}`"
             ),
         ));
+    }
+    // The parameters' types become one tuple extracted at once, which no
+    // attribute can leave an element out of: a parameter compiled out by
+    // `#[cfg]` would still be extracted.
+    for input in &handler.sig.inputs {
+        let syn::FnArg::Typed(param) = input else {
+            continue;
+        };
+        for attr in param.attrs.iter().filter(|a| a.path().is_ident("cfg")) {
+            errors.push(Error::new_spanned(
+                attr,
+                "`#[cfg]` on a parameter of a `#[requires_scope]` handler is not supported \
+                 (its extractor would still run); put `#[cfg]` on whole handlers instead, \
+                 one for each configuration",
+            ));
+        }
     }
     for attr in &handler.attrs {
         if attr

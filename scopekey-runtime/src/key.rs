@@ -23,6 +23,9 @@ pub const CHECK_LEN: usize = 6;
 /// The longest plaintext key accepted by [`KeyFormat::parse`]; longer input is
 /// refused before any hashing.
 pub const MAX_KEY_LEN: usize = 256;
+/// The longest key prefix [`KeyFormat::new`] accepts: with the `_`, the
+/// secret and the check, a key of it is [`MAX_KEY_LEN`] bytes.
+pub const MAX_PREFIX_LEN: usize = MAX_KEY_LEN - 1 - SECRET_LEN - CHECK_LEN;
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "sk";
 
@@ -159,8 +162,17 @@ impl Default for KeyFormat {
 }
 
 impl KeyFormat {
-    /// A format with this prefix (`[a-z][a-z0-9]*(_[a-z0-9]+)*`, e.g. `acme_live`).
+    /// A format with this prefix (`[a-z][a-z0-9]*(_[a-z0-9]+)*`, e.g.
+    /// `acme_live`), at most [`MAX_PREFIX_LEN`] bytes, so that its keys are
+    /// within what [`parse`](Self::parse) accepts.
     pub fn new(prefix: &str) -> Result<Self, Error> {
+        if prefix.len() > MAX_PREFIX_LEN {
+            return Err(Error::Invalid(format!(
+                "key prefix is {} bytes long; at most {MAX_PREFIX_LEN} (a key is at most \
+                 {MAX_KEY_LEN} bytes)",
+                prefix.len()
+            )));
+        }
         if !valid_prefix(prefix) {
             return Err(Error::Invalid(format!(
                 "key prefix `{}` must match [a-z][a-z0-9]*(_[a-z0-9]+)*, e.g. `sk` or `acme_live`",
@@ -393,6 +405,14 @@ mod tests {
         for bad in ["", "Sk", "1sk", "sk_", "_sk", "s-k", "sk__x"] {
             assert!(KeyFormat::new(bad).is_err(), "{bad}");
         }
+        // The longest prefix still makes keys that verify; one more byte
+        // would make keys none could.
+        let longest = KeyFormat::new(&"a".repeat(MAX_PREFIX_LEN)).expect("the longest prefix");
+        let key = longest.generate().unwrap();
+        assert_eq!(key.expose_secret().len(), MAX_KEY_LEN);
+        assert_eq!(longest.parse(key.expose_secret()), Ok(()));
+        let err = KeyFormat::new(&"a".repeat(MAX_PREFIX_LEN + 1)).unwrap_err();
+        assert!(err.to_string().contains("at most 217"), "{err}");
     }
 
     #[test]

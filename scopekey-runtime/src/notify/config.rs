@@ -180,6 +180,11 @@ pub mod env {
 pub fn rotation_secrets_from_env() -> Result<Vec<Secret>, NotifyError> {
     match std::env::var(env::ROTATION_SECRET) {
         Ok(v) if !v.trim().is_empty() => secret_list(env::ROTATION_SECRET, &v),
+        // Set but unreadable is a mistake to report, not a secret to drop.
+        Err(std::env::VarError::NotUnicode(_)) => Err(NotifyError::Config(format!(
+            "{} is not valid UTF-8",
+            env::ROTATION_SECRET
+        ))),
         _ => Ok(Vec::new()),
     }
 }

@@ -140,7 +140,10 @@ const VERIFIER_MMAP_SIZE: &str = "2147418112";
 
 impl SqliteStore {
     /// Connects to a SQLite URL (`sqlite://path/to/keys.db`, `sqlite::memory:`),
-    /// creating the file if missing, in WAL mode with a 5 s busy timeout.
+    /// creating the file if missing, in WAL mode with a 5 s busy timeout and
+    /// `synchronous = FULL` (each commit synced to disk: a revocation once
+    /// answered survives a power loss; WAL's usual `NORMAL` may lose the last
+    /// commits then).
     ///
     /// The main pool opens up to 8 connections; the verification connection
     /// is one more, opened at the first cache miss and kept open.
@@ -149,7 +152,9 @@ impl SqliteStore {
         let mut options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            // A commit that returned (a revocation answered 200) survives a
+            // power loss too, not only a crash of the process.
+            .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true)
             // Reads through a memory map skip a read(2) per page.
@@ -438,9 +443,28 @@ async fn get_on(
 
 #[async_trait]
 impl Store for SqliteStore {
+    /// Migrates, also while other processes migrate the same file: sqlx
+    /// takes no lock for SQLite, so processes starting at once on a fresh
+    /// file race for the same migration and all but one fail it. Each
+    /// migration is one transaction, so a failed one changed nothing, and
+    /// the next attempt sees what the others applied.
     async fn migrate(&self) -> Result<(), StoreError> {
-        super::migrator(MIGRATIONS).run(&self.pool).await?;
-        Ok(())
+        use sqlx::migrate::MigrateError;
+        const ATTEMPTS: u32 = 10;
+        let migrator = super::migrator(MIGRATIONS);
+        let mut attempt = 1;
+        loop {
+            match migrator.run(&self.pool).await {
+                Ok(()) => return Ok(()),
+                Err(MigrateError::Execute(_) | MigrateError::ExecuteMigration(..))
+                    if attempt < ATTEMPTS =>
+                {
+                    tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     async fn insert_key(&self, key: &KeyRecord, event: &AuditEvent) -> Result<(), StoreError> {
