@@ -20,7 +20,8 @@
 //!   and its signed webhooks; also `SCOPEKEY_NOTICE_THRESHOLDS` (`14d,1d`)
 //!   and `SCOPEKEY_WEBHOOK_EVENTS` (`key.expiring,key.compromised` unless
 //!   set or empty; `all` adds the other lifecycle events; a list naming
-//!   none, such as `,`, is refused at start).
+//!   none, such as `,`, is refused at start; read only with
+//!   `SCOPEKEY_WEBHOOK_URL` set).
 //! - `SCOPEKEY_ROTATION_SECRET` (`whsec_<base64>`, optional): enables
 //!   automatic rotation. Keys created with a `rotation_webhook_url` are then
 //!   rotated by the notifier when due, their successors posted to that URL

@@ -76,7 +76,8 @@ pub struct Cli {
 pub enum Command {
     /// Create or upgrade the key store's schema (idempotent).
     Migrate,
-    /// Create, list, show, rotate and revoke keys.
+    /// Create, list, show, trace (lineage), rotate and revoke keys; revoke
+    /// leaked ones (compromised).
     #[command(subcommand)]
     Keys(KeysCommand),
     /// Read the audit log, newest first.
@@ -112,7 +113,8 @@ pub enum KeysCommand {
     ///
     /// Reads one plaintext key a line from FILE, or from standard input when
     /// FILE is `-` or absent; blank lines and lines starting with `#` are
-    /// skipped. Each live key is revoked with reason `compromised` and
+    /// skipped. Each key not revoked yet (expired ones too) is revoked with
+    /// reason `compromised` and
     /// audited as `key.compromised`; the keys it minted (created, or
     /// rotated into being, and every successor of a key it created) are
     /// listed, and revoked too with `--revoke-minted`. The report says, per line, `revoked`,

@@ -74,7 +74,10 @@
 //! error. With `--json`, one JSON document shaped as the HTTP API's: a key
 //! object (`id, name, scopes, metadata, hint, status, created_at,
 //! expires_at, revoked_at, revoked_reason, rotated_at, parent_key_id,
-//! last_used_at`), with `key` holding the plaintext after create and rotate;
+//! last_used_at, rotation_period_seconds, rotation_webhook_url`), with
+//! `key` holding the plaintext after create and rotate (and, after a
+//! create with `--rotation-webhook`, `rotation_webhook_secret`: the
+//! holder's signing secret, shown this once);
 //! `{"items": [...], "next_cursor": ...}` for `keys list`, `keys lineage` and
 //! `events` (audit events as `id, key_id, type, actor_key_id, at, details`);
 //! `{"results": [{"index", "status", "key_id", "hint", "minted",
@@ -102,8 +105,9 @@
 //!   metadata, a bad `--key-prefix`, `SCOPEKEY_PEPPER` or
 //!   `SCOPEKEY_ROTATION_SECRET` (even when the id
 //!   given names no key), a key given to `keys compromised` where its
-//!   report file goes (it is not revoked, nor repeated back); clap prints
-//!   the usage.
+//!   report file goes (it is not revoked, nor repeated back). clap prints
+//!   the usage for the mistakes it finds itself (options, values it
+//!   parses); the others are one line on standard error.
 //!
 //! `keys compromised` hands a report to the store in batches of 10,000 keys.
 //! If a batch after the first fails, the results of the batches before it

@@ -56,7 +56,8 @@
 //!   which it neither lists nor revokes).
 //! - A rotation shortens the old key's `expires_at` to the end of its grace
 //!   window, so its status reads `rotating` during the grace and `expired`
-//!   after; the successor gets the parent's lifetime afresh.
+//!   after; the successor gets the parent's lifetime afresh (under a
+//!   rotation policy, a fresh period from the rotation).
 //! - A key needs at least one scope; scopes are deduplicated.
 //! - `auth.failed` events are capped at 10 a second per process (configurable).
 //! - A key holds at most 100 scopes; names are 1 to 200 characters; metadata

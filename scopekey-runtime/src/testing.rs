@@ -145,6 +145,18 @@ impl TestDb {
     async fn postgres() -> Option<Self> {
         let admin_url =
             std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned());
+        if !admin_url.starts_with("postgres:") && !admin_url.starts_with("postgresql:") {
+            // Left over from running the demo or the CLI on SQLite, say.
+            let why = "DATABASE_URL is not a PostgreSQL URL";
+            if in_ci() {
+                panic!("{why}: the PostgreSQL tests need one in CI");
+            }
+            eprintln!(
+                "\n*** SKIPPING PostgreSQL test: {why}. Unset it (the default is \
+                 {DEFAULT_DATABASE_URL}) or point it at a PostgreSQL server. ***\n"
+            );
+            return None;
+        }
         let mut admin = match PgConnection::connect(&admin_url).await {
             Ok(c) => c,
             Err(e) => {
