@@ -275,8 +275,11 @@ impl ScopeKeyBuilder {
     /// as `rotation_webhook_secret`, so no holder can sign for another) and
     /// successor plaintexts waiting in the outbox. Call it again with the
     /// previous secret (after the current one) while changing it, so values
-    /// sealed under the old one still open. Without any, creating a key
-    /// with a rotation webhook is refused.
+    /// sealed under the old one still open; each rotation seals its
+    /// lineage's secret anew under the current one, so the previous one may
+    /// go once every key under automatic rotation has rotated since (see
+    /// [`notify`](crate::notify), "Changing the rotation secret"). Without
+    /// any, creating a key with a rotation webhook is refused.
     #[cfg(feature = "webhooks")]
     pub fn rotation_webhook_secret(mut self, secret: crate::notify::signature::Secret) -> Self {
         self.config.rotation_secrets.push(secret);
@@ -459,6 +462,30 @@ impl ScopeKey {
             sealed,
         )?;
         crate::notify::signature::Secret::from_bytes(bytes).ok()
+    }
+
+    /// A successor's copy of its lineage's sealed webhook secret: sealed
+    /// anew under the current rotation secret when this runtime can open
+    /// it, so that a lineage created under a retired rotation secret moves
+    /// to the current one at its next rotation, and the old secret can be
+    /// dropped once every lineage has rotated since the change (a lineage
+    /// rotates within its period). Copied as it is otherwise (no secret
+    /// here opens it, or this runtime has none, as the CLI without
+    /// `SCOPEKEY_ROTATION_SECRET`).
+    fn resealed_webhook_secret(&self, parent: &KeyRecord) -> Result<Option<String>, Error> {
+        #[cfg(feature = "webhooks")]
+        if let (Some(current), Some(secret)) = (
+            self.inner.config.rotation_secrets.first(),
+            self.webhook_secret_of(parent),
+        ) {
+            let sealed = crate::notify::seal::seal(
+                current,
+                crate::notify::seal::KEY_SECRET,
+                secret.as_bytes(),
+            )?;
+            return Ok(Some(sealed));
+        }
+        Ok(parent.rotation_webhook_secret.clone())
     }
 
     /// Creates or upgrades the schema.
@@ -914,7 +941,7 @@ impl ScopeKey {
         )?;
         child.rotation_period = parent.rotation_period;
         child.rotation_webhook_url = parent.rotation_webhook_url.clone();
-        child.rotation_webhook_secret = parent.rotation_webhook_secret.clone();
+        child.rotation_webhook_secret = self.resealed_webhook_secret(&parent)?;
         let mut details = json!({
             "parent_key_id": parent.id,
             "successor_key_id": child.id,

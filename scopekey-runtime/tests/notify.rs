@@ -1389,6 +1389,14 @@ fn configuration_is_checked() {
     let mut bad = ok();
     bad.thresholds = vec![Duration::ZERO];
     assert!(bad.validate().is_err());
+    // Notices are recorded per whole second of threshold: a fraction would
+    // be cut off, and half a second read as the expiry itself.
+    for fraction in [Duration::milliseconds(500), Duration::milliseconds(1_500)] {
+        let mut bad = ok();
+        bad.thresholds = vec![Duration::days(1), fraction];
+        let error = bad.validate().unwrap_err().to_string();
+        assert!(error.contains("whole seconds"), "{error}");
+    }
     let mut bad = ok();
     bad.endpoints[0].secrets.clear();
     assert!(bad.validate().is_err());
@@ -1923,6 +1931,160 @@ async fn automatic_rotation(db: &TestDb) {
     );
 }
 both_backends!(automatic_rotation_works, automatic_rotation);
+
+/// The rotation secret before a change.
+const OLD_ROTATION_SECRET: &str = "whsec_YW4gb2xkIHJvdGF0aW9uIHNlY3JldCwgcmV0aXJlZA==";
+
+/// A runtime and a notifier (sending to `operator`) whose rotation secrets
+/// are `secrets`, current first.
+async fn notifier_with_secrets(
+    db: &TestDb,
+    clock: &ManualClock,
+    operator: &Receiver,
+    secrets: &[&str],
+) -> (ScopeKey, Notifier) {
+    let mut builder = ScopeKey::builder_arc(Arc::clone(&db.store))
+        .clock(clock.clone())
+        .default_grace(Duration::hours(24))
+        .allow_insecure_rotation_webhooks(true);
+    for secret in secrets {
+        builder = builder.rotation_webhook_secret(secret.parse().unwrap());
+    }
+    let keys = builder.build();
+    let outbox = Outbox::connect(&db.url).await.unwrap();
+    let notifier = Notifier::new(keys.clone(), outbox, config(operator)).unwrap();
+    (keys, notifier)
+}
+
+/// Changing the rotation secret: with the new one first and the old one
+/// after it, a lineage created under the old one rotates and its secret is
+/// sealed anew under the new one, so once the old one is dropped the
+/// lineage goes on rotating, its holder's signing secret unchanged. A
+/// successor still sealed under the dropped secret is a failed attempt
+/// each time, and is given up after `max_attempts`, its payload erased.
+async fn changing_the_rotation_secret(db: &TestDb) {
+    let clock = ManualClock::starting_now();
+    let operator = Receiver::start().await;
+    let holder = Receiver::start().await;
+    let stranded_holder = Receiver::start().await;
+    let (before, before_notifier) =
+        notifier_with_secrets(db, &clock, &operator, &[OLD_ROTATION_SECRET]).await;
+    let created = before
+        .create(auto_rotating("machine", &holder.url), Actor::System)
+        .await
+        .unwrap();
+    let holder_verifier = WebhookVerifier::new(
+        created
+            .rotation_webhook_secret
+            .as_ref()
+            .unwrap()
+            .expose_secret(),
+    )
+    .unwrap();
+    // Another lineage, due at once: its successor is sealed under the old
+    // secret and its holder fails the first attempt, so it waits.
+    let stranded = before
+        .create(
+            auto_rotating("stranded", &stranded_holder.url)
+                .expires_at(clock.now() + Duration::hours(12)),
+            Actor::System,
+        )
+        .await
+        .unwrap()
+        .key
+        .id;
+    stranded_holder.script([Reply::Status(500)]);
+    let pass = before_notifier.run_once().await.unwrap();
+    assert_eq!(pass.rotated, 1, "{pass:?}");
+    stranded_holder.wait_for(1).await;
+    let stranded_successor = before.lineage(stranded).await.unwrap()[1].id;
+    /// The one delivery of a successor to its holder.
+    async fn waiting(notifier: &Notifier, key: KeyId) -> scopekey_runtime::notify::Delivery {
+        let mut found = notifier
+            .outbox()
+            .deliveries(&DeliveryFilter {
+                key_id: Some(key),
+                event_type: Some(event_type::KEY_ROTATED.into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        found.remove(0)
+    }
+    let pending = waiting(&before_notifier, stranded_successor).await;
+    assert_eq!(
+        (pending.state, pending.attempts),
+        (DeliveryState::Pending, 1),
+        "{pending:?}"
+    );
+    assert!(pending.payload.starts_with("sealed:"), "{pending:?}");
+
+    // The old secret dropped: the waiting successor, sealed under it, is a
+    // failed attempt on each try, given up after the fifth, its payload
+    // erased; nothing more is sent for it.
+    let (after, after_notifier) =
+        notifier_with_secrets(db, &clock, &operator, &[ROTATION_SECRET]).await;
+    for _ in 0..6 {
+        clock.advance(Duration::hours(2));
+        after_notifier.run_once().await.unwrap();
+    }
+    let given_up = waiting(&after_notifier, stranded_successor).await;
+    assert_eq!(
+        (given_up.state, given_up.payload.as_str(), given_up.attempts),
+        (DeliveryState::Failed, "", 5),
+        "{given_up:?}"
+    );
+    assert!(
+        given_up
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("rotation secret this notifier does not hold"),
+        "{given_up:?}"
+    );
+    let failed = events_of(&after, stranded_successor, webhook_event::WEBHOOK_FAILED).await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(
+        stranded_holder.requests().len(),
+        1,
+        "only the attempt before the change"
+    );
+
+    // During a change done right (the new secret first, the old one
+    // after it), the first lineage rotates: its secret is sealed anew.
+    let (_, during_notifier) = notifier_with_secrets(
+        db,
+        &clock,
+        &operator,
+        &[ROTATION_SECRET, OLD_ROTATION_SECRET],
+    )
+    .await;
+    clock.advance(Duration::days(29));
+    during_notifier.run_once().await.unwrap();
+    assert_eq!(after.lineage(created.key.id).await.unwrap().len(), 2);
+    holder.wait_for(1).await;
+
+    // Then with the old secret gone, it goes on rotating, its successor
+    // signed with the secret the holder got at the start.
+    clock.advance(Duration::days(29) + Duration::hours(1));
+    let pass = after_notifier.run_once().await.unwrap();
+    let lineage = after.lineage(created.key.id).await.unwrap();
+    assert_eq!(
+        lineage.len(),
+        3,
+        "rotated with the old secret gone: {pass:?}"
+    );
+    holder.wait_for(2).await;
+    let requests = holder.requests();
+    let last = requests.last().unwrap();
+    assert_eq!(last.json()["data"]["id"], lineage[2].id.to_string());
+    assert!(signed_with(&holder_verifier, last, &clock));
+}
+both_backends!(
+    changing_the_rotation_secret_keeps_lineages_rotating,
+    changing_the_rotation_secret
+);
 
 /// A runtime without a rotation secret refuses the opt-in, and its notifier
 /// rotates nothing, due or not; a key whose webhook endpoint was disabled

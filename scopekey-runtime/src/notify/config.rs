@@ -92,7 +92,8 @@ pub struct NotifierConfig {
     /// this paces the task, while notice and retry times follow the
     /// runtime's clock.
     pub interval: std::time::Duration,
-    /// Notice thresholds before expiry (default `[14 d]`), e.g. `[14 d, 1 d]`.
+    /// Notice thresholds before expiry (default `[14 d]`), e.g. `[14 d, 1 d]`;
+    /// whole seconds.
     pub thresholds: Vec<Duration>,
     /// Record `key.expired` when a live, unrevoked key passes its expiry
     /// (default true). Keys that expired longer than `expired_lookback`
@@ -268,6 +269,11 @@ impl NotifierConfig {
         let years = MAX_SETTING.whole_days() / 365;
         if self.thresholds.iter().any(|t| *t <= Duration::ZERO) {
             return bad("notice thresholds must be positive".into());
+        }
+        // Notices are recorded per threshold in whole seconds: a fraction
+        // would be cut off (and under a second, read as the expiry itself).
+        if self.thresholds.iter().any(|t| t.subsec_nanoseconds() != 0) {
+            return bad("notice thresholds must be whole seconds".into());
         }
         if self.thresholds.iter().any(|t| *t > MAX_SETTING)
             || self.expired_lookback > MAX_SETTING

@@ -136,7 +136,13 @@
 //! sealed, so no holder can sign for another and none learns the
 //! operator's webhook secret. Like every delivery it is retried with backoff
 //! and given up after `max_attempts` (audited as `webhook.failed`); the old
-//! key's grace is the holder's window to receive it. A key whose endpoint
+//! key's grace is the holder's window to receive it. A notifier none of
+//! whose rotation secrets opens a sealed delivery counts that as a failed
+//! attempt too. **Changing the rotation secret:** configure the new one
+//! first and the old one after it; each rotation seals its lineage's
+//! secret anew under the new one, so drop the old one once every key under
+//! automatic rotation has rotated since (within the longest rotation
+//! period) and no successor sealed under it waits in the outbox. A key whose endpoint
 //! answered 410 Gone (disabled) is not rotated; a key without a rotation
 //! webhook is never rotated behind its holder's back (its notices tell the
 //! holder to rotate it); a key whose notifiers were down past its expiry is
@@ -762,27 +768,37 @@ impl Notifier {
         // runtime's rotation secrets, it holds the lineage's own signing
         // secret and the body. Anything else goes to a configured endpoint.
         let opened;
+        // A sealed delivery none of this runtime's rotation secrets opens
+        // (sealed under one since retired, or another service's): a failed
+        // attempt, so that it ends after `max_attempts` like any other
+        // rather than waiting forever with the plaintext in it.
+        let mut unopened = None;
         let (url, secrets, body, holder) = if seal::is_sealed(&c.payload) {
             let server = self.inner.keys.rotation_secrets();
-            let Some(pair) = seal::open(server, c.id.as_bytes(), &c.payload)
+            let pair = seal::open(server, c.id.as_bytes(), &c.payload)
                 .and_then(|bytes| String::from_utf8(bytes).ok())
                 .and_then(|text| {
                     let (whsec, body) = text.split_once('\n')?;
                     Some((whsec.parse::<Secret>().ok()?, body.to_owned()))
-                })
-            else {
-                // Another service (or an older secret) sealed it: leave it to
-                // a notifier that can open it, counting no attempt.
-                tracing::warn!(delivery_id = %c.id, "cannot open a sealed delivery with this runtime's rotation secrets; leaving it");
-                return Ok(None);
-            };
-            opened = pair;
-            (
-                c.url.as_str(),
-                std::slice::from_ref(&opened.0),
-                opened.1.as_str(),
-                true,
-            )
+                });
+            match pair {
+                Some(pair) => {
+                    opened = pair;
+                    (
+                        c.url.as_str(),
+                        std::slice::from_ref(&opened.0),
+                        opened.1.as_str(),
+                        true,
+                    )
+                }
+                None => {
+                    tracing::warn!(delivery_id = %c.id, "cannot open a sealed delivery with this runtime's rotation secrets; counted as a failed attempt");
+                    unopened = Some(
+                        "sealed under a rotation secret this notifier does not hold".to_owned(),
+                    );
+                    (c.url.as_str(), &[][..], "", true)
+                }
+            }
         } else {
             let Some(ep) = endpoints.iter().find(|e| e.id == c.endpoint_id) else {
                 return Ok(None);
@@ -799,7 +815,7 @@ impl Notifier {
             (true, Some(strict)) => (strict, deliver::refused_holder_url(url)),
             _ => (&clients.endpoints, None),
         };
-        let outcome = match refused {
+        let outcome = match unopened.or(refused) {
             Some(error) => Outcome::Failed {
                 status: None,
                 error,
