@@ -2523,6 +2523,65 @@ both_backends!(
     a_key_due_from_the_start_is_rotated
 );
 
+/// A grace raised after keys were created, to as long as their period:
+/// a successor can no longer keep its full grace, and is rotated at the
+/// middle of its lifetime instead of never (it would expire, locking its
+/// holder out); not before, so never again at once.
+async fn a_period_no_longer_than_the_grace(db: &TestDb) {
+    let clock = ManualClock::starting_now();
+    let operator = Receiver::start().await;
+    let holder = Receiver::start().await;
+    // Created under a day's grace, with a period of two.
+    let created_under = ScopeKey::builder_arc(Arc::clone(&db.store))
+        .clock(clock.clone())
+        .default_grace(Duration::hours(24))
+        .rotation_webhook_secret(ROTATION_SECRET.parse().unwrap())
+        .allow_insecure_rotation_webhooks(true)
+        .build();
+    let first = created_under
+        .create(
+            NewKey::new("machine", ["orders:read"])
+                .rotate_every(Duration::days(2))
+                .rotation_webhook(&holder.url),
+            Actor::System,
+        )
+        .await
+        .unwrap()
+        .key
+        .id;
+    // The service now runs with a grace of two days.
+    let keys = ScopeKey::builder_arc(Arc::clone(&db.store))
+        .clock(clock.clone())
+        .default_grace(Duration::days(2))
+        .rotation_webhook_secret(ROTATION_SECRET.parse().unwrap())
+        .allow_insecure_rotation_webhooks(true)
+        .build();
+    let outbox = Outbox::connect(&db.url).await.unwrap();
+    let notifier = Notifier::new(keys.clone(), outbox, config(&operator)).unwrap();
+    // The first of its lineage is due at once (it expires within the grace).
+    clock.advance(Duration::seconds(1));
+    assert_eq!(notifier.run_once().await.unwrap().rotated, 1);
+    let successor = keys.lineage(first).await.unwrap()[1].clone();
+    assert_eq!(successor.expires_at, Some(clock.now() + Duration::days(2)));
+    // Its successor: not before the middle of its two days...
+    clock.advance(Duration::days(1) - Duration::seconds(1));
+    assert_eq!(notifier.run_once().await.unwrap().rotated, 0);
+    // ...then rotated, a day before it expires.
+    clock.advance(Duration::seconds(1));
+    assert_eq!(notifier.run_once().await.unwrap().rotated, 1);
+    let lineage = keys.lineage(first).await.unwrap();
+    assert_eq!(lineage.len(), 3);
+    assert_eq!(
+        keys.get(successor.id).await.unwrap().status,
+        Status::Rotating
+    );
+    holder.wait_for(2).await;
+}
+both_backends!(
+    a_period_no_longer_than_the_grace_rotates_at_its_middle,
+    a_period_no_longer_than_the_grace
+);
+
 /// A holder's webhook is posted to only if it is https on a public address,
 /// checked again at every delivery: URLs that a permissive runtime accepted
 /// are refused by a notifier whose runtime does not allow insecure rotation

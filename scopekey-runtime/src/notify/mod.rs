@@ -122,7 +122,10 @@
 //! [rotation webhook secret](crate::ScopeKeyBuilder::rotation_webhook_secret),
 //! the notifier rotates such a key once it is due — when its expiry falls within the runtime's default grace
 //! (or within one pass interval, if that is longer), so the old key keeps
-//! working for that whole grace — and posts the
+//! working for that whole grace, but a successor never before the middle
+//! of its lifetime (so a key whose period is no more than twice that lead,
+//! a grace raised after it was created, say, rotates at its middle and
+//! keeps working for the other half) — and posts the
 //! successor to that URL as a `key.rotated` webhook whose `data` is the
 //! successor's key object plus `key`, its plaintext. The rotation and the
 //! delivery row are written in one transaction, and the store's conditional
@@ -525,7 +528,8 @@ impl Notifier {
     /// Rotates the keys that opted in to automatic rotation (a
     /// `rotation_webhook_url`) and are due: those whose expiry is within the
     /// runtime's default grace (or one pass interval, if longer), so that the
-    /// old key keeps its full grace.
+    /// old key keeps its full grace; a successor not before the middle of
+    /// its lifetime.
     /// Each successor's plaintext is sealed into the outbox, for that key's
     /// own webhook, in the rotation's transaction: committed together or not
     /// at all. Several notifiers may race: the store's conditional rotation
@@ -561,13 +565,7 @@ impl Notifier {
                 .inner
                 .outbox
                 .backend
-                .auto_rotation_due(
-                    now,
-                    now.saturating_add(lead),
-                    now.saturating_sub(lead),
-                    after,
-                    batch,
-                )
+                .auto_rotation_due(now, now.saturating_add(lead), after, batch)
                 .await?;
             for key in &due {
                 // One registration (a write) per URL and pass, however many

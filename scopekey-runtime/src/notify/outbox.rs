@@ -312,15 +312,16 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     /// Keys opted in to automatic rotation that are due: live, not rotated,
     /// `now < expires_at <= due_until`, and either the first of their
-    /// lineage or created no later than `created_by` (so a successor made
-    /// this pass is never due at once, however short its period),
-    /// in `(expires_at, id)` order after `after` (a page's last). With
-    /// their rotation webhooks.
+    /// lineage or past the middle of their lifetime (`created_at` to
+    /// `expires_at`), so a successor made this pass is never due at once,
+    /// however short its period, and one whose period is no longer than
+    /// twice the lead is rotated at its middle rather than never; in
+    /// `(expires_at, id)` order after `after` (a page's last). With their
+    /// rotation webhooks.
     async fn auto_rotation_due(
         &self,
         now: OffsetDateTime,
         due_until: OffsetDateTime,
-        created_by: OffsetDateTime,
         after: Option<DuePosition>,
         limit: u32,
     ) -> Result<Vec<DueRotation>, StoreError>;

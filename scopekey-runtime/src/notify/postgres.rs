@@ -301,7 +301,6 @@ impl Backend for PgOutbox {
         &self,
         now: OffsetDateTime,
         due_until: OffsetDateTime,
-        created_by: OffsetDateTime,
         after: Option<DuePosition>,
         limit: u32,
     ) -> Result<Vec<DueRotation>, StoreError> {
@@ -315,13 +314,12 @@ impl Backend for PgOutbox {
             "SELECT id, rotation_webhook_url, expires_at FROM scopekey_keys \
              WHERE rotation_webhook_url IS NOT NULL AND revoked_at IS NULL \
              AND rotated_at IS NULL AND expires_at > $1 AND expires_at <= $2 \
-             AND (created_at <= $3 OR parent_key_id IS NULL) \
-             AND (expires_at, id) > ($4, $5) \
-             ORDER BY expires_at, id LIMIT $6",
+             AND (parent_key_id IS NULL OR created_at + (expires_at - created_at) / 2 <= $1) \
+             AND (expires_at, id) > ($3, $4) \
+             ORDER BY expires_at, id LIMIT $5",
         )
         .bind(now)
         .bind(due_until)
-        .bind(created_by)
         .bind(after_expiry)
         .bind(after_id)
         .bind(i64::from(limit))

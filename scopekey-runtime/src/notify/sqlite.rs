@@ -308,7 +308,6 @@ impl Backend for SqliteOutbox {
         &self,
         now: OffsetDateTime,
         due_until: OffsetDateTime,
-        created_by: OffsetDateTime,
         after: Option<DuePosition>,
         limit: u32,
     ) -> Result<Vec<DueRotation>, StoreError> {
@@ -322,13 +321,12 @@ impl Backend for SqliteOutbox {
             "SELECT id, rotation_webhook_url, expires_at FROM scopekey_keys \
              WHERE rotation_webhook_url IS NOT NULL AND revoked_at IS NULL \
              AND rotated_at IS NULL AND expires_at > ?1 AND expires_at <= ?2 \
-             AND (created_at <= ?3 OR parent_key_id IS NULL) \
-             AND (expires_at > ?4 OR (expires_at = ?4 AND id > ?5)) \
-             ORDER BY expires_at, id LIMIT ?6",
+             AND (parent_key_id IS NULL OR created_at + (expires_at - created_at) / 2 <= ?1) \
+             AND (expires_at > ?3 OR (expires_at = ?3 AND id > ?4)) \
+             ORDER BY expires_at, id LIMIT ?5",
         )
         .bind(micros(now))
         .bind(micros(due_until))
-        .bind(micros(created_by))
         .bind(after_expiry)
         .bind(after_id)
         .bind(i64::from(limit))
