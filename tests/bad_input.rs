@@ -453,6 +453,8 @@ async fn credentials(db: &TestDb) {
             .header("X-API-Key", format!("{admin}, {admin}")),
         app.get("/api-keys/self")
             .header("Authorization", format!("{bearer}, {bearer}")),
+        app.get("/api-keys/self")
+            .header("Authorization", format!("Basic YWRtaW46YWRtaW4=, {bearer}")),
         // Another scheme next to an `X-API-Key`: still two headers.
         app.get("/api-keys/self")
             .header("Authorization", "Basic YWRtaW46YWRtaW4=")

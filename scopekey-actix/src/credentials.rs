@@ -72,16 +72,32 @@ fn from_authorization(value: &HeaderValue) -> Presented<'_> {
     let start = bytes.iter().position(|b| !blank(b)).unwrap_or(bytes.len());
     let scheme = bytes[start..].split(blank).next().unwrap_or_default();
     if !scheme.eq_ignore_ascii_case(b"bearer") {
-        return if scheme.is_ascii() {
-            Presented::Nothing
-        } else {
+        return if !scheme.is_ascii() {
             Presented::Unreadable("authorization scheme is not ASCII")
+        } else if bytes.split(|b| *b == b',').skip(1).any(starts_bearer) {
+            // Another scheme's line and a Bearer line merged into one by a
+            // proxy: two credentials, whichever came first.
+            Presented::Multiple
+        } else {
+            Presented::Nothing
         };
     }
     match readable(value) {
         Ok(text) => bearer(text),
         Err(why) => Presented::Unreadable(why),
     }
+}
+
+/// Whether a comma-separated part of an `Authorization` value starts a
+/// Bearer credential (`Bearer` then a space, a tab or nothing, after
+/// optional blanks).
+fn starts_bearer(part: &[u8]) -> bool {
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = part.iter().position(|b| !blank(b)).unwrap_or(part.len());
+    let part = &part[start..];
+    part.get(..6)
+        .is_some_and(|s| s.eq_ignore_ascii_case(b"bearer"))
+        && matches!(part.get(6), None | Some(b' ' | b'\t'))
 }
 
 fn readable(value: &HeaderValue) -> Result<&str, &'static str> {
@@ -246,6 +262,11 @@ mod tests {
                 "{value}"
             );
         }
+        // Whichever line came first.
+        assert_eq!(
+            presented(&headers(&[(&AUTHORIZATION, b"Basic eDp5, Bearer sk_a")])),
+            Presented::Multiple
+        );
         // Another scheme's parameters may hold commas: still no credential.
         assert_eq!(
             presented(&headers(&[(

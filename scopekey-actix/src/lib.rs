@@ -92,7 +92,9 @@
 //!   `Authorization` or `X-API-Key` header, or one of each (whatever the
 //!   `Authorization` scheme: the specification counts headers), is 400
 //!   `invalid_request`; so is a Bearer or `X-API-Key` value holding a
-//!   comma, which no key does: two header lines a proxy merged into one. A Bearer or `X-API-Key` value over
+//!   comma, which no key does, and an `Authorization` value of another
+//!   scheme with `, Bearer ...` after it: two header lines a proxy merged
+//!   into one. A Bearer or `X-API-Key` value over
 //!   [`MAX_CREDENTIAL_HEADER_LEN`] bytes or not UTF-8 is 401 `invalid_token`
 //!   (a malformed token, RFC 6750 §3.1), refused before any hashing or
 //!   store access. Any other text that is not a key's (other characters, a

@@ -19,8 +19,10 @@ that and fail on a database without the schema instead.
 
 Exit status: 0 on success, 1 when the operation failed (unknown id, conflict,
 invalid scope, database unreachable) with a one-line message on standard
-error, 2 on bad usage (unknown option, bad duration or URL). An id that is
-not a UUID names no key: 1, like any unknown id.
+error, 2 on bad usage (unknown option, bad duration or URL, a bad
+SCOPEKEY_PEPPER or SCOPEKEY_ROTATION_SECRET, a key given where a file goes),
+found before the store is opened. An id that is not a UUID names no key: 1,
+like any unknown id. A key pasted on the command line is never repeated back.
 
 Environment:
   DATABASE_URL          the key store, when --database-url is not given
@@ -28,8 +30,12 @@ Environment:
   SCOPEKEY_PEPPER       the hashing pepper, if the service uses one (only read
                         from the environment, never from the command line)
   SCOPEKEY_ROTATION_SECRET
-                        the service's rotation secret (whsec_...), needed by
-                        keys create --rotation-webhook";
+                        the service's rotation secrets (whsec_..., current
+                        first), as the service has them: needed by keys
+                        create --rotation-webhook; keys rotate seals the
+                        lineage's webhook secret anew under the current one
+                        (without them it is copied as it is); checked by
+                        every command";
 
 /// Administers scopekey API keys without the HTTP API: bootstrap the first
 /// admin key, rotate or revoke a leaked key, script key management.

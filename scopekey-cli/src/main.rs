@@ -107,7 +107,8 @@
 //!   given names no key), a key given to `keys compromised` where its
 //!   report file goes (it is not revoked, nor repeated back). clap prints
 //!   the usage for the mistakes it finds itself (options, values it
-//!   parses); the others are one line on standard error.
+//!   parses), with any key among the arguments left out; the others are
+//!   one line on standard error.
 //!
 //! `keys compromised` hands a report to the store in batches of 10,000 keys.
 //! If a batch after the first fails, the results of the batches before it
@@ -132,7 +133,7 @@ use crate::failure::{Failure, one_line, redact};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
     let url = database_url(&cli);
     let mut out = BufWriter::new(std::io::stdout().lock());
     let result = match commands::run(cli, &url, &mut out).await {
@@ -150,6 +151,30 @@ async fn main() -> ExitCode {
                 eprintln!("error: {}", redact(&one_line(message), Some(&url)));
             }
             failure.exit_code()
+        }
+    }
+}
+
+/// The command line, or clap's usage error (exit 2) with any key pasted in
+/// the arguments left out: clap repeats an unexpected argument, and an
+/// operator in a hurry may paste a leaked key or two where they do not go.
+fn parse() -> Cli {
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            e.exit()
+        }
+        Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+        Err(e) => {
+            let mut text = e.render().to_string();
+            for arg in std::env::args().skip(1) {
+                let arg = arg.trim();
+                if failure::is_a_key(arg) {
+                    text = text.replace(arg, "<a key, not repeated>");
+                }
+            }
+            eprint!("{text}");
+            std::process::exit(e.exit_code());
         }
     }
 }

@@ -483,6 +483,27 @@ fn a_plaintext_key_given_as_an_id_is_not_echoed() {
         );
         run.says("not a key id");
     }
+    // Keys pasted where clap expects no argument: its usage error (2)
+    // leaves them out. Another prefix is a key too.
+    let other = KeyFormat::new("acme_live")
+        .unwrap()
+        .generate()
+        .expect("a key");
+    let id = "0190c8f2-0000-7000-8000-000000000000";
+    for args in [
+        vec!["keys", "compromised", plaintext, other.expose_secret()],
+        vec!["keys", "revoke", id, other.expose_secret()],
+        vec!["keys", "show", id, plaintext],
+        vec!["events", plaintext],
+    ] {
+        let run = scopekey(&db.url, &args);
+        assert_eq!(run.code, 2, "{run:#?}");
+        assert!(run.stderr.contains("unexpected argument"), "{run:#?}");
+        for key in [plaintext, other.expose_secret()] {
+            assert!(!run.all_output().contains(&key[8..30]), "echoed: {run:#?}");
+        }
+    }
+    assert!(!db.path.exists(), "the store was not opened");
 }
 
 #[test]

@@ -1960,8 +1960,8 @@ async fn notifier_with_secrets(
 /// after it, a lineage created under the old one rotates and its secret is
 /// sealed anew under the new one, so once the old one is dropped the
 /// lineage goes on rotating, its holder's signing secret unchanged. A
-/// successor still sealed under the dropped secret is a failed attempt
-/// each time, and is given up after `max_attempts`, its payload erased.
+/// successor still sealed under the dropped secret waits, using up no
+/// attempt, until its key is no longer live, then is given up, erased.
 async fn changing_the_rotation_secret(db: &TestDb) {
     let clock = ManualClock::starting_now();
     let operator = Receiver::start().await;
@@ -2020,19 +2020,33 @@ async fn changing_the_rotation_secret(db: &TestDb) {
     );
     assert!(pending.payload.starts_with("sealed:"), "{pending:?}");
 
-    // The old secret dropped: the waiting successor, sealed under it, is a
-    // failed attempt on each try, given up after the fifth, its payload
-    // erased; nothing more is sent for it.
+    // The old secret dropped: the waiting successor, sealed under it, is
+    // left for a notifier that can open it, using up no attempt (another
+    // instance may still hold the secret), and nothing is sent...
     let (after, after_notifier) =
         notifier_with_secrets(db, &clock, &operator, &[ROTATION_SECRET]).await;
     for _ in 0..6 {
         clock.advance(Duration::hours(2));
         after_notifier.run_once().await.unwrap();
     }
+    let left = waiting(&after_notifier, stranded_successor).await;
+    assert_eq!(
+        (left.state, left.attempts),
+        (DeliveryState::Pending, 1),
+        "{left:?}"
+    );
+    assert!(left.payload.starts_with("sealed:"), "{left:?}");
+    // ...until its key is no longer live: then it is given up, erased.
+    after
+        .revoke(stranded_successor, None, Actor::System)
+        .await
+        .unwrap();
+    clock.advance(Duration::minutes(10)); // past the lease of the last claim
+    after_notifier.run_once().await.unwrap();
     let given_up = waiting(&after_notifier, stranded_successor).await;
     assert_eq!(
         (given_up.state, given_up.payload.as_str(), given_up.attempts),
-        (DeliveryState::Failed, "", 5),
+        (DeliveryState::Failed, "", 2),
         "{given_up:?}"
     );
     assert!(
@@ -2040,7 +2054,7 @@ async fn changing_the_rotation_secret(db: &TestDb) {
             .last_error
             .as_deref()
             .unwrap()
-            .contains("rotation secret this notifier does not hold"),
+            .contains("rotation secret this notifier does not hold, and its key is no longer live"),
         "{given_up:?}"
     );
     let failed = events_of(&after, stranded_successor, webhook_event::WEBHOOK_FAILED).await;

@@ -140,12 +140,21 @@
 //! operator's webhook secret. Like every delivery it is retried with backoff
 //! and given up after `max_attempts` (audited as `webhook.failed`); the old
 //! key's grace is the holder's window to receive it. A notifier none of
-//! whose rotation secrets opens a sealed delivery counts that as a failed
-//! attempt too. **Changing the rotation secret:** configure the new one
-//! first and the old one after it; each rotation seals its lineage's
-//! secret anew under the new one, so drop the old one once every key under
-//! automatic rotation has rotated since (within the longest rotation
-//! period) and no successor sealed under it waits in the outbox. A key whose endpoint
+//! whose rotation secrets opens a sealed delivery leaves it to one that
+//! can, counting no attempt, until its key is no longer live (revoked or
+//! expired): then it gives it up, erased, audited as `webhook.failed`.
+//!
+//! **Changing the rotation secret** takes three configurations, each
+//! rolled out to every instance (and the CLI) before the next:
+//! `[old, new]` (the new one opens, the old one still seals), then
+//! `[new, old]` (the new one seals: each rotation seals its lineage's
+//! secret anew under it), then `[new]`, once every lineage under automatic
+//! rotation has rotated since the second step — within the longest
+//! rotation period, for rotations made by a runtime holding the new secret
+//! (one without any, the CLI without `SCOPEKEY_ROTATION_SECRET`, copies a
+//! lineage's secret as it is). Rolling back a step is safe; going back to
+//! a configuration without the new secret once it seals is not: lineages
+//! and successors sealed under it would no longer open. A key whose endpoint
 //! answered 410 Gone (disabled) is not rotated; a key without a rotation
 //! webhook is never rotated behind its holder's back (its notices tell the
 //! holder to rotate it); a key whose notifiers were down past its expiry is
@@ -195,7 +204,7 @@ pub use signature::{SignatureError, WebhookVerifier, sign, verify};
 use crate::error::{Error, StoreError};
 use crate::key::KeyId;
 use crate::lifecycle::{Actor, RotateOptions, ScopeKey};
-use crate::model::{AuditEvent, KeyRecord};
+use crate::model::{AuditEvent, KeyRecord, Status};
 use crate::store::OutboxDelivery;
 use deliver::Outcome;
 use outbox::{Claimed, Completion, GivenUp, NewNotice, NoticeKind, key_event_data, uuid_at};
@@ -705,8 +714,8 @@ impl Notifier {
         let mut report = DeliveryReport::default();
         let ids: Vec<Uuid> = endpoints.iter().map(|e| e.id).collect();
         let config = &self.inner.config;
-        // Keys' own rotation webhooks are served by any notifier whose
-        // runtime can open their sealed deliveries.
+        // Keys' own rotation webhooks are claimed by any notifier with a
+        // rotation secret; one that cannot open a delivery leaves it.
         let key_deliveries = !self.inner.keys.rotation_secrets().is_empty();
         if endpoints.is_empty() && !key_deliveries {
             return Ok(report);
@@ -766,10 +775,13 @@ impl Notifier {
         // runtime's rotation secrets, it holds the lineage's own signing
         // secret and the body. Anything else goes to a configured endpoint.
         let opened;
-        // A sealed delivery none of this runtime's rotation secrets opens
-        // (sealed under one since retired, or another service's): a failed
-        // attempt, so that it ends after `max_attempts` like any other
-        // rather than waiting forever with the plaintext in it.
+        // A sealed delivery none of this runtime's rotation secrets opens:
+        // sealed by an instance a secret change has reached before this
+        // one, or under a secret since retired, or by another service. Left
+        // to a notifier that can open it, counting no attempt (instances
+        // still without a new secret must not use up the attempts of those
+        // with it), until its key is no longer live: its plaintext is of no
+        // use then, and it is given up, erased.
         let mut unopened = None;
         let (url, secrets, body, holder) = if seal::is_sealed(&c.payload) {
             let server = self.inner.keys.rotation_secrets();
@@ -790,9 +802,20 @@ impl Notifier {
                     )
                 }
                 None => {
-                    tracing::warn!(delivery_id = %c.id, "cannot open a sealed delivery with this runtime's rotation secrets; counted as a failed attempt");
+                    let live = match c.key_id {
+                        Some(id) => self.inner.keys.store().get(id).await?.is_some_and(|key| {
+                            matches!(key.status_at(sent_at), Status::Active | Status::Rotating)
+                        }),
+                        None => false,
+                    };
+                    if live {
+                        tracing::warn!(delivery_id = %c.id, "cannot open a sealed delivery with this runtime's rotation secrets; leaving it to a notifier that can");
+                        return Ok(None);
+                    }
                     unopened = Some(
-                        "sealed under a rotation secret this notifier does not hold".to_owned(),
+                        "sealed under a rotation secret this notifier does not hold, and its key \
+                         is no longer live"
+                            .to_owned(),
                     );
                     (c.url.as_str(), &[][..], "", true)
                 }
@@ -813,7 +836,7 @@ impl Notifier {
             (true, Some(strict)) => (strict, deliver::refused_holder_url(url)),
             _ => (&clients.endpoints, None),
         };
-        let outcome = match unopened.or(refused) {
+        let outcome = match unopened.clone().or(refused) {
             Some(error) => Outcome::Failed {
                 status: None,
                 error,
@@ -822,7 +845,7 @@ impl Notifier {
         };
         let at = self.inner.keys.now();
         let failures = c.attempts.saturating_add(1);
-        let exhausted = failures >= config.max_attempts;
+        let exhausted = unopened.is_some() || failures >= config.max_attempts;
         let backoff = || deliver::backoff(failures, config.initial_backoff, config.max_backoff);
         let (completion, tally) = match outcome {
             Outcome::Delivered(status) => (Completion::Delivered { at, status }, Tally::Delivered),

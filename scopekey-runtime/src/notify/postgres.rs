@@ -310,11 +310,13 @@ impl Backend for PgOutbox {
             Some((at, id)) => (at, id.0),
             None => (now, Uuid::nil()),
         };
+        // Past the middle of its lifetime: no more of it left than gone (no
+        // division, so both stores compute it exactly alike).
         let rows = sqlx::query(
             "SELECT id, rotation_webhook_url, expires_at FROM scopekey_keys \
              WHERE rotation_webhook_url IS NOT NULL AND revoked_at IS NULL \
              AND rotated_at IS NULL AND expires_at > $1 AND expires_at <= $2 \
-             AND (parent_key_id IS NULL OR created_at + (expires_at - created_at) / 2 <= $1) \
+             AND (parent_key_id IS NULL OR expires_at - $1 <= $1 - created_at) \
              AND (expires_at, id) > ($3, $4) \
              ORDER BY expires_at, id LIMIT $5",
         )

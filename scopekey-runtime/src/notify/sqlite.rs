@@ -317,11 +317,13 @@ impl Backend for SqliteOutbox {
             Some((at, id)) => (micros(at), id.to_string()),
             None => (micros(now), String::new()),
         };
+        // Past the middle of its lifetime: no more of it left than gone (no
+        // division, so both stores compute it exactly alike).
         let rows = sqlx::query(
             "SELECT id, rotation_webhook_url, expires_at FROM scopekey_keys \
              WHERE rotation_webhook_url IS NOT NULL AND revoked_at IS NULL \
              AND rotated_at IS NULL AND expires_at > ?1 AND expires_at <= ?2 \
-             AND (parent_key_id IS NULL OR created_at + (expires_at - created_at) / 2 <= ?1) \
+             AND (parent_key_id IS NULL OR expires_at - ?1 <= ?1 - created_at) \
              AND (expires_at > ?3 OR (expires_at = ?3 AND id > ?4)) \
              ORDER BY expires_at, id LIMIT ?5",
         )

@@ -441,13 +441,46 @@ async fn get_on(
         .transpose()
 }
 
+/// Whether the database was busy or locked (also a transaction whose
+/// snapshot another connection's commit outdated): SQLite's primary result
+/// codes 5 and 6, which their extended codes carry in the low byte.
+fn busy(error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = error else {
+        return false;
+    };
+    let primary = db
+        .code()
+        .and_then(|code| code.parse::<i32>().ok())
+        .map(|code| code & 0xff);
+    matches!(primary, Some(5 | 6))
+}
+
+impl SqliteStore {
+    /// Whether migration `version` is recorded as applied: after this
+    /// process failed it, another one that migrated at the same time did
+    /// (its changes and its record commit together). Any other failure (a
+    /// full disk, a read-only file, a broken migration) leaves it
+    /// unrecorded, and is not retried.
+    async fn applied(&self, version: i64) -> bool {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM _scopekey_migrations WHERE version = ?1 AND success",
+        )
+        .bind(version)
+        .fetch_one(&self.pool)
+        .await
+        .is_ok_and(|n| n > 0)
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     /// Migrates, also while other processes migrate the same file: sqlx
     /// takes no lock for SQLite, so processes starting at once on a fresh
     /// file race for the same migration and all but one fail it. Each
-    /// migration is one transaction, so a failed one changed nothing, and
-    /// the next attempt sees what the others applied.
+    /// migration is one transaction, so a failed one changed nothing; one
+    /// failed because the database was busy, or that another process has
+    /// applied meanwhile, is tried again, and the next attempt sees what
+    /// the others applied.
     async fn migrate(&self) -> Result<(), StoreError> {
         use sqlx::migrate::MigrateError;
         const ATTEMPTS: u32 = 10;
@@ -456,9 +489,15 @@ impl Store for SqliteStore {
         loop {
             match migrator.run(&self.pool).await {
                 Ok(()) => return Ok(()),
-                Err(MigrateError::Execute(_) | MigrateError::ExecuteMigration(..))
-                    if attempt < ATTEMPTS =>
+                Err(MigrateError::Execute(e)) if attempt < ATTEMPTS && busy(&e) => {
+                    tracing::debug!(attempt, error = %e, "another process is migrating the store; trying again");
+                    tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                Err(MigrateError::ExecuteMigration(e, version))
+                    if attempt < ATTEMPTS && (busy(&e) || self.applied(version).await) =>
                 {
+                    tracing::debug!(attempt, error = %e, "another process is migrating the store; trying again");
                     tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt))).await;
                     attempt += 1;
                 }
