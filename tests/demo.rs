@@ -221,6 +221,17 @@ impl Demo {
     }
 }
 
+/// A child process killed and reaped when dropped, so that a failed
+/// assertion leaves no server running.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 impl Drop for Demo {
     fn drop(&mut self) {
         // A failed assertion must not leave the server running.
@@ -315,7 +326,7 @@ fn the_admin_key_is_printed_once_the_demo_listens() {
     let mut cmd = Demo::command(&dir, None, &[]);
     cmd.stdout(writer.try_clone().expect("a second writer"))
         .stderr(writer);
-    let mut child = cmd.spawn().expect("start the demo");
+    let child = Reaped(cmd.spawn().expect("start the demo"));
     // The command holds the writing ends too: without it, the reader sees
     // the end of the output when the demo exits.
     drop(cmd);
@@ -334,8 +345,7 @@ fn the_admin_key_is_printed_once_the_demo_listens() {
             break std::net::TcpStream::connect(addr);
         }
     };
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     std::fs::remove_dir_all(&dir).ok();
     connected.expect("the demo accepts connections once it printed the admin key");
 }
@@ -352,10 +362,10 @@ fn an_admin_key_that_cannot_be_printed_is_reported() {
     drop(reader);
     let mut cmd = Demo::command(&dir, None, &[]);
     cmd.stdout(writer);
-    let mut child = cmd.spawn().expect("start the demo");
+    let mut child = Reaped(cmd.spawn().expect("start the demo"));
     drop(cmd);
-    let stderr = lines(child.stderr.take().expect("stderr"), true);
-    let addr = listening_addr(&mut child, &stderr);
+    let stderr = lines(child.0.stderr.take().expect("stderr"), true);
+    let addr = listening_addr(&mut child.0, &stderr);
     let mut logged = Vec::new();
     let reported = loop {
         let line = stderr
@@ -376,9 +386,8 @@ fn an_admin_key_that_cannot_be_printed_is_reported() {
         conn.read_to_string(&mut answer)?;
         std::io::Result::Ok(answer)
     })();
-    let running = child.try_wait().expect("the demo's state").is_none();
-    let _ = child.kill();
-    let _ = child.wait();
+    let running = child.0.try_wait().expect("the demo's state").is_none();
+    drop(child);
     logged.extend(stderr.try_iter());
     std::fs::remove_dir_all(&dir).ok();
     assert!(reported.contains("scopekey keys create"), "{reported}");
@@ -415,14 +424,26 @@ fn a_failed_first_start_keeps_the_admin_key_for_the_next() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
     let addr = taken.local_addr().expect("its address").to_string();
-    let failed = Demo::command(&dir, None, &[("BIND", addr.as_str())])
-        .output()
-        .expect("run the demo");
-    assert!(!failed.status.success(), "the address was taken");
-    assert!(
-        !String::from_utf8_lossy(&failed.stdout).contains("admin key"),
-        "{failed:?}"
-    );
+    let mut cmd = Demo::command(&dir, None, &[("BIND", addr.as_str())]);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = Reaped(cmd.spawn().expect("run the demo"));
+    // It gives up at once; a demo that hangs instead fails the test, not
+    // the run.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while child.0.try_wait().expect("the demo's state").is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the demo did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = child.0.wait().expect("its status");
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.0.stdout.take().expect("its output"), &mut stdout)
+        .expect("read its output");
+    assert!(!status.success(), "the address was taken");
+    assert!(!stdout.contains("admin key"), "{stdout}");
     drop(taken);
     let demo = Demo::start(&dir, None);
     admin_key(&demo.next_line());

@@ -1067,7 +1067,9 @@ both_backends!(
 );
 
 async fn request_timeout(db: &TestDb) {
-    let e = env_with(db, |c| c.request_timeout = StdDuration::from_millis(300)).await;
+    // Long enough for the retry's whole exchange on a loaded machine; the
+    // hang outlasts it whatever its length.
+    let e = env_with(db, |c| c.request_timeout = StdDuration::from_secs(2)).await;
     e.receiver.script([Reply::Hang]);
     key_expiring_in(&e.keys, "k", Duration::days(10)).await;
     assert_eq!(e.notifier.run_once().await.unwrap().deliveries.retried, 1);

@@ -27,8 +27,8 @@ use scopekey_runtime::{
 };
 use time::{Duration, OffsetDateTime};
 
-/// The tests in this file measure the process's resident memory: they run
-/// one at a time so that one does not count another's allocations.
+/// One test in this file measures the process's resident memory: every test
+/// here takes this lock, so that none allocates while it measures.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 // ------------------------------------------------------------ bounded memory
@@ -408,6 +408,7 @@ both_backends!(
 /// A flush whose write fails keeps its times for the next flush, where a
 /// newer use of the same key wins and each key is still written once.
 async fn last_used_write_failure_is_retried(db: &TestDb) {
+    let _serial = SERIAL.lock().await;
     let (store, clock, keys) = counted(db);
     let created = clients(&keys, &["a", "b"]).await;
     let [(a, a_key), (b, b_key)] = &created[..] else {
@@ -444,6 +445,7 @@ both_backends!(
 /// what it read, but must not leave that answer in the cache: the revoking
 /// node refuses the very next request.
 async fn read_before_revocation_is_not_cached(db: &TestDb) {
+    let _serial = SERIAL.lock().await;
     let (store, _, keys) = counted(db);
     let (id, plaintext) = clients(&keys, &["k"]).await.remove(0);
 
@@ -479,6 +481,7 @@ both_backends!(
 /// same keys, in the same order, as the stores' indexed query, past a page's
 /// worth of other events.
 async fn minted_by_default_matches_the_stores(db: &TestDb) {
+    let _serial = SERIAL.lock().await;
     let (store, clock, keys) = counted(db);
     let admin = keys
         .create(
