@@ -395,7 +395,7 @@ async fn compromised(
             lines.push(ReportLine { line, result });
         }
     }
-    print_report(out, &lines, args.output)
+    print_report(out, &lines, args.output, false)
 }
 
 /// Prints the results of the batches before `batch_no`, the one that
@@ -411,7 +411,7 @@ fn stopped(
     if !lines.is_empty() {
         // The store's failure is what went wrong, not a failure to write
         // what came before it.
-        let _ = print_report(out, lines, output);
+        let _ = print_report(out, lines, output, true);
     }
     // Only a report refused whole (too many keys, a bad source) is checked
     // before any key is read; after that, keys before the failure may be
@@ -429,7 +429,14 @@ fn stopped(
 
 /// A report's results: JSON as the HTTP API's body, or a table by line and
 /// a summary naming the keys each leaked key minted.
-fn print_report(out: &mut dyn Write, lines: &[ReportLine], output: Output) -> Result<(), Failure> {
+/// `partial`: the report stopped at a failure after these lines (the
+/// summary says so; the JSON document is a whole report's).
+fn print_report(
+    out: &mut dyn Write,
+    lines: &[ReportLine],
+    output: Output,
+    partial: bool,
+) -> Result<(), Failure> {
     if output.json {
         // The HTTP API's body, plus each entry's line number in the input.
         let results = lines
@@ -451,7 +458,13 @@ fn print_report(out: &mut dyn Write, lines: &[ReportLine], output: Output) -> Re
     output::report_table(out, lines)?;
     let count = |status| lines.iter().filter(|l| l.result.status == status).count();
     let mut summary = format!(
-        "{} revoked, {} already revoked, {} unknown, {} malformed",
+        "{}{} revoked, {} already revoked, {} unknown, {} malformed",
+        if partial {
+            let last = lines.last().map_or(0, |l| l.line);
+            format!("up to line {last}, before the failure: ")
+        } else {
+            String::new()
+        },
         count(CompromiseStatus::Revoked),
         count(CompromiseStatus::AlreadyRevoked),
         count(CompromiseStatus::Unknown),

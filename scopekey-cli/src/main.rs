@@ -113,7 +113,8 @@
 //! `keys compromised` hands a report to the store in batches of 10,000 keys.
 //! If a batch after the first fails, the results of the batches before it
 //! are printed first, as a whole report's (the same JSON document with
-//! `--json`), then the error, with status 1: keys up to the failure may
+//! `--json`; for people, the summary says up to which line), then the
+//! error, with status 1: keys up to the failure may
 //! already be revoked, and running the same report again is safe.
 
 mod cli;

@@ -282,7 +282,8 @@ async fn later_batch_fails(db: &TestDb) {
         MAX_REPORT_KEYS.to_string()
     );
     let summary = format!(
-        "1 revoked, 0 already revoked, 0 unknown, {} malformed",
+        "up to line {MAX_REPORT_KEYS}, before the failure: \
+         1 revoked, 0 already revoked, 0 unknown, {} malformed",
         MAX_REPORT_KEYS - 1
     );
     assert!(run.stderr.contains(&summary), "{}", run.stderr);
