@@ -273,6 +273,38 @@ async fn escalation(db: &TestDb) {
     // The challenge names what the successor would hold and the caller
     // does not: the admin key's `*`.
     res.assert_problem(403, Some(&insufficient("*")));
+    // Nor by asking the successor for a scope it holds: that would end
+    // the admin key (at once, with no grace) and hand its lineage over.
+    for body in [
+        json!({ "scopes": ["api_keys:write"], "grace_seconds": 0 }),
+        json!({ "scopes": ["orders:read"] }),
+    ] {
+        let res = app
+            .post(&format!("/api-keys/{admin_id}/rotate"))
+            .bearer(&writer)
+            .json(&body)
+            .send()
+            .await;
+        res.assert_problem(403, Some(&insufficient("*")));
+        assert!(
+            res.text().contains("needs every scope it holds"),
+            "{}",
+            res.text()
+        );
+    }
+    // A key whose every scope it holds, it may rotate, to fewer scopes too.
+    let (_, covered_id) = key_and_id(
+        &app.create_key("covered", &["orders:read", "api_keys:write"])
+            .await,
+    );
+    let res = app
+        .post(&format!("/api-keys/{covered_id}/rotate"))
+        .bearer(&writer)
+        .json(&json!({ "scopes": ["orders:read"] }))
+        .send()
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    assert_eq!(res.json()["scopes"], json!(["orders:read"]));
     // The admin key is untouched.
     assert_eq!(
         app.get("/api-keys/self")

@@ -125,7 +125,7 @@
 //!   routes' answers.
 //! - **Every 403 carries an `insufficient_scope` challenge**, also when the
 //!   runtime refuses an escalation (`scope` then names the asked scopes the
-//!   caller does not hold; a successor asking for more than its parent had
+//!   caller does not hold, and for a rotation those of the key rotated; a successor asking for more than its parent had
 //!   is a 400, since no key of the caller's would change that answer).
 //! - **Management bodies** are JSON (`application/json`, `*/*+json`, or
 //!   no content type at all; another type is 415), at most 64 KiB ([`JSON_LIMIT`]) or 1 MiB for

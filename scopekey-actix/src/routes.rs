@@ -57,8 +57,8 @@
 //! read: [`may_rotate`](scopekey_runtime::may_rotate).) The
 //! rules beyond the route's scope (no escalation, who may rotate what) are
 //! the runtime's; a 403 for escalation names, in its challenge, the scopes
-//! asked for (or, for a rotation without `scopes`, the parent's) that the
-//! caller's key does not hold. A caller holding all it asks for, asking a
+//! asked for that the caller's key does not hold (for a rotation, also
+//! those of the key rotated, which the caller must cover). A caller holding all it asks for, asking a
 //! successor more than its parent had, gets a 400 (a bad value: no key of
 //! the caller's would change that answer).
 //!
@@ -212,6 +212,9 @@ fn refused(caller: &Authenticated, err: Error, asked: &[String]) -> ApiError {
             if missing.is_empty() {
                 missing = valid().map(|(s, _)| s.clone()).collect();
             }
+            // Once each, in the order first asked.
+            let mut seen = std::collections::HashSet::new();
+            missing.retain(|s| seen.insert(s.clone()));
             ApiError::Forbidden {
                 error: AuthError::new(AuthErrorKind::InsufficientScope(missing), caller.realm()),
                 detail,
@@ -348,14 +351,15 @@ async fn rotate(
     let key = match rotated {
         Ok(key) => key,
         Err(e) => {
-            // A 403 is an escalation: the challenge names the asked scopes
-            // (or, without `scopes`, the parent's) that the caller lacks.
-            let asked = match body.scopes {
-                Some(scopes) => scopes,
-                None if matches!(e, Error::Forbidden(_)) => {
-                    keys.get(id).await.map(|k| k.scopes).unwrap_or_default()
+            // A 403 is an escalation: the challenge names the scopes the
+            // caller lacks, of the key it rotates or of those it asks for.
+            let asked = match e {
+                Error::Forbidden(_) => {
+                    let mut asked = keys.get(id).await.map(|k| k.scopes).unwrap_or_default();
+                    asked.extend(body.scopes.unwrap_or_default());
+                    asked
                 }
-                None => Vec::new(),
+                _ => Vec::new(),
             };
             return Err(refused(&caller, e, &asked));
         }

@@ -63,7 +63,12 @@
 //! - A key holds at most 100 scopes; names are 1 to 200 characters; metadata
 //!   is a JSON object of at most 16 KiB; a grace period is at most 365 days.
 //! - Rotating another key takes `api_keys:write` (checked before the lookup,
-//!   so ids are not revealed); a key may always rotate itself.
+//!   so ids are not revealed) and a key covering every scope of the key
+//!   rotated, not only those asked for its successor: a rotation ends the
+//!   old key and hands the new one to the caller, so a key that could not
+//!   have created it may not rotate it (else `api_keys:write` alone could
+//!   end the admin's `*` key, asking for `api_keys:write` only). A key may
+//!   always rotate itself.
 //!
 //! # Verification and caching
 //!

@@ -898,6 +898,20 @@ impl ScopeKey {
             .ok_or_else(|| Error::NotFound(id.to_string()))?;
         rotatable(&parent, now)?;
         let (parent_scopes, parent_grants) = self.grants_of(&parent)?;
+        // Rotating another key ends it (after the grace, at once with none)
+        // and hands its successor to the caller: only a caller whose key
+        // covers every scope of it may, whatever the successor is asked to
+        // hold. Else a key with `api_keys:write` could end any key sharing
+        // one of its scopes (the admin's `*`), asking for that one alone.
+        if let Actor::Key(p) = actor
+            && p.id != parent.id
+            && !p.grants().includes_all(&parent_grants)
+        {
+            return Err(Error::Forbidden(format!(
+                "rotating another key needs every scope it holds; the calling key lacks: {}",
+                missing(&parent_grants, p.grants())
+            )));
+        }
         let (scopes, grants) = match &options.scopes {
             None => (parent_scopes, parent_grants.clone()),
             Some(asked) => self.grants(asked)?,
@@ -1268,8 +1282,9 @@ pub(crate) type DeliverSuccessor<'a> = dyn FnOnce(
 /// Whether `actor` may rotate the key `id` at all: the system, the key
 /// itself, or a key holding `api_keys:write` ([`Error::Forbidden`]
 /// otherwise). [`ScopeKey::rotate`] checks it first; a route can check it
-/// before it reads a request body. Scopes asked for the successor are
-/// checked by the rotation itself.
+/// before it reads a request body. The rotation itself then checks that
+/// another key's caller covers every scope of the key it rotates, and of
+/// the successor it asks for.
 pub fn may_rotate(actor: Actor<'_>, id: KeyId) -> Result<(), Error> {
     match actor {
         Actor::Key(p) if p.id != id && !p.grants().covers_str(SCOPE_WRITE) => Err(
