@@ -391,7 +391,7 @@ fn render(problem: &Problem) -> HttpResponse {
 /// letters and digits with an upper-case letter among them: scopes, names
 /// of fields and ids never look so) with `…`. Details may quote what a
 /// caller sent, e.g. a key pasted where a scope belongs; it goes no further.
-fn scrub_keys(detail: &str) -> Cow<'_, str> {
+pub(crate) fn scrub_keys(detail: &str) -> Cow<'_, str> {
     const MIN_RUN: usize = 30;
     let bytes = detail.as_bytes();
     let mut out: Option<String> = None;

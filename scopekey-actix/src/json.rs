@@ -142,18 +142,26 @@ fn describe(e: &serde_json::Error) -> String {
     format!("{what}: {}", redact(&e.to_string()))
 }
 
-/// Replaces every `"..."` in a parser message with `"…"` (input values),
+/// A parser message as kept in an error: quoted values redacted, and
+/// anything else shaped like a key scrubbed, so that not even the error's
+/// `Debug` (which a logger may print) holds a key.
+fn redact(message: &str) -> String {
+    crate::error::scrub_keys(&redact_quoted(message)).into_owned()
+}
+
+/// Replaces every `"..."` in a parser message with `"…"` (input values,
+/// which the parser writes escaped: a `\"` inside does not close one),
 /// and every `` `...` `` that is not a plain field name (lower case, digits,
 /// `_`, at most 32 characters) with `` `…` `` (an unknown field's name is
 /// the caller's input too).
-fn redact(message: &str) -> String {
+fn redact_quoted(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
     while let Some(open) = rest.find(['"', '`']) {
         let quote = &rest[open..=open];
         out.push_str(&rest[..=open]);
         let after = &rest[open + 1..];
-        let Some(close) = after.find(quote) else {
+        let Some(close) = closing(after, quote.as_bytes()[0]) else {
             // An unterminated quote: drop the rest, it is input.
             return out;
         };
@@ -171,6 +179,20 @@ fn redact(message: &str) -> String {
     out
 }
 
+/// Where the quote `quote` closes in `text`: its first occurrence not
+/// escaped by a backslash (an odd number of them before it).
+fn closing(text: &str, quote: u8) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut backslashes = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == quote && backslashes % 2 == 0 {
+            return Some(i);
+        }
+        backslashes = if b == b'\\' { backslashes + 1 } else { 0 };
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +204,21 @@ mod tests {
         assert!(!shown.contains("sk_secret"), "{shown}");
         assert!(shown.contains("expected u32"), "{shown}");
         assert_eq!(redact(r#"a "b" c "d"#), "a \"…\" c \"");
+        // A string holding quotes is written escaped: redacted whole.
+        let key = "sk_4kQ9rT2mXbV7nL1pZ8sW3yH6jD0fG5cAe1B2c3";
+        let double_encoded = format!(r#"{{"keys": "[\"{key}\", \"{key}\"]"}}"#);
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Report {
+            keys: Vec<String>,
+        }
+        let e = serde_json::from_str::<Report>(&double_encoded).unwrap_err();
+        let shown = describe(&e);
+        assert!(!shown.contains(&key[3..20]), "{shown}");
+        assert!(shown.contains("expected a sequence"), "{shown}");
+        assert_eq!(redact(r#"x "a\"b\\" y "c""#), r#"x "…" y "…""#);
+        // Outside quotes too, a key's shape is scrubbed.
+        assert!(!redact(&format!("near {key} here")).contains(&key[3..20]));
         assert_eq!(
             redact("unknown field `sk_ABC`, expected `name` or `scopes`"),
             "unknown field `…`, expected `name` or `scopes`"

@@ -503,6 +503,23 @@ fn a_plaintext_key_given_as_an_id_is_not_echoed() {
             assert!(!run.all_output().contains(&key[8..30]), "echoed: {run:#?}");
         }
     }
+    // Pasted as an option's value, with punctuation around it, or as the
+    // key prefix: still left out.
+    let with_eq = format!("--grace={plaintext}");
+    let quoted = format!("'{plaintext}',");
+    for args in [
+        vec!["keys", "rotate", id, &with_eq],
+        vec!["keys", "list", "--limit", plaintext],
+        vec!["keys", "show", id, &quoted],
+        vec!["--key-prefix", plaintext, "keys", "show", id],
+    ] {
+        let run = scopekey(&db.url, &args);
+        assert_eq!(run.code, 2, "{args:?}: {run:#?}");
+        assert!(
+            !run.all_output().contains(&plaintext[8..30]),
+            "echoed: {run:#?}"
+        );
+    }
     assert!(!db.path.exists(), "the store was not opened");
 }
 

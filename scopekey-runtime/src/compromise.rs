@@ -163,6 +163,9 @@ impl ScopeKey {
                     .into(),
             ));
         }
+        if source.is_some_and(crate::key::holds_a_key) {
+            return Err(crate::lifecycle::holds_a_key("source"));
+        }
         // The reason is the specification's word alone; where the report
         // came from goes to the audit event.
         let reason = "compromised";

@@ -174,9 +174,15 @@ impl KeyFormat {
             )));
         }
         if !valid_prefix(prefix) {
+            // Repeated only when it cannot be a key pasted in its place
+            // (a key's secret has capitals).
+            let shown = if prefix.len() <= 40 && !prefix.chars().any(char::is_uppercase) {
+                format!("key prefix `{}`", prefix.escape_debug())
+            } else {
+                "the key prefix (not repeated)".to_owned()
+            };
             return Err(Error::Invalid(format!(
-                "key prefix `{}` must match [a-z][a-z0-9]*(_[a-z0-9]+)*, e.g. `sk` or `acme_live`",
-                prefix.escape_debug()
+                "{shown} must match [a-z][a-z0-9]*(_[a-z0-9]+)*, e.g. `sk` or `acme_live`"
             )));
         }
         Ok(Self {
@@ -284,6 +290,29 @@ impl KeyFormat {
             None => *blake3::hash(presented.as_bytes()).as_bytes(),
         })
     }
+}
+
+/// Whether `text` holds a well-formed key of any prefix (its check digits
+/// match): text a person typed (a name, a revocation reason, metadata)
+/// that must not be stored, since keys are kept only as hashes. Words are
+/// runs of letters, digits and `_`; a key may start at the start of one or
+/// after any `_` in it.
+pub fn holds_a_key(text: &str) -> bool {
+    const SHORTEST: usize = 1 + 1 + SECRET_LEN + CHECK_LEN;
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| word.len() >= SHORTEST && word.len() <= MAX_KEY_LEN)
+        .any(|word| {
+            std::iter::once(0)
+                .chain(word.match_indices('_').map(|(i, _)| i + 1))
+                .filter(|&start| word.len() - start >= SHORTEST)
+                .any(|start| {
+                    let candidate = &word[start..];
+                    candidate
+                        .rsplit_once('_')
+                        .and_then(|(prefix, _)| KeyFormat::new(prefix).ok())
+                        .is_some_and(|format| format.parse(candidate).is_ok())
+                })
+        })
 }
 
 fn valid_prefix(p: &str) -> bool {
@@ -413,6 +442,33 @@ mod tests {
         assert_eq!(longest.parse(key.expose_secret()), Ok(()));
         let err = KeyFormat::new(&"a".repeat(MAX_PREFIX_LEN + 1)).unwrap_err();
         assert!(err.to_string().contains("at most 217"), "{err}");
+    }
+
+    #[test]
+    fn keys_in_text_are_found() {
+        let key = KeyFormat::default().generate().unwrap();
+        let key = key.expose_secret();
+        let other = KeyFormat::new("acme_live").unwrap().generate().unwrap();
+        for text in [
+            key.to_owned(),
+            format!("leaked: {key}."),
+            format!("\"{key}\", see ticket 12"),
+            format!("in the wild as x_{key}"),
+            format!("a-{}-b", other.expose_secret()),
+        ] {
+            assert!(holds_a_key(&text), "{text}");
+        }
+        // A mistyped key is no key: its check digits do not match.
+        let mut typo = key.to_owned();
+        typo.replace_range(5..6, if &typo[5..6] == "A" { "B" } else { "A" });
+        for text in [
+            typo.as_str(),
+            "rotated after the audit, see 0190c8f2-0000-7000-8000-000000000000",
+            "sk_short",
+            "",
+        ] {
+            assert!(!holds_a_key(text), "{text}");
+        }
     }
 
     #[test]

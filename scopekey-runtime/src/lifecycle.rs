@@ -279,7 +279,10 @@ impl ScopeKeyBuilder {
     /// lineage's secret anew under the current one, so the previous one may
     /// go once every key under automatic rotation has rotated since (see
     /// [`notify`](crate::notify), "Changing the rotation secret"). Without
-    /// any, creating a key with a rotation webhook is refused.
+    /// any, creating a key with a rotation webhook is refused. Each must be
+    /// at least [`MIN_SECRET_LEN`](crate::notify::MIN_SECRET_LEN) bytes:
+    /// [`Notifier::new`](crate::notify::Notifier::new) refuses a shorter
+    /// one.
     #[cfg(feature = "webhooks")]
     pub fn rotation_webhook_secret(mut self, secret: crate::notify::signature::Secret) -> Self {
         self.config.rotation_secrets.push(secret);
@@ -1068,6 +1071,9 @@ impl ScopeKey {
                     .into(),
             ));
         }
+        if reason.is_some_and(crate::key::holds_a_key) {
+            return Err(holds_a_key("reason"));
+        }
         let event = self.event(now, kind, Some(id), actor.key_id(), details);
         match self.inner.store.revoke(id, now, reason, &event).await? {
             RevokeOutcome::Revoked(record) => {
@@ -1491,7 +1497,19 @@ fn check_name(name: &str) -> Result<String, Error> {
             "`name` must not contain control, invisible or text-direction characters".into(),
         ));
     }
+    if crate::key::holds_a_key(trimmed) {
+        return Err(holds_a_key("name"));
+    }
     Ok(trimmed.to_owned())
+}
+
+/// Text a person typed that holds a well-formed key: refused, not stored
+/// (keys are kept only as hashes), and not repeated back.
+pub(crate) fn holds_a_key(field: &str) -> Error {
+    Error::Invalid(format!(
+        "`{field}` holds what is shaped like an API key; keys are never stored, so remove it \
+         (and if it is a live key, treat it as leaked)"
+    ))
 }
 
 /// Characters a name or reason may not hold: control characters, and those
@@ -1554,6 +1572,22 @@ fn check_metadata(metadata: Option<Map<String, Value>>) -> Result<Map<String, Va
         return Err(Error::Invalid(
             "`metadata` must not contain NUL characters (\\u0000)".into(),
         ));
+    }
+    fn has_key(v: &Value) -> bool {
+        match v {
+            Value::String(s) => crate::key::holds_a_key(s),
+            Value::Array(items) => items.iter().any(has_key),
+            Value::Object(map) => map
+                .iter()
+                .any(|(k, v)| crate::key::holds_a_key(k) || has_key(v)),
+            _ => false,
+        }
+    }
+    if metadata
+        .iter()
+        .any(|(k, v)| crate::key::holds_a_key(k) || has_key(v))
+    {
+        return Err(holds_a_key("metadata"));
     }
     // Serializing a Map of Values cannot fail.
     let size = serde_json::to_vec(&metadata).map(|v| v.len()).unwrap_or(0);

@@ -60,10 +60,9 @@ impl FromStr for Status {
             .into_iter()
             .find(|st| st.as_str() == s)
             .ok_or_else(|| {
-                Error::Invalid(format!(
-                    "status `{}` is not one of active, rotating, revoked, expired",
-                    s.escape_debug()
-                ))
+                // The value is not repeated: it may be anything pasted,
+                // a key included.
+                Error::Invalid("`status` must be one of active, rotating, revoked, expired".into())
             })
     }
 }

@@ -1692,3 +1692,78 @@ async fn default_grace_is_clamped() {
         assert_eq!(keys.default_grace(), kept, "{asked}");
     }
 }
+
+/// A key pasted into text a person types (a name, a revocation reason,
+/// metadata, a compromise report's source) is refused, never stored, and
+/// not repeated back; nothing changes.
+async fn keys_in_free_text(db: &TestDb) {
+    let (keys, _) = runtime(db);
+    let live = key(&keys, "live", &["orders:read"]).await;
+    let pasted = live.plaintext.expose_secret().to_owned();
+    let check = |result: Result<(), Error>, field: &str| {
+        let Err(Error::Invalid(message)) = result else {
+            panic!("{field}: {result:?}");
+        };
+        assert!(message.contains(&format!("`{field}`")), "{message}");
+        assert!(message.contains("shaped like an API key"), "{message}");
+        assert!(!message.contains(&pasted[3..20]), "{message}");
+    };
+    let before = keys.list(&ListKeys::default()).await.unwrap().items.len();
+    check(
+        keys.create(
+            NewKey::new(format!("copy of {pasted}"), ["orders:read"]),
+            Actor::System,
+        )
+        .await
+        .map(drop),
+        "name",
+    );
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("notes".into(), serde_json::json!(["fine", { "k": pasted }]));
+    check(
+        keys.create(
+            NewKey::new("with metadata", ["orders:read"]).metadata(metadata),
+            Actor::System,
+        )
+        .await
+        .map(drop),
+        "metadata",
+    );
+    assert_eq!(
+        keys.list(&ListKeys::default()).await.unwrap().items.len(),
+        before
+    );
+    let other = key(&keys, "other", &["orders:read"]).await;
+    check(
+        keys.revoke(
+            other.key.id,
+            Some(&format!("leaked with {pasted}")),
+            Actor::System,
+        )
+        .await
+        .map(drop),
+        "reason",
+    );
+    assert_eq!(keys.get(other.key.id).await.unwrap().status, Status::Active);
+    let options = CompromiseOptions {
+        source: Some(&pasted),
+        ..CompromiseOptions::default()
+    };
+    check(
+        keys.report_compromised_with(std::slice::from_ref(&pasted), options, Actor::System)
+            .await
+            .map(drop),
+        "source",
+    );
+    assert_eq!(keys.get(live.key.id).await.unwrap().status, Status::Active);
+    // Text that merely mentions a key's hint or id is fine.
+    let hint = keys.get(live.key.id).await.unwrap().hint;
+    keys.revoke(
+        other.key.id,
+        Some(&format!("replaced {hint} ({})", live.key.id)),
+        Actor::System,
+    )
+    .await
+    .unwrap();
+}
+both_backends!(keys_in_free_text_are_refused, keys_in_free_text);

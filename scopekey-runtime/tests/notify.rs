@@ -1391,6 +1391,36 @@ fn configuration_is_checked() {
     let mut bad = ok();
     bad.thresholds = vec![Duration::ZERO];
     assert!(bad.validate().is_err());
+    // Secrets too short to withstand guessing offline: refused, from code
+    // and from the environment alike.
+    let mut bad = ok();
+    bad.endpoints[0].secrets = vec!["whsec_dGVzdA==".parse().unwrap()];
+    let error = bad.validate().unwrap_err().to_string();
+    assert!(error.contains("at least 24 bytes"), "{error}");
+    for (name, value) in [
+        ("SCOPEKEY_WEBHOOK_SECRET", "whsec_Y2hhbmdlbWU="),
+        ("SCOPEKEY_WEBHOOK_SECRET", "changeme"),
+    ] {
+        let error = NotifierConfig::from_lookup(|n| match n {
+            "SCOPEKEY_WEBHOOK_URL" => Some("https://hooks.example.invalid/x".into()),
+            n if n == name => Some(value.into()),
+            _ => None,
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains(name), "{error}");
+    }
+    // A webhook URL's path and query may hold a token: errors and `Debug`
+    // name its origin only.
+    let mut bad = ok();
+    bad.endpoints[0].url = "ftp://hooks.example.invalid/T0/B0/SECRETTOKEN".into();
+    let error = bad.validate().unwrap_err().to_string();
+    assert!(!error.contains("SECRETTOKEN"), "{error}");
+    let mut shown = ok();
+    shown.endpoints[0].url = "https://hooks.example.invalid/T0/B0/SECRETTOKEN?t=1".into();
+    let debug = format!("{shown:?}");
+    assert!(!debug.contains("SECRETTOKEN"), "{debug}");
+    assert!(debug.contains("https://hooks.example.invalid"), "{debug}");
     // Notices are recorded per whole second of threshold: a fraction would
     // be cut off, and half a second read as the expiry itself.
     for fraction in [Duration::milliseconds(500), Duration::milliseconds(1_500)] {
@@ -1933,6 +1963,21 @@ async fn automatic_rotation(db: &TestDb) {
     );
 }
 both_backends!(automatic_rotation_works, automatic_rotation);
+
+/// A runtime whose rotation secret is too short: no notifier starts on it.
+async fn a_short_rotation_secret(db: &TestDb) {
+    let operator = Receiver::start().await;
+    let keys = ScopeKey::builder_arc(Arc::clone(&db.store))
+        .rotation_webhook_secret("whsec_Y2hhbmdlbWU=".parse().unwrap())
+        .build();
+    let outbox = Outbox::connect(&db.url).await.unwrap();
+    let error = Notifier::new(keys, outbox, config(&operator))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("rotation secret"), "{error}");
+    assert!(error.contains("at least 24 bytes"), "{error}");
+}
+both_backends!(a_short_rotation_secret_is_refused, a_short_rotation_secret);
 
 /// The rotation secret before a change.
 const OLD_ROTATION_SECRET: &str = "whsec_YW4gb2xkIHJvdGF0aW9uIHNlY3JldCwgcmV0aXJlZA==";

@@ -27,8 +27,15 @@ pub const DELIVERABLE_EVENTS: [&str; 6] = [
 /// notices, and compromise reports (SPEC §4: announced by webhook).
 pub const DEFAULT_EVENTS: [&str; 2] = [event_type::KEY_EXPIRING, event_type::KEY_COMPROMISED];
 
-/// One receiver of webhooks.
-#[derive(Debug, Clone)]
+/// The shortest signing or rotation secret accepted, in bytes (the
+/// Standard Webhooks specification asks 24 to 64; those scopekey makes are
+/// 32 random bytes). A short one could be guessed offline from a signed
+/// request, or from a sealed value in the database.
+pub const MIN_SECRET_LEN: usize = 24;
+
+/// One receiver of webhooks. `Debug` shows the URL's scheme, host and port
+/// only (a path or query may hold a token), and no secret.
+#[derive(Clone)]
 pub struct EndpointConfig {
     /// Where to POST (`http://` or `https://`).
     pub url: String,
@@ -41,6 +48,16 @@ pub struct EndpointConfig {
     /// [`DELIVERABLE_EVENTS`]. At least one: an endpoint that would receive
     /// nothing, not even `key.compromised`, is refused.
     pub events: Vec<String>,
+}
+
+impl std::fmt::Debug for EndpointConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointConfig")
+            .field("url", &super::deliver::shown_url(&self.url))
+            .field("secrets", &self.secrets)
+            .field("events", &self.events)
+            .finish()
+    }
 }
 
 impl EndpointConfig {
@@ -190,14 +207,28 @@ pub fn rotation_secrets_from_env() -> Result<Vec<Secret>, NotifyError> {
     }
 }
 
-/// Secrets separated by commas or whitespace.
+/// Secrets separated by commas or whitespace, each at least
+/// [`MIN_SECRET_LEN`] bytes.
 fn secret_list(name: &str, value: &str) -> Result<Vec<Secret>, NotifyError> {
-    value
+    let secrets = value
         .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|s| !s.is_empty())
         .map(|s| s.parse::<Secret>())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| NotifyError::Config(format!("{name}: {e}")))
+        .map_err(|e| NotifyError::Config(format!("{name}: {e}")))?;
+    check_secrets(name, &secrets)?;
+    Ok(secrets)
+}
+
+/// Refuses a secret shorter than [`MIN_SECRET_LEN`], naming `what`.
+pub(crate) fn check_secrets(what: &str, secrets: &[Secret]) -> Result<(), NotifyError> {
+    if secrets.iter().any(|s| s.as_bytes().len() < MIN_SECRET_LEN) {
+        return Err(NotifyError::Config(format!(
+            "{what}: a secret must be at least {MIN_SECRET_LEN} bytes (Standard Webhooks: 24 \
+             to 64); make one with `openssl rand -base64 32` and prefix it with `whsec_`"
+        )));
+    }
+    Ok(())
 }
 
 impl NotifierConfig {
@@ -323,22 +354,36 @@ impl NotifierConfig {
         }
         let mut urls = std::collections::HashSet::new();
         for ep in &self.endpoints {
+            // Named by scheme, host and port only: a path or query may hold
+            // a token (a chat service's incoming-webhook URL, say).
+            let shown = super::deliver::shown_url(&ep.url);
             let url = reqwest::Url::parse(&ep.url)
-                .map_err(|e| NotifyError::Config(format!("webhook URL `{}`: {e}", ep.url)))?;
+                .map_err(|e| NotifyError::Config(format!("webhook URL `{shown}`: {e}")))?;
             if !matches!(url.scheme(), "http" | "https") {
-                return bad(format!("webhook URL `{}` must be http or https", ep.url));
+                return bad(format!("webhook URL `{shown}` must be http or https"));
             }
             if !urls.insert(ep.url.as_str()) {
-                return bad(format!("webhook URL `{}` is configured twice", ep.url));
+                return bad(format!(
+                    "webhook URL `{shown}` (path and query not shown) is configured twice"
+                ));
             }
             if ep.secrets.is_empty() {
-                return bad(format!("webhook URL `{}` has no signing secret", ep.url));
+                return bad(format!("webhook URL `{shown}` has no signing secret"));
+            }
+            if ep
+                .secrets
+                .iter()
+                .any(|s| s.as_bytes().len() < MIN_SECRET_LEN)
+            {
+                return bad(format!(
+                    "webhook URL `{shown}`: a signing secret must be at least \
+                     {MIN_SECRET_LEN} bytes (Standard Webhooks: 24 to 64)"
+                ));
             }
             if ep.events.is_empty() {
                 return bad(format!(
-                    "webhook URL `{}` has no event types: it would receive nothing, not even \
-                     key.compromised (EndpointConfig::new gives {})",
-                    ep.url,
+                    "webhook URL `{shown}` has no event types: it would receive nothing, not \
+                     even key.compromised (EndpointConfig::new gives {})",
                     DEFAULT_EVENTS.join(", ")
                 ));
             }
@@ -397,7 +442,7 @@ mod tests {
             (env::WEBHOOK_URL, "http://127.0.0.1:9/hook"),
             (
                 env::WEBHOOK_SECRET,
-                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw whsec_dGVzdA==",
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw whsec_ZGVtbyB3ZWJob29rIHNlY3JldCwgZm9yIHRlc3Rz",
             ),
             (env::INTERVAL_SECONDS, "5"),
             (env::NOTICE_THRESHOLDS, "14d, 1d"),

@@ -197,7 +197,9 @@ use time::{Duration, OffsetDateTime};
 use tokio::sync::{OnceCell, watch};
 use uuid::Uuid;
 
-pub use config::{DEFAULT_EVENTS, EndpointConfig, NotifierConfig, rotation_secrets_from_env};
+pub use config::{
+    DEFAULT_EVENTS, EndpointConfig, MIN_SECRET_LEN, NotifierConfig, rotation_secrets_from_env,
+};
 pub use outbox::{Delivery, DeliveryFilter, DeliveryState, Endpoint, Notice, Outbox};
 pub use signature::{SignatureError, WebhookVerifier, sign, verify};
 
@@ -298,7 +300,7 @@ impl std::fmt::Debug for Notifier {
                     .config
                     .endpoints
                     .iter()
-                    .map(|e| &e.url)
+                    .map(|e| deliver::shown_url(&e.url))
                     .collect::<Vec<_>>(),
             )
             .finish_non_exhaustive()
@@ -318,6 +320,7 @@ impl Notifier {
         config: NotifierConfig,
     ) -> Result<Self, NotifyError> {
         config.validate()?;
+        config::check_secrets("the runtime's rotation secret", keys.rotation_secrets())?;
         let mut thresholds: Vec<i64> = config
             .thresholds
             .iter()
