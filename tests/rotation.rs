@@ -188,8 +188,9 @@ async fn self_rotation(db: &TestDb) {
         detail.contains("billing:read") && !detail.contains("orders:*"),
         "{body}"
     );
-    // Both wrong: the caller lacks one asked scope and the parent another.
-    // The 403 comes first and names only what the caller lacks.
+    // Both wrong: the caller lacks a scope of the key it rotates (and asks
+    // for it), and the key lacks another it asks for. The 403 comes first
+    // and names only what the caller lacks of the key.
     let (narrow, _) = key_and_id(
         &app.create_key(
             "narrow writer",
@@ -292,6 +293,20 @@ async fn escalation(db: &TestDb) {
             res.text()
         );
     }
+    // The challenge names what the caller lacks of the key it rotates, not
+    // the asked scope the key itself lacks (with the key's all, that would
+    // be a 400 whoever asked).
+    let (_, wider_id) = key_and_id(
+        &app.create_key("wider", &["orders:read", "orders:write"])
+            .await,
+    );
+    let res = app
+        .post(&format!("/api-keys/{wider_id}/rotate"))
+        .bearer(&writer)
+        .json(&json!({ "scopes": ["refunds:write"] }))
+        .send()
+        .await;
+    res.assert_problem(403, Some(&insufficient("orders:write")));
     // A key whose every scope it holds, it may rotate, to fewer scopes too.
     let (_, covered_id) = key_and_id(
         &app.create_key("covered", &["orders:read", "api_keys:write"])

@@ -161,7 +161,14 @@ fn redact_quoted(message: &str) -> String {
         let quote = &rest[open..=open];
         out.push_str(&rest[..=open]);
         let after = &rest[open + 1..];
-        let Some(close) = closing(after, quote.as_bytes()[0]) else {
+        // Values are quoted escaped (`\"` inside); field names in backticks
+        // are written as they are.
+        let close = if quote == "\"" {
+            closing(after, b'"')
+        } else {
+            after.find('`')
+        };
+        let Some(close) = close else {
             // An unterminated quote: drop the rest, it is input.
             return out;
         };
@@ -180,7 +187,8 @@ fn redact_quoted(message: &str) -> String {
 }
 
 /// Where the quote `quote` closes in `text`: its first occurrence not
-/// escaped by a backslash (an odd number of them before it).
+/// escaped by a backslash (an odd number of them before it), as in the
+/// Debug form of a string the parser quotes.
 fn closing(text: &str, quote: u8) -> Option<usize> {
     let bytes = text.as_bytes();
     let mut backslashes = 0;
@@ -217,6 +225,11 @@ mod tests {
         assert!(!shown.contains(&key[3..20]), "{shown}");
         assert!(shown.contains("expected a sequence"), "{shown}");
         assert_eq!(redact(r#"x "a\"b\\" y "c""#), r#"x "…" y "…""#);
+        // Field names are not escaped: a backslash in one closes nothing.
+        assert_eq!(
+            redact("unknown field `a\\`, expected `name`"),
+            "unknown field `…`, expected `name`"
+        );
         // Outside quotes too, a key's shape is scrubbed.
         assert!(!redact(&format!("near {key} here")).contains(&key[3..20]));
         assert_eq!(

@@ -146,7 +146,8 @@
 //!   itself; rotating another key needs `api_keys:write`, checked before the
 //!   body is read and the id looked up (so a key without it gets 403 for any
 //!   well-formed id but its own, whatever the body, and cannot tell which
-//!   ids exist).
+//!   ids exist), and then a key covering every scope of the key rotated
+//!   (403 naming what it lacks of them).
 
 mod background;
 mod config;

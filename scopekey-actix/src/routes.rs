@@ -7,7 +7,7 @@
 //! | `GET /api-keys` | `api_keys:read` |
 //! | `GET /api-keys/self` | any valid key |
 //! | `GET /api-keys/{id}` | `api_keys:read` |
-//! | `POST /api-keys/{id}/rotate` | `api_keys:write`, or the key itself |
+//! | `POST /api-keys/{id}/rotate` | `api_keys:write` and every scope of the key rotated, or the key itself |
 //! | `POST /api-keys/{id}/revoke` | `api_keys:revoke` |
 //! | `GET /api-keys/{id}/events` | `api_keys:read` |
 //! | `GET /api-keys/events` | `api_keys:read` |
@@ -353,11 +353,21 @@ async fn rotate(
         Err(e) => {
             // A 403 is an escalation: the challenge names the scopes the
             // caller lacks, of the key it rotates or of those it asks for.
+            // Covering the key rotated comes first: a caller that does
+            // not is told what of it it lacks, and nothing of the asked
+            // scopes (with the key's all, any successor it may ask is
+            // covered).
             let asked = match e {
                 Error::Forbidden(_) => {
-                    let mut asked = keys.get(id).await.map(|k| k.scopes).unwrap_or_default();
-                    asked.extend(body.scopes.unwrap_or_default());
-                    asked
+                    let rotated = keys.get(id).await.map(|k| k.scopes).unwrap_or_default();
+                    let covers = rotated
+                        .iter()
+                        .all(|s| Grant::parse(s).is_ok_and(|g| caller.grants().includes(&g)));
+                    if covers {
+                        body.scopes.unwrap_or_default()
+                    } else {
+                        rotated
+                    }
                 }
                 _ => Vec::new(),
             };

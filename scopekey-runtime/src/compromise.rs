@@ -115,7 +115,7 @@ impl ScopeKey {
     ///
     /// Whoever held a leaked key could use its authority to mint others: any
     /// key may rotate itself, and a key with `api_keys:write` may create keys
-    /// and rotate others, receiving each new plaintext. Each result lists
+    /// and rotate others its scopes cover, receiving each new plaintext. Each result lists
     /// those keys in [`CompromiseResult::minted`], with their status:
     ///
     /// - the keys the reported key created, and the successors of the
@@ -163,9 +163,10 @@ impl ScopeKey {
                     .into(),
             ));
         }
-        if source.is_some_and(crate::key::holds_a_key) {
-            return Err(crate::lifecycle::holds_a_key("source"));
-        }
+        // A key in the source (a scanner's finding pasted whole) is kept as
+        // its hint: refusing would leave the reported keys live.
+        let source = source.map(crate::key::redact_keys);
+        let source = source.as_deref();
         // The reason is the specification's word alone; where the report
         // came from goes to the audit event.
         let reason = "compromised";

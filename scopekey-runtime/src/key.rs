@@ -174,9 +174,8 @@ impl KeyFormat {
             )));
         }
         if !valid_prefix(prefix) {
-            // Repeated only when it cannot be a key pasted in its place
-            // (a key's secret has capitals).
-            let shown = if prefix.len() <= 40 && !prefix.chars().any(char::is_uppercase) {
+            // Repeated only when too short to be a key pasted in its place.
+            let shown = if prefix.len() <= 32 {
                 format!("key prefix `{}`", prefix.escape_debug())
             } else {
                 "the key prefix (not repeated)".to_owned()
@@ -292,27 +291,79 @@ impl KeyFormat {
     }
 }
 
-/// Whether `text` holds a well-formed key of any prefix (its check digits
-/// match): text a person typed (a name, a revocation reason, metadata)
-/// that must not be stored, since keys are kept only as hashes. Words are
-/// runs of letters, digits and `_`; a key may start at the start of one or
-/// after any `_` in it.
+/// Where well-formed keys of any prefix (their check digits matching) lie
+/// in `text`, in byte ranges: in text a person typed (a name, a reason,
+/// metadata), which must not keep a key, since keys are stored only as
+/// hashes. A key is found wherever it sits: after `Bearer%20`, glued after
+/// other letters, followed by `_old` or by punctuation.
+pub fn keys_in(text: &str) -> Vec<std::ops::Range<usize>> {
+    let b = text.as_bytes();
+    let body = SECRET_LEN + CHECK_LEN;
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if !b[i].is_ascii_alphanumeric() {
+            i += 1;
+            continue;
+        }
+        // A run of letters and digits after a `_`: a key's secret and
+        // check, if the text before the `_` ends with a prefix whose check
+        // digits match.
+        let start = i;
+        while i < b.len() && b[i].is_ascii_alphanumeric() {
+            i += 1;
+        }
+        if i - start < body || start == 0 || b[start - 1] != b'_' {
+            continue;
+        }
+        let sep = start - 1;
+        // The run may go on past the key (letters glued after it): a
+        // generated key's secret is exactly `SECRET_LEN` long.
+        let ends = [i, start + body];
+        let lowest = sep.saturating_sub(MAX_PREFIX_LEN);
+        let mut hit = None;
+        'prefixes: for from in (lowest..sep).rev() {
+            let c = b[from];
+            if !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_') {
+                break;
+            }
+            if !c.is_ascii_lowercase() || !valid_prefix(&text[from..sep]) {
+                continue;
+            }
+            for end in ends {
+                let split = end - CHECK_LEN;
+                if checksum(&text[from..split]) == b[split..end] {
+                    hit = Some(from..end);
+                    break 'prefixes;
+                }
+            }
+        }
+        found.extend(hit);
+    }
+    found
+}
+
+/// Whether `text` holds a well-formed key (see [`keys_in`]).
 pub fn holds_a_key(text: &str) -> bool {
-    const SHORTEST: usize = 1 + 1 + SECRET_LEN + CHECK_LEN;
-    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .filter(|word| word.len() >= SHORTEST && word.len() <= MAX_KEY_LEN)
-        .any(|word| {
-            std::iter::once(0)
-                .chain(word.match_indices('_').map(|(i, _)| i + 1))
-                .filter(|&start| word.len() - start >= SHORTEST)
-                .any(|start| {
-                    let candidate = &word[start..];
-                    candidate
-                        .rsplit_once('_')
-                        .and_then(|(prefix, _)| KeyFormat::new(prefix).ok())
-                        .is_some_and(|format| format.parse(candidate).is_ok())
-                })
-        })
+    !keys_in(text).is_empty()
+}
+
+/// `text` with every well-formed key in it (see [`keys_in`]) replaced by
+/// its hint (`sk_…Wx9a`), as a key is shown everywhere else.
+pub fn redact_keys(text: &str) -> std::borrow::Cow<'_, str> {
+    let found = keys_in(text);
+    if found.is_empty() {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    for range in found {
+        out.push_str(&text[copied..range.start]);
+        out.push_str(&hint(&text[range.clone()]));
+        copied = range.end;
+    }
+    out.push_str(&text[copied..]);
+    std::borrow::Cow::Owned(out)
 }
 
 fn valid_prefix(p: &str) -> bool {
@@ -455,9 +506,19 @@ mod tests {
             format!("\"{key}\", see ticket 12"),
             format!("in the wild as x_{key}"),
             format!("a-{}-b", other.expose_secret()),
+            format!("{key}_old"),
+            format!("Bearer%20{key}"),
+            format!("token%3D{key}&x=1"),
+            format!("Foo{key}"),
+            format!("{key}xyz"),
         ] {
             assert!(holds_a_key(&text), "{text}");
         }
+        let text = format!("leaked: {key}, and {key}.");
+        let redacted = redact_keys(&text);
+        let shown = hint(key);
+        assert_eq!(redacted, format!("leaked: {shown}, and {shown}."));
+        assert_eq!(redact_keys("nothing here"), "nothing here");
         // A mistyped key is no key: its check digits do not match.
         let mut typo = key.to_owned();
         typo.replace_range(5..6, if &typo[5..6] == "A" { "B" } else { "A" });

@@ -705,6 +705,15 @@ impl ScopeKey {
     fn new_webhook_secret(&self) -> Result<(String, SecretText), Error> {
         #[cfg(feature = "webhooks")]
         if let Some(server) = self.inner.config.rotation_secrets.first() {
+            // A short one could be guessed from the sealed value; no
+            // notifier starts on it either.
+            if server.as_bytes().len() < crate::notify::MIN_SECRET_LEN {
+                return Err(Error::Invalid(format!(
+                    "automatic rotation is not available: the service's rotation secret is \
+                     shorter than {} bytes",
+                    crate::notify::MIN_SECRET_LEN
+                )));
+            }
             let secret = crate::notify::signature::Secret::generate().map_err(|e| {
                 Error::Unavailable(StoreError::new("no randomness for a secret", e))
             })?;
@@ -861,7 +870,9 @@ impl ScopeKey {
     }
 
     /// Rotates a key: a successor with the same (or fewer) scopes, while the
-    /// old key keeps working for the grace period.
+    /// old key keeps working for the grace period. A key may rotate itself;
+    /// another key needs `api_keys:write` ([`may_rotate`]) and every scope
+    /// of the key it rotates, and of the successor it asks for.
     pub async fn rotate(
         &self,
         id: KeyId,
@@ -1044,6 +1055,8 @@ impl ScopeKey {
         reason: Option<&str>,
         actor: Actor<'_>,
     ) -> Result<ApiKey, Error> {
+        let reason = reason.map(crate::key::redact_keys);
+        let reason = reason.as_deref();
         let details = json!({ "reason": reason });
         self.revoke_as(id, reason, actor, event_type::KEY_REVOKED, details)
             .await
@@ -1071,9 +1084,10 @@ impl ScopeKey {
                     .into(),
             ));
         }
-        if reason.is_some_and(crate::key::holds_a_key) {
-            return Err(holds_a_key("reason"));
-        }
+        // A key pasted into the reason ("leaked: sk_…") is kept as its hint:
+        // refusing would leave the key live.
+        let reason = reason.map(crate::key::redact_keys);
+        let reason = reason.as_deref();
         let event = self.event(now, kind, Some(id), actor.key_id(), details);
         match self.inner.store.revoke(id, now, reason, &event).await? {
             RevokeOutcome::Revoked(record) => {

@@ -60,9 +60,15 @@ impl FromStr for Status {
             .into_iter()
             .find(|st| st.as_str() == s)
             .ok_or_else(|| {
-                // The value is not repeated: it may be anything pasted,
-                // a key included.
-                Error::Invalid("`status` must be one of active, rotating, revoked, expired".into())
+                // Repeated only when too short to be a key pasted there.
+                let shown = if s.len() <= 32 {
+                    format!("`status` `{}`", s.escape_debug())
+                } else {
+                    "`status`".to_owned()
+                };
+                Error::Invalid(format!(
+                    "{shown} must be one of active, rotating, revoked, expired (lower case)"
+                ))
             })
     }
 }

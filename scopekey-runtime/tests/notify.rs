@@ -1397,18 +1397,21 @@ fn configuration_is_checked() {
     bad.endpoints[0].secrets = vec!["whsec_dGVzdA==".parse().unwrap()];
     let error = bad.validate().unwrap_err().to_string();
     assert!(error.contains("at least 24 bytes"), "{error}");
-    for (name, value) in [
-        ("SCOPEKEY_WEBHOOK_SECRET", "whsec_Y2hhbmdlbWU="),
-        ("SCOPEKEY_WEBHOOK_SECRET", "changeme"),
-    ] {
+    // A short previous secret, kept while changing away from it, is allowed.
+    let mut changing = ok();
+    changing.endpoints[0]
+        .secrets
+        .push("whsec_dGVzdA==".parse().unwrap());
+    assert!(changing.validate().is_ok());
+    for value in ["whsec_Y2hhbmdlbWU=", "changeme"] {
         let error = NotifierConfig::from_lookup(|n| match n {
             "SCOPEKEY_WEBHOOK_URL" => Some("https://hooks.example.invalid/x".into()),
-            n if n == name => Some(value.into()),
+            "SCOPEKEY_WEBHOOK_SECRET" => Some(value.into()),
             _ => None,
         })
         .unwrap_err()
         .to_string();
-        assert!(error.contains(name), "{error}");
+        assert!(error.contains("at least 24 bytes"), "{error}");
     }
     // A webhook URL's path and query may hold a token: errors and `Debug`
     // name its origin only.
@@ -1416,6 +1419,13 @@ fn configuration_is_checked() {
     bad.endpoints[0].url = "ftp://hooks.example.invalid/T0/B0/SECRETTOKEN".into();
     let error = bad.validate().unwrap_err().to_string();
     assert!(!error.contains("SECRETTOKEN"), "{error}");
+    assert!(error.contains("`ftp://hooks.example.invalid`"), "{error}");
+    bad.endpoints[0].url = "localhost:8080/SECRETTOKEN".into();
+    let error = bad.validate().unwrap_err().to_string();
+    assert!(
+        error.contains("`localhost:` must be http or https"),
+        "{error}"
+    );
     let mut shown = ok();
     shown.endpoints[0].url = "https://hooks.example.invalid/T0/B0/SECRETTOKEN?t=1".into();
     let debug = format!("{shown:?}");
@@ -1964,7 +1974,8 @@ async fn automatic_rotation(db: &TestDb) {
 }
 both_backends!(automatic_rotation_works, automatic_rotation);
 
-/// A runtime whose rotation secret is too short: no notifier starts on it.
+/// A runtime whose current rotation secret is too short: no notifier starts
+/// on it.
 async fn a_short_rotation_secret(db: &TestDb) {
     let operator = Receiver::start().await;
     let keys = ScopeKey::builder_arc(Arc::clone(&db.store))
@@ -1976,6 +1987,13 @@ async fn a_short_rotation_secret(db: &TestDb) {
         .to_string();
     assert!(error.contains("rotation secret"), "{error}");
     assert!(error.contains("at least 24 bytes"), "{error}");
+    // Kept after a new one, while changing away from it: allowed.
+    let keys = ScopeKey::builder_arc(Arc::clone(&db.store))
+        .rotation_webhook_secret(ROTATION_SECRET.parse().unwrap())
+        .rotation_webhook_secret("whsec_Y2hhbmdlbWU=".parse().unwrap())
+        .build();
+    let outbox = Outbox::connect(&db.url).await.unwrap();
+    assert!(Notifier::new(keys, outbox, config(&operator)).is_ok());
 }
 both_backends!(a_short_rotation_secret_is_refused, a_short_rotation_secret);
 

@@ -207,26 +207,34 @@ pub fn rotation_secrets_from_env() -> Result<Vec<Secret>, NotifyError> {
     }
 }
 
-/// Secrets separated by commas or whitespace, each at least
-/// [`MIN_SECRET_LEN`] bytes.
+/// Secrets separated by commas or whitespace.
 fn secret_list(name: &str, value: &str) -> Result<Vec<Secret>, NotifyError> {
-    let secrets = value
+    value
         .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|s| !s.is_empty())
         .map(|s| s.parse::<Secret>())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| NotifyError::Config(format!("{name}: {e}")))?;
-    check_secrets(name, &secrets)?;
-    Ok(secrets)
+        .map_err(|e| NotifyError::Config(format!("{name}: {e}")))
 }
 
-/// Refuses a secret shorter than [`MIN_SECRET_LEN`], naming `what`.
+/// Refuses a current secret (the first, which signs or seals what is new)
+/// shorter than [`MIN_SECRET_LEN`], naming `what`. A shorter one after it
+/// is only warned about: kept while changing away from it, it opens or
+/// signs alongside the new one until it can be dropped.
 pub(crate) fn check_secrets(what: &str, secrets: &[Secret]) -> Result<(), NotifyError> {
-    if secrets.iter().any(|s| s.as_bytes().len() < MIN_SECRET_LEN) {
+    let short = |s: &Secret| s.as_bytes().len() < MIN_SECRET_LEN;
+    if secrets.first().is_some_and(short) {
         return Err(NotifyError::Config(format!(
-            "{what}: a secret must be at least {MIN_SECRET_LEN} bytes (Standard Webhooks: 24 \
-             to 64); make one with `openssl rand -base64 32` and prefix it with `whsec_`"
+            "{what}: the current secret must be at least {MIN_SECRET_LEN} bytes (Standard \
+             Webhooks: 24 to 64); make one with `openssl rand -base64 32` and prefix it with \
+             `whsec_`"
         )));
+    }
+    if secrets.iter().skip(1).any(short) {
+        tracing::warn!(
+            "{what}: a previous secret is shorter than {MIN_SECRET_LEN} bytes; drop it once \
+             the change is done"
+        );
     }
     Ok(())
 }
@@ -370,16 +378,7 @@ impl NotifierConfig {
             if ep.secrets.is_empty() {
                 return bad(format!("webhook URL `{shown}` has no signing secret"));
             }
-            if ep
-                .secrets
-                .iter()
-                .any(|s| s.as_bytes().len() < MIN_SECRET_LEN)
-            {
-                return bad(format!(
-                    "webhook URL `{shown}`: a signing secret must be at least \
-                     {MIN_SECRET_LEN} bytes (Standard Webhooks: 24 to 64)"
-                ));
-            }
+            check_secrets(&format!("webhook URL `{shown}`"), &ep.secrets)?;
             if ep.events.is_empty() {
                 return bad(format!(
                     "webhook URL `{shown}` has no event types: it would receive nothing, not \

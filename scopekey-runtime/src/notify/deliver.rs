@@ -261,7 +261,12 @@ pub(crate) async fn attempt(
 /// readable by any key with `api_keys:read`.
 pub(crate) fn shown_url(url: &str) -> String {
     match reqwest::Url::parse(url) {
-        Ok(u) => u.origin().ascii_serialization(),
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(host), Some(port)) => format!("{}://{host}:{port}", u.scheme()),
+            (Some(host), None) => format!("{}://{host}", u.scheme()),
+            // `localhost:8080/hook` reads as the scheme `localhost`.
+            (None, _) => format!("{}:", u.scheme()),
+        },
         Err(_) => "(not a URL)".to_owned(),
     }
 }
