@@ -405,31 +405,43 @@ fn an_id_that_is_not_a_uuid_is_unknown() {
     assert!(!db.path.exists(), "the store was not opened");
 }
 
+/// Runs each command with `var` set to `value`: usage (2), the message
+/// naming the variable and not its value, and the store not opened.
+fn bad_variable_exits_2(var: &str, value: &std::ffi::OsStr, commands: &[Vec<&str>]) {
+    let db = TempSqlite::new();
+    for args in commands {
+        let mut cmd = command();
+        cmd.env(var, value)
+            .arg("--database-url")
+            .arg(&db.url)
+            .args(args);
+        let run = run_cmd(cmd);
+        assert_eq!(run.code, 2, "{args:?}: {run:#?}");
+        run.says(var);
+        let shown = value.to_string_lossy();
+        assert!(!run.all_output().contains(&*shown), "{run:#?}");
+    }
+    assert!(!db.path.exists(), "the store was not opened");
+}
+
 /// A pepper that is not UTF-8 is bad usage, found before the id or the
 /// report.
 #[test]
 fn a_bad_pepper_exits_2_whatever_the_id() {
     use std::os::unix::ffi::OsStrExt;
-    let db = TempSqlite::new();
     let pepper = std::ffi::OsStr::from_bytes(b"\xff pepper");
-    for args in [
-        vec!["keys", "show", "nope"],
-        vec!["keys", "lineage", "nope"],
-        vec!["keys", "rotate", "nope"],
-        vec!["keys", "revoke", "nope"],
-        vec!["events", "--key", "nope"],
-        vec!["keys", "compromised", "/no/such/report.txt"],
-    ] {
-        let mut cmd = command();
-        cmd.env("SCOPEKEY_PEPPER", pepper)
-            .arg("--database-url")
-            .arg(&db.url)
-            .args(&args);
-        let run = run_cmd(cmd);
-        assert_eq!(run.code, 2, "{args:?}: {run:#?}");
-        run.says("SCOPEKEY_PEPPER");
-    }
-    assert!(!db.path.exists(), "the store was not opened");
+    bad_variable_exits_2(
+        "SCOPEKEY_PEPPER",
+        pepper,
+        &[
+            vec!["keys", "show", "nope"],
+            vec!["keys", "lineage", "nope"],
+            vec!["keys", "rotate", "nope"],
+            vec!["keys", "revoke", "nope"],
+            vec!["events", "--key", "nope"],
+            vec!["keys", "compromised", "/no/such/report.txt"],
+        ],
+    );
 }
 
 /// A rotation secret that cannot be read is bad usage too, whatever the
@@ -438,29 +450,21 @@ fn a_bad_pepper_exits_2_whatever_the_id() {
 #[test]
 fn a_bad_rotation_secret_exits_2_whatever_the_command() {
     use std::os::unix::ffi::OsStrExt;
-    let db = TempSqlite::new();
     let not_base64 = std::ffi::OsStr::from_bytes(b"whsec_!!not-base64!!");
     let not_utf8 = std::ffi::OsStr::from_bytes(b"whsec_\xff");
     for secret in [not_base64, not_utf8] {
-        for args in [
-            vec!["migrate"],
-            vec!["keys", "list"],
-            vec!["keys", "revoke", "0190c8f2-0000-7000-8000-000000000000"],
-            vec!["keys", "compromised", "/no/such/report.txt"],
-            vec!["keys", "create", "--name", "n", "--scope", "a:b"],
-        ] {
-            let mut cmd = command();
-            cmd.env("SCOPEKEY_ROTATION_SECRET", secret)
-                .arg("--database-url")
-                .arg(&db.url)
-                .args(&args);
-            let run = run_cmd(cmd);
-            assert_eq!(run.code, 2, "{args:?}: {run:#?}");
-            run.says("SCOPEKEY_ROTATION_SECRET");
-            assert!(!run.all_output().contains("not-base64"), "{run:#?}");
-        }
+        bad_variable_exits_2(
+            "SCOPEKEY_ROTATION_SECRET",
+            secret,
+            &[
+                vec!["migrate"],
+                vec!["keys", "list"],
+                vec!["keys", "revoke", "0190c8f2-0000-7000-8000-000000000000"],
+                vec!["keys", "compromised", "/no/such/report.txt"],
+                vec!["keys", "create", "--name", "n", "--scope", "a:b"],
+            ],
+        );
     }
-    assert!(!db.path.exists(), "the store was not opened");
 }
 
 #[test]
