@@ -146,7 +146,15 @@ pub(crate) fn handler(handler: &Handler) -> Result<()> {
         let syn::FnArg::Typed(param) = input else {
             continue;
         };
-        for attr in param.attrs.iter().filter(|a| a.path().is_ident("cfg")) {
+        let compiles_out = |a: &&syn::Attribute| {
+            a.path().is_ident("cfg")
+                || (a.path().is_ident("cfg_attr")
+                    && a.parse_args_with(
+                        syn::punctuated::Punctuated::<syn::Meta, syn::Token![,]>::parse_terminated,
+                    )
+                    .is_ok_and(|metas| metas.iter().skip(1).any(|m| m.path().is_ident("cfg"))))
+        };
+        for attr in param.attrs.iter().filter(compiles_out) {
             errors.push(Error::new_spanned(
                 attr,
                 "`#[cfg]` on a parameter of a `#[requires_scope]` handler is not supported \
