@@ -444,15 +444,17 @@ fn a_bad_pepper_exits_2_whatever_the_id() {
     );
 }
 
-/// A rotation secret that cannot be read is bad usage too, whatever the
-/// command (even those that never use it), found before the store is
-/// opened; the message names the variable, never its value.
+/// A rotation secret that cannot be read, or too short to seal with, is
+/// bad usage too, whatever the command (even those that never use it),
+/// found before the store is opened; the message names the variable, never
+/// its value.
 #[test]
 fn a_bad_rotation_secret_exits_2_whatever_the_command() {
     use std::os::unix::ffi::OsStrExt;
     let not_base64 = std::ffi::OsStr::from_bytes(b"whsec_!!not-base64!!");
     let not_utf8 = std::ffi::OsStr::from_bytes(b"whsec_\xff");
-    for secret in [not_base64, not_utf8] {
+    let too_short = std::ffi::OsStr::new("whsec_Y2hhbmdlbWU=");
+    for secret in [not_base64, not_utf8, too_short] {
         bad_variable_exits_2(
             "SCOPEKEY_ROTATION_SECRET",
             secret,

@@ -146,15 +146,7 @@ pub(crate) fn handler(handler: &Handler) -> Result<()> {
         let syn::FnArg::Typed(param) = input else {
             continue;
         };
-        let compiles_out = |a: &&syn::Attribute| {
-            a.path().is_ident("cfg")
-                || (a.path().is_ident("cfg_attr")
-                    && a.parse_args_with(
-                        syn::punctuated::Punctuated::<syn::Meta, syn::Token![,]>::parse_terminated,
-                    )
-                    .is_ok_and(|metas| metas.iter().skip(1).any(|m| m.path().is_ident("cfg"))))
-        };
-        for attr in param.attrs.iter().filter(compiles_out) {
+        for attr in param.attrs.iter().filter(|a| compiles_out(&a.meta)) {
             errors.push(Error::new_spanned(
                 attr,
                 "`#[cfg]` on a parameter of a `#[requires_scope]` handler is not supported \
@@ -178,6 +170,23 @@ pub(crate) fn handler(handler: &Handler) -> Result<()> {
         }
     }
     errors.finish()
+}
+
+/// Whether an attribute is `#[cfg(...)]`, or a `#[cfg_attr(...)]` that
+/// may become one (however deeply nested).
+fn compiles_out(meta: &syn::Meta) -> bool {
+    if meta.path().is_ident("cfg") {
+        return true;
+    }
+    let syn::Meta::List(list) = meta else {
+        return false;
+    };
+    list.path.is_ident("cfg_attr")
+        && list
+            .parse_args_with(
+                syn::punctuated::Punctuated::<syn::Meta, syn::Token![,]>::parse_terminated,
+            )
+            .is_ok_and(|metas| metas.iter().skip(1).any(compiles_out))
 }
 
 /// Collects errors so one compilation reports every mistake.

@@ -317,20 +317,32 @@ pub fn keys_in(text: &str) -> Vec<std::ops::Range<usize>> {
             continue;
         }
         let sep = start - 1;
+        // A prefix never ends with `_`.
+        if sep == 0 || b[sep - 1] == b'_' {
+            continue;
+        }
         // The run may go on past the key (letters glued after it): a
         // generated key's secret is exactly `SECRET_LEN` long.
-        let ends = [i, start + body];
-        let lowest = sep.saturating_sub(MAX_PREFIX_LEN);
+        let exact = start + body;
+        let ends: &[usize] = if i == exact { &[exact] } else { &[i, exact] };
+        // Not back into a key found before: found keys never overlap.
+        let lowest = sep
+            .saturating_sub(MAX_PREFIX_LEN)
+            .max(found.last().map_or(0, |r: &std::ops::Range<usize>| r.end));
         let mut hit = None;
+        // Walking back from the `_`, `text[from..sep]` is a prefix exactly
+        // when it starts with a lower-case letter: letters, digits and
+        // single `_` between them are all it holds so far.
         'prefixes: for from in (lowest..sep).rev() {
             let c = b[from];
-            if !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_') {
+            let double_underscore = c == b'_' && b[from + 1] == b'_';
+            if !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_') || double_underscore {
                 break;
             }
-            if !c.is_ascii_lowercase() || !valid_prefix(&text[from..sep]) {
+            if !c.is_ascii_lowercase() {
                 continue;
             }
-            for end in ends {
+            for &end in ends {
                 let split = end - CHECK_LEN;
                 if checksum(&text[from..split]) == b[split..end] {
                     hit = Some(from..end);
@@ -358,6 +370,8 @@ pub fn redact_keys(text: &str) -> std::borrow::Cow<'_, str> {
     let mut out = String::with_capacity(text.len());
     let mut copied = 0;
     for range in found {
+        // Ranges never overlap (see `keys_in`); should one, it merges.
+        let range = range.start.max(copied)..range.end.max(copied);
         out.push_str(&text[copied..range.start]);
         out.push_str(&hint(&text[range.clone()]));
         copied = range.end;
@@ -514,6 +528,26 @@ mod tests {
         ] {
             assert!(holds_a_key(&text), "{text}");
         }
+        // A key whose last letter is the prefix of another glued after it:
+        // ranges never overlap, and redacting them does not panic.
+        let first = std::iter::repeat_with(|| KeyFormat::default().generate().unwrap())
+            .find(|k| {
+                k.expose_secret()
+                    .ends_with(|c: char| c.is_ascii_lowercase())
+            })
+            .unwrap();
+        let first = first.expose_secret();
+        let second = KeyFormat::new(&first[first.len() - 1..])
+            .unwrap()
+            .generate()
+            .unwrap();
+        let glued = format!("{first}{}", &second.expose_secret()[1..]);
+        let found = keys_in(&glued);
+        assert!(
+            found.windows(2).all(|w| w[0].end <= w[1].start),
+            "{found:?}"
+        );
+        assert!(!redact_keys(&glued).contains(&first[3..20]));
         let text = format!("leaked: {key}, and {key}.");
         let redacted = redact_keys(&text);
         let shown = hint(key);

@@ -62,10 +62,12 @@
 //! - `auth.failed` events are capped at 10 a second per process (configurable).
 //! - A key holds at most 100 scopes; names are 1 to 200 characters; metadata
 //!   is a JSON object of at most 16 KiB; a grace period is at most 365 days.
-//! - A name, metadata, a revocation reason or a compromise report's source
-//!   holding a well-formed key (any prefix, its check digits matching) is
-//!   refused (400 over HTTP) and not repeated back: keys are stored only as
-//!   hashes, and a key pasted into text would be kept in the clear.
+//! - A name or metadata holding a well-formed key (any prefix, its check
+//!   digits matching) is refused (400 over HTTP) and not repeated back: keys
+//!   are stored only as hashes, and a key pasted into text would be kept in
+//!   the clear. In a revocation reason or a compromise report's source such
+//!   a key is kept as its hint (`sk_…Wx9a`) instead, and the revocation goes
+//!   ahead.
 //! - Rotating another key takes `api_keys:write` (checked before the lookup,
 //!   so ids are not revealed) and a key covering every scope of the key
 //!   rotated, not only those asked for its successor: a rotation ends the

@@ -279,10 +279,11 @@ impl ScopeKeyBuilder {
     /// lineage's secret anew under the current one, so the previous one may
     /// go once every key under automatic rotation has rotated since (see
     /// [`notify`](crate::notify), "Changing the rotation secret"). Without
-    /// any, creating a key with a rotation webhook is refused. Each must be
-    /// at least [`MIN_SECRET_LEN`](crate::notify::MIN_SECRET_LEN) bytes:
-    /// [`Notifier::new`](crate::notify::Notifier::new) refuses a shorter
-    /// one.
+    /// any, creating a key with a rotation webhook is refused. The current
+    /// one must be at least [`MIN_SECRET_LEN`](crate::notify::MIN_SECRET_LEN)
+    /// bytes ([`Notifier::new`](crate::notify::Notifier::new) and key
+    /// creation refuse a shorter one, and nothing is sealed anew under it);
+    /// a shorter previous one is only warned about.
     #[cfg(feature = "webhooks")]
     pub fn rotation_webhook_secret(mut self, secret: crate::notify::signature::Secret) -> Self {
         self.config.rotation_secrets.push(secret);
@@ -478,7 +479,11 @@ impl ScopeKey {
     fn resealed_webhook_secret(&self, parent: &KeyRecord) -> Result<Option<String>, Error> {
         #[cfg(feature = "webhooks")]
         if let (Some(current), Some(secret)) = (
-            self.inner.config.rotation_secrets.first(),
+            self.inner
+                .config
+                .rotation_secrets
+                .first()
+                .filter(|s| s.as_bytes().len() >= crate::notify::MIN_SECRET_LEN),
             self.webhook_secret_of(parent),
         ) {
             let sealed = crate::notify::seal::seal(
@@ -1055,6 +1060,9 @@ impl ScopeKey {
         reason: Option<&str>,
         actor: Actor<'_>,
     ) -> Result<ApiKey, Error> {
+        if let Some(r) = reason {
+            check_reason(r)?;
+        }
         let reason = reason.map(crate::key::redact_keys);
         let reason = reason.as_deref();
         let details = json!({ "reason": reason });
@@ -1075,14 +1083,8 @@ impl ScopeKey {
         details: serde_json::Value,
     ) -> Result<(ApiKey, bool), Error> {
         let now = self.now();
-        if let Some(r) = reason
-            && (r.chars().count() > 500 || r.chars().any(unprintable))
-        {
-            return Err(Error::Invalid(
-                "`reason` must be at most 500 characters, without control, invisible or \
-                 text-direction characters"
-                    .into(),
-            ));
+        if let Some(r) = reason {
+            check_reason(r)?;
         }
         // A key pasted into the reason ("leaked: sk_…") is kept as its hint:
         // refusing would leave the key live.
@@ -1499,6 +1501,17 @@ fn escalation(asked: &Grants, held: &Grants) -> Error {
     ))
 }
 
+fn check_reason(reason: &str) -> Result<(), Error> {
+    if reason.chars().count() > 500 || reason.chars().any(unprintable) {
+        return Err(Error::Invalid(
+            "`reason` must be at most 500 characters, without control, invisible or \
+             text-direction characters"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 fn check_name(name: &str) -> Result<String, Error> {
     let trimmed = name.trim();
     if trimmed.is_empty() || trimmed.chars().count() > MAX_NAME_LEN {
@@ -1587,6 +1600,14 @@ fn check_metadata(metadata: Option<Map<String, Value>>) -> Result<Map<String, Va
             "`metadata` must not contain NUL characters (\\u0000)".into(),
         ));
     }
+    // Serializing a Map of Values cannot fail.
+    let size = serde_json::to_vec(&metadata).map(|v| v.len()).unwrap_or(0);
+    if size > MAX_METADATA_BYTES {
+        return Err(Error::Invalid(format!(
+            "`metadata` is {size} bytes of JSON; the limit is {MAX_METADATA_BYTES}"
+        )));
+    }
+    // Scanned for keys once its size is known to be bounded.
     fn has_key(v: &Value) -> bool {
         match v {
             Value::String(s) => crate::key::holds_a_key(s),
@@ -1602,13 +1623,6 @@ fn check_metadata(metadata: Option<Map<String, Value>>) -> Result<Map<String, Va
         .any(|(k, v)| crate::key::holds_a_key(k) || has_key(v))
     {
         return Err(holds_a_key("metadata"));
-    }
-    // Serializing a Map of Values cannot fail.
-    let size = serde_json::to_vec(&metadata).map(|v| v.len()).unwrap_or(0);
-    if size > MAX_METADATA_BYTES {
-        return Err(Error::Invalid(format!(
-            "`metadata` is {size} bytes of JSON; the limit is {MAX_METADATA_BYTES}"
-        )));
     }
     Ok(metadata)
 }

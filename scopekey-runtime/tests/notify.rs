@@ -1411,6 +1411,7 @@ fn configuration_is_checked() {
         })
         .unwrap_err()
         .to_string();
+        assert!(error.contains("SCOPEKEY_WEBHOOK_SECRET"), "{error}");
         assert!(error.contains("at least 24 bytes"), "{error}");
     }
     // A webhook URL's path and query may hold a token: errors and `Debug`

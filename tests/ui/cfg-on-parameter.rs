@@ -5,7 +5,7 @@ use scopekey::requires_scope;
 #[requires_scope("orders:read")]
 async fn list_orders(
     #[cfg(debug_assertions)] page: web::Query<u32>,
-    #[cfg_attr(test, cfg(test))] size: web::Query<u8>,
+    #[cfg_attr(test, cfg_attr(test, cfg(test)))] size: web::Query<u8>,
     req: HttpRequest,
 ) -> HttpResponse {
     let _ = (page, size, req);

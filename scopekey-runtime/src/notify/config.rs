@@ -197,7 +197,11 @@ pub mod env {
 /// current first.
 pub fn rotation_secrets_from_env() -> Result<Vec<Secret>, NotifyError> {
     match std::env::var(env::ROTATION_SECRET) {
-        Ok(v) if !v.trim().is_empty() => secret_list(env::ROTATION_SECRET, &v),
+        Ok(v) if !v.trim().is_empty() => {
+            let secrets = secret_list(env::ROTATION_SECRET, &v)?;
+            check_secrets(env::ROTATION_SECRET, &secrets)?;
+            Ok(secrets)
+        }
         // Set but unreadable is a mistake to report, not a secret to drop.
         Err(std::env::VarError::NotUnicode(_)) => Err(NotifyError::Config(format!(
             "{} is not valid UTF-8",
@@ -269,6 +273,9 @@ impl NotifierConfig {
         let secrets = get(env::WEBHOOK_SECRET)
             .map(|v| secret_list(env::WEBHOOK_SECRET, &v))
             .transpose()?;
+        if let Some(secrets) = &secrets {
+            check_secrets(env::WEBHOOK_SECRET, secrets)?;
+        }
         if let Some(url) = get(env::WEBHOOK_URL) {
             let secrets = secrets.ok_or_else(|| {
                 NotifyError::Config(format!(

@@ -154,7 +154,9 @@
 //! (one without any, the CLI without `SCOPEKEY_ROTATION_SECRET`, copies a
 //! lineage's secret as it is). Rolling back a step is safe; going back to
 //! a configuration without the new secret once it seals is not: lineages
-//! and successors sealed under it would no longer open. A key whose endpoint
+//! and successors sealed under it would no longer open. The current secret
+//! must be at least [`MIN_SECRET_LEN`] bytes: away from a shorter one, go
+//! straight to `[new, old]` (the first step would leave it sealing). A key whose endpoint
 //! answered 410 Gone (disabled) is not rotated; a key without a rotation
 //! webhook is never rotated behind its holder's back (its notices tell the
 //! holder to rotate it); a key whose notifiers were down past its expiry is
