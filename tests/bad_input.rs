@@ -90,20 +90,12 @@ async fn bad_bodies(db: &TestDb) {
 
     // A content type other than JSON: 415.
     let valid = serde_json::to_vec(&json!({ "name": "x", "scopes": ["orders:read"] })).unwrap();
-    for content_type in ["text/plain", "application/x-www-form-urlencoded"] {
-        app.post("/api-keys")
-            .bearer(&app.admin)
-            .body(valid.clone())
-            .header("Content-Type", content_type)
-            .send()
-            .await
-            .assert_problem(415, None);
-    }
-    // A content type that is not ASCII (raw bytes on the wire, which
-    // `HeaderValue::to_str` refuses) names no JSON type, whatever it
-    // starts with: 415.
+    // Nor is a content type that is not ASCII (raw bytes on the wire,
+    // which `HeaderValue::to_str` refuses), whatever it starts with.
     for content_type in [
-        &b"application/json\xff"[..],
+        &b"text/plain"[..],
+        b"application/x-www-form-urlencoded",
+        b"application/json\xff",
         b"application/json; charset=\xe9",
         b"application/\xc3\xa9+json",
     ] {

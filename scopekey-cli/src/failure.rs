@@ -99,14 +99,6 @@ pub fn redact(message: &str, database_url: Option<&str>) -> String {
     out
 }
 
-/// Whether `text` is a well-formed key of any prefix (its check digits
-/// match): never to be repeated back.
-pub fn is_a_key(text: &str) -> bool {
-    text.rsplit_once('_')
-        .and_then(|(prefix, _)| scopekey_runtime::KeyFormat::new(prefix).ok())
-        .is_some_and(|format| format.parse(text).is_ok())
-}
-
 /// The password of a `scheme://user:password@host/...` URL.
 fn password_of(url: &str) -> Option<&str> {
     let rest = &url[url.find("://")? + 3..];

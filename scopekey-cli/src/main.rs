@@ -167,21 +167,10 @@ fn parse() -> Cli {
         }
         Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
         Err(e) => {
-            let mut text = e.render().to_string();
-            for arg in std::env::args_os().skip(1) {
-                let arg = arg.to_string_lossy();
-                // The argument, or an option's value after `=`, with any
-                // punctuation pasted around it.
-                let value = arg.split_once('=').map(|(_, v)| v);
-                for candidate in std::iter::once(&*arg).chain(value) {
-                    let candidate = candidate
-                        .trim_matches(|c: char| c.is_whitespace() || "\"'.,;:()[]<>".contains(c));
-                    if failure::is_a_key(candidate) {
-                        text = text.replace(candidate, "<a key, not repeated>");
-                    }
-                }
-            }
-            eprint!("{text}");
+            // Every key in the message, wherever clap quoted it, shown as
+            // its hint.
+            let text = e.render().to_string();
+            eprint!("{}", scopekey_runtime::key::redact_keys(&text));
             std::process::exit(e.exit_code());
         }
     }
