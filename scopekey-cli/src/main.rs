@@ -107,7 +107,7 @@
 //!   given names no key), a key given to `keys compromised` where its
 //!   report file goes (it is not revoked, nor repeated back). clap prints
 //!   the usage for the mistakes it finds itself (options, values it
-//!   parses), with any key among the arguments left out; the others are
+//!   parses), with any key among the arguments shown as its hint; the others are
 //!   one line on standard error.
 //!
 //! `keys compromised` hands a report to the store in batches of 10,000 keys.
@@ -157,7 +157,7 @@ async fn main() -> ExitCode {
 }
 
 /// The command line, or clap's usage error (exit 2) with any key pasted in
-/// the arguments left out: clap repeats an unexpected argument, and an
+/// the arguments shown as its hint only: clap repeats an unexpected argument, and an
 /// operator in a hurry may paste a leaked key or two where they do not go.
 fn parse() -> Cli {
     match Cli::try_parse() {
