@@ -1,13 +1,31 @@
-#![doc = include_str!("../README.md")]
+// The README's example serves with actix-web on SQLite: with those
+// features trimmed away the crate docs are the reference below alone.
+#![cfg_attr(
+    all(feature = "sqlite", feature = "actix"),
+    doc = include_str!("../README.md")
+)]
 //!
 //! # Reference
 //!
 //! - Scopes: [`scope`] (grammar, grants, requirements), checked at compile
-//!   time by [`requires_scope`] with the same parser the runtime uses.
+//!   time by `#[requires_scope]` with the same parser the runtime uses.
 //! - Keys and their lifecycle: [`ScopeKey`] (create, verify, rotate, revoke,
-//!   list, events, lineage, compromise reports), on a [`Store`]:
-//!   [`store::sqlite::SqliteStore`] or [`store::postgres::PgStore`].
-//! - actix-web: [`actix`] (middleware, extractors, errors, management routes).
+//!   list, events, lineage, compromise reports), on a [`Store`].
+#![cfg_attr(
+    feature = "sqlite",
+    doc = "- SQLite, the embedded default: [`store::sqlite::SqliteStore`]."
+)]
+#![cfg_attr(
+    feature = "postgres",
+    doc = "- PostgreSQL: [`store::postgres::PgStore`]."
+)]
+#![cfg_attr(
+    feature = "actix",
+    doc = "- actix-web: [`actix`] (middleware, extractors, errors, management \
+           routes) and [`requires_scope`]."
+)]
+#![doc = ""]
+#![doc = "Features (all on by default): `sqlite`, `postgres`, `actix`, `webhooks`."]
 
 pub use scopekey_macros::catalogue;
 #[cfg(feature = "actix")]

@@ -45,19 +45,62 @@ pub fn guarded_handlers() -> &'static [GuardInfo] {
     &GUARDS
 }
 
-fn lookup(id: u64) -> Option<&'static GuardInfo> {
+/// What a guard finds under its id.
+enum Lookup {
+    Found(&'static GuardInfo),
+    /// No handler registered the id.
+    Missing,
+    /// Handlers with different requirements share the id (their
+    /// requirements' hashes collide): neither requirement can be told from
+    /// the other, so both handlers refuse.
+    Ambiguous,
+}
+
+fn lookup(id: u64) -> Lookup {
     // Sorted by id once; a binary search over a few dozen ids is cheaper
     // than hashing on every request.
-    static INDEX: OnceLock<Box<[&'static GuardInfo]>> = OnceLock::new();
-    let index = INDEX.get_or_init(|| {
-        let mut all: Vec<_> = GUARDS.iter().collect();
-        all.sort_unstable_by_key(|g| g.id);
-        all.into_boxed_slice()
-    });
-    index
-        .binary_search_by_key(&id, |g| g.id)
-        .ok()
-        .map(|i| index[i])
+    static INDEX: OnceLock<Box<[Slot]>> = OnceLock::new();
+    let index = INDEX.get_or_init(|| index(GUARDS.iter()));
+    match index.binary_search_by_key(&id, |(id, _)| *id) {
+        Ok(i) => index[i].1.map_or(Lookup::Ambiguous, Lookup::Found),
+        Err(_) => Lookup::Missing,
+    }
+}
+
+/// An id and the one requirement registered under it (`None`: several).
+type Slot = (u64, Option<&'static GuardInfo>);
+
+/// The guards sorted by id, one slot per id. Handlers with equal
+/// requirements share an id harmlessly; different requirements under one id
+/// (a 64-bit hash collision, astronomically unlikely) are logged once and
+/// make the slot empty, so that neither handler can be judged by the other's
+/// requirement: both fail closed.
+fn index(guards: impl Iterator<Item = &'static GuardInfo>) -> Box<[Slot]> {
+    let mut all: Vec<_> = guards.collect();
+    all.sort_unstable_by_key(|g| g.id);
+    let mut slots: Vec<Slot> = Vec::with_capacity(all.len());
+    for guard in all {
+        match slots.last_mut() {
+            Some((id, slot)) if *id == guard.id => {
+                if let Some(first) = *slot
+                    && first.requirement != guard.requirement
+                {
+                    tracing::error!(
+                        guard = guard.id,
+                        first = %format_args!("{}::{}", first.module, first.handler),
+                        first_requires = %first.requirement,
+                        second = %format_args!("{}::{}", guard.module, guard.handler),
+                        second_requires = %guard.requirement,
+                        "two different requirements share one guard id; \
+                         both handlers refuse every request (rename a scope)"
+                    );
+                    *slot = None;
+                }
+            }
+            _ => slots.push((guard.id, Some(guard))),
+        }
+    }
+    slots.into_boxed_slice()
 }
 
 /// The extractor `#[requires_scope]` adds to a handler. Not meant to be
@@ -75,16 +118,26 @@ impl<const ID: u64> FromRequest for Guard<ID> {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         // The realm is read only for a refusal.
         let realm = || AuthConfig::of(req).realm_arc();
-        let Some(info) = lookup(ID) else {
-            // Fail closed: a guard whose requirement cannot be found refuses.
-            tracing::error!(
-                guard = ID,
-                "no requirement registered for this guard; refusing"
-            );
-            return Either::Left(ready(Err(AuthError::new(
-                AuthErrorKind::Misconfigured,
-                realm(),
-            ))));
+        // Fail closed: a guard whose requirement cannot be found, or
+        // cannot be told apart from another's, refuses.
+        let info = match lookup(ID) {
+            Lookup::Found(info) => info,
+            Lookup::Missing => {
+                tracing::error!(
+                    guard = ID,
+                    "no requirement registered for this guard; refusing"
+                );
+                return Either::Left(ready(Err(AuthError::new(
+                    AuthErrorKind::Misconfigured,
+                    realm(),
+                ))));
+            }
+            Lookup::Ambiguous => {
+                return Either::Left(ready(Err(AuthError::new(
+                    AuthErrorKind::Misconfigured,
+                    realm(),
+                ))));
+            }
         };
         // Verified by the middleware: judged in place, no copy, no
         // allocation.
@@ -194,5 +247,54 @@ fn check(info: &GuardInfo, outcome: &Outcome) -> Result<(), Refusal> {
                 scopes.collect(),
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static READ: StaticRequirement = StaticRequirement::Scope("orders:read");
+    static ADMIN: StaticRequirement = StaticRequirement::Scope("orders:admin");
+
+    fn info(id: u64, requirement: &'static StaticRequirement) -> &'static GuardInfo {
+        Box::leak(Box::new(GuardInfo {
+            id,
+            requirement,
+            handler: "handler",
+            module: "tests",
+        }))
+    }
+
+    fn find(index: &[Slot], id: u64) -> Option<Option<&'static StaticRequirement>> {
+        index
+            .binary_search_by_key(&id, |(id, _)| *id)
+            .ok()
+            .map(|i| index[i].1.map(|g| g.requirement))
+    }
+
+    #[test]
+    fn equal_requirements_share_an_id() {
+        let index = index([info(7, &READ), info(3, &ADMIN), info(7, &READ)].into_iter());
+        assert_eq!(index.len(), 2);
+        assert_eq!(find(&index, 7), Some(Some(&READ)));
+        assert_eq!(find(&index, 3), Some(Some(&ADMIN)));
+        assert_eq!(find(&index, 5), None);
+    }
+
+    #[test]
+    fn different_requirements_under_one_id_are_refused() {
+        // Whatever order the linker lists them in, and however many more
+        // share the id, neither requirement is served for it.
+        for guards in [
+            [info(9, &READ), info(9, &ADMIN), info(1, &READ)],
+            [info(9, &ADMIN), info(1, &READ), info(9, &READ)],
+            [info(9, &READ), info(9, &READ), info(9, &ADMIN)],
+        ] {
+            let index = index(guards.into_iter());
+            assert_eq!(find(&index, 9), Some(None));
+        }
+        let index = index([info(9, &READ), info(9, &ADMIN), info(1, &READ)].into_iter());
+        assert_eq!(find(&index, 1), Some(Some(&READ)));
     }
 }

@@ -21,7 +21,8 @@
 //! the runtime's clock (the time the verification is judged at), so tests
 //! can move them with the clock. An entry whose insertion time lies in the
 //! future (the clock went back, or two requests read it out of order) is not
-//! served, but not dropped either.
+//! served; in the current generation it is kept for later readers, in the
+//! previous one it is dropped (costing one more store read at most).
 //!
 //! An insert that raced an invalidation of its shard is dropped: a
 //! verification that read the store before a revocation committed cannot

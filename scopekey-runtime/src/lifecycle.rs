@@ -66,7 +66,17 @@ pub const MAX_WEBHOOK_URL_LEN: usize = 2048;
 pub enum Actor<'a> {
     /// An operator or the service itself (CLI, bootstrap): no scope checks.
     System,
-    /// A caller authenticated with a key.
+    /// A caller authenticated with a key. The runtime holds it to the
+    /// rules that protect other keys: it creates, and rotates into, only
+    /// keys whose scopes its own cover, and rotates another key only with
+    /// [`SCOPE_WRITE`] and every scope of that key ([`may_rotate`]).
+    /// Whether it may create, revoke or report keys at all
+    /// ([`SCOPE_WRITE`], [`SCOPE_REVOKE`]) is the caller's to check, as the
+    /// prebuilt routes do before they call the runtime: a service may let
+    /// keys of its choosing mint narrower keys for their own clients. A
+    /// custom route that calls [`ScopeKey::create`], [`ScopeKey::revoke`]
+    /// or [`ScopeKey::report_compromised`] for a key must check the scope it
+    /// asks for itself (`principal.grants().covers_str(SCOPE_REVOKE)`).
     Key(&'a Principal),
 }
 

@@ -592,10 +592,19 @@ impl Store for PgStore {
     }
 
     async fn list_events(&self, q: &EventQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        // One statement text per shape: `$1 IS NULL OR key_id = $1` in a
+        // shared statement would let PostgreSQL's generic plan (from the
+        // sixth execution on) read the whole log by time for one key's
+        // events instead of using `scopekey_events_key`. Unused parameters
+        // are still bound, and typed, so every shape binds the same four.
         let mut sql = String::from(
-            "SELECT id, key_id, type, actor_key_id, at, details FROM scopekey_events \
-             WHERE ($1::uuid IS NULL OR key_id = $1::uuid)",
+            "SELECT id, key_id, type, actor_key_id, at, details FROM scopekey_events WHERE ",
         );
+        if q.key_id.is_some() {
+            sql.push_str("key_id = $1::uuid");
+        } else {
+            sql.push_str("$1::uuid IS NULL");
+        }
         if q.cursor.is_some() {
             sql.push_str(" AND (at, id) < ($2::timestamptz, $3::uuid)");
         } else {
