@@ -161,7 +161,8 @@ async fn full_story(db: &TestDb) {
         .await
         .assert_problem(401, Some(INVALID_TOKEN));
 
-    // A key past its expiry is refused, judged by the clock at request time.
+    // A key past its expiry is refused, judged by the clock at request time,
+    // even while its cached verification is still fresh.
     let short = app
         .post("/api-keys")
         .bearer(&app.admin)
@@ -174,7 +175,15 @@ async fn full_story(db: &TestDb) {
         app.get("/api-keys/self").bearer(&short).send().await.status,
         200
     );
-    app.clock.advance(Duration::seconds(10));
+    // Half a second before expiry: served, and cached (the entry from the
+    // first request has gone stale, so this one read the store).
+    app.clock.advance(Duration::milliseconds(9500));
+    assert_eq!(
+        app.get("/api-keys/self").bearer(&short).send().await.status,
+        200
+    );
+    // At expiry, the cached entry half a second old: refused all the same.
+    app.clock.advance(Duration::milliseconds(500));
     app.get("/api-keys/self")
         .bearer(&short)
         .send()

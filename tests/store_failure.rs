@@ -1,11 +1,16 @@
 //! A store that fails while verifying fails closed: 503, never a pass, never
-//! a 401, and nothing about the cause in the body.
+//! a 401, and nothing about the cause in the body; with the middleware or
+//! with the guards and extractors alone, and also for a key whose cached
+//! verification has gone stale.
 
 mod common;
 
 use std::sync::Arc;
 
+use actix_web::{HttpResponse, get, web};
 use common::*;
+use scopekey::actix::{Authenticated, MaybeAuthenticated};
+use scopekey::requires_scope;
 use scopekey::store::postgres::PgStore;
 use scopekey::store::sqlite::SqliteStore;
 use scopekey::{ManualClock, ScopeKey, Store};
@@ -42,28 +47,79 @@ mod futures {
     }
 }
 
-async fn fails_closed(db: &TestDb) {
+/// A route guarded by `#[requires_scope]`.
+#[get("/orders")]
+#[requires_scope("orders:read")]
+async fn guarded() -> HttpResponse {
+    HttpResponse::Ok().body("orders")
+}
+
+/// A route that takes the caller as `Authenticated`, unguarded.
+#[get("/me")]
+async fn authenticated(caller: Authenticated) -> HttpResponse {
+    HttpResponse::Ok().body(caller.name.to_string())
+}
+
+/// A route open to anyone, that takes the caller if there is one.
+#[get("/maybe")]
+async fn maybe(caller: MaybeAuthenticated) -> HttpResponse {
+    match caller.0 {
+        Some(p) => HttpResponse::Ok().body(p.name.to_string()),
+        None => HttpResponse::Ok().body("anonymous"),
+    }
+}
+
+fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(guarded).service(authenticated).service(maybe);
+}
+
+/// Where a key is verified: a management route, a guarded route, and the
+/// two extractors. With the middleware off, each verifies on its own.
+const VERIFYING: [&str; 4] = ["/api-keys/self", "/orders", "/me", "/maybe"];
+
+fn setup(middleware: bool) -> Setup {
+    Setup {
+        middleware,
+        extra: routes,
+        ..Setup::default()
+    }
+}
+
+/// A 503 that fails closed: no challenge (the key was not judged), a
+/// `Retry-After`, and nothing about the cause in the body.
+#[track_caller]
+fn assert_unavailable(res: &Response, path: &str) {
+    let body = res.assert_problem(503, None);
+    assert_eq!(res.header("retry-after"), Some("1"), "{path}: {res:?}");
+    let text = res.text().to_lowercase();
+    for leak in ["pool", "sqlx", "sqlite", "postgres", "database", "closed"] {
+        assert!(
+            !text.contains(leak),
+            "{path}: 503 body names the cause ({leak}): {body}"
+        );
+    }
+}
+
+async fn fails_closed(db: &TestDb, middleware: bool) {
     let (store, close) = closable(db).await;
     let clock = ManualClock::starting_now();
     let keys = ScopeKey::builder_arc(store).clock(clock.clone()).build();
-    let app = TestApp::serve(keys, clock, Setup::default()).await;
+    let app = TestApp::serve(keys, clock, setup(middleware)).await;
     let (reader, _) = key_and_id(&app.create_key("reader", &["orders:read"]).await);
 
     close().await;
 
-    // Never verified before: the store must answer, and cannot.
-    for key in [reader.clone(), unknown_key()] {
-        let res = app.get("/api-keys/self").bearer(&key).send().await;
-        let body = res.assert_problem(503, None);
-        assert_eq!(res.header("retry-after"), Some("1"));
-        let text = res.text().to_lowercase();
-        for leak in ["pool", "sqlx", "sqlite", "postgres", "database", "closed"] {
-            assert!(
-                !text.contains(leak),
-                "503 body names the cause ({leak}): {body}"
-            );
+    // Never verified before: the store must answer, and cannot. Not a pass,
+    // and on `MaybeAuthenticated` not an anonymous pass either.
+    for path in VERIFYING {
+        for key in [reader.clone(), unknown_key()] {
+            let res = app.get(path).bearer(&key).send().await;
+            assert_unavailable(&res, path);
         }
     }
+    // No key needs no store: the open route still answers, anonymously.
+    let res = app.get("/maybe").send().await;
+    assert_eq!((res.status, res.text()), (200, "anonymous".to_owned()));
     // Management calls whose store access fails are 503 too, whatever the
     // state of the caller's cached verification.
     let res = app.get("/api-keys").bearer(&app.admin).send().await;
@@ -77,7 +133,58 @@ async fn fails_closed(db: &TestDb) {
     app.stop().await;
 }
 
-both_backends!(store_failure_is_503, fails_closed);
+async fn fails_closed_with_middleware(db: &TestDb) {
+    fails_closed(db, true).await;
+}
+
+async fn fails_closed_without_middleware(db: &TestDb) {
+    fails_closed(db, false).await;
+}
+
+both_backends!(store_failure_is_503, fails_closed_with_middleware);
+both_backends!(
+    store_failure_is_503_without_middleware,
+    fails_closed_without_middleware
+);
+
+/// A cached verification past its lifetime is not served when the store
+/// fails: the key verified a moment ago is 503 now, never its stale 200.
+async fn stale_fails_closed(db: &TestDb, middleware: bool) {
+    let (store, close) = closable(db).await;
+    let clock = ManualClock::starting_now();
+    let keys = ScopeKey::builder_arc(store).clock(clock.clone()).build();
+    let app = TestApp::serve(keys, clock, setup(middleware)).await;
+    let (reader, _) = key_and_id(&app.create_key("reader", &["orders:read"]).await);
+    for path in VERIFYING {
+        let res = app.get(path).bearer(&reader).send().await;
+        assert_eq!(res.status, 200, "{path}: {}", res.text());
+    }
+    // Past the cache's lifetime (one second): the entry is stale.
+    app.clock.advance(time::Duration::seconds(2));
+    close().await;
+    for path in VERIFYING {
+        let res = app.get(path).bearer(&reader).send().await;
+        assert_unavailable(&res, path);
+    }
+    app.stop().await;
+}
+
+async fn stale_fails_closed_with_middleware(db: &TestDb) {
+    stale_fails_closed(db, true).await;
+}
+
+async fn stale_fails_closed_without_middleware(db: &TestDb) {
+    stale_fails_closed(db, false).await;
+}
+
+both_backends!(
+    stale_cache_is_not_served_on_store_failure,
+    stale_fails_closed_with_middleware
+);
+both_backends!(
+    stale_cache_is_not_served_on_store_failure_without_middleware,
+    stale_fails_closed_without_middleware
+);
 
 /// What makes every verification read wait: on SQLite, a store on a pool of
 /// one connection (an application's own pool, `from_pool`) whose connection
@@ -154,35 +261,36 @@ impl Held {
 /// acquire timeout; for the lock, until it is released), a refusal that
 /// needs no lookup is not held by its audit write, and the same key verifies
 /// once the store answers again (nothing was cached from the failure).
-async fn hangs_closed(db: &TestDb) {
+async fn hangs_closed(db: &TestDb, middleware: bool) {
     let (store, blocker) = Blocker::new(db).await;
     let clock = ManualClock::starting_now();
     let keys = ScopeKey::builder_arc(store)
         .clock(clock.clone())
         .store_timeout(std::time::Duration::from_secs(1))
         .build();
-    let app = TestApp::serve(keys, clock, Setup::default()).await;
+    let app = TestApp::serve(keys, clock, setup(middleware)).await;
     let (reader, _) = key_and_id(&app.create_key("reader", &["orders:read"]).await);
 
     let blocked = blocker.block().await;
     // Generous slack over the second: without the timeout, an answer would
     // take the pool's 60 s, or as long as the lock is held.
-    let within_bound = |key: String| {
-        let req = app.get("/api-keys/self").bearer(&key).send();
+    let within_bound = |path: &str, key: String| {
+        let req = app.get(path).bearer(&key).send();
         async move {
             tokio::time::timeout(std::time::Duration::from_secs(10), req)
                 .await
                 .expect("an answer within the store timeout")
         }
     };
-    for key in [reader.clone(), unknown_key()] {
-        let res = within_bound(key).await;
-        res.assert_problem(503, None);
-        assert_eq!(res.header("retry-after"), Some("1"));
+    for path in VERIFYING {
+        for key in [reader.clone(), unknown_key()] {
+            let res = within_bound(path, key).await;
+            assert_unavailable(&res, path);
+        }
     }
     // A malformed key needs no lookup: refused within the store timeout,
     // though its sampled `auth.failed` write cannot get through.
-    within_bound("sk_malformed".to_owned())
+    within_bound("/api-keys/self", "sk_malformed".to_owned())
         .await
         .assert_problem(401, Some(INVALID_TOKEN));
     blocked.release().await;
@@ -209,7 +317,19 @@ async fn hangs_closed(db: &TestDb) {
     app.stop().await;
 }
 
-both_backends!(hung_store_is_503, hangs_closed);
+async fn hangs_closed_with_middleware(db: &TestDb) {
+    hangs_closed(db, true).await;
+}
+
+async fn hangs_closed_without_middleware(db: &TestDb) {
+    hangs_closed(db, false).await;
+}
+
+both_backends!(hung_store_is_503, hangs_closed_with_middleware);
+both_backends!(
+    hung_store_is_503_without_middleware,
+    hangs_closed_without_middleware
+);
 
 /// A PostgreSQL server that is down (nothing listens on its port): sqlx's
 /// pool keeps trying to connect until its acquire timeout (30 s by

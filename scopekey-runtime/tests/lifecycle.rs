@@ -119,7 +119,19 @@ async fn verify_rejections(db: &TestDb) {
         .map(|e| e.details["reason"].as_str().unwrap().to_owned())
         .collect();
     assert!(failures.contains(&"malformed".to_owned()) && failures.contains(&"unknown".to_owned()));
+    assert_eq!(failures.len(), 3, "each refusal audited: {failures:?}");
+    // Nothing of what was presented is kept: not the unknown key, not the
+    // secret part of the mistyped one (the hint shows only the end).
     let text = serde_json::to_string(&events.items).unwrap();
+    let secret = |key: &str| {
+        let start = "sk_".len();
+        key[start..start + scopekey_runtime::key::SECRET_LEN].to_owned()
+    };
+    for presented in [other.expose_secret(), flipped.as_str()] {
+        assert!(presented.starts_with("sk_"), "{presented}");
+        assert!(!text.contains(presented), "{text}");
+        assert!(!text.contains(&secret(presented)), "{text}");
+    }
     assert!(!text.contains(created.plaintext.expose_secret()));
 }
 both_backends!(verify_rejections_work, verify_rejections);
@@ -704,11 +716,14 @@ both_backends!(
     revocation_elsewhere_within_cache_lifetime
 );
 
+/// A key cached half a second before its expiry is refused at its expiry,
+/// while the cached entry (one second's lifetime) is still fresh: expiry is
+/// judged by the clock at the request, not when the entry was cached.
 async fn expiry_judged_at_request_time(db: &TestDb) {
     let (keys, clock) = runtime(db);
     let k = keys
         .create(
-            NewKey::new("k", ["a:b"]).expires_in(Duration::seconds(30)),
+            NewKey::new("k", ["a:b"]).expires_in(Duration::milliseconds(500)),
             Actor::System,
         )
         .await
@@ -717,7 +732,7 @@ async fn expiry_judged_at_request_time(db: &TestDb) {
         keys.verify(k.plaintext.expose_secret()).await.is_ok(),
         "cached now"
     );
-    clock.advance(Duration::seconds(30));
+    clock.advance(Duration::milliseconds(500));
     assert!(matches!(
         keys.verify(k.plaintext.expose_secret()).await,
         Err(VerifyError::Expired)
@@ -731,46 +746,55 @@ both_backends!(
 
 async fn list_filters_and_pages(db: &TestDb) {
     let (keys, clock) = runtime(db);
-    let mut ids = Vec::new();
+    let mut created = Vec::new();
     for i in 0..7 {
         let name = if i % 2 == 0 {
             format!("web_{i}")
         } else {
             format!("web%{i}")
         };
-        ids.push(key(&keys, &name, &["a:b"]).await.key.id);
+        created.push(key(&keys, &name, &["a:b"]).await.key);
         clock.advance(Duration::milliseconds(1));
     }
-    // Same-instant keys still page without gaps or repeats.
-    for i in 0..3 {
-        ids.push(key(&keys, &format!("batch{i}"), &["a:b"]).await.key.id);
+    // Same-instant keys still page without gaps or repeats: four of them,
+    // so that a page boundary falls inside the tie at either page size.
+    for i in 0..4 {
+        created.push(key(&keys, &format!("batch{i}"), &["a:b"]).await.key);
     }
-    let mut seen = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = keys
-            .list(&ListKeys {
-                limit: Some(3),
-                cursor: cursor.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert!(page.items.len() <= 3);
-        seen.extend(page.items.iter().map(|k| k.id));
-        match page.next_cursor {
-            Some(c) => cursor = Some(c),
-            None => break,
+    let ids: Vec<_> = created.iter().map(|k| k.id).collect();
+    let mut newest_first: Vec<_> = created.iter().map(|k| (k.created_at, k.id)).collect();
+    newest_first.sort_by(|a, b| b.cmp(a));
+    let newest_first: Vec<_> = newest_first.into_iter().map(|(_, id)| id).collect();
+    for limit in [2, 3] {
+        let mut pages = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = keys
+                .list(&ListKeys {
+                    limit: Some(limit),
+                    cursor: cursor.take(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert!(page.items.len() <= limit as usize);
+            cursor = page.next_cursor;
+            pages.push(page.items);
+            if cursor.is_none() {
+                break;
+            }
         }
+        assert_eq!(
+            pages[0].last().unwrap().created_at,
+            pages[1][0].created_at,
+            "limit {limit}: the first boundary falls inside the tie"
+        );
+        let seen: Vec<_> = pages.iter().flatten().map(|k| k.id).collect();
+        assert_eq!(
+            seen, newest_first,
+            "limit {limit}: created_at desc, then id desc, each key once"
+        );
     }
-    let mut newest_first = ids.clone();
-    newest_first.reverse();
-    assert_eq!(seen.len(), 10);
-    assert_eq!(seen[3..], newest_first[3..], "newest first");
-    let mut sorted = seen.clone();
-    sorted.sort();
-    sorted.dedup();
-    assert_eq!(sorted.len(), 10, "no repeats");
 
     // `%` and `_` in a name prefix are literal.
     let pct = keys
@@ -820,8 +844,8 @@ async fn list_filters_and_pages(db: &TestDb) {
     assert_eq!(count(Status::Expired).await, 1);
     assert_eq!(
         count(Status::Active).await,
-        9,
-        "8 left of 10, plus the successor"
+        10,
+        "9 left of 11, plus the successor"
     );
 
     for limit in [0, 501] {
@@ -869,6 +893,53 @@ async fn events_page(db: &TestDb) {
         .unwrap();
     assert_eq!(rest.items.len(), 3);
     assert!(rest.next_cursor.is_none());
+
+    // A rotation writes two `key.rotated` events at one instant, the
+    // parent's and the successor's: paged one at a time, each comes back
+    // once, in (at desc, id desc) order.
+    let parent = key(&keys, "parent", &["a:b"]).await.key.id;
+    clock.advance(Duration::seconds(1));
+    let child = keys
+        .rotate(parent, RotateOptions::default(), Actor::System)
+        .await
+        .unwrap()
+        .key
+        .id;
+    let mut all = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = keys
+            .events(&ListEvents {
+                limit: Some(1),
+                cursor: cursor.take(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(page.items.len() <= 1);
+        cursor = page.next_cursor;
+        all.extend(page.items);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(all.len(), 8, "5 + 1 created, 2 rotated: {all:?}");
+    let order: Vec<_> = all.iter().map(|e| (e.at, e.id)).collect();
+    let mut expected = order.clone();
+    expected.sort_by(|a, b| b.cmp(a));
+    expected.dedup();
+    assert_eq!(order, expected, "at desc, then id desc, each event once");
+    let rotated = &all[..2];
+    assert_eq!(rotated[0].at, rotated[1].at, "one instant");
+    assert!(
+        rotated.iter().all(|e| e.kind == event_type::KEY_ROTATED),
+        "{rotated:?}"
+    );
+    let mut about: Vec<_> = rotated.iter().map(|e| e.key_id.unwrap()).collect();
+    about.sort();
+    let mut both = vec![parent, child];
+    both.sort();
+    assert_eq!(about, both, "the parent's and the successor's");
 }
 both_backends!(events_paginate, events_page);
 
