@@ -2097,17 +2097,17 @@ async fn changing_the_rotation_secret(db: &TestDb) {
     }
     let left = waiting(&after_notifier, stranded_successor).await;
     assert_eq!(
-        (left.state, left.attempts),
-        (DeliveryState::Pending, 1),
-        "{left:?}"
+        (left.state, left.attempts, left.claimed_until),
+        (DeliveryState::Pending, 1, None),
+        "left unclaimed, for a notifier that can open it: {left:?}"
     );
     assert!(left.payload.starts_with("sealed:"), "{left:?}");
-    // ...until its key is no longer live: then it is given up, erased.
+    // ...until its key is no longer live: then it is given up, erased, by
+    // the next pass, the clock unmoved (no lease of its to wait out).
     after
         .revoke(stranded_successor, None, Actor::System)
         .await
         .unwrap();
-    clock.advance(Duration::minutes(10)); // past the lease of the last claim
     after_notifier.run_once().await.unwrap();
     let given_up = waiting(&after_notifier, stranded_successor).await;
     assert_eq!(
@@ -2572,6 +2572,82 @@ both_backends!(
     rotation_resumes_where_the_last_pass_stopped_works,
     rotation_resumes_where_the_last_pass_stopped
 );
+
+/// One bad key stops nothing: a key due an automatic rotation whose stored
+/// scope no longer parses is passed over (the keys after it rotate, the
+/// notices and deliveries go on); a store that refuses rotations fails the
+/// pass, but only once its notices have been recorded and delivered.
+async fn one_bad_key_stops_nothing(db: &TestDb) {
+    let clock = ManualClock::starting_now();
+    let operator = Receiver::start().await;
+    let holder = Receiver::start().await;
+    let keys = auto_runtime(Arc::clone(&db.store), &clock);
+    let due = |name: &'static str, hours: i64| {
+        let (keys, url, at) = (keys.clone(), holder.url.clone(), clock.now());
+        async move {
+            keys.create(
+                auto_rotating(name, &url).expires_at(at + Duration::hours(hours)),
+                Actor::System,
+            )
+            .await
+            .unwrap()
+            .key
+            .id
+        }
+    };
+    let bad = due("bad", 11).await;
+    let good = due("good", 12).await;
+    db.execute(&format!(
+        r#"UPDATE scopekey_keys SET scopes = '["NOT A SCOPE"]' WHERE id = '{bad}'"#
+    ))
+    .await;
+    let outbox = Outbox::connect(&db.url).await.unwrap();
+    let notifier = Notifier::new(keys.clone(), outbox, config(&operator)).unwrap();
+    let noticed = |id: KeyId| {
+        operator
+            .requests()
+            .iter()
+            .filter(|r| {
+                r.json()["type"] == "key.expiring" && r.json()["data"]["id"] == id.to_string()
+            })
+            .count()
+    };
+
+    let pass = notifier.run_once().await.unwrap();
+    // The bad key's notice goes out; the good one, rotated, needs none.
+    assert_eq!((pass.rotated, pass.notices), (1, 1), "{pass:?}");
+    assert_eq!(keys.lineage(good).await.unwrap().len(), 2);
+    assert_eq!(db.store.get(bad).await.unwrap().unwrap().rotated_at, None);
+    holder.wait_for(1).await;
+    assert_eq!((noticed(bad), noticed(good)), (1, 0));
+
+    // The store refusing rotations is the pass's error, after the rest.
+    db.execute(match db.backend() {
+        Backend::Sqlite => {
+            "CREATE TRIGGER no_rotations BEFORE UPDATE OF rotated_at ON scopekey_keys \
+             BEGIN SELECT RAISE(ABORT, 'rotations refused'); END;"
+        }
+        Backend::Postgres => {
+            "CREATE FUNCTION no_rotations() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'rotations refused'; END $$; \
+             CREATE TRIGGER no_rotations BEFORE UPDATE OF rotated_at ON scopekey_keys \
+             FOR EACH ROW EXECUTE FUNCTION no_rotations();"
+        }
+    })
+    .await;
+    let refused = due("refused", 12).await;
+    let error = notifier.run_once().await.unwrap_err();
+    let mut chain = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(s) = source {
+        chain = format!("{chain}: {s}");
+        source = s.source();
+    }
+    assert!(chain.contains("rotations refused"), "{chain}");
+    assert_eq!(keys.lineage(refused).await.unwrap().len(), 1);
+    assert_eq!(noticed(refused), 1, "noticed and delivered all the same");
+}
+both_backends!(one_bad_key_stops_nothing_works, one_bad_key_stops_nothing);
 
 /// A key created already inside its rotation window (an explicit expiry
 /// sooner than the grace) is rotated on the next pass, not left to expire;

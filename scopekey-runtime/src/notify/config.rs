@@ -123,8 +123,14 @@ pub struct NotifierConfig {
     pub endpoints: Vec<EndpointConfig>,
     /// Each request's time limit, connecting included (default 15 s).
     pub request_timeout: std::time::Duration,
-    /// Attempts per delivery before it is marked failed (default 12: with
-    /// the default backoff, about 15 hours of retries).
+    /// Attempts per delivery before it is given up: marked failed and
+    /// audited as `webhook.failed` (default 12: with the default backoff,
+    /// about 7 to 15 hours of retries, the waits being jittered). A
+    /// delivery is not kept until it is acknowledged, however long that
+    /// takes (see the [module docs](super), "Retries"). To retry far
+    /// longer, raise this: once the backoff reaches `max_backoff`, each
+    /// further attempt adds half to all of it (3 to 6 hours by default), so
+    /// `max_attempts: 60` keeps a delivery for about 6 to 12 days.
     pub max_attempts: u32,
     /// The wait after the first failed attempt; it doubles after each
     /// further failure (default 30 s; at least 1 s).

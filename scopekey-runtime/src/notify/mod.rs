@@ -36,8 +36,14 @@
 //! with `ON CONFLICT DO NOTHING`: two notifiers racing on one key, or a
 //! notifier restarted half-way, cannot record it twice, and only the
 //! transaction that inserted the row writes the `key.expiring` audit event
-//! and its deliveries. Time is the runtime's clock ([`ScopeKey::now`]), never
-//! the system clock, so tests move it. Optionally (on by default) a pass also
+//! and its deliveries. The insert checks the key again as it stands then:
+//! still live and within the threshold, and without a notice at a closer
+//! threshold (on PostgreSQL under the key row's lock, on SQLite with the
+//! one writer), so a notifier that listed a key just before another
+//! recorded its closer notice (or one configured with fewer thresholds,
+//! during a rolling deploy) records no farther notice after it. Time is
+//! the runtime's clock ([`ScopeKey::now`]), never the system clock, so
+//! tests move it. Optionally (on by default) a pass also
 //! records `key.expired` once per key that passed its expiry unrevoked, as a
 //! notice at threshold 0.
 //!
@@ -81,6 +87,19 @@
 //! in the path or query, and the audit log is open to any key with
 //! `api_keys:read`. Delivery errors kept in the outbox name no URL.
 //!
+//! **Not kept forever.** The specification has deliveries kept in the
+//! outbox until a 2xx acknowledges them; scopekey does not wait that long.
+//! A delivery is given up after [`NotifierConfig::max_attempts`] attempts
+//! (12 by default: about 7 to 15 hours of retries with the default
+//! backoff, the waits being jittered), or at once on 410 Gone. This is a
+//! choice: a receiver gone for days would otherwise come back to a growing
+//! backlog, and a sealed successor would keep its plaintext in the outbox
+//! long after its holder stopped listening. The audit log keeps the event
+//! and its `webhook.failed`; nothing sends the delivery again by itself.
+//! To retry far longer, raise `max_attempts`: the backoff stops growing at
+//! `max_backoff` (6 hours by default), so each further attempt adds half
+//! to all of that (`max_attempts: 60` retries for about 6 to 12 days).
+//!
 //! **Disabled endpoints.** A configured endpoint that is disabled (a 410, or
 //! [`Outbox::disable_endpoint`]) keeps its pending deliveries, which hold
 //! no secret: they are sent once it is enabled again, and are not pruned
@@ -101,6 +120,15 @@
 //! lineage rotates again (to an enabled endpoint) when that successor
 //! comes due, a full period later. Disable a holder's endpoint for good,
 //! not for maintenance.
+//!
+//! **One bad key stops nothing.** A pass rotates, records notices, then
+//! delivers, gives up and prunes, each whatever the earlier steps
+//! returned: a rotation or notice that fails does not hold up the
+//! deliveries. A failure that belongs to the one key being rotated or
+//! noticed (its row does not decode, a stored scope no longer parses, its
+//! rotation is refused) is logged and that key is passed over; a failure
+//! of the store itself (unreachable, a query refused) ends that step, and
+//! the pass reports the first such error once every step has run.
 //!
 //! **Signatures** follow Standard Webhooks: see [`signature`].
 //!
@@ -142,7 +170,12 @@
 //! key's grace is the holder's window to receive it. A notifier none of
 //! whose rotation secrets opens a sealed delivery leaves it to one that
 //! can, counting no attempt, until its key is no longer live (revoked or
-//! expired): then it gives it up, erased, audited as `webhook.failed`.
+//! expired): then it gives it up, erased, audited as `webhook.failed`. It
+//! releases its claim on such a delivery when its round of deliveries ends
+//! (not at once, or it would claim it again in the same pass), so a
+//! notifier that can open it need not wait out the lease. A payload
+//! sealed in a version this runtime does not know (any `sealed:` prefix
+//! counts as sealed) is one it cannot open.
 //!
 //! **Changing the rotation secret** takes three configurations, each
 //! rolled out to every instance (and the CLI) before the next:
@@ -190,6 +223,8 @@ pub(crate) mod seal;
 pub mod signature;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+#[cfg(all(test, feature = "testing"))]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -417,16 +452,20 @@ impl Notifier {
     /// One pass: rotates the keys due an automatic rotation, records due
     /// notices (and `key.expired` events), delivers what is due, gives up
     /// the sealed successors still pending to disabled endpoints, then
-    /// deletes finished deliveries past their retention.
+    /// deletes finished deliveries past their retention. Each step runs
+    /// whatever the ones before it returned; the first error (in that
+    /// order) is the pass's.
     pub async fn run_once(&self) -> Result<PassReport, NotifyError> {
         self.register().await?;
-        let rotated = self.rotate_due().await?;
-        let (notices, expired) = self.record_notices().await?;
-        // Housekeeping runs even when recording a delivery failed.
+        // A failed rotation or notice holds up no delivery, and
+        // housekeeping runs even when recording a delivery failed.
+        let rotated = self.rotate_due().await;
+        let notices = self.record_notices().await;
         let deliveries = self.deliver_due().await;
         let given_up = self.give_up_disabled().await;
         let pruned = self.prune_deliveries().await;
-        let (deliveries, _, pruned) = (deliveries?, given_up?, pruned?);
+        let (rotated, (notices, expired), deliveries, _, pruned) =
+            (rotated?, notices?, deliveries?, given_up?, pruned?);
         Ok(PassReport {
             rotated,
             notices,
@@ -489,7 +528,9 @@ impl Notifier {
     }
 
     /// Records the notices due now: `(key.expiring notices, key.expired
-    /// events)`.
+    /// events)`. A key whose notice fails for a reason of its own (its row
+    /// does not decode) is logged and passed over; a store failure ends
+    /// the call.
     pub async fn record_notices(&self) -> Result<(usize, usize), NotifyError> {
         self.register().await?;
         let now = self.inner.keys.now();
@@ -505,12 +546,16 @@ impl Notifier {
                     .backend
                     .expiring_keys(lower, upper, t, batch)
                     .await?;
+                let mut skipped = 0;
                 for id in &ids {
-                    if self.notice(*id, NoticeKind::Expiring, t, now).await? {
-                        notices += 1;
+                    match self.notice(*id, NoticeKind::Expiring, t, now).await? {
+                        Noticed::Recorded => notices += 1,
+                        Noticed::Not => {}
+                        Noticed::Skipped => skipped += 1,
                     }
                 }
-                if ids.len() < batch as usize {
+                // A page of keys passed over only would come back as it is.
+                if ids.len() < batch as usize || skipped == ids.len() {
                     break;
                 }
             }
@@ -526,12 +571,15 @@ impl Notifier {
                     .backend
                     .expired_keys(since, now, batch)
                     .await?;
+                let mut skipped = 0;
                 for id in &ids {
-                    if self.notice(*id, NoticeKind::Expired, 0, now).await? {
-                        expired += 1;
+                    match self.notice(*id, NoticeKind::Expired, 0, now).await? {
+                        Noticed::Recorded => expired += 1,
+                        Noticed::Not => {}
+                        Noticed::Skipped => skipped += 1,
                     }
                 }
-                if ids.len() < batch as usize {
+                if ids.len() < batch as usize || skipped == ids.len() {
                     break;
                 }
             }
@@ -549,7 +597,9 @@ impl Notifier {
     /// at all. Several notifiers may race: the store's conditional rotation
     /// lets exactly one win. A key whose webhook endpoint is disabled (it
     /// answered 410 Gone) is left alone, as is one whose rotation is refused
-    /// (its webhook secret sealed by another service's rotation secret, say);
+    /// (its webhook secret sealed by another service's rotation secret, say)
+    /// or fails for a reason of its own (a stored scope that no longer
+    /// parses), logged; a store failure ends the call;
     /// keys are taken in order of expiry, a batch at a time, and those left
     /// alone do not hold up the ones after them (after 100 batches, the
     /// next pass goes on where this one stopped).
@@ -674,7 +724,10 @@ impl Notifier {
             }
             // Rotated, revoked or deleted meanwhile (another notifier won).
             Err(Error::Conflict(_) | Error::NotFound(_)) => Ok(false),
-            Err(Error::Unavailable(e)) => Err(NotifyError::Unavailable(e)),
+            // The store failing is every key's problem: the pass's error.
+            Err(Error::Unavailable(e)) if is_outage(&e) => Err(NotifyError::Unavailable(e)),
+            // This key's own (its row does not decode, a stored scope no
+            // longer parses, its secret does not open): pass it over.
             Err(e) => {
                 tracing::warn!(key_id = %id, error = %e, "automatic rotation refused");
                 Ok(false)
@@ -682,13 +735,33 @@ impl Notifier {
         }
     }
 
+    /// Records one notice; a failure that is this key's own (not the
+    /// store's) is logged and the key passed over.
     async fn notice(
         &self,
         id: KeyId,
         kind: NoticeKind,
         threshold_seconds: i64,
         now: OffsetDateTime,
-    ) -> Result<bool, NotifyError> {
+    ) -> Result<Noticed, NotifyError> {
+        match self.try_notice(id, kind, threshold_seconds, now).await {
+            Ok(true) => Ok(Noticed::Recorded),
+            Ok(false) => Ok(Noticed::Not),
+            Err(e) if is_outage(&e) => Err(e.into()),
+            Err(e) => {
+                tracing::warn!(key_id = %id, threshold_seconds, error = %e, "cannot record an expiry notice for this key; passing it over");
+                Ok(Noticed::Skipped)
+            }
+        }
+    }
+
+    async fn try_notice(
+        &self,
+        id: KeyId,
+        kind: NoticeKind,
+        threshold_seconds: i64,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
         let Some(record) = self.inner.keys.store().get(id).await? else {
             return Ok(false);
         };
@@ -726,10 +799,14 @@ impl Notifier {
             return Ok(report);
         }
         let mut first_error = None;
+        // Sealed deliveries this notifier cannot open, released once the
+        // rounds are over (released at once, the next round would claim
+        // them again).
+        let mut left = Vec::new();
         for _ in 0..MAX_ROUNDS {
             let now = self.inner.keys.now();
             let token = Uuid::now_v7();
-            let claimed = self
+            let claimed = match self
                 .inner
                 .outbox
                 .backend
@@ -741,16 +818,24 @@ impl Notifier {
                     token,
                     config.batch_size,
                 )
-                .await?;
+                .await
+            {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    first_error.get_or_insert(e.into());
+                    break;
+                }
+            };
             let results = futures_util::future::join_all(
                 claimed.iter().map(|c| self.attempt(endpoints, c, token)),
             )
             .await;
-            for result in results {
+            for (c, result) in claimed.iter().zip(results) {
                 match result {
                     Ok(Some(Tally::Delivered)) => report.delivered += 1,
                     Ok(Some(Tally::Retried)) => report.retried += 1,
                     Ok(Some(Tally::Failed)) => report.failed += 1,
+                    Ok(Some(Tally::Left)) => left.push((c.id, token)),
                     Ok(None) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, "could not record a webhook attempt; its lease will expire and it will be sent again");
@@ -761,6 +846,10 @@ impl Notifier {
             if claimed.len() < config.batch_size as usize {
                 break;
             }
+        }
+        if let Err(e) = self.inner.outbox.backend.release(&left).await {
+            tracing::warn!(error = %e, "could not release sealed deliveries this notifier cannot open; they wait for their lease to expire");
+            first_error.get_or_insert(e.into());
         }
         match first_error {
             Some(e) => Err(e),
@@ -815,7 +904,7 @@ impl Notifier {
                     };
                     if live {
                         tracing::warn!(delivery_id = %c.id, "cannot open a sealed delivery with this runtime's rotation secrets; leaving it to a notifier that can");
-                        return Ok(None);
+                        return Ok(Some(Tally::Left));
                     }
                     unopened = Some(
                         "sealed under a rotation secret this notifier does not hold, and its key \
@@ -1033,6 +1122,32 @@ enum Tally {
     Delivered,
     Retried,
     Failed,
+    /// Not attempted: a sealed delivery this notifier cannot open, whose
+    /// claim is to be released.
+    Left,
+}
+
+/// What became of one notice.
+enum Noticed {
+    Recorded,
+    /// Not due after all (recorded meanwhile, or the key changed).
+    Not,
+    /// Failed for a reason of the key's own, and passed over.
+    Skipped,
+}
+
+/// Whether a store error is the store failing (unreachable, a query
+/// refused), every key's problem, rather than one key's row that cannot
+/// be used (a value that does not decode, a stored scope that no longer
+/// parses), which passing that key over gets round.
+fn is_outage(e: &StoreError) -> bool {
+    match std::error::Error::source(e).and_then(|s| s.downcast_ref::<sqlx::Error>()) {
+        Some(sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_)) => false,
+        Some(_) => true,
+        // Corrupt data found by the store (`StoreError::msg`, a value that
+        // does not parse).
+        None => false,
+    }
 }
 
 /// The `key.expiring` (or `key.expired`) event and its webhook `data`: the

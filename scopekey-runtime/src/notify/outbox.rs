@@ -272,7 +272,9 @@ impl DueRotation {
 /// The SQL assignment, for `concat!` and the same on both databases, that
 /// empties a sealed payload (a successor's plaintext for its key's holder)
 /// when its delivery finishes: once delivered or given up, nothing will send
-/// it again, so the outbox stops holding it.
+/// it again, so the outbox stops holding it. Sealed means starting
+/// `sealed:`, in any version, here as in every query and in
+/// `seal::is_sealed`.
 macro_rules! erase_sealed {
     () => {
         "payload = CASE WHEN substr(payload, 1, 7) = 'sealed:' THEN '' ELSE payload END"
@@ -354,9 +356,15 @@ pub(crate) trait Backend: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<KeyId>, StoreError>;
 
-    /// In one transaction: the notice row (if the key still qualifies and no
-    /// notice exists for this key and threshold), its audit event, and a
-    /// delivery per subscribed endpoint. Whether it was recorded.
+    /// In one transaction: the notice row, its audit event, and a delivery
+    /// per subscribed endpoint. Whether it was recorded: only if the key
+    /// still qualifies at `now` (an `Expiring` notice: live, not rotated,
+    /// `now < expires_at <= now + threshold`; an `Expired` one: unrevoked,
+    /// `expires_at <= now`), no notice exists for this key and threshold,
+    /// and (an `Expiring` notice) none at a closer threshold either: a
+    /// notifier that listed the key before another recorded a closer notice
+    /// records nothing farther. Checked inside the insert, race-free
+    /// (SQLite: one writer at a time; PostgreSQL: under the key row's lock).
     async fn record_notice(&self, notice: &NewNotice) -> Result<bool, StoreError>;
 
     /// In one transaction: the audit event and a delivery per subscribed
@@ -391,6 +399,11 @@ pub(crate) trait Backend: Send + Sync + 'static {
         token: Uuid,
         outcome: &Completion,
     ) -> Result<bool, StoreError>;
+
+    /// Releases claims (`(delivery id, claim token)`) without an attempt:
+    /// clears the lease of each delivery still pending under that token, so
+    /// another sender may claim it at once. How many.
+    async fn release(&self, claims: &[(Uuid, Uuid)]) -> Result<u64, StoreError>;
 
     /// Gives up the pending deliveries of sealed successors (a key's own
     /// rotation webhook's; at most `limit`) to disabled endpoints, except those a sender holds a lease on at

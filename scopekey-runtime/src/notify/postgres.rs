@@ -424,9 +424,13 @@ impl Backend for PgOutbox {
     }
 
     async fn record_notice(&self, n: &NewNotice) -> Result<bool, StoreError> {
+        // Within the threshold at `now`, and no notice at a closer one.
         let live = match n.kind {
             NoticeKind::Expiring => {
-                "k.revoked_at IS NULL AND k.rotated_at IS NULL AND k.expires_at > $5"
+                "k.revoked_at IS NULL AND k.rotated_at IS NULL AND k.expires_at > $5 \
+                 AND k.expires_at <= $6 \
+                 AND NOT EXISTS (SELECT 1 FROM scopekey_notices c WHERE c.key_id = k.id \
+                     AND c.threshold_seconds > 0 AND c.threshold_seconds < $2)"
             }
             NoticeKind::Expired => "k.revoked_at IS NULL AND k.expires_at <= $5",
         };
@@ -438,13 +442,26 @@ impl Backend for PgOutbox {
              (SELECT 1 FROM scopekey_keys k WHERE k.id = $1 AND {live}) \
              ON CONFLICT (key_id, threshold_seconds) DO NOTHING"
         );
+        let within = n
+            .now
+            .saturating_add(time::Duration::seconds(n.threshold_seconds));
         let mut tx = begin(&self.pool).await?;
+        // Notices of one key are recorded one transaction at a time, under
+        // its row's lock, taken in a statement of its own: the insert's
+        // snapshot, taken after the wait, sees a closer notice another
+        // notifier committed meanwhile (READ COMMITTED). NO KEY UPDATE, so
+        // rows referring to the key (events, deliveries) are not held up.
+        sqlx::query("SELECT 1 FROM scopekey_keys WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(n.key_id.0)
+            .execute(&mut *tx)
+            .await?;
         let done = sqlx::query(AssertSqlSafe(sql))
             .bind(n.key_id.0)
             .bind(n.threshold_seconds)
             .bind(n.event.id)
             .bind(n.event.at)
             .bind(n.now)
+            .bind(within)
             .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
@@ -630,6 +647,26 @@ impl Backend for PgOutbox {
             };
         tx.commit().await?;
         Ok(changed)
+    }
+
+    async fn release(&self, claims: &[(Uuid, Uuid)]) -> Result<u64, StoreError> {
+        if claims.is_empty() {
+            return Ok(0);
+        }
+        let (ids, tokens): (Vec<Uuid>, Vec<Uuid>) = claims.iter().copied().unzip();
+        let mut tx = begin(&self.pool).await?;
+        let released = sqlx::query(
+            "UPDATE scopekey_deliveries d SET claimed_until = NULL, claim_token = NULL \
+             FROM unnest($1::uuid[], $2::uuid[]) AS r(id, token) \
+             WHERE d.id = r.id AND d.claim_token = r.token AND d.state = 'pending'",
+        )
+        .bind(&ids)
+        .bind(&tokens)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(released)
     }
 
     async fn give_up_disabled(&self, at: OffsetDateTime, limit: u32) -> Result<u64, StoreError> {

@@ -7,7 +7,11 @@
 //! its use (a delivery's id; the label of key secrets). They are opened
 //! only when needed: a delivery to be sent, a key secret to sign it.
 //!
-//! Stored form: `sealed:v1:<base64 of nonce ‖ ciphertext ‖ tag>`.
+//! Stored form: `sealed:v1:<base64 of nonce ‖ ciphertext ‖ tag>`. Any
+//! value starting `sealed:` counts as sealed (the outbox's SQL tests the
+//! same prefix, `substr(payload, 1, 7) = 'sealed:'`), whatever its version:
+//! one of a version this runtime does not know (sealed by a newer one) does
+//! not open, like one sealed under a secret it does not hold.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -16,6 +20,9 @@ use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use super::signature::Secret;
 use crate::error::StoreError;
 
+/// What every sealed value starts with, whatever its version.
+const SEALED: &str = "sealed:";
+/// The version this runtime seals and opens.
 const PREFIX: &str = "sealed:v1:";
 const CONTEXT: &[u8] = b"scopekey sealed delivery v1";
 /// The associated data of a key's sealed webhook secret.
@@ -30,9 +37,11 @@ fn key(secret: &Secret) -> LessSafeKey {
     }
 }
 
-/// Whether a stored value is sealed.
+/// Whether a stored value is sealed, in any version (as the outbox's SQL
+/// judges it): never to be sent as it is, whether or not [`open`] can open
+/// it.
 pub(crate) fn is_sealed(payload: &str) -> bool {
-    payload.starts_with(PREFIX)
+    payload.starts_with(SEALED)
 }
 
 /// Seals `plain` under `secret`, bound to `aad`.
@@ -53,8 +62,8 @@ pub(crate) fn seal(secret: &Secret, aad: &[u8], plain: &[u8]) -> Result<String, 
 }
 
 /// Opens a sealed value with whichever of `secrets` sealed it; `None` if
-/// none did (the secret was changed), it was sealed for another `aad`, or
-/// it was tampered with.
+/// none did (the secret was changed), it was sealed for another `aad`, in
+/// a version other than `v1`, or it was tampered with.
 pub(crate) fn open(secrets: &[Secret], aad: &[u8], sealed: &str) -> Option<Vec<u8>> {
     let bytes = BASE64.decode(sealed.strip_prefix(PREFIX)?).ok()?;
     if bytes.len() < NONCE_LEN {
@@ -109,5 +118,26 @@ mod tests {
             seal(&a, KEY_SECRET, b"x").unwrap(),
             "fresh nonce"
         );
+    }
+
+    /// The outbox's SQL takes any `sealed:` payload for sealed; so does
+    /// the notifier, and one of an unknown version does not open.
+    #[test]
+    fn any_version_is_sealed_and_an_unknown_one_does_not_open() {
+        let a = Secret::generate().unwrap();
+        let id = uuid::Uuid::now_v7();
+        let sealed = seal(&a, id.as_bytes(), b"plain").unwrap();
+        let v2 = sealed.replacen("sealed:v1:", "sealed:v2:", 1);
+        for payload in [sealed.as_str(), &v2, "sealed:", "sealed:v9:garbage"] {
+            assert!(is_sealed(payload), "{payload}");
+        }
+        assert_eq!(open(std::slice::from_ref(&a), id.as_bytes(), &v2), None);
+        assert_eq!(
+            open(std::slice::from_ref(&a), id.as_bytes(), "sealed:"),
+            None
+        );
+        for payload in ["", "sealed", "Sealed:v1:x", r#"{"type":"sealed:v1:"}"#] {
+            assert!(!is_sealed(payload), "{payload}");
+        }
     }
 }

@@ -435,9 +435,15 @@ impl Backend for SqliteOutbox {
     }
 
     async fn record_notice(&self, n: &NewNotice) -> Result<bool, StoreError> {
+        // Within the threshold at `now`, and no notice at a closer one
+        // (BEGIN IMMEDIATE: no other writer between the check and the
+        // insert).
         let live = match n.kind {
             NoticeKind::Expiring => {
-                "k.revoked_at IS NULL AND k.rotated_at IS NULL AND k.expires_at > ?5"
+                "k.revoked_at IS NULL AND k.rotated_at IS NULL AND k.expires_at > ?5 \
+                 AND k.expires_at <= ?6 \
+                 AND NOT EXISTS (SELECT 1 FROM scopekey_notices c WHERE c.key_id = k.id \
+                     AND c.threshold_seconds > 0 AND c.threshold_seconds < ?2)"
             }
             NoticeKind::Expired => "k.revoked_at IS NULL AND k.expires_at <= ?5",
         };
@@ -447,6 +453,9 @@ impl Backend for SqliteOutbox {
              (SELECT 1 FROM scopekey_keys k WHERE k.id = ?1 AND {live}) \
              ON CONFLICT (key_id, threshold_seconds) DO NOTHING"
         );
+        let within = n
+            .now
+            .saturating_add(time::Duration::seconds(n.threshold_seconds));
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let done = sqlx::query(AssertSqlSafe(sql))
             .bind(n.key_id.to_string())
@@ -454,6 +463,7 @@ impl Backend for SqliteOutbox {
             .bind(n.event.id.to_string())
             .bind(micros(n.event.at))
             .bind(micros(n.now))
+            .bind(micros(within))
             .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
@@ -640,6 +650,27 @@ impl Backend for SqliteOutbox {
             };
         tx.commit().await?;
         Ok(changed)
+    }
+
+    async fn release(&self, claims: &[(Uuid, Uuid)]) -> Result<u64, StoreError> {
+        if claims.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut released = 0;
+        for (id, token) in claims {
+            released += sqlx::query(
+                "UPDATE scopekey_deliveries SET claimed_until = NULL, claim_token = NULL \
+                 WHERE id = ? AND claim_token = ? AND state = 'pending'",
+            )
+            .bind(id.to_string())
+            .bind(token.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(released)
     }
 
     async fn give_up_disabled(&self, at: OffsetDateTime, limit: u32) -> Result<u64, StoreError> {
