@@ -2,9 +2,12 @@
 //! `--help` texts.
 
 use std::ffi::OsStr;
+use std::path::PathBuf;
 
 use clap::builder::TypedValueParser;
+use clap::error::ErrorKind;
 use clap::{Arg, Args, Parser, Subcommand, ValueEnum};
+use scopekey_runtime::scope::Grant;
 use scopekey_runtime::{KeyId, Status};
 use serde_json::{Map, Value};
 use time::{Duration, OffsetDateTime};
@@ -18,14 +21,23 @@ Every command except `migrate` also creates or upgrades the schema first
 that and fail on a database without the schema instead.
 
 Exit status: 0 on success, 1 when the operation failed (unknown id, conflict,
-invalid scope, database unreachable) with a one-line message on standard
-error, 2 on bad usage (unknown option, bad duration or URL, a bad
-SCOPEKEY_PEPPER or SCOPEKEY_ROTATION_SECRET, a key given where a file goes),
-found before the store is opened. An id that is not a UUID names no key: 1,
-like any unknown id. A key pasted on the command line is never repeated back.
+a scope outside the catalogue, database unreachable) with a one-line message
+on standard error, 2 on bad usage (unknown option, bad duration, URL or scope,
+a bad SCOPEKEY_PEPPER, SCOPEKEY_ROTATION_SECRET or catalogue file, a key given
+where a file goes), found before the store is opened. An id that is not a UUID
+names no key: 1, like any unknown id. A key pasted on the command line is
+never repeated back.
+
+A --scope that is not `resource:action`, `resource:*` or `*` is bad usage (2),
+found before the store is opened. With --catalogue, a scope outside the
+catalogue is refused by the runtime, as the service's HTTP API refuses it
+(400): the operation failed (1). A catalogue file that is missing, unreadable,
+malformed or without a [package.metadata.scopekey] scopes list is bad usage
+(2), whatever the command.
 
 Environment:
   DATABASE_URL          the key store, when --database-url is not given
+  SCOPEKEY_CATALOGUE    the scope catalogue, when --catalogue is not given
   SCOPEKEY_KEY_PREFIX   the key prefix, when --key-prefix is not given
   SCOPEKEY_PEPPER       the hashing pepper, if the service uses one (only read
                         from the environment, never from the command line)
@@ -67,6 +79,23 @@ pub struct Cli {
         help_heading = "Global options"
     )]
     pub key_prefix: String,
+
+    /// The service's scope catalogue: its Cargo.toml, or the directory of it.
+    ///
+    /// `keys create` and `keys rotate --scope` then refuse scopes outside
+    /// its `[package.metadata.scopekey] scopes` list, as the service does
+    /// with `builder.catalogue(scopekey::catalogue!())`: `orders:*` and `*`
+    /// pass where they cover a listed scope, and the management scopes
+    /// `api_keys:read`, `api_keys:write` and `api_keys:revoke` always.
+    /// Without it, any valid scope goes.
+    #[arg(
+        long,
+        env = "SCOPEKEY_CATALOGUE",
+        value_name = "PATH",
+        global = true,
+        help_heading = "Global options"
+    )]
+    pub catalogue: Option<PathBuf>,
 
     /// Do not create or upgrade the schema before running the command.
     #[arg(long, global = true, help_heading = "Global options")]
@@ -149,12 +178,14 @@ pub struct CreateArgs {
     pub name: String,
 
     /// A scope the key grants: `resource:action`, `resource:*` or `*`.
-    /// Repeat it, or separate scopes with commas.
+    /// Repeat it, or separate scopes with commas. With --catalogue, each
+    /// must be in the service's catalogue.
     #[arg(
         long = "scope",
         value_name = "SCOPE",
         required = true,
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = ScopeParser
     )]
     pub scopes: Vec<String>,
 
@@ -270,8 +301,14 @@ pub struct RotateArgs {
     pub grace: Option<Duration>,
 
     /// Give the successor only these scopes (a subset of the old key's).
-    /// Repeat it, or separate scopes with commas.
-    #[arg(long = "scope", value_name = "SCOPE", value_delimiter = ',')]
+    /// Repeat it, or separate scopes with commas. With --catalogue, each
+    /// must be in the service's catalogue.
+    #[arg(
+        long = "scope",
+        value_name = "SCOPE",
+        value_delimiter = ',',
+        value_parser = ScopeParser
+    )]
     pub scopes: Vec<String>,
 
     #[command(flatten)]
@@ -376,6 +413,38 @@ impl TypedValueParser for KeyIdParser {
     }
 }
 
+/// Reads a granted scope (`resource:action`, `resource:*` or `*`) with the
+/// runtime's own parser, so a malformed one is bad usage, found before the
+/// store is opened. The message gives the reason but not the value: a key
+/// pasted in its place must not be echoed into a terminal log.
+#[derive(Debug, Clone, Copy)]
+pub struct ScopeParser;
+
+impl TypedValueParser for ScopeParser {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&Arg>,
+        value: &OsStr,
+    ) -> Result<String, clap::Error> {
+        let reason = match value.to_str().map(|text| (text, Grant::parse(text))) {
+            Some((text, Ok(_))) => return Ok(text.to_owned()),
+            Some((_, Err(e))) => e.reason(),
+            None => "not UTF-8; a scope is `resource:action`, e.g. `orders:read`".to_owned(),
+        };
+        let arg = arg.map_or_else(|| "--scope <SCOPE>".to_owned(), ToString::to_string);
+        Err(cmd.clone().error(
+            ErrorKind::ValueValidation,
+            format!(
+                "invalid value for '{arg}': {reason} (the value is not repeated, in case it is \
+                 a secret)"
+            ),
+        ))
+    }
+}
+
 fn parse_time(text: &str) -> Result<OffsetDateTime, String> {
     OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
         .map_err(|e| format!("not an RFC 3339 time such as 2027-01-31T00:00:00Z ({e})"))
@@ -437,6 +506,37 @@ mod tests {
             panic!("not create");
         };
         assert_eq!(args.scopes, ["a:read", "b:write", "c:read"]);
+    }
+
+    #[test]
+    fn scopes_follow_the_grammar() {
+        let parse = |scope: &str| {
+            Cli::try_parse_from([
+                "scopekey", "keys", "create", "--name", "n", "--scope", scope,
+            ])
+        };
+        for good in ["orders:read", "orders:*", "*", "billing.invoices:read,a:b"] {
+            assert!(parse(good).is_ok(), "{good}");
+        }
+        for (bad, says) in [
+            ("Orders:read", "upper-case letter `O` at byte 0"),
+            ("invoices", "missing `:`"),
+            ("a b:c", "whitespace at byte 1"),
+            ("a:b,", "cannot be empty"),
+            ("secret_Orders_Sk", "missing `:`"),
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::ValueValidation, "{bad}");
+            let text = err.to_string();
+            assert!(
+                text.contains("invalid value for '--scope <SCOPE>'"),
+                "{text}"
+            );
+            assert!(text.contains(says), "{bad}: {text}");
+            assert!(bad == "a:b," || !text.contains(bad), "echoed: {text}");
+        }
+        let rotate = Cli::try_parse_from(["scopekey", "keys", "rotate", "x", "--scope", "Bad"]);
+        assert!(rotate.is_err());
     }
 
     #[test]

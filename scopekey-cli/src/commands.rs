@@ -11,6 +11,7 @@ use scopekey_runtime::{
 };
 use serde_json::{Value, json};
 
+use crate::catalogue;
 use crate::cli::{
     Cli, Command, CompromisedArgs, CreateArgs, EventsArgs, IdArg, KeysCommand, ListArgs, Output,
     RevokeArgs, RotateArgs, ShowArgs,
@@ -28,20 +29,24 @@ struct Globals {
     format: KeyFormat,
     /// `SCOPEKEY_ROTATION_SECRET`, current first (empty when unset).
     rotation_secrets: Vec<Secret>,
+    /// `--catalogue`: the scopes keys may hold, as listed (`None`: any).
+    catalogue: Option<Vec<String>>,
     migrate: bool,
 }
 
 /// Runs a parsed command line against the store at `url`, writing the
 /// result to `out`.
 pub async fn run(cli: Cli, url: &str, out: &mut dyn Write) -> Result<(), Failure> {
-    // Bad usage first, whatever the command: a bad prefix, pepper or
-    // rotation secret is exit 2 even when an id names no key or a report
-    // cannot be read, and nothing is opened (a SQLite file is not created).
+    // Bad usage first, whatever the command: a bad prefix, pepper,
+    // rotation secret or catalogue file is exit 2 even when an id names no
+    // key or a report cannot be read, and nothing is opened (a SQLite file
+    // is not created).
     let globals = Globals {
         url: url.to_owned(),
         format: key_format(&cli.key_prefix)?,
         rotation_secrets: scopekey_runtime::notify::rotation_secrets_from_env()
             .map_err(|e| Failure::Usage(e.to_string()))?,
+        catalogue: cli.catalogue.as_deref().map(catalogue::load).transpose()?,
         migrate: !cli.no_migrate || matches!(cli.command, Command::Migrate),
     };
     match cli.command {
@@ -91,6 +96,13 @@ impl Globals {
         // rotation webhook get their holder's signing secret.
         for secret in &self.rotation_secrets {
             builder = builder.rotation_webhook_secret(secret.clone());
+        }
+        // The service's catalogue: the runtime refuses a scope outside it
+        // (exit 1), as the service's HTTP API does (400).
+        if let Some(scopes) = &self.catalogue {
+            builder = builder
+                .catalogue(scopes)
+                .map_err(|e| Failure::Usage(format!("--catalogue: {e}")))?;
         }
         let keys = builder.build();
         if self.migrate {

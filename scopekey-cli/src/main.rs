@@ -38,13 +38,31 @@
 //! in `ps` and shell history). With the wrong format, created keys do not
 //! verify and reported keys read as malformed or unknown.
 //!
+//! # The scope catalogue
+//!
+//! A service that restricts keys to its scope catalogue
+//! (`builder.catalogue(scopekey::catalogue!())`) refuses other scopes with
+//! 400. `--catalogue PATH` (or `SCOPEKEY_CATALOGUE`) makes the CLI refuse
+//! them too: PATH is the service's `Cargo.toml` (or its directory), whose
+//! `[package.metadata.scopekey] scopes` list — the one
+//! `#[requires_scope]` checks handlers against — `keys create` and
+//! `keys rotate --scope` then hold scopes to, by the runtime's own rule:
+//! `orders:*` and `*` where they cover a listed scope, and the management
+//! scopes `api_keys:read`, `api_keys:write` and `api_keys:revoke` always.
+//! A scope outside it is refused by the runtime, as over HTTP: the
+//! operation failed, exit 1. The file is read before the store is opened,
+//! whatever the command: missing, unreadable, not TOML, without that list,
+//! with an empty list or an invalid entry, it is bad usage, exit 2.
+//!
 //! # Commands
 //!
 //! - `migrate`: create or upgrade the schema.
 //! - `keys create --name N --scope S [--scope S ...] [--expires-in 30d |
 //!   --expires-at TIME] [--metadata JSON] [--rotate-every 90d]
 //!   [--rotation-webhook URL] [--json]`: create a key and print its
-//!   plaintext, once. Scopes may also be comma-separated.
+//!   plaintext, once. Scopes may also be comma-separated; each must be
+//!   `resource:action`, `resource:*` or `*` (and in the `--catalogue`, if
+//!   given).
 //! - `keys list [--status active|rotating|revoked|expired] [--name-prefix P]
 //!   [--limit N] [--cursor C] [--all] [--json]`: keys, newest first, one page
 //!   (50 unless `--limit`) or `--all` pages.
@@ -95,16 +113,18 @@
 //!   whatever the outcomes).
 //! - `1`: the operation failed — unknown id (also one that is not a UUID,
 //!   which names no key), conflict (rotating a key that
-//!   was already rotated, or is revoked or expired), invalid scope or name,
-//!   a successor scope its parent lacks, the database unreachable — with a
+//!   was already rotated, or is revoked or expired), invalid name, a scope
+//!   outside the `--catalogue`, a successor scope its parent lacks, the
+//!   database unreachable — with a
 //!   one-line message on standard error (for `keys compromised` failing
 //!   partway, after the results of the batches before: partial JSON looks
 //!   like a whole report's, so a script must check the exit status).
 //! - `2`: bad usage — unknown or missing options, no database URL or an
 //!   unsupported one, a bad duration, status, limit, cursor, time or
-//!   metadata, a bad `--key-prefix`, `SCOPEKEY_PEPPER` or
-//!   `SCOPEKEY_ROTATION_SECRET` (even when the id
-//!   given names no key), a key given to `keys compromised` where its
+//!   metadata, a `--scope` that breaks the scope grammar (the reason is
+//!   given, the value is not repeated), a bad `--key-prefix`,
+//!   `SCOPEKEY_PEPPER`, `SCOPEKEY_ROTATION_SECRET` or `--catalogue` file
+//!   (even when the id given names no key), a key given to `keys compromised` where its
 //!   report file goes (it is not revoked, nor repeated back). clap prints
 //!   the usage for the mistakes it finds itself (options, values it
 //!   parses), with any key among the arguments shown as its hint; the others are
@@ -117,6 +137,7 @@
 //! error, with status 1: keys up to the failure may
 //! already be revoked, and running the same report again is safe.
 
+mod catalogue;
 mod cli;
 mod commands;
 mod duration;

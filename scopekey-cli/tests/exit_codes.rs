@@ -48,30 +48,9 @@ async fn operation_failures_exit_1(db: &TestDb) {
         .fails_with(1)
         .says("it is expired");
 
-    // Invalid scopes, names and values the runtime refuses.
+    // Names and values the runtime refuses (a malformed scope is bad
+    // usage: `bad_usage_exits_2_without_touching_the_store`).
     for (args, says) in [
-        (
-            vec!["keys", "create", "--name", "n", "--scope", "Orders:read"],
-            "valid scope",
-        ),
-        (
-            vec!["keys", "create", "--name", "n", "--scope", "orders"],
-            "valid scope",
-        ),
-        (
-            vec![
-                "keys",
-                "create",
-                "--name",
-                "n",
-                "--scope",
-                "orders:read",
-                "--json",
-                "--scope",
-                "a b:c",
-            ],
-            "valid scope",
-        ),
         (
             vec!["keys", "create", "--name", " ", "--scope", "orders:read"],
             "`name` must be",
@@ -93,15 +72,16 @@ async fn operation_failures_exit_1(db: &TestDb) {
         scopekey(url, &args).fails_with(1).says(says);
     }
 
-    // A successor cannot gain scopes; a reason cannot hold control characters.
+    // A successor cannot gain scopes; a reason cannot hold control
+    // characters. A malformed scope is bad usage, before anything is read.
     let key = create(url, "narrow", &["orders:read"]);
     let id = str_of(&key, "id");
     scopekey(url, &["keys", "rotate", id, "--scope", "orders:write"])
         .fails_with(1)
         .says("parent did not have");
     scopekey(url, &["keys", "rotate", id, "--scope", "Bad"])
-        .fails_with(1)
-        .says("valid scope");
+        .fails_with(2)
+        .says("invalid value for '--scope <SCOPE>'");
     scopekey(url, &["keys", "revoke", id, "--reason", "a\u{7}b"])
         .fails_with(1)
         .says("`reason`");
@@ -175,6 +155,43 @@ fn bad_usage_exits_2_without_touching_the_store() {
     let db = TempSqlite::new();
     let url = db.url.as_str();
     let cases: Vec<(Vec<&str>, &str)> = vec![
+        // Scopes that break the grammar: the reason, from the runtime's
+        // parser, before the store is opened (a typo must not create a
+        // SQLite file).
+        (
+            vec!["keys", "create", "--name", "n", "--scope", "Orders:read"],
+            "upper-case letter `O` at byte 0",
+        ),
+        (
+            vec!["keys", "create", "--name", "n", "--scope", "orders"],
+            "missing `:`",
+        ),
+        (
+            vec![
+                "keys",
+                "create",
+                "--name",
+                "n",
+                "--scope",
+                "orders:read",
+                "--json",
+                "--scope",
+                "a b:c",
+            ],
+            "whitespace at byte 1",
+        ),
+        (
+            vec!["keys", "create", "--name", "n", "--scope", "orders:read,"],
+            "cannot be empty",
+        ),
+        (
+            vec!["keys", "create", "--name", "n", "--scope", "orders:wr*"],
+            "wildcard at byte",
+        ),
+        (
+            vec!["keys", "rotate", UNKNOWN_ID, "--scope", "a:b,Bad"],
+            "invalid value for '--scope <SCOPE>'",
+        ),
         // A rotation period past the runtime's ten years: usage, not a
         // failed operation.
         (
@@ -509,11 +526,15 @@ fn a_plaintext_key_given_as_an_id_is_not_echoed() {
             assert!(!run.all_output().contains(&key[8..30]), "echoed: {run:#?}");
         }
     }
-    // Pasted as an option's value, with punctuation around it, or as the
-    // key prefix: still left out.
+    // Pasted as an option's value, with punctuation around it, as the
+    // key prefix or as a scope: still left out.
     let with_eq = format!("--grace={plaintext}");
     let quoted = format!("'{plaintext}',");
+    let scopes = format!("orders:read,{plaintext}");
     for args in [
+        vec!["keys", "create", "--name", "n", "--scope", plaintext],
+        vec!["keys", "create", "--name", "n", "--scope", &scopes],
+        vec!["keys", "rotate", id, "--scope", plaintext],
         vec!["keys", "rotate", id, &with_eq],
         vec!["keys", "list", "--limit", plaintext],
         vec!["keys", "show", id, &quoted],

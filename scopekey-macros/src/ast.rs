@@ -72,7 +72,20 @@ pub(crate) fn parse_args(args: TokenStream) -> Result<Requirement> {
 impl Requirement {
     fn parse(input: ParseStream) -> Result<Self> {
         if input.peek(LitStr) {
-            return input.parse().map(Self::Scope);
+            let lit: LitStr = input.parse()?;
+            if !lit.suffix().is_empty() {
+                // `"orders:read"x` lexes as one literal with a suffix; the
+                // suffix would be silently dropped.
+                return Err(Error::new_spanned(
+                    &lit,
+                    format!(
+                        "unexpected suffix `{}` after the scope string; write {:?} alone",
+                        lit.suffix(),
+                        lit.value()
+                    ),
+                ));
+            }
+            return Ok(Self::Scope(lit));
         }
         if input.peek(Lit) {
             let lit: Lit = input.parse()?;
@@ -130,7 +143,9 @@ impl Requirement {
                 )),
             };
         }
-        if name == "any" || name == "all" {
+        // `any:read` is an unquoted scope whose resource happens to be
+        // `any`, not a misused `any(...)`.
+        if (name == "any" || name == "all") && !input.peek(Token![:]) {
             return Err(Error::new_spanned(
                 keyword,
                 format!("`{name}` takes a list in parentheses: `{name}(\"a:read\", \"b:read\")`"),
@@ -144,7 +159,23 @@ impl Requirement {
         }
         let text: String = tokens.to_string().split_whitespace().collect();
         let single_colon = text.matches(':').count() == 1;
-        let message = if single_colon && !text.contains(['!', '(', '{', '[']) {
+        // Not a constant, call or macro: meant as a scope.
+        let plain = !text.contains(['!', '(', '{', '[']);
+        let message = if plain && text.contains('*') {
+            // Quoting it would only trade this error for the wildcard one.
+            let example = match text.split_once(':') {
+                Some((resource, _))
+                    if scopekey_core::Scope::parse(&format!("{resource}:read")).is_ok() =>
+                {
+                    format!("{resource}:read")
+                }
+                _ => "orders:read".to_owned(),
+            };
+            format!(
+                "found `{text}`: a required scope never has a wildcard; name the exact scope, \
+                 as a string, e.g. \"{example}\""
+            )
+        } else if plain && single_colon {
             format!("scopes are strings: write \"{text}\"")
         } else {
             format!(
@@ -249,6 +280,29 @@ mod tests {
         assert!(err(quote!(billing.invoices:read)).contains("write \"billing.invoices:read\""));
         assert!(err(quote!(SCOPE)).contains("found `SCOPE`"));
         assert!(err(quote!(any)).contains("takes a list"));
+        assert_eq!(
+            err(quote!(any:read)),
+            "scopes are strings: write \"any:read\""
+        );
+        assert_eq!(
+            err(quote!(all:write)),
+            "scopes are strings: write \"all:write\""
+        );
+        assert!(err(quote!(any::read)).contains("found `any::read`"));
+        assert_eq!(
+            err(quote!(orders:*)),
+            "found `orders:*`: a required scope never has a wildcard; name the exact \
+             scope, as a string, e.g. \"orders:read\""
+        );
+        assert!(!err(quote!(billing.invoices:*)).contains("write \""));
+        assert!(err(quote!(billing.invoices:*)).contains("e.g. \"billing.invoices:read\""));
+        assert!(err(quote!(Orders:*)).contains("e.g. \"orders:read\""));
+        assert!(err(quote!(orders:wr*)).contains("never has a wildcard"));
+        assert_eq!(
+            err(quote!("orders:read"x)),
+            "unexpected suffix `x` after the scope string; write \"orders:read\" alone"
+        );
+        assert!(err(quote!(any("a:b", r"c:d"_raw))).contains("suffix `_raw`"));
         assert!(
             err(quote!(any("a:b" "c:d")))
                 .contains("expected `,` between the requirements of `any(...)`")

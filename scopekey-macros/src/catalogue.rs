@@ -18,6 +18,13 @@ use toml::de::{DeTable, DeValue};
 /// Where the catalogue lives, for messages.
 pub(crate) const WHERE: &str = "Cargo.toml [package.metadata.scopekey] scopes";
 
+/// The management routes' own scopes (the runtime's `SCOPE_READ`,
+/// `SCOPE_WRITE` and `SCOPE_REVOKE`). The runtime counts them in every
+/// catalogue, listed or not, so keys that manage keys can always be made;
+/// a handler may require them too, as the prebuilt routes do.
+pub(crate) const MANAGEMENT_SCOPES: [&str; 3] =
+    ["api_keys:read", "api_keys:write", "api_keys:revoke"];
+
 /// The crate's manifest, as far as the macros care.
 #[derive(Debug)]
 pub(crate) struct Manifest {
@@ -81,9 +88,12 @@ impl Catalogue {
     }
 
     /// Whether the catalogue declares `scope`: an entry names it exactly,
-    /// or is `resource:*` for its resource, or is `*`.
+    /// or is `resource:*` for its resource, or is `*`; or it is one of the
+    /// [`MANAGEMENT_SCOPES`], which every catalogue holds, as in the
+    /// runtime.
     pub fn contains(&self, scope: &Scope) -> bool {
-        self.entries.iter().any(|(_, grant)| grant.covers(scope))
+        MANAGEMENT_SCOPES.contains(&scope.as_str())
+            || self.entries.iter().any(|(_, grant)| grant.covers(scope))
     }
 
     /// The listed scope closest to `scope`, if it is close enough to be the
@@ -95,6 +105,7 @@ impl Catalogue {
     /// written (`reports:*` suggests `reports:export` for `reprots:export`),
     /// never for the wildcard itself, which no handler may require; `*`
     /// suggests nothing.
+    /// The [`MANAGEMENT_SCOPES`] are candidates too.
     pub fn suggest(&self, scope: &str) -> Option<String> {
         let limit = (scope.chars().count() / 4).max(1);
         let action = scope.split_once(':').map(|(_, action)| action);
@@ -105,6 +116,7 @@ impl Catalogue {
                 Grant::Resource(resource) => action.map(|a| format!("{resource}:{a}")),
                 Grant::Exact(_) => Some(text.clone()),
             })
+            .chain(MANAGEMENT_SCOPES.map(str::to_owned))
             .map(|candidate| (edit_distance(scope, &candidate), candidate))
             .filter(|(distance, _)| *distance <= limit)
             .min_by_key(|(distance, _)| *distance)
@@ -217,6 +229,23 @@ mod tests {
         assert!(c.contains(&scope("reports:export")));
         assert!(!c.contains(&scope("orders:delete")));
         assert!(!c.contains(&scope("billing:read")));
+    }
+
+    #[test]
+    fn the_management_scopes_are_always_listed() {
+        let c = Catalogue::from_manifest(MANIFEST).unwrap().unwrap();
+        for listed in MANAGEMENT_SCOPES {
+            assert!(c.contains(&scope(listed)), "{listed}");
+        }
+        assert!(!c.contains(&scope("api_keys:delete")));
+        assert!(!c.contains(&scope("api_keys.admin:read")));
+        assert_eq!(c.suggest("api_keys:raed").as_deref(), Some("api_keys:read"));
+        assert_eq!(
+            c.suggest("api_key:revoke").as_deref(),
+            Some("api_keys:revoke")
+        );
+        // They are not part of the list as written (`catalogue!()`).
+        assert_eq!(c.scopes().count(), 4);
     }
 
     #[test]

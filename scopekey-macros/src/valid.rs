@@ -295,6 +295,18 @@ mod tests {
             messages(quote!("users:read"), Some(&m))[0]
                 .ends_with("add it to the list if it is a new scope")
         );
+        // The management routes' scopes are in every catalogue, as in the
+        // runtime; only they are.
+        let parsed = ast::parse_args(quote!(all(
+            "api_keys:read",
+            "api_keys:write",
+            "api_keys:revoke"
+        )))
+        .unwrap();
+        assert!(requirement(&parsed, Some(&m)).is_ok());
+        assert!(
+            messages(quote!("api_keys:delete"), Some(&m))[0].starts_with("scope `api_keys:delete`")
+        );
         // Without a catalogue only the grammar counts.
         let none = Manifest {
             path: "Cargo.toml".into(),

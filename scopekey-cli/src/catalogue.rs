@@ -1,0 +1,139 @@
+//! `--catalogue`: the service's scope catalogue, read from the
+//! `[package.metadata.scopekey] scopes` list of its `Cargo.toml` — the list
+//! `#[requires_scope]` checks handlers against and `scopekey::catalogue!()`
+//! hands the runtime — so the CLI refuses the scopes the service's HTTP
+//! API refuses.
+//!
+//! Only the file is read here (every problem with it is bad usage, found
+//! before the store is opened). Whether a key's scope is in the catalogue
+//! is the runtime's rule ([`ScopeKeyBuilder::catalogue`]), applied to the
+//! CLI's keys as to the service's: the management scopes `api_keys:read`,
+//! `api_keys:write` and `api_keys:revoke` always belong, `orders:*` and `*`
+//! where they cover a listed scope.
+//!
+//! [`ScopeKeyBuilder::catalogue`]: scopekey_runtime::ScopeKeyBuilder::catalogue
+
+use std::path::Path;
+
+use scopekey_runtime::scope::Grant;
+use toml::de::{DeTable, DeValue};
+
+use crate::failure::Failure;
+
+/// Where the list lives in the file, for messages.
+const WHERE: &str = "[package.metadata.scopekey] scopes";
+
+/// Reads the catalogue from `path`: a `Cargo.toml`, or a directory holding
+/// one. Returns the scopes as listed.
+pub fn load(path: &Path) -> Result<Vec<String>, Failure> {
+    let file = if path.is_dir() {
+        path.join("Cargo.toml")
+    } else {
+        path.to_owned()
+    };
+    // The path is shown (it may come from SCOPEKEY_CATALOGUE, out of
+    // sight), any key pasted into it only as its hint.
+    let shown = file.display().to_string();
+    let shown = scopekey_runtime::key::redact_keys(&shown);
+    let usage =
+        |why: String| Failure::Usage(format!("--catalogue / SCOPEKEY_CATALOGUE: {shown}: {why}"));
+    let text = std::fs::read_to_string(&file).map_err(|e| usage(format!("cannot read it: {e}")))?;
+    from_manifest(&text).map_err(usage)
+}
+
+/// The catalogue in a manifest's text. Unlike a crate without one (no
+/// catalogue, nothing checked), a file named as the catalogue must have
+/// it: an operator who names the wrong file learns so at once.
+fn from_manifest(text: &str) -> Result<Vec<String>, String> {
+    let doc = DeTable::parse(text).map_err(|e| format!("not a valid Cargo.toml: {e}"))?;
+    let missing = || format!("it has no {WHERE} list");
+    let mut value = doc.get_ref();
+    let mut name = String::new();
+    for key in ["package", "metadata", "scopekey"] {
+        name = if name.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{name}.{key}")
+        };
+        let DeValue::Table(table) = value.get(key).ok_or_else(missing)?.get_ref() else {
+            return Err(format!("`{name}` must be a table"));
+        };
+        value = table;
+    }
+    let not_strings = || format!("{WHERE} must be an array of strings");
+    let DeValue::Array(scopes) = value.get("scopes").ok_or_else(missing)?.get_ref() else {
+        return Err(not_strings());
+    };
+    let mut out = Vec::with_capacity(scopes.len());
+    for scope in scopes.iter() {
+        let DeValue::String(text) = scope.get_ref() else {
+            return Err(not_strings());
+        };
+        // The macro refuses the same entries, with the same parser.
+        Grant::parse(text).map_err(|e| format!("{WHERE}: {e}"))?;
+        out.push(text.to_string());
+    }
+    if out.is_empty() {
+        // The macro refuses an empty list, and the runtime would read it as
+        // no catalogue at all.
+        return Err(format!("{WHERE} is empty"));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_list_as_the_macro_does() {
+        let manifest = r#"
+            [package]
+            name = "shop"
+
+            [package.metadata.scopekey]
+            scopes = ["orders:read", "reports:*"]   # comments are fine
+        "#;
+        assert_eq!(
+            from_manifest(manifest).unwrap(),
+            ["orders:read", "reports:*"]
+        );
+        let dotted = "[package]\nmetadata.scopekey.scopes = [\"a:b\"]\n";
+        let inline = "[package.metadata]\nscopekey = { scopes = [\"a:b\"] }\n";
+        for text in [dotted, inline] {
+            assert_eq!(from_manifest(text).unwrap(), ["a:b"], "{text}");
+        }
+    }
+
+    #[test]
+    fn refuses_a_file_without_a_good_list() {
+        let err = |text: &str| from_manifest(text).unwrap_err();
+        for text in [
+            "",
+            "[package]\nname = \"x\"\n",
+            "[package.metadata.scopekey]\n",
+            "[workspace.metadata.scopekey]\nscopes = [\"a:b\"]\n",
+        ] {
+            assert_eq!(
+                err(text),
+                "it has no [package.metadata.scopekey] scopes list",
+                "{text}"
+            );
+        }
+        assert!(err("[package\n").starts_with("not a valid Cargo.toml"));
+        assert_eq!(
+            err("[package.metadata]\nscopekey = 1\n"),
+            "`package.metadata.scopekey` must be a table"
+        );
+        assert!(
+            err("[package.metadata.scopekey]\nscopes = \"a:b\"\n").contains("array of strings")
+        );
+        assert!(err("[package.metadata.scopekey]\nscopes = [1]\n").contains("array of strings"));
+        assert!(err("[package.metadata.scopekey]\nscopes = []\n").ends_with("is empty"));
+        assert_eq!(
+            err("[package.metadata.scopekey]\nscopes = [\"Orders:read\"]\n"),
+            "[package.metadata.scopekey] scopes: invalid scope `Orders:read`: upper-case \
+             letter `O` at byte 0; scopes are lower case"
+        );
+    }
+}
