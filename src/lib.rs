@@ -24,8 +24,11 @@
     doc = "- actix-web: [`actix`] (middleware, extractors, errors, management \
            routes) and [`requires_scope`]."
 )]
-#![doc = ""]
-#![doc = "Features (all on by default): `sqlite`, `postgres`, `actix`, `webhooks`."]
+// The README says which features there are; without it, this does.
+#![cfg_attr(
+    not(all(feature = "sqlite", feature = "actix")),
+    doc = "\nFeatures (all on by default): `sqlite`, `postgres`, `actix`, `webhooks`."
+)]
 
 pub use scopekey_macros::catalogue;
 #[cfg(feature = "actix")]

@@ -60,7 +60,7 @@
 //! and shut it down after the server stops; the `orders_api` example shows
 //! the whole program.
 //!
-//! # Choices where the specification is silent
+//! # Design choices
 //!
 //! - **The runtime in app data** is a plain [`ScopeKey`](scopekey_runtime::ScopeKey) registered with
 //!   `App::app_data(keys.clone())` (it is already an `Arc` handle); a
@@ -90,7 +90,7 @@
 //!   (`Basic ...`, a `Negotiate` token of any length) counts as no key (RFC
 //!   6750 §3.1) when it comes alone. More than one
 //!   `Authorization` or `X-API-Key` header, or one of each (whatever the
-//!   `Authorization` scheme: the specification counts headers), is 400
+//!   `Authorization` scheme: two headers are two credentials), is 400
 //!   `invalid_request`; so is a Bearer or `X-API-Key` value holding a
 //!   comma, which no key does, and an `Authorization` value of another
 //!   scheme with `, Bearer ...` after it: two header lines a proxy merged
@@ -101,7 +101,7 @@
 //!   wrong checksum) is 401 `invalid_token` too, refused by the runtime's
 //!   format check before any store access. Both are logged and sampled into
 //!   the audit log as `auth.failed` (reason `malformed`, no hint).
-//! - **Challenges** are exactly the specification's: `Bearer realm="api"`
+//! - **Challenges** follow RFC 6750 §3: `Bearer realm="api"`
 //!   when no key was presented (the realm is configurable, see
 //!   [`AuthConfig`]), and `Bearer error="invalid_token"`,
 //!   `Bearer error="insufficient_scope", scope="..."` and

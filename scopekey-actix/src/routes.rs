@@ -50,6 +50,42 @@
 //!   A 503 may come after some keys were revoked: send the same report
 //!   again (they then read `already_revoked`).
 //!
+//! # Responses
+//!
+//! Success bodies are JSON, with `Cache-Control: no-store`; failures are
+//! problem+json (see the [crate docs](crate#design-choices)).
+//!
+//! | route | success | body |
+//! |---|---|---|
+//! | `POST /api-keys` | 201 | the key object, plus `key` (the plaintext, this once) and, with a `rotation_webhook_url`, `rotation_webhook_secret` |
+//! | `GET /api-keys` | 200 | `{items: [key object, ...], next_cursor}` |
+//! | `GET /api-keys/self`, `GET /api-keys/{id}` | 200 | the key object |
+//! | `POST /api-keys/{id}/rotate` | 201 | the successor's key object (its `parent_key_id` is `id`), plus `key` |
+//! | `POST /api-keys/{id}/revoke` | 200 | the key object, `status` `revoked` (also when it already was) |
+//! | `GET /api-keys/events`, `GET /api-keys/{id}/events` | 200 | `{items: [audit event, ...], next_cursor}` |
+//! | `POST /api-keys/compromised` | 200 | `{results: [...]}` (above) |
+//!
+//! A **key object** is `{id, name, scopes, metadata, hint, status,
+//! created_at, expires_at, revoked_at, revoked_reason, rotated_at,
+//! parent_key_id, last_used_at, rotation_period_seconds,
+//! rotation_webhook_url}` (RFC 3339 times, `null` where unset; never a hash,
+//! never the plaintext but in the two 201s). An **audit event** is `{id,
+//! key_id, type, actor_key_id, at, details}`, `type` one of `key.created`,
+//! `key.rotated`, `key.revoked`, `key.expired`, `key.expiring`,
+//! `key.compromised`, `auth.failed` (and, with the notifier,
+//! `webhook.failed` and `webhook.endpoint_disabled`).
+//!
+//! Lists are newest first. Their query parameters: `limit` (1 to 500, 50
+//! by default), `cursor` (the previous page's `next_cursor`, `null` on the
+//! last page) and, for `GET /api-keys`, `status` (`active`, `rotating`,
+//! `revoked` or `expired`) and `name_prefix` (names starting with it, case
+//! sensitive). The events of an id that names no key are an empty list.
+//!
+//! Failures particular to these routes: 404 for an id that names no key (or
+//! is not a UUID); 409 for a rotation of a key already rotated, revoked or
+//! expired (two concurrent rotations of one key: one 201, one 409); 400 for a
+//! bad body or query value; 413 for a body over the limit.
+//!
 //! Each handler checks the caller's scope *before* reading its body, so a
 //! caller without the scope learns nothing about what the body would have
 //! been judged to be. (The rotate route takes any valid key for its own id;

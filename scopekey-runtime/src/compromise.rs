@@ -167,7 +167,7 @@ impl ScopeKey {
         // its hint: refusing would leave the reported keys live.
         let source = source.map(crate::key::redact_keys);
         let source = source.as_deref();
-        // The reason is the specification's word alone; where the report
+        // The reason is `compromised` alone; where the report
         // came from goes to the audit event.
         let reason = "compromised";
         let details = json!({ "reason": reason, "source": source });

@@ -28,7 +28,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! # Choices where the specification is silent
+//! # Design choices
 //!
 //! - Tables are named `scopekey_keys` and `scopekey_events`; migrations are
 //!   tracked in `_scopekey_migrations`, apart from the application's own

@@ -24,7 +24,7 @@ pub const DELIVERABLE_EVENTS: [&str; 6] = [
 ];
 
 /// The event types an endpoint receives unless told otherwise: expiry
-/// notices, and compromise reports (SPEC §4: announced by webhook).
+/// notices, and compromise reports (announced by webhook).
 pub const DEFAULT_EVENTS: [&str; 2] = [event_type::KEY_EXPIRING, event_type::KEY_COMPROMISED];
 
 /// The shortest signing or rotation secret accepted, in bytes (the
@@ -174,13 +174,13 @@ impl Default for NotifierConfig {
 
 /// Environment variables [`NotifierConfig::from_env`] reads.
 pub mod env {
-    /// Receiver URL (SPEC §6). Unset or empty: no webhooks, notices are still
+    /// Receiver URL. Unset or empty: no webhooks, notices are still
     /// audited.
     pub const WEBHOOK_URL: &str = "SCOPEKEY_WEBHOOK_URL";
-    /// `whsec_<base64>` (SPEC §6); several, space- or comma-separated, while
+    /// `whsec_<base64>`; several, space- or comma-separated, while
     /// rotating. Required with a URL.
     pub const WEBHOOK_SECRET: &str = "SCOPEKEY_WEBHOOK_SECRET";
-    /// Seconds between passes (SPEC §6).
+    /// Seconds between passes.
     pub const INTERVAL_SECONDS: &str = "SCOPEKEY_NOTIFIER_INTERVAL_SECONDS";
     /// Event types to deliver, comma-separated, or `all` (default
     /// [`DEFAULT_EVENTS`](super::DEFAULT_EVENTS): `key.expiring` and
@@ -474,7 +474,7 @@ mod tests {
         assert!(unsigned.is_err());
 
         // Without SCOPEKEY_WEBHOOK_EVENTS: expiry notices and compromise
-        // reports, the two events the SPEC says are announced.
+        // reports, the default events.
         let plain = NotifierConfig::from_lookup(|n| {
             vars.get(n)
                 .filter(|_| n != env::WEBHOOK_EVENTS)

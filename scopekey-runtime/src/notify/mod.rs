@@ -87,8 +87,8 @@
 //! in the path or query, and the audit log is open to any key with
 //! `api_keys:read`. Delivery errors kept in the outbox name no URL.
 //!
-//! **Not kept forever.** The specification has deliveries kept in the
-//! outbox until a 2xx acknowledges them; scopekey does not wait that long.
+//! **Not kept forever.** A delivery is not kept in the outbox until a 2xx
+//! acknowledges it, however long that takes.
 //! A delivery is given up after [`NotifierConfig::max_attempts`] attempts
 //! (12 by default: about 7 to 15 hours of retries with the default
 //! backoff, the waits being jittered), or at once on 410 Gone. This is a
