@@ -62,6 +62,32 @@ async fn migrate_on_a_live_store(db: &TestDb) {
 
 scopekey_runtime::both_backends!(migrate_twice, migrate_on_a_live_store);
 
+/// A PostgreSQL database without the schema (the test database is
+/// migrated when made, so its schema is dropped first): the first command
+/// creates it, and `migrate` finds it up to date after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_postgres_database_gets_its_schema() {
+    let Some(db) = TestDb::new(scopekey_runtime::testing::Backend::Postgres).await else {
+        return;
+    };
+    db.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        .await;
+    let run = scopekey(&db.url, &["--no-migrate", "keys", "list", "--json"]);
+    assert_eq!(
+        run.code, 1,
+        "no schema, and not asked to make one: {run:#?}"
+    );
+
+    let key = create(&db.url, "first", &["*"]);
+    assert_eq!(key["status"], "active");
+    let run = scopekey(&db.url, &["migrate"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(run.stdout, "schema is up to date\n");
+    let run = scopekey(&db.url, &["--no-migrate", "keys", "list", "--json"]);
+    assert_eq!(run.json()["items"][0]["name"], "first", "{run:#?}");
+    db.cleanup().await;
+}
+
 #[tokio::test]
 async fn key_prefix_and_pepper_follow_the_service() {
     let file = TempSqlite::new();
