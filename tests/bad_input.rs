@@ -3,7 +3,9 @@
 
 mod common;
 
+use actix_web::{HttpResponse, get, web};
 use common::*;
+use scopekey::requires_scope;
 use scopekey_runtime::both_backends;
 use scopekey_runtime::testing::TestDb;
 use serde_json::json;
@@ -526,3 +528,86 @@ async fn credentials(db: &TestDb) {
 }
 
 both_backends!(credential_headers, credentials);
+
+#[get("/guarded")]
+#[requires_scope("orders:read")]
+async fn guarded() -> HttpResponse {
+    HttpResponse::Ok().body("guarded")
+}
+
+fn guarded_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(guarded);
+}
+
+/// The presenting rules hold without the middleware too: a guarded handler
+/// (and the management routes, through their extractor) read the key the
+/// same way: two credentials are 400 `invalid_request`, the query string
+/// is never read, `X-API-Key` and any case of `Bearer` are accepted.
+async fn credentials_without_middleware(db: &TestDb) {
+    let setup = Setup {
+        extra: guarded_routes,
+        middleware: false,
+        ..Setup::default()
+    };
+    let app = TestApp::start_with(db, setup).await;
+    let admin = app.admin.clone();
+    let bearer = format!("Bearer {admin}");
+    for path in ["/guarded", "/api-keys/self"] {
+        for req in [
+            app.get(path)
+                .header("Authorization", &bearer)
+                .header("Authorization", &bearer),
+            app.get(path)
+                .header("Authorization", &bearer)
+                .header("X-API-Key", &admin),
+            app.get(path)
+                .header("X-API-Key", &admin)
+                .header("X-API-Key", &admin),
+            app.get(path)
+                .header("X-API-Key", format!("{admin}, {admin}")),
+            app.get(path)
+                .header("Authorization", format!("{bearer}, {bearer}")),
+            app.get(path)
+                .header("Authorization", "Basic YWRtaW46YWRtaW4=")
+                .header("X-API-Key", &admin),
+        ] {
+            req.send().await.assert_problem(400, Some(INVALID_REQUEST));
+        }
+        for param in ["api_key", "key", "access_token", "x-api-key"] {
+            app.get(&format!("{path}?{param}={admin}"))
+                .send()
+                .await
+                .assert_problem(401, Some(NO_KEY));
+        }
+        let res = app.get(path).header("X-API-Key", &admin).send().await;
+        assert_eq!(res.status, 200, "{path} X-API-Key: {}", res.text());
+        for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+            let res = app
+                .get(path)
+                .header("Authorization", format!("{scheme} {admin}"))
+                .send()
+                .await;
+            assert_eq!(res.status, 200, "{path} {scheme}: {}", res.text());
+        }
+        // A bad key is refused as such, not taken for no key.
+        app.get(path)
+            .bearer("sk_nope")
+            .send()
+            .await
+            .assert_problem(401, Some(INVALID_TOKEN));
+    }
+    // An unguarded route reads no key at all without the middleware.
+    let res = app
+        .get("/nowhere")
+        .header("Authorization", &bearer)
+        .header("X-API-Key", &admin)
+        .send()
+        .await;
+    assert_eq!(res.status, 404, "{}", res.text());
+    app.stop().await;
+}
+
+both_backends!(
+    credential_headers_without_middleware,
+    credentials_without_middleware
+);

@@ -264,6 +264,17 @@ async fn tour(dir: &Path, database_url: Option<&str>) {
     let demo = Demo::start(dir, database_url);
     let admin = admin_key(&demo.next_line());
 
+    // The admin key holds exactly `*`, and it is the store's only key.
+    let me = demo.send("GET", "/api-keys/self", Some(&admin)).await;
+    assert_eq!(me.status, 200, "{}", me.text());
+    assert_eq!(me.json()["scopes"], json!(["*"]), "{}", me.text());
+    let listed = demo.send("GET", "/api-keys?limit=500", Some(&admin)).await;
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    let listed = listed.json();
+    let items = listed["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "one key on first start: {listed}");
+    assert_eq!(items[0]["id"], me.json()["id"], "{listed}");
+
     assert_eq!(demo.send("GET", "/health", None).await.status, 200);
     demo.send("GET", "/orders", None)
         .await
@@ -466,11 +477,29 @@ async fn demo_on_postgres() {
     let Some(db) = TestDb::new(Backend::Postgres).await else {
         return;
     };
+    // The test database comes migrated: drop its schema (the migrations'
+    // own bookkeeping with it), so the demo's first start must create it.
+    db.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        .await;
+    let tables = || async {
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+            .await
+            .expect("a connection");
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .expect("count the tables")
+    };
+    assert_eq!(tables().await, 0, "an empty database");
     let dir = std::env::temp_dir().join(format!("scopekey-demo-{}", uuid::Uuid::now_v7().simple()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     tour(&dir, Some(&db.url)).await;
-    // DATABASE_URL was used: no SQLite file appeared.
+    // DATABASE_URL was used: no SQLite file appeared, and the first start
+    // created the schema in that database.
     assert!(!dir.join("scopekey-demo.db").exists());
+    assert!(tables().await > 0, "the demo created its tables");
     std::fs::remove_dir_all(&dir).ok();
     db.cleanup().await;
 }

@@ -101,6 +101,54 @@ async fn pagination_and_filters(db: &TestDb) {
     // svc-2..4, batch, admin, and the successor of svc-1.
     assert_eq!(active.len(), 6);
 
+    // The status filter holds across cursor pages: pages of two give every
+    // active key once, newest first (created_at, then id, descending),
+    // none of the others.
+    let (paged, pages) = all_pages(&app, "/api-keys?status=active&limit=2").await;
+    assert!(pages >= 3, "{pages} pages of at most two");
+    assert!(paged.iter().all(|k| k["status"] == "active"), "{paged:?}");
+    let paged_ids: Vec<&str> = paged.iter().map(|k| k["id"].as_str().unwrap()).collect();
+    let mut expected: Vec<&str> = ids[2..].iter().map(String::as_str).collect();
+    expected.push(other.as_str());
+    let admin_id = app
+        .get("/api-keys/self")
+        .bearer(&app.admin)
+        .send()
+        .await
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    expected.push(admin_id.as_str());
+    let successor = app
+        .get("/api-keys?name_prefix=svc-1&status=active")
+        .bearer(&app.admin)
+        .send()
+        .await
+        .json();
+    let successor = successor["items"][0]["id"].as_str().unwrap().to_owned();
+    assert_ne!(successor, ids[1]);
+    expected.push(successor.as_str());
+    let mut sorted_paged = paged_ids.clone();
+    sorted_paged.sort();
+    expected.sort();
+    assert_eq!(sorted_paged, expected, "each active key once");
+    let order: Vec<(time::OffsetDateTime, uuid::Uuid)> = paged
+        .iter()
+        .map(|k| {
+            (
+                time_of(k, "created_at"),
+                k["id"].as_str().unwrap().parse().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        order.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {order:?}"
+    );
+    let single: Vec<&str> = active.iter().map(|k| k["id"].as_str().unwrap()).collect();
+    assert_eq!(paged_ids, single, "the same order as one page");
+
     // Bounds.
     let page = app
         .get("/api-keys?limit=1")
@@ -141,6 +189,43 @@ async fn pagination_and_filters(db: &TestDb) {
 }
 
 both_backends!(list_pages_and_filters, pagination_and_filters);
+
+/// `name_prefix` matches the start of a name, not any part of it, and
+/// case-sensitively.
+async fn name_prefix_is_a_prefix(db: &TestDb) {
+    let app = TestApp::start(db).await;
+    let mut ids = std::collections::HashMap::new();
+    for name in ["pre-svc-1", "svc", "svc-a"] {
+        let (_, id) = key_and_id(&app.create_key(name, &["orders:read"]).await);
+        ids.insert(name, id);
+    }
+    let names = |prefix: &'static str| {
+        let app = &app;
+        async move {
+            let (items, _) = all_pages(app, &format!("/api-keys?name_prefix={prefix}")).await;
+            let mut names: Vec<String> = items
+                .iter()
+                .map(|k| k["name"].as_str().unwrap().to_owned())
+                .collect();
+            names.sort();
+            names
+        }
+    };
+    assert_eq!(names("svc-").await, ["svc-a"]);
+    assert_eq!(names("svc").await, ["svc", "svc-a"]);
+    assert_eq!(names("Svc-").await, Vec::<String>::new());
+    assert_eq!(names("SVC").await, Vec::<String>::new());
+    assert_eq!(names("pre-").await, ["pre-svc-1"]);
+    // And the id is the one created under that name.
+    let (items, _) = all_pages(&app, "/api-keys?name_prefix=svc-").await;
+    assert_eq!(items[0]["id"], ids["svc-a"].as_str());
+    app.stop().await;
+}
+
+both_backends!(
+    name_prefix_matches_the_start_case_sensitively,
+    name_prefix_is_a_prefix
+);
 
 async fn audit_pages(db: &TestDb) {
     let app = TestApp::start(db).await;

@@ -33,6 +33,17 @@ fn logs() -> Arc<Mutex<Vec<u8>>> {
     .clone()
 }
 
+/// How many bytes the capture holds: a mark to read the lines after.
+fn logged_len() -> usize {
+    logs().lock().unwrap().len()
+}
+
+/// What was logged since `mark` (by any thread, so possibly by the other
+/// backend's test running beside this one too).
+fn logged_since(mark: usize) -> String {
+    String::from_utf8_lossy(&logs().lock().unwrap()[mark..]).into_owned()
+}
+
 struct Capture(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Capture {
@@ -207,6 +218,64 @@ async fn story(db: &TestDb) {
         .send()
         .await;
     assert_eq!(w.saw("revoked key", res).status, 200);
+
+    // Each refusal's reason reaches tracing, on the line that refuses the
+    // key (found by the key's hint; a malformed key has none), while the
+    // client sees one and the same answer for all four.
+    let res = app
+        .post("/api-keys")
+        .bearer(&admin)
+        .json(&json!({ "name": "brief", "scopes": ["orders:read"], "expires_in_seconds": 1 }))
+        .send()
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    let brief = w.secret(&key_and_id(&res.json()).0);
+    app.clock.advance(Duration::seconds(1));
+    let unknown = w.secret(&unknown_key());
+    let mut malformed = next.clone();
+    let last = malformed.pop().unwrap();
+    malformed.push(if last == 'a' { 'b' } else { 'a' });
+    let malformed = w.secret(&malformed);
+    let mut answers = Vec::new();
+    for (reason, presented, well_formed) in [
+        ("expired", &brief, true),
+        ("revoked", &next, true),
+        ("unknown", &unknown, true),
+        ("malformed", &malformed, false),
+    ] {
+        let mark = logged_len();
+        let res = app.get("/api-keys/self").bearer(presented).send().await;
+        let res = w.saw(reason, res);
+        let logged = logged_since(mark);
+        let hint = if well_formed {
+            format!("hint=Some(\"sk_…{}\")", &presented[presented.len() - 4..])
+        } else {
+            "hint=None".to_owned()
+        };
+        let line = logged
+            .lines()
+            .find(|l| l.contains("api key refused") && l.contains(&hint))
+            .unwrap_or_else(|| panic!("{reason}: no refusal with {hint} logged: {logged}"));
+        assert!(
+            line.contains(&format!("reason=\"{reason}\"")),
+            "{reason}: {line}"
+        );
+        answers.push((reason, res));
+    }
+    let same = |res: &Response| {
+        let headers: Vec<_> = res
+            .headers
+            .iter()
+            .filter(|(name, _)| name != "date")
+            .cloned()
+            .collect();
+        (res.status, headers, res.body.clone())
+    };
+    let (_, first) = &answers[0];
+    first.assert_problem(401, Some(INVALID_TOKEN));
+    for (reason, res) in &answers[1..] {
+        assert_eq!(same(res), same(first), "{reason} is told apart");
+    }
 
     w.check();
     app.stop().await;

@@ -63,6 +63,13 @@ both_backends!(old_key_works_inside_the_grace_and_not_after, grace_window);
 async fn zero_grace_and_default_grace(db: &TestDb) {
     let app = TestApp::start(db).await;
     let (a, a_id) = key_and_id(&app.create_key("a", &["orders:read"]).await);
+    // Used first, so this node holds a fresh cached verification of it:
+    // zero grace must end it at once all the same, the clock not moved.
+    assert_eq!(
+        app.get("/api-keys/self").bearer(&a).send().await.status,
+        200
+    );
+    assert!(app.keys.verify_cached(&a).is_some(), "cached on this node");
     let res = app
         .post(&format!("/api-keys/{a_id}/rotate"))
         .bearer(&app.admin)
@@ -70,11 +77,54 @@ async fn zero_grace_and_default_grace(db: &TestDb) {
         .send()
         .await;
     assert_eq!(res.status, 201);
+    let (a_next, _) = key_and_id(&res.json());
     app.get("/api-keys/self")
         .bearer(&a)
         .send()
         .await
         .assert_problem(401, Some(INVALID_TOKEN));
+    assert_eq!(
+        app.get("/api-keys/self")
+            .bearer(&a_next)
+            .send()
+            .await
+            .status,
+        200
+    );
+
+    // The same when the key rotates itself: the rotating request is what
+    // cached it.
+    let (s, s_id) = key_and_id(&app.create_key("s", &["orders:read"]).await);
+    assert_eq!(
+        app.get("/api-keys/self").bearer(&s).send().await.status,
+        200
+    );
+    let res = app
+        .post(&format!("/api-keys/{s_id}/rotate"))
+        .bearer(&s)
+        .json(&json!({ "grace_seconds": 0 }))
+        .send()
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    let (s_next, _) = key_and_id(&res.json());
+    app.get("/api-keys/self")
+        .bearer(&s)
+        .send()
+        .await
+        .assert_problem(401, Some(INVALID_TOKEN));
+    app.post(&format!("/api-keys/{s_id}/rotate"))
+        .bearer(&s)
+        .send()
+        .await
+        .assert_problem(401, Some(INVALID_TOKEN));
+    assert_eq!(
+        app.get("/api-keys/self")
+            .bearer(&s_next)
+            .send()
+            .await
+            .status,
+        200
+    );
 
     // An empty body is allowed: the default grace (24 h).
     let (b, b_id) = key_and_id(&app.create_key("b", &["orders:read"]).await);
@@ -360,6 +410,30 @@ async fn conflicts_and_bad_rotations(db: &TestDb) {
         .await
         .assert_problem(400, None);
 
+    // An empty list of scopes is a bad value, not "the parent's scopes":
+    // 400, and nothing is created or marked rotated.
+    let before = app.key_count().await;
+    let body = app
+        .post(&path)
+        .bearer(&app.admin)
+        .json(&json!({ "scopes": [] }))
+        .send()
+        .await
+        .assert_problem(400, None);
+    assert!(
+        body["detail"].as_str().unwrap().contains("at least one"),
+        "{body}"
+    );
+    assert_eq!(app.key_count().await, before, "no successor was created");
+    let parent = app
+        .get(&format!("/api-keys/{id}"))
+        .bearer(&app.admin)
+        .send()
+        .await
+        .json();
+    assert_eq!(parent["status"], "active", "{parent}");
+    assert_eq!(parent["rotated_at"], serde_json::Value::Null, "{parent}");
+
     assert_eq!(app.post(&path).bearer(&app.admin).send().await.status, 201);
     let body = app
         .post(&path)
@@ -400,6 +474,71 @@ async fn conflicts_and_bad_rotations(db: &TestDb) {
 both_backends!(
     conflicts_and_bad_rotations_are_refused,
     conflicts_and_bad_rotations
+);
+
+/// A key whose successor was revoked still has that successor: rotating
+/// it again is a conflict (409), inside its grace and after, and the
+/// lineage keeps the one successor it had.
+async fn revoked_successor(db: &TestDb) {
+    let app = TestApp::start(db).await;
+    let (_, a_id) = key_and_id(&app.create_key("a", &["orders:read"]).await);
+    let path = format!("/api-keys/{a_id}/rotate");
+    let res = app
+        .post(&path)
+        .bearer(&app.admin)
+        .json(&json!({ "grace_seconds": 3600 }))
+        .send()
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    let (_, b_id) = key_and_id(&res.json());
+    let res = app
+        .post(&format!("/api-keys/{b_id}/revoke"))
+        .bearer(&app.admin)
+        .json(&json!({ "reason": "mishandled" }))
+        .send()
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let before = app.key_count().await;
+
+    let body = app
+        .post(&path)
+        .bearer(&app.admin)
+        .send()
+        .await
+        .assert_problem(409, None);
+    assert!(
+        body["detail"].as_str().unwrap().contains("successor"),
+        "{body}"
+    );
+    // Past the grace the parent is expired: still a conflict.
+    app.clock.advance(Duration::hours(1));
+    app.post(&path)
+        .bearer(&app.admin)
+        .send()
+        .await
+        .assert_problem(409, None);
+
+    assert_eq!(app.key_count().await, before, "no second successor");
+    let listed = app
+        .get("/api-keys?limit=500")
+        .bearer(&app.admin)
+        .send()
+        .await
+        .json();
+    let children: Vec<&str> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["parent_key_id"] == a_id.as_str())
+        .map(|k| k["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(children, [b_id.as_str()], "the successor stays B");
+    app.stop().await;
+}
+
+both_backends!(
+    a_key_whose_successor_was_revoked_cannot_rotate_again,
+    revoked_successor
 );
 
 async fn concurrent(db: &TestDb) {

@@ -496,8 +496,15 @@ async fn grace_never_past_expiry(db: &TestDb) {
         "own expiry wins"
     );
 
-    // Zero grace ends the old key at once.
+    // Zero grace ends the old key at once, even one this runtime has just
+    // verified (a fresh cache entry), without the clock moving.
     let a = key(&keys, "a", &["a:b"]).await;
+    assert!(keys.verify(a.plaintext.expose_secret()).await.is_ok());
+    assert!(
+        keys.verify_cached(a.plaintext.expose_secret()).is_some(),
+        "cached"
+    );
+    let before = clock.now();
     keys.rotate(
         a.key.id,
         RotateOptions {
@@ -508,6 +515,8 @@ async fn grace_never_past_expiry(db: &TestDb) {
     )
     .await
     .unwrap();
+    assert_eq!(clock.now(), before, "the clock did not move");
+    assert!(keys.verify_cached(a.plaintext.expose_secret()).is_none());
     assert!(matches!(
         keys.verify(a.plaintext.expose_secret()).await,
         Err(VerifyError::Expired)
@@ -537,6 +546,26 @@ async fn rotation_conflicts(db: &TestDb) {
         .rotate(k.key.id, RotateOptions::default(), Actor::System)
         .await;
     assert!(matches!(again, Err(Error::Conflict(m)) if m.contains("successor")));
+
+    // A successor revoked later is still the successor: no second one.
+    let a = key(&keys, "a", &["a:b"]).await;
+    let b = keys
+        .rotate(a.key.id, RotateOptions::default(), Actor::System)
+        .await
+        .unwrap();
+    keys.revoke(b.key.id, Some("mishandled"), Actor::System)
+        .await
+        .unwrap();
+    let again = keys
+        .rotate(a.key.id, RotateOptions::default(), Actor::System)
+        .await;
+    assert!(
+        matches!(&again, Err(Error::Conflict(m)) if m.contains("successor")),
+        "{again:?}"
+    );
+    let successor = db.store.successor(a.key.id).await.unwrap().expect("B");
+    assert_eq!(successor.id, b.key.id, "the successor stays B");
+    assert_eq!(keys.lineage(a.key.id).await.unwrap().len(), 2);
 
     let r = key(&keys, "r", &["a:b"]).await;
     keys.revoke(r.key.id, None, Actor::System).await.unwrap();
@@ -867,6 +896,110 @@ async fn list_filters_and_pages(db: &TestDb) {
     assert!("bogus".parse::<Status>().is_err());
 }
 both_backends!(list_filters_and_pages_work, list_filters_and_pages);
+
+/// Status filters follow the status's precedence: revoked before expired,
+/// revoked before rotating. A key revoked after its expiry, and a rotated
+/// key revoked inside its grace, are listed as revoked only.
+async fn status_filter_precedence(db: &TestDb) {
+    let (keys, clock) = runtime(db);
+    let x = keys
+        .create(
+            NewKey::new("x", ["a:b"]).expires_in(Duration::seconds(1)),
+            Actor::System,
+        )
+        .await
+        .unwrap()
+        .key
+        .id;
+    let y = key(&keys, "y", &["a:b"]).await.key.id;
+    // Controls, so that no filter can pass by listing nothing: one key of
+    // each status besides.
+    let expired = keys
+        .create(
+            NewKey::new("expired", ["a:b"]).expires_in(Duration::seconds(1)),
+            Actor::System,
+        )
+        .await
+        .unwrap()
+        .key
+        .id;
+    let rotating = key(&keys, "rotating", &["a:b"]).await.key.id;
+    let active = key(&keys, "active", &["a:b"]).await.key.id;
+
+    clock.advance(Duration::seconds(1));
+    keys.revoke(x, Some("after expiry"), Actor::System)
+        .await
+        .unwrap();
+    let y_next = keys
+        .rotate(
+            y,
+            RotateOptions {
+                grace: Some(Duration::hours(24)),
+                scopes: None,
+            },
+            Actor::System,
+        )
+        .await
+        .unwrap()
+        .key
+        .id;
+    keys.revoke(y, Some("inside the grace"), Actor::System)
+        .await
+        .unwrap();
+    let rotating_next = keys
+        .rotate(
+            rotating,
+            RotateOptions {
+                grace: Some(Duration::hours(24)),
+                scopes: None,
+            },
+            Actor::System,
+        )
+        .await
+        .unwrap()
+        .key
+        .id;
+
+    let listed = |status: Status| {
+        let keys = keys.clone();
+        async move {
+            let items = keys
+                .list(&ListKeys {
+                    status: Some(status),
+                    limit: Some(500),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .items;
+            assert!(
+                items.iter().all(|k| k.status == status),
+                "{status:?}: {items:?}"
+            );
+            let mut ids: Vec<_> = items.into_iter().map(|k| k.id).collect();
+            ids.sort();
+            ids
+        }
+    };
+    let sorted = |mut ids: Vec<scopekey_runtime::KeyId>| {
+        ids.sort();
+        ids
+    };
+    assert_eq!(listed(Status::Revoked).await, sorted(vec![x, y]));
+    assert_eq!(listed(Status::Expired).await, [expired]);
+    assert_eq!(listed(Status::Rotating).await, [rotating]);
+    assert_eq!(
+        listed(Status::Active).await,
+        sorted(vec![active, y_next, rotating_next])
+    );
+    // One key, one status: the get agrees with the listing.
+    assert_eq!(keys.get(x).await.unwrap().status, Status::Revoked);
+    assert_eq!(keys.get(y).await.unwrap().status, Status::Revoked);
+}
+both_backends!(
+    status_filters_follow_the_precedence,
+    status_filter_precedence
+);
 
 async fn events_page(db: &TestDb) {
     let (keys, clock) = runtime(db);

@@ -1304,6 +1304,113 @@ async fn enqueue_arbitrary_events(db: &TestDb) {
 }
 both_backends!(enqueue_arbitrary_events_works, enqueue_arbitrary_events);
 
+/// Lifecycle calls themselves enqueue their webhooks: a revocation one
+/// `key.revoked` (its reason in `data.details.reason` and
+/// `data.revoked_reason`), a rotation one `key.rotated` for each key (the
+/// parent and the successor, as it audits both). A refused second rotation,
+/// and a revocation repeated, enqueue nothing more.
+async fn lifecycle_calls_are_announced(db: &TestDb) {
+    let e = env_with(db, |c| {
+        c.endpoints[0] = c.endpoints[0]
+            .clone()
+            .events([event_type::KEY_REVOKED, event_type::KEY_ROTATED]);
+    })
+    .await;
+    let revoked = e
+        .keys
+        .create(NewKey::new("revoked", ["a:b"]), Actor::System)
+        .await
+        .unwrap()
+        .key
+        .id;
+    let rotated = e
+        .keys
+        .create(NewKey::new("rotated", ["a:b"]), Actor::System)
+        .await
+        .unwrap()
+        .key
+        .id;
+    // `key.created` is not subscribed: nothing yet.
+    let pass = e.notifier.deliver_due().await.unwrap();
+    assert_eq!(pass.delivered, 0, "{pass:?}");
+
+    e.keys
+        .revoke(revoked, Some("left in a log"), Actor::System)
+        .await
+        .unwrap();
+    let successor = e
+        .keys
+        .rotate(rotated, RotateOptions::default(), Actor::System)
+        .await
+        .unwrap()
+        .key
+        .id;
+    let pass = e.notifier.deliver_due().await.unwrap();
+    assert_eq!(pass.delivered, 3, "{pass:?}");
+    let requests = e.receiver.requests();
+    assert_eq!(requests.len(), 3);
+    let mut bodies: Vec<Value> = requests
+        .iter()
+        .map(|r| {
+            assert_signed(r, &e.clock);
+            r.json()
+        })
+        .collect();
+    bodies.sort_by_key(|b| {
+        (
+            b["type"].as_str().unwrap().to_owned(),
+            b["data"]["id"].as_str().unwrap().to_owned(),
+        )
+    });
+    let revoked_body = bodies.remove(0);
+    assert_eq!(revoked_body["type"], "key.revoked", "{revoked_body}");
+    assert_eq!(revoked_body["data"]["id"], revoked.to_string());
+    assert_eq!(revoked_body["data"]["status"], "revoked");
+    assert_eq!(revoked_body["data"]["details"]["reason"], "left in a log");
+    assert_eq!(revoked_body["data"]["revoked_reason"], "left in a log");
+    let event = events_of(&e.keys, revoked, event_type::KEY_REVOKED).await;
+    assert_eq!(revoked_body["data"]["event_id"], event[0].id.to_string());
+
+    let mut announced: Vec<String> = bodies
+        .iter()
+        .map(|b| {
+            assert_eq!(b["type"], "key.rotated", "{b}");
+            assert_eq!(b["data"]["details"]["parent_key_id"], rotated.to_string());
+            assert_eq!(
+                b["data"]["details"]["successor_key_id"],
+                successor.to_string()
+            );
+            b["data"]["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    announced.sort();
+    let mut expected = vec![rotated.to_string(), successor.to_string()];
+    expected.sort();
+    assert_eq!(announced, expected, "one for each key of the rotation");
+
+    // A conflicting rotation, and a repeated revocation, announce nothing.
+    let again = e
+        .keys
+        .rotate(rotated, RotateOptions::default(), Actor::System)
+        .await;
+    assert!(
+        matches!(again, Err(scopekey_runtime::Error::Conflict(_))),
+        "{again:?}"
+    );
+    e.keys
+        .revoke(revoked, Some("again"), Actor::System)
+        .await
+        .unwrap();
+    e.clock.advance(Duration::minutes(1));
+    let pass = e.notifier.deliver_due().await.unwrap();
+    assert_eq!(pass, Default::default(), "nothing more enqueued");
+    assert_eq!(e.receiver.count(), 3);
+}
+both_backends!(
+    lifecycle_calls_are_announced_works,
+    lifecycle_calls_are_announced
+);
+
 /// A compromise report is announced by webhook: `key.compromised`, signed,
 /// for the reported key and for each minted key it revokes.
 async fn compromise_is_announced(db: &TestDb) {
