@@ -45,7 +45,20 @@ pub fn load(path: &Path) -> Result<Vec<String>, Failure> {
 /// catalogue, nothing checked), a file named as the catalogue must have
 /// it: an operator who names the wrong file learns so at once.
 fn from_manifest(text: &str) -> Result<Vec<String>, String> {
-    let doc = DeTable::parse(text).map_err(|e| format!("not a valid Cargo.toml: {e}"))?;
+    // Where and why, never the line itself: a wrong file named here (a
+    // list of leaked keys, an `.env`) must not be printed back.
+    let doc = DeTable::parse(text).map_err(|e| {
+        let at = e.span().map_or(String::new(), |span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!(" at line {line}, column {column}")
+        });
+        format!(
+            "not a valid Cargo.toml{at}: {}",
+            crate::failure::one_line(e.message())
+        )
+    })?;
     let missing = || format!("it has no {WHERE} list");
     let mut value = doc.get_ref();
     let mut name = String::new();
@@ -70,7 +83,9 @@ fn from_manifest(text: &str) -> Result<Vec<String>, String> {
             return Err(not_strings());
         };
         // The macro refuses the same entries, with the same parser.
-        Grant::parse(text).map_err(|e| format!("{WHERE}: {e}"))?;
+        // The reason, not the entry (as for --scope).
+        Grant::parse(text)
+            .map_err(|e| format!("{WHERE}: entry {}: {}", out.len() + 1, e.reason()))?;
         out.push(text.to_string());
     }
     if out.is_empty() {
@@ -131,9 +146,33 @@ mod tests {
         assert!(err("[package.metadata.scopekey]\nscopes = [1]\n").contains("array of strings"));
         assert!(err("[package.metadata.scopekey]\nscopes = []\n").ends_with("is empty"));
         assert_eq!(
-            err("[package.metadata.scopekey]\nscopes = [\"Orders:read\"]\n"),
-            "[package.metadata.scopekey] scopes: invalid scope `Orders:read`: upper-case \
-             letter `O` at byte 0; scopes are lower case"
+            err("[package.metadata.scopekey]\nscopes = [\"a:b\", \"Orders:read\"]\n"),
+            "[package.metadata.scopekey] scopes: entry 2: upper-case letter `O` at byte 0; \
+             scopes are lower case"
         );
+    }
+
+    /// A wrong file named as the catalogue (a list of leaked keys, an
+    /// `.env`) is not printed back: the error says where, not what.
+    #[test]
+    fn a_wrong_file_is_not_repeated() {
+        let key = "sk_live_Xy7kQ2mN9pL4vR8tW1zB6cD3fG5hJ0aE9s8d";
+        let pepper = "SCOPEKEY_PEPPER=abcdefghijklmnopqrstuvwxyz0123456789";
+        for (text, line) in [
+            (format!("{key}\n"), 1),
+            (format!("# keys\n{key}\nsk_other\n"), 2),
+            (format!("DATABASE_URL=\"x\"\n{pepper}\n"), 2),
+            (
+                format!("[package.metadata.scopekey]\nscopes = [\"{key}\"]\n"),
+                0,
+            ),
+        ] {
+            let e = from_manifest(&text).unwrap_err();
+            assert!(!e.contains(key) && !e.contains("abcdefghij"), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+            if line > 0 {
+                assert!(e.contains(&format!("at line {line}, column ")), "{e}");
+            }
+        }
     }
 }

@@ -85,10 +85,13 @@ pub fn one_line(text: &str) -> String {
 }
 
 /// Removes a database password from a message, in case a driver repeats the
-/// URL it was given.
+/// URL it was given, and shows any key in it as its hint.
 pub fn redact(message: &str, database_url: Option<&str>) -> String {
+    // Whatever a message quotes (a file's line, a driver's error), a key in
+    // it is shown as its hint.
+    let message = scopekey_runtime::key::redact_keys(message);
     let Some(url) = database_url else {
-        return message.to_owned();
+        return message.into_owned();
     };
     let mut out = message.replace(url, "<database url>");
     if let Some(password) = password_of(url)
@@ -125,6 +128,13 @@ mod tests {
             "auth failed for ***"
         );
         assert_eq!(redact("plain", Some("sqlite://x.db")), "plain");
+        let key = scopekey_runtime::KeyFormat::default().generate().unwrap();
+        let key = key.expose_secret();
+        for url in [None, Some("sqlite://x.db")] {
+            let shown = redact(&format!("line 1: {key} | oops"), url);
+            assert!(!shown.contains(key), "{shown}");
+            assert!(shown.contains(&key[key.len() - 4..]), "the hint: {shown}");
+        }
         assert_eq!(password_of("postgres://u@h/db"), None);
     }
 

@@ -228,7 +228,7 @@ fn a_bad_catalogue_file_exits_2_without_touching_the_store() {
                 "[package.metadata.scopekey]\nscopes = [\"Orders:read\"]\n",
             )),
             String::new(),
-            "invalid scope `Orders:read`",
+            "entry 1: upper-case letter `O` at byte 0",
         ),
     ];
     for (manifest, path, says) in &cases {
