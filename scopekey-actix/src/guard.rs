@@ -133,6 +133,10 @@ impl<const ID: u64> FromRequest for Guard<ID> {
                 ))));
             }
             Lookup::Ambiguous => {
+                tracing::error!(
+                    guard = ID,
+                    "two different requirements share this guard's id; refusing"
+                );
                 return Either::Left(ready(Err(AuthError::new(
                     AuthErrorKind::Misconfigured,
                     realm(),

@@ -79,10 +79,10 @@
 //! by default), `cursor` (the previous page's `next_cursor`, `null` on the
 //! last page) and, for `GET /api-keys`, `status` (`active`, `rotating`,
 //! `revoked` or `expired`) and `name_prefix` (names starting with it, case
-//! sensitive). The events of an id that names no key are an empty list.
+//! sensitive).
 //!
 //! Failures particular to these routes: 404 for an id that names no key (or
-//! is not a UUID); 409 for a rotation of a key already rotated, revoked or
+//! is not a UUID), on `/{id}/events` too; 409 for a rotation of a key already rotated, revoked or
 //! expired (two concurrent rotations of one key: one 201, one 409); 400 for a
 //! bad body or query value; 413 for a body over the limit.
 //!

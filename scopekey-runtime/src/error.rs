@@ -11,6 +11,7 @@ pub struct StoreError {
     #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
     actor_revoked: bool,
+    corrupt: bool,
 }
 
 impl StoreError {
@@ -23,16 +24,41 @@ impl StoreError {
             message: message.into(),
             source: Some(source.into()),
             actor_revoked: false,
+            corrupt: false,
         }
     }
 
-    /// A store failure described by a message alone (e.g. corrupt data).
+    /// A store failure described by a message alone.
     pub fn msg(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
             source: None,
             actor_revoked: false,
+            corrupt: false,
         }
+    }
+
+    /// A stored row that cannot be used (a value that does not decode, a
+    /// scope that no longer parses): [`is_corrupt`](Self::is_corrupt). A
+    /// verification still fails closed on it (503); the notifier passes the
+    /// one key over instead of ending its pass, as it does for a store
+    /// that does not answer.
+    pub fn corrupt(message: impl Into<String>) -> Self {
+        Self::msg(message).into_corrupt()
+    }
+
+    /// This error, marked as corrupt data ([`is_corrupt`](Self::is_corrupt)).
+    pub fn into_corrupt(mut self) -> Self {
+        self.corrupt = true;
+        self
+    }
+
+    /// Whether the failure is one row's data rather than the store's: made
+    /// with [`corrupt`](Self::corrupt) or [`into_corrupt`](Self::into_corrupt),
+    /// or a column sqlx could not decode. Everything else (unreachable,
+    /// timed out, a query refused) is the store failing.
+    pub fn is_corrupt(&self) -> bool {
+        self.corrupt
     }
 
     /// The change was refused because the key acting for it (the event's
@@ -46,6 +72,7 @@ impl StoreError {
             message: "the acting key is revoked".into(),
             source: None,
             actor_revoked: true,
+            corrupt: false,
         }
     }
 
@@ -57,7 +84,9 @@ impl StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        Self::new("database error", e)
+        let corrupt = matches!(e, sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_));
+        let error = Self::new("database error", e);
+        if corrupt { error.into_corrupt() } else { error }
     }
 }
 
@@ -142,5 +171,32 @@ impl VerifyError {
             VerifyError::Expired => "expired",
             VerifyError::Unavailable(_) => "unavailable",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only a row's data is corrupt; the store failing in any other way
+    /// (the notifier then ends its pass) is not.
+    #[test]
+    fn corrupt_is_a_rows_data_only() {
+        let decode = sqlx::Error::Decode("bad".into());
+        assert!(StoreError::from(decode).is_corrupt());
+        let column = sqlx::Error::ColumnDecode {
+            index: "scopes".into(),
+            source: "bad".into(),
+        };
+        assert!(StoreError::from(column).is_corrupt());
+        assert!(StoreError::corrupt("a stored scope no longer parses").is_corrupt());
+        assert!(StoreError::msg("x").into_corrupt().is_corrupt());
+
+        assert!(!StoreError::from(sqlx::Error::PoolTimedOut).is_corrupt());
+        assert!(!StoreError::from(sqlx::Error::RowNotFound).is_corrupt());
+        assert!(!StoreError::msg("the store took longer than 2s").is_corrupt());
+        let io = std::io::Error::other("connection reset");
+        assert!(!StoreError::new("redis", io).is_corrupt());
+        assert!(!StoreError::actor_revoked().is_corrupt());
     }
 }

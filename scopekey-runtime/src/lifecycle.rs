@@ -1054,7 +1054,7 @@ impl ScopeKey {
 
     fn grants_of(&self, record: &KeyRecord) -> Result<(Vec<String>, Grants), Error> {
         let grants = Grants::parse_all(&record.scopes).map_err(|e| {
-            Error::Unavailable(StoreError::msg(format!(
+            Error::Unavailable(StoreError::corrupt(format!(
                 "key {} has an invalid stored scope: {e}",
                 record.id
             )))

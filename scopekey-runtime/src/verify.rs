@@ -57,7 +57,7 @@ impl Cached {
             return Ok(Self::Unknown);
         };
         let grants = Grants::parse_all(&record.scopes).map_err(|e| {
-            StoreError::msg(format!(
+            StoreError::corrupt(format!(
                 "key {} has an invalid stored scope: {e}",
                 record.id
             ))

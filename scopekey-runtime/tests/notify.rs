@@ -485,6 +485,55 @@ async fn expired_events(db: &TestDb) {
 }
 both_backends!(expired_events_work, expired_events);
 
+/// Keys whose rows cannot be read (corrupt metadata) are passed over one
+/// by one, and a whole page of them holds up none of the keys after them:
+/// the listing goes on from where the page ended, for notices and for
+/// `key.expired` events alike.
+async fn unreadable_keys_hold_up_no_notice(db: &TestDb) {
+    let e = env_with(db, |c| c.batch_size = 2).await;
+    let mut bad = Vec::new();
+    for hours in [1, 2, 3] {
+        bad.push(key_expiring_in(&e.keys, &format!("bad {hours}"), Duration::hours(hours)).await);
+    }
+    let good = key_expiring_in(&e.keys, "good", Duration::hours(4)).await;
+    for id in &bad {
+        db.execute(&match db.backend() {
+            // Not JSON; on PostgreSQL, JSON but not an object.
+            Backend::Sqlite => format!("UPDATE scopekey_keys SET metadata = 'x' WHERE id = '{id}'"),
+            Backend::Postgres => {
+                format!("UPDATE scopekey_keys SET metadata = '[1]' WHERE id = '{id}'")
+            }
+        })
+        .await;
+    }
+    assert!(e.keys.get(bad[0]).await.is_err(), "the row is unreadable");
+
+    let pass = e.notifier.run_once().await.unwrap();
+    assert_eq!(pass.notices, 1, "{pass:?}");
+    assert_eq!(
+        events_of(&e.keys, good, event_type::KEY_EXPIRING)
+            .await
+            .len(),
+        1
+    );
+
+    // Expired, the same: the good key's event comes after two pages of bad
+    // ones.
+    e.clock.advance(Duration::hours(5));
+    let pass = e.notifier.run_once().await.unwrap();
+    assert_eq!(pass.expired, 1, "{pass:?}");
+    assert_eq!(
+        events_of(&e.keys, good, event_type::KEY_EXPIRED)
+            .await
+            .len(),
+        1
+    );
+}
+both_backends!(
+    unreadable_keys_hold_up_no_notice_works,
+    unreadable_keys_hold_up_no_notice
+);
+
 async fn concurrent_notifiers(db: &TestDb) {
     let clock = ManualClock::starting_now();
     let receiver = Receiver::start().await;

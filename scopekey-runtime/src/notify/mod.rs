@@ -126,9 +126,13 @@
 //! returned: a rotation or notice that fails does not hold up the
 //! deliveries. A failure that belongs to the one key being rotated or
 //! noticed (its row does not decode, a stored scope no longer parses, its
-//! rotation is refused) is logged and that key is passed over; a failure
-//! of the store itself (unreachable, a query refused) ends that step, and
-//! the pass reports the first such error once every step has run.
+//! rotation is refused) is logged and that key is passed over, and the
+//! keys after it are still reached (the listings page on by expiry and id,
+//! so keys passed over do not fill every page). Which failures are a key's
+//! own is [`StoreError::is_corrupt`](crate::StoreError::is_corrupt); any
+//! other failure is the store's (unreachable, timed out, a query refused):
+//! it ends that step, and the pass reports the first such error once every
+//! step has run.
 //!
 //! **Signatures** follow Standard Webhooks: see [`signature`].
 //!
@@ -539,23 +543,24 @@ impl Notifier {
         let mut lower = now;
         for &t in &self.inner.thresholds {
             let upper = now + Duration::seconds(t);
+            // Page by position, not from the window's start each time: a
+            // key passed over (or not due after all) has no notice and
+            // would come back at the head of every page.
+            let mut after = None;
             for _ in 0..MAX_ROUNDS {
-                let ids = self
+                let page = self
                     .inner
                     .outbox
                     .backend
-                    .expiring_keys(lower, upper, t, batch)
+                    .expiring_keys(lower, upper, t, after, batch)
                     .await?;
-                let mut skipped = 0;
-                for id in &ids {
-                    match self.notice(*id, NoticeKind::Expiring, t, now).await? {
-                        Noticed::Recorded => notices += 1,
-                        Noticed::Not => {}
-                        Noticed::Skipped => skipped += 1,
+                for &(_, id) in &page {
+                    if self.notice(id, NoticeKind::Expiring, t, now).await? {
+                        notices += 1;
                     }
                 }
-                // A page of keys passed over only would come back as it is.
-                if ids.len() < batch as usize || skipped == ids.len() {
+                after = page.last().copied();
+                if page.len() < batch as usize {
                     break;
                 }
             }
@@ -564,22 +569,21 @@ impl Notifier {
         let mut expired = 0;
         if self.inner.config.record_expired {
             let since = now - self.inner.config.expired_lookback;
+            let mut after = None;
             for _ in 0..MAX_ROUNDS {
-                let ids = self
+                let page = self
                     .inner
                     .outbox
                     .backend
-                    .expired_keys(since, now, batch)
+                    .expired_keys(since, now, after, batch)
                     .await?;
-                let mut skipped = 0;
-                for id in &ids {
-                    match self.notice(*id, NoticeKind::Expired, 0, now).await? {
-                        Noticed::Recorded => expired += 1,
-                        Noticed::Not => {}
-                        Noticed::Skipped => skipped += 1,
+                for &(_, id) in &page {
+                    if self.notice(id, NoticeKind::Expired, 0, now).await? {
+                        expired += 1;
                     }
                 }
-                if ids.len() < batch as usize || skipped == ids.len() {
+                after = page.last().copied();
+                if page.len() < batch as usize {
                     break;
                 }
             }
@@ -735,22 +739,22 @@ impl Notifier {
         }
     }
 
-    /// Records one notice; a failure that is this key's own (not the
-    /// store's) is logged and the key passed over.
+    /// Records one notice: whether it was recorded (not if it was not due
+    /// after all). A failure that is this key's own (not the store's) is
+    /// logged and the key passed over.
     async fn notice(
         &self,
         id: KeyId,
         kind: NoticeKind,
         threshold_seconds: i64,
         now: OffsetDateTime,
-    ) -> Result<Noticed, NotifyError> {
+    ) -> Result<bool, NotifyError> {
         match self.try_notice(id, kind, threshold_seconds, now).await {
-            Ok(true) => Ok(Noticed::Recorded),
-            Ok(false) => Ok(Noticed::Not),
+            Ok(recorded) => Ok(recorded),
             Err(e) if is_outage(&e) => Err(e.into()),
             Err(e) => {
                 tracing::warn!(key_id = %id, threshold_seconds, error = %e, "cannot record an expiry notice for this key; passing it over");
-                Ok(Noticed::Skipped)
+                Ok(false)
             }
         }
     }
@@ -1127,27 +1131,14 @@ enum Tally {
     Left,
 }
 
-/// What became of one notice.
-enum Noticed {
-    Recorded,
-    /// Not due after all (recorded meanwhile, or the key changed).
-    Not,
-    /// Failed for a reason of the key's own, and passed over.
-    Skipped,
-}
-
-/// Whether a store error is the store failing (unreachable, a query
-/// refused), every key's problem, rather than one key's row that cannot
-/// be used (a value that does not decode, a stored scope that no longer
-/// parses), which passing that key over gets round.
+/// Whether a store error is the store failing (unreachable, timed out, a
+/// query refused), every key's problem, rather than one key's row that
+/// cannot be used ([`StoreError::is_corrupt`]: a value that does not
+/// decode, a stored scope that no longer parses), which passing that key
+/// over gets round. Anything not marked corrupt is an outage: a pass never
+/// hides a store that does not answer.
 fn is_outage(e: &StoreError) -> bool {
-    match std::error::Error::source(e).and_then(|s| s.downcast_ref::<sqlx::Error>()) {
-        Some(sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_)) => false,
-        Some(_) => true,
-        // Corrupt data found by the store (`StoreError::msg`, a value that
-        // does not parse).
-        None => false,
-    }
+    !e.is_corrupt()
 }
 
 /// The `key.expiring` (or `key.expired`) event and its webhook `data`: the

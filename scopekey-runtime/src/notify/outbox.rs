@@ -44,7 +44,9 @@ impl DeliveryState {
             "pending" => Ok(Self::Pending),
             "delivered" => Ok(Self::Delivered),
             "failed" => Ok(Self::Failed),
-            other => Err(StoreError::msg(format!("unknown delivery state `{other}`"))),
+            other => Err(StoreError::corrupt(format!(
+                "unknown delivery state `{other}`"
+            ))),
         }
     }
 }
@@ -260,7 +262,8 @@ pub(crate) struct DueRotation {
     pub(crate) expires_at: OffsetDateTime,
 }
 
-/// Where a page of [`Backend::auto_rotation_due`] ended.
+/// A key's place in a listing by expiry (`(expires_at, id)`): where a page
+/// of [`Backend::auto_rotation_due`] or [`Backend::expiring_keys`] ended.
 pub(crate) type DuePosition = (OffsetDateTime, KeyId);
 
 impl DueRotation {
@@ -339,22 +342,27 @@ pub(crate) trait Backend: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
 
     /// Keys with `lower < expires_at <= upper`, live, without a notice at
-    /// `threshold_seconds` or closer.
+    /// `threshold_seconds` or closer, after `after` in `(expires_at, id)`
+    /// order (from the start of the window without it), with their
+    /// positions.
     async fn expiring_keys(
         &self,
         lower: OffsetDateTime,
         upper: OffsetDateTime,
         threshold_seconds: i64,
+        after: Option<DuePosition>,
         limit: u32,
-    ) -> Result<Vec<KeyId>, StoreError>;
+    ) -> Result<Vec<DuePosition>, StoreError>;
 
-    /// Unrevoked keys with `since < expires_at <= now` and no `expired` notice.
+    /// Unrevoked keys with `since < expires_at <= now` and no `expired`
+    /// notice, after `after` as for [`expiring_keys`](Self::expiring_keys).
     async fn expired_keys(
         &self,
         since: OffsetDateTime,
         now: OffsetDateTime,
+        after: Option<DuePosition>,
         limit: u32,
-    ) -> Result<Vec<KeyId>, StoreError>;
+    ) -> Result<Vec<DuePosition>, StoreError>;
 
     /// In one transaction: the notice row, its audit event, and a delivery
     /// per subscribed endpoint. Whether it was recorded: only if the key

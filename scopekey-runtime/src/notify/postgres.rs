@@ -227,6 +227,11 @@ pub async fn enqueue_key_events(
     Ok(())
 }
 
+/// A listed key's position: its expiry and id.
+fn due_position(row: &PgRow) -> Result<DuePosition, StoreError> {
+    Ok((row.try_get("expires_at")?, KeyId(row.try_get("id")?)))
+}
+
 #[async_trait]
 impl Backend for PgOutbox {
     async fn register_endpoint(
@@ -382,45 +387,57 @@ impl Backend for PgOutbox {
         lower: OffsetDateTime,
         upper: OffsetDateTime,
         threshold_seconds: i64,
+        after: Option<DuePosition>,
         limit: u32,
-    ) -> Result<Vec<KeyId>, StoreError> {
+    ) -> Result<Vec<DuePosition>, StoreError> {
+        // Without a position, one before every key of the window: its lower
+        // bound, and the nil UUID, which sorts first.
+        let (after_expiry, after_id) = after.map_or((lower, Uuid::nil()), |(at, id)| (at, id.0));
         let rows = sqlx::query(
-            "SELECT k.id FROM scopekey_keys k \
+            "SELECT k.id, k.expires_at FROM scopekey_keys k \
              WHERE k.revoked_at IS NULL AND k.rotated_at IS NULL AND k.expires_at IS NOT NULL \
              AND k.expires_at > $1 AND k.expires_at <= $2 \
              AND NOT EXISTS (SELECT 1 FROM scopekey_notices n WHERE n.key_id = k.id \
                  AND n.threshold_seconds > 0 AND n.threshold_seconds <= $3) \
-             ORDER BY k.expires_at, k.id LIMIT $4",
+             AND (k.expires_at, k.id) > ($4, $5) \
+             ORDER BY k.expires_at, k.id LIMIT $6",
         )
         .bind(lower)
         .bind(upper)
         .bind(threshold_seconds)
+        .bind(after_expiry)
+        .bind(after_id)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|r| Ok(KeyId(r.try_get("id")?))).collect()
+        rows.iter().map(due_position).collect()
     }
 
     async fn expired_keys(
         &self,
         since: OffsetDateTime,
         now: OffsetDateTime,
+        after: Option<DuePosition>,
         limit: u32,
-    ) -> Result<Vec<KeyId>, StoreError> {
+    ) -> Result<Vec<DuePosition>, StoreError> {
+        let (after_expiry, after_id) = after.map_or((since, Uuid::nil()), |(at, id)| (at, id.0));
         let rows = sqlx::query(
-            "SELECT k.id FROM scopekey_keys k \
+            "SELECT k.id, k.expires_at FROM scopekey_keys k \
              WHERE k.revoked_at IS NULL AND k.expires_at IS NOT NULL \
              AND k.expires_at > $1 AND k.expires_at <= $2 \
              AND NOT EXISTS (SELECT 1 FROM scopekey_notices n WHERE n.key_id = k.id \
                  AND n.threshold_seconds = 0) \
-             ORDER BY k.expires_at, k.id LIMIT $3",
+             AND (k.expires_at, k.id) > ($3, $4) \
+             ORDER BY k.expires_at, k.id LIMIT $5",
         )
         .bind(since)
         .bind(now)
+        .bind(after_expiry)
+        .bind(after_id)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|r| Ok(KeyId(r.try_get("id")?))).collect()
+        rows.iter().map(due_position).collect()
     }
 
     async fn record_notice(&self, n: &NewNotice) -> Result<bool, StoreError> {

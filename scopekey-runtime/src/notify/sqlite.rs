@@ -34,7 +34,24 @@ impl SqliteOutbox {
 }
 
 fn uuid(s: &str) -> Result<Uuid, StoreError> {
-    Uuid::try_parse(s).map_err(|e| StoreError::new("stored id is not a UUID", e))
+    Uuid::try_parse(s).map_err(|e| StoreError::new("stored id is not a UUID", e).into_corrupt())
+}
+
+/// A listing's position as bound: `after`, or one before every key
+/// expiring after `start` (an empty string sorts before every id).
+fn position(after: Option<DuePosition>, start: OffsetDateTime) -> (i64, String) {
+    match after {
+        Some((at, id)) => (micros(at), id.to_string()),
+        None => (micros(start), String::new()),
+    }
+}
+
+/// A listed key's position: its expiry and id.
+fn due_position(row: &SqliteRow) -> Result<DuePosition, StoreError> {
+    Ok((
+        from_micros(row.try_get("expires_at")?)?,
+        KeyId(uuid(row.try_get("id")?)?),
+    ))
 }
 
 fn opt_time(v: Option<i64>) -> Result<Option<OffsetDateTime>, StoreError> {
@@ -42,7 +59,8 @@ fn opt_time(v: Option<i64>) -> Result<Option<OffsetDateTime>, StoreError> {
 }
 
 fn events_of(text: &str) -> Result<Vec<String>, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::new("stored event types are not JSON", e))
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::new("stored event types are not JSON", e).into_corrupt())
 }
 
 const ENDPOINT_COLUMNS: &str =
@@ -389,49 +407,57 @@ impl Backend for SqliteOutbox {
         lower: OffsetDateTime,
         upper: OffsetDateTime,
         threshold_seconds: i64,
+        after: Option<DuePosition>,
         limit: u32,
-    ) -> Result<Vec<KeyId>, StoreError> {
+    ) -> Result<Vec<DuePosition>, StoreError> {
+        // Without a position, one before every key of the window: its
+        // lower bound, and an empty string, which sorts before every id.
+        let (after_expiry, after_id) = position(after, lower);
         let rows = sqlx::query(
-            "SELECT k.id FROM scopekey_keys k \
+            "SELECT k.id, k.expires_at FROM scopekey_keys k \
              WHERE k.revoked_at IS NULL AND k.rotated_at IS NULL AND k.expires_at IS NOT NULL \
              AND k.expires_at > ?1 AND k.expires_at <= ?2 \
              AND NOT EXISTS (SELECT 1 FROM scopekey_notices n WHERE n.key_id = k.id \
                  AND n.threshold_seconds > 0 AND n.threshold_seconds <= ?3) \
-             ORDER BY k.expires_at, k.id LIMIT ?4",
+             AND (k.expires_at > ?4 OR (k.expires_at = ?4 AND k.id > ?5)) \
+             ORDER BY k.expires_at, k.id LIMIT ?6",
         )
         .bind(micros(lower))
         .bind(micros(upper))
         .bind(threshold_seconds)
+        .bind(after_expiry)
+        .bind(after_id)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| Ok(KeyId(uuid(r.try_get("id")?)?)))
-            .collect()
+        rows.iter().map(due_position).collect()
     }
 
     async fn expired_keys(
         &self,
         since: OffsetDateTime,
         now: OffsetDateTime,
+        after: Option<DuePosition>,
         limit: u32,
-    ) -> Result<Vec<KeyId>, StoreError> {
+    ) -> Result<Vec<DuePosition>, StoreError> {
+        let (after_expiry, after_id) = position(after, since);
         let rows = sqlx::query(
-            "SELECT k.id FROM scopekey_keys k \
+            "SELECT k.id, k.expires_at FROM scopekey_keys k \
              WHERE k.revoked_at IS NULL AND k.expires_at IS NOT NULL \
              AND k.expires_at > ?1 AND k.expires_at <= ?2 \
              AND NOT EXISTS (SELECT 1 FROM scopekey_notices n WHERE n.key_id = k.id \
                  AND n.threshold_seconds = 0) \
-             ORDER BY k.expires_at, k.id LIMIT ?3",
+             AND (k.expires_at > ?3 OR (k.expires_at = ?3 AND k.id > ?4)) \
+             ORDER BY k.expires_at, k.id LIMIT ?5",
         )
         .bind(micros(since))
         .bind(micros(now))
+        .bind(after_expiry)
+        .bind(after_id)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| Ok(KeyId(uuid(r.try_get("id")?)?)))
-            .collect()
+        rows.iter().map(due_position).collect()
     }
 
     async fn record_notice(&self, n: &NewNotice) -> Result<bool, StoreError> {

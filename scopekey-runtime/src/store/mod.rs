@@ -343,7 +343,7 @@ pub(crate) fn micros(t: OffsetDateTime) -> i64 {
 /// The inverse of [`micros`].
 pub(crate) fn from_micros(us: i64) -> Result<OffsetDateTime, StoreError> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)
-        .map_err(|e| StoreError::new("stored time out of range", e))
+        .map_err(|e| StoreError::new("stored time out of range", e).into_corrupt())
 }
 
 /// Builds the migrator for one backend's embedded SQL files. Migrations are

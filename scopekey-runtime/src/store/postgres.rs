@@ -200,7 +200,7 @@ fn record(row: &PgRow) -> Result<KeyRecord, StoreError> {
         hint: row.try_get("hint")?,
         key_hash: KeyHash::from_bytes(
             hash.try_into()
-                .map_err(|_| StoreError::msg("stored key hash is not 32 bytes"))?,
+                .map_err(|_| StoreError::corrupt("stored key hash is not 32 bytes"))?,
         ),
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,

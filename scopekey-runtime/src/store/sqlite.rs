@@ -321,7 +321,7 @@ fn opt_time(v: Option<i64>) -> Result<Option<OffsetDateTime>, StoreError> {
 fn parse_id(s: &str) -> Result<KeyId, StoreError> {
     uuid::Uuid::try_parse(s)
         .map(KeyId)
-        .map_err(|e| StoreError::new("stored key id is not a UUID", e))
+        .map_err(|e| StoreError::new("stored key id is not a UUID", e).into_corrupt())
 }
 
 fn record(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
@@ -333,13 +333,14 @@ fn record(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
         id: parse_id(row.try_get::<&str, _>("id")?)?,
         name: row.try_get("name")?,
         scopes: serde_json::from_str(&scopes)
-            .map_err(|e| StoreError::new("stored scopes are not a JSON array", e))?,
-        metadata: serde_json::from_str::<Map<String, Value>>(&metadata)
-            .map_err(|e| StoreError::new("stored metadata is not a JSON object", e))?,
+            .map_err(|e| StoreError::new("stored scopes are not a JSON array", e).into_corrupt())?,
+        metadata: serde_json::from_str::<Map<String, Value>>(&metadata).map_err(|e| {
+            StoreError::new("stored metadata is not a JSON object", e).into_corrupt()
+        })?,
         hint: row.try_get("hint")?,
         key_hash: KeyHash::from_bytes(
             hash.try_into()
-                .map_err(|_| StoreError::msg("stored key hash is not 32 bytes"))?,
+                .map_err(|_| StoreError::corrupt("stored key hash is not 32 bytes"))?,
         ),
         created_at: from_micros(row.try_get("created_at")?)?,
         expires_at: opt_time(row.try_get("expires_at")?)?,
@@ -362,7 +363,7 @@ fn verify_record(row: &SqliteRow) -> Result<VerifyRecord, StoreError> {
         id: parse_id(row.try_get::<&str, _>("id")?)?,
         name: row.try_get("name")?,
         scopes: serde_json::from_str(scopes)
-            .map_err(|e| StoreError::new("stored scopes are not a JSON array", e))?,
+            .map_err(|e| StoreError::new("stored scopes are not a JSON array", e).into_corrupt())?,
         revoked_at: opt_time(row.try_get("revoked_at")?)?,
         expires_at: opt_time(row.try_get("expires_at")?)?,
     })
@@ -379,7 +380,7 @@ fn event(row: &SqliteRow) -> Result<AuditEvent, StoreError> {
         actor_key_id: actor.as_deref().map(parse_id).transpose()?,
         at: from_micros(row.try_get("at")?)?,
         details: serde_json::from_str(&details)
-            .map_err(|e| StoreError::new("stored event details are not JSON", e))?,
+            .map_err(|e| StoreError::new("stored event details are not JSON", e).into_corrupt())?,
     })
 }
 
