@@ -72,8 +72,8 @@ type Slot = (u64, Option<&'static GuardInfo>);
 
 /// The guards sorted by id, one slot per id. Handlers with equal
 /// requirements share an id harmlessly; different requirements under one id
-/// (a 64-bit hash collision, astronomically unlikely) are logged once and
-/// make the slot empty, so that neither handler can be judged by the other's
+/// (a 64-bit hash collision, astronomically unlikely) are logged (here,
+/// naming both handlers, and at every refusal) and make the slot empty, so that neither handler can be judged by the other's
 /// requirement: both fail closed.
 fn index(guards: impl Iterator<Item = &'static GuardInfo>) -> Box<[Slot]> {
     let mut all: Vec<_> = guards.collect();

@@ -49,7 +49,7 @@ fn from_manifest(text: &str) -> Result<Vec<String>, String> {
     // list of leaked keys, an `.env`) must not be printed back.
     let doc = DeTable::parse(text).map_err(|e| {
         let at = e.span().map_or(String::new(), |span| {
-            let before = &text[..span.start.min(text.len())];
+            let before = text.get(..span.start).unwrap_or(text);
             let line = before.matches('\n').count() + 1;
             let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
             format!(" at line {line}, column {column}")

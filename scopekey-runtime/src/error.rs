@@ -40,9 +40,11 @@ impl StoreError {
 
     /// A stored row that cannot be used (a value that does not decode, a
     /// scope that no longer parses): [`is_corrupt`](Self::is_corrupt). A
-    /// verification still fails closed on it (503); the notifier passes the
-    /// one key over instead of ending its pass, as it does for a store
-    /// that does not answer.
+    /// verification still fails closed on it (503). The notifier passes
+    /// over the one key whose row it is and goes on with the others; any
+    /// other failure (a store that does not answer) ends its step. A
+    /// custom [`Store`](crate::store::Store) reports a row it cannot decode
+    /// with this, or with [`into_corrupt`](Self::into_corrupt).
     pub fn corrupt(message: impl Into<String>) -> Self {
         Self::msg(message).into_corrupt()
     }
@@ -59,6 +61,14 @@ impl StoreError {
     /// timed out, a query refused) is the store failing.
     pub fn is_corrupt(&self) -> bool {
         self.corrupt
+    }
+
+    /// This error, not marked as corrupt data: a write that failed (on an
+    /// unreadable row of another table, say) is the store's failure, not
+    /// the data of the key it was about.
+    pub(crate) fn not_corrupt(mut self) -> Self {
+        self.corrupt = false;
+        self
     }
 
     /// The change was refused because the key acting for it (the event's

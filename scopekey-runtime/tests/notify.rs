@@ -534,6 +534,47 @@ both_backends!(
     unreadable_keys_hold_up_no_notice
 );
 
+/// An endpoint row that cannot be read is not any key's data: recording a
+/// notice (which enqueues for every endpoint) fails for every key alike,
+/// and the pass says so instead of passing each key over and reporting
+/// success.
+async fn an_unreadable_endpoint_is_the_stores_failure(db: &TestDb) {
+    let e = env(db).await;
+    let k = key_expiring_in(&e.keys, "k", Duration::hours(1)).await;
+    db.execute(match db.backend() {
+        Backend::Sqlite => "UPDATE scopekey_webhook_endpoints SET event_types = 'x'",
+        Backend::Postgres => r#"UPDATE scopekey_webhook_endpoints SET event_types = '{"a": 1}'"#,
+    })
+    .await;
+    let error = e.notifier.run_once().await.unwrap_err();
+    assert!(
+        matches!(error, scopekey_runtime::notify::NotifyError::Unavailable(_)),
+        "{error:?}"
+    );
+    assert!(
+        events_of(&e.keys, k, event_type::KEY_EXPIRING)
+            .await
+            .is_empty()
+    );
+    // A rotation, which enqueues its events too: the store's failure, not
+    // the key's corrupt data (which the notifier's automatic rotation
+    // would pass over).
+    match e
+        .keys
+        .rotate(k, RotateOptions::default(), Actor::System)
+        .await
+    {
+        Err(scopekey_runtime::Error::Unavailable(store)) => {
+            assert!(!store.is_corrupt(), "{store:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+both_backends!(
+    an_unreadable_endpoint_is_the_stores_failure_works,
+    an_unreadable_endpoint_is_the_stores_failure
+);
+
 async fn concurrent_notifiers(db: &TestDb) {
     let clock = ManualClock::starting_now();
     let receiver = Receiver::start().await;

@@ -782,7 +782,10 @@ impl Notifier {
                 event,
                 data,
             })
-            .await?;
+            .await
+            // The write failing (an unreadable endpoint row, say) is every
+            // key's problem, not this key's data.
+            .map_err(StoreError::not_corrupt)?;
         if recorded {
             tracing::info!(key_id = %id, threshold_seconds, kind = ?kind, "expiry notice recorded");
         }

@@ -177,7 +177,10 @@ pub const VERIFY_COLUMNS: &str = verify_columns!();
 /// ([`sqlite::SqliteStore`]) and PostgreSQL ([`postgres::PgStore`]).
 ///
 /// Every method that changes a key writes its audit events in the same
-/// transaction.
+/// transaction. A row that cannot be decoded is reported with
+/// [`StoreError::corrupt`] (or [`StoreError::into_corrupt`]): the notifier
+/// passes that one key over, while any other error ends its step as the
+/// store failing.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates or upgrades the schema (idempotent).
