@@ -902,27 +902,18 @@ both_backends!(list_filters_and_pages_work, list_filters_and_pages);
 /// key revoked inside its grace, are listed as revoked only.
 async fn status_filter_precedence(db: &TestDb) {
     let (keys, clock) = runtime(db);
-    let x = keys
-        .create(
-            NewKey::new("x", ["a:b"]).expires_in(Duration::seconds(1)),
-            Actor::System,
-        )
-        .await
-        .unwrap()
-        .key
-        .id;
+    let within_a_second = |name: &'static str| {
+        let keys = keys.clone();
+        async move {
+            let new = NewKey::new(name, ["a:b"]).expires_in(Duration::seconds(1));
+            keys.create(new, Actor::System).await.unwrap().key.id
+        }
+    };
+    let x = within_a_second("x").await;
     let y = key(&keys, "y", &["a:b"]).await.key.id;
     // Controls, so that no filter can pass by listing nothing: one key of
     // each status besides.
-    let expired = keys
-        .create(
-            NewKey::new("expired", ["a:b"]).expires_in(Duration::seconds(1)),
-            Actor::System,
-        )
-        .await
-        .unwrap()
-        .key
-        .id;
+    let expired = within_a_second("expired").await;
     let rotating = key(&keys, "rotating", &["a:b"]).await.key.id;
     let active = key(&keys, "active", &["a:b"]).await.key.id;
 
