@@ -8,7 +8,7 @@
 //! ```
 
 use actix_web::{App, HttpServer};
-use scopekey::actix::{ApiKeyAuth, AuthConfig, routes_at};
+use scopekey::actix::{ApiKeyAuth, AuthConfig, Background, routes_at};
 use scopekey::{Actor, NewKey, ScopeKey};
 
 #[actix_web::main]
@@ -17,6 +17,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::env::var("DATABASE_URL").unwrap_or_else(|_| "sqlite::memory:".to_owned());
     let keys = ScopeKey::builder_arc(scopekey::open(&database_url).await?).build();
     keys.migrate().await?;
+    // The last-used flusher and, on PostgreSQL, the change listener.
+    let background = Background::start(&keys).await?;
     let first = keys
         .create_first(NewKey::new("admin", ["api_keys:*"]), Actor::System)
         .await?;
@@ -24,9 +26,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("admin key: {}", admin.plaintext.expose_secret());
     }
 
+    let app_keys = keys.clone();
     HttpServer::new(move || {
         App::new()
-            .app_data(keys.clone())
+            .app_data(app_keys.clone())
             .app_data(AuthConfig::new().realm("backoffice"))
             .wrap(ApiKeyAuth::new())
             .configure(routes_at("/admin/keys"))
@@ -34,5 +37,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .bind("127.0.0.1:8080")?
     .run()
     .await?;
+    background.shutdown().await?; // writes pending last-used times
     Ok(())
 }

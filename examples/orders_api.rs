@@ -13,7 +13,8 @@
 //! Environment:
 //! - `DATABASE_URL`: `sqlite://scopekey-demo.db` (in the working folder,
 //!   created with its schema on first start) unless set; `postgres://...`
-//!   works the same.
+//!   works the same. Not an in-memory SQLite database (`sqlite::memory:`):
+//!   the notifier opens the store again, and would find another, empty one.
 //! - `BIND`: `127.0.0.1:8080` unless set.
 //! - `SCOPEKEY_WEBHOOK_URL`, `SCOPEKEY_WEBHOOK_SECRET` (`whsec_<base64>`),
 //!   `SCOPEKEY_NOTIFIER_INTERVAL_SECONDS` (default 60): the expiry notifier
@@ -37,11 +38,13 @@
 //! and prints it once, as the only line on standard output. SIGTERM stops
 //! the server gracefully, SIGINT and SIGQUIT at once (as actix-web's own
 //! handling does); either way the demo then writes the pending last-used
-//! times. A second signal during a graceful stop ends the demo at once,
-//! without writing them.
+//! times, then gives the notifier's pass in progress five seconds. A
+//! second signal while the demo stops ends it at once, without writing
+//! them.
 
 use std::io::{IsTerminal, Write};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use actix_web::{App, HttpResponse, HttpServer, delete, get, post, web};
 use scopekey::actix::{ApiError, ApiKeyAuth, Background, json_config, path_config, query_config};
@@ -132,6 +135,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let database_url =
         std::env::var("DATABASE_URL").unwrap_or_else(|_| "sqlite://scopekey-demo.db".to_owned());
     let bind = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
+    // The notifier opens the store a second time: an in-memory SQLite
+    // database would be another, empty one.
+    if database_url.starts_with("sqlite:")
+        && (database_url.contains(":memory:") || database_url.contains("mode=memory"))
+    {
+        return Err(
+            "DATABASE_URL: the demo needs a store it can open twice (its notifier \
+                    has its own connections): a SQLite file or PostgreSQL, not an in-memory \
+                    SQLite database"
+                .into(),
+        );
+    }
 
     // The same key format as the `scopekey` CLI: SCOPEKEY_KEY_PREFIX and
     // SCOPEKEY_PEPPER, so keys made by either work in both.
@@ -215,22 +230,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let handle = server.handle();
     actix_web::rt::spawn(async move {
         let graceful = signals.next().await;
-        if graceful {
-            actix_web::rt::spawn(handle.stop(true));
-            signals.next().await;
-            // The server takes its commands in turn: a second stop would wait
-            // for the first.
-            tracing::warn!("stopping without writing the pending last-used times");
-            std::process::exit(130);
-        }
-        handle.stop(false).await;
+        actix_web::rt::spawn(handle.stop(graceful));
+        // Until the demo has exited, a further signal ends it at once. (The
+        // server takes its commands in turn: a second stop would wait for
+        // the first.)
+        signals.next().await;
+        tracing::warn!("stopping without writing the pending last-used times");
+        std::process::exit(130);
     });
     server.await?;
 
-    notifier.shutdown().await;
+    // The last-used times first: they are lost if the demo is killed, while
+    // an unfinished notifier pass is taken up again by the next start.
     tracing::info!("shutting down: writing last-used times");
     if let Err(e) = background.shutdown().await {
         tracing::warn!(error = %e, "could not write the last-used times");
+    }
+    // A pass waiting on a slow receiver is cut short: its claimed
+    // deliveries are retried once their lease expires.
+    if !notifier.shutdown_within(Duration::from_secs(5)).await {
+        tracing::info!("the notifier's pass was cut short; its deliveries will be retried");
     }
     Ok(())
 }

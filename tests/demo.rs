@@ -183,6 +183,40 @@ impl Demo {
 
     /// Creates a key with one scope through the mounted routes; its
     /// plaintext.
+    /// Uses `key` (its id, and the time just before the request): the
+    /// last use a stop must write.
+    async fn use_key(&self, key: &str) -> (String, time::OffsetDateTime) {
+        let before = time::OffsetDateTime::now_utc() - time::Duration::milliseconds(1);
+        let me = self.send("GET", "/api-keys/self", Some(key)).await;
+        assert_eq!(me.status, 200, "{}", me.text());
+        let id = me.json()["id"].as_str().expect("an id").to_owned();
+        (id, before)
+    }
+
+    /// The last use recorded by [`use_key`](Self::use_key) before the
+    /// previous run stopped is in the store: read with the admin key, which
+    /// this run has not seen use the key (so no pending use of its own
+    /// answers for it).
+    async fn assert_last_use_written(
+        &self,
+        admin: &str,
+        (id, before): &(String, time::OffsetDateTime),
+    ) {
+        let key = self
+            .send("GET", &format!("/api-keys/{id}"), Some(admin))
+            .await;
+        assert_eq!(key.status, 200, "{}", key.text());
+        let at = key.json()["last_used_at"].as_str().map(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                .expect("an RFC 3339 time")
+        });
+        assert!(
+            at.is_some_and(|at| at >= *before),
+            "the last use, written when the demo stopped: {}",
+            key.text()
+        );
+    }
+
     async fn create_key(&self, admin: &str, name: &str, scope: &str) -> String {
         let created = self
             .post_json("/api-keys", admin, json!({"name": name, "scopes": [scope]}))
@@ -307,17 +341,12 @@ async fn tour(dir: &Path, database_url: Option<&str>) {
 
     // SIGTERM: a clean exit that writes the pending last-used times. The
     // admin key line was the only line printed.
+    let last_use = demo.use_key(&reader).await;
     assert_eq!(demo.terminate(), Vec::<String>::new());
 
     // A second start on the same store prints nothing and keeps the keys.
     let demo = Demo::start(dir, database_url);
-    let me = demo.send("GET", "/api-keys/self", Some(&reader)).await;
-    assert_eq!(me.status, 200, "{}", me.text());
-    assert!(
-        me.json()["last_used_at"].is_string(),
-        "last use written at shutdown: {}",
-        me.text()
-    );
+    demo.assert_last_use_written(&admin, &last_use).await;
     assert_eq!(demo.send("GET", "/orders", Some(&admin)).await.status, 200);
     assert_eq!(
         demo.terminate(),
@@ -416,14 +445,20 @@ fn an_admin_key_that_cannot_be_printed_is_reported() {
     );
 }
 
-/// SIGINT (Ctrl-C) stops the demo at once, as cleanly: exit status 0.
-#[test]
-fn sigint_stops_the_demo_cleanly() {
+/// SIGINT (Ctrl-C) stops the demo at once, as cleanly: exit status 0, the
+/// pending last-used times written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_stops_the_demo_cleanly() {
     let dir = std::env::temp_dir().join(format!("scopekey-demo-{}", uuid::Uuid::now_v7().simple()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let demo = Demo::start(&dir, None);
-    admin_key(&demo.next_line());
+    let admin = admin_key(&demo.next_line());
+    let reader = demo.create_key(&admin, "reader", "orders:read").await;
+    let last_use = demo.use_key(&reader).await;
     demo.stop_with("-INT");
+    let demo = Demo::start(&dir, None);
+    demo.assert_last_use_written(&admin, &last_use).await;
+    demo.terminate();
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -459,6 +494,26 @@ fn a_failed_first_start_keeps_the_admin_key_for_the_next() {
     let demo = Demo::start(&dir, None);
     admin_key(&demo.next_line());
     demo.terminate();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// An in-memory SQLite URL is refused at start with a message saying why
+/// (the notifier would open another, empty database), before any key is
+/// made.
+#[test]
+fn an_in_memory_store_is_refused() {
+    let dir = std::env::temp_dir().join(format!("scopekey-demo-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    for url in ["sqlite::memory:", "sqlite://demo?mode=memory"] {
+        let out = Demo::command(&dir, Some(url), &[])
+            .output()
+            .expect("run the demo");
+        assert!(!out.status.success(), "{url}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stdout.contains("admin key"), "{stdout}");
+        assert!(stderr.contains("not an in-memory"), "{url}: {stderr}");
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -27,7 +27,9 @@
 # Settings (environment): DURATION (4s per run, at most 15s), ROUNDS (5),
 # WARMUP (2s),
 # CONNECTIONS (8), THREADS (wrk threads, 1), BENCH_WORKERS (server worker
-# threads, 1), DATABASE_URL (the server's store, sqlite::memory:), STRICT,
+# threads, 1), BENCH_DATABASE_URL (the server's store, sqlite::memory:;
+# DATABASE_URL is not read, so a demo's store exported in the shell gets no
+# benchmark key), STRICT,
 # PIN (1: with one server worker and at least two CPUs, the server runs on
 # the last CPU this script may use and wrk on the others, with `taskset`;
 # 0: the scheduler decides).
@@ -44,6 +46,12 @@ THREADS="${THREADS:-1}"
 export BENCH_WORKERS="${BENCH_WORKERS:-1}"
 STRICT="${STRICT:-0}"
 PIN="${PIN:-1}"
+
+for setting in ROUNDS CONNECTIONS THREADS BENCH_WORKERS; do
+    case "${!setting}" in
+        '' | *[!0-9]* | 0) echo "$setting must be a whole number of at least 1 (got ${!setting})" >&2; exit 2 ;;
+    esac
+done
 
 case "$PIN" in
     0 | 1) ;;
@@ -114,7 +122,11 @@ trap 'exit 130' INT TERM
 step "start the server"
 # The server stops by itself after BENCH_MAX_SECONDS, should this script be
 # killed before its trap runs.
-BENCH_MAX_SECONDS=$((ROUNDS * 5 * ${DURATION%s} + 120)) ${server_cpu[@]+"${server_cpu[@]}"} "$bin" >"$work/server.out" 2>"$work/server.err" &
+# Its own loopback port and store, whatever BIND or DATABASE_URL the shell
+# exports for the demo.
+BIND=127.0.0.1:0 DATABASE_URL="${BENCH_DATABASE_URL:-sqlite::memory:}" \
+    BENCH_MAX_SECONDS=$((ROUNDS * 5 * ${DURATION%s} + 120)) \
+    ${server_cpu[@]+"${server_cpu[@]}"} "$bin" >"$work/server.out" 2>"$work/server.err" &
 server=$!
 address=""
 for _ in $(seq 1 100); do
@@ -179,7 +191,9 @@ to_us='function us(v) {
 }'
 measure() {
     local name="$1" conns="$2" path="$3" header="${4:-}" out="$work/$1.txt"
-    local args=(-t"$THREADS" -c"$conns" -d"$DURATION" --latency)
+    # wrk refuses more threads than connections.
+    local threads=$((THREADS < conns ? THREADS : conns))
+    local args=(-t"$threads" -c"$conns" -d"$DURATION" --latency)
     [ -n "$header" ] && args+=(-H "$header")
     ${load_cpu[@]+"${load_cpu[@]}"} wrk "${args[@]}" "http://$address$path" >"$out"
     if grep -qE 'Non-2xx|Socket errors' "$out"; then

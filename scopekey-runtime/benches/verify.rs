@@ -1,7 +1,8 @@
 //! `cargo bench -p scopekey-runtime --bench verify`
 //!
 //! Verification cost: a cache hit, a cache miss on SQLite and on PostgreSQL
-//! (one indexed lookup by hash), and a malformed key (refused before any
+//! (one indexed lookup by hash) for a stored key and for a well-formed key
+//! the store does not hold, and a malformed key (refused before any
 //! lookup), with 1,000 and 100,000 keys in the store. PostgreSQL cases run
 //! when `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`)
 //! answers.
@@ -11,7 +12,7 @@ use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use scopekey_runtime::testing::{Backend, TestDb};
-use scopekey_runtime::{Actor, NewKey, ScopeKey};
+use scopekey_runtime::{Actor, KeyFormat, NewKey, ScopeKey, VerifyError};
 use sqlx::{AssertSqlSafe, Connection};
 
 /// Inserts `n` keys in one statement (hashes of random bytes: no plaintext).
@@ -97,6 +98,21 @@ fn verify(c: &mut Criterion) {
                     BatchSize::PerIteration,
                 )
             });
+            // A well-formed key the store does not hold (a guess, a typo
+            // that kept its checksum): the same lookup, finding nothing.
+            let unknown = KeyFormat::default().generate().unwrap();
+            let unknown = unknown.expose_secret().to_owned();
+            assert!(matches!(
+                rt.block_on(keys.verify(&unknown)),
+                Err(VerifyError::Unknown)
+            ));
+            group.bench_function(format!("cache_miss_unknown_{name}/{n}_keys"), |b| {
+                b.to_async(&rt).iter_batched(
+                    || keys.invalidate_cache(),
+                    |()| async { black_box(keys.verify(&unknown).await.is_err()) },
+                    BatchSize::PerIteration,
+                )
+            });
             rt.block_on(db.cleanup());
         }
     }
@@ -106,6 +122,11 @@ fn verify(c: &mut Criterion) {
         .auth_failures_per_second(0)
         .build();
     let malformed = "sk_thisisnotavalidkeyatallbecauseitschecksumiswrong";
+    // Refused by the format check, not looked up: what this case times.
+    assert!(matches!(
+        rt.block_on(keys.verify(malformed)),
+        Err(VerifyError::Malformed(_))
+    ));
     group.bench_function("malformed", |b| {
         b.to_async(&rt)
             .iter(|| async { black_box(keys.verify(malformed).await.is_err()) })
