@@ -2650,10 +2650,12 @@ async fn disabled_key_webhooks_give_up_their_deliveries(db: &TestDb) {
             .find(|d| d.endpoint_id == behind_id)
             .unwrap()
     };
-    notifier.run_once().await.unwrap();
+    assert_eq!(notifier.run_once().await.unwrap().given_up, 0);
     assert_eq!(behind_now().await.state, DeliveryState::Pending);
     clock.advance(Duration::days(2));
-    notifier.run_once().await.unwrap();
+    let pass = notifier.run_once().await.unwrap();
+    assert_eq!(pass.given_up, 1, "{pass:?}");
+    assert_eq!(pass.deliveries.failed, 0, "not counted as a delivery");
     let d = behind_now().await;
     given_up(&d, clock.now());
     audited(&keys, &d, &origin).await;

@@ -285,6 +285,9 @@ pub struct PassReport {
     pub expired: usize,
     /// Delivery attempts.
     pub deliveries: DeliveryReport,
+    /// Sealed successors given up because their endpoint is disabled
+    /// (audited as `webhook.failed`; not counted in `deliveries`).
+    pub given_up: usize,
     /// Finished deliveries deleted, past their retention.
     pub pruned: usize,
 }
@@ -468,13 +471,14 @@ impl Notifier {
         let deliveries = self.deliver_due().await;
         let given_up = self.give_up_disabled().await;
         let pruned = self.prune_deliveries().await;
-        let (rotated, (notices, expired), deliveries, _, pruned) =
+        let (rotated, (notices, expired), deliveries, given_up, pruned) =
             (rotated?, notices?, deliveries?, given_up?, pruned?);
         Ok(PassReport {
             rotated,
             notices,
             expired,
             deliveries,
+            given_up,
             pruned,
         })
     }
