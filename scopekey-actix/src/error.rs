@@ -182,6 +182,50 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A runtime error answered to `caller`, for routes of your own that
+    /// act for a key (`Actor::Key`): an escalation ([`Error::Forbidden`],
+    /// the runtime refusing scopes the caller's key does not cover) is a
+    /// 403 whose `insufficient_scope` challenge names the scopes among
+    /// `asked` that the caller does not hold (all of `asked`, should it hold
+    /// them, so that the challenge always names a scope), as the prebuilt
+    /// routes answer; any other error as [`ApiError::Runtime`].
+    ///
+    /// [`Error::Forbidden`]: scopekey_runtime::Error::Forbidden
+    pub fn refused(
+        caller: &crate::Authenticated,
+        err: scopekey_runtime::Error,
+        asked: &[String],
+    ) -> ApiError {
+        use scopekey_runtime::scope::Grant;
+        match err {
+            scopekey_runtime::Error::Forbidden(detail) => {
+                let valid = || {
+                    asked
+                        .iter()
+                        .filter_map(|s| Grant::parse(s).ok().map(|g| (s, g)))
+                };
+                let mut missing: Vec<String> = valid()
+                    .filter(|(_, g)| !caller.grants().includes(g))
+                    .map(|(s, _)| s.clone())
+                    .collect();
+                if missing.is_empty() {
+                    missing = valid().map(|(s, _)| s.clone()).collect();
+                }
+                // Once each, in the order first asked.
+                let mut seen = std::collections::HashSet::new();
+                missing.retain(|s| seen.insert(s.clone()));
+                ApiError::Forbidden {
+                    error: AuthError::new(
+                        AuthErrorKind::InsufficientScope(missing),
+                        caller.realm(),
+                    ),
+                    detail,
+                }
+            }
+            other => ApiError::Runtime(other),
+        }
+    }
+
     fn problem(&self) -> Problem {
         use scopekey_runtime::Error as E;
         match self {

@@ -167,7 +167,7 @@ pub use extract::{Authenticated, MaybeAuthenticated, authenticate};
 pub use guard::{GuardInfo, guarded_handlers};
 pub use json::{COMPROMISED_LIMIT, JSON_LIMIT, json_config, path_config, query_config};
 pub use middleware::{ApiKeyAuth, ApiKeyAuthService};
-pub use routes::{DEFAULT_BASE_PATH, routes, routes_at};
+pub use routes::{DEFAULT_BASE_PATH, created, routes, routes_at};
 
 #[doc(hidden)]
 pub mod __private {

@@ -100,6 +100,11 @@
 //!
 //! The reading routes (`GET`) also answer `HEAD`, without the body; a route
 //! asked with a method it does not answer is 405 with `Allow`.
+//!
+//! A route of your own that makes keys for its caller answers the same way
+//! with [`ApiError::refused`] (an escalation as a 403 naming what the
+//! caller lacks) and [`created`] (the 201 body). It checks whatever scope
+//! it asks of its caller itself (see `Actor::Key`).
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CACHE_CONTROL, HeaderValue};
@@ -116,7 +121,7 @@ use scopekey_runtime::{
 };
 
 use crate::config::runtime;
-use crate::error::{ApiError, AuthError, AuthErrorKind};
+use crate::error::ApiError;
 use crate::extract::Authenticated;
 use crate::json::{COMPROMISED_LIMIT, JSON_LIMIT, read_json};
 
@@ -216,7 +221,11 @@ struct WithPlaintext<'a> {
     rotation_webhook_secret: Option<&'a str>,
 }
 
-fn created(created: &CreatedKey) -> HttpResponse {
+/// The 201 answer the prebuilt routes give for a key just made (created or
+/// rotated): the key object, plus `key` (its plaintext, this once) and,
+/// when it has one, `rotation_webhook_secret`, with `Cache-Control:
+/// no-store`. For routes of your own that create keys.
+pub fn created(created: &CreatedKey) -> HttpResponse {
     ok_json(
         StatusCode::CREATED,
         &WithPlaintext {
@@ -228,36 +237,6 @@ fn created(created: &CreatedKey) -> HttpResponse {
                 .map(|s| s.expose_secret()),
         },
     )
-}
-
-/// A runtime refusal of the caller's key as a 403 naming the scopes
-/// (among `asked`) that the caller does not hold (all of `asked`, should
-/// it hold them, so that the challenge always names a scope).
-fn refused(caller: &Authenticated, err: Error, asked: &[String]) -> ApiError {
-    match err {
-        Error::Forbidden(detail) => {
-            let valid = || {
-                asked
-                    .iter()
-                    .filter_map(|s| Grant::parse(s).ok().map(|g| (s, g)))
-            };
-            let mut missing: Vec<String> = valid()
-                .filter(|(_, g)| !caller.grants().includes(g))
-                .map(|(s, _)| s.clone())
-                .collect();
-            if missing.is_empty() {
-                missing = valid().map(|(s, _)| s.clone()).collect();
-            }
-            // Once each, in the order first asked.
-            let mut seen = std::collections::HashSet::new();
-            missing.retain(|s| seen.insert(s.clone()));
-            ApiError::Forbidden {
-                error: AuthError::new(AuthErrorKind::InsufficientScope(missing), caller.realm()),
-                detail,
-            }
-        }
-        other => ApiError::Runtime(other),
-    }
 }
 
 #[derive(Deserialize)]
@@ -296,7 +275,7 @@ async fn create(
     let key = keys(&req)?
         .create(new, Actor::Key(&caller))
         .await
-        .map_err(|e| refused(&caller, e, &body.scopes))?;
+        .map_err(|e| ApiError::refused(&caller, e, &body.scopes))?;
     Ok(created(&key))
 }
 
@@ -374,7 +353,7 @@ async fn rotate(
     // every other route are).
     let id = path_id(&req)?;
     if let Err(e) = scopekey_runtime::may_rotate(Actor::Key(&caller), id) {
-        return Err(refused(&caller, e, &[SCOPE_WRITE.to_owned()]));
+        return Err(ApiError::refused(&caller, e, &[SCOPE_WRITE.to_owned()]));
     }
     let body: RotateBody =
         read_json(&req, payload, JSON_LIMIT, Some(RotateBody::default())).await?;
@@ -407,7 +386,7 @@ async fn rotate(
                 }
                 _ => Vec::new(),
             };
-            return Err(refused(&caller, e, &asked));
+            return Err(ApiError::refused(&caller, e, &asked));
         }
     };
     Ok(created(&key))

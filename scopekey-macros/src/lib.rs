@@ -49,11 +49,13 @@ use proc_macro::TokenStream;
 /// catalogue under `[package.metadata.scopekey] scopes = [...]` — that every
 /// scope is listed there (with a "did you mean" suggestion).
 ///
-/// The handler keeps its name, visibility, attributes, generics, arguments
-/// and return type as the code sees them; the macro takes the arguments as
-/// one hidden extractor (the guard, then the handler's own extractors in
-/// order, once the guard has passed), binds them at the top of the body,
-/// and registers the requirement in a link-time list. It works
+/// The handler keeps its name, visibility, attributes, generics and return
+/// type, and its body sees its arguments as written; the function itself
+/// takes them as one hidden extractor (the guard, then the handler's own
+/// extractors in order, once the guard has passed), binds them at the top
+/// of the body, and registers the requirement in a link-time list. So tests
+/// call a guarded handler through actix-web, and attribute macros that read
+/// parameters (`#[tracing::instrument]`) go above this one. It works
 /// above or below actix-web's route attributes (`#[get]`, `#[post]`,
 /// `#[route]`), with `web::resource(..).route(web::post().to(handler))`, and
 /// on associated functions in `impl` blocks.

@@ -30,14 +30,23 @@
 //!
 //! # Design choices
 //!
-//! - Tables are named `scopekey_keys` and `scopekey_events`; migrations are
+//! - Tables are `scopekey_keys` and `scopekey_events` (and, with the
+//!   `webhooks` feature, `scopekey_webhook_endpoints`, `scopekey_notices`
+//!   and `scopekey_deliveries`), unqualified, so in the schema the
+//!   connection's `search_path` names first on PostgreSQL; migrations are
 //!   tracked in `_scopekey_migrations`, apart from the application's own
-//!   sqlx migrations. Each runs in a transaction. Those that add an index
+//!   sqlx migrations. On PostgreSQL they run on a connection of their own,
+//!   closed afterwards: sqlx's migrator holds a session-level advisory lock
+//!   (one per database, shared with the application's own sqlx
+//!   migrations), and a migration that failed would otherwise leave it held
+//!   on a pooled connection. Each runs in a transaction. Those that add an index
 //!   (0002 to 0004 on the keys, 0005 on the audit log, 0006 on the webhook
 //!   outbox) read the whole table while writes to it wait (0006: creating,
 //!   rotating and revoking keys, which enqueue deliveries): on a large
 //!   store, migrate at a quiet time, or before the new version starts
 //!   serving.
+//! - sqlx 0.9, re-exported as [`sqlx`]: a pool shared with scopekey
+//!   (`SqliteStore::from_pool`, `PgStore::from_pool`) is of that version.
 //! - SQLite keeps times as integer microseconds since the Unix epoch (UTC);
 //!   PostgreSQL as `timestamptz`. Both keep microsecond precision.
 //! - PostgreSQL transactions run at READ COMMITTED whatever the database's
@@ -133,8 +142,8 @@ pub use compromise::{CompromiseOptions, CompromiseResult, CompromiseStatus, Mint
 pub use error::{Error, StoreError, VerifyError};
 pub use key::{KeyFormat, KeyId, Plaintext};
 pub use lifecycle::{
-    Actor, ListEvents, ListKeys, NewKey, RotateOptions, SCOPE_READ, SCOPE_REVOKE, SCOPE_WRITE,
-    ScopeKey, ScopeKeyBuilder, may_rotate,
+    Actor, ListEvents, ListKeys, MIN_FLUSH_INTERVAL, MIN_STORE_TIMEOUT, NewKey, RotateOptions,
+    SCOPE_READ, SCOPE_REVOKE, SCOPE_WRITE, ScopeKey, ScopeKeyBuilder, may_rotate,
 };
 pub use model::{
     ApiKey, AuditEvent, CreatedKey, KeyRecord, Page, Principal, SecretText, Status, VerifyRecord,
@@ -142,5 +151,7 @@ pub use model::{
 };
 #[cfg(feature = "webhooks")]
 pub use notify::{Notifier, NotifierConfig, NotifierHandle, Outbox, WebhookVerifier};
+/// The sqlx the stores are built on (0.9): pools shared with them are its.
+pub use sqlx;
 pub use store::{Store, open};
 pub use verify::VerifierConfig;

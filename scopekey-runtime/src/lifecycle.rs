@@ -58,6 +58,11 @@ pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 pub const MAX_SCOPES: usize = 100;
 /// The longest rotation period: ten years.
 pub const MAX_ROTATION_PERIOD: Duration = Duration::days(3650);
+/// The shortest [store timeout](ScopeKeyBuilder::store_timeout): 100 ms.
+pub const MIN_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
+/// The shortest interval of the
+/// [last-used flusher](ScopeKey::spawn_last_used_flusher): 100 ms.
+pub const MIN_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 /// The longest `rotation_webhook_url`, in bytes.
 pub const MAX_WEBHOOK_URL_LEN: usize = 2048;
 
@@ -367,9 +372,14 @@ impl ScopeKeyBuilder {
     /// costs each request: sqlx's pools otherwise wait up to their acquire
     /// timeout (30 s by default; 5 s in the pool `PgStore::connect` builds)
     /// for a connection to a server that is down, and a SQLite write waits
-    /// up to its busy timeout (5 s) for another writer.
+    /// up to its busy timeout (5 s) for another writer. At least
+    /// [`MIN_STORE_TIMEOUT`]: a shorter one (zero, say, which would refuse
+    /// every cache miss) is raised to it, with a warning.
     pub fn store_timeout(mut self, timeout: std::time::Duration) -> Self {
-        self.verifier.store_timeout = timeout;
+        if timeout < MIN_STORE_TIMEOUT {
+            tracing::warn!(?timeout, minimum = ?MIN_STORE_TIMEOUT, "store timeout too short; raised");
+        }
+        self.verifier.store_timeout = timeout.max(MIN_STORE_TIMEOUT);
         self
     }
 
@@ -1243,11 +1253,16 @@ impl ScopeKey {
     }
 
     /// Flushes last-used times every `interval` until the returned task is
-    /// aborted (at most one write per key per interval).
+    /// aborted (at most one write per key per interval). An interval under
+    /// [`MIN_FLUSH_INTERVAL`] (zero, say) is raised to it, with a warning.
     pub fn spawn_last_used_flusher(
         &self,
         interval: std::time::Duration,
     ) -> tokio::task::JoinHandle<()> {
+        if interval < MIN_FLUSH_INTERVAL {
+            tracing::warn!(?interval, minimum = ?MIN_FLUSH_INTERVAL, "last-used flush interval too short; raised");
+        }
+        let interval = interval.max(MIN_FLUSH_INTERVAL);
         let this = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
@@ -1785,5 +1800,41 @@ mod tests {
         sorted.sort();
         assert_eq!(ids.len(), 40);
         assert_eq!(ids, sorted);
+    }
+}
+
+#[cfg(all(test, feature = "sqlite"))]
+mod limits {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    async fn builder() -> ScopeKeyBuilder {
+        ScopeKey::builder(SqliteStore::connect("sqlite::memory:").await.unwrap())
+    }
+
+    /// A zero store timeout would refuse every cache miss as unavailable.
+    #[tokio::test]
+    async fn too_short_a_store_timeout_is_raised() {
+        let zero = builder().await.store_timeout(std::time::Duration::ZERO);
+        assert_eq!(zero.verifier.store_timeout, MIN_STORE_TIMEOUT);
+        let three = std::time::Duration::from_secs(3);
+        assert_eq!(
+            builder().await.store_timeout(three).verifier.store_timeout,
+            three
+        );
+    }
+
+    /// A zero interval would panic inside the flusher's task (tokio's
+    /// interval refuses it), leaving last-used times unwritten until
+    /// shutdown.
+    #[tokio::test]
+    async fn a_zero_flush_interval_still_flushes() {
+        let keys = builder().await.build();
+        let flusher = keys.spawn_last_used_flusher(std::time::Duration::ZERO);
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!flusher.is_finished(), "the flusher is still running");
+        flusher.abort();
     }
 }

@@ -1,7 +1,8 @@
-//! PostgreSQL transactions under contention: a change made by a key waits
-//! for a concurrent revocation of that key and is then refused; and every
+//! PostgreSQL sessions and transactions: a change made by a key waits for a
+//! concurrent revocation of that key and is then refused; every
 //! transaction runs at READ COMMITTED even where the database's default
-//! isolation is stricter. Each test holds a row lock from a connection of
+//! isolation is stricter; a failed migration leaves no lock behind; and
+//! connecting sends no startup parameter a pooler would refuse. Each test holds a row lock from a connection of
 //! its own and waits (bounded) until the runtime's statement queues behind
 //! it, so the order of events is forced, not hoped for.
 
@@ -197,5 +198,67 @@ async fn a_rotation_waits_for_a_concurrent_revocation_of_its_actor() {
         keys.get(target.key.id).await.unwrap().status,
         scopekey_runtime::Status::Active
     );
+    db.cleanup().await;
+}
+
+/// A migration that fails leaves sqlx's migration lock (a session advisory
+/// lock, shared by every sqlx migrator of the database, the application's
+/// own too) held by no one: the next migration, of scopekey or of the
+/// application, is not blocked behind a pooled connection that still holds
+/// it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_migration_leaves_no_lock_behind() {
+    let Some(db) = pg().await else { return };
+    // An applied migration whose recorded checksum no longer matches: the
+    // migrator takes its lock, then fails.
+    db.execute("UPDATE _scopekey_migrations SET checksum = '\\x00' WHERE version = 1")
+        .await;
+    let advisory_locks = || async {
+        let mut conn = PgConnection::connect(&db.url).await.unwrap();
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        n
+    };
+    for _ in 0..2 {
+        // Bounded: a lock left behind would make the second run wait for
+        // ever.
+        let run = tokio::time::timeout(std::time::Duration::from_secs(30), db.store.migrate())
+            .await
+            .expect("the migration does not wait for a lock");
+        assert!(run.is_err(), "the checksum no longer matches");
+        assert_eq!(advisory_locks().await, 0, "no migration lock is held");
+    }
+    db.cleanup().await;
+}
+
+/// `PgStore::connect` sends no startup parameter a transaction pooler
+/// would refuse: not sqlx's `extra_float_digits` (the server's default
+/// stays), nor an isolation level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_sends_no_startup_parameters() {
+    let Some(db) = pg().await else { return };
+    let store = scopekey_runtime::store::postgres::PgStore::connect(&db.url)
+        .await
+        .unwrap();
+    let mut conn = store.pool().acquire().await.unwrap();
+    for setting in ["extra_float_digits", "default_transaction_isolation"] {
+        let (value, source): (String, String) =
+            sqlx::query_as("SELECT setting, source FROM pg_settings WHERE name = $1")
+                .bind(setting)
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+        assert_ne!(
+            source, "client",
+            "{setting} = {value} was sent at connection start"
+        );
+    }
+    drop(conn);
+    store.pool().close().await;
     db.cleanup().await;
 }

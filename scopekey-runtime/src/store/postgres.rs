@@ -75,10 +75,23 @@ impl PgStore {
     /// changes (conditional updates, locking reads, claims, pruning) runs in
     /// a transaction that asks for READ COMMITTED itself, whatever the
     /// database's `default_transaction_isolation` (a lone insert, such as an
-    /// `auth.failed` event, needs none), so no startup parameter is sent (a
-    /// connection pooler such as PgBouncer refuses unknown ones).
+    /// `auth.failed` event, needs none), so no isolation is sent at
+    /// connection start, nor sqlx's `extra_float_digits` (scopekey reads no
+    /// floats): a transaction pooler such as PgBouncer refuses startup
+    /// parameters it does not know.
+    ///
+    /// Behind a transaction pooler, two more things need a direct (or
+    /// session-pooled) connection: `migrate` (sqlx's migration lock is held
+    /// by a session) and the change listener of
+    /// [`spawn_change_listener`](crate::ScopeKey::spawn_change_listener)
+    /// (LISTEN is a session's; through a transaction pooler it hears
+    /// nothing, and revocations elsewhere then take the cache's lifetime to
+    /// be seen). Migrate with a store on a direct URL, and give the
+    /// runtime that serves a session-pooled or direct pool if revocations
+    /// must be pushed; prepared statements need PgBouncer 1.21 or later
+    /// with `max_prepared_statements` set.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let options = url.parse::<PgConnectOptions>()?;
+        let options = url.parse::<PgConnectOptions>()?.extra_float_digits(None);
         Ok(Self {
             pool: PgPoolOptions::new()
                 .max_connections(16)
@@ -369,7 +382,19 @@ async fn get_on(conn: &mut PgConnection, id: KeyId) -> Result<Option<KeyRecord>,
 #[async_trait]
 impl Store for PgStore {
     async fn migrate(&self) -> Result<(), StoreError> {
-        super::migrator(MIGRATIONS).run(&self.pool).await?;
+        // On a connection taken out of the pool and closed after, however
+        // it went: sqlx's migrator takes a session advisory lock (the same
+        // for every sqlx migrator of this database, the application's
+        // too) and does not release it when a migration fails.
+        let mut conn = self.pool.acquire().await?.detach();
+        // (`run_direct` is `run` on a connection, which the async trait's
+        // `Send` bound cannot name through `Acquire`.)
+        let result = super::migrator(MIGRATIONS)
+            .run_direct(None, &mut conn, false)
+            .await;
+        // Closing ends the session, and any lock it still held.
+        let _ = sqlx::Connection::close(conn).await;
+        result?;
         Ok(())
     }
 
