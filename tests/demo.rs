@@ -181,8 +181,6 @@ impl Demo {
         answered("POST", path, req).await
     }
 
-    /// Creates a key with one scope through the mounted routes; its
-    /// plaintext.
     /// Uses `key` (its id, and the time just before the request): the
     /// last use a stop must write.
     async fn use_key(&self, key: &str) -> (String, time::OffsetDateTime) {
@@ -217,6 +215,8 @@ impl Demo {
         );
     }
 
+    /// Creates a key with one scope through the mounted routes; its
+    /// plaintext.
     async fn create_key(&self, admin: &str, name: &str, scope: &str) -> String {
         let created = self
             .post_json("/api-keys", admin, json!({"name": name, "scopes": [scope]}))

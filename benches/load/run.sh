@@ -49,7 +49,7 @@ PIN="${PIN:-1}"
 
 for setting in ROUNDS CONNECTIONS THREADS BENCH_WORKERS; do
     case "${!setting}" in
-        '' | *[!0-9]* | 0) echo "$setting must be a whole number of at least 1 (got ${!setting})" >&2; exit 2 ;;
+        '' | *[!0-9]* | 0*) echo "$setting must be a whole number of at least 1 (got ${!setting})" >&2; exit 2 ;;
     esac
 done
 
@@ -274,7 +274,11 @@ else
     placement="not pinned"
 fi
 echo "machine: $(nproc) cores ($cpu), $(date -u +%Y-%m-%d); $placement"
-echo "server: BENCH_WORKERS=$BENCH_WORKERS, store ${DATABASE_URL:-sqlite::memory:}, cache warm"
+# A URL with user information is shown as scheme and host only: its
+# password stays out of reports.
+store_url="${BENCH_DATABASE_URL:-sqlite::memory:}"
+store_shown="$(printf '%s' "$store_url" | sed -E 's#^([a-z]+://)[^@/]*@([^/?]*).*#\1\2#')"
+echo "server: BENCH_WORKERS=$BENCH_WORKERS, store $store_shown, cache warm"
 echo
 echo "medians over $ROUNDS rounds of $DURATION per route"
 printf '%-28s %12s %10s %10s\n' "run" "requests/s" "p50 (us)" "p99 (us)"

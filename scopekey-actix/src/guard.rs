@@ -73,8 +73,9 @@ type Slot = (u64, Option<&'static GuardInfo>);
 /// The guards sorted by id, one slot per id. Handlers with equal
 /// requirements share an id harmlessly; different requirements under one id
 /// (a 64-bit hash collision, astronomically unlikely) are logged (here,
-/// naming both handlers, and at every refusal) and make the slot empty, so that neither handler can be judged by the other's
-/// requirement: both fail closed.
+/// naming the handlers, and at every refusal) and make the slot empty, so
+/// that no handler can be judged by another's requirement: all of them fail
+/// closed.
 fn index(guards: impl Iterator<Item = &'static GuardInfo>) -> Box<[Slot]> {
     let mut all: Vec<_> = guards.collect();
     all.sort_unstable_by_key(|g| g.id);
@@ -95,6 +96,13 @@ fn index(guards: impl Iterator<Item = &'static GuardInfo>) -> Box<[Slot]> {
                          both handlers refuse every request (rename a scope)"
                     );
                     *slot = None;
+                } else if slot.is_none() {
+                    tracing::error!(
+                        guard = guard.id,
+                        handler = %format_args!("{}::{}", guard.module, guard.handler),
+                        requires = %guard.requirement,
+                        "another handler shares an ambiguous guard id; it refuses every request"
+                    );
                 }
             }
             _ => slots.push((guard.id, Some(guard))),

@@ -1035,9 +1035,7 @@ impl ScopeKey {
             .store
             .rotate(&rotation)
             .await
-            // A failed write is the store's, whatever row it tripped on
-            // (an endpoint's, when enqueueing): not this key's data.
-            .map_err(|e| Error::from(e.not_corrupt()))
+            .map_err(Error::from)
         {
             Ok(outcome) => outcome,
             Err(Error::ActorRevoked) => return Err(self.actor_refused(actor, "rotate", now).await),

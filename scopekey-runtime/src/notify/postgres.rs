@@ -159,6 +159,18 @@ pub async fn enqueue(
     event: &AuditEvent,
     data: &Value,
 ) -> Result<usize, StoreError> {
+    // An endpoint row that cannot be read is no key's data: every key's
+    // change fails on it alike, which is the store failing.
+    enqueue_to_endpoints(conn, event, data)
+        .await
+        .map_err(StoreError::not_corrupt)
+}
+
+async fn enqueue_to_endpoints(
+    conn: &mut PgConnection,
+    event: &AuditEvent,
+    data: &Value,
+) -> Result<usize, StoreError> {
     if event.kind.starts_with("webhook.") {
         return Ok(0);
     }

@@ -382,18 +382,19 @@ async fn get_on(conn: &mut PgConnection, id: KeyId) -> Result<Option<KeyRecord>,
 #[async_trait]
 impl Store for PgStore {
     async fn migrate(&self) -> Result<(), StoreError> {
-        // On a connection taken out of the pool and closed after, however
-        // it went: sqlx's migrator takes a session advisory lock (the same
-        // for every sqlx migrator of this database, the application's
-        // too) and does not release it when a migration fails.
-        let mut conn = self.pool.acquire().await?.detach();
-        // (`run_direct` is `run` on a connection, which the async trait's
-        // `Send` bound cannot name through `Acquire`.)
-        let result = super::migrator(MIGRATIONS)
-            .run_direct(None, &mut conn, false)
-            .await;
-        // Closing ends the session, and any lock it still held.
-        let _ = sqlx::Connection::close(conn).await;
+        // On a connection of its own, in a pool of one closed after,
+        // however it went: sqlx's migrator takes a session advisory lock
+        // (the same for every sqlx migrator of this database, the
+        // application's too) and does not release it when a migration
+        // fails; closing ends the session, and the lock with it.
+        let options = PgConnectOptions::clone(&self.pool.connect_options());
+        let own = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        let result = super::migrator(MIGRATIONS).run(&own).await;
+        own.close().await;
         result?;
         Ok(())
     }
