@@ -44,7 +44,8 @@
 //!   `{key_id, status}`, the keys a reported key created or rotated into
 //!   being (itself included: any key may rotate itself), theirs in turn,
 //!   and every successor of a key they created, however rotated
-//!   (at most 10,000; `minted_truncated` says when there were more); with
+//!   (at most 10,000 for the whole report, listed at a key's first entry;
+//!   `minted_truncated` says when there were more); with
 //!   `"revoke_minted": true` those not revoked yet are revoked too (see
 //!   [`report_compromised_with`](scopekey_runtime::ScopeKey::report_compromised_with)).
 //!   A 503 may come after some keys were revoked: send the same report

@@ -449,6 +449,17 @@ fn print_report(
     output: Output,
     partial: bool,
 ) -> Result<(), Failure> {
+    let count = |status| lines.iter().filter(|l| l.result.status == status).count();
+    // Keys this store does not know are often its own, read with another
+    // key format: say so, whatever the output (it goes to standard error).
+    let unknown = count(CompromiseStatus::Unknown) + count(CompromiseStatus::Malformed);
+    let format_hint = (unknown > 0).then(|| {
+        format!(
+            "{unknown} of the keys reported are unknown or malformed here: if they are this \
+             service's keys, check that SCOPEKEY_PEPPER and the key prefix (--key-prefix, \
+             SCOPEKEY_KEY_PREFIX) are the service's (another pepper makes every key unknown)"
+        )
+    });
     if output.json {
         // The HTTP API's body, plus each entry's line number in the input.
         let results = lines
@@ -461,14 +472,17 @@ fn print_report(
                 Ok(value)
             })
             .collect::<Result<Vec<_>, serde_json::Error>>()?;
-        return output::json(out, &json!({ "results": results }), pretty());
+        output::json(out, &json!({ "results": results }), pretty())?;
+        if let Some(hint) = &format_hint {
+            note(out, hint)?;
+        }
+        return Ok(());
     }
     if lines.is_empty() {
         eprintln!("no keys in the input");
         return Ok(());
     }
     output::report_table(out, lines)?;
-    let count = |status| lines.iter().filter(|l| l.result.status == status).count();
     let mut summary = format!(
         "{}{} revoked, {} already revoked, {} unknown, {} malformed",
         if partial {
@@ -504,7 +518,10 @@ fn print_report(
             keys.join(", ")
         ));
         if l.result.minted_truncated {
-            summary.push_str(" and more (see the audit log for keys whose actor it was)");
+            summary.push_str(
+                " and more (report that key again on its own, or see the audit log for keys \
+                 whose actor it was)",
+            );
         }
     }
     if live_minted {
@@ -512,6 +529,10 @@ fn print_report(
             "\nkeys a leaked key minted may be in other hands too: review them, or run again \
              with --revoke-minted",
         );
+    }
+    if let Some(hint) = format_hint {
+        summary.push('\n');
+        summary.push_str(&hint);
     }
     note(out, &summary)
 }

@@ -77,7 +77,9 @@
 //!   comments skipped), and report per line `revoked`, `already_revoked`,
 //!   `unknown` or `malformed`. The keys a leaked key minted (created, or
 //!   rotated into being, itself included, and every successor of a key it
-//!   created) are named, and revoked too with `--revoke-minted`.
+//!   created) are named, and revoked too with `--revoke-minted`. When some
+//!   keys are unknown or malformed, a note on standard error asks to check
+//!   that `SCOPEKEY_PEPPER` and the key prefix are the service's.
 //! - `keys lineage ID [--json]`: a key's rotation chain, oldest first.
 //! - `events [--key ID] [--limit N] [--cursor C] [--all] [--json]`: the audit
 //!   log, newest first.

@@ -291,11 +291,19 @@ async fn later_batch_fails(db: &TestDb) {
     assert!(run.stderr.contains(&minted), "{}", run.stderr);
     assert!(run.stderr.contains("--revoke-minted"), "{}", run.stderr);
     hint_given(&run.stderr);
+    // Keys it does not know: perhaps read with another key format.
+    assert!(
+        run.stderr
+            .contains("9999 of the keys reported are unknown or malformed")
+    );
+    assert!(run.stderr.contains("SCOPEKEY_PEPPER"), "{}", run.stderr);
 
-    // As JSON: the document a whole report gives, for the first batch.
+    // As JSON: the document a whole report gives, for the first batch; on
+    // standard error, the key-format note and the failure.
     let run = scopekey_with_stdin(url, &["keys", "compromised", "--json"], &input);
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 2, "{}", run.stderr);
+    assert!(run.stderr.contains("SCOPEKEY_PEPPER"), "{}", run.stderr);
     hint_given(&run.stderr);
     let partial: serde_json::Value = serde_json::from_str(&run.stdout).expect("one JSON document");
     let results = partial["results"].as_array().expect("results");
@@ -374,6 +382,8 @@ async fn minted_keys(db: &TestDb) {
     let run = scopekey_with_stdin(url, &["keys", "compromised"], &input);
     run.says(&format!("{} (revoked)", successor.key.id));
     assert!(!run.stderr.contains("--revoke-minted"), "{run:#?}");
+    // Every key known: no note about the key format.
+    assert!(!run.stderr.contains("SCOPEKEY_PEPPER"), "{run:#?}");
 }
 
 scopekey_runtime::both_backends!(compromised_minted, minted_keys);

@@ -13,7 +13,8 @@ use crate::model::{Status, event_type};
 /// The most keys one report may hold.
 pub const MAX_REPORT_KEYS: usize = 10_000;
 
-/// The most minted keys listed (and revoked) for one reported key.
+/// The most minted keys listed (and revoked) for one report, over all its
+/// keys.
 pub const MAX_MINTED: usize = 10_000;
 
 /// What happened to one reported key.
@@ -57,10 +58,13 @@ pub struct CompromiseResult {
     /// (see [`ScopeKey::report_compromised_with`]).
     #[serde(default)]
     pub minted: Vec<MintedKey>,
-    /// The reported key's lineage of minted keys went on past the limit
-    /// ([`CompromiseOptions::max_minted`], at most [`MAX_MINTED`]): the list
-    /// stops there, and so does `revoke_minted`.
-    /// Look for the rest in the audit log (their `actor_key_id`).
+    /// The reported key's minted keys went on past what the report's limit
+    /// left ([`CompromiseOptions::max_minted`] for the whole report, at most
+    /// [`MAX_MINTED`]): the list stops there, and so does `revoke_minted`.
+    /// Report the key again on its own (its minted keys already revoked
+    /// count again), or look for the rest in the audit log (their
+    /// `actor_key_id`). A key reported twice in one report lists its
+    /// minted keys at its first entry only.
     #[serde(default)]
     pub minted_truncated: bool,
 }
@@ -74,8 +78,8 @@ pub struct CompromiseOptions<'a> {
     /// Also revoke the keys each reported key minted (see
     /// [`ScopeKey::report_compromised_with`]). Off by default.
     pub revoke_minted: bool,
-    /// The most minted keys listed (and revoked) per reported key; default
-    /// and upper bound [`MAX_MINTED`].
+    /// The most minted keys listed (and revoked) for the whole report, in
+    /// the order of its keys; default and upper bound [`MAX_MINTED`].
     pub max_minted: usize,
 }
 
@@ -125,7 +129,10 @@ impl ScopeKey {
     ///   lineage: every successor, however it was rotated (an automatic
     ///   rotation delivers it to the URL its creator chose);
     /// - at most [`CompromiseOptions::max_minted`] (itself at most
-    ///   [`MAX_MINTED`]); past that, [`CompromiseResult::minted_truncated`].
+    ///   [`MAX_MINTED`]) for the whole report, so that its work is bounded
+    ///   whatever it holds; past that,
+    ///   [`CompromiseResult::minted_truncated`]. A key reported twice is
+    ///   walked once, at its first entry.
     ///
     /// The reported key's own successors made by another key, by the
     /// system or by automatic rotation (delivered to its holder's webhook)
@@ -173,6 +180,12 @@ impl ScopeKey {
         let details = json!({ "reason": reason, "source": source });
         let format = self.key_format().clone();
         let mut out = Vec::with_capacity(keys.len());
+        // The minted keys listed for the whole report, not per entry: a
+        // report of one long-lived key 10,000 times must not walk its tree
+        // 10,000 times. A key reported again is walked once, at its first
+        // entry.
+        let mut budget = options.max_minted.min(MAX_MINTED);
+        let mut walked = std::collections::HashSet::new();
         for (index, presented) in keys.iter().enumerate() {
             // A byte order mark is no part of a key (a report saved by
             // Notepad starts with one).
@@ -222,17 +235,22 @@ impl ScopeKey {
                     CompromiseStatus::AlreadyRevoked
                 }
             };
-            let limit = options.max_minted.min(MAX_MINTED);
-            let (minted, minted_truncated) = self
-                .walk_minted(
-                    record.id,
-                    limit,
-                    options.revoke_minted,
-                    actor,
-                    reason,
-                    &details,
-                )
-                .await?;
+            let (minted, minted_truncated) = if walked.insert(record.id) {
+                let found = self
+                    .walk_minted(
+                        record.id,
+                        budget,
+                        options.revoke_minted,
+                        actor,
+                        reason,
+                        &details,
+                    )
+                    .await?;
+                budget -= found.0.len();
+                found
+            } else {
+                (Vec::new(), false)
+            };
             out.push(CompromiseResult {
                 index,
                 status,

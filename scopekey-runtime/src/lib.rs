@@ -68,7 +68,10 @@
 //!   after; the successor gets the parent's lifetime afresh (under a
 //!   rotation policy, a fresh period from the rotation).
 //! - A key needs at least one scope; scopes are deduplicated.
-//! - `auth.failed` events are capped at 10 a second per process (configurable).
+//! - `auth.failed` events are capped at 10 a second per process
+//!   (configurable) for refusals of keys the store knows (revoked,
+//!   expired), and as many for the others (malformed, unknown), so that a
+//!   flood of garbage keys cannot hide a revoked key's use.
 //! - A key holds at most 100 scopes; names are 1 to 200 characters; metadata
 //!   is a JSON object of at most 16 KiB; a grace period is at most 365 days.
 //! - A name or metadata holding a well-formed key (any prefix, its check

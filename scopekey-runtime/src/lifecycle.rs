@@ -383,7 +383,11 @@ impl ScopeKeyBuilder {
         self
     }
 
-    /// At most this many `auth.failed` audit events a second (default 10).
+    /// At most this many `auth.failed` audit events a second (default 10)
+    /// for refusals of keys the store knows (revoked, expired), and as
+    /// many for the others (malformed, unknown): a flood of garbage keys
+    /// cannot crowd the known keys' refusals out of the audit log. 0 writes
+    /// none.
     pub fn auth_failures_per_second(mut self, limit: u32) -> Self {
         self.config.auth_failures_per_second = limit;
         self
@@ -875,11 +879,11 @@ impl ScopeKey {
         details: serde_json::Value,
         now: OffsetDateTime,
     ) {
-        if !self
-            .inner
-            .verifier
-            .admit_failure_event(now, self.inner.config.auth_failures_per_second)
-        {
+        if !self.inner.verifier.admit_failure_event(
+            now,
+            self.inner.config.auth_failures_per_second,
+            key_id.is_some(),
+        ) {
             return;
         }
         let event = self.event(now, event_type::AUTH_FAILED, key_id, None, details);

@@ -128,9 +128,32 @@ pub(crate) struct Verifier {
     /// meanwhile, and taken again by the next flush if the one that took
     /// them never reports (it was cancelled).
     in_flight: Mutex<HashMap<KeyId, OffsetDateTime, Hasher>>,
-    failures_second: AtomicI64,
-    failures_in_second: AtomicU32,
+    /// `auth.failed` events written this second, for refusals of keys the
+    /// store knows (revoked, expired) and for the others (malformed,
+    /// unknown) apart: a flood of garbage cannot crowd out the refusals
+    /// that name a key.
+    named_failures: SecondBudget,
+    anonymous_failures: SecondBudget,
     store_timeout: Duration,
+}
+
+/// A count of events in the current second.
+#[derive(Debug, Default)]
+struct SecondBudget {
+    second: AtomicI64,
+    used: AtomicU32,
+}
+
+impl SecondBudget {
+    /// Whether another event fits in `now`'s second, at most `limit` a
+    /// second.
+    fn admit(&self, now: OffsetDateTime, limit: u32) -> bool {
+        let second = now.unix_timestamp();
+        if self.second.swap(second, Ordering::Relaxed) != second {
+            self.used.store(0, Ordering::Relaxed);
+        }
+        self.used.fetch_add(1, Ordering::Relaxed) < limit
+    }
 }
 
 impl Verifier {
@@ -140,8 +163,8 @@ impl Verifier {
             used: Mutex::new(HashMap::default()),
             unwritten: Mutex::new(HashMap::default()),
             in_flight: Mutex::new(HashMap::default()),
-            failures_second: AtomicI64::new(0),
-            failures_in_second: AtomicU32::new(0),
+            named_failures: SecondBudget::default(),
+            anonymous_failures: SecondBudget::default(),
             store_timeout: config.store_timeout,
         }
     }
@@ -323,14 +346,16 @@ impl Verifier {
     }
 
     /// Whether another `auth.failed` event may be written in the current
-    /// second (at most `limit` a second, so a flood of bad keys cannot flood
-    /// the audit log).
-    pub(crate) fn admit_failure_event(&self, now: OffsetDateTime, limit: u32) -> bool {
-        let second = now.unix_timestamp();
-        if self.failures_second.swap(second, Ordering::Relaxed) != second {
-            self.failures_in_second.store(0, Ordering::Relaxed);
+    /// second: at most `limit` a second for refusals that name a key
+    /// (`named`: revoked, expired) and as many for the others, so that a
+    /// flood of bad keys can neither flood the audit log nor hide from it
+    /// the refusals of keys it knows.
+    pub(crate) fn admit_failure_event(&self, now: OffsetDateTime, limit: u32, named: bool) -> bool {
+        if named {
+            self.named_failures.admit(now, limit)
+        } else {
+            self.anonymous_failures.admit(now, limit)
         }
-        self.failures_in_second.fetch_add(1, Ordering::Relaxed) < limit
     }
 }
 

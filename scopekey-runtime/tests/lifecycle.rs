@@ -136,6 +136,66 @@ async fn verify_rejections(db: &TestDb) {
 }
 both_backends!(verify_rejections_work, verify_rejections);
 
+/// `auth.failed` events are sampled, at most the configured number a
+/// second for refusals of keys the store knows and as many for the others:
+/// a flood of garbage keys does not keep a revoked key's refusal out of the
+/// audit log.
+async fn refusals_of_known_keys_are_sampled_apart(db: &TestDb) {
+    let clock = ManualClock::starting_now();
+    let keys = ScopeKey::builder_arc(Arc::clone(&db.store))
+        .clock(clock.clone())
+        .auth_failures_per_second(2)
+        .build();
+    let revoked = key(&keys, "revoked", &["a:b"]).await;
+    keys.revoke(revoked.key.id, None, Actor::System)
+        .await
+        .unwrap();
+    let failures = |keys: ScopeKey| async move {
+        keys.events(&ListEvents {
+            limit: Some(500),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.kind == event_type::AUTH_FAILED)
+        .map(|e| (e.key_id, e.details["reason"].as_str().unwrap().to_owned()))
+        .collect::<Vec<_>>()
+    };
+    // One second on the clock: ten garbage keys, then the revoked key.
+    for _ in 0..10 {
+        assert!(keys.verify("sk_garbage").await.is_err());
+    }
+    for _ in 0..3 {
+        assert!(matches!(
+            keys.verify(revoked.plaintext.expose_secret()).await,
+            Err(VerifyError::Revoked)
+        ));
+    }
+    let seen = failures(keys.clone()).await;
+    let named: Vec<_> = seen.iter().filter(|(id, _)| id.is_some()).collect();
+    assert_eq!(
+        seen.len() - named.len(),
+        2,
+        "garbage: two a second {seen:?}"
+    );
+    assert_eq!(named.len(), 2, "the revoked key's own two: {seen:?}");
+    assert!(
+        named
+            .iter()
+            .all(|(id, reason)| { *id == Some(revoked.key.id) && reason == "revoked" })
+    );
+    // The next second, again.
+    clock.advance(Duration::seconds(1));
+    assert!(keys.verify("sk_garbage").await.is_err());
+    assert_eq!(failures(keys.clone()).await.len(), 5);
+}
+both_backends!(
+    refusals_of_known_keys_are_sampled_apart_works,
+    refusals_of_known_keys_are_sampled_apart
+);
+
 async fn create_validation(db: &TestDb) {
     let (keys, clock) = runtime(db);
     let bad = [
@@ -1403,6 +1463,35 @@ async fn compromise_lists_and_revokes_minted_keys(db: &TestDb) {
         .await
         .unwrap();
     assert!(clean[0].minted.is_empty());
+
+    // The limit holds for the whole report, and a key reported twice is
+    // walked once: its second entry lists nothing (the work of a report is
+    // bounded whatever it repeats).
+    let twice = vec![report[0].clone(), report[0].clone()];
+    let results = keys
+        .report_compromised_with(&twice, CompromiseOptions::default(), Actor::System)
+        .await
+        .unwrap();
+    assert_eq!(results[0].minted.len(), 4);
+    assert!(results[1].minted.is_empty() && !results[1].minted_truncated);
+    assert_eq!(results[1].key_id, Some(leaked.key.id));
+    let shared = CompromiseOptions {
+        max_minted: 3,
+        ..Default::default()
+    };
+    let with_successor = vec![
+        report[0].clone(),
+        successor.plaintext.expose_secret().to_owned(),
+    ];
+    let results = keys
+        .report_compromised_with(&with_successor, shared, Actor::System)
+        .await
+        .unwrap();
+    assert_eq!(results[0].minted.len(), 3);
+    assert!(results[0].minted_truncated);
+    // The successor rotated itself: it minted a key, which the spent limit
+    // no longer lists.
+    assert!(results[1].minted.is_empty() && results[1].minted_truncated);
 }
 both_backends!(
     compromise_lists_and_revokes_minted_keys_works,
