@@ -85,7 +85,11 @@
 //! Audit events and logs name an endpoint by its id and its scheme, host
 //! and port only (`https://hooks.example.com`): receivers often take a token
 //! in the path or query, and the audit log is open to any key with
-//! `api_keys:read`. Delivery errors kept in the outbox name no URL.
+//! `api_keys:read`. Delivery errors kept in the outbox name no URL; for a
+//! key's own webhook, a transport failure is kept as its kind alone
+//! (`could not connect`, `timed out`), its detail logged by the server:
+//! otherwise a URL chosen by a key's creator could probe which internal
+//! names resolve and which ports answer.
 //!
 //! **Not kept forever.** A delivery is not kept in the outbox until a 2xx
 //! acknowledges it, however long that takes.
@@ -946,7 +950,34 @@ impl Notifier {
                 status: None,
                 error,
             },
-            None => deliver::attempt(client, url, secrets, &c.id.to_string(), sent_at, body).await,
+            None => {
+                match deliver::attempt(client, url, secrets, &c.id.to_string(), sent_at, body).await
+                {
+                    // A key's own webhook that could not be reached: the
+                    // transport's detail (a name with no public address, a
+                    // refused port) goes to this server's log only. The
+                    // outbox and the audit log, which any key with
+                    // `api_keys:read` reads, get its kind, so that a URL a
+                    // key's creator chose cannot map the service's network.
+                    Outcome::Failed {
+                        status: None,
+                        error,
+                    } if holder => {
+                        tracing::info!(
+                            url = %deliver::shown_url(url),
+                            delivery_id = %c.id,
+                            error = %error,
+                            "a key's own webhook could not be reached"
+                        );
+                        let kind = error.split(':').next().unwrap_or_default().to_owned();
+                        Outcome::Failed {
+                            status: None,
+                            error: kind,
+                        }
+                    }
+                    outcome => outcome,
+                }
+            }
         };
         let at = self.inner.keys.now();
         let failures = c.attempts.saturating_add(1);
