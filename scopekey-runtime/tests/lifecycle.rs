@@ -981,35 +981,25 @@ async fn status_filter_precedence(db: &TestDb) {
     keys.revoke(x, Some("after expiry"), Actor::System)
         .await
         .unwrap();
-    let y_next = keys
-        .rotate(
-            y,
-            RotateOptions {
+    let rotate_with_a_day = |id| {
+        let keys = keys.clone();
+        async move {
+            let options = RotateOptions {
                 grace: Some(Duration::hours(24)),
                 scopes: None,
-            },
-            Actor::System,
-        )
-        .await
-        .unwrap()
-        .key
-        .id;
+            };
+            keys.rotate(id, options, Actor::System)
+                .await
+                .unwrap()
+                .key
+                .id
+        }
+    };
+    let y_next = rotate_with_a_day(y).await;
     keys.revoke(y, Some("inside the grace"), Actor::System)
         .await
         .unwrap();
-    let rotating_next = keys
-        .rotate(
-            rotating,
-            RotateOptions {
-                grace: Some(Duration::hours(24)),
-                scopes: None,
-            },
-            Actor::System,
-        )
-        .await
-        .unwrap()
-        .key
-        .id;
+    let rotating_next = rotate_with_a_day(rotating).await;
 
     let listed = |status: Status| {
         let keys = keys.clone();
