@@ -1982,44 +1982,6 @@ fn auto_runtime(store: Arc<dyn scopekey_runtime::Store>, clock: &ManualClock) ->
         .build()
 }
 
-/// The configured endpoints' deliveries are claimed before holders' own
-/// webhooks' that are due as early: thousands of holder webhooks that hang
-/// cannot hold an expiry notice (or a `key.compromised` announcement) back
-/// behind them, round after round.
-async fn configured_endpoints_go_first(db: &TestDb) {
-    let clock = ManualClock::starting_now();
-    // One receiver for both: its log gives the order the requests came in.
-    let receiver = Receiver::start().await;
-    let holder_url = receiver.url.replace("/hooks/scopekey", "/holder");
-    let keys = auto_runtime(Arc::clone(&db.store), &clock);
-    for i in 0..3 {
-        keys.create(
-            auto_rotating(&format!("holder {i}"), &holder_url)
-                .expires_at(clock.now() + Duration::hours(1)),
-            Actor::System,
-        )
-        .await
-        .unwrap();
-    }
-    key_expiring_in(&keys, "noticed", Duration::days(10)).await;
-    let outbox = Outbox::connect(&db.url).await.unwrap();
-    let mut cfg = config(&receiver);
-    cfg.batch_size = 1;
-    let notifier = Notifier::new(keys.clone(), outbox, cfg).unwrap();
-    let pass = notifier.run_once().await.unwrap();
-    // The rotations' successors were enqueued before the notice.
-    assert_eq!((pass.rotated, pass.notices), (3, 1), "{pass:?}");
-    assert_eq!(pass.deliveries.delivered, 4, "{pass:?}");
-    let paths: Vec<_> = receiver.requests().into_iter().map(|r| r.path).collect();
-    assert_eq!(paths.len(), 4, "{paths:?}");
-    assert_eq!(paths[0], "/hooks/scopekey", "the notice first: {paths:?}");
-    assert!(paths[1..].iter().all(|p| p == "/holder"), "{paths:?}");
-}
-both_backends!(
-    configured_endpoints_go_first_works,
-    configured_endpoints_go_first
-);
-
 /// Two notifiers with the rotation secret, on one database.
 async fn auto_notifiers(db: &TestDb, clock: &ManualClock, receiver: &Receiver) -> Vec<Notifier> {
     let mut out = Vec::new();

@@ -71,10 +71,7 @@
 //! except a 2xx, which is recorded whoever holds the row. Delivery is at
 //! least once: a receiver may see a `webhook-id` twice if a sender dies
 //! between the receiver's answer and recording it, and should deduplicate
-//! on it. Deliveries to the configured endpoints are claimed before those
-//! to keys' own webhooks, however early these fell due: many holder
-//! webhooks that hang (each attempt waits out `request_timeout`) cannot
-//! hold an expiry notice or a `key.compromised` announcement back.
+//! on it.
 //!
 //! **Retries.** Only 2xx is success. Redirects are not followed (a failure).
 //! Anything else is retried with exponential backoff and jitter

@@ -535,7 +535,7 @@ impl Backend for PgOutbox {
                  AND e.disabled_at IS NULL AND (e.paused_until IS NULL OR e.paused_until <= $3) \
                  AND CASE WHEN substr(d.payload, 1, 7) = 'sealed:' THEN $6 \
                      ELSE d.endpoint_id = ANY($4) END \
-                 ORDER BY e.key_delivery, d.next_attempt_at, d.id LIMIT $5 \
+                 ORDER BY d.next_attempt_at, d.id LIMIT $5 \
                  FOR UPDATE OF d SKIP LOCKED) \
              RETURNING id, endpoint_id, event_id, event_type, key_id, payload, attempts, \
                  (SELECT e.url FROM scopekey_webhook_endpoints e \
