@@ -483,6 +483,13 @@ fn print_report(
         return Ok(());
     }
     output::report_table(out, lines)?;
+    note(out, &report_summary(lines, partial, format_hint))
+}
+
+/// What a report's table is followed by on standard error: the counts, the
+/// keys each leaked key minted, and advice.
+fn report_summary(lines: &[ReportLine], partial: bool, format_hint: Option<String>) -> String {
+    let count = |status| lines.iter().filter(|l| l.result.status == status).count();
     let mut summary = format!(
         "{}{} revoked, {} already revoked, {} unknown, {} malformed",
         if partial {
@@ -499,6 +506,14 @@ fn print_report(
     let mut live_minted = false;
     for l in lines {
         if l.result.minted.is_empty() {
+            if l.result.minted_truncated {
+                // The report's limit was spent on the lines before.
+                summary.push_str(&format!(
+                    "\nline {}: the keys it minted were not looked for (the report's limit \
+                     was reached first): report that key again on its own",
+                    l.line
+                ));
+            }
             continue;
         }
         let keys: Vec<String> = l
@@ -518,10 +533,7 @@ fn print_report(
             keys.join(", ")
         ));
         if l.result.minted_truncated {
-            summary.push_str(
-                " and more (report that key again on its own, or see the audit log for keys \
-                 whose actor it was)",
-            );
+            summary.push_str(" and more (see the audit log for keys whose actor it was)");
         }
     }
     if live_minted {
@@ -534,7 +546,7 @@ fn print_report(
         summary.push('\n');
         summary.push_str(&hint);
     }
-    note(out, &summary)
+    summary
 }
 
 async fn events(g: &Globals, args: EventsArgs, out: &mut dyn Write) -> Result<(), Failure> {
@@ -563,4 +575,58 @@ async fn events(g: &Globals, args: EventsArgs, out: &mut dyn Write) -> Result<()
     }
     output::event_table(out, &page.items)?;
     more(out, &page, "events")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scopekey_runtime::{CompromiseResult, KeyId, MintedKey};
+
+    fn line(line: usize, minted: Vec<MintedKey>, minted_truncated: bool) -> ReportLine {
+        ReportLine {
+            line,
+            result: CompromiseResult {
+                index: line - 1,
+                status: CompromiseStatus::Revoked,
+                key_id: Some(KeyId(uuid::Uuid::now_v7())),
+                hint: Some("sk_…abcd".into()),
+                minted,
+                minted_truncated,
+            },
+        }
+    }
+
+    /// A line whose minted keys were not looked for, the report's limit
+    /// spent on the lines before, says so (an empty list alone would read
+    /// as "minted nothing"); a line cut short within its own keys points to
+    /// the audit log.
+    #[test]
+    fn a_report_says_where_its_limit_cut() {
+        let minted = MintedKey {
+            key_id: KeyId(uuid::Uuid::now_v7()),
+            status: Status::Revoked,
+        };
+        let lines = [
+            line(1, vec![minted.clone()], true),
+            line(2, Vec::new(), true),
+            line(3, Vec::new(), false),
+        ];
+        let summary = report_summary(&lines, false, None);
+        assert!(
+            summary.starts_with("3 revoked, 0 already revoked"),
+            "{summary}"
+        );
+        assert!(
+            summary.contains(&format!(
+                "line 1: keys it minted: {} (revoked) and more (see the audit log",
+                minted.key_id
+            )),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("line 2: the keys it minted were not looked for"),
+            "{summary}"
+        );
+        assert!(!summary.contains("line 3"), "{summary}");
+    }
 }

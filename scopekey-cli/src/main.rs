@@ -132,7 +132,10 @@
 //!   parses), with any key among the arguments shown as its hint; the others are
 //!   one line on standard error.
 //!
-//! `keys compromised` hands a report to the store in batches of 10,000 keys.
+//! `keys compromised` hands a report to the store in batches of 10,000 keys,
+//! each listing (and revoking, with `--revoke-minted`) at most 10,000 minted
+//! keys in all; a line whose minted keys that limit left unsearched says
+//! so.
 //! If a batch after the first fails, the results of the batches before it
 //! are printed first, as a whole report's (the same JSON document with
 //! `--json`; for people, the summary says up to which line), then the

@@ -61,10 +61,11 @@ pub struct CompromiseResult {
     /// The reported key's minted keys went on past what the report's limit
     /// left ([`CompromiseOptions::max_minted`] for the whole report, at most
     /// [`MAX_MINTED`]): the list stops there, and so does `revoke_minted`.
-    /// Report the key again on its own (its minted keys already revoked
-    /// count again), or look for the rest in the audit log (their
-    /// `actor_key_id`). A key reported twice in one report lists its
-    /// minted keys at its first entry only.
+    /// With an empty list, the limit was spent by the entries before: report
+    /// the key again on its own. Past the limit within one key's own minted
+    /// keys (already revoked ones count too), look for the rest in the audit
+    /// log (their `actor_key_id`). A key reported twice in one report lists
+    /// its minted keys at its first entry only.
     #[serde(default)]
     pub minted_truncated: bool,
 }

@@ -963,7 +963,7 @@ impl Notifier {
                         status: None,
                         error,
                     } if holder => {
-                        tracing::info!(
+                        tracing::warn!(
                             url = %deliver::shown_url(url),
                             delivery_id = %c.id,
                             error = %error,
