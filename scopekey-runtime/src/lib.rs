@@ -71,7 +71,9 @@
 //! - `auth.failed` events are capped at 10 a second per process
 //!   (configurable) for refusals of keys the store knows (revoked,
 //!   expired), and as many for the others (malformed, unknown), so that a
-//!   flood of garbage keys cannot hide a revoked key's use.
+//!   flood of garbage keys cannot hide a revoked key's use; past that, each
+//!   known key's first refusal in a second is written too (up to 64 keys a
+//!   second), so that one key refused in a loop cannot hide another's.
 //! - A key holds at most 100 scopes; names are 1 to 200 characters; metadata
 //!   is a JSON object of at most 16 KiB; a grace period is at most 365 days.
 //! - A name or metadata holding a well-formed key (any prefix, its check

@@ -386,8 +386,10 @@ impl ScopeKeyBuilder {
     /// At most this many `auth.failed` audit events a second (default 10)
     /// for refusals of keys the store knows (revoked, expired), and as
     /// many for the others (malformed, unknown): a flood of garbage keys
-    /// cannot crowd the known keys' refusals out of the audit log. 0 writes
-    /// none.
+    /// cannot crowd the known keys' refusals out of the audit log. Past
+    /// that, each known key's first refusal in a second is written all the
+    /// same (for up to 64 keys a second), so that one key refused in a loop
+    /// cannot hide another's. 0 writes none.
     pub fn auth_failures_per_second(mut self, limit: u32) -> Self {
         self.config.auth_failures_per_second = limit;
         self
@@ -882,7 +884,7 @@ impl ScopeKey {
         if !self.inner.verifier.admit_failure_event(
             now,
             self.inner.config.auth_failures_per_second,
-            key_id.is_some(),
+            key_id,
         ) {
             return;
         }

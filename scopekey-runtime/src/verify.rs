@@ -134,8 +134,17 @@ pub(crate) struct Verifier {
     /// that name a key.
     named_failures: SecondBudget,
     anonymous_failures: SecondBudget,
+    /// The keys whose refusal was written this second: each key's first
+    /// refusal in a second is written even past the budget, so one key
+    /// refused in a loop cannot hide another's (at most
+    /// [`MAX_KEYS_A_SECOND`] keys a second).
+    named_this_second: Mutex<(i64, std::collections::HashSet<KeyId>)>,
     store_timeout: Duration,
 }
+
+/// The most distinct keys whose first refusal in a second is written past
+/// the `auth.failed` budget.
+const MAX_KEYS_A_SECOND: usize = 64;
 
 /// A count of events in the current second.
 #[derive(Debug, Default)]
@@ -165,6 +174,7 @@ impl Verifier {
             in_flight: Mutex::new(HashMap::default()),
             named_failures: SecondBudget::default(),
             anonymous_failures: SecondBudget::default(),
+            named_this_second: Mutex::new((0, std::collections::HashSet::new())),
             store_timeout: config.store_timeout,
         }
     }
@@ -347,15 +357,33 @@ impl Verifier {
 
     /// Whether another `auth.failed` event may be written in the current
     /// second: at most `limit` a second for refusals that name a key
-    /// (`named`: revoked, expired) and as many for the others, so that a
+    /// (`key`: revoked, expired) and as many for the others, so that a
     /// flood of bad keys can neither flood the audit log nor hide from it
-    /// the refusals of keys it knows.
-    pub(crate) fn admit_failure_event(&self, now: OffsetDateTime, limit: u32, named: bool) -> bool {
-        if named {
-            self.named_failures.admit(now, limit)
-        } else {
-            self.anonymous_failures.admit(now, limit)
+    /// the refusals of keys it knows; and past the budget, each known key's
+    /// first refusal in the second (for up to [`MAX_KEYS_A_SECOND`] keys),
+    /// so that one key refused in a loop cannot hide another. None with a
+    /// `limit` of 0.
+    pub(crate) fn admit_failure_event(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+        key: Option<KeyId>,
+    ) -> bool {
+        let Some(key) = key else {
+            return self.anonymous_failures.admit(now, limit);
+        };
+        if limit == 0 {
+            return false;
         }
+        let first = {
+            let mut seen = lock(&self.named_this_second);
+            let second = now.unix_timestamp();
+            if seen.0 != second {
+                *seen = (second, std::collections::HashSet::new());
+            }
+            seen.1.len() < MAX_KEYS_A_SECOND && seen.1.insert(key)
+        };
+        self.named_failures.admit(now, limit) || first
     }
 }
 

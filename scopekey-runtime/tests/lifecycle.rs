@@ -139,7 +139,8 @@ both_backends!(verify_rejections_work, verify_rejections);
 /// `auth.failed` events are sampled, at most the configured number a
 /// second for refusals of keys the store knows and as many for the others:
 /// a flood of garbage keys does not keep a revoked key's refusal out of the
-/// audit log.
+/// audit log, nor does one known key refused in a loop keep out another's
+/// first refusal.
 async fn refusals_of_known_keys_are_sampled_apart(db: &TestDb) {
     let clock = ManualClock::starting_now();
     let keys = ScopeKey::builder_arc(Arc::clone(&db.store))
@@ -186,10 +187,25 @@ async fn refusals_of_known_keys_are_sampled_apart(db: &TestDb) {
             .iter()
             .all(|(id, reason)| { *id == Some(revoked.key.id) && reason == "revoked" })
     );
+    // Another revoked key in the same second, its budget spent by the
+    // first: its first refusal is written all the same, its next not.
+    let other = key(&keys, "other", &["a:b"]).await;
+    keys.revoke(other.key.id, None, Actor::System)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        assert!(keys.verify(other.plaintext.expose_secret()).await.is_err());
+    }
+    let seen = failures(keys.clone()).await;
+    let others = seen
+        .iter()
+        .filter(|(id, _)| *id == Some(other.key.id))
+        .count();
+    assert_eq!(others, 1, "{seen:?}");
     // The next second, again.
     clock.advance(Duration::seconds(1));
     assert!(keys.verify("sk_garbage").await.is_err());
-    assert_eq!(failures(keys.clone()).await.len(), 5);
+    assert_eq!(failures(keys.clone()).await.len(), 6);
 }
 both_backends!(
     refusals_of_known_keys_are_sampled_apart_works,
