@@ -1089,6 +1089,8 @@ impl ScopeKey {
         if let Some(r) = reason {
             check_reason(r)?;
         }
+        // A key pasted into the reason ("leaked: sk_…") is kept as its hint:
+        // refusing would leave the key live.
         let reason = reason.map(crate::key::redact_keys);
         let reason = reason.as_deref();
         let details = json!({ "reason": reason });
@@ -1099,7 +1101,9 @@ impl ScopeKey {
 
     /// Revokes a key, audited as `kind` with `details`; also says whether
     /// this call revoked it (`false`: it was revoked already, perhaps by a
-    /// concurrent call).
+    /// concurrent call). `reason` is stored as given: a caller passing
+    /// someone's text checks and redacts it first, as [`revoke`](Self::revoke)
+    /// does.
     pub(crate) async fn revoke_as(
         &self,
         id: KeyId,
@@ -1109,13 +1113,6 @@ impl ScopeKey {
         details: serde_json::Value,
     ) -> Result<(ApiKey, bool), Error> {
         let now = self.now();
-        if let Some(r) = reason {
-            check_reason(r)?;
-        }
-        // A key pasted into the reason ("leaked: sk_…") is kept as its hint:
-        // refusing would leave the key live.
-        let reason = reason.map(crate::key::redact_keys);
-        let reason = reason.as_deref();
         let event = self.event(now, kind, Some(id), actor.key_id(), details);
         match self.inner.store.revoke(id, now, reason, &event).await? {
             RevokeOutcome::Revoked(record) => {
@@ -1618,15 +1615,7 @@ fn check_metadata(metadata: Option<Map<String, Value>>) -> Result<Map<String, Va
     let metadata = metadata.unwrap_or_default();
     // PostgreSQL's `jsonb` cannot hold a NUL character; SQLite could, but a
     // key must mean the same on both.
-    fn has_nul(v: &Value) -> bool {
-        match v {
-            Value::String(s) => s.contains('\0'),
-            Value::Array(items) => items.iter().any(has_nul),
-            Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
-            _ => false,
-        }
-    }
-    if metadata.iter().any(|(k, v)| k.contains('\0') || has_nul(v)) {
+    if any_text(&metadata, &|s| s.contains('\0')) {
         return Err(Error::Invalid(
             "`metadata` must not contain NUL characters (\\u0000)".into(),
         ));
@@ -1639,23 +1628,24 @@ fn check_metadata(metadata: Option<Map<String, Value>>) -> Result<Map<String, Va
         )));
     }
     // Scanned for keys once its size is known to be bounded.
-    fn has_key(v: &Value) -> bool {
-        match v {
-            Value::String(s) => crate::key::holds_a_key(s),
-            Value::Array(items) => items.iter().any(has_key),
-            Value::Object(map) => map
-                .iter()
-                .any(|(k, v)| crate::key::holds_a_key(k) || has_key(v)),
-            _ => false,
-        }
-    }
-    if metadata
-        .iter()
-        .any(|(k, v)| crate::key::holds_a_key(k) || has_key(v))
-    {
+    if any_text(&metadata, &crate::key::holds_a_key) {
         return Err(holds_a_key("metadata"));
     }
     Ok(metadata)
+}
+
+/// Whether `test` holds for any member name or string of `map`, at any
+/// depth.
+fn any_text(map: &Map<String, Value>, test: &dyn Fn(&str) -> bool) -> bool {
+    fn in_value(v: &Value, test: &dyn Fn(&str) -> bool) -> bool {
+        match v {
+            Value::String(s) => test(s),
+            Value::Array(items) => items.iter().any(|v| in_value(v, test)),
+            Value::Object(map) => any_text(map, test),
+            _ => false,
+        }
+    }
+    map.iter().any(|(k, v)| test(k) || in_value(v, test))
 }
 
 fn page_size(limit: Option<u32>) -> Result<u32, Error> {
@@ -1805,12 +1795,6 @@ mod tests {
         assert_eq!(ids.len(), 40);
         assert_eq!(ids, sorted);
     }
-}
-
-#[cfg(all(test, feature = "sqlite"))]
-mod limits {
-    use super::*;
-    use crate::store::sqlite::SqliteStore;
 
     async fn builder() -> ScopeKeyBuilder {
         ScopeKey::builder(SqliteStore::connect("sqlite::memory:").await.unwrap())

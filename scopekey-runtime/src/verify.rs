@@ -132,14 +132,20 @@ pub(crate) struct Verifier {
     /// store knows (revoked, expired) and for the others (malformed,
     /// unknown) apart: a flood of garbage cannot crowd out the refusals
     /// that name a key.
-    named_failures: SecondBudget,
+    named_failures: Mutex<NamedSecond>,
     anonymous_failures: SecondBudget,
-    /// The keys whose refusal was written this second: each key's first
-    /// refusal in a second is written even past the budget, so one key
-    /// refused in a loop cannot hide another's (at most
-    /// [`MAX_KEYS_A_SECOND`] keys a second).
-    named_this_second: Mutex<(i64, std::collections::HashSet<KeyId>)>,
     store_timeout: Duration,
+}
+
+/// The refusals of known keys admitted in the current second: their count,
+/// and the keys (each key's first refusal in a second is admitted even past
+/// the budget, so one key refused in a loop cannot hide another's, for at
+/// most [`MAX_KEYS_A_SECOND`] keys a second).
+#[derive(Debug, Default)]
+struct NamedSecond {
+    second: i64,
+    used: u32,
+    keys: std::collections::HashSet<KeyId>,
 }
 
 /// The most distinct keys whose first refusal in a second is written past
@@ -172,9 +178,8 @@ impl Verifier {
             used: Mutex::new(HashMap::default()),
             unwritten: Mutex::new(HashMap::default()),
             in_flight: Mutex::new(HashMap::default()),
-            named_failures: SecondBudget::default(),
+            named_failures: Mutex::default(),
             anonymous_failures: SecondBudget::default(),
-            named_this_second: Mutex::new((0, std::collections::HashSet::new())),
             store_timeout: config.store_timeout,
         }
     }
@@ -375,15 +380,18 @@ impl Verifier {
         if limit == 0 {
             return false;
         }
-        let first = {
-            let mut seen = lock(&self.named_this_second);
-            let second = now.unix_timestamp();
-            if seen.0 != second {
-                *seen = (second, std::collections::HashSet::new());
-            }
-            seen.1.len() < MAX_KEYS_A_SECOND && seen.1.insert(key)
-        };
-        self.named_failures.admit(now, limit) || first
+        let mut named = lock(&self.named_failures);
+        let second = now.unix_timestamp();
+        if named.second != second {
+            *named = NamedSecond {
+                second,
+                ..NamedSecond::default()
+            };
+        }
+        let within = named.used < limit;
+        named.used = named.used.saturating_add(1);
+        let first = named.keys.len() < MAX_KEYS_A_SECOND && named.keys.insert(key);
+        within || first
     }
 }
 

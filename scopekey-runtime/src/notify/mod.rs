@@ -737,7 +737,7 @@ impl Notifier {
             // Rotated, revoked or deleted meanwhile (another notifier won).
             Err(Error::Conflict(_) | Error::NotFound(_)) => Ok(false),
             // The store failing is every key's problem: the pass's error.
-            Err(Error::Unavailable(e)) if is_outage(&e) => Err(NotifyError::Unavailable(e)),
+            Err(Error::Unavailable(e)) if !e.is_corrupt() => Err(NotifyError::Unavailable(e)),
             // This key's own (its row does not decode, a stored scope no
             // longer parses, its secret does not open): pass it over.
             Err(e) => {
@@ -759,7 +759,7 @@ impl Notifier {
     ) -> Result<bool, NotifyError> {
         match self.try_notice(id, kind, threshold_seconds, now).await {
             Ok(recorded) => Ok(recorded),
-            Err(e) if is_outage(&e) => Err(e.into()),
+            Err(e) if !e.is_corrupt() => Err(e.into()),
             Err(e) => {
                 tracing::warn!(key_id = %id, threshold_seconds, error = %e, "cannot record an expiry notice for this key; passing it over");
                 Ok(false)
@@ -790,10 +790,7 @@ impl Notifier {
                 event,
                 data,
             })
-            .await
-            // The write failing (an unreadable endpoint row, say) is every
-            // key's problem, not this key's data.
-            .map_err(StoreError::not_corrupt)?;
+            .await?;
         if recorded {
             tracing::info!(key_id = %id, threshold_seconds, kind = ?kind, "expiry notice recorded");
         }
@@ -1167,16 +1164,6 @@ enum Tally {
     /// Not attempted: a sealed delivery this notifier cannot open, whose
     /// claim is to be released.
     Left,
-}
-
-/// Whether a store error is the store failing (unreachable, timed out, a
-/// query refused), every key's problem, rather than one key's row that
-/// cannot be used ([`StoreError::is_corrupt`]: a value that does not
-/// decode, a stored scope that no longer parses), which passing that key
-/// over gets round. Anything not marked corrupt is an outage: a pass never
-/// hides a store that does not answer.
-fn is_outage(e: &StoreError) -> bool {
-    !e.is_corrupt()
 }
 
 /// The `key.expiring` (or `key.expired`) event and its webhook `data`: the
