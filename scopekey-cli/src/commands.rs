@@ -449,17 +449,6 @@ fn print_report(
     output: Output,
     partial: bool,
 ) -> Result<(), Failure> {
-    let count = |status| lines.iter().filter(|l| l.result.status == status).count();
-    // Keys this store does not know are often its own, read with another
-    // key format: say so, whatever the output (it goes to standard error).
-    let unknown = count(CompromiseStatus::Unknown) + count(CompromiseStatus::Malformed);
-    let format_hint = (unknown > 0).then(|| {
-        format!(
-            "{unknown} of the keys reported are unknown or malformed here: if they are this \
-             service's keys, check that SCOPEKEY_PEPPER and the key prefix (--key-prefix, \
-             SCOPEKEY_KEY_PREFIX) are the service's (another pepper makes every key unknown)"
-        )
-    });
     if output.json {
         // The HTTP API's body, plus each entry's line number in the input.
         let results = lines
@@ -473,8 +462,8 @@ fn print_report(
             })
             .collect::<Result<Vec<_>, serde_json::Error>>()?;
         output::json(out, &json!({ "results": results }), pretty())?;
-        if let Some(hint) = &format_hint {
-            note(out, hint)?;
+        if let Some(hint) = format_hint(lines) {
+            note(out, &hint)?;
         }
         return Ok(());
     }
@@ -483,12 +472,34 @@ fn print_report(
         return Ok(());
     }
     output::report_table(out, lines)?;
-    note(out, &report_summary(lines, partial, format_hint))
+    note(out, &report_summary(lines, partial))
+}
+
+/// Keys this store does not know are often its own, read with another key
+/// format: a note saying so, whatever the output (it goes to standard
+/// error).
+fn format_hint(lines: &[ReportLine]) -> Option<String> {
+    let unknown = lines
+        .iter()
+        .filter(|l| {
+            matches!(
+                l.result.status,
+                CompromiseStatus::Unknown | CompromiseStatus::Malformed
+            )
+        })
+        .count();
+    (unknown > 0).then(|| {
+        format!(
+            "{unknown} of the keys reported are unknown or malformed here: if they are this \
+             service's keys, check that SCOPEKEY_PEPPER and the key prefix (--key-prefix, \
+             SCOPEKEY_KEY_PREFIX) are the service's (another pepper makes every key unknown)"
+        )
+    })
 }
 
 /// What a report's table is followed by on standard error: the counts, the
 /// keys each leaked key minted, and advice.
-fn report_summary(lines: &[ReportLine], partial: bool, format_hint: Option<String>) -> String {
+fn report_summary(lines: &[ReportLine], partial: bool) -> String {
     let count = |status| lines.iter().filter(|l| l.result.status == status).count();
     let mut summary = format!(
         "{}{} revoked, {} already revoked, {} unknown, {} malformed",
@@ -542,7 +553,7 @@ fn report_summary(lines: &[ReportLine], partial: bool, format_hint: Option<Strin
              with --revoke-minted",
         );
     }
-    if let Some(hint) = format_hint {
+    if let Some(hint) = format_hint(lines) {
         summary.push('\n');
         summary.push_str(&hint);
     }
@@ -611,7 +622,7 @@ mod tests {
             line(2, Vec::new(), true),
             line(3, Vec::new(), false),
         ];
-        let summary = report_summary(&lines, false, None);
+        let summary = report_summary(&lines, false);
         assert!(
             summary.starts_with("3 revoked, 0 already revoked"),
             "{summary}"
