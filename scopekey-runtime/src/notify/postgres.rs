@@ -239,6 +239,12 @@ pub async fn enqueue_key_events(
     Ok(())
 }
 
+/// A listing's position as bound: `after`, or one before every key
+/// expiring after `start` (the nil UUID sorts first).
+fn position(after: Option<DuePosition>, start: OffsetDateTime) -> (OffsetDateTime, Uuid) {
+    after.map_or((start, Uuid::nil()), |(at, id)| (at, id.0))
+}
+
 /// A listed key's position: its expiry and id.
 fn due_position(row: &PgRow) -> Result<DuePosition, StoreError> {
     Ok((row.try_get("expires_at")?, KeyId(row.try_get("id")?)))
@@ -322,11 +328,8 @@ impl Backend for PgOutbox {
         limit: u32,
     ) -> Result<Vec<DueRotation>, StoreError> {
         // Without a position, one before every key: no expiry is before
-        // `now`, and the nil UUID sorts first.
-        let (after_expiry, after_id) = match after {
-            Some((at, id)) => (at, id.0),
-            None => (now, Uuid::nil()),
-        };
+        // `now`.
+        let (after_expiry, after_id) = position(after, now);
         // Past the middle of its lifetime: no more of it left than gone (no
         // division, so both stores compute it exactly alike).
         let rows = sqlx::query(
@@ -402,9 +405,7 @@ impl Backend for PgOutbox {
         after: Option<DuePosition>,
         limit: u32,
     ) -> Result<Vec<DuePosition>, StoreError> {
-        // Without a position, one before every key of the window: its lower
-        // bound, and the nil UUID, which sorts first.
-        let (after_expiry, after_id) = after.map_or((lower, Uuid::nil()), |(at, id)| (at, id.0));
+        let (after_expiry, after_id) = position(after, lower);
         let rows = sqlx::query(
             "SELECT k.id, k.expires_at FROM scopekey_keys k \
              WHERE k.revoked_at IS NULL AND k.rotated_at IS NULL AND k.expires_at IS NOT NULL \
@@ -432,7 +433,7 @@ impl Backend for PgOutbox {
         after: Option<DuePosition>,
         limit: u32,
     ) -> Result<Vec<DuePosition>, StoreError> {
-        let (after_expiry, after_id) = after.map_or((since, Uuid::nil()), |(at, id)| (at, id.0));
+        let (after_expiry, after_id) = position(after, since);
         let rows = sqlx::query(
             "SELECT k.id, k.expires_at FROM scopekey_keys k \
              WHERE k.revoked_at IS NULL AND k.expires_at IS NOT NULL \

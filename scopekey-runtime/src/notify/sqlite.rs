@@ -342,11 +342,8 @@ impl Backend for SqliteOutbox {
         limit: u32,
     ) -> Result<Vec<DueRotation>, StoreError> {
         // Without a position, one before every key: no expiry is before
-        // `now`, and an empty string sorts before every id.
-        let (after_expiry, after_id) = match after {
-            Some((at, id)) => (micros(at), id.to_string()),
-            None => (micros(now), String::new()),
-        };
+        // `now`.
+        let (after_expiry, after_id) = position(after, now);
         // Past the middle of its lifetime: no more of it left than gone (no
         // division, so both stores compute it exactly alike).
         let rows = sqlx::query(
@@ -422,8 +419,6 @@ impl Backend for SqliteOutbox {
         after: Option<DuePosition>,
         limit: u32,
     ) -> Result<Vec<DuePosition>, StoreError> {
-        // Without a position, one before every key of the window: its
-        // lower bound, and an empty string, which sorts before every id.
         let (after_expiry, after_id) = position(after, lower);
         let rows = sqlx::query(
             "SELECT k.id, k.expires_at FROM scopekey_keys k \
