@@ -32,9 +32,9 @@ pub fn load(path: &Path) -> Result<Vec<String>, Failure> {
         path.to_owned()
     };
     // The path is shown (it may come from SCOPEKEY_CATALOGUE, out of
-    // sight), any key pasted into it only as its hint.
-    let shown = file.display().to_string();
-    let shown = scopekey_runtime::key::redact_keys(&shown);
+    // sight); any key pasted into it is shown as its hint, as in every
+    // error message (`failure::redact`).
+    let shown = file.display();
     let usage =
         |why: String| Failure::Usage(format!("--catalogue / SCOPEKEY_CATALOGUE: {shown}: {why}"));
     let text = std::fs::read_to_string(&file).map_err(|e| usage(format!("cannot read it: {e}")))?;
