@@ -20,11 +20,17 @@ Every command except `migrate` also creates or upgrades the schema first
 (idempotent, so it is safe while a server runs); pass --no-migrate to refuse
 that and fail on a database without the schema instead.
 
+Only `migrate` and `keys create` start a SQLite store whose file is missing;
+every other command fails on one (1), so a mistyped path never reads as an
+empty store.
+
 Exit status: 0 on success, 1 when the operation failed (unknown id, conflict,
-a scope outside the catalogue, database unreachable) with a one-line message
-on standard error, 2 on bad usage (unknown option, bad duration, URL or scope,
-a bad SCOPEKEY_PEPPER, SCOPEKEY_ROTATION_SECRET or catalogue file, a key given
-where a file goes), found before the store is opened. An id that is not a UUID
+a scope outside the catalogue, a time or metadata the runtime refuses, no
+SQLite file, database unreachable) with a one-line message on standard error,
+2 on bad usage (unknown option, bad duration, URL or scope, a time or
+metadata that does not parse, an in-memory SQLite URL, a bad SCOPEKEY_PEPPER,
+SCOPEKEY_ROTATION_SECRET or catalogue file, a key given where a file goes),
+found before the store is opened. An id that is not a UUID
 names no key: 1, like any unknown id. A key pasted on the command line is
 never repeated back.
 

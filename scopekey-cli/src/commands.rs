@@ -32,6 +32,46 @@ struct Globals {
     /// `--catalogue`: the scopes keys may hold, as listed (`None`: any).
     catalogue: Option<Vec<String>>,
     migrate: bool,
+    /// Whether the command may start a key store: create a SQLite file
+    /// that is not there.
+    may_create: bool,
+}
+
+/// An in-memory SQLite database is bad usage: it is gone when the command
+/// ends, with whatever the command created in it.
+fn refuse_in_memory(url: &str) -> Result<(), Failure> {
+    if url.starts_with("sqlite:") && (url.contains(":memory:") || url.contains("mode=memory")) {
+        return Err(Failure::Usage(
+            "an in-memory SQLite database is gone when the command ends: name the service's \
+             key store file (sqlite://path/to/keys.db)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A SQLite file that is not there: only `migrate` and `keys create` start
+/// a key store (the file is created, with its schema); every other command
+/// needs one. A mistyped path must not read as an empty store, where
+/// `keys compromised` would find every leaked key unknown and exit 0.
+fn check_sqlite_file(url: &str, may_create: bool) -> Result<(), Failure> {
+    use std::str::FromStr;
+    if may_create || !url.starts_with("sqlite:") {
+        return Ok(());
+    }
+    // sqlx's own reading of the URL, so the path checked is the one opened.
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).map_err(|e| {
+        Failure::Failed(crate::failure::chain(&StoreError::new("database error", e)))
+    })?;
+    let path = options.get_filename();
+    if !path.exists() {
+        return Err(Failure::Failed(format!(
+            "no key store at {}: the file does not exist (check the path; \
+             `scopekey migrate` starts a new store)",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Runs a parsed command line against the store at `url`, writing the
@@ -48,7 +88,12 @@ pub async fn run(cli: Cli, url: &str, out: &mut dyn Write) -> Result<(), Failure
             .map_err(|e| Failure::Usage(e.to_string()))?,
         catalogue: cli.catalogue.as_deref().map(catalogue::load).transpose()?,
         migrate: !cli.no_migrate || matches!(cli.command, Command::Migrate),
+        may_create: matches!(
+            cli.command,
+            Command::Migrate | Command::Keys(KeysCommand::Create(_))
+        ),
     };
+    refuse_in_memory(url)?;
     match cli.command {
         Command::Migrate => {
             globals.open().await?;
@@ -78,6 +123,7 @@ impl Globals {
     /// Opens the store and, unless told not to, creates or upgrades its
     /// schema.
     async fn open(&self) -> Result<ScopeKey, Failure> {
+        check_sqlite_file(&self.url, self.may_create)?;
         let store = tokio::time::timeout(CONNECT_TIMEOUT, async {
             probe(&self.url).await?;
             scopekey_runtime::open(&self.url)

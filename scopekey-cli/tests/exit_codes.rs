@@ -91,6 +91,7 @@ async fn operation_failures_exit_1(db: &TestDb) {
 
     // A database without the schema, when told not to migrate.
     let fresh = TempSqlite::new();
+    std::fs::File::create(&fresh.path).expect("an empty file");
     scopekey(&fresh.url, &["--no-migrate", "keys", "list"])
         .fails_with(1)
         .says("key store unavailable");
@@ -112,12 +113,68 @@ fn an_unreachable_store_exits_1() {
         "scopekey-no-such-dir-{}/keys.db",
         uuid::Uuid::now_v7().simple()
     ));
-    scopekey(
-        &format!("sqlite://{}", missing_dir.display()),
-        &["keys", "list", "--json"],
-    )
-    .fails_with(1)
-    .says("unable to open database file");
+    scopekey(&format!("sqlite://{}", missing_dir.display()), &["migrate"])
+        .fails_with(1)
+        .says("unable to open database file");
+}
+
+/// A SQLite path that names no file is a mistake (a typo, the wrong folder),
+/// not an empty store: only `migrate` and `keys create` start one. Every
+/// other command fails (1) and creates nothing; `keys compromised` above
+/// all, which would otherwise find every leaked key unknown and exit 0.
+#[test]
+fn a_missing_sqlite_file_is_not_an_empty_store() {
+    let db = TempSqlite::new();
+    let leaked = KeyFormat::default().generate().expect("a key");
+    for (args, stdin) in [
+        (vec!["keys", "list"], ""),
+        (vec!["keys", "list", "--json"], ""),
+        (vec!["keys", "show", UNKNOWN_ID], ""),
+        (vec!["keys", "rotate", UNKNOWN_ID], ""),
+        (vec!["keys", "revoke", UNKNOWN_ID], ""),
+        (vec!["keys", "lineage", UNKNOWN_ID], ""),
+        (vec!["events"], ""),
+        (vec!["keys", "compromised", "-"], leaked.expose_secret()),
+        (
+            vec!["keys", "compromised", "-", "--json"],
+            leaked.expose_secret(),
+        ),
+    ] {
+        scopekey_with_stdin(&db.url, &args, stdin)
+            .fails_with(1)
+            .says(&format!("no key store at {}", db.path.display()))
+            .says("scopekey migrate");
+        assert!(!db.path.exists(), "{args:?} created the store");
+    }
+
+    // `migrate` starts one; `keys create` too (a first key for a new service).
+    scopekey(&db.url, &["migrate"]);
+    assert!(db.path.exists());
+    scopekey(&db.url, &["keys", "list", "--json"]).json();
+    let other = TempSqlite::new();
+    create(&other.url, "first", &["orders:read"]);
+    assert!(other.path.exists());
+}
+
+/// An in-memory SQLite database is gone when the command ends: a key created
+/// there could never be used. Bad usage (2), whatever the command.
+#[test]
+fn an_in_memory_sqlite_database_is_bad_usage() {
+    for url in [
+        "sqlite::memory:",
+        "sqlite://file?mode=memory",
+        "sqlite://:memory:",
+    ] {
+        for args in [
+            vec!["migrate"],
+            vec!["keys", "create", "--name", "n", "--scope", "orders:read"],
+            vec!["keys", "list"],
+        ] {
+            scopekey(url, &args)
+                .fails_with(2)
+                .says("in-memory SQLite database");
+        }
+    }
 }
 
 #[test]
