@@ -185,10 +185,55 @@ async fn with_middleware(db: &TestDb) {
         .send()
         .await
         .assert_problem(401, Some(INVALID_TOKEN));
+    shared_caches_keep_answers_to_their_key(&app).await;
     app.stop().await;
 }
 
 both_backends!(guarded_with_middleware, with_middleware);
+
+/// Every value of `name`, joined as one list.
+fn all_values(res: &Response, name: &str) -> String {
+    res.headers
+        .iter()
+        .filter(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+        .to_ascii_lowercase()
+}
+
+/// Answers depend on the presented key (`Vary`), and an answer to a key is
+/// not for a shared cache (`private`) unless the handler said otherwise: a
+/// proxy must not serve it to a request without the key, nor go on serving
+/// it to the key once revoked. `X-API-Key` above all, which RFC 9111 does
+/// not protect as it does `Authorization`.
+async fn shared_caches_keep_answers_to_their_key(app: &TestApp) {
+    let created = app.create_key("cached", &["orders:read"]).await;
+    let (key, _) = key_and_id(&created);
+    for res in [
+        app.get("/orders").header("X-API-Key", &key).send().await,
+        app.get("/orders").bearer(&key).send().await,
+        app.get("/health").header("x-api-key", &key).send().await,
+    ] {
+        assert_eq!(res.status, 200, "{}", res.text());
+        let vary = all_values(&res, "vary");
+        assert!(
+            vary.contains("authorization") && vary.contains("x-api-key"),
+            "vary: {vary:?}"
+        );
+        assert_eq!(res.header("cache-control"), Some("private"));
+    }
+    // Without a key: the same Vary, and the handler's caching untouched.
+    let res = app.get("/health").send().await;
+    assert_eq!(res.status, 200);
+    assert!(all_values(&res, "vary").contains("x-api-key"));
+    assert_eq!(res.header("cache-control"), None);
+    // A handler's own Cache-Control stands (the management routes' no-store).
+    let res = app.get("/api-keys/self").header("X-API-Key", &key).send().await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("cache-control"), Some("no-store"));
+    assert!(all_values(&res, "vary").contains("x-api-key"));
+}
 
 async fn without_middleware(db: &TestDb) {
     let setup = Setup {

@@ -72,6 +72,10 @@ async fn full_story(db: &TestDb) {
     assert_eq!(res.header("cache-control"), Some("no-store"));
     let created = res.json();
     let (reader, reader_id) = key_and_id(&created);
+    assert_eq!(
+        res.header("location"),
+        Some(format!("/api-keys/{reader_id}").as_str())
+    );
     assert!(reader.starts_with("sk_"));
     assert_eq!(created["scopes"], json!(["orders:read", "api_keys:read"]));
     assert_eq!(created["metadata"], json!({ "team": "billing" }));
@@ -112,6 +116,10 @@ async fn full_story(db: &TestDb) {
     assert_eq!(res.status, 201, "{}", res.text());
     let rotated = res.json();
     let (successor, successor_id) = key_and_id(&rotated);
+    assert_eq!(
+        res.header("location"),
+        Some(format!("/api-keys/{successor_id}").as_str())
+    );
     assert_eq!(rotated["parent_key_id"], reader_id.as_str());
     assert_eq!(rotated["scopes"], created["scopes"]);
     assert_ne!(successor, reader);
@@ -271,3 +279,44 @@ both_backends!(
     x_api_key_and_any_case_scheme_work,
     x_api_key_and_any_case_scheme
 );
+
+/// `Location` on the two 201s names the new key under the base the routes
+/// are mounted at, and that path serves it.
+async fn location_under_another_base(db: &TestDb) {
+    let app = TestApp::start_with(
+        db,
+        Setup {
+            base: "/v1/admin/keys/",
+            ..Setup::default()
+        },
+    )
+    .await;
+    let res = app
+        .post("/v1/admin/keys")
+        .bearer(&app.admin)
+        .json(&json!({ "name": "located", "scopes": ["orders:read"] }))
+        .send()
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    let (_, id) = key_and_id(&res.json());
+    assert_eq!(
+        res.header("location"),
+        Some(format!("/v1/admin/keys/{id}").as_str())
+    );
+    let res = app
+        .post(&format!("/v1/admin/keys/{id}/rotate"))
+        .bearer(&app.admin)
+        .json(&json!({}))
+        .send()
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    let (_, successor) = key_and_id(&res.json());
+    let location = res.header("location").expect("a Location").to_owned();
+    assert_eq!(location, format!("/v1/admin/keys/{successor}"));
+    let res = app.get(&location).bearer(&app.admin).send().await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json()["parent_key_id"], id.as_str());
+    app.stop().await;
+}
+
+both_backends!(location_names_the_new_key, location_under_another_base);

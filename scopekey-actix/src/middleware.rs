@@ -24,6 +24,16 @@ use crate::extract::{record, started, verification, verify};
 ///   than being served as anonymous);
 /// - two credentials: 400 `invalid_request`; store failure: 503.
 ///
+/// Every response it passes on says that it depends on the presented key
+/// (`Vary: Authorization, X-API-Key`, added to the application's own
+/// `Vary`), and a response to a request that presented a key gets
+/// `Cache-Control: private` unless the application set a `Cache-Control`
+/// of its own: a shared cache (a CDN, a reverse proxy) must neither serve
+/// one key's answer to a request without it nor keep answering a key after
+/// it was revoked. (RFC 9111 keeps shared caches from storing answers to
+/// `Authorization` only; `X-API-Key` is a header like any other to them.)
+/// Refusals are `no-store` already.
+///
 /// Installing it is optional: guards and extractors verify on their own
 /// when it is absent. It makes the refusal of bad keys uniform across
 /// routes and happen before any body is read.
@@ -152,11 +162,28 @@ where
             None => Either::Left(
                 service
                     .call(req)
-                    .map_ok(ServiceResponse::map_into_left_body as fn(_) -> _),
+                    .map_ok(keyed_response as fn(_) -> _),
             ),
             Some(refused) => {
                 Either::Right(ready(Ok(req.error_response(refused).map_into_right_body())))
             }
         }
     }
+}
+
+/// The application's response, marked as depending on the presented key
+/// (see [`ApiKeyAuth`]).
+fn keyed_response<B>(res: ServiceResponse<B>) -> Response<B> {
+    use actix_web::http::header::{AUTHORIZATION, CACHE_CONTROL, HeaderValue, VARY};
+    let presented = {
+        let headers = res.request().headers();
+        headers.contains_key(AUTHORIZATION) || headers.contains_key(crate::credentials::X_API_KEY)
+    };
+    let mut res = res.map_into_left_body();
+    let headers = res.headers_mut();
+    headers.append(VARY, HeaderValue::from_static("Authorization, X-API-Key"));
+    if presented && !headers.contains_key(CACHE_CONTROL) {
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("private"));
+    }
+    res
 }

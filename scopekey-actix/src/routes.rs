@@ -54,7 +54,9 @@
 //! # Responses
 //!
 //! Success bodies are JSON, with `Cache-Control: no-store`; failures are
-//! problem+json (see the [crate docs](crate#design-choices)).
+//! problem+json (see the [crate docs](crate#design-choices)). The two 201s
+//! carry `Location`: the new key's path under the base the routes are
+//! mounted at (`/api-keys/{new id}` by default).
 //!
 //! | route | success | body |
 //! |---|---|---|
@@ -108,7 +110,7 @@
 //! it asks of its caller itself (see `Actor::Key`).
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CACHE_CONTROL, HeaderValue};
+use actix_web::http::header::{CACHE_CONTROL, HeaderValue, LOCATION};
 use actix_web::{HttpRequest, HttpResponse, guard, web};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -225,7 +227,9 @@ struct WithPlaintext<'a> {
 /// The 201 answer the prebuilt routes give for a key just made (created or
 /// rotated): the key object, plus `key` (its plaintext, this once) and,
 /// when it has one, `rotation_webhook_secret`, with `Cache-Control:
-/// no-store`. For routes of your own that create keys.
+/// no-store`. For routes of your own that create keys. It has no
+/// `Location` (the prebuilt routes add the new key's path under their
+/// base): insert one if your service has a route that shows the key.
 pub fn created(created: &CreatedKey) -> HttpResponse {
     ok_json(
         StatusCode::CREATED,
@@ -238,6 +242,17 @@ pub fn created(created: &CreatedKey) -> HttpResponse {
                 .map(|s| s.expose_secret()),
         },
     )
+}
+
+/// [`created`], with `Location`: the new key at `base/{id}`, `base` the
+/// path the routes are mounted at, as the client wrote it.
+fn created_under(base: &str, key: &CreatedKey) -> HttpResponse {
+    let mut res = created(key);
+    let location = format!("{}/{}", base.trim_end_matches('/'), key.key.id);
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        res.headers_mut().insert(LOCATION, value);
+    }
+    res
 }
 
 #[derive(Deserialize)]
@@ -277,7 +292,7 @@ async fn create(
         .create(new, Actor::Key(&caller))
         .await
         .map_err(|e| ApiError::refused(&caller, e, &body.scopes))?;
-    Ok(created(&key))
+    Ok(created_under(req.path(), &key))
 }
 
 #[derive(Deserialize)]
@@ -390,7 +405,14 @@ async fn rotate(
             return Err(ApiError::refused(&caller, e, &asked));
         }
     };
-    Ok(created(&key))
+    // `{base}/{id}/rotate`: the successor is at `{base}/{new id}`.
+    let base = req
+        .path()
+        .trim_end_matches('/')
+        .rsplitn(3, '/')
+        .nth(2)
+        .unwrap_or_default();
+    Ok(created_under(base, &key))
 }
 
 #[derive(Deserialize, Default)]

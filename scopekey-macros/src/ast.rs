@@ -143,6 +143,11 @@ impl Requirement {
                 )),
             };
         }
+        // `scope = "orders:read"`: a named argument, which this attribute
+        // does not take (checked before `any`/`all`, which may be the name).
+        if input.peek(Token![=]) && !input.peek(Token![==]) && !input.peek(Token![=>]) {
+            return Err(named_argument(keyword, input));
+        }
         // `any:read` is an unquoted scope whose resource happens to be
         // `any`, not a misused `any(...)`.
         if (name == "any" || name == "all") && !input.peek(Token![:]) {
@@ -157,7 +162,7 @@ impl Requirement {
         while !input.is_empty() && !input.peek(Token![,]) {
             tokens.extend([input.parse::<TokenTree>()?]);
         }
-        let text: String = tokens.to_string().split_whitespace().collect();
+        let text = compact(&tokens);
         let single_colon = text.matches(':').count() == 1;
         // Not a constant, call or macro: meant as a scope.
         let plain = !text.contains(['!', '(', '{', '[']);
@@ -176,7 +181,16 @@ impl Requirement {
                  as a string, e.g. \"{example}\""
             )
         } else if plain && single_colon {
-            format!("scopes are strings: write \"{text}\"")
+            // Quote it only when quoting is all it needs: otherwise the
+            // quoted form would just fail again.
+            match scopekey_core::Scope::parse(&text) {
+                Ok(_) => format!("scopes are strings: write \"{text}\""),
+                Err(err) => format!(
+                    "found `{text}`: scopes are written as strings such as \"orders:read\", \
+                     and this is not a valid scope either: {}",
+                    err.reason()
+                ),
+            }
         } else {
             format!(
                 "{EXPECTED}, found `{text}`; scopes are written as string literals \
@@ -185,6 +199,57 @@ impl Requirement {
         };
         Err(Error::new_spanned(tokens, message))
     }
+}
+
+/// The error for `name = value`, spanned over all of it; `input` is just
+/// after `name`. The value is shown quoted only when it is a scope string
+/// that the plain form would accept.
+fn named_argument(name: Ident, input: ParseStream) -> Error {
+    let mut tokens = name.to_token_stream();
+    let value = input.fork();
+    let _ = value.parse::<Token![=]>();
+    let literal = value
+        .parse::<LitStr>()
+        .ok()
+        .filter(|lit| lit.suffix().is_empty() && (value.is_empty() || value.peek(Token![,])));
+    while !input.is_empty() && !input.peek(Token![,]) {
+        match input.parse::<TokenTree>() {
+            Ok(token) => tokens.extend([token]),
+            Err(_) => break,
+        }
+    }
+    const NO_NAMES: &str = "`#[requires_scope]` takes no named arguments";
+    let message = match literal.map(|lit| lit.value()) {
+        Some(scope) => match scopekey_core::Scope::parse(&scope) {
+            Ok(_) => format!("{NO_NAMES}: write `#[requires_scope({scope:?})]`"),
+            Err(err) => format!(
+                "{NO_NAMES}, only the scope itself, e.g. `#[requires_scope(\"orders:read\")]`; \
+                 and {scope:?} is not a valid scope either: {}",
+                err.reason()
+            ),
+        },
+        None => format!(
+            "{NO_NAMES}, only the requirement itself: a scope string such as \
+             `#[requires_scope(\"orders:read\")]`, or `any(...)` / `all(...)` of them"
+        ),
+    };
+    Error::new_spanned(tokens, message)
+}
+
+/// The tokens as one would type them: no spaces, except between two words
+/// (`re fund` stays apart, so it is not mistaken for `refund`).
+fn compact(tokens: &TokenStream) -> String {
+    let mut text = String::new();
+    let mut after_word = false;
+    for token in tokens.clone() {
+        let word = matches!(token, TokenTree::Ident(_) | TokenTree::Literal(_));
+        if word && after_word {
+            text.push(' ');
+        }
+        after_word = word;
+        text.extend(token.to_string().split_whitespace());
+    }
+    text
 }
 
 /// An annotated function: signature parsed, body kept as tokens (the way

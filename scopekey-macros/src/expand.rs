@@ -77,21 +77,15 @@ fn guarded(
     } = handler;
     let id = Literal::u64_suffixed(id);
 
-    // After `self`, if any, one extractor: the guard alone, or the guard
-    // and then the handler's own extractors as a tuple (`Guarded`), which
-    // it extracts only once the guard has passed, so that the guard always
-    // answers first. The user's patterns are bound from the tuple at the
-    // top of the body.
+    // One extractor (`valid` has refused a `self`): the guard alone, or the
+    // guard and then the handler's own extractors as a tuple (`Guarded`),
+    // which it extracts only once the guard has passed, so that the guard
+    // always answers first. The user's patterns are bound from the tuple at
+    // the top of the body.
     let args = Ident::new("__scopekey_guard", Span::mixed_site());
-    let receivers = sig
-        .inputs
-        .iter()
-        .take_while(|arg| matches!(arg, FnArg::Receiver(_)))
-        .count();
     let own: Vec<&syn::PatType> = sig
         .inputs
         .iter()
-        .skip(receivers)
         .filter_map(|arg| match arg {
             FnArg::Typed(t) => Some(t),
             FnArg::Receiver(_) => None,
@@ -122,10 +116,7 @@ fn guarded(
             Some(quote!(let (#(#patterns,)*) = #args.0; #(#attributed)*)),
         )
     };
-    let mut inputs: syn::punctuated::Punctuated<FnArg, syn::Token![,]> =
-        sig.inputs.iter().take(receivers).cloned().collect();
-    inputs.push(extractor);
-    sig.inputs = inputs;
+    sig.inputs = std::iter::once(extractor).collect();
 
     let name = sig.ident.unraw().to_string();
     let static_requirement = static_requirement(requirement);
@@ -288,21 +279,42 @@ mod tests {
     }
 
     #[test]
-    fn guard_goes_after_self_and_inner_attributes_stay_first() {
+    fn inner_attributes_stay_first() {
         let out = expand(
             quote!("a:b"),
             quote!(
-                async fn h(&self, x: u8) -> u8 {
+                async fn h(x: u8) -> u8 {
                     #![allow(unused)]
                     x
                 }
             ),
         );
-        assert!(out.contains("(& self , __scopekey_guard :"), "{out}");
+        assert!(out.contains("async fn h (__scopekey_guard :"), "{out}");
         assert!(
             out.contains("{ # ! [allow (unused)] let (x ,) = __scopekey_guard . 0 ;"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn a_receiver_is_refused() {
+        // Nothing would supply `self`: actix-web calls handlers with
+        // extractors only.
+        for receiver in [quote!(&self), quote!(mut self), quote!(self: Box<Self>)] {
+            let item = quote!(
+                async fn h(#receiver, x: u8) -> u8 {
+                    x
+                }
+            );
+            let out = expand(quote!("a:b"), item.clone());
+            assert!(out.starts_with(&item.to_string()), "{out}");
+            assert!(
+                out.contains("a `#[requires_scope]` handler takes no `self`"),
+                "{out}"
+            );
+            assert!(out.contains("register it as `YourType::h`"), "{out}");
+            assert!(!out.contains("__scopekey_guard"), "{out}");
+        }
     }
 
     #[test]

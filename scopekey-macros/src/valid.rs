@@ -143,8 +143,23 @@ pub(crate) fn handler(handler: &Handler) -> Result<()> {
     // attribute can leave an element out of: a parameter compiled out by
     // `#[cfg]` would still be extracted.
     for input in &handler.sig.inputs {
-        let syn::FnArg::Typed(param) = input else {
-            continue;
+        let param = match input {
+            syn::FnArg::Typed(param) => param,
+            syn::FnArg::Receiver(receiver) => {
+                // actix-web calls a handler with extractors only: nothing
+                // would supply `self`, and the mismatch would surface far
+                // away, in terms of the hidden guard's types.
+                let name = &handler.sig.ident;
+                errors.push(Error::new_spanned(
+                    receiver,
+                    format!(
+                        "a `#[requires_scope]` handler takes no `self`: actix-web has no value \
+                         to call it on; remove the receiver to make `{name}` an associated \
+                         function, and register it as `YourType::{name}`"
+                    ),
+                ));
+                continue;
+            }
         };
         for attr in param.attrs.iter().filter(|a| compiles_out(&a.meta)) {
             errors.push(Error::new_spanned(
