@@ -376,6 +376,85 @@ mod tests {
     }
 
     #[test]
+    fn quotes_an_unquoted_scope_only_when_that_is_all_it_needs() {
+        for (tokens, text, reason) in [
+            (
+                quote!(Orders:read),
+                "Orders:read",
+                "upper-case letter `O` at byte 0",
+            ),
+            (quote!(orders:re-fund), "orders:re-fund", "`-` at byte 9"),
+            // Two words stay apart: not taken for `orders:refund`.
+            (
+                quote!(orders:re fund),
+                "orders:re fund",
+                "whitespace at byte 9",
+            ),
+        ] {
+            let got = err(tokens);
+            assert!(
+                got.starts_with(&format!(
+                    "found `{text}`: scopes are written as strings such as \"orders:read\", \
+                     and this is not a valid scope either: "
+                )),
+                "{got}"
+            );
+            assert!(got.contains(reason), "{got}");
+            assert!(!got.contains("write \""), "{got}");
+        }
+        assert_eq!(
+            err(quote!(orders : read)),
+            "scopes are strings: write \"orders:read\""
+        );
+    }
+
+    #[test]
+    fn named_arguments_are_refused() {
+        assert_eq!(
+            err(quote!(scope = "orders:read")),
+            "`#[requires_scope]` takes no named arguments: write \
+             `#[requires_scope(\"orders:read\")]`"
+        );
+        // The name may be a keyword of the grammar, or a Rust keyword.
+        for tokens in [
+            quote!(any = "orders:read"),
+            quote!(r#type = "orders:read"),
+            quote!(scope = r"orders:read",),
+        ] {
+            assert!(
+                err(tokens.clone()).ends_with("write `#[requires_scope(\"orders:read\")]`"),
+                "{tokens}"
+            );
+        }
+        // An invalid value is not offered back as the fix.
+        let got = err(quote!(scope = "Orders:read"));
+        assert!(
+            got.starts_with(
+                "`#[requires_scope]` takes no named arguments, only the scope itself, \
+                 e.g. `#[requires_scope(\"orders:read\")]`; and \"Orders:read\" is not a \
+                 valid scope either: upper-case letter"
+            ),
+            "{got}"
+        );
+        for tokens in [
+            quote!(scope = any("a:b", "c:d")),
+            quote!(scope = SCOPE),
+            quote!(scope = "a:b"x),
+            quote!(scope = "a:b" "c:d"),
+        ] {
+            let got = err(tokens.clone());
+            assert!(
+                got.starts_with(
+                    "`#[requires_scope]` takes no named arguments, only the requirement itself"
+                ),
+                "{tokens}: {got}"
+            );
+        }
+        // Everything up to the next comma is spanned (and consumed).
+        assert!(err(quote!(scope = "a:b", "c:d")).contains("takes no named arguments"));
+    }
+
+    #[test]
     fn keeps_the_body_and_inner_attributes() {
         let h = Handler::parse(quote! {
             /// Docs.

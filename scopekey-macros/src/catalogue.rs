@@ -57,8 +57,17 @@ impl Catalogue {
             return Ok(None);
         };
         let scopekey = table(scopekey.get_ref(), "package.metadata.scopekey")?;
+        // The table is there to declare a catalogue: a misspelt or missing
+        // `scopes` must not quietly turn the checks off.
+        if let Some(key) = scopekey.keys().find(|key| key.get_ref() != "scopes") {
+            return Err(unknown_key(key.get_ref()));
+        }
         let Some(scopes) = scopekey.get("scopes") else {
-            return Ok(None);
+            return Err(format!(
+                "Cargo.toml has a [package.metadata.scopekey] table without `scopes`: list \
+                 this crate's scopes there (`scopes = [\"orders:read\"]`), or remove the \
+                 table to have no catalogue"
+            ));
         };
         let DeValue::Array(scopes) = scopes.get_ref() else {
             return Err(format!("{WHERE} must be an array of strings"));
@@ -122,6 +131,21 @@ impl Catalogue {
             .min_by_key(|(distance, _)| *distance)
             .map(|(_, candidate)| candidate)
     }
+}
+
+/// The only key `[package.metadata.scopekey]` holds.
+const KEY: &str = "scopes";
+
+/// The message for a key other than `scopes` in the table, with a "did you
+/// mean" when it is close (`scope`, `Scopes`, `scpoes`).
+fn unknown_key(key: &str) -> String {
+    let shown: String = key.escape_debug().collect();
+    let hint = if edit_distance(&key.to_lowercase(), KEY) <= 2 {
+        format!("did you mean `{KEY}`?")
+    } else {
+        format!("the table holds only `{KEY}`, the list of this crate's scopes")
+    };
+    format!("unknown key `{shown}` in Cargo.toml [package.metadata.scopekey]; {hint}")
 }
 
 fn table<'a, 'i>(value: &'a DeValue<'i>, name: &str) -> Result<&'a DeTable<'i>, String> {
@@ -264,7 +288,7 @@ mod tests {
             "",
             "[package]\nname = \"x\"\n",
             "[package.metadata.other]\nscopes = [1]\n",
-            "[package.metadata.scopekey]\n",
+            "[package.metadata]\nscopekeys = 1\n",
             "[workspace.metadata.scopekey]\nscopes = [\"a:b\"]\n",
         ] {
             assert_eq!(Catalogue::from_manifest(text), Ok(None), "{text}");
@@ -286,6 +310,45 @@ mod tests {
         assert!(err("[package.metadata]\nscopekey = 1\n").contains("must be a table"));
         assert!(err("[package.metadata.scopekey]\nscopes = []\n").contains("is empty"));
         assert!(err("[package\n").starts_with("cannot parse Cargo.toml"));
+    }
+
+    /// A table that is there but lists nothing under `scopes` is a mistake,
+    /// not "no catalogue": it would turn every check off without a word.
+    #[test]
+    fn a_misspelt_or_missing_list_is_an_error() {
+        let err = |text: &str| Catalogue::from_manifest(text).unwrap_err();
+        for key in ["scope", "Scopes", "scpoes", "scopess", "\"scopes \""] {
+            assert_eq!(
+                err(&format!("[package.metadata.scopekey]\n{key} = [\"a:b\"]\n")),
+                format!(
+                    "unknown key `{}` in Cargo.toml [package.metadata.scopekey]; \
+                     did you mean `scopes`?",
+                    key.trim_matches('"')
+                ),
+                "{key}"
+            );
+        }
+        // Beside a good list too, and whatever its value.
+        assert_eq!(
+            err("[package.metadata.scopekey]\nscopes = [\"a:b\"]\nstrict = true\n"),
+            "unknown key `strict` in Cargo.toml [package.metadata.scopekey]; the table \
+             holds only `scopes`, the list of this crate's scopes"
+        );
+        assert!(err("[package]\nmetadata.scopekey.scope = 1\n").contains("unknown key `scope`"));
+        assert!(
+            err("[package.metadata.scopekey]\n\"a\\nb\" = 1\n").contains("unknown key `a\\nb`")
+        );
+        for text in [
+            "[package.metadata.scopekey]\n",
+            "[package.metadata]\nscopekey = {}\n",
+        ] {
+            assert!(
+                err(text).starts_with(
+                    "Cargo.toml has a [package.metadata.scopekey] table without `scopes`"
+                ),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -366,5 +366,13 @@ mod tests {
             ))
             .contains("one `#[requires_scope]` per handler")
         );
+        assert_eq!(
+            check(quote!(
+                async fn h(&self, x: u8) {}
+            )),
+            "a `#[requires_scope]` handler takes no `self`: actix-web has no value to call \
+             it on; remove the receiver to make `h` an associated function, and register it \
+             as `YourType::h`"
+        );
     }
 }

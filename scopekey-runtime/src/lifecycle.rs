@@ -1359,8 +1359,8 @@ fn check_period(period: Duration) -> Result<Duration, Error> {
 /// `localhost` nor an IP address in a loopback, private, link-local or
 /// unspecified range (unless `insecure`). Host names are not resolved here:
 /// the notifier resolves them at every delivery and connects only to public
-/// addresses (see the `notify` module). The URL is echoed in errors: it is
-/// not a secret.
+/// addresses (see the `notify` module). A URL holding a key is refused as
+/// free text holding one is.
 fn check_webhook_url(url: &str, insecure: bool) -> Result<String, Error> {
     let bad = |why: &str| Error::Invalid(format!("`rotation_webhook_url` {why}"));
     if url.len() > MAX_WEBHOOK_URL_LEN {
@@ -1368,6 +1368,11 @@ fn check_webhook_url(url: &str, insecure: bool) -> Result<String, Error> {
     }
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(bad("must not contain whitespace or control characters"));
+    }
+    // A key in a query string (`?api_key=sk_…`) would be stored, listed and
+    // sent in notices as it is: refused, and not repeated back.
+    if crate::key::holds_a_key(url) {
+        return Err(holds_a_key("rotation_webhook_url"));
     }
     let lower = url.to_ascii_lowercase();
     let rest = match (
@@ -1705,6 +1710,31 @@ mod tests {
             .await
             .unwrap();
         (keys, clock, k)
+    }
+
+    /// A key pasted into a rotation webhook's URL (as a query parameter,
+    /// say) is refused, not stored, and not repeated back; nothing is
+    /// created.
+    #[tokio::test]
+    async fn a_webhook_url_holding_a_key_is_refused() {
+        let (keys, _, k) = one_key(100).await;
+        let pasted = k.plaintext.expose_secret();
+        for url in [
+            format!("https://hooks.example.com/rotate?api_key={pasted}"),
+            format!("https://hooks.example.com/{pasted}"),
+        ] {
+            let mut new = NewKey::new("auto", ["a:b"]);
+            new.rotation_period = Some(Duration::days(90));
+            new.rotation_webhook_url = Some(url);
+            let Err(Error::Invalid(message)) = keys.create(new, Actor::System).await else {
+                panic!("a URL holding a key was accepted");
+            };
+            assert!(message.contains("`rotation_webhook_url`"), "{message}");
+            assert!(message.contains("shaped like an API key"), "{message}");
+            assert!(!message.contains(&pasted[3..20]), "{message}");
+        }
+        let listed = keys.list(&ListKeys::default()).await.unwrap().items;
+        assert_eq!(listed.len(), 1, "nothing created");
     }
 
     /// The pending last-use list keeps one time per key, however many cache

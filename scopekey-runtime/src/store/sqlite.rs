@@ -841,12 +841,38 @@ mod tests {
         remove(&path);
     }
 
+    /// Far more than any step below takes, however loaded the machine: a
+    /// bound that only a hang reaches.
+    const GENEROUS: Duration = Duration::from_secs(60);
+
+    /// Gives the verification connection (opened already) a busy timeout
+    /// of `timeout`, and waits until it is back in its pool.
+    async fn verification_busy_timeout(verifier: &Verifier, timeout: Duration) {
+        let mut conn = verifier.pool.acquire().await.expect("the connection");
+        sqlx::query(AssertSqlSafe(format!(
+            "PRAGMA busy_timeout = {}",
+            timeout.as_millis()
+        )))
+        .execute(&mut *conn)
+        .await
+        .expect("set the busy timeout");
+        drop(conn);
+        let deadline = tokio::time::Instant::now() + GENEROUS;
+        while verifier.pool.num_idle() != 1 {
+            assert!(tokio::time::Instant::now() < deadline, "never handed back");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// A lookup cancelled while its statement runs (a timeout) leaves the
     /// verification connection taken until that statement has ended:
     /// meanwhile misses run on the main pool instead of queueing behind it;
     /// then the same connection serves them again.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_lookup_cancelled_mid_statement_keeps_the_connection_until_it_ends() {
+        use std::future::Future;
+        use std::task::Poll;
+
         let (store, path) = file_store().await;
         let verifier = store.verifier.clone().expect("a file store has one");
         // The verification connection opened already, so that the statement
@@ -856,33 +882,47 @@ mod tests {
             None
         );
         // Another connection holds the write lock, so a write on the
-        // verification connection waits for it (up to the 5 s busy
-        // timeout): a statement that is still running when cancelled.
+        // verification connection waits for it, up to its busy timeout: made
+        // far longer than the test (instead of the store's 5 s), so that the
+        // statement is still waiting whenever the assertions below run.
+        verification_busy_timeout(&verifier, Duration::from_secs(600)).await;
         let mut writer = store.pool.acquire().await.expect("a main connection");
         sqlx::query("BEGIN IMMEDIATE")
             .execute(&mut *writer)
             .await
             .expect("the write lock");
+
+        // Drives the lookup until it has taken the verification connection
+        // (the only one of its pool, idle until then): sqlx queues the
+        // statement on it in the same poll, so it is then running, waiting
+        // for the lock. Then the lookup is cancelled.
         let stalled = sqlx::query("UPDATE scopekey_keys SET name = name");
-        let cancelled = tokio::time::timeout(
-            Duration::from_millis(500),
-            store.fetch_for_verification(stalled),
-        )
-        .await;
-        assert!(cancelled.is_err(), "the write waited for the lock");
+        let mut lookup = std::pin::pin!(store.fetch_for_verification(stalled));
+        let deadline = tokio::time::Instant::now() + GENEROUS;
+        loop {
+            let polled = std::future::poll_fn(|cx| Poll::Ready(lookup.as_mut().poll(cx))).await;
+            assert!(polled.is_pending(), "the write waited for the lock");
+            if verifier.pool.num_idle() == 0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never took the connection"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(verifier.held.load(Ordering::Acquire), "marked taken");
+        drop(lookup);
         assert!(
             verifier.held.load(Ordering::Acquire),
             "taken while the statement runs"
         );
 
-        // Answered on the main pool, well within the busy timeout that the
-        // stalled statement still waits out.
-        let next = tokio::time::timeout(
-            Duration::from_secs(2),
-            store.find_for_verification(&some_hash()),
-        )
-        .await
-        .expect("answered on the main pool");
+        // Answered on the main pool, while the stalled statement still waits
+        // (for its busy timeout, far longer than this bound).
+        let next = tokio::time::timeout(GENEROUS, store.find_for_verification(&some_hash()))
+            .await
+            .expect("answered on the main pool");
         assert_eq!(next.unwrap(), None);
         assert!(verifier.held.load(Ordering::Acquire), "still taken");
 
@@ -893,7 +933,7 @@ mod tests {
             .await
             .expect("release");
         drop(writer);
-        let deadline = tokio::time::Instant::now() + PROMPT;
+        let deadline = tokio::time::Instant::now() + GENEROUS;
         while verifier.held.load(Ordering::Acquire) {
             assert!(tokio::time::Instant::now() < deadline, "never freed");
             tokio::time::sleep(Duration::from_millis(10)).await;
