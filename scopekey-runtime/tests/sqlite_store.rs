@@ -286,3 +286,44 @@ async fn commits_are_synced_to_disk() {
     drop(conn);
     store.close().await;
 }
+
+/// A file the store creates is its owner's alone (`0600`), whatever the
+/// umask, and so are the WAL files SQLite creates beside it: it holds key
+/// hashes, webhook URLs and the audit log. A file that exists keeps its
+/// mode.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_new_file_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let (store, _url, cleanup) = file_store().await;
+    let keys = runtime(&store);
+    key(&keys, "written").await;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = cleanup.0.clone().into_os_string();
+        path.push(suffix);
+        assert_eq!(mode(path.as_ref()), 0o600, "{suffix:?}");
+    }
+    store.close().await;
+
+    // An existing file: its mode is the operator's choice.
+    let path = std::env::temp_dir().join(format!(
+        "scopekey-sqlite-mode-{}.db",
+        uuid::Uuid::now_v7().simple()
+    ));
+    let _cleanup = Cleanup(path.clone());
+    std::fs::File::create(&path).expect("create");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let store = SqliteStore::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("open");
+    store.migrate().await.expect("migrate");
+    assert_eq!(mode(&path), 0o640);
+    store.close().await;
+}

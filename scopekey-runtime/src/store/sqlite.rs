@@ -133,6 +133,18 @@ impl Drop for Taken {
     }
 }
 
+/// Creates the database file if it is missing, readable by its owner only
+/// (Unix); SQLite would create it with the umask's mode, usually `0644`.
+/// Whatever fails here is left to SQLite's own open, which reports it as it
+/// always has (a missing folder: "unable to open database file").
+fn create_private(path: &std::path::Path) {
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    let _ = open.open(path);
+}
+
 /// The verification connection's memory map: SQLite's largest by default
 /// (2 GiB minus 64 KiB; a larger request is cut to it). Mapped pages are
 /// the operating system's file cache, not the process's heap.
@@ -140,7 +152,10 @@ const VERIFIER_MMAP_SIZE: &str = "2147418112";
 
 impl SqliteStore {
     /// Connects to a SQLite URL (`sqlite://path/to/keys.db`, `sqlite::memory:`),
-    /// creating the file if missing, in WAL mode with a 5 s busy timeout and
+    /// creating the file if missing (not its folder; on Unix readable and
+    /// writable by its owner only, `0600`, whatever the umask: it holds key
+    /// hashes, webhook URLs and the audit log, and SQLite gives its `-wal`
+    /// and `-shm` files the same mode; an existing file keeps its own), in WAL mode with a 5 s busy timeout and
     /// `synchronous = FULL` (each commit synced to disk: a revocation once
     /// answered survives a power loss; WAL's usual `NORMAL` may lose the last
     /// commits then).
@@ -149,7 +164,11 @@ impl SqliteStore {
     /// is one more, opened at the first cache miss and kept open.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        let mut options = SqliteConnectOptions::from_str(url)?
+        let mut options = SqliteConnectOptions::from_str(url)?;
+        if !in_memory {
+            create_private(options.get_filename());
+        }
+        let mut options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // A commit that returned (a revocation answered 200) survives a
