@@ -229,7 +229,11 @@ async fn shared_caches_keep_answers_to_their_key(app: &TestApp) {
     assert!(all_values(&res, "vary").contains("x-api-key"));
     assert_eq!(res.header("cache-control"), None);
     // A handler's own Cache-Control stands (the management routes' no-store).
-    let res = app.get("/api-keys/self").header("X-API-Key", &key).send().await;
+    let res = app
+        .get("/api-keys/self")
+        .header("X-API-Key", &key)
+        .send()
+        .await;
     assert_eq!(res.status, 200);
     assert_eq!(res.header("cache-control"), Some("no-store"));
     assert!(all_values(&res, "vary").contains("x-api-key"));

@@ -159,11 +159,7 @@ where
         refused: Option<AuthError>,
     ) -> Decided<S::Future, B> {
         match refused {
-            None => Either::Left(
-                service
-                    .call(req)
-                    .map_ok(keyed_response as fn(_) -> _),
-            ),
+            None => Either::Left(service.call(req).map_ok(keyed_response as fn(_) -> _)),
             Some(refused) => {
                 Either::Right(ready(Ok(req.error_response(refused).map_into_right_body())))
             }
