@@ -904,6 +904,11 @@ impl ScopeKey {
     /// old key keeps working for the grace period. A key may rotate itself;
     /// another key needs `api_keys:write` ([`may_rotate`]) and every scope
     /// of the key it rotates, and of the successor it asks for.
+    /// The store's change runs in a task of its own, as a
+    /// [revocation's](Self::revoke) does, so this node's cache learns of it
+    /// even if the returned future is dropped (the successor's plaintext is
+    /// then lost with it: revoke the successor, found in the parent's
+    /// [`lineage`](Self::lineage) or the audit log).
     pub async fn rotate(
         &self,
         id: KeyId,
@@ -1036,21 +1041,27 @@ impl ScopeKey {
         if let Some(deliver) = deliver {
             rotation.deliveries = deliver(&rotation.child, &plaintext, &rotation.events[1])?;
         }
-        let outcome = match self
-            .inner
-            .store
-            .rotate(&rotation)
-            .await
-            .map_err(Error::from)
-        {
+        // The change and the invalidation after it run to their end even
+        // if the caller stops waiting (a client that hangs up): a rotation
+        // committed unseen by this node's cache would leave the parent
+        // cached as unrotated.
+        let inner = Arc::clone(&self.inner);
+        let (outcome, rotation) = to_the_end(async move {
+            let outcome = inner.store.rotate(&rotation).await;
+            if let Ok(RotateOutcome::Rotated(before)) = &outcome {
+                inner.verifier.invalidate(&before.key_hash);
+                inner.verifier.invalidate(&rotation.child.key_hash);
+            }
+            (outcome, rotation)
+        })
+        .await?;
+        let outcome = match outcome.map_err(Error::from) {
             Ok(outcome) => outcome,
             Err(Error::ActorRevoked) => return Err(self.actor_refused(actor, "rotate", now).await),
             Err(e) => return Err(e),
         };
         match outcome {
-            RotateOutcome::Rotated(before) => {
-                self.inner.verifier.invalidate(&before.key_hash);
-                self.inner.verifier.invalidate(&rotation.child.key_hash);
+            RotateOutcome::Rotated(_) => {
                 tracing::info!(key_id = %parent.id, successor = %rotation.child.id, "api key rotated");
                 Ok(CreatedKey {
                     key: rotation.child.to_api_key(now),
@@ -1079,7 +1090,9 @@ impl ScopeKey {
     }
 
     /// Revokes a key at once (idempotent: revoking a revoked key changes
-    /// nothing and succeeds).
+    /// nothing and succeeds). The revocation runs in a task of its own
+    /// (spawned on the current Tokio runtime): once begun, it goes on to
+    /// this node's cache even if the returned future is dropped.
     pub async fn revoke(
         &self,
         id: KeyId,
@@ -1114,16 +1127,28 @@ impl ScopeKey {
     ) -> Result<(ApiKey, bool), Error> {
         let now = self.now();
         let event = self.event(now, kind, Some(id), actor.key_id(), details);
-        match self.inner.store.revoke(id, now, reason, &event).await? {
+        // The revocation and the invalidation after it run to their end
+        // even if the caller stops waiting (a client that hangs up, a
+        // timeout around this call): one committed unseen by this node's
+        // cache would leave the key working here for the cache's lifetime.
+        let inner = Arc::clone(&self.inner);
+        let reason = reason.map(str::to_owned);
+        let outcome = to_the_end(async move {
+            let outcome = inner.store.revoke(id, now, reason.as_deref(), &event).await;
+            if let Ok(RevokeOutcome::Revoked(record) | RevokeOutcome::AlreadyRevoked(record)) =
+                &outcome
+            {
+                inner.verifier.invalidate(&record.key_hash);
+            }
+            outcome
+        })
+        .await?;
+        match outcome? {
             RevokeOutcome::Revoked(record) => {
-                self.inner.verifier.invalidate(&record.key_hash);
                 tracing::info!(key_id = %id, "api key revoked");
                 Ok((self.api_key(&record, now), true))
             }
-            RevokeOutcome::AlreadyRevoked(record) => {
-                self.inner.verifier.invalidate(&record.key_hash);
-                Ok((self.api_key(&record, now), false))
-            }
+            RevokeOutcome::AlreadyRevoked(record) => Ok((self.api_key(&record, now), false)),
             RevokeOutcome::NotFound => Err(Error::NotFound(id.to_string())),
         }
     }
@@ -1352,6 +1377,20 @@ fn check_period(period: Duration) -> Result<Duration, Error> {
         )));
     }
     Ok(Duration::seconds(period.whole_seconds()))
+}
+
+/// Runs `change` (a store change and the cache invalidation after it) in a
+/// task of its own and waits for it: dropping the waiting future (a client
+/// that hung up, a timeout) no longer stops the change between its commit
+/// and the invalidation. A panic in it resumes here.
+async fn to_the_end<T: Send + 'static>(
+    change: impl std::future::Future<Output = T> + Send + 'static,
+) -> Result<T, Error> {
+    match tokio::spawn(change).await {
+        Ok(done) => Ok(done),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(Error::Internal(format!("a key change was stopped: {e}"))),
+    }
 }
 
 /// An absolute `https` URL (or `http`, if `insecure`) without whitespace,

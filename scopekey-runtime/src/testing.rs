@@ -305,6 +305,132 @@ pub async fn someone_waits_for_a_lock(conn: &mut PgConnection) {
     }
 }
 
+/// A store that holds each revocation and rotation back after the store it
+/// wraps has made it (committed), until the test releases it: a caller that
+/// stops waiting in that moment (a client hanging up, a timeout) is the
+/// case tested. Everything else is passed through.
+pub struct PausingStore {
+    inner: Arc<dyn Store>,
+    /// Notified (one permit a change) when a change has been made and is
+    /// held back.
+    pub made: Arc<tokio::sync::Notify>,
+    /// One permit lets one held change return.
+    pub release: Arc<tokio::sync::Semaphore>,
+}
+
+impl PausingStore {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Store>) -> Self {
+        Self {
+            inner,
+            made: Arc::new(tokio::sync::Notify::new()),
+            release: Arc::new(tokio::sync::Semaphore::new(0)),
+        }
+    }
+
+    async fn hold(&self) {
+        self.made.notify_one();
+        self.release
+            .acquire()
+            .await
+            .expect("the release semaphore is never closed")
+            .forget();
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for PausingStore {
+    async fn migrate(&self) -> Result<(), crate::StoreError> {
+        self.inner.migrate().await
+    }
+    async fn insert_key(
+        &self,
+        key: &crate::KeyRecord,
+        event: &crate::AuditEvent,
+    ) -> Result<(), crate::StoreError> {
+        self.inner.insert_key(key, event).await
+    }
+    async fn find_by_hash(
+        &self,
+        hash: &crate::key::KeyHash,
+    ) -> Result<Option<crate::KeyRecord>, crate::StoreError> {
+        self.inner.find_by_hash(hash).await
+    }
+    async fn find_for_verification(
+        &self,
+        hash: &crate::key::KeyHash,
+    ) -> Result<Option<crate::VerifyRecord>, crate::StoreError> {
+        self.inner.find_for_verification(hash).await
+    }
+    async fn get(&self, id: crate::KeyId) -> Result<Option<crate::KeyRecord>, crate::StoreError> {
+        self.inner.get(id).await
+    }
+    async fn successor(
+        &self,
+        id: crate::KeyId,
+    ) -> Result<Option<crate::KeyRecord>, crate::StoreError> {
+        self.inner.successor(id).await
+    }
+    async fn list(
+        &self,
+        query: &crate::store::KeyQuery,
+    ) -> Result<Vec<crate::KeyRecord>, crate::StoreError> {
+        self.inner.list(query).await
+    }
+    async fn is_empty(&self) -> Result<bool, crate::StoreError> {
+        self.inner.is_empty().await
+    }
+    async fn insert_first_key(
+        &self,
+        key: &crate::KeyRecord,
+        event: &crate::AuditEvent,
+    ) -> Result<bool, crate::StoreError> {
+        self.inner.insert_first_key(key, event).await
+    }
+    async fn rotate(
+        &self,
+        rotation: &crate::store::Rotation,
+    ) -> Result<crate::store::RotateOutcome, crate::StoreError> {
+        let outcome = self.inner.rotate(rotation).await;
+        self.hold().await;
+        outcome
+    }
+    async fn revoke(
+        &self,
+        id: crate::KeyId,
+        at: time::OffsetDateTime,
+        reason: Option<&str>,
+        event: &crate::AuditEvent,
+    ) -> Result<crate::store::RevokeOutcome, crate::StoreError> {
+        let outcome = self.inner.revoke(id, at, reason, event).await;
+        self.hold().await;
+        outcome
+    }
+    async fn insert_event(&self, event: &crate::AuditEvent) -> Result<(), crate::StoreError> {
+        self.inner.insert_event(event).await
+    }
+    async fn list_events(
+        &self,
+        query: &crate::store::EventQuery,
+    ) -> Result<Vec<crate::AuditEvent>, crate::StoreError> {
+        self.inner.list_events(query).await
+    }
+    async fn minted_by(&self, actor: crate::KeyId) -> Result<Vec<crate::KeyId>, crate::StoreError> {
+        self.inner.minted_by(actor).await
+    }
+    async fn touch_last_used(
+        &self,
+        batch: &[(crate::KeyId, time::OffsetDateTime)],
+    ) -> Result<(), crate::StoreError> {
+        self.inner.touch_last_used(batch).await
+    }
+    async fn changes(
+        &self,
+    ) -> Result<Option<Box<dyn crate::store::ChangeFeed>>, crate::StoreError> {
+        self.inner.changes().await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
