@@ -109,6 +109,38 @@ async fn bad_bodies(db: &TestDb) {
             .await
             .assert_problem(415, None);
     }
+    // A compressed body: 415 saying so (not "not valid JSON"), on every
+    // route with a body, and nothing created; `identity` is no encoding.
+    let before = app.key_count().await;
+    for (path, encoding) in [
+        ("/api-keys", &b"gzip"[..]),
+        ("/api-keys", b"br"),
+        ("/api-keys", b"\xff"),
+        ("/api-keys/compromised", b"deflate"),
+    ] {
+        let problem = app
+            .post(path)
+            .bearer(&app.admin)
+            .body(valid.clone())
+            .header("Content-Type", "application/json")
+            .header("Content-Encoding", encoding)
+            .send()
+            .await
+            .assert_problem(415, None);
+        assert!(
+            problem["detail"].as_str().unwrap().contains("uncompressed"),
+            "{problem}"
+        );
+    }
+    assert_eq!(app.key_count().await, before);
+    let res = app
+        .post("/api-keys")
+        .bearer(&app.admin)
+        .body(valid.clone())
+        .header("Content-Encoding", "identity")
+        .send()
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text());
     // None at all: read as JSON, bad JSON is then a 400.
     let res = app
         .post("/api-keys")

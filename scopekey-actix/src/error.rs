@@ -87,13 +87,26 @@ impl AuthError {
             )
             .challenge("Bearer error=\"invalid_token\"".to_owned()),
             AuthErrorKind::InsufficientScope(scopes) => {
-                let (detail, challenge) = if scopes.is_empty() {
+                // Only RFC 6750 scope tokens: text given to `AuthError::new`
+                // could otherwise end the challenge's quoted string (`"`)
+                // or hold a key.
+                let list = scopes
+                    .iter()
+                    .filter(|s| {
+                        !s.is_empty()
+                            && s.bytes()
+                                .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\')
+                            && !scopekey_runtime::key::holds_a_key(s)
+                    })
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let (detail, challenge) = if list.is_empty() {
                     (
                         Cow::Borrowed("the API key does not hold the scopes this request needs"),
                         "Bearer error=\"insufficient_scope\"".to_owned(),
                     )
                 } else {
-                    let list = scopes.join(" ");
                     (
                         Cow::Owned(format!(
                             "the API key does not hold the scopes this request needs: {list}"
@@ -172,6 +185,9 @@ pub enum ApiError {
     /// routes under [`json_config`](crate::json_config), without one (the
     /// management routes read such a body as JSON).
     UnsupportedMediaType,
+    /// The body was sent compressed (`Content-Encoding` other than
+    /// `identity`): the management routes read bodies as sent.
+    UnsupportedEncoding,
     /// The path names nothing (e.g. an id that is not a UUID).
     NotFound(String),
     /// The path is a route, but not for this method: 405 with `Allow`.
@@ -265,6 +281,11 @@ impl ApiError {
                 "unsupported_media_type",
                 "send the body as JSON with `Content-Type: application/json`",
             ),
+            ApiError::UnsupportedEncoding => Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body uncompressed (no `Content-Encoding`)",
+            ),
             ApiError::MethodNotAllowed { allow } => Problem {
                 allow: Some(allow),
                 ..Problem::new(
@@ -288,6 +309,7 @@ impl fmt::Display for ApiError {
                 write!(f, "request body larger than {limit} bytes")
             }
             ApiError::UnsupportedMediaType => f.write_str("request body is not JSON"),
+            ApiError::UnsupportedEncoding => f.write_str("request body is compressed"),
             ApiError::MethodNotAllowed { allow } => {
                 write!(f, "method not allowed (allow: {allow})")
             }
@@ -480,5 +502,38 @@ mod tests {
         let plain = "scope `billing.invoices:read` is not in the scope catalogue";
         assert!(matches!(scrub_keys(plain), Cow::Borrowed(_)));
         assert_eq!(scrub_keys("é0123456789ABCDEFGHIJ0123456789ABé"), "é…é");
+    }
+
+    /// A 403 challenge names only scope tokens: text that would end its
+    /// quoted string, or hold a key, is left out of it and of the detail.
+    #[test]
+    fn the_scope_challenge_holds_only_scope_tokens() {
+        let key = scopekey_runtime::KeyFormat::default().generate().unwrap();
+        let scopes = vec![
+            "orders:read".to_owned(),
+            "a\"b".to_owned(),
+            "back\\slash".to_owned(),
+            "two words".to_owned(),
+            String::new(),
+            key.expose_secret().to_owned(),
+            "orders:write".to_owned(),
+        ];
+        let problem =
+            AuthError::new(AuthErrorKind::InsufficientScope(scopes), Arc::from("api")).problem();
+        assert_eq!(
+            problem.challenge.as_deref(),
+            Some("Bearer error=\"insufficient_scope\", scope=\"orders:read orders:write\"")
+        );
+        assert!(problem.detail.ends_with("needs: orders:read orders:write"));
+        // Nothing left: the bare challenge.
+        let problem = AuthError::new(
+            AuthErrorKind::InsufficientScope(vec!["\"".to_owned()]),
+            Arc::from("api"),
+        )
+        .problem();
+        assert_eq!(
+            problem.challenge.as_deref(),
+            Some("Bearer error=\"insufficient_scope\"")
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! application's own routes.
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
-use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use actix_web::http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::{HttpRequest, web};
 use serde::de::DeserializeOwned;
 
@@ -88,6 +88,15 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::PayloadTooLarge { limit });
+    }
+    // The body is read as sent: a compressed one would fail as "not JSON".
+    // (An application's own `web::Json` routes decompress it, with
+    // actix-web's `compress-*` features; these routes' bodies are small.)
+    if req.headers().get_all(CONTENT_ENCODING).any(|v| {
+        !v.to_str()
+            .is_ok_and(|v| v.trim().is_empty() || v.trim().eq_ignore_ascii_case("identity"))
+    }) {
+        return Err(ApiError::UnsupportedEncoding);
     }
     let body = match payload.to_bytes_limited(limit).await {
         Ok(Ok(body)) => body,

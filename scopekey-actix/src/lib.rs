@@ -65,7 +65,11 @@
 //! - **The runtime in app data** is a plain [`ScopeKey`](scopekey_runtime::ScopeKey) registered with
 //!   `App::app_data(keys.clone())` (it is already an `Arc` handle); a
 //!   `web::Data<ScopeKey>` is accepted too. Without either, every
-//!   authentication is refused with a logged 500, never passed.
+//!   authentication is refused with a logged 500, never passed. Register it
+//!   where the middleware can see it: [`ApiKeyAuth`] wrapped around the
+//!   whole `App` runs before a `web::scope`'s own app data is visible, so a
+//!   runtime registered only on the scope makes every request the
+//!   middleware verifies a 500 (public routes with no key still pass).
 //! - **The middleware is optional.** [`ApiKeyAuth`] verifies before routing;
 //!   without it, `#[requires_scope]` guards and the [`Authenticated`] /
 //!   [`MaybeAuthenticated`] extractors verify on their own. Either way a key
@@ -106,7 +110,12 @@
 //!   [`AuthConfig`]), and `Bearer error="invalid_token"`,
 //!   `Bearer error="insufficient_scope", scope="..."` and
 //!   `Bearer error="invalid_request"` otherwise. Responses to malformed,
-//!   unknown, revoked and expired keys are byte-identical.
+//!   unknown, revoked and expired keys are byte-identical. A guard's
+//!   `scope` lists every scope its requirement names, in order: for
+//!   `any("orders:admin", "orders:delete")` that is
+//!   `scope="orders:admin orders:delete"`, any one of which would do (RFC
+//!   6750's attribute has no way to say "one of"), and for `all(...)` it
+//!   includes scopes the key already holds.
 //! - **Problem bodies** use `type: "about:blank"` with the status's reason
 //!   phrase as `title` (RFC 9457 §4.2.1), plus a `code` member a client can
 //!   match (`unauthorized`, `invalid_token`, `insufficient_scope`, `invalid_request`,
@@ -128,13 +137,18 @@
 //!   caller does not hold, and for a rotation those of the key rotated; a successor asking for more than its parent had
 //!   is a 400, since no key of the caller's would change that answer).
 //! - **Management bodies** are JSON (`application/json`, `*/*+json`, or
-//!   no content type at all; another type is 415), at most 64 KiB ([`JSON_LIMIT`]) or 1 MiB for
+//!   no content type at all; another type is 415), sent uncompressed (a
+//!   `Content-Encoding` other than `identity` is 415, not decoded; the
+//!   application's `PayloadConfig` and `JsonConfig` do not apply), at most 64 KiB ([`JSON_LIMIT`]) or 1 MiB for
 //!   `/compromised` ([`COMPROMISED_LIMIT`]; else 413). Unknown fields are
 //!   refused with 400, so a misspelt `expires_in` cannot silently make a key
 //!   that never expires. The rotate and revoke bodies may be empty. Parser
 //!   messages are returned with quoted input values redacted.
 //! - **Ids in paths** that are not UUIDs answer 404 (they name no key), as do
-//!   paths under the base path that match no route. [`path_config`] does the
+//!   paths under the base path that match no route. A UUID may be written
+//!   in any form the `uuid` crate reads (upper case, without hyphens,
+//!   `urn:uuid:...`), all naming one key: a gateway rule about one key's
+//!   routes must match the id's value, not one spelling of it. [`path_config`] does the
 //!   same for your own routes. A route asked with a method it does not
 //!   answer (`DELETE /api-keys/{id}`) is 405 with an `Allow` header.
 //! - **Query parameters** that are empty count as absent; unknown ones are
