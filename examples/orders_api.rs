@@ -46,7 +46,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use actix_web::{App, HttpResponse, HttpServer, delete, get, post, web};
+use actix_web::{App, HttpResponse, HttpServer, delete, get, post, route, web};
 use scopekey::actix::{ApiError, ApiKeyAuth, Background, json_config, path_config, query_config};
 use scopekey::{Actor, KeyFormat, NewKey, ScopeKey, requires_scope};
 use scopekey::{Notifier, NotifierConfig, Outbox};
@@ -83,7 +83,8 @@ fn lock(orders: &Shared) -> MutexGuard<'_, Orders> {
     orders.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-#[get("/health")]
+// HEAD too: load balancers' health checks often use it.
+#[route("/health", method = "GET", method = "HEAD")]
 async fn health() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }

@@ -338,6 +338,21 @@ async fn tour(dir: &Path, database_url: Option<&str>) {
         .send("DELETE", &format!("/orders/{order_id}"), Some(&janitor))
         .await;
     assert_eq!(deleted.status, 204, "{}", deleted.text());
+    // ...and `orders:admin` the other.
+    let order = demo
+        .post_json("/orders", &admin, json!({"item": "jam", "quantity": 1}))
+        .await;
+    let order_id = order.json()["id"].as_u64().expect("order id");
+    let manager = demo.create_key(&admin, "manager", "orders:admin").await;
+    let deleted = demo
+        .send("DELETE", &format!("/orders/{order_id}"), Some(&manager))
+        .await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text());
+
+    // A load balancer's HEAD check is answered as GET is, without a body.
+    let head = demo.send("HEAD", "/health", None).await;
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
 
     // SIGTERM: a clean exit that writes the pending last-used times. The
     // admin key line was the only line printed.
@@ -656,10 +671,8 @@ fn webhook_receiver() -> (String, std::sync::mpsc::Receiver<Hook>) {
 /// `SCOPEKEY_NOTIFIER_INTERVAL_SECONDS` (SPEC §6): the demo's notifier
 /// posts a signed `key.expiring` notice for a key that expires within the
 /// notice period, on its next pass, and announces a compromise report
-/// (SPEC §4) with no other setting.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn demo_sends_expiry_notices_to_the_configured_webhook() {
-    let db = TestDb::new(Backend::Sqlite).await.expect("sqlite");
+/// (SPEC §4) with no other setting; on both databases.
+async fn demo_webhooks(db: &TestDb) {
     let dir = std::env::temp_dir().join(format!("scopekey-demo-{}", uuid::Uuid::now_v7().simple()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let (url, hooks) = webhook_receiver();
@@ -728,5 +741,9 @@ async fn demo_sends_expiry_notices_to_the_configured_webhook() {
 
     demo.terminate();
     std::fs::remove_dir_all(&dir).ok();
-    db.cleanup().await;
 }
+
+scopekey_runtime::both_backends!(
+    demo_sends_expiry_notices_to_the_configured_webhook,
+    demo_webhooks
+);
