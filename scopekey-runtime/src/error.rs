@@ -66,6 +66,7 @@ impl StoreError {
     /// This error, not marked as corrupt data: a write that failed (on an
     /// unreadable row of another table, say) is the store's failure, not
     /// the data of the key it was about.
+    #[cfg(feature = "webhooks")]
     pub(crate) fn not_corrupt(mut self) -> Self {
         self.corrupt = false;
         self
