@@ -387,3 +387,58 @@ async fn minted_keys(db: &TestDb) {
 }
 
 scopekey_runtime::both_backends!(compromised_minted, minted_keys);
+
+/// A report run from the CLI is announced as one through the HTTP API is: a
+/// `key.compromised` delivery for each endpoint of the service's notifier,
+/// waiting in the outbox the service's notifier sends from (the CLI sends
+/// nothing itself).
+async fn report_is_announced(db: &TestDb) {
+    use scopekey_runtime::notify::{
+        DeliveryFilter, EndpointConfig, Notifier, NotifierConfig, Outbox,
+    };
+    let url = db.url.as_str();
+    let keys = ScopeKey::builder_arc(db.store.clone()).build();
+    let endpoint = EndpointConfig::new(
+        "https://hooks.example.com/scopekey",
+        "whsec_ZGVtbyB3ZWJob29rIHNlY3JldCwgZm9yIHRlc3Rz"
+            .parse()
+            .expect("a secret"),
+    )
+    .events(["key.compromised"]);
+    let outbox = Outbox::connect(url).await.expect("the outbox");
+    let config = NotifierConfig {
+        endpoints: vec![endpoint],
+        ..NotifierConfig::default()
+    };
+    Notifier::new(keys, outbox, config)
+        .expect("a notifier")
+        .register()
+        .await
+        .expect("endpoints recorded");
+
+    let leaked = create(url, "leaked", &["orders:read"]);
+    let id = str_of(&leaked, "id");
+    let run = scopekey_with_stdin(
+        url,
+        &["keys", "compromised", "-", "--json"],
+        str_of(&leaked, "key"),
+    );
+    assert_eq!(run.json()["results"][0]["status"], "revoked", "{run:#?}");
+
+    let outbox = Outbox::connect(url).await.expect("the outbox");
+    let deliveries = outbox
+        .deliveries(&DeliveryFilter {
+            event_type: Some("key.compromised".into()),
+            ..DeliveryFilter::default()
+        })
+        .await
+        .expect("deliveries");
+    assert_eq!(deliveries.len(), 1, "{deliveries:#?}");
+    let body: serde_json::Value =
+        serde_json::from_str(&deliveries[0].payload).expect("a JSON body");
+    assert_eq!(body["type"], "key.compromised", "{body}");
+    assert_eq!(body["data"]["id"], id, "{body}");
+    assert_eq!(body["data"]["status"], "revoked", "{body}");
+}
+
+scopekey_runtime::both_backends!(compromised_announced, report_is_announced);
