@@ -5,7 +5,9 @@
 //! - `tests/ui/pass/<shape>.rs`: every supported handler shape compiles
 //!   without warnings and registers its requirement.
 //! - `tests/ui-catalogue/`: a crate with a scope catalogue in its Cargo.toml
-//!   (trybuild cannot test that, see its manifest), checked the same way.
+//!   (trybuild cannot test that, see its manifest), checked the same way;
+//!   `tests/ui-catalogue-broken/` and `tests/ui-catalogue-typo/`: crates
+//!   whose catalogue is malformed or misspelt.
 //!
 //! `TRYBUILD=overwrite cargo test --test trybuild` rewrites the `.stderr`
 //! files; read them before committing, they are what users see.
@@ -66,6 +68,13 @@ fn catalogue() {
 #[test]
 fn broken_catalogue() {
     check_fixture("ui-catalogue-broken");
+}
+
+/// A crate whose catalogue is misspelt (`scope = [...]`): an error naming
+/// the key, not a crate without a catalogue (tests/ui-catalogue-typo).
+#[test]
+fn misspelt_catalogue() {
+    check_fixture("ui-catalogue-typo");
 }
 
 /// Copies `tests/<name>` into `<target>/tests/ui-catalogue/<name>` (as

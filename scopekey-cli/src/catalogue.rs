@@ -73,6 +73,21 @@ fn from_manifest(text: &str) -> Result<Vec<String>, String> {
         };
         value = table;
     }
+    // As the macro: a key beside (or instead of) `scopes` is a typo to
+    // report, never a list to ignore. The key's name is shown (escaped to
+    // one line; like every error message, through `failure::redact`).
+    if let Some(key) = value.keys().find(|key| key.get_ref() != "scopes") {
+        let key = key.get_ref();
+        let shown: String = key.escape_debug().collect();
+        let hint = if edit_distance(&key.to_lowercase(), "scopes") <= 2 {
+            "did you mean `scopes`?"
+        } else {
+            "the table holds only `scopes`"
+        };
+        return Err(format!(
+            "unknown key `{shown}` in [package.metadata.scopekey]; {hint}"
+        ));
+    }
     let not_strings = || format!("{WHERE} must be an array of strings");
     let DeValue::Array(scopes) = value.get("scopes").ok_or_else(missing)?.get_ref() else {
         return Err(not_strings());
@@ -94,6 +109,32 @@ fn from_manifest(text: &str) -> Result<Vec<String>, String> {
         return Err(format!("{WHERE} is empty"));
     }
     Ok(out)
+}
+
+/// Optimal string alignment distance (the macro's): insertions, deletions,
+/// substitutions and swaps of neighbours each cost one.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    // Rows i-2, i-1 and i of the dynamic-programming table.
+    let mut before = vec![0; b.len() + 1];
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    let mut current = vec![0; b.len() + 1];
+    for i in 1..=a.len() {
+        current[0] = i;
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            current[j] = (previous[j] + 1)
+                .min(current[j - 1] + 1)
+                .min(previous[j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                current[j] = current[j].min(before[j - 2] + 1);
+            }
+        }
+        std::mem::swap(&mut before, &mut previous);
+        std::mem::swap(&mut previous, &mut current);
+    }
+    previous[b.len()]
 }
 
 #[cfg(test)]
@@ -127,6 +168,7 @@ mod tests {
             "",
             "[package]\nname = \"x\"\n",
             "[package.metadata.scopekey]\n",
+            "[package.metadata]\nscopekey = {}\n",
             "[workspace.metadata.scopekey]\nscopes = [\"a:b\"]\n",
         ] {
             assert_eq!(
@@ -150,6 +192,34 @@ mod tests {
             "[package.metadata.scopekey] scopes: entry 2: upper-case letter `O` at byte 0; \
              scopes are lower case"
         );
+    }
+
+    /// A misspelt list is named, not reported missing; so is any other key
+    /// in the table, beside the list or not.
+    #[test]
+    fn names_an_unknown_key() {
+        let err = |text: &str| from_manifest(text).unwrap_err();
+        for key in ["scope", "Scopes", "scpoes", "\"scopes \""] {
+            assert_eq!(
+                err(&format!("[package.metadata.scopekey]\n{key} = [\"a:b\"]\n")),
+                format!(
+                    "unknown key `{}` in [package.metadata.scopekey]; did you mean `scopes`?",
+                    key.trim_matches('"')
+                ),
+                "{key}"
+            );
+        }
+        assert_eq!(
+            err("[package.metadata.scopekey]\nscopes = [\"a:b\"]\nstrict = true\n"),
+            "unknown key `strict` in [package.metadata.scopekey]; the table holds only `scopes`"
+        );
+        // Escaped to one line.
+        assert_eq!(
+            err("[package.metadata.scopekey]\n\"a\\nb\" = 1\n"),
+            "unknown key `a\\nb` in [package.metadata.scopekey]; the table holds only `scopes`"
+        );
+        assert_eq!(edit_distance("scpoes", "scopes"), 1);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 
     /// A wrong file named as the catalogue (a list of leaked keys, an

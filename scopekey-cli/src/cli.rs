@@ -38,8 +38,8 @@ A --scope that is not `resource:action`, `resource:*` or `*` is bad usage (2),
 found before the store is opened. With --catalogue, a scope outside the
 catalogue is refused by the runtime, as the service's HTTP API refuses it
 (400): the operation failed (1). A catalogue file that is missing, unreadable,
-malformed or without a [package.metadata.scopekey] scopes list is bad usage
-(2), whatever the command.
+malformed, without a [package.metadata.scopekey] scopes list or with another
+key in that table (a misspelt `scope`) is bad usage (2), whatever the command.
 
 Environment:
   DATABASE_URL          the key store, when --database-url is not given

@@ -207,9 +207,14 @@ fn a_bad_catalogue_file_exits_2_without_touching_the_store() {
             "has no [package.metadata.scopekey] scopes list",
         ),
         (
-            Some(Manifest::new("[package.metadata.scopekey]\nother = 1\n")),
+            Some(Manifest::new("[package.metadata.scopekey]\n")),
             String::new(),
             "has no [package.metadata.scopekey] scopes list",
+        ),
+        (
+            Some(Manifest::new("[package.metadata.scopekey]\nother = 1\n")),
+            String::new(),
+            "unknown key `other` in [package.metadata.scopekey]; the table holds only `scopes`",
         ),
         (
             Some(Manifest::new("[package.metadata.scopekey]\nscopes = []\n")),
@@ -252,6 +257,55 @@ fn a_bad_catalogue_file_exits_2_without_touching_the_store() {
             }
         }
     }
+    assert!(
+        !db.path.exists(),
+        "a bad catalogue must not create the database"
+    );
+}
+
+/// A misspelt list (`scope = [...]`) is bad usage naming the key, with the
+/// right spelling, not a file "without a list" nor a catalogue quietly
+/// off; a key's name that is an API key is shown as its hint only.
+#[test]
+fn a_misspelt_list_is_named() {
+    let db = TempSqlite::new();
+    let url = db.url.as_str();
+    let manifest = Manifest::new(&SHOP.replace("scopes = ", "scope = "));
+    let path = manifest.path();
+    for run in [
+        scopekey(
+            url,
+            &[
+                "--catalogue",
+                &path,
+                "keys",
+                "create",
+                "--name",
+                "n",
+                "--scope",
+                "orders:read",
+            ],
+        ),
+        with_env(url, &path, &["keys", "list"]),
+    ] {
+        run.fails_with(2)
+            .says(&path)
+            .says("unknown key `scope` in [package.metadata.scopekey]; did you mean `scopes`?");
+        assert_eq!(run.stderr.lines().count(), 1, "one line: {run:#?}");
+    }
+
+    let leaked = scopekey_runtime::KeyFormat::default()
+        .generate()
+        .expect("a key");
+    let leaked = leaked.expose_secret();
+    let manifest = Manifest::new(&format!(
+        "[package.metadata.scopekey]\nscopes = [\"orders:read\"]\n\"{leaked}\" = 1\n"
+    ));
+    let run = scopekey(url, &["--catalogue", &manifest.path(), "keys", "list"]);
+    run.fails_with(2)
+        .says("unknown key `")
+        .says(&scopekey_runtime::key::hint(leaked));
+    assert!(!run.all_output().contains(leaked), "{run:#?}");
     assert!(
         !db.path.exists(),
         "a bad catalogue must not create the database"

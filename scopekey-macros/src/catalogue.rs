@@ -64,8 +64,8 @@ impl Catalogue {
         }
         let Some(scopes) = scopekey.get("scopes") else {
             return Err(format!(
-                "Cargo.toml has a [package.metadata.scopekey] table without `scopes`: list \
-                 this crate's scopes there (`scopes = [\"orders:read\"]`), or remove the \
+                "Cargo.toml has a [package.metadata.scopekey] table without `{KEY}`: list \
+                 this crate's scopes there (`{KEY} = [\"orders:read\"]`), or remove the \
                  table to have no catalogue"
             ));
         };

@@ -59,6 +59,25 @@ use proc_macro::TokenStream;
 /// above or below actix-web's route attributes (`#[get]`, `#[post]`,
 /// `#[route]`), with `web::resource(..).route(web::post().to(handler))`, and
 /// on associated functions in `impl` blocks.
+///
+/// # Limitations
+///
+/// - **No receiver.** A method taking `self`, `&self` or `&mut self` is a
+///   compile error pointing at the receiver: actix-web calls a handler with
+///   extractors only, so nothing would supply `self`. Make it an associated
+///   function and register it as `Type::handler`; reach shared state
+///   through an extractor such as `web::Data<T>`.
+/// - **No trait-impl methods.** The expansion changes the signature (its
+///   arguments become one hidden extractor), so a method in an
+///   `impl Trait for Type` block would no longer match the trait's
+///   declaration and fail to compile. Guard an inherent associated function
+///   or a free function and call the trait method from its body.
+/// - **The facade must be named `scopekey`.** The expansion names the
+///   runtime by the absolute path `::scopekey::__private::...`, so the crate
+///   using the attribute must depend on the facade under its own name
+///   (`scopekey = "..."` in `[dependencies]`); a renamed dependency
+///   (`keys = { package = "scopekey", ... }`) fails with unresolved paths.
+///   `catalogue!()` names nothing from the facade and works either way.
 #[proc_macro_attribute]
 pub fn requires_scope(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::requires_scope(args.into(), item.into()).into()
@@ -73,8 +92,10 @@ pub fn requires_scope(args: TokenStream, item: TokenStream) -> TokenStream {
 /// ```
 ///
 /// Every entry must be a valid granted scope (`orders:read`, `orders:*` or
-/// `*`); anything else is a compile error. Editing the list rebuilds the
-/// crate.
+/// `*`); anything else is a compile error. So is a
+/// `[package.metadata.scopekey]` table without `scopes`, or with any other
+/// key (`scope = [...]` asks "did you mean `scopes`?"): a misspelt list
+/// must not pass for no catalogue. Editing the list rebuilds the crate.
 #[proc_macro]
 pub fn catalogue(input: TokenStream) -> TokenStream {
     expand::catalogue(input.into()).into()
