@@ -725,6 +725,7 @@ async fn demo_webhooks(db: &TestDb) {
     let body = next_hook();
     assert_eq!(body["type"], "key.expiring", "{body}");
     assert_eq!(body["data"]["id"], id.as_str(), "{body}");
+    assert_eq!(body["data"]["action"], "rotate", "{body}");
 
     // The key leaks: the report revokes it and the webhook announces it.
     let report = demo

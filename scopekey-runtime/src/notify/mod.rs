@@ -47,6 +47,15 @@
 //! records `key.expired` once per key that passed its expiry unrevoked, as a
 //! notice at threshold 0.
 //!
+//! A notice's body is `{type, timestamp, data}`, `data` the key object
+//! (never a secret) with `event_id`, `actor_key_id` and `details`, plus, for
+//! `key.expiring`, `threshold_seconds` and `action`: `"rotate"` (the
+//! holder is to rotate the key before it expires; the key may rotate
+//! itself, `POST /api-keys/{id}/rotate`, and a key under a rotation policy,
+//! `rotation_period_seconds` not null, gets a fresh period with its
+//! successor) or `"automatic_rotation"` (nothing to do: the notifier rotates
+//! it when due and delivers the successor to the key's own webhook).
+//!
 //! **The outbox.** A delivery is a row of `scopekey_deliveries`, one per
 //! event and endpoint (unique), written in the same transaction as the audit
 //! event it carries — the notice's, or a lifecycle event's (see
@@ -1167,7 +1176,7 @@ enum Tally {
 }
 
 /// The `key.expiring` (or `key.expired`) event and its webhook `data`: the
-/// key object plus `threshold_seconds`.
+/// key object plus, for `key.expiring`, `threshold_seconds` and `action`.
 fn notice_event(
     record: &KeyRecord,
     kind: NoticeKind,
@@ -1199,6 +1208,16 @@ fn notice_event(
     let mut data = key_event_data(record, &event);
     if let (Value::Object(map), NoticeKind::Expiring) = (&mut data, kind) {
         map.insert("threshold_seconds".into(), json!(threshold_seconds));
+        // What the holder is to do: rotate (the key may rotate itself,
+        // `POST /api-keys/{id}/rotate`), or nothing when the notifier
+        // rotates the key and delivers its successor to the key's own
+        // webhook.
+        let action = if record.rotation_webhook_url.is_some() {
+            "automatic_rotation"
+        } else {
+            "rotate"
+        };
+        map.insert("action".into(), json!(action));
     }
     (event, data)
 }
