@@ -145,15 +145,17 @@
 //!   that never expires. The rotate and revoke bodies may be empty. Parser
 //!   messages are returned with quoted input values redacted.
 //! - **Ids in paths** that are not UUIDs answer 404 (they name no key), as do
-//!   paths under the base path that match no route. A UUID may be written
-//!   in any form the `uuid` crate reads (upper case, without hyphens,
-//!   `urn:uuid:...`), all naming one key: a gateway rule about one key's
-//!   routes must match the id's value, not one spelling of it. [`path_config`] does the
-//!   same for your own routes. A route asked with a method it does not
+//!   paths under the base path that match no route. [`path_config`] does the
+//!   same for your own routes. A UUID may be written in any form the `uuid`
+//!   crate reads (upper case, without hyphens, `urn:uuid:...`), all naming
+//!   one key: a gateway rule about one key's routes must match the id's
+//!   value, not one spelling of it. A route asked with a method it does not
 //!   answer (`DELETE /api-keys/{id}`) is 405 with an `Allow` header.
 //! - **Query parameters** that are empty count as absent; unknown ones are
-//!   ignored; `limit` outside 1..=500, an unknown `status` or a cursor this
-//!   service did not hand out are 400.
+//!   ignored; `limit` outside 1..=500, an unknown `status` or a `cursor`
+//!   that is not one are 400. A cursor is a position (a time and an id),
+//!   not a signed token: one from another listing, or written by hand, is
+//!   read as the position it names.
 //! - **Scope checks come first**: a management route checks the caller's
 //!   scope before reading its body, so an unauthorized caller gets 401/403,
 //!   never a body validation error. Rotation is open to any valid key for
