@@ -38,8 +38,8 @@ fn logged_len() -> usize {
     logs().lock().unwrap().len()
 }
 
-/// What was logged since `mark` (by any thread, so possibly by the other
-/// backend's test running beside this one too).
+/// What was logged since `mark` (by any thread of this binary: the stories
+/// hold [`ONE_STORY_AT_A_TIME`], so only by the running story's server).
 fn logged_since(mark: usize) -> String {
     String::from_utf8_lossy(&logs().lock().unwrap()[mark..]).into_owned()
 }
@@ -56,14 +56,30 @@ impl Write for Capture {
     }
 }
 
-/// Records responses and checks them against every plaintext seen.
-#[derive(Default)]
+/// Held for each story: the capture is the whole binary's, so a story
+/// running beside another (the other backend's) could find that one's log
+/// lines and pass on them. The log checks read only what was logged since
+/// their own story began.
+static ONE_STORY_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Records responses and checks them, and what was logged since it began,
+/// against every plaintext seen.
 struct Watch {
     secrets: Vec<String>,
     responses: Vec<(String, Response)>,
+    /// Where the story's log lines begin.
+    mark: usize,
 }
 
 impl Watch {
+    fn new() -> Self {
+        Self {
+            secrets: Vec::new(),
+            responses: Vec::new(),
+            mark: logged_len(),
+        }
+    }
+
     fn secret(&mut self, key: &str) -> String {
         self.secrets.push(key.to_owned());
         key.to_owned()
@@ -92,7 +108,7 @@ impl Watch {
             }
             assert!(!body.contains("key_hash"), "{label}: {body}");
         }
-        let logs = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
+        let logs = logged_since(self.mark);
         // The capture sees the server's worker threads: refusals are logged there.
         assert!(
             logs.contains("api key refused"),
@@ -111,9 +127,10 @@ impl Watch {
 }
 
 async fn story(db: &TestDb) {
+    let _one_at_a_time = ONE_STORY_AT_A_TIME.lock().await;
     let _ = logs();
+    let mut w = Watch::new();
     let app = TestApp::start(db).await;
-    let mut w = Watch::default();
     w.secret(&app.admin);
 
     // The creating 201s carry their own key and no other.

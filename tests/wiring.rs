@@ -214,5 +214,34 @@ async fn the_management_routes_need_a_base_path() {
         });
         assert!(refused.is_err(), "{base:?}");
     }
-    let _ = scopekey::actix::routes_at("admin/keys/");
+    // A base without its leading `/` and with a trailing one is accepted,
+    // and serves under `/admin/keys`.
+    let store = scopekey::store::sqlite::SqliteStore::connect("sqlite::memory:")
+        .await
+        .unwrap();
+    let keys = ScopeKey::builder(store).build();
+    keys.migrate().await.unwrap();
+    let created = keys
+        .create(NewKey::new("mounted", ["orders:read"]), Actor::System)
+        .await
+        .unwrap();
+    let app = test::init_service(
+        App::new()
+            .app_data(keys)
+            .configure(scopekey::actix::routes_at("admin/keys/")),
+    )
+    .await;
+    let bearer = format!("Bearer {}", created.plaintext.expose_secret());
+    let get = |uri: &str| {
+        test::TestRequest::get()
+            .uri(uri)
+            .insert_header(("Authorization", bearer.as_str()))
+            .to_request()
+    };
+    let res = test::call_service(&app, get("/admin/keys/self")).await;
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = test::read_body_json(res).await;
+    assert_eq!(body["name"], "mounted", "{body}");
+    let res = test::call_service(&app, get("/api-keys/self")).await;
+    assert_eq!(res.status(), 404);
 }

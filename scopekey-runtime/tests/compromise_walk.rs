@@ -282,7 +282,10 @@ async fn a_minted_keys_successors_are_found(db: &TestDb) {
             (last.key.id, Status::Revoked),
         ]
     );
-    assert!(keys.verify(last.plaintext.expose_secret()).await.is_err());
+    assert!(matches!(
+        keys.verify(last.plaintext.expose_secret()).await,
+        Err(VerifyError::Revoked)
+    ));
 }
 both_backends!(
     a_minted_keys_successors_are_found_works,

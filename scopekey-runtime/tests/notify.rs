@@ -1157,8 +1157,9 @@ both_backends!(
 );
 
 async fn request_timeout(db: &TestDb) {
-    // Long enough for the retry's whole exchange on a loaded machine; the
-    // hang outlasts it whatever its length.
+    // Short, so that the hang below fails soon; the hang outlasts it
+    // whatever its length. The retry, which must succeed, runs under a
+    // generous one (a notifier of its own, below).
     let e = env_with(db, |c| c.request_timeout = StdDuration::from_secs(2)).await;
     e.receiver.script([Reply::Hang]);
     key_expiring_in(&e.keys, "k", Duration::days(10)).await;
@@ -1182,7 +1183,17 @@ async fn request_timeout(db: &TestDb) {
     );
     assert_eq!(d.last_status, None);
     e.clock.advance(Duration::seconds(10));
-    assert_eq!(e.notifier.run_once().await.unwrap().deliveries.delivered, 1);
+    let patient = Notifier::new(
+        e.keys.clone(),
+        Outbox::connect(&db.url).await.unwrap(),
+        NotifierConfig {
+            request_timeout: StdDuration::from_secs(60),
+            ..config(&e.receiver)
+        },
+    )
+    .unwrap();
+    assert_eq!(patient.run_once().await.unwrap().deliveries.delivered, 1);
+    assert_eq!(e.receiver.count(), 2);
 }
 both_backends!(request_timeout_is_a_failure, request_timeout);
 
@@ -1241,10 +1252,28 @@ async fn spawned_and_shut_down(db: &TestDb) {
         .await
         .unwrap()[0];
     assert_eq!((d.state, d.attempts), (DeliveryState::Delivered, 2));
-    // Stopped: a new notice is not picked up.
-    key_expiring_in(&e.keys, "k2", Duration::days(10)).await;
-    tokio::time::sleep(StdDuration::from_millis(200)).await;
+    // Stopped (its task has ended once `shutdown` returns): a key due a
+    // notice gets none, however far the clock moves.
+    let k2 = key_expiring_in(&e.keys, "k2", Duration::days(10)).await;
+    e.clock.advance(Duration::minutes(10));
+    assert!(e.notifier.outbox().notices(k2).await.unwrap().is_empty());
+    assert!(
+        events_of(&e.keys, k2, event_type::KEY_EXPIRING)
+            .await
+            .is_empty()
+    );
+    let of_k2 = DeliveryFilter {
+        key_id: Some(k2),
+        ..DeliveryFilter::default()
+    };
+    let outbox = e.notifier.outbox();
+    assert!(outbox.deliveries(&of_k2).await.unwrap().is_empty());
     assert_eq!(e.receiver.count(), 2);
+    // It was due one: a pass records and delivers it.
+    let pass = e.notifier.run_once().await.unwrap();
+    assert_eq!((pass.notices, pass.deliveries.delivered), (1, 1));
+    assert_eq!(outbox.deliveries(&of_k2).await.unwrap().len(), 1);
+    assert_eq!(e.receiver.count(), 3);
 }
 both_backends!(spawned_and_shut_down_works, spawned_and_shut_down);
 

@@ -27,10 +27,6 @@ use scopekey_runtime::{
 };
 use time::{Duration, OffsetDateTime};
 
-/// One test in this file measures the process's resident memory: every test
-/// here takes this lock, so that none allocates while it measures.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 // ------------------------------------------------------------ bounded memory
 
 /// A store with no rows that answers every lookup by hash itself: with
@@ -157,9 +153,46 @@ async fn verify_all(keys: &ScopeKey, plaintexts: &[String], known: bool) {
 const CAPACITY: u64 = 1_000;
 const DISTINCT: usize = 20_000;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn distinct_keys_beyond_the_cache_capacity_keep_memory_bounded() {
-    let _serial = SERIAL.lock().await;
+/// Set in the child process that measures memory (see below).
+const MEASURING: &str = "SCOPEKEY_SCALE_MEASURING";
+const MEMORY_TEST: &str = "distinct_keys_beyond_the_cache_capacity_keep_memory_bounded";
+
+/// Runs the measurement in a child process of this test binary, running
+/// that test alone: the other tests of this binary, running beside it here,
+/// allocate (stores, pools, runtimes) and would count as growth.
+#[test]
+fn distinct_keys_beyond_the_cache_capacity_keep_memory_bounded() {
+    if std::env::var_os(MEASURING).is_some() {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(memory_stays_bounded());
+        return;
+    }
+    let child = std::process::Command::new(std::env::current_exe().expect("this test binary"))
+        .args([MEMORY_TEST, "--exact", "--test-threads=1", "--nocapture"])
+        .env(MEASURING, "1")
+        .output()
+        .expect("the measuring child runs");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&child.stdout),
+        String::from_utf8_lossy(&child.stderr),
+    );
+    eprintln!("{stderr}");
+    assert!(
+        child.status.success(),
+        "the measuring child failed ({}):\n{stdout}\n{stderr}",
+        child.status
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "the child ran the measurement alone: {stdout}"
+    );
+}
+
+async fn memory_stays_bounded() {
     let store = Arc::new(Synthetic::default());
     let keys = ScopeKey::builder_arc(store.clone())
         .cache_capacity(CAPACITY)
@@ -339,7 +372,6 @@ async fn stored_last_used(db: &TestDb, id: KeyId) -> Option<OffsetDateTime> {
 }
 
 async fn last_used_is_written_once_per_key_per_flush(db: &TestDb) {
-    let _serial = SERIAL.lock().await;
     let (store, clock, keys) = counted(db);
     let clients = clients(&keys, &["client 0", "client 1", "client 2"]).await;
 
@@ -408,7 +440,6 @@ both_backends!(
 /// A flush whose write fails keeps its times for the next flush, where a
 /// newer use of the same key wins and each key is still written once.
 async fn last_used_write_failure_is_retried(db: &TestDb) {
-    let _serial = SERIAL.lock().await;
     let (store, clock, keys) = counted(db);
     let created = clients(&keys, &["a", "b"]).await;
     let [(a, a_key), (b, b_key)] = &created[..] else {
@@ -445,7 +476,6 @@ both_backends!(
 /// what it read, but must not leave that answer in the cache: the revoking
 /// node refuses the very next request.
 async fn read_before_revocation_is_not_cached(db: &TestDb) {
-    let _serial = SERIAL.lock().await;
     let (store, _, keys) = counted(db);
     let (id, plaintext) = clients(&keys, &["k"]).await.remove(0);
 
@@ -481,7 +511,6 @@ both_backends!(
 /// same keys, in the same order, as the stores' indexed query, past a page's
 /// worth of other events.
 async fn minted_by_default_matches_the_stores(db: &TestDb) {
-    let _serial = SERIAL.lock().await;
     let (store, clock, keys) = counted(db);
     let admin = keys
         .create(

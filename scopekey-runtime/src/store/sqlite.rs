@@ -164,7 +164,7 @@ impl SqliteStore {
     /// is one more, opened at the first cache miss and kept open.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        let mut options = SqliteConnectOptions::from_str(url)?;
+        let options = SqliteConnectOptions::from_str(url)?;
         if !in_memory {
             create_private(options.get_filename());
         }
@@ -916,7 +916,7 @@ mod tests {
         // statement on it in the same poll, so it is then running, waiting
         // for the lock. Then the lookup is cancelled.
         let stalled = sqlx::query("UPDATE scopekey_keys SET name = name");
-        let mut lookup = std::pin::pin!(store.fetch_for_verification(stalled));
+        let mut lookup = Box::pin(store.fetch_for_verification(stalled));
         let deadline = tokio::time::Instant::now() + GENEROUS;
         loop {
             let polled = std::future::poll_fn(|cx| Poll::Ready(lookup.as_mut().poll(cx))).await;
@@ -931,7 +931,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert!(verifier.held.load(Ordering::Acquire), "marked taken");
-        drop(lookup);
+        drop(lookup); // the future itself (boxed): cancelled
         assert!(
             verifier.held.load(Ordering::Acquire),
             "taken while the statement runs"
