@@ -1309,14 +1309,21 @@ impl ScopeKey {
     /// is dropped once the feed listens again (notifications sent meanwhile
     /// are lost; dropping it only after reconnecting leaves no gap), and
     /// after each failed attempt while it cannot reconnect; the cache
-    /// lifetime stays the backstop. Returns `None` on stores without a feed
-    /// (SQLite), where the cache lifetime alone bounds staleness.
+    /// lifetime stays the backstop. The cache is dropped once too when the
+    /// feed starts listening (what was cached before may have changed
+    /// unheard). A connection that dies without a word is found by the
+    /// feed's check of a quiet connection (PostgreSQL: within 6 s,
+    /// `store::postgres::FEED_QUIET_CHECK` + `FEED_ANSWER_WITHIN`). Returns `None` on
+    /// stores without a feed (SQLite), where the cache lifetime alone bounds
+    /// staleness.
     pub async fn spawn_change_listener(
         &self,
     ) -> Result<Option<tokio::task::JoinHandle<()>>, Error> {
         let Some(mut feed) = self.inner.store.changes().await? else {
             return Ok(None);
         };
+        // Listening now: what was cached before may have changed unheard.
+        self.invalidate_cache();
         let this = self.clone();
         Ok(Some(tokio::spawn(async move {
             loop {

@@ -214,8 +214,11 @@ async fn a_killed_listener_connection_still_keeps_the_bound() {
     // key was cached).
     let mut admin = PgConnection::connect(&db.url).await.unwrap();
     let killed: Vec<(bool,)> = sqlx::query_as(
+        // The listener's last statement: its LISTEN, or the feed's check
+        // of a quiet connection.
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+         WHERE datname = current_database() AND pid <> pg_backend_pid() \
+         AND (query ILIKE 'LISTEN%' OR query = 'SELECT pg_backend_pid()')",
     )
     .fetch_all(&mut admin)
     .await
@@ -252,6 +255,7 @@ struct Cuttable {
     port: u16,
     up: Arc<std::sync::atomic::AtomicBool>,
     cut: tokio::sync::watch::Sender<u64>,
+    silence: tokio::sync::watch::Sender<u64>,
 }
 
 impl Cuttable {
@@ -261,6 +265,7 @@ impl Cuttable {
         let port = listener.local_addr().unwrap().port();
         let up = Arc::new(AtomicBool::new(true));
         let (cut, cuts) = tokio::sync::watch::channel(0u64);
+        let (silence, silences) = tokio::sync::watch::channel(0u64);
         let accepting = Arc::clone(&up);
         tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
@@ -270,6 +275,8 @@ impl Cuttable {
                 let target = target.clone();
                 let mut cuts = cuts.clone();
                 cuts.mark_unchanged();
+                let mut silences = silences.clone();
+                silences.mark_unchanged();
                 tokio::spawn(async move {
                     let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
                         return;
@@ -277,11 +284,28 @@ impl Cuttable {
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
                         _ = cuts.changed() => {}
+                        // Silenced: nothing relayed any more, but both
+                        // connections stay open (no FIN, no RST), as when a
+                        // firewall forgets a connection; until cut.
+                        _ = silences.changed() => {
+                            let _ = cuts.changed().await;
+                        }
                     }
                 });
             }
         });
-        Self { port, up, cut }
+        Self {
+            port,
+            up,
+            cut,
+            silence,
+        }
+    }
+
+    /// Stops relaying on the connections open now, keeping them open; new
+    /// connections are relayed as before.
+    fn silence(&self) {
+        self.silence.send_modify(|generation| *generation += 1);
     }
 
     fn cut(&self) {
@@ -352,5 +376,109 @@ async fn a_feed_back_from_an_outage_asks_for_a_flush_once_listening() {
         .expect("the notification");
     assert!(matches!(heard, Ok(Change::Key(_))), "{heard:?}");
     drop(feed);
+    db.cleanup().await;
+}
+
+/// A listener connection that goes silent (its packets dropped, nothing
+/// closed: a firewall that forgot it, a server that vanished) is found by
+/// the feed's check of a quiet connection, within the check's bound: an
+/// error, then a fresh listener and a flush, then notifications as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_listener_connection_is_found() {
+    use scopekey_runtime::store::postgres::{FEED_QUIET_CHECK, PgStore};
+    use scopekey_runtime::store::{Change, Store};
+    use std::str::FromStr;
+
+    let Some(db) = pg().await else { return };
+    let direct = sqlx::postgres::PgConnectOptions::from_str(&db.url).unwrap();
+    let proxy = Cuttable::start(format!("{}:{}", direct.get_host(), direct.get_port())).await;
+    let through = direct.clone().host("127.0.0.1").port(proxy.port);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .connect_with(through)
+        .await
+        .unwrap();
+    let store = PgStore::from_pool(pool);
+    let mut feed = store.changes().await.unwrap().expect("a feed");
+
+    proxy.silence();
+    let started = Instant::now();
+    let lost = tokio::time::timeout(SLACK, feed.next())
+        .await
+        .expect("the silent connection found");
+    assert!(lost.is_err(), "{lost:?}");
+    eprintln!("found silent after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= FEED_QUIET_CHECK,
+        "not before the connection was quiet"
+    );
+    // New connections are relayed: the feed listens again, then flushes.
+    let back = tokio::time::timeout(SLACK, feed.next())
+        .await
+        .expect("listening again");
+    assert!(matches!(back, Ok(Change::Resync)), "{back:?}");
+    let mut conn = PgConnection::connect_with(&direct).await.unwrap();
+    sqlx::query("SELECT pg_notify('scopekey_keys', $1)")
+        .bind("cd".repeat(32))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let heard = tokio::time::timeout(SLACK, feed.next())
+        .await
+        .expect("the notification");
+    assert!(matches!(heard, Ok(Change::Key(_))), "{heard:?}");
+    proxy.cut();
+    drop(feed);
+    db.cleanup().await;
+}
+
+/// A quiet feed stays quiet: its checks of a live connection ask for no
+/// flush (a flush a second would empty the cache for nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_live_feed_asks_for_nothing() {
+    use scopekey_runtime::store::postgres::FEED_QUIET_CHECK;
+
+    let Some(db) = pg().await else { return };
+    let mut feed = db.store.changes().await.unwrap().expect("a feed");
+    // Several checks' worth of quiet, then one notification: the first
+    // answer is that notification.
+    let notify = async {
+        tokio::time::sleep(FEED_QUIET_CHECK * 3).await;
+        let mut conn = PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query("SELECT pg_notify('scopekey_keys', $1)")
+            .bind("ef".repeat(32))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    };
+    let (heard, ()) = tokio::join!(tokio::time::timeout(SLACK, feed.next()), notify);
+    let heard = heard.expect("an answer");
+    assert!(
+        matches!(heard, Ok(scopekey_runtime::store::Change::Key(_))),
+        "{heard:?}"
+    );
+    drop(feed);
+    db.cleanup().await;
+}
+
+/// What a node cached before its listener started may have changed unheard:
+/// starting the listener drops the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starting_the_listener_drops_what_was_cached_before() {
+    let Some(db) = pg().await else { return };
+    let (a, b) = (node(&db), node(&db));
+    let k = b
+        .create(NewKey::new("k", ["a:b"]), Actor::System)
+        .await
+        .unwrap();
+    let plaintext = k.plaintext.expose_secret();
+    assert!(a.verify(plaintext).await.is_ok(), "cached on node a");
+    b.revoke(k.key.id, None, Actor::System).await.unwrap();
+    assert!(a.verify(plaintext).await.is_ok(), "unheard: still cached");
+    let listener = a.spawn_change_listener().await.unwrap().unwrap();
+    assert!(
+        matches!(a.verify(plaintext).await, Err(VerifyError::Revoked)),
+        "read again once listening"
+    );
+    listener.abort();
     db.cleanup().await;
 }

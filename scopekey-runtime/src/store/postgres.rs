@@ -323,17 +323,75 @@ fn from_hex(text: &str) -> Option<KeyHash> {
     Some(KeyHash::from_bytes(out))
 }
 
+/// How long the change feed's connection may stay quiet before the feed
+/// asks it for an answer.
+pub const FEED_QUIET_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long that answer may take before the connection counts as lost.
+pub const FEED_ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Revocations and rotations from every process, through LISTEN/NOTIFY.
 ///
 /// Whatever is sent while the listener's connection is down is lost, so
 /// each time it listens again it asks for the whole cache to be dropped
 /// ([`Change::Resync`]) — only then, so that no key read in between can be
 /// revoked unheard.
+///
+/// A connection can also die without a word (a firewall or NAT that forgets
+/// it, a failover whose old server just disappears: no FIN, no RST), and a
+/// listener on it would wait for ever. So after [`FEED_QUIET_CHECK`] of
+/// quiet the feed asks the server its backend's process id: no answer within
+/// [`FEED_ANSWER_WITHIN`] is a lost connection (an error, then a fresh
+/// listener and a flush); another process id means the listener reconnected
+/// meanwhile (a receive interrupted by that check while it reconnected): a
+/// fresh listener and a flush too. A quiet feed thus costs one trivial
+/// query a second.
 struct PgChangeFeed {
     pool: PgPool,
     listener: PgListener,
+    /// The server process of the listener's connection, when known.
+    backend: Option<i32>,
     /// The last receive failed: listen anew before anything else.
     lost: bool,
+}
+
+impl PgChangeFeed {
+    /// A feed listening on a connection of `pool`'s.
+    async fn listen(pool: &PgPool) -> Result<Self, StoreError> {
+        let mut listener = PgListener::connect_with(pool).await?;
+        // Reconnect inside the receive that finds the connection lost, so
+        // that its `None` means "listening again" (sqlx's default).
+        listener.eager_reconnect(true);
+        listener.listen(CHANNEL).await?;
+        let mut feed = Self {
+            pool: pool.clone(),
+            listener,
+            backend: None,
+            lost: false,
+        };
+        feed.backend = Some(feed.ask_backend().await?);
+        Ok(feed)
+    }
+
+    /// The process id of the listener's server backend, or an error (the
+    /// connection marked lost) if it does not answer in time.
+    async fn ask_backend(&mut self) -> Result<i32, StoreError> {
+        let asked =
+            sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()").fetch_one(&mut self.listener);
+        match tokio::time::timeout(FEED_ANSWER_WITHIN, asked).await {
+            Ok(Ok(pid)) => Ok(pid),
+            Ok(Err(e)) => {
+                self.lost = true;
+                Err(e.into())
+            }
+            Err(_) => {
+                self.lost = true;
+                Err(StoreError::msg(format!(
+                    "the key change feed's connection did not answer within {FEED_ANSWER_WITHIN:?}"
+                )))
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -341,17 +399,37 @@ impl ChangeFeed for PgChangeFeed {
     async fn next(&mut self) -> Result<Change, StoreError> {
         if self.lost {
             // A fresh listener: the failed one's state is unknown.
-            let mut listener = PgListener::connect_with(&self.pool).await?;
-            listener.listen(CHANNEL).await?;
-            self.listener = listener;
-            self.lost = false;
+            *self = Self::listen(&self.pool).await?;
             return Ok(Change::Resync);
         }
         loop {
-            match self.listener.try_recv().await {
+            let received =
+                match tokio::time::timeout(FEED_QUIET_CHECK, self.listener.try_recv()).await {
+                    Ok(received) => received,
+                    Err(_) => {
+                        // Quiet: is anyone there? (A receive is safe to
+                        // interrupt; one interrupted while reconnecting
+                        // shows as another backend.)
+                        let pid = self.ask_backend().await?;
+                        if self.backend != Some(pid) {
+                            // It reconnected meanwhile: start afresh (the
+                            // interrupted reconnection may have lost the
+                            // listener's buffer for notifications that
+                            // arrive during a query), then flush.
+                            self.lost = true;
+                            *self = Self::listen(&self.pool).await?;
+                            return Ok(Change::Resync);
+                        }
+                        continue;
+                    }
+                };
+            match received {
                 // The connection was lost; the listener has already
                 // reconnected and listens again (sqlx's eager reconnect).
-                Ok(None) => return Ok(Change::Resync),
+                Ok(None) => {
+                    self.backend = Some(self.ask_backend().await?);
+                    return Ok(Change::Resync);
+                }
                 Ok(Some(n)) => {
                     if let Some(hash) = from_hex(n.payload()) {
                         return Ok(Change::Key(hash));
@@ -691,16 +769,7 @@ impl Store for PgStore {
     }
 
     async fn changes(&self) -> Result<Option<Box<dyn ChangeFeed>>, StoreError> {
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        // Reconnect inside the receive that finds the connection lost, so
-        // that its `None` means "listening again" (sqlx's default).
-        listener.eager_reconnect(true);
-        listener.listen(CHANNEL).await?;
-        Ok(Some(Box::new(PgChangeFeed {
-            pool: self.pool.clone(),
-            listener,
-            lost: false,
-        })))
+        Ok(Some(Box::new(PgChangeFeed::listen(&self.pool).await?)))
     }
 }
 
