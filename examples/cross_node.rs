@@ -92,8 +92,11 @@ async fn main() -> Result<(), Error> {
         a.verify(plaintext).await?;
         if args.kill_every > 0 && trial % args.kill_every == 0 {
             sqlx::query(
+                // The listener's last statement: its LISTEN, or the feed's
+                // check of a quiet connection.
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+                 WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                 AND (query ILIKE 'LISTEN%' OR query = 'SELECT pg_backend_pid()')",
             )
             .execute(&mut admin)
             .await?;
