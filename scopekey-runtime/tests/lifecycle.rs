@@ -2078,3 +2078,43 @@ async fn keys_in_free_text(db: &TestDb) {
     assert!(!stored.contains(&pasted[3..20]), "{stored}");
 }
 both_backends!(keys_in_free_text_are_refused_or_hidden, keys_in_free_text);
+
+/// A last-used flush larger than one of the SQLite store's statements
+/// (1,000 keys) writes every key, and never moves a time backwards.
+async fn large_last_used_flush(db: &TestDb) {
+    let (keys, clock) = runtime(db);
+    let mut ids = Vec::new();
+    for i in 0..1_200 {
+        ids.push(key(&keys, &format!("k{i}"), &["a:b"]).await.key.id);
+    }
+    let first = clock.now().replace_nanosecond(0).unwrap();
+    let all: Vec<_> = ids.iter().map(|id| (*id, first)).collect();
+    db.store.touch_last_used(&all).await.unwrap();
+    // Forward for even keys, backward for odd ones.
+    let second: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let step = if i % 2 == 0 {
+                Duration::SECOND
+            } else {
+                -Duration::SECOND
+            };
+            (*id, first + step)
+        })
+        .collect();
+    db.store.touch_last_used(&second).await.unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        let stored = db.store.get(*id).await.unwrap().expect("stored");
+        let expected = if i % 2 == 0 {
+            first + Duration::SECOND
+        } else {
+            first
+        };
+        assert_eq!(stored.last_used_at, Some(expected), "key {i}");
+    }
+}
+both_backends!(
+    a_large_last_used_flush_writes_every_key,
+    large_last_used_flush
+);

@@ -145,6 +145,10 @@ fn create_private(path: &std::path::Path) {
     let _ = open.open(path);
 }
 
+/// Keys written by one statement (and one transaction) of a last-used
+/// flush.
+const TOUCH_CHUNK: usize = 1_000;
+
 /// The verification connection's memory map: SQLite's largest by default
 /// (2 GiB minus 64 KiB; a larger request is cut to it). Mapped pages are
 /// the operating system's file cache, not the process's heap.
@@ -750,19 +754,33 @@ impl Store for SqliteStore {
         Ok(events.iter().filter_map(super::minted_key).collect())
     }
 
+    /// One statement, and one transaction, per [`TOUCH_CHUNK`] keys: the
+    /// write lock is held for a chunk at a time, so a revocation waits for
+    /// one chunk (milliseconds), never for a whole large flush (a statement
+    /// per key, each a round trip to the connection's worker thread, held it
+    /// some 30 µs a key: seconds for a flush of 100,000 keys, past the busy
+    /// timeout). Times only move forward, so a flush that fails part-way and
+    /// is retried whole rewrites nothing wrongly.
     async fn touch_last_used(&self, batch: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for (id, at) in batch {
+        for chunk in batch.chunks(TOUCH_CHUNK) {
+            let rows: Vec<(String, i64)> = chunk
+                .iter()
+                .map(|(id, at)| (id.to_string(), micros(*at)))
+                .collect();
+            let rows = serde_json::to_string(&rows)
+                .map_err(|e| StoreError::new("could not encode last-used times", e))?;
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
             sqlx::query(
-                "UPDATE scopekey_keys SET last_used_at = ?1 \
-                 WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)",
+                "UPDATE scopekey_keys SET last_used_at = u.at \
+                 FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS at FROM json_each(?1)) AS u \
+                 WHERE scopekey_keys.id = u.id \
+                 AND (scopekey_keys.last_used_at IS NULL OR scopekey_keys.last_used_at < u.at)",
             )
-            .bind(micros(*at))
-            .bind(id.to_string())
+            .bind(rows)
             .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 }
