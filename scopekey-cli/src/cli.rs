@@ -123,6 +123,25 @@ pub enum Command {
     Keys(KeysCommand),
     /// Read the audit log, newest first.
     Events(EventsArgs),
+    /// Delete old `auth.failed` events, the bulk of the audit log.
+    ///
+    /// Refused keys are sampled into the audit log (up to ten a second for
+    /// keys no one holds, by default, plus those of known keys): run this
+    /// from a scheduled job. Every other event is kept. Safe while a server
+    /// runs.
+    Prune(PruneArgs),
+}
+
+/// `prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Delete the `auth.failed` events older than this (`90d`; `0` deletes
+    /// them all).
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+    pub auth_failures_older_than: Duration,
+
+    #[command(flatten)]
+    pub output: Output,
 }
 
 /// `scopekey keys ...`.

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::catalogue;
 use crate::cli::{
     Cli, Command, CompromisedArgs, CreateArgs, EventsArgs, IdArg, KeysCommand, ListArgs, Output,
-    RevokeArgs, RotateArgs, ShowArgs,
+    PruneArgs, RevokeArgs, RotateArgs, ShowArgs,
 };
 use crate::failure::Failure;
 use crate::output::{self, ReportLine};
@@ -108,6 +108,7 @@ pub async fn run(cli: Cli, url: &str, out: &mut dyn Write) -> Result<(), Failure
         Command::Keys(KeysCommand::Revoke(args)) => revoke(&globals, args, out).await,
         Command::Keys(KeysCommand::Compromised(args)) => compromised(&globals, args, out).await,
         Command::Events(args) => events(&globals, args, out).await,
+        Command::Prune(args) => prune(&globals, args, out).await,
     }
 }
 
@@ -632,6 +633,22 @@ async fn events(g: &Globals, args: EventsArgs, out: &mut dyn Write) -> Result<()
     }
     output::event_table(out, &page.items)?;
     more(out, &page, "events")
+}
+
+async fn prune(g: &Globals, args: PruneArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    let keys = g.open().await?;
+    let older_than = args.auth_failures_older_than;
+    let deleted = keys.prune_auth_failures(older_than).await?;
+    if args.output.json {
+        return output::json(out, &json!({ "deleted": deleted }), pretty());
+    }
+    writeln!(
+        out,
+        "deleted {deleted} auth.failed event{} older than {}",
+        if deleted == 1 { "" } else { "s" },
+        crate::duration::format(older_than)
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]

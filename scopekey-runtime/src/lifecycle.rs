@@ -389,7 +389,8 @@ impl ScopeKeyBuilder {
     /// cannot crowd the known keys' refusals out of the audit log. Past
     /// that, each known key's first refusal in a second is written all the
     /// same (for up to 64 keys a second), so that one key refused in a loop
-    /// cannot hide another's. 0 writes none.
+    /// cannot hide another's. 0 writes none. They accumulate: delete old
+    /// ones with [`ScopeKey::prune_auth_failures`].
     pub fn auth_failures_per_second(mut self, limit: u32) -> Self {
         self.config.auth_failures_per_second = limit;
         self
@@ -1203,6 +1204,41 @@ impl ScopeKey {
         })
     }
 
+    /// Deletes the `auth.failed` events older than `older_than` (by the
+    /// runtime's clock), and says how many. The audit log keeps everything
+    /// else for ever: key lifecycle events are few, and the compromise walk
+    /// reads who minted what from them. Refusals are the bulk (a server
+    /// writes up to ten a second for keys no one holds, by default, plus
+    /// those of known keys): run this from a timer or a cron job (`scopekey
+    /// prune --auth-failures-older-than 90d`). It deletes
+    /// [`PRUNE_BATCH`] events a statement (on SQLite, a transaction each,
+    /// so writers wait for one batch at a time). A negative `older_than` is
+    /// invalid.
+    pub async fn prune_auth_failures(&self, older_than: Duration) -> Result<u64, Error> {
+        if older_than.is_negative() {
+            return Err(Error::Invalid("`older_than` must not be negative".into()));
+        }
+        let before = self.now().checked_sub(older_than).ok_or_else(|| {
+            Error::Invalid("`older_than` reaches before the calendar's start".into())
+        })?;
+        let mut deleted = 0;
+        loop {
+            let batch = self
+                .inner
+                .store
+                .delete_events_before(event_type::AUTH_FAILED, before, PRUNE_BATCH)
+                .await?;
+            deleted += batch;
+            if batch < u64::from(PRUNE_BATCH) {
+                break;
+            }
+        }
+        if deleted > 0 {
+            tracing::info!(deleted, %before, "pruned auth.failed events");
+        }
+        Ok(deleted)
+    }
+
     /// A page of the audit log (of one key, or all), newest first.
     pub async fn events(&self, request: &ListEvents) -> Result<Page<AuditEvent>, Error> {
         let limit = page_size(request.limit)?;
@@ -1385,6 +1421,9 @@ fn check_period(period: Duration) -> Result<Duration, Error> {
     }
     Ok(Duration::seconds(period.whole_seconds()))
 }
+
+/// Events [`ScopeKey::prune_auth_failures`] deletes a statement.
+pub const PRUNE_BATCH: u32 = 10_000;
 
 /// Runs `change` (a store change and the cache invalidation after it) in a
 /// task of its own and waits for it: dropping the waiting future (a client

@@ -2118,3 +2118,95 @@ both_backends!(
     a_large_last_used_flush_writes_every_key,
     large_last_used_flush
 );
+
+/// Pruning deletes only `auth.failed` events older than asked, oldest first
+/// and at most the limit a statement; everything else is kept.
+async fn pruning_auth_failures(db: &TestDb) {
+    use scopekey_runtime::AuditEvent;
+    let (keys, clock) = runtime(db);
+    let k = key(&keys, "kept", &["a:b"]).await;
+    let now = clock.now();
+    let event = |kind: &str, age: Duration| AuditEvent {
+        id: uuid::Uuid::now_v7(),
+        key_id: Some(k.key.id),
+        kind: kind.to_owned(),
+        actor_key_id: None,
+        at: (now - age).replace_nanosecond(0).unwrap(),
+        details: serde_json::json!({}),
+    };
+    let ages = [100, 95, 91, 89, 1].map(Duration::days);
+    let mut old_failures = Vec::new();
+    for age in ages {
+        let failed = event("auth.failed", age);
+        if age > Duration::days(90) {
+            old_failures.push(failed.id);
+        }
+        db.store.insert_event(&failed).await.unwrap();
+        db.store
+            .insert_event(&event("key.rotated", age))
+            .await
+            .unwrap();
+    }
+    let count = |kind: &'static str| {
+        let keys = keys.clone();
+        async move {
+            keys.events(&ListEvents {
+                limit: Some(500),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.kind == kind)
+            .count()
+        }
+    };
+
+    // The store: oldest first, at most the limit.
+    let before = now - Duration::days(90);
+    assert_eq!(
+        db.store
+            .delete_events_before("auth.failed", before, 2)
+            .await
+            .unwrap(),
+        2
+    );
+    let left: Vec<_> = keys
+        .events(&ListEvents::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.kind == "auth.failed")
+        .map(|e| e.id)
+        .collect();
+    assert!(!left.contains(&old_failures[0]) && !left.contains(&old_failures[1]));
+    assert!(left.contains(&old_failures[2]), "the third oldest is next");
+
+    // The runtime: everything older than asked, nothing else.
+    assert_eq!(
+        keys.prune_auth_failures(Duration::days(90)).await.unwrap(),
+        1
+    );
+    assert_eq!(count("auth.failed").await, 2, "89 and 1 days old are kept");
+    assert_eq!(count("key.rotated").await, 5, "other events are kept");
+    assert_eq!(count("key.created").await, 1);
+    assert_eq!(
+        keys.prune_auth_failures(Duration::days(90)).await.unwrap(),
+        0
+    );
+    // By the runtime's clock.
+    clock.advance(Duration::days(2));
+    assert_eq!(
+        keys.prune_auth_failures(Duration::days(90)).await.unwrap(),
+        1
+    );
+    assert_eq!(keys.prune_auth_failures(Duration::ZERO).await.unwrap(), 1);
+    assert_eq!(count("auth.failed").await, 0);
+    assert!(matches!(
+        keys.prune_auth_failures(Duration::seconds(-1)).await,
+        Err(Error::Invalid(_))
+    ));
+}
+both_backends!(auth_failures_are_pruned, pruning_auth_failures);

@@ -695,6 +695,26 @@ impl Store for PgStore {
         insert_event(&mut conn, event).await
     }
 
+    async fn delete_events_before(
+        &self,
+        kind: &str,
+        before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        let deleted = sqlx::query(
+            "DELETE FROM scopekey_events WHERE id IN \
+             (SELECT id FROM scopekey_events WHERE type = $1 AND at < $2 \
+              ORDER BY at, id LIMIT $3)",
+        )
+        .bind(kind)
+        .bind(before)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(deleted)
+    }
+
     async fn list_events(&self, q: &EventQuery) -> Result<Vec<AuditEvent>, StoreError> {
         // One statement text per shape: `$1 IS NULL OR key_id = $1` in a
         // shared statement would let PostgreSQL's generic plan (from the

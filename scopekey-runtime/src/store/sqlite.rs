@@ -719,6 +719,28 @@ impl Store for SqliteStore {
         insert_event(&mut conn, event).await
     }
 
+    async fn delete_events_before(
+        &self,
+        kind: &str,
+        before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let deleted = sqlx::query(
+            "DELETE FROM scopekey_events WHERE id IN \
+             (SELECT id FROM scopekey_events WHERE type = ?1 AND at < ?2 \
+              ORDER BY at, id LIMIT ?3)",
+        )
+        .bind(kind)
+        .bind(micros(before))
+        .bind(i64::from(limit))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
     async fn list_events(&self, q: &EventQuery) -> Result<Vec<AuditEvent>, StoreError> {
         let mut sql = String::from(
             "SELECT id, key_id, type, actor_key_id, at, details FROM scopekey_events WHERE 1 = 1",
@@ -754,7 +776,7 @@ impl Store for SqliteStore {
         Ok(events.iter().filter_map(super::minted_key).collect())
     }
 
-    /// One statement, and one transaction, per [`TOUCH_CHUNK`] keys: the
+    /// One statement, and one transaction, per 1,000 keys: the
     /// write lock is held for a chunk at a time, so a revocation waits for
     /// one chunk (milliseconds), never for a whole large flush (a statement
     /// per key, each a round trip to the connection's worker thread, held it
