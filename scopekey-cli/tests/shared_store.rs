@@ -1,5 +1,5 @@
-//! The CLI beside a running service on the same store: a key it revokes is
-//! refused by the service at once where the store pushes changes
+//! The CLI beside a running service on the same store: a key it revokes (or
+//! rotates without grace) is refused by the service at once where the store pushes changes
 //! (PostgreSQL), and otherwise once the service's cache lifetime (one
 //! second, on its clock) has passed; and both write at once.
 
@@ -16,11 +16,33 @@ use scopekey_runtime::{Actor, ManualClock, NewKey, ScopeKey, VerifyError};
 /// cache never lapses: only the feed can explain a refusal.
 const FEED_SLACK: Duration = Duration::from_secs(20);
 
+/// What the CLI does to a key the service has cached, and why the service
+/// must then refuse it.
+#[derive(Clone, Copy)]
+enum Change {
+    /// `keys revoke`: refused as revoked.
+    Revoke,
+    /// `keys rotate --grace 0`: the old key refused as expired, its
+    /// successor accepted.
+    RotateWithoutGrace,
+}
+
 async fn revoked_by_the_cli_refused_within_the_cache_lifetime(db: &TestDb) {
+    changed_by_the_cli(db, Change::Revoke).await;
+}
+
+async fn rotated_by_the_cli_refused_within_the_cache_lifetime(db: &TestDb) {
+    changed_by_the_cli(db, Change::RotateWithoutGrace).await;
+}
+
+async fn changed_by_the_cli(db: &TestDb, change: Change) {
     // The "service": a runtime in this process with the default one-second
     // verification cache, on a manual clock, listening for changes where
     // the store has a feed.
-    let clock = ManualClock::starting_now();
+    // Ten minutes ahead of the CLI's clock (the system's): a rotation
+    // without grace, which ends the old key at the CLI's now, has then
+    // already ended it on the service's clock, whatever the CLI took.
+    let clock = ManualClock::new(time::OffsetDateTime::now_utc() + time::Duration::minutes(10));
     let service = ScopeKey::builder_arc(db.store.clone())
         .clock(clock.clone())
         .build();
@@ -33,11 +55,26 @@ async fn revoked_by_the_cli_refused_within_the_cache_lifetime(db: &TestDb) {
     service.verify(&plaintext).await.expect("live key verifies");
     service.verify(&plaintext).await.expect("served from cache");
 
-    let run = scopekey(
-        &db.url,
-        &["keys", "revoke", &id, "--reason", "incident", "--json"],
-    );
-    assert_eq!(run.json()["status"], "revoked");
+    let successor = match change {
+        Change::Revoke => {
+            let run = scopekey(
+                &db.url,
+                &["keys", "revoke", &id, "--reason", "incident", "--json"],
+            );
+            assert_eq!(run.json()["status"], "revoked");
+            None
+        }
+        Change::RotateWithoutGrace => {
+            let run = scopekey(&db.url, &["keys", "rotate", &id, "--grace", "0", "--json"]);
+            let successor = run.json();
+            assert_eq!(successor["parent_key_id"], id.as_str());
+            Some(str_of(&successor, "key").to_owned())
+        }
+    };
+    let refused = |outcome: &Result<_, VerifyError>| match change {
+        Change::Revoke => matches!(outcome, Err(VerifyError::Revoked)),
+        Change::RotateWithoutGrace => matches!(outcome, Err(VerifyError::Expired)),
+    };
 
     match db.backend() {
         Backend::Postgres => {
@@ -46,10 +83,10 @@ async fn revoked_by_the_cli_refused_within_the_cache_lifetime(db: &TestDb) {
             let deadline = Instant::now() + FEED_SLACK;
             loop {
                 match service.verify(&plaintext).await {
-                    Err(VerifyError::Revoked) => break,
+                    outcome if refused(&outcome) => break,
                     Ok(_) => assert!(
                         Instant::now() < deadline,
-                        "still accepted {FEED_SLACK:?} after the CLI revoked it"
+                        "still accepted {FEED_SLACK:?} after the CLI changed it"
                     ),
                     Err(other) => panic!("refused for the wrong reason: {other:?}"),
                 }
@@ -70,10 +107,13 @@ async fn revoked_by_the_cli_refused_within_the_cache_lifetime(db: &TestDb) {
     // stays refused.
     clock.advance(time::Duration::seconds(1));
     for _ in 0..2 {
-        assert!(matches!(
-            service.verify(&plaintext).await,
-            Err(VerifyError::Revoked)
-        ));
+        assert!(refused(&service.verify(&plaintext).await));
+    }
+    if let Some(successor) = successor {
+        service
+            .verify(&successor)
+            .await
+            .expect("the successor works");
     }
     if let Some(task) = listener {
         task.abort();
@@ -83,6 +123,11 @@ async fn revoked_by_the_cli_refused_within_the_cache_lifetime(db: &TestDb) {
 scopekey_runtime::both_backends!(
     revocation_reaches_a_running_service,
     revoked_by_the_cli_refused_within_the_cache_lifetime
+);
+
+scopekey_runtime::both_backends!(
+    rotation_reaches_a_running_service,
+    rotated_by_the_cli_refused_within_the_cache_lifetime
 );
 
 async fn writes_beside_a_busy_service(db: &TestDb) {
