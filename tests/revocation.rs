@@ -294,3 +294,69 @@ both_backends!(
     a_key_revoked_elsewhere_mints_nothing,
     revoked_elsewhere_mints_nothing
 );
+
+/// Nor does it revoke anything, or report keys compromised: the runtime
+/// reads the acting key from the store before a revocation, not from this
+/// node's cache. A key revoking itself needs no such check (it is refused
+/// as revoked, or revokes itself again: idempotent).
+async fn revoked_elsewhere_revokes_nothing(db: &TestDb) {
+    let app = TestApp::start(db).await;
+    let (revoker, id) = key_and_id(&app.create_key("revoker", &["api_keys:revoke"]).await);
+    let (target, target_id) = key_and_id(&app.create_key("target", &["orders:read"]).await);
+    assert_eq!(
+        app.get("/api-keys/self")
+            .bearer(&revoker)
+            .send()
+            .await
+            .status,
+        200,
+        "verified, so cached here"
+    );
+    let elsewhere = scopekey::ScopeKey::builder_arc(db.store.clone()).build();
+    let id = scopekey::KeyId(id.parse().expect("a key id"));
+    elsewhere
+        .revoke(id, Some("leaked"), scopekey::Actor::System)
+        .await
+        .expect("revoked elsewhere");
+
+    app.post(&format!("/api-keys/{target_id}/revoke"))
+        .bearer(&revoker)
+        .send()
+        .await
+        .assert_problem(401, Some(INVALID_TOKEN));
+    app.post("/api-keys/compromised")
+        .bearer(&revoker)
+        .json(&json!({ "keys": [target] }))
+        .send()
+        .await
+        .assert_problem(401, Some(INVALID_TOKEN));
+    let me = app.get("/api-keys/self").bearer(&target).send().await;
+    assert_eq!(me.status, 200, "the target is still live: {}", me.text());
+    app.stop().await;
+}
+
+both_backends!(
+    a_key_revoked_elsewhere_revokes_nothing,
+    revoked_elsewhere_revokes_nothing
+);
+
+/// A report that names the reporting key itself revokes it and goes on with
+/// the rest of the report.
+async fn reporting_oneself(db: &TestDb) {
+    let app = TestApp::start(db).await;
+    let (reporter, _) = key_and_id(&app.create_key("reporter", &["api_keys:revoke"]).await);
+    let (other, _) = key_and_id(&app.create_key("other", &["orders:read"]).await);
+    let res = app
+        .post("/api-keys/compromised")
+        .bearer(&reporter)
+        .json(&json!({ "keys": [reporter, other] }))
+        .send()
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let results = res.json()["results"].clone();
+    assert_eq!(results[0]["status"], "revoked", "{results}");
+    assert_eq!(results[1]["status"], "revoked", "{results}");
+    app.stop().await;
+}
+
+both_backends!(a_report_may_name_its_reporter, reporting_oneself);

@@ -146,6 +146,10 @@ impl ScopeKey {
     /// is gone from the store (deleted by hand) is left out, and the keys
     /// it minted are still looked for.
     ///
+    /// A reporting key ([`Actor::Key`]) that is revoked (on any node) is
+    /// refused with [`Error::ActorRevoked`] before anything is read; a
+    /// report naming the reporting key itself revokes it and goes on.
+    ///
     /// Keys are handled in order. A store failure partway through ends the
     /// call with an error, the keys before it already revoked: a report is
     /// safe to send again (those then read `already_revoked`, and minted
@@ -177,6 +181,10 @@ impl ScopeKey {
         let source = source.as_deref();
         // The reason is `compromised` alone; where the report
         // came from goes to the audit event.
+        // The reporting key, if a key, must still be live (checked once: a
+        // report naming the reporter's own key goes on after revoking it).
+        self.actor_still_live(actor, None, "report_compromised")
+            .await?;
         let reason = "compromised";
         let details = json!({ "reason": reason, "source": source });
         let format = self.key_format().clone();

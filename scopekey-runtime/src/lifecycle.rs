@@ -865,9 +865,34 @@ impl ScopeKey {
     /// its request ran: logged, and sampled into the audit log as
     /// `auth.failed` (reason `revoked`, with the refused `action`), as a
     /// verification refusing that key would be.
+    /// Refuses a key acting for a revocation (or a compromise report) once
+    /// it is revoked or gone, read from the store, not the cache: a key
+    /// revoked on another node stays cached here for up to the cache's
+    /// lifetime, and must not go on revoking others meanwhile. A key acting
+    /// on itself (`skip`) needs no check. Unlike creating and rotating, not
+    /// in the change's transaction: a revocation racing the acting key's
+    /// own can still go through, as it could a moment before.
+    pub(crate) async fn actor_still_live(
+        &self,
+        actor: Actor<'_>,
+        skip: Option<KeyId>,
+        action: &str,
+    ) -> Result<(), Error> {
+        let Actor::Key(principal) = actor else {
+            return Ok(());
+        };
+        if skip == Some(principal.id) {
+            return Ok(());
+        }
+        match self.inner.store.get(principal.id).await? {
+            Some(record) if record.revoked_at.is_none() => Ok(()),
+            _ => Err(self.actor_refused(actor, action, self.now()).await),
+        }
+    }
+
     async fn actor_refused(&self, actor: Actor<'_>, action: &str, now: OffsetDateTime) -> Error {
         let key_id = actor.key_id();
-        tracing::warn!(reason = "revoked", key_id = ?key_id, action, "api key refused: a revoked key tried to mint one");
+        tracing::warn!(reason = "revoked", key_id = ?key_id, action, "api key refused: a revoked key tried to change keys");
         let details =
             json!({ "reason": VerifyError::Revoked.reason(), "hint": null, "action": action });
         self.record_auth_failure(key_id, details, now).await;
@@ -1091,7 +1116,10 @@ impl ScopeKey {
     }
 
     /// Revokes a key at once (idempotent: revoking a revoked key changes
-    /// nothing and succeeds). The revocation runs in a task of its own
+    /// nothing and succeeds). An acting key ([`Actor::Key`]) that is
+    /// revoked, on this node or another (whose revocation this node's cache
+    /// may not have heard of yet), is refused with [`Error::ActorRevoked`],
+    /// read from the store. The revocation runs in a task of its own
     /// (spawned on the current Tokio runtime): once begun, it goes on to
     /// this node's cache even if the returned future is dropped.
     pub async fn revoke(
@@ -1107,6 +1135,7 @@ impl ScopeKey {
         // refusing would leave the key live.
         let reason = reason.map(crate::key::redact_keys);
         let reason = reason.as_deref();
+        self.actor_still_live(actor, Some(id), "revoke").await?;
         let details = json!({ "reason": reason });
         self.revoke_as(id, reason, actor, event_type::KEY_REVOKED, details)
             .await
