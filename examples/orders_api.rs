@@ -12,7 +12,8 @@
 //!
 //! Environment:
 //! - `DATABASE_URL`: `sqlite://scopekey-demo.db` (in the working folder,
-//!   created with its schema on first start) unless set; `postgres://...`
+//!   created with its schema on first start, readable by its owner only)
+//!   unless set; `postgres://...`
 //!   works the same. Not an in-memory SQLite database (`sqlite::memory:`):
 //!   the notifier opens the store again, and would find another, empty one.
 //! - `BIND`: `127.0.0.1:8080` unless set.

@@ -10,7 +10,8 @@
 //! - Scopes: [`scope`] (grammar, grants, requirements), checked at compile
 //!   time by `#[requires_scope]` with the same parser the runtime uses.
 //! - Keys and their lifecycle: [`ScopeKey`] (create, verify, rotate, revoke,
-//!   list, events, lineage, compromise reports), on a [`Store`].
+//!   list, events, lineage, compromise reports, pruning old `auth.failed`
+//!   events), on a [`Store`].
 #![cfg_attr(
     feature = "sqlite",
     doc = "- SQLite, the embedded default: [`store::sqlite::SqliteStore`]."

@@ -131,7 +131,11 @@
 //!   A management route's own queries wait for the pool instead: up to
 //!   5 s with `PgStore::connect`, as long as your pool says with your own. Every error
 //!   response carries `Cache-Control: no-store`, as do the management
-//!   routes' answers.
+//!   routes' answers. Every response [`ApiKeyAuth`] passes on gets `Vary:
+//!   Authorization, X-API-Key`, and `Cache-Control: private` when a key was
+//!   presented and the handler set none; without the middleware (guards and
+//!   extractors alone) neither is added: set them yourself if a shared cache
+//!   stands in front of the service.
 //! - **Every 403 carries an `insufficient_scope` challenge**, also when the
 //!   runtime refuses an escalation (`scope` then names the asked scopes the
 //!   caller does not hold, and for a rotation those of the key rotated; a successor asking for more than its parent had

@@ -60,8 +60,9 @@ Environment:
 #[derive(Debug, Parser)]
 #[command(name = "scopekey", version, after_long_help = AFTER_HELP)]
 pub struct Cli {
-    /// The key store: `sqlite://path/to/keys.db` (created if missing) or
-    /// `postgres://user@host/db`.
+    /// The key store: `sqlite://path/to/keys.db` (a missing file is created,
+    /// readable by its owner only, by `migrate` and `keys create` alone;
+    /// other commands fail on it) or `postgres://user@host/db`.
     #[arg(
         long,
         env = "DATABASE_URL",
@@ -115,7 +116,8 @@ pub struct Cli {
 /// The top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create or upgrade the key store's schema (idempotent).
+    /// Create or upgrade the key store's schema (idempotent); creates a
+    /// missing SQLite file.
     Migrate,
     /// Create, list, show, trace (lineage), rotate and revoke keys; revoke
     /// leaked ones (compromised).
@@ -125,8 +127,9 @@ pub enum Command {
     Events(EventsArgs),
     /// Delete old `auth.failed` events, the bulk of the audit log.
     ///
-    /// Refused keys are sampled into the audit log (up to ten a second for
-    /// keys no one holds, by default, plus those of known keys): run this
+    /// Refused keys are sampled into the audit log (up to ten a second per
+    /// server process for keys no one holds, by default, plus those of
+    /// known keys): run this
     /// from a scheduled job. Every other event is kept. Safe while a server
     /// runs.
     Prune(PruneArgs),

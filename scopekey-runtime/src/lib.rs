@@ -74,6 +74,8 @@
 //!   flood of garbage keys cannot hide a revoked key's use; past that, each
 //!   known key's first refusal in a second is written too (up to 64 keys a
 //!   second), so that one key refused in a loop cannot hide another's.
+//!   They accumulate: delete old ones with [`ScopeKey::prune_auth_failures`]
+//!   (CLI: `scopekey prune --auth-failures-older-than 90d`).
 //! - A key holds at most 100 scopes; names are 1 to 200 characters; metadata
 //!   is a JSON object of at most 16 KiB; a grace period is at most 365 days.
 //! - A name or metadata holding a well-formed key (any prefix, its check
@@ -98,10 +100,14 @@
 //! [`ScopeKeyBuilder::cache_ttl`], judged by the runtime's clock); the cache
 //! holds at most [`ScopeKeyBuilder::cache_capacity`] entries, evicting those
 //! not asked for lately (an approximation of least recently used). A revocation or rotation through this
-//! process drops its entry at once (and a verification that read the store
-//! before it cannot cache the old answer after it), and on PostgreSQL
-//! [`ScopeKey::spawn_change_listener`] drops entries changed by other
-//! processes within milliseconds (LISTEN/NOTIFY). Expiry is judged against
+//! process drops its entry at once, even if the caller stops waiting (the
+//! change and the drop run in a task spawned on the current Tokio runtime),
+//! and a verification that read the store before it cannot cache the old
+//! answer after it. On PostgreSQL [`ScopeKey::spawn_change_listener`] drops
+//! entries changed by other processes within milliseconds (LISTEN/NOTIFY),
+//! the whole cache when it starts listening and on every reconnection; a
+//! listener connection that goes silent (no FIN, no RST) is found by a check
+//! after 1 s of quiet, answered within 5 s. Expiry is judged against
 //! the clock at every verification. A store failure is
 //! [`VerifyError::Unavailable`], never a pass. `last_used_at` is kept in
 //! memory and written in batches ([`ScopeKey::flush_last_used`]); the keys

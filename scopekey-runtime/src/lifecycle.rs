@@ -1328,7 +1328,8 @@ impl ScopeKey {
         Ok(out)
     }
 
-    /// Writes the pending last-used times in one batch. Call it on shutdown;
+    /// Writes the pending last-used times in one batch (on SQLite, one
+    /// transaction per 1,000 keys). Call it on shutdown;
     /// [`ScopeKey::spawn_last_used_flusher`] calls it periodically.
     pub async fn flush_last_used(&self) -> Result<(), Error> {
         let batch = self.inner.verifier.take_last_used();

@@ -389,7 +389,9 @@ pub(crate) fn migrator(files: &[(i64, &'static str, &'static str)]) -> sqlx::mig
 }
 
 /// Opens the store a URL names: `sqlite:` (e.g. `sqlite://keys.db`,
-/// `sqlite::memory:`; the file is created if missing) or `postgres://`.
+/// `sqlite::memory:`; the file is created if missing, on Unix readable by
+/// its owner only, `0600`, while an existing file keeps its mode) or
+/// `postgres://`.
 /// Does not migrate.
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     #[cfg(feature = "postgres")]
