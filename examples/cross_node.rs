@@ -96,7 +96,7 @@ async fn main() -> Result<(), Error> {
                 // check of a quiet connection.
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
                  WHERE datname = current_database() AND pid <> pg_backend_pid() \
-                 AND (query ILIKE 'LISTEN%' OR query = 'SELECT pg_backend_pid()')",
+                 AND (query ILIKE 'LISTEN%' OR query = 'SELECT ''scopekey change feed check''')",
             )
             .execute(&mut admin)
             .await?;

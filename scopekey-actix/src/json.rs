@@ -89,15 +89,6 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    // The body is read as sent: a compressed one would fail as "not JSON".
-    // (An application's own `web::Json` routes decompress it, with
-    // actix-web's `compress-*` features; these routes' bodies are small.)
-    if req.headers().get_all(CONTENT_ENCODING).any(|v| {
-        !v.to_str()
-            .is_ok_and(|v| v.trim().is_empty() || v.trim().eq_ignore_ascii_case("identity"))
-    }) {
-        return Err(ApiError::UnsupportedEncoding);
-    }
     let body = match payload.to_bytes_limited(limit).await {
         Ok(Ok(body)) => body,
         Ok(Err(_)) => {
@@ -111,6 +102,15 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
         && let Some(empty) = empty
     {
         return Ok(empty);
+    }
+    // The body is read as sent: a compressed one would fail as "not JSON".
+    // (An application's own `web::Json` routes decompress it, with
+    // actix-web's `compress-*` features; these routes' bodies are small.)
+    if req.headers().get_all(CONTENT_ENCODING).any(|v| {
+        !v.to_str()
+            .is_ok_and(|v| v.trim().is_empty() || v.trim().eq_ignore_ascii_case("identity"))
+    }) {
+        return Err(ApiError::UnsupportedEncoding);
     }
     if !json_or_unlabelled(req) {
         return Err(ApiError::UnsupportedMediaType);

@@ -37,10 +37,15 @@ struct Globals {
     may_create: bool,
 }
 
-/// An in-memory SQLite database is bad usage: it is gone when the command
-/// ends, with whatever the command created in it.
+/// An in-memory (or nameless, temporary) SQLite database is bad usage: it
+/// is gone when the command ends, with whatever the command created in it.
 fn refuse_in_memory(url: &str) -> Result<(), Failure> {
-    if url.starts_with("sqlite:") && (url.contains(":memory:") || url.contains("mode=memory")) {
+    // No file name at all (`sqlite:`, `sqlite://`): SQLite makes a
+    // temporary database, deleted when closed.
+    let nameless = matches!(url.split('?').next(), Some("sqlite:" | "sqlite://"));
+    if url.starts_with("sqlite:")
+        && (nameless || url.contains(":memory:") || url.contains("mode=memory"))
+    {
         return Err(Failure::Usage(
             "an in-memory SQLite database is gone when the command ends: name the service's \
              key store file (sqlite://path/to/keys.db)"
@@ -64,7 +69,8 @@ fn check_sqlite_file(url: &str, may_create: bool) -> Result<(), Failure> {
         Failure::Failed(crate::failure::chain(&StoreError::new("database error", e)))
     })?;
     let path = options.get_filename();
-    if !path.exists() {
+    // A `file:` URI filename is SQLite's to read: not checked here.
+    if !path.to_string_lossy().starts_with("file:") && !path.exists() {
         return Err(Failure::Failed(format!(
             "no key store at {}: the file does not exist (check the path; \
              `scopekey migrate` starts a new store)",

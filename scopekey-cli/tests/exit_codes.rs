@@ -164,6 +164,8 @@ fn an_in_memory_sqlite_database_is_bad_usage() {
         "sqlite::memory:",
         "sqlite://file?mode=memory",
         "sqlite://:memory:",
+        "sqlite:",
+        "sqlite://",
     ] {
         for args in [
             vec!["migrate"],

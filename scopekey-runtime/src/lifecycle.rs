@@ -1240,8 +1240,8 @@ impl ScopeKey {
     /// writes up to ten a second for keys no one holds, by default, plus
     /// those of known keys): run this from a timer or a cron job (`scopekey
     /// prune --auth-failures-older-than 90d`). It deletes
-    /// [`PRUNE_BATCH`] events a statement (on SQLite, a transaction each,
-    /// so writers wait for one batch at a time). A negative `older_than` is
+    /// [`PRUNE_BATCH`] events a statement, each its own transaction, so
+    /// writers (a revocation) wait for one batch at a time. A negative `older_than` is
     /// invalid.
     pub async fn prune_auth_failures(&self, older_than: Duration) -> Result<u64, Error> {
         if older_than.is_negative() {
@@ -1453,7 +1453,7 @@ fn check_period(period: Duration) -> Result<Duration, Error> {
 }
 
 /// Events [`ScopeKey::prune_auth_failures`] deletes a statement.
-pub const PRUNE_BATCH: u32 = 10_000;
+pub const PRUNE_BATCH: u32 = 1_000;
 
 /// Runs `change` (a store change and the cache invalidation after it) in a
 /// task of its own and waits for it: dropping the waiting future (a client
@@ -1462,7 +1462,8 @@ pub const PRUNE_BATCH: u32 = 10_000;
 async fn to_the_end<T: Send + 'static>(
     change: impl std::future::Future<Output = T> + Send + 'static,
 ) -> Result<T, Error> {
-    match tokio::spawn(change).await {
+    use tracing::Instrument;
+    match tokio::spawn(change.in_current_span()).await {
         Ok(done) => Ok(done),
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(e) => Err(Error::Internal(format!("a key change was stopped: {e}"))),

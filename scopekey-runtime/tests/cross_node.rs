@@ -218,7 +218,7 @@ async fn a_killed_listener_connection_still_keeps_the_bound() {
         // of a quiet connection.
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
          WHERE datname = current_database() AND pid <> pg_backend_pid() \
-         AND (query ILIKE 'LISTEN%' OR query = 'SELECT pg_backend_pid()')",
+         AND (query ILIKE 'LISTEN%' OR query = 'SELECT ''scopekey change feed check''')",
     )
     .fetch_all(&mut admin)
     .await
@@ -393,10 +393,12 @@ async fn a_silent_listener_connection_is_found() {
     let direct = sqlx::postgres::PgConnectOptions::from_str(&db.url).unwrap();
     let proxy = Cuttable::start(format!("{}:{}", direct.get_host(), direct.get_port())).await;
     let through = direct.clone().host("127.0.0.1").port(proxy.port);
+    // One connection: the feed must not hold it (its listener has a pool of
+    // its own, whose silent connection may take long to let go).
     let pool = sqlx::postgres::PgPoolOptions::new()
-        .connect_with(through)
-        .await
-        .unwrap();
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(through);
     let store = PgStore::from_pool(pool);
     let mut feed = store.changes().await.unwrap().expect("a feed");
 
@@ -416,6 +418,13 @@ async fn a_silent_listener_connection_is_found() {
         .await
         .expect("listening again");
     assert!(matches!(back, Ok(Change::Resync)), "{back:?}");
+    // The store's own connection is free, through the proxy (new
+    // connections are relayed).
+    store
+        .pool()
+        .acquire()
+        .await
+        .expect("the store's pool is not held");
     let mut conn = PgConnection::connect_with(&direct).await.unwrap();
     sqlx::query("SELECT pg_notify('scopekey_keys', $1)")
         .bind("cd".repeat(32))

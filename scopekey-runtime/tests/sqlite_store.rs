@@ -327,3 +327,18 @@ async fn a_new_file_is_readable_by_its_owner_only() {
     assert_eq!(mode(&path), 0o640);
     store.close().await;
 }
+
+/// A URL with query options is SQLite's to read: a missing file opened
+/// read-only is an error, and nothing is left behind.
+#[tokio::test]
+async fn a_read_only_url_creates_nothing() {
+    let path = std::env::temp_dir().join(format!(
+        "scopekey-sqlite-ro-{}.db",
+        uuid::Uuid::now_v7().simple()
+    ));
+    let _cleanup = Cleanup(path.clone());
+    let url = format!("sqlite://{}?mode=ro", path.display());
+    let opened = SqliteStore::connect(&url).await;
+    assert!(opened.is_err(), "a missing file opened read-only");
+    assert!(!path.exists(), "an empty file left behind");
+}

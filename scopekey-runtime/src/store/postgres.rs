@@ -103,6 +103,10 @@ impl PgStore {
 
     /// Wraps an existing pool (the application's own), whatever its
     /// connections' default isolation (see [`connect`](Self::connect)).
+    /// The change feed's listener connects on its own with the pool's
+    /// connect options (a pool of one connection, so that a listener
+    /// connection that went silent never holds one of yours; the pool's
+    /// `after_connect` hooks do not run on it).
     pub fn from_pool(pool: PgPool) -> Self {
         Self { pool }
     }
@@ -330,56 +334,66 @@ pub const FEED_QUIET_CHECK: std::time::Duration = std::time::Duration::from_secs
 /// How long that answer may take before the connection counts as lost.
 pub const FEED_ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The statement the change feed sends on a quiet connection, to see that
+/// someone is there (and so that the listener's session can be told apart
+/// in `pg_stat_activity`).
+pub const FEED_CHECK_QUERY: &str = "SELECT 'scopekey change feed check'";
+
 /// Revocations and rotations from every process, through LISTEN/NOTIFY.
 ///
 /// Whatever is sent while the listener's connection is down is lost, so
 /// each time it listens again it asks for the whole cache to be dropped
 /// ([`Change::Resync`]) — only then, so that no key read in between can be
-/// revoked unheard.
+/// revoked unheard. A lost connection is replaced by a fresh listener,
+/// which listens before the feed asks for the flush.
 ///
 /// A connection can also die without a word (a firewall or NAT that forgets
 /// it, a failover whose old server just disappears: no FIN, no RST), and a
 /// listener on it would wait for ever. So after [`FEED_QUIET_CHECK`] of
-/// quiet the feed asks the server its backend's process id: no answer within
+/// quiet the feed sends [`FEED_CHECK_QUERY`] on it: no answer within
 /// [`FEED_ANSWER_WITHIN`] is a lost connection (an error, then a fresh
-/// listener and a flush); another process id means the listener reconnected
-/// meanwhile (a receive interrupted by that check while it reconnected): a
-/// fresh listener and a flush too. A quiet feed thus costs one trivial
-/// query a second.
+/// listener and a flush). A quiet feed thus costs one trivial query a
+/// second.
+///
+/// The listener has a pool of its own (one connection, the store pool's
+/// connect options): a connection that went silent may take its holder a
+/// long time to let go (sqlx unlistens before giving it back, and nothing
+/// answers), and must not hold one of the store's connections meanwhile.
 struct PgChangeFeed {
+    /// The store's pool: where the listener's connect options come from.
     pool: PgPool,
     listener: PgListener,
-    /// The server process of the listener's connection, when known.
-    backend: Option<i32>,
     /// The last receive failed: listen anew before anything else.
     lost: bool,
 }
 
 impl PgChangeFeed {
-    /// A feed listening on a connection of `pool`'s.
+    /// A feed listening on a connection of its own, made with `pool`'s
+    /// connect options.
     async fn listen(pool: &PgPool) -> Result<Self, StoreError> {
-        let mut listener = PgListener::connect_with(pool).await?;
-        // Reconnect inside the receive that finds the connection lost, so
-        // that its `None` means "listening again" (sqlx's default).
-        listener.eager_reconnect(true);
+        let own = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with((*pool.connect_options()).clone());
+        let mut listener = PgListener::connect_with(&own).await?;
+        // A lost connection ends the receive at once (`None`), without
+        // reconnecting inside it: the feed makes a fresh listener, outside
+        // the quiet check's timeout, so that no reconnection is ever cut
+        // short half-way.
+        listener.eager_reconnect(false);
         listener.listen(CHANNEL).await?;
-        let mut feed = Self {
+        Ok(Self {
             pool: pool.clone(),
             listener,
-            backend: None,
             lost: false,
-        };
-        feed.backend = Some(feed.ask_backend().await?);
-        Ok(feed)
+        })
     }
 
-    /// The process id of the listener's server backend, or an error (the
-    /// connection marked lost) if it does not answer in time.
-    async fn ask_backend(&mut self) -> Result<i32, StoreError> {
-        let asked =
-            sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()").fetch_one(&mut self.listener);
+    /// Sees that the listener's connection answers, or marks it lost.
+    async fn check(&mut self) -> Result<(), StoreError> {
+        let asked = sqlx::query(FEED_CHECK_QUERY).execute(&mut self.listener);
         match tokio::time::timeout(FEED_ANSWER_WITHIN, asked).await {
-            Ok(Ok(pid)) => Ok(pid),
+            Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => {
                 self.lost = true;
                 Err(e.into())
@@ -403,31 +417,22 @@ impl ChangeFeed for PgChangeFeed {
             return Ok(Change::Resync);
         }
         loop {
+            // Waiting for a message is safe to interrupt (sqlx consumes a
+            // message only once it is whole).
             let received =
                 match tokio::time::timeout(FEED_QUIET_CHECK, self.listener.try_recv()).await {
                     Ok(received) => received,
                     Err(_) => {
-                        // Quiet: is anyone there? (A receive is safe to
-                        // interrupt; one interrupted while reconnecting
-                        // shows as another backend.)
-                        let pid = self.ask_backend().await?;
-                        if self.backend != Some(pid) {
-                            // It reconnected meanwhile: start afresh (the
-                            // interrupted reconnection may have lost the
-                            // listener's buffer for notifications that
-                            // arrive during a query), then flush.
-                            self.lost = true;
-                            *self = Self::listen(&self.pool).await?;
-                            return Ok(Change::Resync);
-                        }
+                        self.check().await?;
                         continue;
                     }
                 };
             match received {
-                // The connection was lost; the listener has already
-                // reconnected and listens again (sqlx's eager reconnect).
+                // The connection was lost: listen again on a fresh one,
+                // then ask for the flush.
                 Ok(None) => {
-                    self.backend = Some(self.ask_backend().await?);
+                    self.lost = true;
+                    *self = Self::listen(&self.pool).await?;
                     return Ok(Change::Resync);
                 }
                 Ok(Some(n)) => {
@@ -436,7 +441,7 @@ impl ChangeFeed for PgChangeFeed {
                     }
                     tracing::warn!(channel = CHANNEL, "ignoring a malformed key notification");
                 }
-                // Lost, and reconnecting failed too (or another error).
+                // Another error: the connection's state is unknown.
                 Err(e) => {
                     self.lost = true;
                     return Err(e.into());

@@ -159,7 +159,9 @@ impl SqliteStore {
     /// creating the file if missing (not its folder; on Unix readable and
     /// writable by its owner only, `0600`, whatever the umask: it holds key
     /// hashes, webhook URLs and the audit log, and SQLite gives its `-wal`
-    /// and `-shm` files the same mode; an existing file keeps its own), in WAL mode with a 5 s busy timeout and
+    /// and `-shm` files the same mode; an existing file keeps its own; a URL
+    /// with query options or a `file:` URI filename is left to SQLite,
+    /// which creates the file with the umask's mode), in WAL mode with a 5 s busy timeout and
     /// `synchronous = FULL` (each commit synced to disk: a revocation once
     /// answered survives a power loss; WAL's usual `NORMAL` may lose the last
     /// commits then).
@@ -169,8 +171,16 @@ impl SqliteStore {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let options = SqliteConnectOptions::from_str(url)?;
-        if !in_memory {
-            create_private(options.get_filename());
+        // Only a plain path: a URI filename (`file:...`) or query options
+        // (`mode=ro`, `vfs=...`) are SQLite's to read, and may not name a
+        // file to create.
+        let filename = options.get_filename();
+        if !in_memory
+            && !url.contains('?')
+            && !filename.as_os_str().is_empty()
+            && !filename.to_string_lossy().starts_with("file:")
+        {
+            create_private(filename);
         }
         let mut options = options
             .create_if_missing(true)
