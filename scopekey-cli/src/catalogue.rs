@@ -79,7 +79,7 @@ fn from_manifest(text: &str) -> Result<Vec<String>, String> {
     if let Some(key) = value.keys().find(|key| key.get_ref() != "scopes") {
         let key = key.get_ref();
         let shown: String = key.escape_debug().collect();
-        let hint = if edit_distance(&key.to_lowercase(), "scopes") <= 2 {
+        let hint = if scopekey_core::edit_distance(&key.to_lowercase(), "scopes") <= 2 {
             "did you mean `scopes`?"
         } else {
             "the table holds only `scopes`"
@@ -109,32 +109,6 @@ fn from_manifest(text: &str) -> Result<Vec<String>, String> {
         return Err(format!("{WHERE} is empty"));
     }
     Ok(out)
-}
-
-/// Optimal string alignment distance (the macro's): insertions, deletions,
-/// substitutions and swaps of neighbours each cost one.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    // Rows i-2, i-1 and i of the dynamic-programming table.
-    let mut before = vec![0; b.len() + 1];
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    let mut current = vec![0; b.len() + 1];
-    for i in 1..=a.len() {
-        current[0] = i;
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            current[j] = (previous[j] + 1)
-                .min(current[j - 1] + 1)
-                .min(previous[j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                current[j] = current[j].min(before[j - 2] + 1);
-            }
-        }
-        std::mem::swap(&mut before, &mut previous);
-        std::mem::swap(&mut previous, &mut current);
-    }
-    previous[b.len()]
 }
 
 #[cfg(test)]
@@ -218,8 +192,6 @@ mod tests {
             err("[package.metadata.scopekey]\n\"a\\nb\" = 1\n"),
             "unknown key `a\\nb` in [package.metadata.scopekey]; the table holds only `scopes`"
         );
-        assert_eq!(edit_distance("scpoes", "scopes"), 1);
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 
     /// A wrong file named as the catalogue (a list of leaked keys, an

@@ -126,7 +126,7 @@ impl Catalogue {
                 Grant::Exact(_) => Some(text.clone()),
             })
             .chain(MANAGEMENT_SCOPES.map(str::to_owned))
-            .map(|candidate| (edit_distance(scope, &candidate), candidate))
+            .map(|candidate| (scopekey_core::edit_distance(scope, &candidate), candidate))
             .filter(|(distance, _)| *distance <= limit)
             .min_by_key(|(distance, _)| *distance)
             .map(|(_, candidate)| candidate)
@@ -140,7 +140,7 @@ const KEY: &str = "scopes";
 /// mean" when it is close (`scope`, `Scopes`, `scpoes`).
 fn unknown_key(key: &str) -> String {
     let shown: String = key.escape_debug().collect();
-    let hint = if edit_distance(&key.to_lowercase(), KEY) <= 2 {
+    let hint = if scopekey_core::edit_distance(&key.to_lowercase(), KEY) <= 2 {
         format!("did you mean `{KEY}`?")
     } else {
         format!("the table holds only `{KEY}`, the list of this crate's scopes")
@@ -153,32 +153,6 @@ fn table<'a, 'i>(value: &'a DeValue<'i>, name: &str) -> Result<&'a DeTable<'i>, 
         DeValue::Table(t) => Ok(t),
         _ => Err(format!("`{name}` in Cargo.toml must be a table")),
     }
-}
-
-/// Optimal string alignment distance: insertions, deletions, substitutions
-/// and swaps of adjacent characters each cost one.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    // Three rows of the dynamic-programming table: i-2, i-1, i.
-    let mut before: Vec<usize> = vec![0; b.len() + 1];
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    let mut current = vec![0; b.len() + 1];
-    for i in 1..=a.len() {
-        current[0] = i;
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            current[j] = (previous[j] + 1)
-                .min(current[j - 1] + 1)
-                .min(previous[j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                current[j] = current[j].min(before[j - 2] + 1);
-            }
-        }
-        std::mem::swap(&mut before, &mut previous);
-        std::mem::swap(&mut previous, &mut current);
-    }
-    previous[b.len()]
 }
 
 /// The manifest of the crate being compiled, or `None` outside Cargo (no
@@ -374,16 +348,6 @@ mod tests {
                 .unwrap()
                 .unwrap();
         assert_eq!(everything.suggest("orders:read"), None);
-    }
-
-    #[test]
-    fn edit_distances() {
-        assert_eq!(edit_distance("", ""), 0);
-        assert_eq!(edit_distance("abc", ""), 3);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(edit_distance("wirte", "write"), 1);
-        assert_eq!(edit_distance("ca", "abc"), 3);
     }
 
     #[test]
