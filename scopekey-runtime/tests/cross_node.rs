@@ -318,6 +318,43 @@ impl Cuttable {
     }
 }
 
+/// A proxy in front of `db`'s server, with the direct connect options and
+/// those through the proxy.
+async fn proxied(
+    db: &TestDb,
+) -> (
+    Cuttable,
+    sqlx::postgres::PgConnectOptions,
+    sqlx::postgres::PgConnectOptions,
+) {
+    use std::str::FromStr;
+    let direct = sqlx::postgres::PgConnectOptions::from_str(&db.url).unwrap();
+    let proxy = Cuttable::start(format!("{}:{}", direct.get_host(), direct.get_port())).await;
+    let through = direct.clone().host("127.0.0.1").port(proxy.port);
+    (proxy, direct, through)
+}
+
+/// Sends a notification on a direct connection: `feed`'s next answer is
+/// that key.
+async fn feed_hears_a_notification(
+    feed: &mut Box<dyn scopekey_runtime::store::ChangeFeed>,
+    direct: &sqlx::postgres::PgConnectOptions,
+) {
+    let mut conn = PgConnection::connect_with(direct).await.unwrap();
+    sqlx::query("SELECT pg_notify('scopekey_keys', $1)")
+        .bind("ab".repeat(32))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let heard = tokio::time::timeout(SLACK, feed.next())
+        .await
+        .expect("the notification");
+    assert!(
+        matches!(heard, Ok(scopekey_runtime::store::Change::Key(_))),
+        "{heard:?}"
+    );
+}
+
 /// A feed whose connection is lost and whose reconnection fails (the
 /// server is away) fails; once the server is back it listens again and
 /// only then asks for the cache to be dropped, since what was sent in
@@ -326,12 +363,9 @@ impl Cuttable {
 async fn a_feed_back_from_an_outage_asks_for_a_flush_once_listening() {
     use scopekey_runtime::store::postgres::PgStore;
     use scopekey_runtime::store::{Change, Store};
-    use std::str::FromStr;
 
     let Some(db) = pg().await else { return };
-    let direct = sqlx::postgres::PgConnectOptions::from_str(&db.url).unwrap();
-    let proxy = Cuttable::start(format!("{}:{}", direct.get_host(), direct.get_port())).await;
-    let through = direct.clone().host("127.0.0.1").port(proxy.port);
+    let (proxy, direct, through) = proxied(&db).await;
     let pool = sqlx::postgres::PgPoolOptions::new()
         // Short, so that the outage is an answer well within the bound
         // below; long enough for a connection through the proxy once it is
@@ -365,16 +399,7 @@ async fn a_feed_back_from_an_outage_asks_for_a_flush_once_listening() {
     assert!(matches!(back, Ok(Change::Resync)), "{back:?}");
 
     // Listening again: a notification sent now arrives.
-    let mut conn = PgConnection::connect_with(&direct).await.unwrap();
-    sqlx::query("SELECT pg_notify('scopekey_keys', $1)")
-        .bind("ab".repeat(32))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let heard = tokio::time::timeout(Duration::from_secs(10), feed.next())
-        .await
-        .expect("the notification");
-    assert!(matches!(heard, Ok(Change::Key(_))), "{heard:?}");
+    feed_hears_a_notification(&mut feed, &direct).await;
     drop(feed);
     db.cleanup().await;
 }
@@ -387,12 +412,9 @@ async fn a_feed_back_from_an_outage_asks_for_a_flush_once_listening() {
 async fn a_silent_listener_connection_is_found() {
     use scopekey_runtime::store::postgres::{FEED_QUIET_CHECK, PgStore};
     use scopekey_runtime::store::{Change, Store};
-    use std::str::FromStr;
 
     let Some(db) = pg().await else { return };
-    let direct = sqlx::postgres::PgConnectOptions::from_str(&db.url).unwrap();
-    let proxy = Cuttable::start(format!("{}:{}", direct.get_host(), direct.get_port())).await;
-    let through = direct.clone().host("127.0.0.1").port(proxy.port);
+    let (proxy, direct, through) = proxied(&db).await;
     // One connection: the feed must not hold it (its listener has a pool of
     // its own, whose silent connection may take long to let go).
     let pool = sqlx::postgres::PgPoolOptions::new()
@@ -425,16 +447,7 @@ async fn a_silent_listener_connection_is_found() {
         .acquire()
         .await
         .expect("the store's pool is not held");
-    let mut conn = PgConnection::connect_with(&direct).await.unwrap();
-    sqlx::query("SELECT pg_notify('scopekey_keys', $1)")
-        .bind("cd".repeat(32))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let heard = tokio::time::timeout(SLACK, feed.next())
-        .await
-        .expect("the notification");
-    assert!(matches!(heard, Ok(Change::Key(_))), "{heard:?}");
+    feed_hears_a_notification(&mut feed, &direct).await;
     proxy.cut();
     drop(feed);
     db.cleanup().await;
