@@ -258,18 +258,17 @@ both_backends!(compromised_keys_are_revoked_and_reported, compromise_report);
 /// verification cached mints nothing: the store refuses the change inside
 /// its own transaction, and the answer is the 401 of any key that is not
 /// valid.
-async fn revoked_elsewhere_mints_nothing(db: &TestDb) {
-    let app = TestApp::start(db).await;
-    let (writer, id) = key_and_id(
-        &app.create_key("writer", &["api_keys:write", "orders:read"])
-            .await,
-    );
+/// A key holding `scopes`, verified (so cached) by `app`, then revoked
+/// through another runtime on the same store, unheard by `app`.
+async fn cached_here_revoked_elsewhere(
+    db: &TestDb,
+    app: &TestApp,
+    name: &str,
+    scopes: &[&str],
+) -> String {
+    let (key, id) = key_and_id(&app.create_key(name, scopes).await);
     assert_eq!(
-        app.get("/api-keys/self")
-            .bearer(&writer)
-            .send()
-            .await
-            .status,
+        app.get("/api-keys/self").bearer(&key).send().await.status,
         200,
         "verified, so cached here"
     );
@@ -279,6 +278,13 @@ async fn revoked_elsewhere_mints_nothing(db: &TestDb) {
         .revoke(id, Some("leaked"), scopekey::Actor::System)
         .await
         .expect("revoked elsewhere");
+    key
+}
+
+async fn revoked_elsewhere_mints_nothing(db: &TestDb) {
+    let app = TestApp::start(db).await;
+    let writer =
+        cached_here_revoked_elsewhere(db, &app, "writer", &["api_keys:write", "orders:read"]).await;
     let before = app.key_count().await;
     app.post("/api-keys")
         .bearer(&writer)
@@ -301,23 +307,8 @@ both_backends!(
 /// as revoked, or revokes itself again: idempotent).
 async fn revoked_elsewhere_revokes_nothing(db: &TestDb) {
     let app = TestApp::start(db).await;
-    let (revoker, id) = key_and_id(&app.create_key("revoker", &["api_keys:revoke"]).await);
     let (target, target_id) = key_and_id(&app.create_key("target", &["orders:read"]).await);
-    assert_eq!(
-        app.get("/api-keys/self")
-            .bearer(&revoker)
-            .send()
-            .await
-            .status,
-        200,
-        "verified, so cached here"
-    );
-    let elsewhere = scopekey::ScopeKey::builder_arc(db.store.clone()).build();
-    let id = scopekey::KeyId(id.parse().expect("a key id"));
-    elsewhere
-        .revoke(id, Some("leaked"), scopekey::Actor::System)
-        .await
-        .expect("revoked elsewhere");
+    let revoker = cached_here_revoked_elsewhere(db, &app, "revoker", &["api_keys:revoke"]).await;
 
     app.post(&format!("/api-keys/{target_id}/revoke"))
         .bearer(&revoker)
