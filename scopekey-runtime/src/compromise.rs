@@ -148,7 +148,9 @@ impl ScopeKey {
     ///
     /// A reporting key ([`Actor::Key`]) that is revoked (on any node) is
     /// refused with [`Error::ActorRevoked`] before anything is read; a
-    /// report naming the reporting key itself revokes it and goes on.
+    /// report naming the reporting key itself revokes it and goes on (so
+    /// such a report, failing after that, is sent again by another key or
+    /// as [`Actor::System`]).
     ///
     /// Keys are handled in order. A store failure partway through ends the
     /// call with an error, the keys before it already revoked: a report is

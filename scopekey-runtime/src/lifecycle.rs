@@ -861,10 +861,6 @@ impl ScopeKey {
         self.record_auth_failure(key_id, details, now).await;
     }
 
-    /// A change refused because the key acting for it was revoked while
-    /// its request ran: logged, and sampled into the audit log as
-    /// `auth.failed` (reason `revoked`, with the refused `action`), as a
-    /// verification refusing that key would be.
     /// Refuses a key acting for a revocation (or a compromise report) once
     /// it is revoked or gone, read from the store, not the cache: a key
     /// revoked on another node stays cached here for up to the cache's
@@ -890,6 +886,10 @@ impl ScopeKey {
         }
     }
 
+    /// A change refused because the key acting for it was revoked while
+    /// its request ran: logged, and sampled into the audit log as
+    /// `auth.failed` (reason `revoked`, with the refused `action`), as a
+    /// verification refusing that key would be.
     async fn actor_refused(&self, actor: Actor<'_>, action: &str, now: OffsetDateTime) -> Error {
         let key_id = actor.key_id();
         tracing::warn!(reason = "revoked", key_id = ?key_id, action, "api key refused: a revoked key tried to change keys");

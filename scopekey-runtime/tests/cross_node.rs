@@ -256,6 +256,7 @@ struct Cuttable {
     up: Arc<std::sync::atomic::AtomicBool>,
     cut: tokio::sync::watch::Sender<u64>,
     silence: tokio::sync::watch::Sender<u64>,
+    stall: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Cuttable {
@@ -267,6 +268,8 @@ impl Cuttable {
         let (cut, cuts) = tokio::sync::watch::channel(0u64);
         let (silence, silences) = tokio::sync::watch::channel(0u64);
         let accepting = Arc::clone(&up);
+        let stall = Arc::new(AtomicBool::new(false));
+        let stalling = Arc::clone(&stall);
         tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 if !accepting.load(Ordering::SeqCst) {
@@ -277,10 +280,25 @@ impl Cuttable {
                 cuts.mark_unchanged();
                 let mut silences = silences.clone();
                 silences.mark_unchanged();
+                let stalled = stalling.load(Ordering::SeqCst);
                 tokio::spawn(async move {
                     let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
                         return;
                     };
+                    if stalled {
+                        // The login goes through; the first query does not,
+                        // and nothing is closed.
+                        let (mut from_client, mut to_client) = client.split();
+                        let (mut from_server, mut to_server) = server.split();
+                        tokio::select! {
+                            _ = tokio::io::copy(&mut from_server, &mut to_client) => {}
+                            _ = forward_until_a_query(&mut from_client, &mut to_server) => {
+                                let _ = cuts.changed().await;
+                            }
+                            _ = cuts.changed() => {}
+                        }
+                        return;
+                    }
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
                         _ = cuts.changed() => {}
@@ -299,7 +317,15 @@ impl Cuttable {
             up,
             cut,
             silence,
+            stall,
         }
+    }
+
+    /// New connections get through the login, then hear nothing more (the
+    /// first query is held, nothing closed): a path that goes silent just
+    /// after the login.
+    fn stall_new_connections(&self) {
+        self.stall.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Stops relaying on the connections open now, keeping them open; new
@@ -315,6 +341,36 @@ impl Cuttable {
 
     fn restore(&self) {
         self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Forwards a PostgreSQL client's startup message and then its messages up
+/// to (not including) its first query (`Q`, or `P` for a prepared one);
+/// returns there. Needs a connection without TLS.
+async fn forward_until_a_query(
+    from: &mut (impl tokio::io::AsyncRead + Unpin),
+    to: &mut (impl tokio::io::AsyncWrite + Unpin),
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut kind = None;
+    loop {
+        let mut len = [0u8; 4];
+        if kind.is_some() {
+            let mut tag = [0u8; 1];
+            from.read_exact(&mut tag).await?;
+            if matches!(tag[0], b'Q' | b'P') {
+                return Ok(());
+            }
+            kind = Some(tag[0]);
+            to.write_all(&tag).await?;
+        } else {
+            kind = Some(0); // the startup message has no type byte
+        }
+        from.read_exact(&mut len).await?;
+        let mut body = vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
+        from.read_exact(&mut body).await?;
+        to.write_all(&len).await?;
+        to.write_all(&body).await?;
     }
 }
 
@@ -366,11 +422,10 @@ async fn a_feed_back_from_an_outage_asks_for_a_flush_once_listening() {
 
     let Some(db) = pg().await else { return };
     let (proxy, direct, through) = proxied(&db).await;
+    // (The listener connects with its own pool's 5 s acquire timeout: an
+    // outage, whose connections the proxy drops at once, is an answer well
+    // within the bound below.)
     let pool = sqlx::postgres::PgPoolOptions::new()
-        // Short, so that the outage is an answer well within the bound
-        // below; long enough for a connection through the proxy once it is
-        // back, on a loaded machine.
-        .acquire_timeout(Duration::from_secs(2))
         .connect_with(through)
         .await
         .unwrap();
@@ -502,5 +557,29 @@ async fn starting_the_listener_drops_what_was_cached_before() {
         "read again once listening"
     );
     listener.abort();
+    db.cleanup().await;
+}
+
+/// A feed whose connection goes silent after the login, before its LISTEN
+/// is answered, is an error within a bound (then another attempt), not a
+/// wait for the kernel to give up on the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_that_cannot_listen_is_an_error() {
+    use scopekey_runtime::store::Store;
+    use scopekey_runtime::store::postgres::PgStore;
+
+    let Some(db) = pg().await else { return };
+    let (proxy, _direct, through) = proxied(&db).await;
+    // Plain TCP, so the proxy can tell the login from the first query.
+    let through = through.ssl_mode(sqlx::postgres::PgSslMode::Disable);
+    let store = PgStore::from_pool(sqlx::postgres::PgPoolOptions::new().connect_lazy_with(through));
+    proxy.stall_new_connections();
+    let started = Instant::now();
+    let listening = tokio::time::timeout(SLACK, store.changes())
+        .await
+        .expect("an answer within the slack");
+    assert!(listening.is_err(), "listening through a stalled path");
+    eprintln!("gave up listening after {:?}", started.elapsed());
+    proxy.cut();
     db.cleanup().await;
 }

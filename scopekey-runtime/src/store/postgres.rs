@@ -104,9 +104,10 @@ impl PgStore {
     /// Wraps an existing pool (the application's own), whatever its
     /// connections' default isolation (see [`connect`](Self::connect)).
     /// The change feed's listener connects on its own with the pool's
-    /// connect options (a pool of one connection, so that a listener
-    /// connection that went silent never holds one of yours; the pool's
-    /// `after_connect` hooks do not run on it).
+    /// connect options (a pool of one connection with a 5 s acquire
+    /// timeout, so that a listener connection that went silent never holds
+    /// one of yours; your pool's `after_connect` hooks, limits and timeouts
+    /// do not apply to it, and closing your pool does not stop it).
     pub fn from_pool(pool: PgPool) -> Self {
         Self { pool }
     }
@@ -356,9 +357,13 @@ pub const FEED_CHECK_QUERY: &str = "SELECT 'scopekey change feed check'";
 /// second.
 ///
 /// The listener has a pool of its own (one connection, the store pool's
-/// connect options): a connection that went silent may take its holder a
-/// long time to let go (sqlx unlistens before giving it back, and nothing
-/// answers), and must not hold one of the store's connections meanwhile.
+/// connect options, a 5 s acquire timeout): a connection that went silent
+/// may take its holder a long time to let go (sqlx unlistens before giving
+/// it back, and nothing answers), and must not hold one of the store's
+/// connections meanwhile. So the feed adds one connection to the store
+/// pool's count (two for a while after a silent one), and closing the
+/// store's pool does not stop it: abort the listener's task (as
+/// `Background::shutdown` does).
 struct PgChangeFeed {
     /// The store's pool: where the listener's connect options come from.
     pool: PgPool,
@@ -371,6 +376,20 @@ impl PgChangeFeed {
     /// A feed listening on a connection of its own, made with `pool`'s
     /// connect options.
     async fn listen(pool: &PgPool) -> Result<Self, StoreError> {
+        // Bounded as a whole: a path that goes silent after the login but
+        // before `LISTEN` is answered must end in an error (and another
+        // attempt), not a wait for the kernel to give up on the socket.
+        let bound = ACQUIRE_TIMEOUT + FEED_ANSWER_WITHIN;
+        tokio::time::timeout(bound, Self::listen_unbounded(pool))
+            .await
+            .map_err(|_| {
+                StoreError::msg(format!(
+                    "the key change feed could not listen within {bound:?}"
+                ))
+            })?
+    }
+
+    async fn listen_unbounded(pool: &PgPool) -> Result<Self, StoreError> {
         let own = PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(ACQUIRE_TIMEOUT)
