@@ -170,7 +170,9 @@ pub enum KeysCommand {
     /// Revoke a key at once (revoking a revoked key changes nothing).
     ///
     /// A running service refuses it on its next request if it revoked it
-    /// itself, and within one second otherwise.
+    /// itself, and within one second otherwise. A successor the key rotated
+    /// into that is still live is named on standard error (a leaked key may
+    /// have rotated itself into the thief's hands): revoke it too if so.
     Revoke(RevokeArgs),
     /// Revoke every key in a report of leaked plaintext keys.
     ///

@@ -374,7 +374,22 @@ async fn revoke(g: &Globals, args: RevokeArgs, out: &mut dyn Write) -> Result<()
     let key = keys
         .revoke(id, args.reason.as_deref(), Actor::System)
         .await?;
-    print_key(out, &keys, &key, args.output)
+    print_key(out, &keys, &key, args.output)?;
+    // A key revoked because it leaked may have rotated itself first (its
+    // successor is a key the thief holds too): say so, the successor named.
+    let lineage = keys.lineage(id).await?;
+    let after = lineage.iter().skip_while(|k| k.id != id).skip(1);
+    for live in after.filter(|k| matches!(k.status, Status::Active | Status::Rotating)) {
+        note(
+            out,
+            &format!(
+                "note: its successor {} ({}) is still live; if the key leaked, the successor \
+                 may be in the same hands: `scopekey keys revoke {}`",
+                live.id, live.hint, live.id
+            ),
+        )?;
+    }
+    Ok(())
 }
 
 /// Reads the report before touching the store, so a missing file fails

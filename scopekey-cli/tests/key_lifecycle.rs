@@ -483,3 +483,36 @@ async fn default_grace(db: &TestDb) {
 }
 
 scopekey_runtime::both_backends!(rotate_default_grace, default_grace);
+
+/// Revoking a key that rotated notes its live successor on standard error
+/// (a leaked key may have rotated itself into the thief's hands); the
+/// output stays the revoked key alone.
+async fn revoking_names_a_live_successor(db: &TestDb) {
+    let url = db.url.as_str();
+    let key = create(url, "rotated", &["orders:read"]);
+    let id = str_of(&key, "id");
+    let successor = scopekey(url, &["keys", "rotate", id, "--json"]).json();
+    let successor_id = str_of(&successor, "id");
+
+    let run = scopekey(url, &["keys", "revoke", id, "--json"]);
+    assert_eq!(run.json()["id"], id, "{run:#?}");
+    run.says(&format!("its successor {successor_id}"))
+        .says("still live")
+        .says(&format!("scopekey keys revoke {successor_id}"));
+    assert!(
+        !run.stderr.contains(str_of(&successor, "key")),
+        "the plaintext is never shown: {run:#?}"
+    );
+
+    // Revoked too: nothing to note.
+    let run = scopekey(url, &["keys", "revoke", successor_id, "--json"]);
+    assert_eq!(run.json()["status"], "revoked");
+    assert!(run.stderr.is_empty(), "{run:#?}");
+    let run = scopekey(url, &["keys", "revoke", id, "--json"]);
+    assert!(run.stderr.is_empty(), "{run:#?}");
+}
+
+scopekey_runtime::both_backends!(
+    revoke_notes_a_live_successor,
+    revoking_names_a_live_successor
+);
