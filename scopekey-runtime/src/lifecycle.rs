@@ -212,6 +212,8 @@ struct Config {
     #[cfg(feature = "webhooks")]
     rotation_secrets: Vec<crate::notify::signature::Secret>,
     insecure_rotation_webhooks: bool,
+    /// The ports a key's own webhook may name (unless insecure).
+    rotation_webhook_ports: Vec<u16>,
 }
 
 /// The scopekey runtime: a cheap-to-clone handle on a store, a clock and a
@@ -315,6 +317,18 @@ impl ScopeKeyBuilder {
     /// one. For development and tests.
     pub fn allow_insecure_rotation_webhooks(mut self, allow: bool) -> Self {
         self.config.insecure_rotation_webhooks = allow;
+        self
+    }
+
+    /// The ports a key's own rotation webhook may name (default: 443 only,
+    /// the port of a URL without one). Whoever may create keys chooses the
+    /// webhook URL, and the notifier posts to it from the server's address:
+    /// other ports would let them reach any public service there (a blind
+    /// request, its HTTP status then readable in `webhook.failed` events).
+    /// Ignored with [`allow_insecure_rotation_webhooks`](Self::allow_insecure_rotation_webhooks).
+    /// Checked when a key is created; keys made before keep their URL.
+    pub fn rotation_webhook_ports(mut self, ports: impl IntoIterator<Item = u16>) -> Self {
+        self.config.rotation_webhook_ports = ports.into_iter().collect();
         self
     }
 
@@ -430,6 +444,7 @@ impl ScopeKey {
                 #[cfg(feature = "webhooks")]
                 rotation_secrets: Vec::new(),
                 insecure_rotation_webhooks: false,
+                rotation_webhook_ports: vec![443],
             },
             verifier: VerifierConfig::default(),
         }
@@ -665,7 +680,7 @@ impl ScopeKey {
         let rotation_webhook_url = new
             .rotation_webhook_url
             .as_deref()
-            .map(|url| check_webhook_url(url, insecure))
+            .map(|url| check_webhook_url(url, insecure, &self.inner.config.rotation_webhook_ports))
             .transpose()?;
         let mut rotation_webhook_secret = None;
         if rotation_webhook_url.is_some() {
@@ -1473,11 +1488,14 @@ async fn to_the_end<T: Send + 'static>(
 /// An absolute `https` URL (or `http`, if `insecure`) without whitespace,
 /// control characters or user information, whose host is neither
 /// `localhost` nor an IP address in a loopback, private, link-local or
-/// unspecified range (unless `insecure`). Host names are not resolved here:
+/// unspecified range, on one of `ports` (unless `insecure`, both). Host
+/// names are not resolved here:
 /// the notifier resolves them at every delivery and connects only to public
 /// addresses (see the `notify` module). A URL holding a key is refused as
 /// free text holding one is.
-fn check_webhook_url(url: &str, insecure: bool) -> Result<String, Error> {
+fn check_webhook_url(url: &str, insecure: bool, ports: &[u16]) -> Result<String, Error> {
+    #[cfg(not(feature = "webhooks"))]
+    let _ = ports;
     let bad = |why: &str| Error::Invalid(format!("`rotation_webhook_url` {why}"));
     if url.len() > MAX_WEBHOOK_URL_LEN {
         return Err(bad(&format!("is longer than {MAX_WEBHOOK_URL_LEN} bytes")));
@@ -1530,6 +1548,14 @@ fn check_webhook_url(url: &str, insecure: bool) -> Result<String, Error> {
             return Err(bad(
                 "must not point at localhost or an internal or reserved address (loopback, private, link-local, ...)",
             ));
+        }
+        let port = parsed.port_or_known_default().unwrap_or_default();
+        if !insecure && !ports.contains(&port) {
+            let allowed: Vec<String> = ports.iter().map(u16::to_string).collect();
+            return Err(bad(&format!(
+                "must use a port this service allows ({}), not {port}",
+                allowed.join(", ")
+            )));
         }
     }
     Ok(url.to_owned())
@@ -1826,6 +1852,62 @@ mod tests {
             .await
             .unwrap();
         (keys, clock, k)
+    }
+
+    /// A key's own webhook names an allowed port (443 unless the builder
+    /// allows others); insecure mode allows any.
+    #[cfg(feature = "webhooks")]
+    #[tokio::test]
+    async fn a_webhook_port_must_be_allowed() {
+        let secret: crate::notify::signature::Secret =
+            "whsec_ZGVtbyB3ZWJob29rIHNlY3JldCwgZm9yIHRlc3Rz"
+                .parse()
+                .unwrap();
+        let runtime = |ports: Option<Vec<u16>>, insecure: bool| {
+            let secret = secret.clone();
+            async move {
+                let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+                let mut builder = ScopeKey::builder(store)
+                    .rotation_webhook_secret(secret)
+                    .allow_insecure_rotation_webhooks(insecure);
+                if let Some(ports) = ports {
+                    builder = builder.rotation_webhook_ports(ports);
+                }
+                let keys = builder.build();
+                keys.migrate().await.unwrap();
+                keys
+            }
+        };
+        let create = |keys: ScopeKey, url: &'static str| async move {
+            let new = NewKey::new("auto", ["a:b"])
+                .rotate_every(Duration::days(30))
+                .rotation_webhook(url);
+            keys.create(new, Actor::System).await.map(|_| ())
+        };
+        let by_default = runtime(None, false).await;
+        for url in [
+            "https://hooks.example.com/rotated",
+            "https://hooks.example.com:443/rotated",
+        ] {
+            create(by_default.clone(), url).await.unwrap();
+        }
+        let Err(Error::Invalid(message)) =
+            create(by_default.clone(), "https://hooks.example.com:8443/rotated").await
+        else {
+            panic!("port 8443 accepted by default");
+        };
+        assert!(
+            message.contains("port this service allows (443), not 8443"),
+            "{message}"
+        );
+        let wider = runtime(Some(vec![443, 8443]), false).await;
+        create(wider, "https://hooks.example.com:8443/rotated")
+            .await
+            .unwrap();
+        let insecure = runtime(None, true).await;
+        create(insecure, "https://hooks.example.com:8443/rotated")
+            .await
+            .unwrap();
     }
 
     /// A key pasted into a rotation webhook's URL (as a query parameter,
