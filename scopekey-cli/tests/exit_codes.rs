@@ -624,3 +624,56 @@ fn help_and_version_exit_0() {
         assert!(!run.stdout.is_empty());
     }
 }
+
+/// Runs the binary with its standard output already closed (a reader that
+/// went away: `scopekey ... | head -0`).
+fn with_closed_stdout(url: &str, args: &[&str]) -> Run {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let mut cmd = command();
+    cmd.arg("--database-url").arg(url).args(args);
+    let output = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run the binary");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::new(),
+        stderr: String::from_utf8(output.stderr).expect("stderr is UTF-8"),
+    }
+}
+
+/// A reader that stops early (`keys list | head`) ends a listing quietly
+/// (0, nothing on standard error); but a key whose plaintext could not be
+/// written exists with nobody holding it: 1, naming the key to revoke.
+#[test]
+fn a_closed_standard_output() {
+    let db = TempSqlite::new();
+    for i in 0..3 {
+        create(&db.url, &format!("k{i}"), &["orders:read"]);
+    }
+    for args in [
+        vec!["keys", "list"],
+        vec!["keys", "list", "--json"],
+        vec!["events"],
+    ] {
+        let run = with_closed_stdout(&db.url, &args);
+        assert_eq!(run.code, 0, "{args:?}: {run:#?}");
+        assert!(run.stderr.is_empty(), "{args:?}: {run:#?}");
+    }
+    for json in [false, true] {
+        let mut args = vec!["keys", "create", "--name", "lost", "--scope", "orders:read"];
+        if json {
+            args.push("--json");
+        }
+        let run = with_closed_stdout(&db.url, &args);
+        assert_eq!(run.code, 1, "{run:#?}");
+        assert!(
+            run.stderr.contains("its plaintext could not be written")
+                && run.stderr.contains("scopekey keys revoke "),
+            "{run:#?}"
+        );
+    }
+}
