@@ -326,7 +326,9 @@ impl ScopeKeyBuilder {
     /// other ports would let them reach any public service there (a blind
     /// request, its HTTP status then readable in `webhook.failed` events).
     /// Ignored with [`allow_insecure_rotation_webhooks`](Self::allow_insecure_rotation_webhooks).
-    /// Checked when a key is created; keys made before keep their URL.
+    /// Checked when a key is created, and by the notifier at every delivery
+    /// to a key's webhook (a key made before, or by a runtime that allowed
+    /// more, fails its deliveries on another port).
     pub fn rotation_webhook_ports(mut self, ports: impl IntoIterator<Item = u16>) -> Self {
         self.config.rotation_webhook_ports = ports.into_iter().collect();
         self
@@ -486,6 +488,12 @@ impl ScopeKey {
     #[cfg(feature = "webhooks")]
     pub(crate) fn insecure_rotation_webhooks(&self) -> bool {
         self.inner.config.insecure_rotation_webhooks
+    }
+
+    /// The ports a key's own webhook may name
+    /// ([`ScopeKeyBuilder::rotation_webhook_ports`]).
+    pub(crate) fn rotation_webhook_ports(&self) -> &[u16] {
+        &self.inner.config.rotation_webhook_ports
     }
 
     /// The server secrets behind automatic rotation (current first).

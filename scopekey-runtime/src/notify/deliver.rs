@@ -117,16 +117,22 @@ fn public_only(
 
 /// Why a key's own webhook URL may not be posted to, checked at every
 /// delivery (the URL was checked when it was set, possibly by a runtime
-/// with other settings): it must be `https`, and an IP-literal host must
-/// not be [`internal`] (host names are checked as they resolve, by the
-/// holders' client).
-pub(crate) fn refused_holder_url(url: &str) -> Option<String> {
+/// with other settings): it must be `https` on one of `ports`, and an
+/// IP-literal host must not be [`internal`] (host names are checked as they
+/// resolve, by the holders' client).
+pub(crate) fn refused_holder_url(url: &str, ports: &[u16]) -> Option<String> {
     let parsed = match reqwest::Url::parse(url) {
         Ok(parsed) => parsed,
         Err(e) => return Some(format!("not a valid URL: {e}")),
     };
     if parsed.scheme() != "https" {
         return Some("refused: a key's own webhook must be https".to_owned());
+    }
+    let port = parsed.port_or_known_default().unwrap_or_default();
+    if !ports.contains(&port) {
+        return Some(format!(
+            "refused: port {port} is not one this service allows for a key's own webhook"
+        ));
     }
     let ip = host_ip(&parsed)?;
     internal(ip).then(|| {
@@ -500,16 +506,23 @@ mod tests {
             "https://[::1]/hooks",
             "https://[::ffff:192.168.1.1]/hooks",
         ] {
-            let why = refused_holder_url(url).unwrap_or_else(|| panic!("{url} allowed"));
+            let why = refused_holder_url(url, &[443, 8443]).unwrap_or_else(|| panic!("{url} allowed"));
             assert!(why.contains("internal or reserved address"), "{url}: {why}");
         }
-        let why = refused_holder_url("http://holder.example/hooks").unwrap();
+        let why = refused_holder_url("http://holder.example/hooks", &[443]).unwrap();
         assert!(why.contains("must be https"), "{why}");
-        assert!(refused_holder_url("not a url").is_some());
+        assert!(refused_holder_url("not a url", &[443]).is_some());
         // Names are the resolver's to check; public literals pass.
-        assert_eq!(refused_holder_url("https://holder.example/hooks"), None);
-        assert_eq!(refused_holder_url("https://localhost/hooks"), None);
-        assert_eq!(refused_holder_url("https://93.184.215.14/hooks"), None);
+        assert_eq!(refused_holder_url("https://holder.example/hooks", &[443]), None);
+        assert_eq!(refused_holder_url("https://localhost/hooks", &[443]), None);
+        assert_eq!(refused_holder_url("https://93.184.215.14/hooks", &[443]), None);
+        // A port the service does not allow (any longer), whoever set it.
+        let why = refused_holder_url("https://holder.example:6379/hooks", &[443]).unwrap();
+        assert!(why.contains("port 6379 is not one this service allows"), "{why}");
+        assert_eq!(
+            refused_holder_url("https://holder.example:8443/hooks", &[443, 8443]),
+            None
+        );
     }
 
     /// The holders' client never connects to a name that resolves to

@@ -948,7 +948,10 @@ impl Notifier {
         };
         let clients = &self.inner.clients;
         let (client, refused) = match (holder, &clients.holders) {
-            (true, Some(strict)) => (strict, deliver::refused_holder_url(url)),
+            (true, Some(strict)) => (
+                strict,
+                deliver::refused_holder_url(url, self.inner.keys.rotation_webhook_ports()),
+            ),
             _ => (&clients.endpoints, None),
         };
         let outcome = match unopened.clone().or(refused) {
