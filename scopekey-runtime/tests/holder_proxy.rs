@@ -101,6 +101,9 @@ async fn child() {
             .default_grace(Duration::hours(24))
             .rotation_webhook_secret(ROTATION_SECRET.parse().unwrap())
             .allow_insecure_rotation_webhooks(insecure)
+            // Port 9 (discard), where nothing listens: the strict runtime
+            // allows it, so its refusal is the connection's.
+            .rotation_webhook_ports([9])
             .build()
     };
     // A holder on a name that resolves to loopback (accepted by a
