@@ -3014,6 +3014,8 @@ async fn holder_webhooks_stay_public(db: &TestDb) {
         .clock(clock.clone())
         .default_grace(Duration::hours(24))
         .rotation_webhook_secret(ROTATION_SECRET.parse().unwrap())
+        // The receiver's port: each URL is refused for its own reason.
+        .rotation_webhook_ports([port.parse::<u16>().unwrap()])
         .build();
     let outbox = Outbox::connect(&db.url).await.unwrap();
     let notifier = Notifier::new(strict, outbox.clone(), config(&operator)).unwrap();
