@@ -1397,8 +1397,9 @@ impl ScopeKey {
     /// LISTEN/NOTIFY). When the feed's connection is lost, the whole cache
     /// is dropped once the feed listens again (notifications sent meanwhile
     /// are lost; dropping it only after reconnecting leaves no gap), and
-    /// after each failed attempt while it cannot reconnect; the cache
-    /// lifetime stays the backstop. The cache is dropped once too when the
+    /// after each failed attempt while it cannot reconnect (attempts 500 ms
+    /// apart, doubling to 30 s while they fail); the cache lifetime stays
+    /// the backstop. The cache is dropped once too when the
     /// feed starts listening (what was cached before may have changed
     /// unheard). A connection that dies without a word is found by the
     /// feed's check of a quiet connection (PostgreSQL: within 6 s,
@@ -1415,8 +1416,17 @@ impl ScopeKey {
         self.invalidate_cache();
         let this = self.clone();
         Ok(Some(tokio::spawn(async move {
+            // Failures in a row: the wait before the next attempt doubles
+            // from 500 ms up to 30 s (an outage is not hammered, and each
+            // attempt on a path that went silent may leave a connection
+            // behind until the kernel gives up on it).
+            let mut failures = 0u32;
             loop {
-                match feed.next().await {
+                let next = feed.next().await;
+                if next.is_ok() {
+                    failures = 0;
+                }
+                match next {
                     Ok(Change::Key(hash)) => this.inner.verifier.invalidate(&hash),
                     Ok(Change::Resync) => {
                         tracing::warn!(
@@ -1427,7 +1437,11 @@ impl ScopeKey {
                     Err(e) => {
                         tracing::warn!(error = %e, "key change feed failed; dropping the verification cache");
                         this.invalidate_cache();
-                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                        let wait = std::time::Duration::from_millis(500)
+                            .saturating_mul(1 << failures.min(6))
+                            .min(std::time::Duration::from_secs(30));
+                        failures = failures.saturating_add(1);
+                        tokio::time::sleep(wait).await;
                     }
                 }
             }

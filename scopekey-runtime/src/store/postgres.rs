@@ -361,8 +361,10 @@ pub const FEED_CHECK_QUERY: &str = "SELECT 'scopekey change feed check'";
 /// may take its holder a long time to let go (sqlx unlistens before giving
 /// it back, and nothing answers), and must not hold one of the store's
 /// connections meanwhile. So the feed adds one connection to the store
-/// pool's count (two for a while after a silent one), and closing the
-/// store's pool does not stop it: abort the listener's task (as
+/// pool's count, plus, while a path stays silent, one for each attempt to
+/// listen again until the kernel gives up on it (some 15 minutes on Linux;
+/// the runtime spaces its attempts out to 30 s); and closing the store's
+/// pool does not stop it: abort the listener's task (as
 /// `Background::shutdown` does).
 struct PgChangeFeed {
     /// The store's pool: where the listener's connect options come from.
