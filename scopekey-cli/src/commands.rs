@@ -188,9 +188,11 @@ fn pretty() -> bool {
 /// A note for people on standard error, after what is already on standard
 /// output so the two read in order on a terminal.
 fn note(out: &mut dyn Write, text: &str) -> Result<(), Failure> {
-    out.flush()?;
+    // Standard output first, so a terminal shows them in order; the note
+    // goes out even if standard output is closed.
+    let flushed = out.flush();
     eprintln!("{text}");
-    Ok(())
+    flushed.map_err(Failure::from)
 }
 
 async fn create(g: &Globals, args: CreateArgs, out: &mut dyn Write) -> Result<(), Failure> {
@@ -377,19 +379,38 @@ async fn revoke(g: &Globals, args: RevokeArgs, out: &mut dyn Write) -> Result<()
     print_key(out, &keys, &key, args.output)?;
     // A key revoked because it leaked may have rotated itself first (its
     // successor is a key the thief holds too): say so, the successor named.
-    let lineage = keys.lineage(id).await?;
-    let after = lineage.iter().skip_while(|k| k.id != id).skip(1);
-    for live in after.filter(|k| matches!(k.status, Status::Active | Status::Rotating)) {
-        note(
-            out,
-            &format!(
-                "note: its successor {} ({}) is still live; if the key leaked, the successor \
-                 may be in the same hands: `scopekey keys revoke {}`",
-                live.id, live.hint, live.id
-            ),
-        )?;
+    // The key is revoked whatever happens here: a failure is a note too.
+    let mut notes = Vec::new();
+    let mut at = id;
+    // Successors only (a lineage's ancestors do not matter here), at most
+    // as many as a listing page holds.
+    for _ in 0..500 {
+        match keys.store().successor(at).await {
+            Ok(Some(next)) => {
+                let status = next.status_at(keys.now());
+                if matches!(status, Status::Active | Status::Rotating) {
+                    notes.push(format!(
+                        "note: its successor {} ({}) is still live; if the key leaked, the \
+                         successor may be in the same hands: `scopekey keys revoke {}`",
+                        next.id, next.hint, next.id
+                    ));
+                }
+                at = next.id;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                notes.push(format!(
+                    "note: the key is revoked, but its successors could not be checked: {}",
+                    crate::failure::chain(&e)
+                ));
+                break;
+            }
+        }
     }
-    Ok(())
+    if notes.is_empty() {
+        return Ok(());
+    }
+    note(out, &notes.join("\n"))
 }
 
 /// Reads the report before touching the store, so a missing file fails

@@ -59,6 +59,11 @@ impl From<std::io::Error> for Failure {
 
 impl From<serde_json::Error> for Failure {
     fn from(e: serde_json::Error) -> Self {
+        // Output larger than the buffer is written while it is serialized:
+        // a reader gone then is a closed pipe, as anywhere else.
+        if e.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe) {
+            return Failure::BrokenPipe;
+        }
         Failure::Failed(format!("cannot write the output as JSON: {e}"))
     }
 }

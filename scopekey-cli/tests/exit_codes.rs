@@ -651,8 +651,22 @@ fn with_closed_stdout(url: &str, args: &[&str]) -> Run {
 #[test]
 fn a_closed_standard_output() {
     let db = TempSqlite::new();
+    // More than stdout's buffer (8 KiB): written while serialized.
+    let metadata = serde_json::json!({ "notes": "x".repeat(6_000) }).to_string();
     for i in 0..3 {
-        create(&db.url, &format!("k{i}"), &["orders:read"]);
+        let name = format!("k{i}");
+        let args = [
+            "keys",
+            "create",
+            "--name",
+            &name,
+            "--scope",
+            "orders:read",
+            "--metadata",
+            &metadata,
+            "--json",
+        ];
+        scopekey(&db.url, &args).json();
     }
     for args in [
         vec!["keys", "list"],
@@ -676,4 +690,11 @@ fn a_closed_standard_output() {
             "{run:#?}"
         );
     }
+    // A note for people still reaches them: a revoked key's live successor.
+    let key = create(&db.url, "rotated", &["orders:read"]);
+    let id = str_of(&key, "id");
+    scopekey(&db.url, &["keys", "rotate", id, "--json"]).json();
+    let run = with_closed_stdout(&db.url, &["keys", "revoke", id]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(run.stderr.contains("its successor"), "{run:#?}");
 }
