@@ -188,11 +188,17 @@ fn pretty() -> bool {
 /// A note for people on standard error, after what is already on standard
 /// output so the two read in order on a terminal.
 fn note(out: &mut dyn Write, text: &str) -> Result<(), Failure> {
-    // Standard output first, so a terminal shows them in order; the note
-    // goes out even if standard output is closed.
-    let flushed = out.flush();
+    out.flush()?;
     eprintln!("{text}");
-    flushed.map_err(Failure::from)
+    Ok(())
+}
+
+/// A warning for people on standard error, written even when standard
+/// output is closed (after flushing what is on it, so that a terminal shows
+/// them in order).
+fn warn(out: &mut dyn Write, text: &str) {
+    let _ = out.flush();
+    eprintln!("{text}");
 }
 
 async fn create(g: &Globals, args: CreateArgs, out: &mut dyn Write) -> Result<(), Failure> {
@@ -376,19 +382,32 @@ async fn revoke(g: &Globals, args: RevokeArgs, out: &mut dyn Write) -> Result<()
     let key = keys
         .revoke(id, args.reason.as_deref(), Actor::System)
         .await?;
-    print_key(out, &keys, &key, args.output)?;
-    // A key revoked because it leaked may have rotated itself first (its
-    // successor is a key the thief holds too): say so, the successor named.
-    // The key is revoked whatever happens here: a failure is a note too.
+    let printed = print_key(out, &keys, &key, args.output);
+    let notes = live_successors(&keys, id).await;
+    if !notes.is_empty() {
+        warn(out, &notes.join("\n"));
+    }
+    printed
+}
+
+/// Notes naming the live successors of a key just revoked: one that leaked
+/// may have rotated itself first, and its successor is then a key the thief
+/// holds too. The key is revoked whatever happens here: a failure is a note
+/// too.
+async fn live_successors(keys: &ScopeKey, id: scopekey_runtime::KeyId) -> Vec<String> {
     let mut notes = Vec::new();
+    let mut seen = std::collections::HashSet::from([id]);
     let mut at = id;
-    // Successors only (a lineage's ancestors do not matter here), at most
-    // as many as a listing page holds.
-    for _ in 0..500 {
+    loop {
         match keys.store().successor(at).await {
             Ok(Some(next)) => {
-                let status = next.status_at(keys.now());
-                if matches!(status, Status::Active | Status::Rotating) {
+                if !seen.insert(next.id) {
+                    break; // a cycle, in data edited by hand
+                }
+                if matches!(
+                    next.status_at(keys.now()),
+                    Status::Active | Status::Rotating
+                ) {
                     notes.push(format!(
                         "note: its successor {} ({}) is still live; if the key leaked, the \
                          successor may be in the same hands: `scopekey keys revoke {}`",
@@ -407,10 +426,7 @@ async fn revoke(g: &Globals, args: RevokeArgs, out: &mut dyn Write) -> Result<()
             }
         }
     }
-    if notes.is_empty() {
-        return Ok(());
-    }
-    note(out, &notes.join("\n"))
+    notes
 }
 
 /// Reads the report before touching the store, so a missing file fails
@@ -550,11 +566,11 @@ fn print_report(
                 Ok(value)
             })
             .collect::<Result<Vec<_>, serde_json::Error>>()?;
-        output::json(out, &json!({ "results": results }), pretty())?;
+        let written = output::json(out, &json!({ "results": results }), pretty());
         if let Some(hint) = format_hint(lines) {
-            note(out, &hint)?;
+            warn(out, &hint);
         }
-        return Ok(());
+        return written;
     }
     if lines.is_empty() {
         eprintln!("no keys in the input");

@@ -690,11 +690,29 @@ fn a_closed_standard_output() {
             "{run:#?}"
         );
     }
-    // A note for people still reaches them: a revoked key's live successor.
-    let key = create(&db.url, "rotated", &["orders:read"]);
+    // A warning for people still reaches them, whatever the output's size:
+    // a revoked key's live successor.
+    let args = [
+        "keys",
+        "create",
+        "--name",
+        "rotated",
+        "--scope",
+        "orders:read",
+        "--metadata",
+        &metadata,
+        "--json",
+    ];
+    let key = scopekey(&db.url, &args).json();
     let id = str_of(&key, "id");
     scopekey(&db.url, &["keys", "rotate", id, "--json"]).json();
-    let run = with_closed_stdout(&db.url, &["keys", "revoke", id]);
-    assert_eq!(run.code, 0, "{run:#?}");
-    assert!(run.stderr.contains("its successor"), "{run:#?}");
+    for json in [false, true] {
+        let mut args = vec!["keys", "revoke", id];
+        if json {
+            args.push("--json");
+        }
+        let run = with_closed_stdout(&db.url, &args);
+        assert_eq!(run.code, 0, "{run:#?}");
+        assert!(run.stderr.contains("its successor"), "{run:#?}");
+    }
 }

@@ -1416,14 +1416,21 @@ impl ScopeKey {
         self.invalidate_cache();
         let this = self.clone();
         Ok(Some(tokio::spawn(async move {
-            // Failures in a row: the wait before the next attempt doubles
-            // from 500 ms up to 30 s (an outage is not hammered, and each
-            // attempt on a path that went silent may leave a connection
-            // behind until the kernel gives up on it).
+            // Recent failures: the wait before the next attempt doubles from
+            // 500 ms up to 30 s (an outage is not hammered, and each attempt
+            // on a path that went silent may leave a connection behind until
+            // the kernel gives up on it). A notification heard, or five
+            // minutes without a failure, starts it over; listening again
+            // (a resync) does not, since a path may take a LISTEN and then
+            // go silent.
             let mut failures = 0u32;
+            let mut last_failure: Option<std::time::Instant> = None;
             loop {
                 let next = feed.next().await;
-                if next.is_ok() {
+                if matches!(next, Ok(Change::Key(_)))
+                    || last_failure
+                        .is_some_and(|t| t.elapsed() > std::time::Duration::from_secs(300))
+                {
                     failures = 0;
                 }
                 match next {
@@ -1441,6 +1448,7 @@ impl ScopeKey {
                             .saturating_mul(1 << failures.min(6))
                             .min(std::time::Duration::from_secs(30));
                         failures = failures.saturating_add(1);
+                        last_failure = Some(std::time::Instant::now());
                         tokio::time::sleep(wait).await;
                     }
                 }

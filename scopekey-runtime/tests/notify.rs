@@ -2967,12 +2967,14 @@ both_backends!(
 );
 
 /// A holder's webhook is posted to only if it is https on a public address,
-/// checked again at every delivery: URLs that a permissive runtime accepted
-/// are refused by a notifier whose runtime does not allow insecure rotation
-/// webhooks — a host name included, which the notifier resolves itself and
-/// which here resolves only to loopback. The keys are rotated all the same
-/// (the old ones keep their grace); their successors are retried like any
-/// failed delivery, and nothing reaches the receiver.
+/// checked again by a notifier whose runtime does not allow insecure
+/// rotation webhooks, for URLs a permissive runtime accepted. A URL refused
+/// on its face (`http`, an internal IP literal) leaves its key unrotated (a
+/// successor sent nowhere would be held by nobody, and the old key's grace
+/// would run out); a host name, which the notifier resolves itself and which
+/// here resolves only to loopback, is refused at delivery: that key is
+/// rotated (the old one keeps its grace), its successor retried like any
+/// failed delivery. Nothing reaches the receiver.
 async fn holder_webhooks_stay_public(db: &TestDb) {
     let clock = ManualClock::starting_now();
     let operator = Receiver::start().await;
@@ -3003,6 +3005,11 @@ async fn holder_webhooks_stay_public(db: &TestDb) {
             "internal or reserved address",
         ),
         (holder.url.clone(), "must be https"),
+        // A port the strict runtime does not allow.
+        (
+            "https://holder.example:6379/hooks".to_owned(),
+            "not one this service allows",
+        ),
     ];
     for (i, (url, _)) in urls.iter().enumerate() {
         permissive
@@ -3022,9 +3029,18 @@ async fn holder_webhooks_stay_public(db: &TestDb) {
 
     clock.advance(Duration::days(29) + Duration::hours(1));
     let pass = notifier.run_once().await.unwrap();
-    assert_eq!(pass.rotated, urls.len(), "{pass:?}");
-    assert_eq!(pass.deliveries.retried, urls.len(), "{pass:?}");
+    assert_eq!(pass.rotated, 1, "only the host name's key: {pass:?}");
+    assert_eq!(pass.deliveries.retried, 1, "{pass:?}");
     assert_eq!(holder.count(), 0, "nothing reached the holder's receiver");
+    let (resolved, refused_on_sight) = urls.split_at(1);
+    for (url, _) in refused_on_sight {
+        let listed = keys_listed(db, &clock).await;
+        let key = listed
+            .iter()
+            .find(|k| k.rotation_webhook_url.as_deref() == Some(url.as_str()))
+            .unwrap_or_else(|| panic!("the key of {url}"));
+        assert_eq!(key.status, Status::Active, "{url}: not rotated");
+    }
 
     let endpoints: HashMap<_, _> = outbox
         .endpoints()
@@ -3040,7 +3056,8 @@ async fn holder_webhooks_stay_public(db: &TestDb) {
         })
         .await
         .unwrap();
-    for (url, why) in &urls {
+    assert_eq!(deliveries.len(), 1, "{deliveries:?}");
+    for (url, why) in resolved {
         let delivery = deliveries
             .iter()
             .find(|d| &endpoints[&d.endpoint_id] == url)
@@ -3066,7 +3083,7 @@ async fn holder_webhooks_stay_public(db: &TestDb) {
         })
         .await
         .unwrap();
-    assert_eq!(given_up.len(), urls.len());
+    assert_eq!(given_up.len(), resolved.len());
     for d in &given_up {
         assert_eq!((d.state, d.attempts), (DeliveryState::Failed, 5));
         assert_eq!(d.payload, "", "erased once given up");
@@ -3076,3 +3093,17 @@ both_backends!(
     holder_webhooks_stay_public_works,
     holder_webhooks_stay_public
 );
+
+/// Every key on `db`, as the API shows them at `clock`'s time.
+async fn keys_listed(db: &TestDb, clock: &ManualClock) -> Vec<scopekey_runtime::ApiKey> {
+    ScopeKey::builder_arc(Arc::clone(&db.store))
+        .clock(clock.clone())
+        .build()
+        .list(&scopekey_runtime::ListKeys {
+            limit: Some(500),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .items
+}

@@ -506,19 +506,29 @@ mod tests {
             "https://[::1]/hooks",
             "https://[::ffff:192.168.1.1]/hooks",
         ] {
-            let why = refused_holder_url(url, &[443, 8443]).unwrap_or_else(|| panic!("{url} allowed"));
+            let why =
+                refused_holder_url(url, &[443, 8443]).unwrap_or_else(|| panic!("{url} allowed"));
             assert!(why.contains("internal or reserved address"), "{url}: {why}");
         }
         let why = refused_holder_url("http://holder.example/hooks", &[443]).unwrap();
         assert!(why.contains("must be https"), "{why}");
         assert!(refused_holder_url("not a url", &[443]).is_some());
         // Names are the resolver's to check; public literals pass.
-        assert_eq!(refused_holder_url("https://holder.example/hooks", &[443]), None);
+        assert_eq!(
+            refused_holder_url("https://holder.example/hooks", &[443]),
+            None
+        );
         assert_eq!(refused_holder_url("https://localhost/hooks", &[443]), None);
-        assert_eq!(refused_holder_url("https://93.184.215.14/hooks", &[443]), None);
+        assert_eq!(
+            refused_holder_url("https://93.184.215.14/hooks", &[443]),
+            None
+        );
         // A port the service does not allow (any longer), whoever set it.
         let why = refused_holder_url("https://holder.example:6379/hooks", &[443]).unwrap();
-        assert!(why.contains("port 6379 is not one this service allows"), "{why}");
+        assert!(
+            why.contains("port 6379 is not one this service allows"),
+            "{why}"
+        );
         assert_eq!(
             refused_holder_url("https://holder.example:8443/hooks", &[443, 8443]),
             None

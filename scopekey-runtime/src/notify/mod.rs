@@ -653,6 +653,18 @@ impl Notifier {
                 .auto_rotation_due(now, now.saturating_add(lead), after, batch)
                 .await?;
             for key in &due {
+                // A URL this service would refuse to post to (a port it
+                // does not allow, made before the rule or by a runtime that
+                // allowed more): a successor sent there would be given up,
+                // held by nobody. The key is left as it is; its expiry
+                // notices go on.
+                if self.inner.clients.holders.is_some()
+                    && let Some(why) =
+                        deliver::refused_holder_url(&key.url, keys.rotation_webhook_ports())
+                {
+                    tracing::warn!(key_id = %key.id, url = %deliver::shown_url(&key.url), reason = %why, "key is due an automatic rotation but its webhook is refused; not rotating it");
+                    continue;
+                }
                 // One registration (a write) per URL and pass, however many
                 // keys share it; whether it is disabled is read afresh for
                 // each key (another instance may have had a 410 meanwhile).
