@@ -492,6 +492,7 @@ impl ScopeKey {
 
     /// The ports a key's own webhook may name
     /// ([`ScopeKeyBuilder::rotation_webhook_ports`]).
+    #[cfg(feature = "webhooks")]
     pub(crate) fn rotation_webhook_ports(&self) -> &[u16] {
         &self.inner.config.rotation_webhook_ports
     }
