@@ -139,9 +139,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bind = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
     // The notifier opens the store a second time: an in-memory SQLite
     // database would be another, empty one.
-    if database_url.starts_with("sqlite:")
-        && (database_url.contains(":memory:") || database_url.contains("mode=memory"))
-    {
+    if scopekey::store::sqlite::is_in_memory(&database_url) {
         return Err(
             "DATABASE_URL: the demo needs a store it can open twice (its notifier \
                     has its own connections): a SQLite file or PostgreSQL, not an in-memory \

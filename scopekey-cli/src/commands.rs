@@ -43,9 +43,7 @@ fn refuse_in_memory(url: &str) -> Result<(), Failure> {
     // No file name at all (`sqlite:`, `sqlite://`): SQLite makes a
     // temporary database, deleted when closed.
     let nameless = matches!(url.split('?').next(), Some("sqlite:" | "sqlite://"));
-    if url.starts_with("sqlite:")
-        && (nameless || url.contains(":memory:") || url.contains("mode=memory"))
-    {
+    if nameless || scopekey_runtime::store::sqlite::is_in_memory(url) {
         return Err(Failure::Usage(
             "an in-memory SQLite database is gone when the command ends: name the service's \
              key store file (sqlite://path/to/keys.db)"
@@ -395,38 +393,23 @@ async fn revoke(g: &Globals, args: RevokeArgs, out: &mut dyn Write) -> Result<()
 /// holds too. The key is revoked whatever happens here: a failure is a note
 /// too.
 async fn live_successors(keys: &ScopeKey, id: scopekey_runtime::KeyId) -> Vec<String> {
-    let mut notes = Vec::new();
-    let mut seen = std::collections::HashSet::from([id]);
-    let mut at = id;
-    loop {
-        match keys.store().successor(at).await {
-            Ok(Some(next)) => {
-                if !seen.insert(next.id) {
-                    break; // a cycle, in data edited by hand
-                }
-                if matches!(
-                    next.status_at(keys.now()),
-                    Status::Active | Status::Rotating
-                ) {
-                    notes.push(format!(
-                        "note: its successor {} ({}) is still live; if the key leaked, the \
-                         successor may be in the same hands: `scopekey keys revoke {}`",
-                        next.id, next.hint, next.id
-                    ));
-                }
-                at = next.id;
-            }
-            Ok(None) => break,
-            Err(e) => {
-                notes.push(format!(
-                    "note: the key is revoked, but its successors could not be checked: {}",
-                    crate::failure::chain(&e)
-                ));
-                break;
-            }
-        }
+    match keys.successors(id).await {
+        Ok(successors) => successors
+            .iter()
+            .filter(|next| matches!(next.status, Status::Active | Status::Rotating))
+            .map(|next| {
+                format!(
+                    "note: its successor {} ({}) is still live; if the key leaked, the \
+                     successor may be in the same hands: `scopekey keys revoke {}`",
+                    next.id, next.hint, next.id
+                )
+            })
+            .collect(),
+        Err(e) => vec![format!(
+            "note: the key is revoked, but its successors could not be checked: {}",
+            crate::failure::chain(&e)
+        )],
     }
-    notes
 }
 
 /// Reads the report before touching the store, so a missing file fails

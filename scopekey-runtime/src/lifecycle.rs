@@ -1339,8 +1339,29 @@ impl ScopeKey {
         }
         ancestors.reverse();
         let mut out: Vec<ApiKey> = ancestors.iter().map(|r| self.api_key(r, now)).collect();
-        let mut next = store.successor(me.id).await?;
         out.push(self.api_key(&me, now));
+        out.extend(self.successors_after(id, seen, now).await?);
+        Ok(out)
+    }
+
+    /// The keys a key was rotated into, oldest first: its successor, that
+    /// one's, and so on (empty for a key never rotated or not stored). A
+    /// cycle in corrupted data ends the walk.
+    pub async fn successors(&self, id: KeyId) -> Result<Vec<ApiKey>, Error> {
+        self.successors_after(id, HashSet::from([id]), self.now())
+            .await
+    }
+
+    /// The successors of `id`, not revisiting the keys in `seen`.
+    async fn successors_after(
+        &self,
+        id: KeyId,
+        mut seen: HashSet<KeyId>,
+        now: OffsetDateTime,
+    ) -> Result<Vec<ApiKey>, Error> {
+        let store = &self.inner.store;
+        let mut out = Vec::new();
+        let mut next = store.successor(id).await?;
         while let Some(child) = next {
             if !seen.insert(child.id) {
                 tracing::warn!(key_id = %id, "cycle in key lineage; stopping the walk");

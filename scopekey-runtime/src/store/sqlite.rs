@@ -149,6 +149,13 @@ fn create_private(path: &std::path::Path) {
 /// flush.
 const TOUCH_CHUNK: usize = 1_000;
 
+/// Whether a SQLite URL names an in-memory database (`sqlite::memory:`,
+/// `mode=memory`): one that lives as long as a connection does, and that
+/// another pool (a notifier's, another process) would find empty.
+pub fn is_in_memory(url: &str) -> bool {
+    url.starts_with("sqlite:") && (url.contains(":memory:") || url.contains("mode=memory"))
+}
+
 /// The verification connection's memory map: SQLite's largest by default
 /// (2 GiB minus 64 KiB; a larger request is cut to it). Mapped pages are
 /// the operating system's file cache, not the process's heap.
@@ -169,7 +176,7 @@ impl SqliteStore {
     /// The main pool opens up to 8 connections; the verification connection
     /// is one more, opened at the first cache miss and kept open.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let in_memory = is_in_memory(url);
         let options = SqliteConnectOptions::from_str(url)?;
         // Only a plain path: a URI filename (`file:...`) or query options
         // (`mode=ro`, `vfs=...`) are SQLite's to read, and may not name a
