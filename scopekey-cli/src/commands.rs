@@ -280,24 +280,79 @@ async fn list(g: &Globals, args: ListArgs, out: &mut dyn Write) -> Result<(), Fa
         limit: args.paging.limit,
         cursor: args.paging.cursor,
     };
-    let mut page = keys.list(&request).await?;
-    while args.paging.all
-        && let Some(cursor) = page.next_cursor.take()
-    {
+    let first = keys.list(&request).await?;
+    let next = async |cursor| {
         request.cursor = Some(cursor);
-        let next = keys.list(&request).await?;
-        page.items.extend(next.items);
-        page.next_cursor = next.next_cursor;
+        keys.list(&request).await
+    };
+    let listing = Listing {
+        json: args.output.json,
+        all: args.paging.all,
+        headers: output::KEY_HEADERS,
+        widths: output::KEY_WIDTHS,
+        rows: output::key_rows,
+        what: "keys",
+    };
+    listing.write(out, first, next).await
+}
+
+/// How a listing command prints its pages.
+struct Listing<T> {
+    /// `--json`: one document (`{items, next_cursor}`).
+    json: bool,
+    /// `--all`: every page, each written as it arrives.
+    all: bool,
+    headers: &'static [&'static str],
+    /// The least width of each column.
+    widths: &'static [usize],
+    rows: fn(&[T]) -> Vec<Vec<String>>,
+    /// What the items are, for `no keys`.
+    what: &'static str,
+}
+
+impl<T: serde::Serialize> Listing<T> {
+    /// Writes `first`, and with `--all` each page `next` fetches after it:
+    /// one page in memory at a time, so a whole audit log goes through a
+    /// pipe without being held first.
+    async fn write(
+        self,
+        out: &mut dyn Write,
+        first: Page<T>,
+        mut next: impl AsyncFnMut(String) -> Result<Page<T>, scopekey_runtime::Error>,
+    ) -> Result<(), Failure> {
+        let mut json = if self.json {
+            Some(output::JsonItems::begin(out, pretty())?)
+        } else {
+            None
+        };
+        let mut table = output::Table::new(self.headers).at_least(self.widths);
+        let mut page = first;
+        loop {
+            match &mut json {
+                Some(json) => {
+                    for item in &page.items {
+                        json.item(out, item)?;
+                    }
+                }
+                None => table.rows(out, &(self.rows)(&page.items))?,
+            }
+            match page.next_cursor.take() {
+                Some(cursor) if self.all => page = next(cursor).await?,
+                cursor => {
+                    page.next_cursor = cursor;
+                    break;
+                }
+            }
+        }
+        if let Some(json) = json {
+            return json.end(out, page.next_cursor.as_deref());
+        }
+        if table.rows_written() == 0 {
+            eprintln!("no {}", self.what);
+            return Ok(());
+        }
+        more(out, &page, self.what)
     }
-    if args.output.json {
-        return output::json(out, &serde_json::to_value(&page)?, pretty());
-    }
-    if page.items.is_empty() {
-        eprintln!("no keys");
-        return Ok(());
-    }
-    output::key_table(out, &page.items)?;
-    more(out, &page, "keys")
 }
 
 /// Tells people how to get the next page.
@@ -656,24 +711,20 @@ async fn events(g: &Globals, args: EventsArgs, out: &mut dyn Write) -> Result<()
         limit: args.paging.limit,
         cursor: args.paging.cursor,
     };
-    let mut page = keys.events(&request).await?;
-    while args.paging.all
-        && let Some(cursor) = page.next_cursor.take()
-    {
+    let first = keys.events(&request).await?;
+    let next = async |cursor| {
         request.cursor = Some(cursor);
-        let next = keys.events(&request).await?;
-        page.items.extend(next.items);
-        page.next_cursor = next.next_cursor;
-    }
-    if args.output.json {
-        return output::json(out, &serde_json::to_value(&page)?, pretty());
-    }
-    if page.items.is_empty() {
-        eprintln!("no events");
-        return Ok(());
-    }
-    output::event_table(out, &page.items)?;
-    more(out, &page, "events")
+        keys.events(&request).await
+    };
+    let listing = Listing {
+        json: args.output.json,
+        all: args.paging.all,
+        headers: output::EVENT_HEADERS,
+        widths: output::EVENT_WIDTHS,
+        rows: output::event_rows,
+        what: "events",
+    };
+    listing.write(out, first, next).await
 }
 
 async fn prune(g: &Globals, args: PruneArgs, out: &mut dyn Write) -> Result<(), Failure> {

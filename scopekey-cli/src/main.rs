@@ -65,7 +65,11 @@
 //!   given).
 //! - `keys list [--status active|rotating|revoked|expired] [--name-prefix P]
 //!   [--limit N] [--cursor C] [--all] [--json]`: keys, newest first, one page
-//!   (50 unless `--limit`) or `--all` pages.
+//!   (50 unless `--limit`) or `--all` pages. With `--all`, each page is
+//!   written as it arrives (a pipe gets the first lines at once, and one
+//!   page is held in memory at a time): a table's column widens where a
+//!   later page needs it, and a failure part-way (exit 1) leaves the pages
+//!   written before it, so a script checks the exit status.
 //! - `keys show ID [--json]`: one key.
 //! - `keys rotate ID [--grace 24h] [--scope S ...] [--json]`: a successor
 //!   with its plaintext, once; the old key works for the grace period
@@ -82,7 +86,7 @@
 //!   that `SCOPEKEY_PEPPER` and the key prefix are the service's.
 //! - `keys lineage ID [--json]`: a key's rotation chain, oldest first.
 //! - `events [--key ID] [--limit N] [--cursor C] [--all] [--json]`: the audit
-//!   log, newest first.
+//!   log, newest first (`--all` as for `keys list`).
 //!
 //! Durations (`--expires-in`, `--grace`, `--rotate-every`) read `30d`, `24h`, `90m`, `45s`,
 //! `2w`, or combinations such as `1d12h`; a bare `0` is zero.

@@ -109,10 +109,20 @@ pub fn key_block(
     Ok(())
 }
 
-/// Keys as an aligned table.
-pub fn key_table(out: &mut dyn Write, keys: &[ApiKey]) -> Result<(), Failure> {
-    let rows = keys
-        .iter()
+/// The columns of [`key_rows`].
+pub const KEY_HEADERS: &[&str] = &[
+    "ID",
+    "STATUS",
+    "NAME",
+    "SCOPES",
+    "HINT",
+    "EXPIRES",
+    "LAST USED",
+];
+
+/// Keys as table rows, under [`KEY_HEADERS`].
+pub fn key_rows(keys: &[ApiKey]) -> Vec<Vec<String>> {
+    keys.iter()
         .map(|k| {
             vec![
                 k.id.to_string(),
@@ -124,25 +134,32 @@ pub fn key_table(out: &mut dyn Write, keys: &[ApiKey]) -> Result<(), Failure> {
                 opt_when(k.last_used_at, "never"),
             ]
         })
-        .collect::<Vec<_>>();
-    table(
-        out,
-        &[
-            "ID",
-            "STATUS",
-            "NAME",
-            "SCOPES",
-            "HINT",
-            "EXPIRES",
-            "LAST USED",
-        ],
-        &rows,
-    )
+        .collect()
 }
 
-/// Audit events as an aligned table.
-pub fn event_table(out: &mut dyn Write, events: &[AuditEvent]) -> Result<(), Failure> {
-    let rows = events
+/// The least width of each of [`KEY_HEADERS`]' columns: an id's, a time's
+/// (`never` is shorter), so that pages written one after the other line
+/// up whatever each holds.
+pub const KEY_WIDTHS: &[usize] = &[36, 8, 0, 0, 0, 20, 20];
+
+/// Keys as an aligned table.
+pub fn key_table(out: &mut dyn Write, keys: &[ApiKey]) -> Result<(), Failure> {
+    Table::new(KEY_HEADERS)
+        .at_least(KEY_WIDTHS)
+        .rows(out, &key_rows(keys))
+}
+
+/// The columns of [`event_rows`].
+pub const EVENT_HEADERS: &[&str] = &["AT", "TYPE", "KEY", "ACTOR", "DETAILS"];
+
+/// The least width of each of [`EVENT_HEADERS`]' columns (a time, an
+/// event type as long as `key.compromised`, two ids), as for
+/// [`KEY_WIDTHS`].
+pub const EVENT_WIDTHS: &[usize] = &[20, 15, 36, 36, 0];
+
+/// Audit events as table rows, under [`EVENT_HEADERS`].
+pub fn event_rows(events: &[AuditEvent]) -> Vec<Vec<String>> {
+    events
         .iter()
         .map(|e| {
             vec![
@@ -154,8 +171,7 @@ pub fn event_table(out: &mut dyn Write, events: &[AuditEvent]) -> Result<(), Fai
                 compact_details(&e.details),
             ]
         })
-        .collect::<Vec<_>>();
-    table(out, &["AT", "TYPE", "KEY", "ACTOR", "DETAILS"], &rows)
+        .collect()
 }
 
 /// `{"reason":"x"}` reads `reason=x`; nulls are left out.
@@ -213,30 +229,132 @@ pub fn status_name(result: &CompromiseResult) -> String {
 /// Columns padded to their widest cell (counted in characters, so `…`
 /// takes one); the last column is not padded.
 fn table(out: &mut dyn Write, headers: &[&str], rows: &[Vec<String>]) -> Result<(), Failure> {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+    Table::new(headers).rows(out, rows)
+}
+
+/// A table written a page at a time: the header comes with the first rows,
+/// and each column is as wide as its widest cell so far (a later page's
+/// wider cell widens the column from there on; lines already written stay
+/// as they are). Widths count characters, so `…` takes one; the last
+/// column is not padded.
+pub struct Table<'h> {
+    headers: &'h [&'h str],
+    widths: Vec<usize>,
+    rows_written: usize,
+}
+
+impl<'h> Table<'h> {
+    /// A table with these columns, nothing written yet.
+    pub fn new(headers: &'h [&'h str]) -> Self {
+        Self {
+            headers,
+            widths: headers.iter().map(|h| h.chars().count()).collect(),
+            rows_written: 0,
         }
     }
-    let line = |cells: &mut dyn Iterator<Item = &str>| {
+
+    /// Each column at least as wide as given, whatever its cells.
+    pub fn at_least(mut self, widths: &[usize]) -> Self {
+        for (w, least) in self.widths.iter_mut().zip(widths) {
+            *w = (*w).max(*least);
+        }
+        self
+    }
+
+    /// How many rows were written.
+    pub fn rows_written(&self) -> usize {
+        self.rows_written
+    }
+
+    /// Writes `rows` (the header first, the first time there are any).
+    pub fn rows(&mut self, out: &mut dyn Write, rows: &[Vec<String>]) -> Result<(), Failure> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        for row in rows {
+            for (w, cell) in self.widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        if self.rows_written == 0 {
+            let header = self.line(&mut self.headers.iter().copied());
+            writeln!(out, "{header}")?;
+        }
+        for row in rows {
+            let line = self.line(&mut row.iter().map(String::as_str));
+            writeln!(out, "{line}")?;
+        }
+        self.rows_written += rows.len();
+        Ok(())
+    }
+
+    fn line(&self, cells: &mut dyn Iterator<Item = &str>) -> String {
         let mut text = String::new();
-        for (i, (cell, width)) in cells.zip(&widths).enumerate() {
-            if i + 1 < widths.len() {
-                text.push_str(cell);
+        for (i, (cell, width)) in cells.zip(&self.widths).enumerate() {
+            text.push_str(cell);
+            if i + 1 < self.widths.len() {
                 let pad = width - cell.chars().count() + 2;
                 text.extend(std::iter::repeat_n(' ', pad));
-            } else {
-                text.push_str(cell);
             }
         }
         text
-    };
-    writeln!(out, "{}", line(&mut headers.iter().copied()))?;
-    for row in rows {
-        writeln!(out, "{}", line(&mut row.iter().map(String::as_str)))?;
     }
-    Ok(())
+}
+
+/// A listing's JSON document (`{"items": [...], "next_cursor": ...}`, as
+/// [`json`] writes a [`scopekey_runtime::Page`]) written an item at a time,
+/// so that `--all` over a large audit log holds one page in memory, not
+/// the whole log.
+pub struct JsonItems {
+    pretty: bool,
+    written: usize,
+}
+
+impl JsonItems {
+    /// Writes the document's start.
+    pub fn begin(out: &mut dyn Write, pretty: bool) -> Result<Self, Failure> {
+        out.write_all(if pretty {
+            b"{\n  \"items\": ["
+        } else {
+            b"{\"items\":["
+        })?;
+        Ok(Self { pretty, written: 0 })
+    }
+
+    /// Writes one item.
+    pub fn item<T: serde::Serialize>(
+        &mut self,
+        out: &mut dyn Write,
+        item: &T,
+    ) -> Result<(), Failure> {
+        if self.written > 0 {
+            out.write_all(b",")?;
+        }
+        if self.pretty {
+            // Indented two levels, as `to_writer_pretty` nests it.
+            let text = serde_json::to_string_pretty(item)?;
+            for line in text.lines() {
+                write!(out, "\n    {line}")?;
+            }
+        } else {
+            serde_json::to_writer(&mut *out, item)?;
+        }
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Writes the document's end, with the cursor of the page after.
+    pub fn end(self, out: &mut dyn Write, next_cursor: Option<&str>) -> Result<(), Failure> {
+        let cursor = serde_json::to_string(&next_cursor)?;
+        if !self.pretty {
+            writeln!(out, "],\"next_cursor\":{cursor}}}")?;
+        } else if self.written > 0 {
+            writeln!(out, "\n  ],\n  \"next_cursor\": {cursor}\n}}")?;
+        } else {
+            writeln!(out, "],\n  \"next_cursor\": {cursor}\n}}")?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -261,6 +379,51 @@ mod tests {
             text,
             "A         B       C\nsk_…abcd  x       last\n1         longer  z\n"
         );
+    }
+
+    #[test]
+    fn tables_written_by_page_widen_as_they_go() {
+        let mut out = Vec::new();
+        let mut table = Table::new(&["A", "B", "C"]).at_least(&[0, 3]);
+        table.rows(&mut out, &[]).unwrap();
+        assert!(out.is_empty(), "no header before the first row");
+        let row = |a: &str, b: &str| vec![a.to_owned(), b.to_owned(), "c".to_owned()];
+        table.rows(&mut out, &[row("ab", "x")]).unwrap();
+        table.rows(&mut out, &[row("abcd", "y")]).unwrap();
+        table.rows(&mut out, &[row("e", "z")]).unwrap();
+        assert_eq!(table.rows_written(), 3);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text, "A   B    C\nab  x    c\nabcd  y    c\ne     z    c\n");
+    }
+
+    /// Written an item at a time, the document is the one `json` writes
+    /// for the whole page, in both layouts.
+    #[test]
+    fn json_items_make_the_page_document() {
+        let items = [
+            json!({"id": 1, "scopes": ["a:b", "c:d"], "metadata": {}}),
+            json!({"id": 2, "nested": {"x": [1, {"y": null}]}, "empty": []}),
+        ];
+        for count in 0..=items.len() {
+            for cursor in [None, Some("18f.abc")] {
+                for pretty in [false, true] {
+                    let page = json!({"items": &items[..count], "next_cursor": cursor});
+                    let mut whole = Vec::new();
+                    json(&mut whole, &page, pretty).unwrap();
+                    let mut streamed = Vec::new();
+                    let mut doc = JsonItems::begin(&mut streamed, pretty).unwrap();
+                    for item in &items[..count] {
+                        doc.item(&mut streamed, item).unwrap();
+                    }
+                    doc.end(&mut streamed, cursor).unwrap();
+                    assert_eq!(
+                        String::from_utf8(streamed).unwrap(),
+                        String::from_utf8(whole).unwrap(),
+                        "{count} items, cursor {cursor:?}, pretty {pretty}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

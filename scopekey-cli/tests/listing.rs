@@ -146,6 +146,12 @@ async fn keys_by_status_name_and_page(db: &TestDb) {
     assert_eq!(successor_row["ID"], str_of(&successor, "id"));
     assert_eq!(successor_row["NAME"], "beta rotating");
     assert_eq!(successor_row["HINT"], str_of(&successor, "hint"));
+    // Page by page, the same table (each page written as it arrives, the
+    // columns lined up across them), and no cursor to follow.
+    let paged = scopekey(url, &["keys", "list", "--limit", "3", "--all"]);
+    assert_eq!(paged.code, 0, "{paged:#?}");
+    assert_eq!(table(&paged.stdout), rows);
+    assert!(!paged.stderr.contains("--cursor"), "{paged:#?}");
 }
 
 scopekey_runtime::both_backends!(list_filters_and_pages, keys_by_status_name_and_page);
@@ -233,6 +239,20 @@ async fn the_audit_log(db: &TestDb) {
     assert_eq!(rows[0]["ACTOR"], "system");
     assert_eq!(rows[0]["DETAILS"], "reason=done");
     assert_eq!(rows[1]["TYPE"], "key.created");
+
+    // Every page, one event a page, as one table.
+    let run = scopekey(url, &["events", "--limit", "1", "--all"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let rows = table(&run.stdout);
+    let kinds: Vec<&str> = rows.iter().map(|r| r["TYPE"].as_str()).collect();
+    let listed: Vec<&str> = all["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|e| str_of(e, "type"))
+        .collect();
+    assert_eq!(kinds, listed);
+    assert!(!run.stderr.contains("--cursor"), "{run:#?}");
 }
 
 fn page_items(a: &Value, b: &Value) -> Value {
