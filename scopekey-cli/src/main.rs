@@ -13,19 +13,23 @@
 //! scopekey keys revoke 0190c8f2-7a6e-7c3b-9d41-2f5e8a1b3c4d --reason "leaked in CI log"
 //! scanner --format=lines | scopekey keys compromised --source "secret scanning"
 //! scopekey events --key 0190c8f2-7a6e-7c3b-9d41-2f5e8a1b3c4d
+//! scopekey prune --auth-failures-older-than 90d
 //! ```
 //!
 //! # The store
 //!
-//! `--database-url URL` or `DATABASE_URL`: `sqlite://path/to/keys.db` (the
-//! file is created if missing) or `postgres://...`. The CLI may run against
+//! `--database-url URL` or `DATABASE_URL`: `sqlite://path/to/keys.db` or
+//! `postgres://...`. A SQLite file that is not there is created by
+//! `migrate` and `keys create` only; any other command fails on it (exit
+//! 1, "no key store at PATH"), so that a mistyped path never reads as an
+//! empty store (every leaked key "unknown"). The CLI may run against
 //! the same SQLite file as a running service: the runtime opens it in WAL
 //! mode with a busy timeout. A revocation made here is refused by a running
 //! service within one second (its verification cache's lifetime; on
 //! PostgreSQL, services listening for changes drop the entry at once).
 //!
 //! Every command creates or upgrades the schema first, as the demo service
-//! does on start, so a CLI pointed at a fresh file works at once; migrations
+//! does on start, so a CLI pointed at a fresh database works at once; migrations
 //! are idempotent and safe while a service runs, though one that adds an
 //! index makes writes wait while it builds (on a large store, run `migrate`
 //! at a quiet time). `--no-migrate` turns this off (for a database role
@@ -87,6 +91,9 @@
 //! - `keys lineage ID [--json]`: a key's rotation chain, oldest first.
 //! - `events [--key ID] [--limit N] [--cursor C] [--all] [--json]`: the audit
 //!   log, newest first (`--all` as for `keys list`).
+//! - `prune --auth-failures-older-than DURATION [--json]`: delete the
+//!   `auth.failed` events older than that (`0`: all of them); every other
+//!   event is kept. Run it from a timer or a cron job: refusals accumulate.
 //!
 //! Durations (`--expires-in`, `--grace`, `--rotate-every`) read `30d`, `24h`, `90m`, `45s`,
 //! `2w`, or combinations such as `1d12h`; a bare `0` is zero.

@@ -30,16 +30,26 @@
 //!
 //! # Design choices
 //!
-//! - Tables are `scopekey_keys` and `scopekey_events` (and, with the
-//!   `webhooks` feature, `scopekey_webhook_endpoints`, `scopekey_notices`
-//!   and `scopekey_deliveries`), unqualified, so in the schema the
+//! - Tables are `scopekey_keys`, `scopekey_events`,
+//!   `scopekey_webhook_endpoints`, `scopekey_notices` and
+//!   `scopekey_deliveries` (the last three created whatever the features,
+//!   used only with `webhooks`), unqualified, so in the schema the
 //!   connection's `search_path` names first on PostgreSQL; migrations are
 //!   tracked in `_scopekey_migrations`, apart from the application's own
 //!   sqlx migrations. On PostgreSQL they run on a connection of their own,
-//!   closed afterwards: sqlx's migrator holds a session-level advisory lock
-//!   (one per database, shared with the application's own sqlx
-//!   migrations), and a migration that failed would otherwise leave it held
-//!   on a pooled connection. Each runs in a transaction. Those that add an index
+//!   made from the store's connect options and closed afterwards: sqlx's
+//!   migrator holds a session-level advisory lock (one per database,
+//!   shared with the application's own sqlx migrations), and a migration
+//!   that failed would otherwise leave it held on a pooled connection. So
+//!   a pool given to `PgStore::from_pool` whose `after_connect` hook sets
+//!   the `search_path` migrates into the connect options' schema, not the
+//!   hook's: put the schema in the URL (`?options=-c search_path=...`) or
+//!   the connect options instead. Each runs in a transaction. Shipped
+//!   migrations never change (each file's checksum is pinned by a test;
+//!   sqlx refuses a database whose applied migration differs), new ones
+//!   are added. A database migrated by a newer version is refused by an
+//!   older one (sqlx: a migration applied but unknown): roll back by
+//!   restoring the database too, or keep the newer version. Those that add an index
 //!   (0002 to 0004 on the keys, 0005 on the audit log, 0006 on the webhook
 //!   outbox) read the whole table while writes to it wait (0006: creating,
 //!   rotating and revoking keys, which enqueue deliveries): on a large

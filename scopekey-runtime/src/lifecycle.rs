@@ -406,7 +406,12 @@ impl ScopeKeyBuilder {
     /// that, each known key's first refusal in a second is written all the
     /// same (for up to 64 keys a second), so that one key refused in a loop
     /// cannot hide another's. 0 writes none. They accumulate: delete old
-    /// ones with [`ScopeKey::prune_auth_failures`].
+    /// ones with [`ScopeKey::prune_auth_failures`]. Each is written in a
+    /// task of its own: a refusal is answered without waiting for the
+    /// store, so its timing does not tell whether its event was written
+    /// (nor, then, a key the store knows from one it does not).
+    /// [`ScopeKey::events`] on this runtime waits for the writes begun
+    /// before it; another process sees an event once it is written.
     pub fn auth_failures_per_second(mut self, limit: u32) -> Self {
         self.config.auth_failures_per_second = limit;
         self
@@ -924,13 +929,18 @@ impl ScopeKey {
     }
 
     /// Writes an `auth.failed` event, at most the configured number a
-    /// second, waiting for the store at most the verification timeout.
+    /// second, in a task of its own (waiting for the store at most the
+    /// verification timeout): the refusal is not held up by it, so its
+    /// timing is the same whether its event was admitted or not (see
+    /// [`FailureWrites`](crate::verify::FailureWrites)). Listing the audit
+    /// log on this runtime waits for it.
     async fn record_auth_failure(
         &self,
         key_id: Option<KeyId>,
         details: serde_json::Value,
         now: OffsetDateTime,
     ) {
+        use tracing::Instrument;
         if !self.inner.verifier.admit_failure_event(
             now,
             self.inner.config.auth_failures_per_second,
@@ -940,14 +950,28 @@ impl ScopeKey {
         }
         let event = self.event(now, event_type::AUTH_FAILED, key_id, None, details);
         let timeout = self.inner.verifier.store_timeout();
-        match tokio::time::timeout(timeout, self.inner.store.insert_event(&event)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "could not record auth.failed event"),
-            Err(_) => tracing::warn!(
-                ?timeout,
-                "stopped waiting for the auth.failed event's write (it may still be recorded)"
-            ),
-        }
+        let store = Arc::clone(&self.inner.store);
+        let write = self.inner.verifier.failure_writes().begin();
+        let task = async move {
+            let _write = write;
+            match tokio::time::timeout(timeout, store.insert_event(&event)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not record auth.failed event"),
+                Err(_) => tracing::warn!(
+                    ?timeout,
+                    "stopped waiting for the auth.failed event's write (it may still be recorded)"
+                ),
+            }
+        };
+        tokio::spawn(task.in_current_span());
+    }
+
+    /// Waits (at most twice the store timeout) for the `auth.failed` writes
+    /// this runtime began before the call, so that a listing shows the
+    /// refusals this node has already answered.
+    async fn failure_writes_settled(&self) {
+        let wait = self.inner.verifier.store_timeout().saturating_mul(2);
+        let _ = tokio::time::timeout(wait, self.inner.verifier.failure_writes().settled()).await;
     }
 
     /// Rotates a key: a successor with the same (or fewer) scopes, while the
@@ -996,13 +1020,14 @@ impl ScopeKey {
             .get(id)
             .await?
             .ok_or_else(|| Error::NotFound(id.to_string()))?;
-        rotatable(&parent, now)?;
         let (parent_scopes, parent_grants) = self.grants_of(&parent)?;
         // Rotating another key ends it (after the grace, at once with none)
         // and hands its successor to the caller: only a caller whose key
         // covers every scope of it may, whatever the successor is asked to
         // hold. Else a key with `api_keys:write` could end any key sharing
         // one of its scopes (the admin's `*`), asking for that one alone.
+        // Before the key's state is judged: a caller that may not rotate
+        // it does not learn whether it is revoked, expired or rotated.
         if let Actor::Key(p) = actor
             && p.id != parent.id
             && !p.grants().includes_all(&parent_grants)
@@ -1012,6 +1037,7 @@ impl ScopeKey {
                 missing(&parent_grants, p.grants())
             )));
         }
+        self.rotatable_by(&parent, actor, now).await?;
         let (scopes, grants) = match &options.scopes {
             None => (parent_scopes, parent_grants.clone()),
             Some(asked) => self.grants(asked)?,
@@ -1040,7 +1066,20 @@ impl ScopeKey {
         // (or, past the calendar's end — a parent meant to last "forever",
         // say until 9999-12-31 — the parent's own expiry).
         let child_expires_at = match parent.rotation_period {
-            Some(period) => Some(now + period),
+            // Checked again: a period edited by hand in the store, out of
+            // range, is the row's fault, not a reason to panic (the
+            // notifier passes such a key over and goes on).
+            Some(period) => Some(
+                check_period(period)
+                    .ok()
+                    .and_then(|period| now.checked_add(period))
+                    .ok_or_else(|| {
+                        Error::Unavailable(StoreError::corrupt(format!(
+                            "key {} has an invalid stored rotation period",
+                            parent.id
+                        )))
+                    })?,
+            ),
             None => parent
                 .expires_at
                 .map(|e| now.checked_add(e - parent.created_at).unwrap_or(e)),
@@ -1121,12 +1160,33 @@ impl ScopeKey {
             }
             RotateOutcome::NotFound => Err(Error::NotFound(id.to_string())),
             RotateOutcome::Conflict(now_record) => {
-                rotatable(&now_record, now)?;
+                self.rotatable_by(&now_record, actor, now).await?;
                 Err(Error::Conflict(format!(
                     "key {id} was rotated concurrently"
                 )))
             }
         }
+    }
+
+    /// Whether `record` may be rotated ([`rotatable`]), as `actor` is told:
+    /// a key rotating itself once revoked or expired (revoked on another
+    /// node, still in this one's cache) gets the refusal any request with
+    /// it gets ([`Error::ActorRevoked`]: 401 over HTTP), not a 409 saying
+    /// what became of it.
+    async fn rotatable_by(
+        &self,
+        record: &KeyRecord,
+        actor: Actor<'_>,
+        now: OffsetDateTime,
+    ) -> Result<(), Error> {
+        let judged = rotatable(record, now);
+        if judged.is_err()
+            && actor.key_id() == Some(record.id)
+            && matches!(record.status_at(now), Status::Revoked | Status::Expired)
+        {
+            return Err(self.actor_refused(actor, "rotate", now).await);
+        }
+        judged
     }
 
     fn grants_of(&self, record: &KeyRecord) -> Result<(Vec<String>, Grants), Error> {
@@ -1295,6 +1355,7 @@ impl ScopeKey {
     /// A page of the audit log (of one key, or all), newest first.
     pub async fn events(&self, request: &ListEvents) -> Result<Page<AuditEvent>, Error> {
         let limit = page_size(request.limit)?;
+        self.failure_writes_settled().await;
         if let Some(id) = request.key_id
             && self.inner.store.get(id).await?.is_none()
         {

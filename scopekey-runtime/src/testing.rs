@@ -308,7 +308,9 @@ pub async fn someone_waits_for_a_lock(conn: &mut PgConnection) {
 /// A store that holds each revocation and rotation back after the store it
 /// wraps has made it (committed), until the test releases it: a caller that
 /// stops waiting in that moment (a client hanging up, a timeout) is the
-/// case tested. Everything else is passed through.
+/// case tested. With [`hold_events`](Self::hold_events) set, each audit
+/// event written on its own (`auth.failed`) is held back the same way
+/// before it is written. Everything else is passed through.
 pub struct PausingStore {
     inner: Arc<dyn Store>,
     /// Notified (one permit a change) when a change has been made and is
@@ -316,6 +318,8 @@ pub struct PausingStore {
     pub made: Arc<tokio::sync::Notify>,
     /// One permit lets one held change return.
     pub release: Arc<tokio::sync::Semaphore>,
+    /// Hold each [`Store::insert_event`] back, before writing, too.
+    pub hold_events: std::sync::atomic::AtomicBool,
 }
 
 impl PausingStore {
@@ -325,6 +329,7 @@ impl PausingStore {
             inner,
             made: Arc::new(tokio::sync::Notify::new()),
             release: Arc::new(tokio::sync::Semaphore::new(0)),
+            hold_events: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -407,6 +412,9 @@ impl Store for PausingStore {
         outcome
     }
     async fn insert_event(&self, event: &crate::AuditEvent) -> Result<(), crate::StoreError> {
+        if self.hold_events.load(std::sync::atomic::Ordering::SeqCst) {
+            self.hold().await;
+        }
         self.inner.insert_event(event).await
     }
     async fn list_events(

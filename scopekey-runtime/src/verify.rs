@@ -134,7 +134,68 @@ pub(crate) struct Verifier {
     /// that name a key.
     named_failures: Mutex<NamedSecond>,
     anonymous_failures: SecondBudget,
+    /// The `auth.failed` writes under way (see [`FailureWrites`]).
+    failure_writes: Arc<FailureWrites>,
     store_timeout: Duration,
+}
+
+/// The `auth.failed` writes under way in tasks of their own: a refusal is
+/// answered without waiting for its event, so that how long it takes does
+/// not tell a key the store knows (revoked, expired: its first refusal in a
+/// second always written) from one it does not (written only within the
+/// budget the garbage shares). A reading of the audit log on this runtime
+/// first waits for the writes begun before it ([`settled`](Self::settled)),
+/// so what this node refused is in what it lists.
+#[derive(Debug, Default)]
+pub(crate) struct FailureWrites {
+    /// Tickets handed out so far, and those whose write has not ended.
+    tickets: Mutex<(u64, std::collections::BTreeSet<u64>)>,
+    ended: tokio::sync::Notify,
+}
+
+/// One write under way: ends its ticket when dropped (written, failed,
+/// timed out, or its task dropped with the runtime).
+pub(crate) struct FailureWrite {
+    writes: Arc<FailureWrites>,
+    ticket: u64,
+}
+
+impl Drop for FailureWrite {
+    fn drop(&mut self) {
+        lock(&self.writes.tickets).1.remove(&self.ticket);
+        self.writes.ended.notify_waiters();
+    }
+}
+
+impl FailureWrites {
+    /// A ticket for a write about to begin.
+    pub(crate) fn begin(self: &Arc<Self>) -> FailureWrite {
+        let mut tickets = lock(&self.tickets);
+        let ticket = tickets.0;
+        tickets.0 += 1;
+        tickets.1.insert(ticket);
+        FailureWrite {
+            writes: Arc::clone(self),
+            ticket,
+        }
+    }
+
+    /// Waits until every write begun before this call has ended (each is
+    /// bounded by the store timeout); writes begun meanwhile are not waited
+    /// for, so a stream of refusals cannot hold a reader off.
+    pub(crate) async fn settled(&self) {
+        let before = lock(&self.tickets).0;
+        loop {
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            let oldest = lock(&self.tickets).1.first().copied();
+            if oldest.is_none_or(|t| t >= before) {
+                return;
+            }
+            ended.await;
+        }
+    }
 }
 
 /// The refusals of known keys admitted in the current second: their count,
@@ -180,6 +241,7 @@ impl Verifier {
             in_flight: Mutex::new(HashMap::default()),
             named_failures: Mutex::default(),
             anonymous_failures: SecondBudget::default(),
+            failure_writes: Arc::default(),
             store_timeout: config.store_timeout,
         }
     }
@@ -275,6 +337,11 @@ impl Verifier {
     /// How long a verification may wait for the store.
     pub(crate) fn store_timeout(&self) -> Duration {
         self.store_timeout
+    }
+
+    /// The `auth.failed` writes under way.
+    pub(crate) fn failure_writes(&self) -> &Arc<FailureWrites> {
+        &self.failure_writes
     }
 
     /// Forgets a hash: the next verification reads the store.

@@ -358,13 +358,13 @@ async fn a_revoked_actor_mints_nothing(db: &TestDb) {
             (serde_json::json!("revoked"), serde_json::json!("rotate")),
         ]
     );
-    // The key itself may still not rotate itself: that is a conflict, as
-    // before.
+    // Nor may it rotate itself: refused as the key is everywhere else, not
+    // told (409) what became of it.
     let err = keys
         .rotate(admin.key.id, RotateOptions::default(), Actor::Key(&p))
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+    assert!(matches!(err, Error::ActorRevoked), "{err:?}");
 }
 both_backends!(
     a_revoked_actor_mints_nothing_works,
@@ -695,6 +695,64 @@ async fn rotation_conflicts(db: &TestDb) {
     ));
 }
 both_backends!(rotation_conflicts_work, rotation_conflicts);
+
+/// A caller that may not rotate a key learns nothing of its state: a key
+/// with `api_keys:write` that does not cover the key gets 403 whether the
+/// key is live, revoked, expired or rotated. A key rotating itself after a
+/// revocation its node has not heard of yet (another node made it) gets
+/// the refusal every request with it gets, not a 409 telling what happened.
+async fn rotation_refusals_tell_nothing(db: &TestDb) {
+    let (keys, clock) = runtime(db);
+    let writer = key(&keys, "writer", &["api_keys:write", "orders:read"]).await;
+    let writer = keys.verify(writer.plaintext.expose_secret()).await.unwrap();
+    let revoked = key(&keys, "revoked", &["billing:read"]).await;
+    keys.revoke(revoked.key.id, None, Actor::System)
+        .await
+        .unwrap();
+    let rotated = key(&keys, "rotated", &["billing:read"]).await;
+    keys.rotate(rotated.key.id, RotateOptions::default(), Actor::System)
+        .await
+        .unwrap();
+    let expired = keys
+        .create(
+            NewKey::new("expired", ["billing:read"]).expires_in(Duration::seconds(5)),
+            Actor::System,
+        )
+        .await
+        .unwrap();
+    let live = key(&keys, "live", &["billing:read"]).await;
+    clock.advance(Duration::seconds(5));
+    for target in [&revoked, &rotated, &expired, &live] {
+        let refused = keys
+            .rotate(target.key.id, RotateOptions::default(), Actor::Key(&writer))
+            .await;
+        assert!(
+            matches!(&refused, Err(Error::Forbidden(m)) if m.contains("billing:read")),
+            "{}: {refused:?}",
+            target.key.name
+        );
+    }
+
+    // Another node revokes a key this node still holds as valid.
+    let elsewhere = ScopeKey::builder_arc(Arc::clone(&db.store))
+        .clock(clock.clone())
+        .build();
+    let own = key(&keys, "own", &["orders:read"]).await;
+    let principal = keys.verify(own.plaintext.expose_secret()).await.unwrap();
+    elsewhere
+        .revoke(own.key.id, Some("leaked"), Actor::System)
+        .await
+        .unwrap();
+    let refused = keys
+        .rotate(own.key.id, RotateOptions::default(), Actor::Key(&principal))
+        .await;
+    assert!(matches!(refused, Err(Error::ActorRevoked)), "{refused:?}");
+    assert!(db.store.successor(own.key.id).await.unwrap().is_none());
+}
+both_backends!(
+    rotation_refusals_tell_a_caller_nothing_it_may_not_know,
+    rotation_refusals_tell_nothing
+);
 
 /// Rotations racing for one key: fewer than either store's pool holds
 /// connections (8 on SQLite, 16 on PostgreSQL), so none waits for a
@@ -2210,3 +2268,39 @@ async fn pruning_auth_failures(db: &TestDb) {
     ));
 }
 both_backends!(auth_failures_are_pruned, pruning_auth_failures);
+
+/// A rotation period edited by hand in the store, out of range, fails the
+/// key's rotation as corrupt data (the notifier passes such a key over),
+/// instead of overflowing the successor's expiry and panicking.
+async fn corrupt_rotation_period(db: &TestDb) {
+    let (keys, _) = runtime(db);
+    let k = keys
+        .create(
+            NewKey::new("policy", ["a:b"]).rotate_every(Duration::days(90)),
+            Actor::System,
+        )
+        .await
+        .unwrap();
+    db.execute(&format!(
+        "UPDATE scopekey_keys SET rotation_period_seconds = {} WHERE id = '{}'",
+        i64::MAX,
+        k.key.id
+    ))
+    .await;
+    let refused = keys
+        .rotate(k.key.id, RotateOptions::default(), Actor::System)
+        .await;
+    assert!(
+        matches!(&refused, Err(Error::Unavailable(e)) if e.is_corrupt()),
+        "{refused:?}"
+    );
+    assert!(db.store.successor(k.key.id).await.unwrap().is_none());
+    // The key can still be revoked.
+    keys.revoke(k.key.id, Some("odd"), Actor::System)
+        .await
+        .unwrap();
+}
+both_backends!(
+    a_corrupt_rotation_period_fails_the_rotation_only,
+    corrupt_rotation_period
+);

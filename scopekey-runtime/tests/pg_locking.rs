@@ -271,3 +271,103 @@ async fn connect_sends_nothing_a_pooler_refuses() {
     store.pool().close().await;
     db.cleanup().await;
 }
+
+/// Two pruners at once (a cron job on two hosts), on a database whose
+/// default isolation is repeatable read: the second neither waits for the
+/// batch the first holds nor fails over it once deleted; it deletes the
+/// rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruners_at_once_share_the_work() {
+    let Some(db) = pg().await else { return };
+    db.set_default_isolation("repeatable read").await;
+    db.execute(
+        "INSERT INTO scopekey_events (id, type, at, details) \
+         SELECT gen_random_uuid(), 'auth.failed', \
+                now() - interval '100 days' - g * interval '1 second', '{}'::jsonb \
+         FROM generate_series(1, 2500) AS g",
+    )
+    .await;
+    // A store whose connections start after the change of default.
+    let pg = scopekey_runtime::store::postgres::PgStore::connect(&db.url)
+        .await
+        .unwrap();
+    let keys = ScopeKey::builder_arc(Arc::new(pg)).build();
+
+    // The other pruner holds the 1,000 oldest.
+    let mut other = PgConnection::connect(&db.url).await.unwrap();
+    other.execute("BEGIN").await.unwrap();
+    other
+        .execute(
+            "DELETE FROM scopekey_events WHERE id IN (SELECT id FROM scopekey_events \
+             WHERE type = 'auth.failed' ORDER BY at, id LIMIT 1000)",
+        )
+        .await
+        .unwrap();
+    let deleted = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        keys.prune_auth_failures(time::Duration::days(90)),
+    )
+    .await
+    .expect("waited for the rows the other pruner holds")
+    .expect("pruned");
+    assert_eq!(deleted, 1_500);
+    other.execute("COMMIT").await.unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM scopekey_events")
+        .fetch_one(&mut other)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    db.cleanup().await;
+}
+
+/// A large last-use flush commits a chunk of keys at a time: a revocation
+/// of one of them waits for its chunk, not for the whole flush. Shown by
+/// holding a key of the second chunk: the first chunk is already written
+/// while the flush waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_last_use_flush_commits_a_chunk_at_a_time() {
+    let Some(db) = pg().await else { return };
+    let keys = ScopeKey::builder_arc(Arc::clone(&db.store)).build();
+    let mut ids = Vec::new();
+    for i in 0..1_001 {
+        let made = keys
+            .create(NewKey::new(format!("k{i}"), ["a:b"]), Actor::System)
+            .await
+            .unwrap();
+        ids.push(made.key.id);
+    }
+    ids.sort();
+    let (first, last) = (ids[0], ids[1_000]);
+
+    // Someone holds the last key, in id order, the flush's second chunk.
+    let mut holder = PgConnection::connect(&db.url).await.unwrap();
+    holder.execute("BEGIN").await.unwrap();
+    holder
+        .execute(AssertSqlSafe(format!(
+            "SELECT 1 FROM scopekey_keys WHERE id = '{last}' FOR UPDATE"
+        )))
+        .await
+        .unwrap();
+    let at = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap();
+    let batch: Vec<_> = ids.iter().rev().map(|id| (*id, at)).collect();
+    let flushing = tokio::spawn({
+        let store = Arc::clone(&db.store);
+        async move { store.touch_last_used(&batch).await }
+    });
+    let mut watcher = PgConnection::connect(&db.url).await.unwrap();
+    someone_waits_for_a_lock(&mut watcher).await;
+    let written: Option<time::OffsetDateTime> =
+        sqlx::query_scalar("SELECT last_used_at FROM scopekey_keys WHERE id = $1")
+            .bind(first.0)
+            .fetch_one(&mut watcher)
+            .await
+            .unwrap();
+    assert_eq!(written, Some(at), "the first chunk is committed");
+    holder.execute("COMMIT").await.unwrap();
+    flushing.await.unwrap().expect("flushed");
+    let stored = db.store.get(last).await.unwrap().expect("stored");
+    assert_eq!(stored.last_used_at, Some(at));
+    db.cleanup().await;
+}

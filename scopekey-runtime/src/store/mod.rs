@@ -19,6 +19,11 @@ pub const MAX_PAGE_SIZE: u32 = 500;
 /// The page size when none is asked for.
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
 
+/// Keys written by one transaction of a last-used flush (both stores): a
+/// revocation of one of them waits for a chunk, never for a whole large
+/// flush.
+pub(crate) const TOUCH_CHUNK: usize = 1_000;
+
 /// Where a listing resumes: the last item of the previous page. Listings are
 /// ordered newest first by `(created_at, id)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,7 +267,8 @@ pub trait Store: Send + Sync + 'static {
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<AuditEvent>, StoreError>;
 
     /// Deletes up to `limit` events of type `kind` dated before `before`,
-    /// oldest first, and says how many (fewer than `limit`: none is left).
+    /// oldest first, and says how many (fewer than `limit`: none is left,
+    /// or what is left is being deleted by another pruner at the same time).
     /// Used to prune `auth.failed` events. The default deletes nothing (a
     /// store that keeps its whole log); the SQLite and PostgreSQL stores
     /// delete.
@@ -362,6 +368,38 @@ pub(crate) fn micros(t: OffsetDateTime) -> i64 {
 pub(crate) fn from_micros(us: i64) -> Result<OffsetDateTime, StoreError> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)
         .map_err(|e| StoreError::new("stored time out of range", e).into_corrupt())
+}
+
+/// Fails unless each embedded migration is the one pinned (version and
+/// the first 16 hex digits of its BLAKE3 hash): a shipped migration must
+/// never change, since sqlx refuses a database where an applied
+/// migration's checksum differs. Add a migration instead.
+#[cfg(all(test, any(feature = "sqlite", feature = "postgres")))]
+pub(crate) fn assert_migrations_pinned(
+    files: &[(i64, &'static str, &'static str)],
+    pinned: &[(i64, &str)],
+) {
+    let actual: Vec<(i64, String)> = files
+        .iter()
+        .map(|&(version, _, sql)| {
+            (
+                version,
+                blake3::hash(sql.as_bytes()).to_hex()[..16].to_owned(),
+            )
+        })
+        .collect();
+    let expected: Vec<(i64, String)> = pinned.iter().map(|&(v, h)| (v, h.to_owned())).collect();
+    assert_eq!(
+        actual[..expected.len().min(actual.len())],
+        expected[..],
+        "a shipped migration changed: databases that applied it would refuse to start; \
+         add a new migration instead"
+    );
+    assert_eq!(
+        actual.len(),
+        expected.len(),
+        "a migration was added: pin it here once it ships ({actual:?})"
+    );
 }
 
 /// Builds the migrator for one backend's embedded SQL files. Migrations are

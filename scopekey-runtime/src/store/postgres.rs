@@ -727,17 +727,24 @@ impl Store for PgStore {
         before: OffsetDateTime,
         limit: u32,
     ) -> Result<u64, StoreError> {
+        // At read committed whatever the database's default (a repeatable
+        // read pruner would fail on rows another pruner deleted first), and
+        // skipping rows another pruner holds: two pruners at once (a cron
+        // job on two hosts) share the work instead of waiting on, or
+        // failing over, the same batch.
+        let mut tx = begin(&self.pool).await?;
         let deleted = sqlx::query(
             "DELETE FROM scopekey_events WHERE id IN \
              (SELECT id FROM scopekey_events WHERE type = $1 AND at < $2 \
-              ORDER BY at, id LIMIT $3)",
+              ORDER BY at, id LIMIT $3 FOR UPDATE SKIP LOCKED)",
         )
         .bind(kind)
         .bind(before)
         .bind(i64::from(limit))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
+        tx.commit().await?;
         Ok(deleted)
     }
 
@@ -789,28 +796,40 @@ impl Store for PgStore {
         Ok(events.iter().filter_map(super::minted_key).collect())
     }
 
+    /// One transaction per 1,000 keys, taken in id order: the rows a
+    /// transaction updates stay locked until it commits, so a revocation of
+    /// one of them waits for a chunk, never for a whole large flush. Times
+    /// only move forward, so a flush that fails part-way and is retried
+    /// whole rewrites nothing wrongly.
     async fn touch_last_used(&self, batch: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
-        let ids: Vec<Uuid> = batch.iter().map(|(id, _)| id.0).collect();
-        let times: Vec<OffsetDateTime> = batch.iter().map(|(_, at)| *at).collect();
-        // The rows are locked first, in id order: an UPDATE locks them in
-        // whatever order its plan reads them, and two servers flushing the
-        // same keys in different orders would deadlock (one flush aborted
-        // after a second's wait, revocations of those keys waiting too).
-        let mut tx = begin(&self.pool).await?;
-        sqlx::query("SELECT 1 FROM scopekey_keys WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
+        let mut batch = batch.to_vec();
+        batch.sort_unstable_by_key(|(id, _)| id.0);
+        for chunk in batch.chunks(super::TOUCH_CHUNK) {
+            let ids: Vec<Uuid> = chunk.iter().map(|(id, _)| id.0).collect();
+            let times: Vec<OffsetDateTime> = chunk.iter().map(|(_, at)| *at).collect();
+            // The rows are locked first, in id order: an UPDATE locks them
+            // in whatever order its plan reads them, and two servers
+            // flushing the same keys in different orders would deadlock
+            // (one flush aborted after a second's wait, revocations of those
+            // keys waiting too).
+            let mut tx = begin(&self.pool).await?;
+            sqlx::query(
+                "SELECT 1 FROM scopekey_keys WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
+            )
             .bind(&ids)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "UPDATE scopekey_keys AS k SET last_used_at = v.at \
-             FROM unnest($1::uuid[], $2::timestamptz[]) AS v(id, at) \
-             WHERE k.id = v.id AND (k.last_used_at IS NULL OR k.last_used_at < v.at)",
-        )
-        .bind(&ids)
-        .bind(&times)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+            sqlx::query(
+                "UPDATE scopekey_keys AS k SET last_used_at = v.at \
+                 FROM unnest($1::uuid[], $2::timestamptz[]) AS v(id, at) \
+                 WHERE k.id = v.id AND (k.last_used_at IS NULL OR k.last_used_at < v.at)",
+            )
+            .bind(&ids)
+            .bind(&times)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        }
         Ok(())
     }
 
@@ -829,6 +848,22 @@ mod tests {
         assert_eq!(from_hex(&to_hex(hash.as_bytes())), Some(hash));
         assert_eq!(from_hex("zz"), None);
         assert_eq!(from_hex(&"g".repeat(64)), None);
+    }
+
+    /// The migrations as shipped: see [`super::super::assert_migrations_pinned`].
+    #[test]
+    fn shipped_migrations_never_change() {
+        super::super::assert_migrations_pinned(
+            MIGRATIONS,
+            &[
+                (1, "72820df47461dc6c"),
+                (2, "7e2e6e718ff8ac07"),
+                (3, "af8a9e7355d95459"),
+                (4, "8a03ca5330f7ab51"),
+                (5, "509b50639f9eeb8a"),
+                (6, "88b2f925bdafbc61"),
+            ],
+        );
     }
 
     /// With nothing listening on the port, sqlx retries the refused

@@ -145,10 +145,6 @@ fn create_private(path: &std::path::Path) {
     let _ = open.open(path);
 }
 
-/// Keys written by one statement (and one transaction) of a last-used
-/// flush.
-const TOUCH_CHUNK: usize = 1_000;
-
 /// Whether a SQLite URL names an in-memory database (`sqlite::memory:`,
 /// `mode=memory`): one that lives as long as a connection does, and that
 /// another pool (a notifier's, another process) would find empty.
@@ -801,7 +797,7 @@ impl Store for SqliteStore {
     /// timeout). Times only move forward, so a flush that fails part-way and
     /// is retried whole rewrites nothing wrongly.
     async fn touch_last_used(&self, batch: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
-        for chunk in batch.chunks(TOUCH_CHUNK) {
+        for chunk in batch.chunks(super::TOUCH_CHUNK) {
             let rows: Vec<(String, i64)> = chunk
                 .iter()
                 .map(|(id, at)| (id.to_string(), micros(*at)))
@@ -828,6 +824,22 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
     use crate::key::KeyFormat;
+
+    /// The migrations as shipped: see [`super::super::assert_migrations_pinned`].
+    #[test]
+    fn shipped_migrations_never_change() {
+        super::super::assert_migrations_pinned(
+            MIGRATIONS,
+            &[
+                (1, "24a5c445199d93a9"),
+                (2, "7b7bf376b062fb68"),
+                (3, "af8a9e7355d95459"),
+                (4, "d845a5162d703fb7"),
+                (5, "509b50639f9eeb8a"),
+                (6, "88b2f925bdafbc61"),
+            ],
+        );
+    }
 
     /// Bound on a lookup that must not wait for the verification connection.
     const PROMPT: Duration = Duration::from_secs(5);
