@@ -39,6 +39,8 @@ enum Reply {
     WithHeader(u16, &'static str, &'static str),
     /// Never answers (a receiver that hangs).
     Hang,
+    /// Answers 200 after this long (a slow receiver).
+    Slow(StdDuration),
 }
 
 #[derive(Debug, Clone)]
@@ -169,6 +171,10 @@ impl Receiver {
             Reply::Hang => {
                 tokio::time::sleep(StdDuration::from_secs(3600)).await;
                 return;
+            }
+            Reply::Slow(wait) => {
+                tokio::time::sleep(wait).await;
+                (200, String::new())
             }
         };
         let response = format!(
@@ -1156,6 +1162,57 @@ both_backends!(
     throttling_honours_retry_after
 );
 
+/// A delivery far into its retries that is answered 503 without
+/// `Retry-After` waits its own backoff (hours), but pauses its endpoint for
+/// a first backoff only: a later delivery to the same endpoint goes out
+/// within `initial_backoff`, not behind it.
+async fn one_throttled_delivery_holds_up_no_other(db: &TestDb) {
+    let e = env_with(db, |c| {
+        c.max_attempts = 20;
+        c.max_backoff = Duration::hours(6);
+    })
+    .await;
+    e.receiver.script([Reply::Status(503)]);
+    let first = key_expiring_in(&e.keys, "first", Duration::days(10)).await;
+    assert_eq!(e.notifier.record_notices().await.unwrap(), (1, 0));
+    db.execute("UPDATE scopekey_deliveries SET attempts = 11")
+        .await;
+    assert_eq!(e.notifier.deliver_due().await.unwrap().retried, 1);
+    let outbox = e.notifier.outbox();
+    let of = |id| DeliveryFilter {
+        key_id: Some(id),
+        ..DeliveryFilter::default()
+    };
+    let d = &outbox.deliveries(&of(first)).await.unwrap()[0];
+    assert_eq!((d.attempts, d.last_status), (12, Some(503)));
+    assert!(
+        // Half to all of 10 s doubled 11 times: 2.8 to 5.7 hours.
+        d.next_attempt_at - e.clock.now() >= Duration::hours(2),
+        "its own backoff: {d:?}"
+    );
+    let endpoint = &outbox.endpoints().await.unwrap()[0];
+    let paused = endpoint.paused_until.expect("paused");
+    assert!(
+        paused <= e.clock.now() + Duration::seconds(10),
+        "briefly: {paused}"
+    );
+
+    // A `key.compromised` announcement, say: here another notice.
+    let second = key_expiring_in(&e.keys, "second", Duration::days(10)).await;
+    assert_eq!(e.notifier.record_notices().await.unwrap(), (1, 0));
+    e.clock.advance(Duration::seconds(10));
+    assert_eq!(e.notifier.deliver_due().await.unwrap().delivered, 1);
+    let requests = e.receiver.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[1].json()["data"]["id"], second.to_string());
+    let d = &outbox.deliveries(&of(first)).await.unwrap()[0];
+    assert_eq!((d.state, d.attempts), (DeliveryState::Pending, 12));
+}
+both_backends!(
+    one_throttled_delivery_holds_up_no_other_works,
+    one_throttled_delivery_holds_up_no_other
+);
+
 async fn request_timeout(db: &TestDb) {
     // Short, so that the hang below fails soon; the hang outlasts it
     // whatever its length. The retry, which must succeed, runs under a
@@ -1303,6 +1360,55 @@ both_backends!(
     shutdown_mid_batch_loses_nothing_works,
     shutdown_mid_batch_loses_nothing
 );
+
+/// A shutdown waits for the batch in flight, not the whole pass: with a
+/// slow receiver and one delivery a batch, the first is sent and recorded,
+/// and the others are left pending and unclaimed (not leased to a notifier
+/// going away) for the next pass.
+async fn shutdown_between_batches(db: &TestDb) {
+    const SLOW: StdDuration = StdDuration::from_secs(3);
+    let e = env_with(db, |c| {
+        c.interval = StdDuration::from_millis(50);
+        c.request_timeout = StdDuration::from_secs(30);
+        c.batch_size = 1;
+    })
+    .await;
+    e.receiver.script(std::iter::repeat_n(Reply::Slow(SLOW), 5));
+    for i in 0..5 {
+        key_expiring_in(&e.keys, &format!("k{i}"), Duration::days(10)).await;
+    }
+    assert_eq!(e.notifier.record_notices().await.unwrap(), (5, 0));
+    let handle = e.notifier.clone().spawn();
+    e.receiver.wait_for(1).await;
+    let asked = std::time::Instant::now();
+    handle.shutdown().await;
+    let took = asked.elapsed();
+    assert!(took < SLOW * 2, "one batch, not five: {took:?}");
+    assert_eq!(e.receiver.count(), 1, "no batch claimed after the stop");
+    let all = e
+        .notifier
+        .outbox()
+        .deliveries(&DeliveryFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 5);
+    let (sent, left): (Vec<_>, Vec<_>) = all
+        .iter()
+        .partition(|d| d.state == DeliveryState::Delivered);
+    assert_eq!(sent.len(), 1, "the batch in flight was recorded: {all:?}");
+    assert_eq!(sent[0].attempts, 1);
+    for d in &left {
+        assert_eq!(
+            (d.state, d.attempts, d.claimed_until),
+            (DeliveryState::Pending, 0, None),
+            "{d:?}"
+        );
+    }
+    // The next pass (of any notifier) sends them at once.
+    e.receiver.script.lock().unwrap().clear();
+    assert_eq!(e.notifier.run_once().await.unwrap().deliveries.delivered, 4);
+}
+both_backends!(shutdown_between_batches_works, shutdown_between_batches);
 
 // ---------------------------------------------------------------------------
 // Enqueuing events of one's own, transactionally.
@@ -2454,6 +2560,163 @@ async fn no_secret_no_rotation(db: &TestDb) {
     assert_eq!(holder.count(), 1);
 }
 both_backends!(no_secret_no_rotation_works, no_secret_no_rotation);
+
+/// The `action` of the one `key.expiring` notice `receiver` got for `id`.
+fn notice_action(receiver: &Receiver, id: KeyId) -> String {
+    let notices: Vec<Value> = receiver
+        .requests()
+        .iter()
+        .map(Received::json)
+        .filter(|b| b["type"] == "key.expiring" && b["data"]["id"] == id.to_string())
+        .collect();
+    assert_eq!(notices.len(), 1, "one notice for {id}");
+    notices[0]["data"]["action"]
+        .as_str()
+        .expect("an action")
+        .to_owned()
+}
+
+/// A notifier without a rotation secret rotates nothing: the notices of
+/// keys that opted in to automatic rotation tell their holders to rotate.
+async fn without_a_secret_notices_say_rotate(db: &TestDb) {
+    let e = env(db).await;
+    let with_secret = auto_runtime(Arc::clone(&db.store), &e.clock);
+    let id = with_secret
+        .create(
+            auto_rotating("machine", "https://holder.example/hooks"),
+            Actor::System,
+        )
+        .await
+        .unwrap()
+        .key
+        .id;
+    e.clock.advance(Duration::days(16));
+    let pass = e.notifier.run_once().await.unwrap();
+    assert_eq!((pass.rotated, pass.notices), (0, 1), "{pass:?}");
+    assert_eq!(notice_action(&e.receiver, id), "rotate");
+}
+both_backends!(
+    without_a_secret_notices_say_rotate_works,
+    without_a_secret_notices_say_rotate
+);
+
+/// A notice says `"automatic_rotation"` (nothing to do) only for a key its
+/// notifier would rotate; an opted-in key it would leave alone has its
+/// holder told to rotate: one whose webhook is refused on sight (a port
+/// this service does not allow), one whose endpoint is disabled (as after
+/// a 410 Gone).
+async fn notices_promise_only_rotations_that_happen(db: &TestDb) {
+    let clock = ManualClock::starting_now();
+    let operator = Receiver::start().await;
+    let permissive = auto_runtime(Arc::clone(&db.store), &clock);
+    let create = |name: &'static str, url: &'static str| {
+        let keys = permissive.clone();
+        async move {
+            keys.create(auto_rotating(name, url), Actor::System)
+                .await
+                .unwrap()
+                .key
+                .id
+        }
+    };
+    let fine = create("fine", "https://holder.example/hooks").await;
+    let refused = create("refused", "https://holder.example:6379/hooks").await;
+    let gone = create("gone", "https://gone.example/hooks").await;
+    let gone_endpoint = Notifier::new(
+        permissive.clone(),
+        Outbox::connect(&db.url).await.unwrap(),
+        NotifierConfig {
+            endpoints: vec![EndpointConfig::new(
+                "https://gone.example/hooks",
+                SECRET.parse().unwrap(),
+            )],
+            ..NotifierConfig::default()
+        },
+    )
+    .unwrap();
+    gone_endpoint.register().await.unwrap();
+    assert!(
+        gone_endpoint
+            .outbox()
+            .disable_endpoint("https://gone.example/hooks", "410 Gone", clock.now())
+            .await
+            .unwrap()
+    );
+    // A service that allows port 443 alone.
+    let strict = ScopeKey::builder_arc(Arc::clone(&db.store))
+        .clock(clock.clone())
+        .default_grace(Duration::hours(24))
+        .rotation_webhook_secret(ROTATION_SECRET.parse().unwrap())
+        .build();
+    let outbox = Outbox::connect(&db.url).await.unwrap();
+    let notifier = Notifier::new(strict, outbox, config(&operator)).unwrap();
+    clock.advance(Duration::days(16));
+    let pass = notifier.run_once().await.unwrap();
+    assert_eq!((pass.rotated, pass.notices), (0, 3), "{pass:?}");
+    assert_eq!(notice_action(&operator, fine), "automatic_rotation");
+    assert_eq!(notice_action(&operator, refused), "rotate");
+    assert_eq!(notice_action(&operator, gone), "rotate");
+}
+both_backends!(
+    notices_promise_only_rotations_that_happen_works,
+    notices_promise_only_rotations_that_happen
+);
+
+/// A default grace shorter than the pass interval (here 0) does not cut the
+/// old key short: rotated up to an interval before it expires, it keeps
+/// working until then, its holder's window to receive the successor.
+async fn automatic_rotation_never_shortens_a_key(db: &TestDb) {
+    let clock = ManualClock::starting_now();
+    let operator = Receiver::start().await;
+    let holder = Receiver::start().await;
+    let keys = ScopeKey::builder_arc(Arc::clone(&db.store))
+        .clock(clock.clone())
+        .default_grace(Duration::ZERO)
+        .rotation_webhook_secret(ROTATION_SECRET.parse().unwrap())
+        .allow_insecure_rotation_webhooks(true)
+        .build();
+    let created = keys
+        .create(
+            auto_rotating("machine", &holder.url).expires_at(clock.now() + Duration::seconds(30)),
+            Actor::System,
+        )
+        .await
+        .unwrap();
+    let old = created.key.id;
+    let expires_at = created.key.expires_at.unwrap();
+    let plaintext = created.plaintext.expose_secret().to_owned();
+    let notifier = Notifier::new(
+        keys.clone(),
+        Outbox::connect(&db.url).await.unwrap(),
+        NotifierConfig {
+            interval: StdDuration::from_secs(60),
+            ..config(&operator)
+        },
+    )
+    .unwrap();
+    // Due: it expires within the interval.
+    assert_eq!(notifier.run_once().await.unwrap().rotated, 1);
+    holder.wait_for(1).await;
+    let parent = keys.get(old).await.unwrap();
+    assert_eq!(
+        (parent.status, parent.expires_at),
+        (Status::Rotating, Some(expires_at))
+    );
+    assert_eq!(keys.verify(&plaintext).await.unwrap().id, old);
+    clock.advance(expires_at - Duration::seconds(1) - clock.now());
+    keys.invalidate_cache();
+    assert_eq!(keys.verify(&plaintext).await.unwrap().id, old);
+    clock.advance(Duration::seconds(1));
+    keys.invalidate_cache();
+    assert!(matches!(
+        keys.verify(&plaintext).await,
+        Err(VerifyError::Expired)
+    ));
+}
+both_backends!(
+    automatic_rotation_never_shortens_a_key_works,
+    automatic_rotation_never_shortens_a_key
+);
 
 /// A holder URL that is also (or once was) one of the operator's configured
 /// endpoints still gets its sealed successors, from a notifier that does

@@ -133,7 +133,9 @@ pub struct NotifierConfig {
     /// `max_attempts: 60` keeps a delivery for about 6 to 12 days.
     pub max_attempts: u32,
     /// The wait after the first failed attempt; it doubles after each
-    /// further failure (default 30 s; at least 1 s).
+    /// further failure (default 30 s; at least 1 s). Also the longest an
+    /// endpoint answering 429, 502, 503 or 504 without `Retry-After` is
+    /// paused as a whole (the delivery answered so waits its own backoff).
     pub initial_backoff: Duration,
     /// The longest wait between attempts (default 6 h); also the cap on an
     /// honoured `Retry-After`.

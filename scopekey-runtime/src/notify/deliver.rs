@@ -41,8 +41,11 @@ pub(crate) struct Clients {
 /// Builds the HTTP clients: HTTP/1.1 only, rustls with the ring provider and
 /// the platform's trust store, redirects never followed, and `timeout` on
 /// every request, connection included. Without any system CA certificate
-/// (a minimal container), plain `http://` endpoints still work: `https`
-/// then fails at set-up if configured, or at delivery otherwise.
+/// (a minimal container), set-up fails when `tls_needed_for` says why TLS
+/// is needed (an `https` endpoint is configured, or keys' own webhooks,
+/// `https`, are to receive successors); otherwise plain `http://` endpoints
+/// still work, and an `https` URL (a holder's, when insecure rotation
+/// webhooks are allowed) fails at delivery.
 ///
 /// Unless `insecure_holders`, there is a holders' client, which connects
 /// only to public addresses: it resolves host names itself and drops every
@@ -54,10 +57,10 @@ pub(crate) struct Clients {
 /// anywhere.
 pub(crate) fn clients(
     timeout: std::time::Duration,
-    needs_tls: bool,
+    tls_needed_for: Option<&str>,
     insecure_holders: bool,
 ) -> Result<Clients, NotifyError> {
-    let tls = tls(needs_tls)?;
+    let tls = tls(tls_needed_for)?;
     let builder = || {
         reqwest::Client::builder()
             .tls_backend_preconfigured(tls.clone())
@@ -142,20 +145,20 @@ pub(crate) fn refused_holder_url(url: &str, ports: &[u16]) -> Option<String> {
     })
 }
 
-fn tls(needs_tls: bool) -> Result<rustls::ClientConfig, NotifyError> {
+fn tls(needed_for: Option<&str>) -> Result<rustls::ClientConfig, NotifyError> {
     use rustls_platform_verifier::BuilderVerifierExt;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| NotifyError::Config(format!("TLS setup failed: {e}")))?;
-    let tls = match builder.clone().with_platform_verifier() {
-        Ok(b) => b.with_no_client_auth(),
-        Err(e) if needs_tls => {
+    let tls = match (builder.clone().with_platform_verifier(), needed_for) {
+        (Ok(b), _) => b.with_no_client_auth(),
+        (Err(e), Some(why)) => {
             return Err(NotifyError::Config(format!(
-                "TLS setup failed (an https webhook URL needs the system's CA certificates): {e}"
+                "TLS setup failed: https needs the system's CA certificates ({why}): {e}"
             )));
         }
-        Err(e) => {
+        (Err(e), None) => {
             tracing::warn!(error = %e, "no TLS trust roots; https webhook URLs would fail");
             builder
                 .dangerous()
@@ -546,7 +549,7 @@ mod tests {
             listener.local_addr().unwrap().port()
         );
         let timeout = std::time::Duration::from_secs(5);
-        let strict = clients(timeout, false, false).unwrap();
+        let strict = clients(timeout, None, false).unwrap();
         let holders = strict.holders.expect("a holders' client");
         let refused = holders.get(&url).send().await.unwrap_err();
         let chain = error_chain(&refused);
@@ -558,7 +561,7 @@ mod tests {
             tokio::time::timeout(std::time::Duration::from_millis(50), listener.accept());
         assert!(accepted.await.is_err(), "no connection was made");
 
-        let insecure = clients(timeout, false, true).unwrap();
+        let insecure = clients(timeout, None, true).unwrap();
         assert!(insecure.holders.is_none(), "no checks when insecure");
         for client in [strict.endpoints, insecure.endpoints] {
             let sent = tokio::spawn({

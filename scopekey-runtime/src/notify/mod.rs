@@ -54,7 +54,20 @@
 //! itself, `POST /api-keys/{id}/rotate`, and a key under a rotation policy,
 //! `rotation_period_seconds` not null, gets a fresh period with its
 //! successor) or `"automatic_rotation"` (nothing to do: the notifier rotates
-//! it when due and delivers the successor to the key's own webhook).
+//! it when due and delivers the successor to the key's own webhook). The
+//! action is the recording notifier's judgement, as the notice is
+//! recorded: `"automatic_rotation"` only for a key that opted in (a
+//! rotation webhook) and that this notifier would rotate — its runtime has
+//! a rotation secret, which opens the key's own signing secret; the
+//! webhook URL is not refused on sight (below); its endpoint is not
+//! disabled. Any other key's holder is told to rotate, opted in or not. A
+//! rotation refused for what the notice does not check (a stored scope
+//! that no longer parses), or a successor that never reaches its holder
+//! (a host name that resolves only to internal addresses, retries run
+//! out), shows in the audit log (`webhook.failed`) and the server's log;
+//! the key's later notices still say `"automatic_rotation"`. A notifier
+//! without a rotation secret warns once, at start, when live keys opted
+//! in to automatic rotation.
 //!
 //! **The outbox.** A delivery is a row of `scopekey_deliveries`, one per
 //! event and endpoint (unique), written in the same transaction as the audit
@@ -77,7 +90,9 @@
 //! the lease runs out, so a sender that dies mid-batch delays its rows by
 //! one lease and loses none. Results are written only under the same token,
 //! so a sender whose lease ran out cannot overwrite its successor's work —
-//! except a 2xx, which is recorded whoever holds the row. Delivery is at
+//! except a 2xx, which is recorded whoever holds the row, even over a
+//! failure recorded meanwhile (the receiver has it; the `webhook.failed`
+//! audited then stays in the log). Delivery is at
 //! least once: a receiver may see a `webhook-id` twice if a sender dies
 //! between the receiver's answer and recording it, and should deduplicate
 //! on it.
@@ -87,8 +102,12 @@
 //! (`initial_backoff` doubled per failure, at most `max_backoff`) until
 //! `max_attempts`, then the delivery is marked failed and audited as
 //! `webhook.failed` on the key's log. 429, 502, 503 and 504 also pause the
-//! whole endpoint for the wait, honouring `Retry-After` when it asks for
-//! longer. 410 Gone fails the delivery and disables the endpoint
+//! whole endpoint: for as long as `Retry-After` asks (at most
+//! `max_backoff`), or, without one, for a first backoff only (at most
+//! `initial_backoff`), so that one delivery far into its retries does not
+//! hold up the endpoint's others (a `key.compromised` announcement) for
+//! hours; that delivery itself waits its own backoff, or the `Retry-After`
+//! if longer. 410 Gone fails the delivery and disables the endpoint
 //! (`webhook.endpoint_disabled`): nothing more is enqueued for it or sent to
 //! it until [`Outbox::enable_endpoint`]. Every request has a timeout.
 //! Audit events and logs name an endpoint by its id and its scheme, host
@@ -147,6 +166,14 @@
 //! it ends that step, and the pass reports the first such error once every
 //! step has run.
 //!
+//! **Shutting down** ([`NotifierHandle::shutdown`]) cuts the pass in
+//! progress short between rounds: the batch of deliveries in flight is
+//! sent and its results recorded, then no new batch is claimed and no new
+//! round of rotations, notices or housekeeping starts. What is left stays
+//! pending and unclaimed, for the next pass of any notifier, so a
+//! shutdown waits for one batch (each request within `request_timeout`),
+//! not a whole pass.
+//!
 //! **Signatures** follow Standard Webhooks: see [`signature`].
 //!
 //! **Endpoints** are rows identified by URL, registered (upserted) by each
@@ -166,11 +193,10 @@
 //! signing secret of that key and its successors, once). When the runtime has a
 //! [rotation webhook secret](crate::ScopeKeyBuilder::rotation_webhook_secret),
 //! the notifier rotates such a key once it is due — when its expiry falls within the runtime's default grace
-//! (or within one pass interval, if that is longer), so the old key keeps
-//! working for that whole grace, but a successor never before the middle
-//! of its lifetime (so a key whose period is no more than twice that lead,
-//! a grace raised after it was created, say, rotates at its middle and
-//! keeps working for the other half) — and posts the
+//! (or within one pass interval, if that is longer), but a successor never
+//! before the middle of its lifetime (so a key whose period is no more
+//! than twice that lead, a grace raised after it was created, say, rotates
+//! at its middle) — and posts the
 //! successor to that URL as a `key.rotated` webhook whose `data` is the
 //! successor's key object plus `key`, its plaintext. The rotation and the
 //! delivery row are written in one transaction, and the store's conditional
@@ -183,8 +209,17 @@
 //! (Standard Webhooks), with the key lineage's own random secret — stored
 //! sealed, so no holder can sign for another and none learns the
 //! operator's webhook secret. Like every delivery it is retried with backoff
-//! and given up after `max_attempts` (audited as `webhook.failed`); the old
-//! key's grace is the holder's window to receive it. A notifier none of
+//! and given up after `max_attempts` (audited as `webhook.failed`). An
+//! automatic rotation never shortens the old key's life: its grace is the
+//! runtime's default grace or the time the key has left, whichever is
+//! longer, so the old key keeps working until its own expiry (with a grace
+//! shorter than the pass interval, 0 included, it is rotated up to an
+//! interval before that), and that time is the holder's window to receive
+//! the successor. Keys' own webhooks being `https`, a notifier whose
+//! runtime has a rotation secret (and does not allow insecure rotation
+//! webhooks) needs the system's CA certificates: without them
+//! [`Notifier::new`] fails, as with an `https` endpoint configured, rather
+//! than rotate keys whose successors could never be delivered. A notifier none of
 //! whose rotation secrets opens a sealed delivery leaves it to one that
 //! can, counting no attempt, until its key is no longer live (revoked or
 //! expired): then it gives it up, erased, audited as `webhook.failed`. It
@@ -259,7 +294,7 @@ pub use signature::{SignatureError, WebhookVerifier, sign, verify};
 
 use crate::error::{Error, StoreError};
 use crate::key::KeyId;
-use crate::lifecycle::{Actor, RotateOptions, ScopeKey};
+use crate::lifecycle::{Actor, MAX_GRACE, RotateOptions, ScopeKey};
 use crate::model::{AuditEvent, KeyRecord, Status};
 use crate::store::OutboxDelivery;
 use deliver::Outcome;
@@ -364,13 +399,38 @@ impl std::fmt::Debug for Notifier {
     }
 }
 
+/// Why a notifier needs the system's TLS trust roots, if it does: an
+/// `https` endpoint is configured, or it would rotate keys automatically
+/// (the runtime has a rotation secret) and keys' own webhooks must be
+/// `https` (insecure rotation webhooks not allowed), the holders' client
+/// using the same TLS set-up. Without roots such a notifier does not start:
+/// it would deliver nothing to the first, and it would rotate keys whose
+/// successors no holder could ever receive while the old keys run out.
+fn tls_needed_for(config: &NotifierConfig, keys: &ScopeKey) -> Option<&'static str> {
+    if config
+        .endpoints
+        .iter()
+        .any(|e| e.url.to_ascii_lowercase().starts_with("https:"))
+    {
+        return Some("an https webhook URL is configured");
+    }
+    (!keys.rotation_secrets().is_empty() && !keys.insecure_rotation_webhooks()).then_some(
+        "the runtime has a rotation secret, and keys' own rotation webhooks are https (unless \
+         insecure rotation webhooks are allowed)",
+    )
+}
+
 /// Upper bound on claim or scan rounds in one call, so a pass ends (and a
 /// shutdown is noticed) even under a flood.
 const MAX_ROUNDS: usize = 100;
 
 impl Notifier {
     /// A notifier for this runtime's keys, on the outbox of the same
-    /// database. Checks the settings; touches nothing yet.
+    /// database. Checks the settings; touches nothing yet. Fails
+    /// ([`NotifyError::Config`]) on a machine without CA certificates when
+    /// it would need TLS: an `https` endpoint is configured, or the runtime
+    /// has a rotation secret and does not allow insecure rotation webhooks
+    /// (keys' own webhooks are `https`).
     pub fn new(
         keys: ScopeKey,
         outbox: Outbox,
@@ -385,13 +445,9 @@ impl Notifier {
             .collect();
         thresholds.sort_unstable();
         thresholds.dedup();
-        let needs_tls = config
-            .endpoints
-            .iter()
-            .any(|e| e.url.to_ascii_lowercase().starts_with("https:"));
         let clients = deliver::clients(
             config.request_timeout,
-            needs_tls,
+            tls_needed_for(&config, &keys),
             keys.insecure_rotation_webhooks(),
         )?;
         Ok(Self {
@@ -463,6 +519,20 @@ impl Notifier {
                         );
                     }
                 }
+                // Keys that opted in to automatic rotation, served by a
+                // runtime that cannot rotate them: their notices tell their
+                // holders to rotate (`action: "rotate"`), and the operator
+                // hears of it once.
+                if self.inner.keys.rotation_secrets().is_empty()
+                    && self.inner.outbox.backend.auto_rotating_keys(now).await?
+                {
+                    tracing::warn!(
+                        "some live keys opted in to automatic rotation (a rotation webhook), but this \
+                         runtime has no rotation secret (ScopeKeyBuilder::rotation_webhook_secret, \
+                         SCOPEKEY_ROTATION_SECRET): this notifier does not rotate them, and their \
+                         expiry notices tell their holders to rotate them"
+                    );
+                }
                 Ok::<_, NotifyError>(out)
             })
             .await?;
@@ -476,14 +546,21 @@ impl Notifier {
     /// whatever the ones before it returned; the first error (in that
     /// order) is the pass's.
     pub async fn run_once(&self) -> Result<PassReport, NotifyError> {
+        self.pass(&Stop::default()).await
+    }
+
+    /// [`run_once`](Self::run_once), cut short once `stop` is requested:
+    /// the round in flight (a batch of deliveries, of due keys) finishes and
+    /// is recorded, and no new one starts.
+    async fn pass(&self, stop: &Stop) -> Result<PassReport, NotifyError> {
         self.register().await?;
         // A failed rotation or notice holds up no delivery, and
         // housekeeping runs even when recording a delivery failed.
-        let rotated = self.rotate_due().await;
-        let notices = self.record_notices().await;
-        let deliveries = self.deliver_due().await;
-        let given_up = self.give_up_disabled().await;
-        let pruned = self.prune_deliveries().await;
+        let rotated = self.rotate_due_or_stop(stop).await;
+        let notices = self.record_notices_or_stop(stop).await;
+        let deliveries = self.deliver_due_or_stop(stop).await;
+        let given_up = self.give_up_disabled(stop).await;
+        let pruned = self.prune_deliveries_or_stop(stop).await;
         let (rotated, (notices, expired), deliveries, given_up, pruned) =
             (rotated?, notices?, deliveries?, given_up?, pruned?);
         Ok(PassReport {
@@ -501,10 +578,13 @@ impl Notifier {
     /// pass). Disabling such an endpoint gives up its deliveries at once;
     /// this catches a successor enqueued by a rotation that checked the
     /// endpoint just before another instance disabled it. How many.
-    async fn give_up_disabled(&self) -> Result<usize, NotifyError> {
+    async fn give_up_disabled(&self, stop: &Stop) -> Result<usize, NotifyError> {
         const BATCH: u32 = 1_000;
         let mut given_up = 0;
         for _ in 0..MAX_ROUNDS {
+            if stop.requested() {
+                break;
+            }
             let now = self.inner.keys.now();
             let n = self
                 .inner
@@ -532,6 +612,10 @@ impl Notifier {
     /// next pass goes on). How many. Does nothing when the retention is
     /// `None`. Pending deliveries are never deleted, however old.
     pub async fn prune_deliveries(&self) -> Result<usize, NotifyError> {
+        self.prune_deliveries_or_stop(&Stop::default()).await
+    }
+
+    async fn prune_deliveries_or_stop(&self, stop: &Stop) -> Result<usize, NotifyError> {
         const BATCH: u32 = 1_000;
         let Some(retention) = self.inner.config.delivery_retention else {
             return Ok(0);
@@ -539,6 +623,9 @@ impl Notifier {
         let before = self.inner.keys.now() - retention;
         let mut pruned = 0;
         for _ in 0..MAX_ROUNDS {
+            if stop.requested() {
+                break;
+            }
             let deleted = self.inner.outbox.backend.prune(before, BATCH).await?;
             pruned += usize::try_from(deleted).unwrap_or(usize::MAX);
             if deleted < u64::from(BATCH) {
@@ -553,6 +640,10 @@ impl Notifier {
     /// does not decode) is logged and passed over; a store failure ends
     /// the call.
     pub async fn record_notices(&self) -> Result<(usize, usize), NotifyError> {
+        self.record_notices_or_stop(&Stop::default()).await
+    }
+
+    async fn record_notices_or_stop(&self, stop: &Stop) -> Result<(usize, usize), NotifyError> {
         self.register().await?;
         let now = self.inner.keys.now();
         let batch = self.inner.config.batch_size;
@@ -565,6 +656,9 @@ impl Notifier {
             // would come back at the head of every page.
             let mut after = None;
             for _ in 0..MAX_ROUNDS {
+                if stop.requested() {
+                    return Ok((notices, 0));
+                }
                 let page = self
                     .inner
                     .outbox
@@ -588,6 +682,9 @@ impl Notifier {
             let since = now - self.inner.config.expired_lookback;
             let mut after = None;
             for _ in 0..MAX_ROUNDS {
+                if stop.requested() {
+                    break;
+                }
                 let page = self
                     .inner
                     .outbox
@@ -610,9 +707,10 @@ impl Notifier {
 
     /// Rotates the keys that opted in to automatic rotation (a
     /// `rotation_webhook_url`) and are due: those whose expiry is within the
-    /// runtime's default grace (or one pass interval, if longer), so that the
-    /// old key keeps its full grace; a successor not before the middle of
-    /// its lifetime.
+    /// runtime's default grace (or one pass interval, if longer); a
+    /// successor not before the middle of its lifetime. The old key keeps
+    /// working until its own expiry: the grace of an automatic rotation is
+    /// the default grace or the time the key has left, whichever is longer.
     /// Each successor's plaintext is sealed into the outbox, for that key's
     /// own webhook, in the rotation's transaction: committed together or not
     /// at all. Several notifiers may race: the store's conditional rotation
@@ -628,6 +726,10 @@ impl Notifier {
     /// a [rotation webhook secret](crate::ScopeKeyBuilder::rotation_webhook_secret).
     /// How many were rotated.
     pub async fn rotate_due(&self) -> Result<usize, NotifyError> {
+        self.rotate_due_or_stop(&Stop::default()).await
+    }
+
+    async fn rotate_due_or_stop(&self, stop: &Stop) -> Result<usize, NotifyError> {
         let keys = &self.inner.keys;
         let Some(secret) = keys.rotation_secrets().first() else {
             return Ok(0);
@@ -645,6 +747,11 @@ impl Notifier {
         let mut after = crate::verify::lock(&self.inner.rotation_resume).take();
         let mut endpoints: HashMap<String, Uuid> = HashMap::new();
         for round in 0..MAX_ROUNDS {
+            if stop.requested() {
+                // The next pass, if any, goes on from here.
+                *crate::verify::lock(&self.inner.rotation_resume) = after;
+                break;
+            }
             let now = keys.now();
             let due = self
                 .inner
@@ -683,6 +790,12 @@ impl Notifier {
                     tracing::warn!(key_id = %key.id, url = %deliver::shown_url(&key.url), "key is due an automatic rotation but its webhook endpoint is disabled; not rotating it");
                     continue;
                 }
+                // Never shorter than the time the key has left: with a grace
+                // shorter than the interval (0, say), a key due up to an
+                // interval before it expires would otherwise end at once,
+                // before its holder has the successor. (At most `MAX_GRACE`,
+                // beyond which a rotation is refused.)
+                let grace = grace.max(key.expires_at - now).min(MAX_GRACE);
                 if self.rotate_one(key.id, endpoint_id, grace, secret).await? {
                     rotated += 1;
                 }
@@ -798,7 +911,11 @@ impl Notifier {
         let Some(record) = self.inner.keys.store().get(id).await? else {
             return Ok(false);
         };
-        let (event, data) = notice_event(&record, kind, threshold_seconds, now);
+        let automatic = match kind {
+            NoticeKind::Expiring => self.rotates_automatically(&record).await?,
+            NoticeKind::Expired => false,
+        };
+        let (event, data) = notice_event(&record, kind, threshold_seconds, automatic, now);
         let recorded = self
             .inner
             .outbox
@@ -818,9 +935,40 @@ impl Notifier {
         Ok(recorded)
     }
 
+    /// Whether this notifier would rotate the key automatically once it is
+    /// due, as [`rotate_due`](Self::rotate_due) decides: the key opted in
+    /// (a rotation webhook), the runtime has a rotation secret and one of
+    /// its secrets opens the key's own signing secret, the webhook URL is
+    /// not refused on sight (`https`, a port allowed, no internal IP
+    /// literal; unless insecure rotation webhooks are allowed), and its
+    /// endpoint is not disabled (410 Gone). A rotation can still be
+    /// refused for what is not checked here (a stored scope that no longer
+    /// parses), or the successor fail to reach a host name that resolves
+    /// only to internal addresses: those show in the audit log
+    /// (`webhook.failed`) and the server's log.
+    async fn rotates_automatically(&self, record: &KeyRecord) -> Result<bool, StoreError> {
+        let Some(url) = record.rotation_webhook_url.as_deref() else {
+            return Ok(false);
+        };
+        let keys = &self.inner.keys;
+        if keys.rotation_secrets().is_empty() || keys.webhook_secret_of(record).is_none() {
+            return Ok(false);
+        }
+        if self.inner.clients.holders.is_some()
+            && deliver::refused_holder_url(url, keys.rotation_webhook_ports()).is_some()
+        {
+            return Ok(false);
+        }
+        Ok(!self.inner.outbox.backend.url_disabled(url).await?)
+    }
+
     /// Claims and sends the deliveries due now (batches sent concurrently),
     /// until none is due.
     pub async fn deliver_due(&self) -> Result<DeliveryReport, NotifyError> {
+        self.deliver_due_or_stop(&Stop::default()).await
+    }
+
+    async fn deliver_due_or_stop(&self, stop: &Stop) -> Result<DeliveryReport, NotifyError> {
         let endpoints = self.registered().await?;
         let mut report = DeliveryReport::default();
         let ids: Vec<Uuid> = endpoints.iter().map(|e| e.id).collect();
@@ -837,6 +985,12 @@ impl Notifier {
         // them again).
         let mut left = Vec::new();
         for _ in 0..MAX_ROUNDS {
+            // Stopping: the batch before this one is sent and recorded; the
+            // deliveries after it stay unclaimed, for whichever sender
+            // comes next, not leased to one going away.
+            if stop.requested() {
+                break;
+            }
             let now = self.inner.keys.now();
             let token = Uuid::now_v7();
             let claimed = match self
@@ -1073,13 +1227,21 @@ impl Notifier {
             } => {
                 let asked = retry_after.map(|r| r.min(config.max_backoff));
                 let wait = backoff().max(asked.unwrap_or(Duration::ZERO));
+                // The endpoint as a whole waits as long as it asked, or, not
+                // asked, a first backoff only: this delivery's own wait grows
+                // with its failures (to hours), and the endpoint's other
+                // deliveries (a `key.compromised` among them) are not to
+                // queue behind it.
+                let pause = asked.unwrap_or_else(|| {
+                    deliver::backoff(1, config.initial_backoff, config.max_backoff)
+                });
                 (
                     Completion::Retry {
                         at,
                         next_attempt_at: at + wait,
                         status: Some(status),
                         error: format!("HTTP {status}: slowing down for {wait}"),
-                        pause_until: Some(at + wait),
+                        pause_until: Some(at + pause),
                     },
                     Tally::Retried,
                 )
@@ -1146,6 +1308,7 @@ impl Notifier {
     /// the task running.
     pub fn spawn(self) -> NotifierHandle {
         let (stop, mut stopped) = watch::channel(false);
+        let signal = Stop(Some(stopped.clone()));
         let interval = self.inner.config.interval;
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
@@ -1161,9 +1324,10 @@ impl Notifier {
                     },
                     _ = tick.tick() => {}
                 }
-                // A pass is not cancelled by a shutdown: in-flight requests
-                // finish (each within the request timeout) and are recorded.
-                match self.run_once().await {
+                // A pass is not cancelled by a shutdown, but cut short:
+                // the round in flight finishes (its requests each within
+                // the request timeout) and is recorded; no new one starts.
+                match self.pass(&signal).await {
                     Ok(r) if r != PassReport::default() => {
                         tracing::debug!(report = ?r, "notifier pass")
                     }
@@ -1181,6 +1345,18 @@ impl Notifier {
     }
 }
 
+/// A request to cut a pass short, from [`NotifierHandle`]: checked between
+/// rounds (a batch of deliveries, a page of due keys), never inside one.
+/// The default is never requested ([`Notifier::run_once`]).
+#[derive(Debug, Clone, Default)]
+struct Stop(Option<watch::Receiver<bool>>);
+
+impl Stop {
+    fn requested(&self) -> bool {
+        self.0.as_ref().is_some_and(|stop| *stop.borrow())
+    }
+}
+
 enum Tally {
     Delivered,
     Retried,
@@ -1191,11 +1367,14 @@ enum Tally {
 }
 
 /// The `key.expiring` (or `key.expired`) event and its webhook `data`: the
-/// key object plus, for `key.expiring`, `threshold_seconds` and `action`.
+/// key object plus, for `key.expiring`, `threshold_seconds` and `action`
+/// (`"automatic_rotation"` when `automatic`: the notifier will rotate the
+/// key, see [`Notifier::rotates_automatically`]).
 fn notice_event(
     record: &KeyRecord,
     kind: NoticeKind,
     threshold_seconds: i64,
+    automatic: bool,
     now: OffsetDateTime,
 ) -> (AuditEvent, Value) {
     let expires_at = record.expires_at.and_then(|t| {
@@ -1227,7 +1406,7 @@ fn notice_event(
         // `POST /api-keys/{id}/rotate`), or nothing when the notifier
         // rotates the key and delivers its successor to the key's own
         // webhook.
-        let action = if record.rotation_webhook_url.is_some() {
+        let action = if automatic {
             "automatic_rotation"
         } else {
             "rotate"
@@ -1245,8 +1424,12 @@ pub struct NotifierHandle {
 }
 
 impl NotifierHandle {
-    /// Stops the task: a pass in progress finishes (its requests complete or
-    /// time out, and their results are recorded); no new pass starts.
+    /// Stops the task. A pass in progress stops at its next round: the
+    /// batch of deliveries in flight finishes (its requests complete or
+    /// time out, each within the request timeout, and their results are
+    /// recorded), and no new batch is claimed, no further keys are rotated
+    /// or noticed, no housekeeping round starts; what is left waits,
+    /// unclaimed, for the next notifier's pass. No new pass starts.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         if let Err(e) = self.task.await
@@ -1256,10 +1439,10 @@ impl NotifierHandle {
         }
     }
 
-    /// Like [`shutdown`](Self::shutdown), but aborts the pass if it has not
-    /// finished within `limit`. Nothing is lost: deliveries claimed by the
-    /// aborted pass are taken up again when their lease expires. Whether it
-    /// stopped gracefully.
+    /// Like [`shutdown`](Self::shutdown), but aborts the pass if its round
+    /// in flight has not finished within `limit`. Nothing is lost:
+    /// deliveries claimed by the aborted pass are taken up again when their
+    /// lease expires. Whether it stopped gracefully.
     pub async fn shutdown_within(mut self, limit: std::time::Duration) -> bool {
         let _ = self.stop.send(true);
         match tokio::time::timeout(limit, &mut self.task).await {

@@ -189,7 +189,8 @@ pub(crate) struct Claimed {
 /// What became of one attempt, to store.
 #[derive(Debug, Clone)]
 pub(crate) enum Completion {
-    /// 2xx. Applied even if the claim was lost meanwhile: a 2xx is the truth.
+    /// 2xx. Applied even if the claim was lost meanwhile, over a failure
+    /// another sender recorded since: a 2xx is the truth.
     Delivered { at: OffsetDateTime, status: u16 },
     /// Try again at `next_attempt_at`; pause the whole endpoint until
     /// `pause_until` when it asked to slow down.
@@ -315,6 +316,16 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// is no such endpoint).
     async fn endpoint_disabled(&self, id: Uuid) -> Result<bool, StoreError>;
 
+    /// Whether the endpoint with this URL is disabled now (`false` if there
+    /// is no such endpoint: a key's own webhook is registered at its first
+    /// rotation).
+    async fn url_disabled(&self, url: &str) -> Result<bool, StoreError>;
+
+    /// Whether any key opted in to automatic rotation is live (unrevoked,
+    /// not rotated, not expired at `now`): one read of the index the due
+    /// scan uses.
+    async fn auto_rotating_keys(&self, now: OffsetDateTime) -> Result<bool, StoreError>;
+
     /// Keys opted in to automatic rotation that are due: live, not rotated,
     /// `now < expires_at <= due_until`, and either the first of their
     /// lineage or past the middle of their lifetime (`created_at` to
@@ -395,8 +406,9 @@ pub(crate) trait Backend: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<Claimed>, StoreError>;
 
-    /// Stores an attempt's outcome, if the claim still holds (except for a
-    /// success). Whether anything changed. A delivery that finishes
+    /// Stores an attempt's outcome, if the claim still holds (a success
+    /// whatever became of the claim, unless the delivery is delivered
+    /// already). Whether anything changed. A delivery that finishes
     /// (delivered or failed) loses a sealed payload (`erase_sealed!`). A
     /// 410 that disables an endpoint also gives up its other pending
     /// deliveries of sealed successors, as [`give_up_disabled`](Self::give_up_disabled)

@@ -320,6 +320,28 @@ impl Backend for PgOutbox {
         Ok(disabled.unwrap_or(false))
     }
 
+    async fn url_disabled(&self, url: &str) -> Result<bool, StoreError> {
+        let disabled: Option<bool> = sqlx::query_scalar(
+            "SELECT disabled_at IS NOT NULL FROM scopekey_webhook_endpoints WHERE url = $1",
+        )
+        .bind(url)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(disabled.unwrap_or(false))
+    }
+
+    async fn auto_rotating_keys(&self, now: OffsetDateTime) -> Result<bool, StoreError> {
+        let any: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM scopekey_keys \
+             WHERE rotation_webhook_url IS NOT NULL AND revoked_at IS NULL \
+             AND rotated_at IS NULL AND (expires_at IS NULL OR expires_at > $1))",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(any)
+    }
+
     async fn auto_rotation_due(
         &self,
         now: OffsetDateTime,
@@ -576,13 +598,16 @@ impl Backend for PgOutbox {
         let mut tx = begin(&self.pool).await?;
         let changed =
             match outcome {
+                // A 2xx is the truth, whoever holds the row, and even over
+                // a failure recorded meanwhile (by a sender that took the
+                // row when this one's lease lapsed): the receiver has it.
                 Completion::Delivered { at, status } => sqlx::query(concat!(
                     "UPDATE scopekey_deliveries SET state = 'delivered', attempts = attempts + 1, ",
                     erase_sealed!(),
                     ", \
                      last_attempt_at = $1, finished_at = $1, last_status = $2, last_error = NULL, \
                      claimed_until = NULL, claim_token = NULL \
-                     WHERE id = $3 AND state = 'pending'"
+                     WHERE id = $3 AND state <> 'delivered'"
                 ))
                 .bind(*at)
                 .bind(i32::from(*status))

@@ -334,6 +334,28 @@ impl Backend for SqliteOutbox {
         Ok(disabled.unwrap_or(false))
     }
 
+    async fn url_disabled(&self, url: &str) -> Result<bool, StoreError> {
+        let disabled: Option<bool> = sqlx::query_scalar(
+            "SELECT disabled_at IS NOT NULL FROM scopekey_webhook_endpoints WHERE url = ?",
+        )
+        .bind(url)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(disabled.unwrap_or(false))
+    }
+
+    async fn auto_rotating_keys(&self, now: OffsetDateTime) -> Result<bool, StoreError> {
+        let any: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM scopekey_keys \
+             WHERE rotation_webhook_url IS NOT NULL AND revoked_at IS NULL \
+             AND rotated_at IS NULL AND (expires_at IS NULL OR expires_at > ?))",
+        )
+        .bind(micros(now))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(any)
+    }
+
     async fn auto_rotation_due(
         &self,
         now: OffsetDateTime,
@@ -582,13 +604,16 @@ impl Backend for SqliteOutbox {
         let token = token.to_string();
         let changed =
             match outcome {
+                // A 2xx is the truth, whoever holds the row, and even over
+                // a failure recorded meanwhile (by a sender that took the
+                // row when this one's lease lapsed): the receiver has it.
                 Completion::Delivered { at, status } => sqlx::query(concat!(
                     "UPDATE scopekey_deliveries SET state = 'delivered', attempts = attempts + 1, ",
                     erase_sealed!(),
                     ", \
                      last_attempt_at = ?1, finished_at = ?1, last_status = ?2, last_error = NULL, \
                      claimed_until = NULL, claim_token = NULL \
-                     WHERE id = ?3 AND state = 'pending'"
+                     WHERE id = ?3 AND state <> 'delivered'"
                 ))
                 .bind(micros(*at))
                 .bind(i64::from(*status))

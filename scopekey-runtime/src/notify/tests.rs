@@ -207,6 +207,49 @@ async fn a_late_sender(db: &TestDb) {
 }
 both_backends!(a_late_sender_cannot_overwrite_its_successor, a_late_sender);
 
+/// A late 2xx is recorded even after the sender that took the row over
+/// gave the delivery up: the receiver has it. The `webhook.failed` audited
+/// then stays in the log.
+async fn a_late_success(db: &TestDb) {
+    let e = env(db).await;
+    let now = e.clock.now();
+    let event = AuditEvent {
+        id: uuid_at(now),
+        key_id: None,
+        kind: "key.expiring".to_owned(),
+        actor_key_id: None,
+        at: now,
+        details: json!({}),
+    };
+    assert_eq!(e.outbox.enqueue(&event, json!({})).await.unwrap(), 1);
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let by_a = e.claim(a).await;
+    e.clock.advance(LEASE + Duration::seconds(1));
+    let by_b = e.claim(b).await;
+    assert_eq!(by_b.len(), 1, "A's lease ran out: B takes it");
+    let at = e.clock.now();
+    assert!(e.complete(&by_b[0], b, &give_up(&by_b[0], at)).await);
+    let id = by_a[0].id;
+    let d = e.outbox.delivery(id).await.unwrap().unwrap();
+    assert_eq!(d.state, DeliveryState::Failed);
+
+    e.clock.advance(Duration::seconds(1));
+    let at = e.clock.now();
+    let delivered = Completion::Delivered { at, status: 200 };
+    assert!(e.complete(&by_a[0], a, &delivered).await);
+    let d = e.outbox.delivery(id).await.unwrap().unwrap();
+    assert_eq!(
+        (d.state, d.attempts, d.last_status, d.last_error.as_deref()),
+        (DeliveryState::Delivered, 2, Some(200), None),
+        "{d:?}"
+    );
+    assert_eq!(d.finished_at, Some(at));
+    assert_eq!(e.events(None, webhook_event::WEBHOOK_FAILED).await.len(), 1);
+    // Recorded once: a second 2xx changes nothing.
+    assert!(!e.complete(&by_a[0], a, &delivered).await);
+}
+both_backends!(a_late_success_is_recorded_over_a_give_up, a_late_success);
+
 impl Env {
     async fn key_expiring_in(&self, name: &str, ttl: Duration) -> KeyId {
         self.keys
@@ -224,7 +267,8 @@ impl Env {
     async fn new_notice(&self, id: KeyId, threshold: i64) -> NewNotice {
         let now = self.clock.now();
         let record = self.keys.store().get(id).await.unwrap().unwrap();
-        let (event, data) = notice_event(&record, NoticeKind::Expiring, threshold * DAY, now);
+        let (event, data) =
+            notice_event(&record, NoticeKind::Expiring, threshold * DAY, false, now);
         NewNotice {
             kind: NoticeKind::Expiring,
             key_id: id,
