@@ -12,8 +12,10 @@ use actix_web::http::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue}
 pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// The longest header value read as a credential, in bytes. Longer values
-/// are refused as invalid tokens before any hashing (a key is well under
-/// 100 bytes; the runtime refuses anything over 256 anyway).
+/// are refused as invalid tokens before any hashing (a key is 41 bytes with
+/// the default prefix and at most
+/// [`MAX_KEY_LEN`](scopekey_runtime::key::MAX_KEY_LEN), 256, with the
+/// longest; the runtime refuses anything longer anyway).
 pub const MAX_CREDENTIAL_HEADER_LEN: usize = 512;
 
 /// What the request presented.

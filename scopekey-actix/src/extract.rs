@@ -9,6 +9,13 @@
 //! verification in the extensions, so every later call (even one running
 //! concurrently, as actix polls a handler's extractors together) awaits the
 //! same result: a key is verified at most once per request.
+//!
+//! The outcome is kept with the runtime it was asked of (the address of
+//! that runtime's store): a guard or extractor that sees another runtime
+//! (a `web::scope` registering one of its own, on a store of its own)
+//! verifies the key again against that one, and keeps that answer for the
+//! rest of the request. A key is never judged by one store and acted for
+//! on another.
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -18,7 +25,7 @@ use actix_web::{FromRequest, HttpMessage, HttpRequest};
 use futures_util::FutureExt;
 use futures_util::future::{Either, LocalBoxFuture, Ready, Shared, ready};
 use scopekey_runtime::scope::Scope;
-use scopekey_runtime::{Principal, VerifyError};
+use scopekey_runtime::{Principal, ScopeKey, VerifyError};
 
 use crate::config::{AuthConfig, runtime};
 use crate::credentials::{Presented, presented};
@@ -27,9 +34,30 @@ use crate::error::{AuthError, AuthErrorKind};
 /// The result of authenticating one request.
 pub(crate) type Outcome = Result<Option<Principal>, AuthError>;
 
-/// A request's authentication, as kept in its extensions.
+/// Which runtime a verification asked: the address of its store (shared
+/// by every clone of a runtime). `None`: no runtime was found.
+///
+/// Two runtimes on one shared store (`ScopeKey::builder_arc` with the same
+/// `Arc`) count as one: they read the same keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RuntimeId(Option<usize>);
+
+impl RuntimeId {
+    pub(crate) fn of(keys: Option<&ScopeKey>) -> Self {
+        Self(keys.map(|k| Arc::as_ptr(k.store()).cast::<()>().addr()))
+    }
+}
+
+/// A request's authentication, as kept in its extensions, with the runtime
+/// that gave it.
 #[derive(Clone)]
-enum State {
+struct State {
+    runtime: RuntimeId,
+    step: Step,
+}
+
+#[derive(Clone)]
+enum Step {
     /// Started by a guard or extractor; later askers join it.
     Pending(Shared<LocalBoxFuture<'static, Outcome>>),
     /// Finished (the middleware records this before routing).
@@ -49,59 +77,85 @@ pub async fn authenticate(req: &HttpRequest) -> Result<Option<Principal>, AuthEr
     verification(req).await
 }
 
-/// Whether this request's verification was already started or done (by an
-/// outer middleware of the application's, say).
-pub(crate) fn started(req: &HttpRequest) -> bool {
-    req.extensions().contains::<State>()
+/// Whether this request's verification was already started or done for
+/// `runtime` (by an outer middleware of the application's, say).
+pub(crate) fn started(req: &HttpRequest, runtime: RuntimeId) -> bool {
+    req.extensions()
+        .get::<State>()
+        .is_some_and(|state| state.runtime == runtime)
 }
 
 /// `judge` applied to the request's outcome, if its verification is done
-/// (the middleware's usual case), without copying the outcome.
+/// (the middleware's usual case) by the runtime this request now sees,
+/// without copying the outcome.
 pub(crate) fn judged<T>(req: &HttpRequest, judge: impl FnOnce(&Outcome) -> T) -> Option<T> {
+    let runtime = RuntimeId::of(runtime(req));
     match req.extensions().get::<State>() {
-        Some(State::Done(outcome)) => Some(judge(outcome)),
+        Some(State {
+            runtime: asked,
+            step: Step::Done(outcome),
+        }) if *asked == runtime => Some(judge(outcome)),
         _ => None,
     }
 }
 
-/// Records a finished verification (the middleware's), for the guards and
-/// extractors that follow.
-pub(crate) fn record(req: &HttpRequest, outcome: Outcome) {
-    req.extensions_mut().insert(State::Done(outcome));
+/// Records a finished verification by `runtime` (the middleware's), for the
+/// guards and extractors that follow.
+pub(crate) fn record(req: &HttpRequest, runtime: RuntimeId, outcome: Outcome) {
+    req.extensions_mut().insert(State {
+        runtime,
+        step: Step::Done(outcome),
+    });
 }
 
 /// Starts (or joins) the request's verification. The returned future owns
 /// everything it needs: it holds no reference to the request, so keeping it
 /// in the request's extensions makes no cycle.
+///
+/// A verification by another runtime than the one this request now sees
+/// (the application's, where a `web::scope` registers its own) is not
+/// joined: the key is verified again, against this one, and that answer
+/// kept instead.
 pub(crate) fn verification(
     req: &HttpRequest,
 ) -> Verification<Shared<LocalBoxFuture<'static, Outcome>>> {
+    let keys = runtime(req);
+    let id = RuntimeId::of(keys);
     match req.extensions().get::<State>() {
-        Some(State::Done(outcome)) => return Either::Left(ready(outcome.clone())),
-        Some(State::Pending(pending)) => return Either::Right(pending.clone()),
-        None => {}
+        Some(State { runtime, step }) if *runtime == id => match step {
+            Step::Done(outcome) => return Either::Left(ready(outcome.clone())),
+            Step::Pending(pending) => return Either::Right(pending.clone()),
+        },
+        _ => {}
     }
-    let shared = match verify(req) {
+    let shared = match verify(req, keys) {
         Either::Left(decided) => {
             // Recorded, so that later guards and extractors of this request
             // read the same answer instead of verifying again.
             let outcome = decided.into_inner();
-            record(req, outcome.clone());
+            record(req, id, outcome.clone());
             return Either::Left(ready(outcome));
         }
         Either::Right(running) => running.shared(),
     };
-    req.extensions_mut().insert(State::Pending(shared.clone()));
+    req.extensions_mut().insert(State {
+        runtime: id,
+        step: Step::Pending(shared.clone()),
+    });
     Either::Right(shared)
 }
 
-/// Reads the headers and verifies the presented key: decided at once when
-/// no lookup is needed (no key, two credentials, an unreadable header, no
-/// runtime), else a future that asks the runtime.
-pub(crate) fn verify(req: &HttpRequest) -> Verification<LocalBoxFuture<'static, Outcome>> {
+/// Reads the headers and verifies the presented key with `keys` (the
+/// request's runtime, [`runtime`]): decided at once when no lookup is
+/// needed (no key, two credentials, an unreadable header, no runtime), else
+/// a future that asks the runtime.
+pub(crate) fn verify(
+    req: &HttpRequest,
+    keys: Option<&ScopeKey>,
+) -> Verification<LocalBoxFuture<'static, Outcome>> {
     let realm = || AuthConfig::of(req).realm_arc();
     let fail = |kind| Either::Left(ready(Err(AuthError::new(kind, realm()))));
-    match (runtime(req), presented(req.headers())) {
+    match (keys, presented(req.headers())) {
         (None, _) => {
             tracing::error!(
                 path = req.path(),

@@ -12,8 +12,12 @@ use crate::error::ApiError;
 /// The body limit of the management routes and of [`json_config`]: 64 KiB.
 pub const JSON_LIMIT: usize = 64 * 1024;
 
-/// The body limit of `POST /api-keys/compromised`: 1 MiB, room for the
-/// 10,000 keys a report may hold.
+/// The body limit of `POST /api-keys/compromised`: 1 MiB. That holds the
+/// 10,000 keys a report may list when each is at most 101 bytes (a prefix
+/// of up to 62 bytes; the default `sk` makes 41-byte keys), written as a
+/// compact JSON array. Keys with longer prefixes (a key may be up to
+/// [`MAX_KEY_LEN`](scopekey_runtime::key::MAX_KEY_LEN), 256 bytes) fit
+/// fewer, about 4,000 of the longest: send a larger report in parts.
 pub const COMPROMISED_LIMIT: usize = 1024 * 1024;
 
 /// A `web::JsonConfig` whose errors are problem+json: 413 over
@@ -245,5 +249,24 @@ mod tests {
             redact("unknown field `sk_ABC`, expected `name` or `scopes`"),
             "unknown field `…`, expected `name` or `scopes`"
         );
+    }
+
+    /// What [`COMPROMISED_LIMIT`]'s docs promise.
+    #[test]
+    fn compromised_limit_holds_a_full_report_of_short_keys() {
+        use scopekey_runtime::compromise::MAX_REPORT_KEYS;
+        use scopekey_runtime::key::{CHECK_LEN, DEFAULT_PREFIX, MAX_KEY_LEN, SECRET_LEN};
+        let report = |count: usize, len: usize| {
+            let keys = vec!["k".repeat(len); count];
+            serde_json::to_vec(&serde_json::json!({ "keys": keys }))
+                .unwrap()
+                .len()
+        };
+        assert!(report(MAX_REPORT_KEYS, 101) <= COMPROMISED_LIMIT);
+        assert!(report(MAX_REPORT_KEYS, 102) > COMPROMISED_LIMIT);
+        assert_eq!(101 - 1 - SECRET_LEN - CHECK_LEN, 62);
+        assert_eq!(DEFAULT_PREFIX.len() + 1 + SECRET_LEN + CHECK_LEN, 41);
+        assert!(report(4_000, MAX_KEY_LEN) <= COMPROMISED_LIMIT);
+        assert!(report(4_100, MAX_KEY_LEN) > COMPROMISED_LIMIT);
     }
 }

@@ -67,16 +67,21 @@
 //!   `web::Data<ScopeKey>` is accepted too. Without either, every
 //!   authentication is refused with a logged 500, never passed. Register it
 //!   where the middleware can see it: [`ApiKeyAuth`] wrapped around the
-//!   whole `App` runs before a `web::scope`'s own app data is visible, so a
-//!   runtime registered only on the scope makes every request the
-//!   middleware verifies a 500 (public routes with no key still pass).
+//!   whole `App` runs before a `web::scope`'s own app data is visible, so
+//!   with a runtime registered only on the scope, the middleware answers
+//!   every request 500, whether it presents a key or not, on public routes
+//!   too: it fails closed, since before routing it cannot tell what a
+//!   request will reach. Wrap it on that scope instead
+//!   (`web::scope("/v1").app_data(keys.clone()).wrap(ApiKeyAuth::new())`),
+//!   where the scope's app data is visible.
 //! - **The middleware is optional.** [`ApiKeyAuth`] verifies before routing;
 //!   without it, `#[requires_scope]` guards and the [`Authenticated`] /
 //!   [`MaybeAuthenticated`] extractors verify on their own. Either way a key
-//!   is verified at most once per request: the middleware records the
-//!   outcome in the request's extensions, and without it the first guard or
-//!   extractor shares its pending verification there. A key whose verdict
-//!   is cached is decided without I/O or a future
+//!   is verified at most once per request (and runtime, below): the
+//!   middleware records the outcome in the request's extensions, and
+//!   without it the first guard or extractor shares its pending
+//!   verification there. A key whose verdict is cached is decided without
+//!   I/O or a future
 //!   ([`ScopeKey::verify_cached`](scopekey_runtime::ScopeKey::verify_cached)).
 //!   One difference: a `#[requires_scope]` guard always answers before the
 //!   handler's other extractors run, while [`Authenticated`] and
@@ -85,6 +90,17 @@
 //!   without the middleware a bad path or body can be answered (404, 400,
 //!   415) before a key that needs a store lookup is refused. With
 //!   [`ApiKeyAuth`] installed the key is always judged first.
+//! - **Several runtimes** (a per-tenant store registered on each tenant's
+//!   `web::scope`): the recorded outcome names the runtime that gave it
+//!   (by its store: runtimes built on one shared `Arc<dyn Store>` count as
+//!   one). A guard, extractor or nested [`ApiKeyAuth`] that sees another
+//!   runtime in app data than the one that verified verifies the key again
+//!   against its own, and keeps that answer for the rest of the request, so
+//!   a key verified against the application's store never acts on a
+//!   scope's. Mind that an [`ApiKeyAuth`] around the whole `App` refuses
+//!   (401) any key the application-level runtime does not know, before a
+//!   tenant's scope is reached: with per-tenant stores, wrap the middleware
+//!   on each tenant's scope, beside its runtime.
 //! - **No key on an unguarded route passes**; a presented but invalid key
 //!   is refused (401 `invalid_token`) by the middleware even on unguarded
 //!   routes. Without the middleware, only routes that ask for the caller
@@ -110,7 +126,10 @@
 //!   [`AuthConfig`]), and `Bearer error="invalid_token"`,
 //!   `Bearer error="insufficient_scope", scope="..."` and
 //!   `Bearer error="invalid_request"` otherwise. Responses to malformed,
-//!   unknown, revoked and expired keys are byte-identical. A guard's
+//!   unknown, revoked and expired keys are byte-identical (but for `Date`),
+//!   also between a refusal before the handler and one by a management
+//!   route after it (a key revoked while its request ran, or through
+//!   another node while this node's cache still held it). A guard's
 //!   `scope` lists every scope its requirement names, in order: for
 //!   `any("orders:admin", "orders:delete")` that is
 //!   `scope="orders:admin orders:delete"`, any one of which would do (RFC
@@ -131,11 +150,12 @@
 //!   A management route's own queries wait for the pool instead: up to
 //!   5 s with `PgStore::connect`, as long as your pool says with your own. Every error
 //!   response carries `Cache-Control: no-store`, as do the management
-//!   routes' answers. Every response [`ApiKeyAuth`] passes on gets `Vary:
-//!   Authorization, X-API-Key`, and `Cache-Control: private` when a key was
-//!   presented and the handler set none; without the middleware (guards and
-//!   extractors alone) neither is added: set them yourself if a shared cache
-//!   stands in front of the service.
+//!   routes' answers. Every response [`ApiKeyAuth`] gives or passes on, its
+//!   own refusals included, gets `Vary: Authorization, X-API-Key`, and
+//!   `Cache-Control: private` when a key was presented and the handler set
+//!   none; without the middleware (guards and extractors alone) neither is
+//!   added: set them yourself if a shared cache stands in front of the
+//!   service.
 //! - **Every 403 carries an `insufficient_scope` challenge**, also when the
 //!   runtime refuses an escalation (`scope` then names the asked scopes the
 //!   caller does not hold, and for a rotation those of the key rotated; a successor asking for more than its parent had

@@ -9,8 +9,9 @@ use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forwar
 use futures_util::TryFutureExt;
 use futures_util::future::{Either, LocalBoxFuture, MapOk, Ready, ready};
 
+use crate::config::runtime;
 use crate::error::AuthError;
-use crate::extract::{record, started, verification, verify};
+use crate::extract::{RuntimeId, record, started, verification, verify};
 
 /// Verifies the key a request presents, if any, before routing reaches a
 /// handler:
@@ -24,15 +25,24 @@ use crate::extract::{record, started, verification, verify};
 ///   than being served as anonymous);
 /// - two credentials: 400 `invalid_request`; store failure: 503.
 ///
-/// Every response it passes on says that it depends on the presented key
-/// (`Vary: Authorization, X-API-Key`, added to the application's own
-/// `Vary`), and a response to a request that presented a key gets
-/// `Cache-Control: private` unless the application set a `Cache-Control`
-/// of its own: a shared cache (a CDN, a reverse proxy) must neither serve
-/// one key's answer to a request without it nor keep answering a key after
-/// it was revoked. (RFC 9111 keeps shared caches from storing answers to
-/// `Authorization` only; `X-API-Key` is a header like any other to them.)
-/// Refusals are `no-store` already.
+/// Every response it gives or passes on, its own refusals included, says
+/// that it depends on the presented key (`Vary: Authorization, X-API-Key`,
+/// added to the application's own `Vary`), and a response to a request
+/// that presented a key gets `Cache-Control: private` unless the
+/// application set a `Cache-Control` of its own: a shared cache (a CDN, a
+/// reverse proxy) must neither serve one key's answer to a request without
+/// it nor keep answering a key after it was revoked. (RFC 9111 keeps shared
+/// caches from storing answers to `Authorization` only; `X-API-Key` is a
+/// header like any other to them.) Refusals are `no-store` already. So a
+/// key refused here and one refused by a handler (revoked while its request
+/// ran) get the same headers. An error an inner middleware returns instead
+/// of a response is rendered by actix-web outside this one, without them.
+///
+/// It verifies with the runtime it sees in app data. Wrapped inside a
+/// `web::scope` that registers a runtime of its own, it verifies against
+/// that one (also when an outer `ApiKeyAuth` already verified against the
+/// application's); guards and extractors do the same (see the
+/// [crate docs](crate#design-choices)).
 ///
 /// Installing it is optional: guards and extractors verify on their own
 /// when it is absent. It makes the refusal of bad keys uniform across
@@ -105,12 +115,15 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         // Joined if something before this middleware (a nested one, or the
-        // application's own) already verified or started verifying; else
-        // verified here and recorded for the guards and extractors.
-        let step = if started(req.request()) {
+        // application's own) already verified or started verifying with
+        // the runtime this one sees; else verified here and recorded for
+        // the guards and extractors.
+        let keys = runtime(req.request());
+        let id = RuntimeId::of(keys);
+        let step = if started(req.request(), id) {
             Either::Left(verification(req.request()))
         } else {
-            Either::Right(verify(req.request()))
+            Either::Right(verify(req.request(), keys))
         };
         match step {
             Either::Left(Either::Left(decided)) => Either::Left(Self::proceed(
@@ -123,7 +136,7 @@ where
                 // copied out.
                 let outcome = decided.into_inner();
                 let refused = outcome.as_ref().err().cloned();
-                record(req.request(), outcome);
+                record(req.request(), id, outcome);
                 Either::Left(Self::proceed(&self.service, req, refused))
             }
             // A lookup is needed: the rare path, boxed.
@@ -139,7 +152,7 @@ where
                 Either::Right(Box::pin(async move {
                     let outcome = fresh.await;
                     let refused = outcome.as_ref().err().cloned();
-                    record(req.request(), outcome);
+                    record(req.request(), id, outcome);
                     Self::proceed(&service, req, refused).await
                 }))
             }
@@ -152,7 +165,8 @@ where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
     B: 'static,
 {
-    /// Answers the refusal, or calls the application.
+    /// Answers the refusal, or calls the application; either answer is
+    /// marked as depending on the presented key.
     fn proceed(
         service: &S,
         req: ServiceRequest,
@@ -161,7 +175,9 @@ where
         match refused {
             None => Either::Left(service.call(req).map_ok(keyed_response as fn(_) -> _)),
             Some(refused) => {
-                Either::Right(ready(Ok(req.error_response(refused).map_into_right_body())))
+                let mut res = req.error_response(refused).map_into_right_body();
+                depends_on_key(&mut res);
+                Either::Right(ready(Ok(res)))
             }
         }
     }
@@ -170,16 +186,27 @@ where
 /// The application's response, marked as depending on the presented key
 /// (see [`ApiKeyAuth`]).
 fn keyed_response<B>(res: ServiceResponse<B>) -> Response<B> {
+    let mut res = res.map_into_left_body();
+    depends_on_key(&mut res);
+    res
+}
+
+/// Marks a response, the application's or this middleware's own refusal,
+/// as depending on the presented key: `Vary` on both credential headers
+/// always, and `Cache-Control: private` when a key was presented and the
+/// response says nothing of caching (refusals say `no-store`). The same
+/// for every answer, so that a refusal here and one a handler gives
+/// (a key revoked while its request ran) cannot be told apart by their
+/// headers.
+fn depends_on_key<T>(res: &mut ServiceResponse<T>) {
     use actix_web::http::header::{AUTHORIZATION, CACHE_CONTROL, HeaderValue, VARY};
     let presented = {
         let headers = res.request().headers();
         headers.contains_key(AUTHORIZATION) || headers.contains_key(crate::credentials::X_API_KEY)
     };
-    let mut res = res.map_into_left_body();
     let headers = res.headers_mut();
     headers.append(VARY, HeaderValue::from_static("Authorization, X-API-Key"));
     if presented && !headers.contains_key(CACHE_CONTROL) {
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("private"));
     }
-    res
 }

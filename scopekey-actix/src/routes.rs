@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `POST /api-keys` | `api_keys:write` |
 //! | `GET /api-keys` | `api_keys:read` |
-//! | `GET /api-keys/self` | any valid key |
+//! | `GET /api-keys/self` | any valid key (one revoked or expired in the store, though this node's cache still held it, is refused: 401 `invalid_token`) |
 //! | `GET /api-keys/{id}` | `api_keys:read` |
 //! | `POST /api-keys/{id}/rotate` | `api_keys:write` and every scope of the key rotated, or the key itself |
 //! | `POST /api-keys/{id}/revoke` | `api_keys:revoke` |
@@ -34,8 +34,10 @@
 //! - `POST /api-keys/{id}/rotate`: `{grace_seconds?, scopes?}` (or empty).
 //! - `POST /api-keys/{id}/revoke`: `{reason?}` (or empty).
 //! - `POST /api-keys/compromised`: `{keys: [plaintext, ...], source?,
-//!   revoke_minted?}`, up to 10,000 keys; 200 with `{results: [{index,
-//!   status, key_id, hint, minted, minted_truncated}, ...]}` in the order
+//!   revoke_minted?}`, up to 10,000 keys (as many as fit in
+//!   [`COMPROMISED_LIMIT`]: all 10,000 with the default key format); 200
+//!   with `{results: [{index, status, key_id, hint, minted,
+//!   minted_truncated}, ...]}` in the order
 //!   given, each `status` one of `revoked`, `already_revoked`, `unknown`,
 //!   `malformed` (`key_id` when known, `hint` when well formed). Keys not
 //!   yet revoked (expired ones too) are revoked with reason
@@ -150,6 +152,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// with a method it does not answer, 405 with `Allow` (the reading routes
 /// answer `HEAD` as `GET`, without the body).
 ///
+/// The base may have path parameters, e.g. `/tenants/{id}/keys` (a
+/// middleware or guard of yours may read them; these routes ignore them),
+/// under any name but `scopekey_key_id`: the routes' own `{id}` segment is
+/// named so. A parameter of that name in the base is never read as the
+/// key's id (the route's own segment, matched last, wins), but your code
+/// reading it by name would find the base's.
+///
 /// # Panics
 ///
 /// If `base` is empty or `/`: at the root, the routes (`/{id}` above all)
@@ -163,7 +172,9 @@ pub fn routes_at(base: impl Into<String>) -> impl FnOnce(&mut web::ServiceConfig
     );
     move |cfg| {
         // `/self`, `/events` and `/compromised` come before `/{id}` so the
-        // latter does not capture them.
+        // latter does not capture them. The id's segment has a name of its
+        // own (`ID_PARAM`): the base path may have parameters, `{id}` among
+        // them (`/tenants/{id}/keys`).
         let resource = |path: &str, allow: &'static str| {
             web::resource(path).default_service(web::to(move || async move {
                 Err::<HttpResponse, _>(ApiError::MethodNotAllowed { allow })
@@ -179,10 +190,10 @@ pub fn routes_at(base: impl Into<String>) -> impl FnOnce(&mut web::ServiceConfig
             .service(resource("/self", "GET, HEAD").route(read().to(show_self)))
             .service(resource("/events", "GET, HEAD").route(read().to(all_events)))
             .service(resource("/compromised", "POST").route(web::post().to(compromised)))
-            .service(resource("/{id}", "GET, HEAD").route(read().to(show)))
-            .service(resource("/{id}/rotate", "POST").route(web::post().to(rotate)))
-            .service(resource("/{id}/revoke", "POST").route(web::post().to(revoke)))
-            .service(resource("/{id}/events", "GET, HEAD").route(read().to(key_events)))
+            .service(resource(&id_path(""), "GET, HEAD").route(read().to(show)))
+            .service(resource(&id_path("/rotate"), "POST").route(web::post().to(rotate)))
+            .service(resource(&id_path("/revoke"), "POST").route(web::post().to(revoke)))
+            .service(resource(&id_path("/events"), "GET, HEAD").route(read().to(key_events)))
             .default_service(web::to(no_route));
         cfg.service(scope);
     }
@@ -205,10 +216,23 @@ fn keys(req: &HttpRequest) -> Result<&ScopeKey, ApiError> {
     runtime(req).ok_or_else(|| ApiError::Runtime(Error::Internal("no ScopeKey in app data".into())))
 }
 
+/// The name of the key id's path segment in the routes (`/{id}` in the
+/// docs). A base path may have parameters of any other name.
+const ID_PARAM: &str = "scopekey_key_id";
+
+/// `/{ID_PARAM}` followed by `rest`.
+fn id_path(rest: &str) -> String {
+    format!("/{{{ID_PARAM}}}{rest}")
+}
+
+/// The key id the route's own segment names. The last segment of that
+/// name: the route's is matched after any of the base path's.
 fn path_id(req: &HttpRequest) -> Result<KeyId, ApiError> {
     req.match_info()
-        .get("id")
-        .and_then(|id| id.parse::<KeyId>().ok())
+        .iter()
+        .filter(|(name, _)| *name == ID_PARAM)
+        .last()
+        .and_then(|(_, id)| id.parse::<KeyId>().ok())
         .ok_or_else(|| ApiError::NotFound("no key with this id".into()))
 }
 
@@ -345,7 +369,12 @@ async fn list(caller: Authenticated, req: HttpRequest) -> Result<HttpResponse, A
 }
 
 async fn show_self(caller: Authenticated, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let key = keys(&req)?.get(caller.id).await?;
+    // The caller's verification may come from this node's cache, taken
+    // before its key was revoked (or rotated out) through another node:
+    // the record read here says so, and the key is refused as any key that
+    // is not valid, never shown as `revoked` to its own holder.
+    // (`ScopeKey::get_self`: `Error::ActorRevoked`, the uniform 401.)
+    let key = keys(&req)?.get_self(caller.principal()).await?;
     Ok(ok_json(StatusCode::OK, &key))
 }
 

@@ -920,10 +920,23 @@ impl ScopeKey {
     /// `auth.failed` (reason `revoked`, with the refused `action`), as a
     /// verification refusing that key would be.
     async fn actor_refused(&self, actor: Actor<'_>, action: &str, now: OffsetDateTime) -> Error {
+        self.actor_refused_as(actor, action, now, &VerifyError::Revoked)
+            .await
+    }
+
+    /// [`actor_refused`](Self::actor_refused), for the reason `why` (the
+    /// acting key found expired, or gone, rather than revoked).
+    async fn actor_refused_as(
+        &self,
+        actor: Actor<'_>,
+        action: &str,
+        now: OffsetDateTime,
+        why: &VerifyError,
+    ) -> Error {
         let key_id = actor.key_id();
-        tracing::warn!(reason = "revoked", key_id = ?key_id, action, "api key refused: a revoked key tried to change keys");
-        let details =
-            json!({ "reason": VerifyError::Revoked.reason(), "hint": null, "action": action });
+        let reason = why.reason();
+        tracing::warn!(reason, key_id = ?key_id, action, "api key refused: found no longer valid in the store while acting");
+        let details = json!({ "reason": reason, "hint": null, "action": action });
         self.record_auth_failure(key_id, details, now).await;
         Error::ActorRevoked
     }
@@ -1180,11 +1193,13 @@ impl ScopeKey {
         now: OffsetDateTime,
     ) -> Result<(), Error> {
         let judged = rotatable(record, now);
-        if judged.is_err()
-            && actor.key_id() == Some(record.id)
-            && matches!(record.status_at(now), Status::Revoked | Status::Expired)
-        {
-            return Err(self.actor_refused(actor, "rotate", now).await);
+        if judged.is_err() && actor.key_id() == Some(record.id) {
+            let why = match record.status_at(now) {
+                Status::Revoked => VerifyError::Revoked,
+                Status::Expired => VerifyError::Expired,
+                Status::Active | Status::Rotating => return judged,
+            };
+            return Err(self.actor_refused_as(actor, "rotate", now, &why).await);
         }
         judged
     }
@@ -1276,6 +1291,31 @@ impl ScopeKey {
             .await?
             .map(|r| self.api_key(&r, now))
             .ok_or_else(|| Error::NotFound(id.to_string()))
+    }
+
+    /// The calling key itself, read from the store (`GET /api-keys/self`).
+    /// A key verified from this node's cache, but revoked, expired or gone
+    /// in the store since (another node revoked it), is refused as any
+    /// request with it is ([`Error::ActorRevoked`]; logged, and sampled
+    /// into the audit log as `auth.failed` with `action: "self"`), never
+    /// shown to its holder as `revoked`; its cache entry is dropped.
+    pub async fn get_self(&self, caller: &Principal) -> Result<ApiKey, Error> {
+        let now = self.now();
+        let record = self.inner.store.get(caller.id).await?;
+        let why = match &record {
+            Some(record) => match record.status_at(now) {
+                Status::Active | Status::Rotating => return Ok(self.api_key(record, now)),
+                Status::Revoked => VerifyError::Revoked,
+                Status::Expired => VerifyError::Expired,
+            },
+            None => VerifyError::Unknown,
+        };
+        if let Some(record) = &record {
+            self.forget(&record.key_hash);
+        }
+        Err(self
+            .actor_refused_as(Actor::Key(caller), "self", now, &why)
+            .await)
     }
 
     /// A key as the API shows it, its `last_used_at` including a use on this

@@ -2304,3 +2304,49 @@ both_backends!(
     a_corrupt_rotation_period_fails_the_rotation_only,
     corrupt_rotation_period
 );
+
+/// The calling key read back (`GET /api-keys/self`): a key this node still
+/// holds as valid, revoked or rotated out by another node, is refused as
+/// any request with it is, and the refusal is audited with its reason.
+async fn own_key_read_back(db: &TestDb) {
+    let (keys, clock) = runtime(db);
+    let elsewhere = ScopeKey::builder_arc(Arc::clone(&db.store))
+        .clock(clock.clone())
+        .build();
+    let live = key(&keys, "live", &["a:b"]).await;
+    let live_p = keys.verify(live.plaintext.expose_secret()).await.unwrap();
+    assert_eq!(keys.get_self(&live_p).await.unwrap().id, live.key.id);
+
+    let revoked = key(&keys, "revoked", &["a:b"]).await;
+    let revoked_p = keys
+        .verify(revoked.plaintext.expose_secret())
+        .await
+        .unwrap();
+    elsewhere
+        .revoke(revoked.key.id, None, Actor::System)
+        .await
+        .unwrap();
+    let ended = key(&keys, "ended", &["a:b"]).await;
+    let ended_p = keys.verify(ended.plaintext.expose_secret()).await.unwrap();
+    let options = RotateOptions {
+        grace: Some(Duration::ZERO),
+        ..RotateOptions::default()
+    };
+    elsewhere
+        .rotate(ended.key.id, options, Actor::System)
+        .await
+        .unwrap();
+    for (p, reason) in [(&revoked_p, "revoked"), (&ended_p, "expired")] {
+        let refused = keys.get_self(p).await;
+        assert!(matches!(refused, Err(Error::ActorRevoked)), "{refused:?}");
+        let failed = event_of(&keys, p.id, event_type::AUTH_FAILED).await;
+        assert_eq!(failed.details["reason"], reason);
+        assert_eq!(failed.details["action"], "self");
+    }
+    // The entry is dropped: the next request reads the store and refuses.
+    assert!(matches!(
+        keys.verify(revoked.plaintext.expose_secret()).await,
+        Err(VerifyError::Revoked)
+    ));
+}
+both_backends!(own_key_read_back_is_refused_once_invalid, own_key_read_back);

@@ -22,6 +22,7 @@ pub const DEFAULT_PAGE_SIZE: u32 = 50;
 /// Keys written by one transaction of a last-used flush (both stores): a
 /// revocation of one of them waits for a chunk, never for a whole large
 /// flush.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) const TOUCH_CHUNK: usize = 1_000;
 
 /// Where a listing resumes: the last item of the previous page. Listings are
