@@ -57,13 +57,18 @@ impl Background {
         })
     }
 
-    /// Stops the background work and writes the pending last-used times.
+    /// Stops the background work, writes the pending last-used times, and
+    /// waits for the `auth.failed` events being written
+    /// ([`ScopeKey::flush_auth_failures`]). Call it once the server has
+    /// stopped answering.
     pub async fn shutdown(self) -> Result<(), scopekey_runtime::Error> {
         for task in std::iter::once(self.flusher).chain(self.listener) {
             task.abort();
             // An aborted task's result says only that it was aborted.
             let _ = task.await;
         }
-        self.keys.flush_last_used().await
+        let flushed = self.keys.flush_last_used().await;
+        self.keys.flush_auth_failures().await;
+        flushed
     }
 }

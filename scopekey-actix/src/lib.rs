@@ -146,7 +146,8 @@
 //!   when the store does not answer within the runtime's
 //!   [store timeout](scopekey_runtime::ScopeKeyBuilder::store_timeout)
 //!   (2 s by default), so a database outage holds no verification longer
-//!   (a refusal waits at most as long for its sampled `auth.failed` write).
+//!   (a refusal does not wait for its sampled `auth.failed` write, which
+//!   runs in a task of its own).
 //!   A management route's own queries wait for the pool instead: up to
 //!   5 s with `PgStore::connect`, as long as your pool says with your own. Every error
 //!   response carries `Cache-Control: no-store`, as do the management

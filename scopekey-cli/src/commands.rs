@@ -336,6 +336,9 @@ impl<T: serde::Serialize> Listing<T> {
                 }
                 None => table.rows(out, &(self.rows)(&page.items))?,
             }
+            // Each page on its way before the next is fetched (standard
+            // output is buffered).
+            out.flush()?;
             match page.next_cursor.take() {
                 Some(cursor) if self.all => page = next(cursor).await?,
                 cursor => {
@@ -747,6 +750,64 @@ async fn prune(g: &Globals, args: PruneArgs, out: &mut dyn Write) -> Result<(), 
 mod tests {
     use super::*;
     use scopekey_runtime::{CompromiseResult, KeyId, MintedKey};
+
+    /// Standard output as the CLI has it (buffered): what was flushed is
+    /// what a reader at the other end of a pipe has.
+    struct Buffered {
+        pending: Vec<u8>,
+        flushed: std::rc::Rc<std::cell::RefCell<Vec<u8>>>,
+    }
+
+    impl Write for Buffered {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.pending.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.flushed.borrow_mut().append(&mut self.pending);
+            Ok(())
+        }
+    }
+
+    /// With `--all`, each page reaches the reader before the next is
+    /// fetched, as a table and as JSON.
+    #[tokio::test]
+    async fn all_pages_go_out_one_at_a_time() {
+        let page = |name: &str, next: Option<&str>| Page {
+            items: vec![name.to_owned()],
+            next_cursor: next.map(str::to_owned),
+        };
+        for json in [false, true] {
+            let flushed = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+            let mut out = Buffered {
+                pending: Vec::new(),
+                flushed: std::rc::Rc::clone(&flushed),
+            };
+            let listing = Listing {
+                json,
+                all: true,
+                headers: &["NAME"],
+                widths: &[0],
+                rows: |names: &[String]| names.iter().map(|n| vec![n.clone()]).collect(),
+                what: "names",
+            };
+            let seen = std::rc::Rc::clone(&flushed);
+            let next = async |cursor: String| {
+                let out = String::from_utf8(seen.borrow().clone()).unwrap();
+                assert!(
+                    out.contains("first"),
+                    "{cursor}: the first page was not sent: {out:?}"
+                );
+                Ok(page("second", None))
+            };
+            listing
+                .write(&mut out, page("first", Some("c1")), next)
+                .await
+                .unwrap();
+            let out = String::from_utf8(flushed.borrow().clone()).unwrap();
+            assert!(out.contains("first") && out.contains("second"), "{out}");
+        }
+    }
 
     fn line(line: usize, minted: Vec<MintedKey>, minted_truncated: bool) -> ReportLine {
         ReportLine {

@@ -321,23 +321,30 @@ impl JsonItems {
         Ok(Self { pretty, written: 0 })
     }
 
-    /// Writes one item.
+    /// Writes one item, its fields in the order [`json`] writes them (the
+    /// item goes through a [`Value`] as there), and nothing of it if it
+    /// does not serialize.
     pub fn item<T: serde::Serialize>(
         &mut self,
         out: &mut dyn Write,
         item: &T,
     ) -> Result<(), Failure> {
+        let value = serde_json::to_value(item)?;
+        let text = if self.pretty {
+            serde_json::to_string_pretty(&value)?
+        } else {
+            serde_json::to_string(&value)?
+        };
         if self.written > 0 {
             out.write_all(b",")?;
         }
         if self.pretty {
             // Indented two levels, as `to_writer_pretty` nests it.
-            let text = serde_json::to_string_pretty(item)?;
             for line in text.lines() {
                 write!(out, "\n    {line}")?;
             }
         } else {
-            serde_json::to_writer(&mut *out, item)?;
+            out.write_all(text.as_bytes())?;
         }
         self.written += 1;
         Ok(())
@@ -423,6 +430,37 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// A real item (struct fields, not a `Value`) comes out as `json`
+    /// writes it in a whole page: the same fields, in the same order.
+    #[test]
+    fn json_items_order_fields_as_the_page_document() {
+        let event: AuditEvent = serde_json::from_value(json!({
+            "id": "0190c8f2-7a6e-7c3b-9d41-2f5e8a1b3c4d",
+            "key_id": null,
+            "type": "auth.failed",
+            "actor_key_id": null,
+            "at": "2026-12-07T10:00:00Z",
+            "details": {"reason": "unknown", "hint": "sk_…abcd"}
+        }))
+        .unwrap();
+        for pretty in [false, true] {
+            let page = scopekey_runtime::Page {
+                items: vec![event.clone()],
+                next_cursor: None,
+            };
+            let mut whole = Vec::new();
+            json(&mut whole, &serde_json::to_value(&page).unwrap(), pretty).unwrap();
+            let mut streamed = Vec::new();
+            let mut doc = JsonItems::begin(&mut streamed, pretty).unwrap();
+            doc.item(&mut streamed, &event).unwrap();
+            doc.end(&mut streamed, None).unwrap();
+            assert_eq!(
+                String::from_utf8(streamed).unwrap(),
+                String::from_utf8(whole).unwrap()
+            );
         }
     }
 

@@ -261,8 +261,9 @@ impl ScopeKeyBuilder {
         self
     }
 
-    /// The default rotation grace (24 h unless set); also the grace of the
-    /// notifier's automatic rotations. Kept within what a rotation accepts,
+    /// The default rotation grace (24 h unless set). The notifier's
+    /// automatic rotations use it or the time the key has left, whichever
+    /// is longer: they never shorten a key's life. Kept within what a rotation accepts,
     /// 0 to 365 days ([`MAX_GRACE`]): a value outside is clamped to it, with
     /// a warning.
     pub fn default_grace(mut self, grace: Duration) -> Self {
@@ -300,7 +301,10 @@ impl ScopeKeyBuilder {
     /// one must be at least [`MIN_SECRET_LEN`](crate::notify::MIN_SECRET_LEN)
     /// bytes ([`Notifier::new`](crate::notify::Notifier::new) and key
     /// creation refuse a shorter one, and nothing is sealed anew under it);
-    /// a shorter previous one is only warned about.
+    /// a shorter previous one is only warned about. A notifier on such a
+    /// runtime posts successors to holders' https webhooks, so it needs
+    /// the system's CA certificates: `Notifier::new` fails without them
+    /// (unless insecure rotation webhooks are allowed).
     #[cfg(feature = "webhooks")]
     pub fn rotation_webhook_secret(mut self, secret: crate::notify::signature::Secret) -> Self {
         self.config.rotation_secrets.push(secret);
@@ -314,7 +318,8 @@ impl ScopeKeyBuilder {
     /// checks at delivery (`https` only, public addresses only, no proxy;
     /// see the `notify` module) and posts to holders as it does to the
     /// operator's endpoints, through the environment's proxy if there is
-    /// one. For development and tests.
+    /// one, and starts without the system's CA certificates if no
+    /// endpoint needs them. For development and tests.
     pub fn allow_insecure_rotation_webhooks(mut self, allow: bool) -> Self {
         self.config.insecure_rotation_webhooks = allow;
         self
@@ -382,9 +387,10 @@ impl ScopeKeyBuilder {
 
     /// How long a verification may wait for the store (default 2 s). A
     /// lookup on a cache miss that takes longer refuses the key as
-    /// unavailable (503 over HTTP), as on any store failure; a refusal
-    /// stops waiting for its sampled `auth.failed` write after as long (and
-    /// logs it; the write may still land). It bounds what a database outage
+    /// unavailable (503 over HTTP), as on any store failure; the task
+    /// writing a refusal's sampled `auth.failed` event (the refusal does
+    /// not wait for it) stops waiting after as long (and logs it; the
+    /// write may still land). It bounds what a database outage
     /// costs each request: sqlx's pools otherwise wait up to their acquire
     /// timeout (30 s by default; 5 s in the pool `PgStore::connect` builds)
     /// for a connection to a server that is down, and a SQLite write waits
@@ -965,6 +971,11 @@ impl ScopeKey {
         let timeout = self.inner.verifier.store_timeout();
         let store = Arc::clone(&self.inner.store);
         let write = self.inner.verifier.failure_writes().begin();
+        // A span of its own, following the request's: the request's span
+        // (and what a subscriber measures of it) ends with the refusal, not
+        // with this write.
+        let span = tracing::info_span!(parent: None, "auth_failed_write");
+        span.follows_from(tracing::Span::current());
         let task = async move {
             let _write = write;
             match tokio::time::timeout(timeout, store.insert_event(&event)).await {
@@ -976,13 +987,18 @@ impl ScopeKey {
                 ),
             }
         };
-        tokio::spawn(task.in_current_span());
+        tokio::spawn(task.instrument(span));
     }
 
-    /// Waits (at most twice the store timeout) for the `auth.failed` writes
-    /// this runtime began before the call, so that a listing shows the
-    /// refusals this node has already answered.
-    async fn failure_writes_settled(&self) {
+    /// Waits (at most twice the store timeout) for the `auth.failed` events
+    /// this runtime began writing before the call: each is written in a
+    /// task of its own, so that a refusal does not wait for it. Call it on
+    /// shutdown, once the server has stopped answering and before the
+    /// async runtime ends (which would drop the writes under way), as
+    /// [`flush_last_used`](Self::flush_last_used); `scopekey::actix`'s
+    /// `Background::shutdown` calls both. [`events`](Self::events) calls
+    /// it first, so a listing shows the refusals this node has answered.
+    pub async fn flush_auth_failures(&self) {
         let wait = self.inner.verifier.store_timeout().saturating_mul(2);
         let _ = tokio::time::timeout(wait, self.inner.verifier.failure_writes().settled()).await;
     }
@@ -1365,8 +1381,11 @@ impl ScopeKey {
     /// those of known keys): run this from a timer or a cron job (`scopekey
     /// prune --auth-failures-older-than 90d`). It deletes
     /// [`PRUNE_BATCH`] events a statement, each its own transaction, so
-    /// writers (a revocation) wait for one batch at a time. A negative `older_than` is
-    /// invalid.
+    /// writers (a revocation) wait for one batch at a time. On PostgreSQL,
+    /// two pruners at once share the work: each passes over the events the
+    /// other is deleting, and counts only its own (a pruner whose
+    /// transaction then rolls back leaves its batch for the next run). A
+    /// negative `older_than` is invalid.
     pub async fn prune_auth_failures(&self, older_than: Duration) -> Result<u64, Error> {
         if older_than.is_negative() {
             return Err(Error::Invalid("`older_than` must not be negative".into()));
@@ -1395,7 +1414,7 @@ impl ScopeKey {
     /// A page of the audit log (of one key, or all), newest first.
     pub async fn events(&self, request: &ListEvents) -> Result<Page<AuditEvent>, Error> {
         let limit = page_size(request.limit)?;
-        self.failure_writes_settled().await;
+        self.flush_auth_failures().await;
         if let Some(id) = request.key_id
             && self.inner.store.get(id).await?.is_none()
         {

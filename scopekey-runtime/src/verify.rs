@@ -88,7 +88,8 @@ pub struct VerifierConfig {
     pub cache_capacity: u64,
     /// How long a verification may wait for the store (default 2 s): for a
     /// cache miss's lookup, after which it fails closed as unavailable; for
-    /// a refusal's `auth.failed` write, after which it stops waiting.
+    /// a refusal's `auth.failed` write (in a task of its own), after which
+    /// that task stops waiting.
     pub store_timeout: Duration,
 }
 

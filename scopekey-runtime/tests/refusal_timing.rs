@@ -32,7 +32,7 @@ async fn refusals_do_not_wait_for_their_event(db: &TestDb) {
     let store = Arc::new(PausingStore::new(Arc::clone(&db.store)));
     store.hold_events.store(true, Ordering::SeqCst);
     let keys = ScopeKey::builder_arc(Arc::clone(&store) as _)
-        .clock(clock)
+        .clock(clock.clone())
         .auth_failures_per_second(1)
         // Longer than the waits below: a refusal that waited for its write
         // would not be let go by the timeout first.
@@ -85,6 +85,29 @@ async fn refusals_do_not_wait_for_their_event(db: &TestDb) {
     assert_eq!(failures.len(), 2, "{:?}", page.items);
     assert!(failures.contains(&(Some(created.key.id), "revoked".into())));
     assert!(failures.contains(&(None, "malformed".into())));
+
+    // On shutdown, the writes under way are waited for.
+    clock.advance(time::Duration::seconds(1));
+    tokio::time::timeout(
+        StdDuration::from_secs(10),
+        keys.verify("sk_not-a-key-either"),
+    )
+    .await
+    .expect("the refusal waited for its event's write")
+    .unwrap_err();
+    made.notified().await;
+    let flushing = keys.flush_auth_failures();
+    tokio::pin!(flushing);
+    if tokio::time::timeout(StdDuration::from_millis(200), &mut flushing)
+        .await
+        .is_ok()
+    {
+        panic!("the flush ended before the write under way");
+    }
+    store.release.add_permits(1);
+    tokio::time::timeout(StdDuration::from_secs(10), flushing)
+        .await
+        .expect("the flush ended once the write was done");
 }
 
 both_backends!(

@@ -99,8 +99,9 @@ async fn a_miss_is_answered_while_the_main_pool_is_exhausted() {
     }
     let found = lookup(&store, &plaintext).await.expect("lookup");
     assert!(found.is_some(), "the key is found");
-    // And through the runtime, on a cache miss. (A refusal would wait: it
-    // writes an `auth.failed` event through the main pool.)
+    // And through the runtime, on a cache miss. (A valid key: a refusal
+    // would also write an `auth.failed` event through the main pool, in a
+    // task of its own.)
     keys.invalidate_cache();
     let verified = tokio::time::timeout(PROMPT, keys.verify(&plaintext))
         .await

@@ -776,7 +776,7 @@ impl Store for SqliteStore {
     }
 
     /// The minted keys' ids alone, chosen in the query (as
-    /// [`super::minted_key`] chooses them from events): an automation key
+    /// the default chooses them from events): an automation key
     /// that created a million keys is read as a million ids, not as its
     /// events with their details.
     async fn minted_by(&self, actor: KeyId) -> Result<Vec<KeyId>, StoreError> {
