@@ -28,7 +28,8 @@
 //!   automatic rotation. Keys created with a `rotation_webhook_url` are then
 //!   rotated by the notifier when due, their successors posted to that URL
 //!   signed with the key's own secret (returned once at creation as
-//!   `rotation_webhook_secret`).
+//!   `rotation_webhook_secret`). `SCOPEKEY_ROTATION_WEBHOOK_PORTS`
+//!   (`443,8443`; 443 alone unless set): the ports those URLs may name.
 //! - `SCOPEKEY_KEY_PREFIX` (default `sk`) and `SCOPEKEY_PEPPER` (optional):
 //!   the key format, read as the `scopekey` CLI reads them, so keys made by
 //!   either work in both.
@@ -156,6 +157,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // with a `rotation_webhook_url`.
     for secret in scopekey::notify::rotation_secrets_from_env()? {
         builder = builder.rotation_webhook_secret(secret);
+    }
+    // SCOPEKEY_ROTATION_WEBHOOK_PORTS: the ports those webhooks may name
+    // (443 alone unless set), as the CLI reads it.
+    if let Some(ports) = scopekey::notify::rotation_webhook_ports_from_env()? {
+        builder = builder.rotation_webhook_ports(ports);
     }
     let keys = builder.build();
     keys.migrate().await?;

@@ -145,6 +145,7 @@ impl Demo {
             .env_remove("SCOPEKEY_WEBHOOK_URL")
             .env_remove("SCOPEKEY_WEBHOOK_SECRET")
             .env_remove("SCOPEKEY_ROTATION_SECRET")
+            .env_remove("SCOPEKEY_ROTATION_WEBHOOK_PORTS")
             .env_remove("SCOPEKEY_NOTIFIER_INTERVAL_SECONDS")
             .env_remove("SCOPEKEY_WEBHOOK_EVENTS")
             .env_remove("SCOPEKEY_NOTICE_THRESHOLDS")
@@ -615,6 +616,50 @@ async fn demo_reads_the_key_format_from_the_environment() {
     demo.send("GET", "/orders", Some(unpeppered))
         .await
         .assert_problem(401, Some(common::INVALID_TOKEN));
+
+    assert_eq!(demo.terminate(), Vec::<String>::new());
+    std::fs::remove_dir_all(&dir).ok();
+    db.cleanup().await;
+}
+
+/// Automatic rotation as the environment sets it: a rotation secret, and
+/// the ports keys' webhooks may name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_reads_the_rotation_settings_from_the_environment() {
+    let db = TestDb::new(Backend::Sqlite).await.expect("sqlite");
+    let dir = std::env::temp_dir().join(format!("scopekey-demo-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let demo = Demo::start_with(
+        &dir,
+        Some(&db.url),
+        &[
+            (
+                "SCOPEKEY_ROTATION_SECRET",
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            ),
+            ("SCOPEKEY_ROTATION_WEBHOOK_PORTS", "443,8443"),
+        ],
+    );
+    let admin = admin_key(&demo.next_line());
+    let bot = |port: u16| {
+        json!({
+            "name": "sync bot",
+            "scopes": ["orders:read"],
+            "rotation_period_seconds": 7_776_000,
+            "rotation_webhook_url": format!("https://bot.example:{port}/rotated"),
+        })
+    };
+    let created = demo.post_json("/api-keys", &admin, bot(8443)).await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    assert!(
+        created.json()["rotation_webhook_secret"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("whsec_")),
+        "{}",
+        created.text()
+    );
+    let refused = demo.post_json("/api-keys", &admin, bot(9443)).await;
+    assert_eq!(refused.status, 400, "{}", refused.text());
 
     assert_eq!(demo.terminate(), Vec::<String>::new());
     std::fs::remove_dir_all(&dir).ok();

@@ -29,7 +29,8 @@ a scope outside the catalogue, a time or metadata the runtime refuses, no
 SQLite file, database unreachable) with a one-line message on standard error,
 2 on bad usage (unknown option, bad duration, URL or scope, a time or
 metadata that does not parse, an in-memory SQLite URL, a bad SCOPEKEY_PEPPER,
-SCOPEKEY_ROTATION_SECRET or catalogue file, a key given where a file goes),
+SCOPEKEY_ROTATION_SECRET, SCOPEKEY_ROTATION_WEBHOOK_PORTS or catalogue file, a
+key given where a file goes),
 found before the store is opened. An id that is not a UUID
 names no key: 1, like any unknown id. A key pasted on the command line is
 never repeated back.
@@ -53,7 +54,11 @@ Environment:
                         create --rotation-webhook; keys rotate seals the
                         lineage's webhook secret anew under the current one
                         (without them it is copied as it is); checked by
-                        every command";
+                        every command
+  SCOPEKEY_ROTATION_WEBHOOK_PORTS
+                        the ports a --rotation-webhook URL may name, as the
+                        service allows them (`443,8443`; 443 alone unless
+                        set); checked by every command";
 
 /// Administers scopekey API keys without the HTTP API: bootstrap the first
 /// admin key, rotate or revoke a leaked key, script key management.
@@ -241,7 +246,8 @@ pub struct CreateArgs {
     /// Opt in to automatic rotation: when due, the service's notifier
     /// rotates the key and posts the successor's plaintext to this https
     /// URL, signed with the key's own secret (printed once, with the key).
-    /// Needs `--rotate-every` and the service's SCOPEKEY_ROTATION_SECRET.
+    /// Needs `--rotate-every` and the service's SCOPEKEY_ROTATION_SECRET;
+    /// a port other than 443 needs SCOPEKEY_ROTATION_WEBHOOK_PORTS.
     #[arg(long, value_name = "URL", requires = "rotate_every")]
     pub rotation_webhook: Option<String>,
 

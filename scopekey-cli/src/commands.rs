@@ -29,6 +29,9 @@ struct Globals {
     format: KeyFormat,
     /// `SCOPEKEY_ROTATION_SECRET`, current first (empty when unset).
     rotation_secrets: Vec<Secret>,
+    /// `SCOPEKEY_ROTATION_WEBHOOK_PORTS`, if set: the ports keys' own
+    /// rotation webhooks may name (443 alone otherwise).
+    rotation_webhook_ports: Option<Vec<u16>>,
     /// `--catalogue`: the scopes keys may hold, as listed (`None`: any).
     catalogue: Option<Vec<String>>,
     migrate: bool,
@@ -90,6 +93,8 @@ pub async fn run(cli: Cli, url: &str, out: &mut dyn Write) -> Result<(), Failure
         format: key_format(&cli.key_prefix)?,
         rotation_secrets: scopekey_runtime::notify::rotation_secrets_from_env()
             .map_err(|e| Failure::Usage(e.to_string()))?,
+        rotation_webhook_ports: scopekey_runtime::notify::rotation_webhook_ports_from_env()
+            .map_err(|e| Failure::Usage(e.to_string()))?,
         catalogue: cli.catalogue.as_deref().map(catalogue::load).transpose()?,
         migrate: !cli.no_migrate || matches!(cli.command, Command::Migrate),
         may_create: matches!(
@@ -147,6 +152,11 @@ impl Globals {
         // rotation webhook get their holder's signing secret.
         for secret in &self.rotation_secrets {
             builder = builder.rotation_webhook_secret(secret.clone());
+        }
+        // And its ports: a key created here with a webhook on a port the
+        // service allows (and only those) is accepted.
+        if let Some(ports) = &self.rotation_webhook_ports {
+            builder = builder.rotation_webhook_ports(ports.iter().copied());
         }
         // The service's catalogue: the runtime refuses a scope outside it
         // (exit 1), as the service's HTTP API does (400).

@@ -136,7 +136,8 @@
 //!   unsupported one, a bad duration, status, limit, cursor, time or
 //!   metadata, a `--scope` that breaks the scope grammar (the reason is
 //!   given, the value is not repeated), a bad `--key-prefix`,
-//!   `SCOPEKEY_PEPPER`, `SCOPEKEY_ROTATION_SECRET` or `--catalogue` file
+//!   `SCOPEKEY_PEPPER`, `SCOPEKEY_ROTATION_SECRET`,
+//!   `SCOPEKEY_ROTATION_WEBHOOK_PORTS` or `--catalogue` file
 //!   (even when the id given names no key), a key given to `keys compromised` where its
 //!   report file goes (it is not revoked, nor repeated back). clap prints
 //!   the usage for the mistakes it finds itself (options, values it

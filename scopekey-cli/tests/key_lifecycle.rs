@@ -416,6 +416,32 @@ async fn rotate_every(db: &TestDb) {
         "{human:#?}"
     );
 
+    // Another port: refused unless the service's ports, given as it has
+    // them, allow it; a list that is not one is bad usage.
+    let on_port = |ports: Option<&str>| {
+        let mut cmd = command();
+        cmd.env("SCOPEKEY_ROTATION_SECRET", secret)
+            .env_remove("SCOPEKEY_ROTATION_WEBHOOK_PORTS")
+            .arg("--database-url")
+            .arg(url)
+            .args(&args[..args.len() - 1])
+            .args(["https://holder.example:8443/rotate", "--json"]);
+        if let Some(ports) = ports {
+            cmd.env("SCOPEKEY_ROTATION_WEBHOOK_PORTS", ports);
+        }
+        common::run(cmd, "")
+    };
+    on_port(None).fails_with(1).says("port");
+    on_port(Some("443")).fails_with(1).says("port");
+    let allowed = on_port(Some("443, 8443")).json();
+    assert_eq!(
+        allowed["rotation_webhook_url"],
+        "https://holder.example:8443/rotate"
+    );
+    on_port(Some("8443x"))
+        .fails_with(2)
+        .says("SCOPEKEY_ROTATION_WEBHOOK_PORTS");
+
     scopekey(
         url,
         &[

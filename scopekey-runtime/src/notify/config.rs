@@ -198,6 +198,52 @@ pub mod env {
     /// Keep it apart from `SCOPEKEY_WEBHOOK_SECRET`: holders of keys never
     /// see it, only secrets derived from it.
     pub const ROTATION_SECRET: &str = "SCOPEKEY_ROTATION_SECRET";
+    /// The ports keys' own rotation webhooks may name, comma- or
+    /// space-separated (`443,8443`), for
+    /// [`ScopeKeyBuilder::rotation_webhook_ports`](crate::ScopeKeyBuilder::rotation_webhook_ports)
+    /// (443 alone when unset or empty); read by
+    /// [`rotation_webhook_ports_from_env`](super::rotation_webhook_ports_from_env).
+    /// A service and the `scopekey` CLI working on one store should agree.
+    pub const ROTATION_WEBHOOK_PORTS: &str = "SCOPEKEY_ROTATION_WEBHOOK_PORTS";
+}
+
+/// Reads `SCOPEKEY_ROTATION_WEBHOOK_PORTS`: the ports to give
+/// [`ScopeKeyBuilder::rotation_webhook_ports`](crate::ScopeKeyBuilder::rotation_webhook_ports),
+/// or `None` when unset or empty (the builder's default, 443 alone).
+pub fn rotation_webhook_ports_from_env() -> Result<Option<Vec<u16>>, NotifyError> {
+    match std::env::var(env::ROTATION_WEBHOOK_PORTS) {
+        Ok(v) if !v.trim().is_empty() => parse_ports(&v)
+            .map(Some)
+            .map_err(|e| NotifyError::Config(format!("{}: {e}", env::ROTATION_WEBHOOK_PORTS))),
+        Err(std::env::VarError::NotUnicode(_)) => Err(NotifyError::Config(format!(
+            "{} is not valid UTF-8",
+            env::ROTATION_WEBHOOK_PORTS
+        ))),
+        _ => Ok(None),
+    }
+}
+
+/// Ports separated by commas or whitespace (`443, 8443`), each 1 to 65535,
+/// at least one; repeated ones count once.
+pub fn parse_ports(value: &str) -> Result<Vec<u16>, String> {
+    let mut ports = Vec::new();
+    for part in value
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+    {
+        match part.parse::<u16>() {
+            Ok(port) if port > 0 => {
+                if !ports.contains(&port) {
+                    ports.push(port);
+                }
+            }
+            _ => return Err(format!("`{part}` is not a port (1 to 65535)")),
+        }
+    }
+    if ports.is_empty() {
+        return Err("names no port".into());
+    }
+    Ok(ports)
 }
 
 /// Reads `SCOPEKEY_ROTATION_SECRET` (empty if unset): the secrets to give
@@ -448,6 +494,18 @@ mod tests {
         assert!(parse_duration("0d").is_err());
         assert!(parse_duration("1w").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn ports_read_as_a_list() {
+        assert_eq!(parse_ports("443"), Ok(vec![443]));
+        assert_eq!(
+            parse_ports(" 443, 8443 443\t9443 "),
+            Ok(vec![443, 8443, 9443])
+        );
+        for bad in ["", ",", "0", "65536", "https", "443;8443", "-1", "44 3x"] {
+            assert!(parse_ports(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

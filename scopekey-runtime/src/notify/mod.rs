@@ -287,7 +287,8 @@ use tokio::sync::{OnceCell, watch};
 use uuid::Uuid;
 
 pub use config::{
-    DEFAULT_EVENTS, EndpointConfig, MIN_SECRET_LEN, NotifierConfig, rotation_secrets_from_env,
+    DEFAULT_EVENTS, EndpointConfig, MIN_SECRET_LEN, NotifierConfig, parse_ports,
+    rotation_secrets_from_env, rotation_webhook_ports_from_env,
 };
 pub use outbox::{Delivery, DeliveryFilter, DeliveryState, Endpoint, Notice, Outbox};
 pub use signature::{SignatureError, WebhookVerifier, sign, verify};
