@@ -28,8 +28,10 @@
 //!   automatic rotation. Keys created with a `rotation_webhook_url` are then
 //!   rotated by the notifier when due, their successors posted to that URL
 //!   signed with the key's own secret (returned once at creation as
-//!   `rotation_webhook_secret`). `SCOPEKEY_ROTATION_WEBHOOK_PORTS`
-//!   (`443,8443`; 443 alone unless set): the ports those URLs may name.
+//!   `rotation_webhook_secret`); the demo then needs the system's CA
+//!   certificates (its notifier refuses to start without them).
+//!   `SCOPEKEY_ROTATION_WEBHOOK_PORTS` (`443,8443`; 443 alone unless set):
+//!   the ports those URLs may name.
 //! - `SCOPEKEY_KEY_PREFIX` (default `sk`) and `SCOPEKEY_PEPPER` (optional):
 //!   the key format, read as the `scopekey` CLI reads them, so keys made by
 //!   either work in both.

@@ -73,8 +73,23 @@ impl AuthConfig {
 
 /// The runtime registered in the request's app data: a plain [`ScopeKey`]
 /// (`.app_data(keys.clone())`, preferred: it is already a shared handle) or a
-/// `web::Data<ScopeKey>`.
+/// `web::Data<ScopeKey>`. Where both are registered (at different levels:
+/// the app and a scope) and are not the same runtime, which one is the
+/// nearer cannot be told: none is used (`None`, so a 500, logged), rather
+/// than perhaps the application's where a scope meant its own. Register
+/// runtimes the same way at every level.
 pub fn runtime(req: &HttpRequest) -> Option<&ScopeKey> {
-    req.app_data::<ScopeKey>()
-        .or_else(|| req.app_data::<web::Data<ScopeKey>>().map(|d| d.get_ref()))
+    let plain = req.app_data::<ScopeKey>();
+    let data = req.app_data::<web::Data<ScopeKey>>().map(|d| d.get_ref());
+    match (plain, data) {
+        (Some(plain), Some(data)) if !plain.same_runtime(data) => {
+            tracing::error!(
+                path = %req.path(),
+                "two scopekey runtimes registered for this request, one as ScopeKey and one \
+                 as web::Data<ScopeKey>: register them the same way at every level"
+            );
+            None
+        }
+        (plain, data) => plain.or(data),
+    }
 }

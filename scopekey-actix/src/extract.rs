@@ -44,7 +44,7 @@ pub(crate) struct RuntimeId(Option<usize>);
 
 impl RuntimeId {
     pub(crate) fn of(keys: Option<&ScopeKey>) -> Self {
-        Self(keys.map(|k| Arc::as_ptr(k.store()).cast::<()>().addr()))
+        Self(keys.map(ScopeKey::instance_id))
     }
 }
 

@@ -199,13 +199,45 @@ fn keyed_response<B>(res: ServiceResponse<B>) -> Response<B> {
 /// (a key revoked while its request ran) cannot be told apart by their
 /// headers.
 fn depends_on_key<T>(res: &mut ServiceResponse<T>) {
-    use actix_web::http::header::{AUTHORIZATION, CACHE_CONTROL, HeaderValue, VARY};
+    use actix_web::http::header::{AUTHORIZATION, HeaderValue, VARY};
     let presented = {
         let headers = res.request().headers();
         headers.contains_key(AUTHORIZATION) || headers.contains_key(crate::credentials::X_API_KEY)
     };
     let headers = res.headers_mut();
-    headers.append(VARY, HeaderValue::from_static("Authorization, X-API-Key"));
+    // One `Vary` line, holding the handler's own fields (or an inner
+    // middleware's: the two credential headers once, however many of these
+    // middlewares the response passes through) and the credential headers.
+    let read: Option<Vec<&str>> = headers.get_all(VARY).map(|v| v.to_str().ok()).collect();
+    let Some(read) = read else {
+        // A value that is not text: left as it is, ours beside it.
+        headers.append(VARY, HeaderValue::from_static("Authorization, X-API-Key"));
+        return finish(headers, presented);
+    };
+    let mut fields: Vec<String> = read
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if !fields.iter().any(|f| f == "*") {
+        for ours in ["Authorization", "X-API-Key"] {
+            if !fields.iter().any(|f| f.eq_ignore_ascii_case(ours)) {
+                fields.push(ours.to_owned());
+            }
+        }
+        if let Ok(value) = HeaderValue::from_str(&fields.join(", ")) {
+            headers.insert(VARY, value);
+        }
+    }
+    finish(headers, presented);
+}
+
+/// `Cache-Control: private` for an answer to a presented key that says
+/// nothing of caching.
+fn finish(headers: &mut actix_web::http::header::HeaderMap, presented: bool) {
+    use actix_web::http::header::{CACHE_CONTROL, HeaderValue};
     if presented && !headers.contains_key(CACHE_CONTROL) {
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("private"));
     }

@@ -26,7 +26,7 @@
 //!   internal address; needs a policy of at least two graces and a runtime
 //!   with a rotation webhook secret, `ScopeKeyBuilder::rotation_webhook_secret`)
 //!   opts in to automatic rotation: when due, the notifier rotates the key
-//!   with the default grace and posts the successor (the key object plus
+//!   (the old key keeping its own expiry) and posts the successor (the key object plus
 //!   `key`, its plaintext) to that URL as a `key.rotated` webhook signed with
 //!   the key's own random secret, which the 201 answer carries once as
 //!   `rotation_webhook_secret` (`whsec_…`). Both fields show in the key

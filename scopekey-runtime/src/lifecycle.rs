@@ -468,6 +468,20 @@ impl ScopeKey {
         &self.inner.store
     }
 
+    /// Whether `other` is this runtime (a clone of it: the same cache,
+    /// settings and store), not merely one built on the same store.
+    pub fn same_runtime(&self, other: &ScopeKey) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// A number naming this runtime among those alive (its clones share
+    /// it): what [`same_runtime`](Self::same_runtime) compares, for a
+    /// caller that keeps the number rather than the runtime. A runtime
+    /// dropped may leave its number to a later one.
+    pub fn instance_id(&self) -> usize {
+        Arc::as_ptr(&self.inner).addr()
+    }
+
     /// The current time by the runtime's clock, to the microsecond.
     pub fn now(&self) -> OffsetDateTime {
         truncate_micros(self.inner.clock.now())
@@ -1314,7 +1328,9 @@ impl ScopeKey {
     /// in the store since (another node revoked it), is refused as any
     /// request with it is ([`Error::ActorRevoked`]; logged, and sampled
     /// into the audit log as `auth.failed` with `action: "self"`), never
-    /// shown to its holder as `revoked`; its cache entry is dropped.
+    /// shown to its holder as `revoked`; a revoked or expired key's cache
+    /// entry is dropped (a row deleted behind the runtime's back leaves its
+    /// entry to the cache's lifetime).
     pub async fn get_self(&self, caller: &Principal) -> Result<ApiKey, Error> {
         let now = self.now();
         let record = self.inner.store.get(caller.id).await?;

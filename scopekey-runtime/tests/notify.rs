@@ -1213,6 +1213,24 @@ both_backends!(
     one_throttled_delivery_holds_up_no_other
 );
 
+/// `Retry-After: 0` (or a date already past by the receiver's clock) still
+/// pauses the endpoint a second: not claimed again within the same pass.
+async fn retry_after_zero(db: &TestDb) {
+    let e = env(db).await;
+    e.receiver
+        .script([Reply::WithHeader(503, "Retry-After", "0")]);
+    key_expiring_in(&e.keys, "k", Duration::days(10)).await;
+    assert_eq!(e.notifier.record_notices().await.unwrap(), (1, 0));
+    assert_eq!(e.notifier.deliver_due().await.unwrap().retried, 1);
+    let endpoint = &e.notifier.outbox().endpoints().await.unwrap()[0];
+    let paused = endpoint.paused_until.expect("paused");
+    assert!(
+        paused >= e.clock.now() + Duration::SECOND,
+        "paused a second at least: {paused}"
+    );
+}
+both_backends!(retry_after_zero_still_pauses, retry_after_zero);
+
 async fn request_timeout(db: &TestDb) {
     // Short, so that the hang below fails soon; the hang outlasts it
     // whatever its length. The retry, which must succeed, runs under a
@@ -2716,6 +2734,51 @@ async fn automatic_rotation_never_shortens_a_key(db: &TestDb) {
 both_backends!(
     automatic_rotation_never_shortens_a_key_works,
     automatic_rotation_never_shortens_a_key
+);
+
+/// A pass interval longer than the longest grace (a year) does not make a
+/// key due earlier than that: rotated with more than a year left, the old
+/// key would lose the rest.
+async fn a_long_interval_rotates_no_key_early(db: &TestDb) {
+    let clock = ManualClock::starting_now();
+    let operator = Receiver::start().await;
+    let holder = Receiver::start().await;
+    let keys = ScopeKey::builder_arc(Arc::clone(&db.store))
+        .clock(clock.clone())
+        .default_grace(Duration::ZERO)
+        .rotation_webhook_secret(ROTATION_SECRET.parse().unwrap())
+        .allow_insecure_rotation_webhooks(true)
+        .build();
+    let created = keys
+        .create(
+            auto_rotating("machine", &holder.url).expires_at(clock.now() + Duration::days(380)),
+            Actor::System,
+        )
+        .await
+        .unwrap();
+    let notifier = Notifier::new(
+        keys.clone(),
+        Outbox::connect(&db.url).await.unwrap(),
+        NotifierConfig {
+            interval: StdDuration::from_secs(400 * 86_400),
+            ..config(&operator)
+        },
+    )
+    .unwrap();
+    assert_eq!(notifier.rotate_due().await.unwrap(), 0);
+    assert_eq!(
+        keys.get(created.key.id).await.unwrap().status,
+        Status::Active
+    );
+    // Within the longest grace of its expiry, it is rotated, keeping it.
+    clock.advance(Duration::days(16));
+    assert_eq!(notifier.rotate_due().await.unwrap(), 1);
+    let parent = keys.get(created.key.id).await.unwrap();
+    assert_eq!(parent.expires_at, created.key.expires_at);
+}
+both_backends!(
+    a_long_interval_rotates_no_key_early_works,
+    a_long_interval_rotates_no_key_early
 );
 
 /// A holder URL that is also (or once was) one of the operator's configured

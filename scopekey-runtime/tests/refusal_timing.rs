@@ -44,7 +44,9 @@ async fn refusals_do_not_wait_for_their_event(db: &TestDb) {
         .expect("the refusal waited for its event's write")
         .unwrap_err();
     assert_eq!(garbage.reason(), "malformed");
-    made.notified().await;
+    tokio::time::timeout(StdDuration::from_secs(10), made.notified())
+        .await
+        .expect("the refusal's event was admitted and is being written");
     let refused = tokio::time::timeout(
         StdDuration::from_secs(10),
         keys.verify(created.plaintext.expose_secret()),
@@ -52,7 +54,9 @@ async fn refusals_do_not_wait_for_their_event(db: &TestDb) {
     .await
     .expect("the refusal waited for its event's write");
     assert_eq!(refused.unwrap_err().reason(), "revoked");
-    made.notified().await;
+    tokio::time::timeout(StdDuration::from_secs(10), made.notified())
+        .await
+        .expect("the refusal's event was admitted and is being written");
 
     // Listing the log on this runtime waits for both writes, and shows
     // them.
@@ -95,7 +99,9 @@ async fn refusals_do_not_wait_for_their_event(db: &TestDb) {
     .await
     .expect("the refusal waited for its event's write")
     .unwrap_err();
-    made.notified().await;
+    tokio::time::timeout(StdDuration::from_secs(10), made.notified())
+        .await
+        .expect("the refusal's event was admitted and is being written");
     let flushing = keys.flush_auth_failures();
     tokio::pin!(flushing);
     if tokio::time::timeout(StdDuration::from_millis(200), &mut flushing)

@@ -738,9 +738,11 @@ impl Notifier {
         let grace = keys.default_grace();
         // Due within the grace, or within one pass interval if the grace is
         // shorter (with no grace a key would otherwise never be due before
-        // it expired).
+        // it expired); never earlier than the longest grace a rotation
+        // takes, so the old key keeps its whole life (an interval of more
+        // than a year would otherwise make a key due with more time left).
         let interval = Duration::try_from(self.inner.config.interval).unwrap_or(Duration::MAX);
-        let lead = grace.max(interval);
+        let lead = grace.max(interval).min(MAX_GRACE);
         let batch = self.inner.config.batch_size;
         let mut rotated = 0;
         // Pages in expiry order; a key left alone (its endpoint disabled, a
@@ -1233,9 +1235,13 @@ impl Notifier {
                 // with its failures (to hours), and the endpoint's other
                 // deliveries (a `key.compromised` among them) are not to
                 // queue behind it.
-                let pause = asked.unwrap_or_else(|| {
-                    deliver::backoff(1, config.initial_backoff, config.max_backoff)
-                });
+                // (At least a second: `Retry-After: 0`, or a date already
+                // past by the receiver's clock, is no reason to come back
+                // within the same pass.)
+                let pause = asked.map_or_else(
+                    || deliver::backoff(1, config.initial_backoff, config.max_backoff),
+                    |asked| asked.max(Duration::SECOND),
+                );
                 (
                     Completion::Retry {
                         at,
