@@ -10,8 +10,8 @@
 //! concurrently, as actix polls a handler's extractors together) awaits the
 //! same result: a key is verified at most once per request.
 //!
-//! The outcome is kept with the runtime it was asked of (the address of
-//! that runtime's store): a guard or extractor that sees another runtime
+//! The outcome is kept with the runtime it was asked of
+//! ([`ScopeKey::instance_id`], shared by its clones): a guard or extractor that sees another runtime
 //! (a `web::scope` registering one of its own, on a store of its own)
 //! verifies the key again against that one, and keeps that answer for the
 //! rest of the request. A key is never judged by one store and acted for
@@ -34,11 +34,12 @@ use crate::error::{AuthError, AuthErrorKind};
 /// The result of authenticating one request.
 pub(crate) type Outcome = Result<Option<Principal>, AuthError>;
 
-/// Which runtime a verification asked: the address of its store (shared
+/// Which runtime a verification asked ([`ScopeKey::instance_id`], shared
 /// by every clone of a runtime). `None`: no runtime was found.
 ///
 /// Two runtimes on one shared store (`ScopeKey::builder_arc` with the same
-/// `Arc`) count as one: they read the same keys.
+/// `Arc`) are two: each has its own cache (a revocation through one drops
+/// its own entry only) and settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RuntimeId(Option<usize>);
 

@@ -92,8 +92,12 @@
 //!   [`ApiKeyAuth`] installed the key is always judged first.
 //! - **Several runtimes** (a per-tenant store registered on each tenant's
 //!   `web::scope`): the recorded outcome names the runtime that gave it
-//!   (by its store: runtimes built on one shared `Arc<dyn Store>` count as
-//!   one). A guard, extractor or nested [`ApiKeyAuth`] that sees another
+//!   ([`ScopeKey::same_runtime`](scopekey_runtime::ScopeKey::same_runtime):
+//!   its clones are the same runtime, another built on the same store is
+//!   not). Register every runtime the same way (all as `ScopeKey`, or all
+//!   as `web::Data<ScopeKey>`): a scope's `web::Data<ScopeKey>` under an
+//!   application's plain `ScopeKey` cannot be told nearer, and such a
+//!   request is answered 500 (logged). A guard, extractor or nested [`ApiKeyAuth`] that sees another
 //!   runtime in app data than the one that verified verifies the key again
 //!   against its own, and keeps that answer for the rest of the request, so
 //!   a key verified against the application's store never acts on a
