@@ -162,13 +162,26 @@ impl<K: ShardKey, V: Clone> Cache<K, V> {
     }
 
     /// Caches `value` for `key` as of `now`, unless the shard saw an
-    /// invalidation since `ticket` was taken.
-    pub(crate) fn insert(&self, key: K, value: V, now: i64, ticket: Ticket) {
+    /// invalidation since `ticket` was taken, or the entry held for `key`
+    /// is one `value` does not `supersede` (a newer answer than `value`'s,
+    /// read by a request that began later but finished first).
+    pub(crate) fn insert(
+        &self,
+        key: K,
+        value: V,
+        now: i64,
+        ticket: Ticket,
+        supersedes: impl FnOnce(&V) -> bool,
+    ) {
         if self.generation_len == 0 {
             return;
         }
         let mut shard = self.shard(&key);
         if shard.epoch != ticket.0 {
+            return;
+        }
+        let held = shard.current.get(&key).or_else(|| shard.previous.get(&key));
+        if held.is_some_and(|held| !supersedes(&held.value)) {
             return;
         }
         shard.previous.remove(&key);
@@ -185,6 +198,17 @@ impl<K: ShardKey, V: Clone> Cache<K, V> {
         shard.epoch += 1;
         shard.current.remove(key);
         shard.previous.remove(key);
+    }
+
+    /// Drops every entry `matches` picks (a scan of the whole cache), and
+    /// any insert of an answer read before now.
+    pub(crate) fn invalidate_matching(&self, matches: impl Fn(&V) -> bool) {
+        for shard in &*self.shards {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            shard.epoch += 1;
+            shard.current.retain(|_, entry| !matches(&entry.value));
+            shard.previous.retain(|_, entry| !matches(&entry.value));
+        }
     }
 
     /// Drops every entry, and any insert of an answer read before now.
@@ -250,7 +274,7 @@ mod tests {
     }
 
     fn put(c: &Cache<K, u32>, k: u64, v: u32, now: i64) {
-        c.insert(K(k), v, now, c.ticket(&K(k)));
+        c.insert(K(k), v, now, c.ticket(&K(k)), |_| true);
     }
 
     #[test]
@@ -320,18 +344,35 @@ mod tests {
         // not cached.
         let ticket = c.ticket(&K(2));
         c.invalidate(&K(2));
-        c.insert(K(2), 20, T0, ticket);
+        c.insert(K(2), 20, T0, ticket, |_| true);
         assert_eq!(c.get(&K(2), T0), None);
 
         let ticket = c.ticket(&K(3));
         c.invalidate_all();
-        c.insert(K(3), 30, T0, ticket);
+        c.insert(K(3), 30, T0, ticket, |_| true);
         assert_eq!(c.get(&K(3), T0), None);
 
         put(&c, 4, 40, T0);
         put(&c, 5, 50, T0);
         c.invalidate_all();
         assert_eq!(c.len(), 0);
+    }
+
+    /// Two misses of one key, the later one finishing first: the earlier
+    /// one's answer does not replace the later one's where it does not
+    /// supersede it (a valid verdict over a revoked one).
+    #[test]
+    fn an_older_answer_does_not_replace_a_newer_one() {
+        let c = cache(100);
+        let (first, second) = (c.ticket(&K(1)), c.ticket(&K(1)));
+        // Values: 1 valid, 2 revoked; revoked is never superseded by valid.
+        let supersedes = |new: u32| move |held: &u32| !(*held == 2 && new == 1);
+        c.insert(K(1), 2, T0 + 500_000, second, supersedes(2));
+        c.insert(K(1), 1, T0, first, supersedes(1));
+        assert_eq!(c.get(&K(1), T0 + 600_000), Some(2));
+        // Where it supersedes, it replaces.
+        c.insert(K(1), 3, T0 + 700_000, c.ticket(&K(1)), supersedes(3));
+        assert_eq!(c.get(&K(1), T0 + 700_000), Some(3));
     }
 
     #[test]

@@ -1180,9 +1180,14 @@ impl ScopeKey {
         let inner = Arc::clone(&self.inner);
         let (outcome, rotation) = to_the_end(async move {
             let outcome = inner.store.rotate(&rotation).await;
-            if let Ok(RotateOutcome::Rotated(before)) = &outcome {
-                inner.verifier.invalidate(&before.key_hash);
-                inner.verifier.invalidate(&rotation.child.key_hash);
+            match &outcome {
+                Ok(RotateOutcome::Rotated(before)) => {
+                    inner.verifier.invalidate(&before.key_hash);
+                    inner.verifier.invalidate(&rotation.child.key_hash);
+                }
+                Ok(_) => {}
+                // Committed or not, as for a revocation.
+                Err(_) => inner.verifier.invalidate_key(rotation.parent_id),
             }
             (outcome, rotation)
         })
@@ -1294,10 +1299,14 @@ impl ScopeKey {
         let reason = reason.map(str::to_owned);
         let outcome = to_the_end(async move {
             let outcome = inner.store.revoke(id, now, reason.as_deref(), &event).await;
-            if let Ok(RevokeOutcome::Revoked(record) | RevokeOutcome::AlreadyRevoked(record)) =
-                &outcome
-            {
-                inner.verifier.invalidate(&record.key_hash);
+            match &outcome {
+                Ok(RevokeOutcome::Revoked(record) | RevokeOutcome::AlreadyRevoked(record)) => {
+                    inner.verifier.invalidate(&record.key_hash);
+                }
+                Ok(RevokeOutcome::NotFound) => {}
+                // Committed or not (a commit whose acknowledgement was
+                // lost fails too): the key's cached verdicts go either way.
+                Err(_) => inner.verifier.invalidate_key(id),
             }
             outcome
         })

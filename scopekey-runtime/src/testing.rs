@@ -320,6 +320,9 @@ pub struct PausingStore {
     pub release: Arc<tokio::sync::Semaphore>,
     /// Hold each [`Store::insert_event`] back, before writing, too.
     pub hold_events: std::sync::atomic::AtomicBool,
+    /// Report each revocation and rotation as failed once the store it
+    /// wraps has made it (a commit whose acknowledgement was lost).
+    pub fail_after_change: std::sync::atomic::AtomicBool,
 }
 
 impl PausingStore {
@@ -330,7 +333,23 @@ impl PausingStore {
             made: Arc::new(tokio::sync::Notify::new()),
             release: Arc::new(tokio::sync::Semaphore::new(0)),
             hold_events: std::sync::atomic::AtomicBool::new(false),
+            fail_after_change: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// `outcome`, or with [`fail_after_change`](Self::fail_after_change)
+    /// an error whatever it was.
+    fn lost_acknowledgement<T>(
+        &self,
+        outcome: Result<T, crate::StoreError>,
+    ) -> Result<T, crate::StoreError> {
+        if self
+            .fail_after_change
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(crate::StoreError::msg("connection reset while committing"));
+        }
+        outcome
     }
 
     async fn hold(&self) {
@@ -398,7 +417,7 @@ impl Store for PausingStore {
     ) -> Result<crate::store::RotateOutcome, crate::StoreError> {
         let outcome = self.inner.rotate(rotation).await;
         self.hold().await;
-        outcome
+        self.lost_acknowledgement(outcome)
     }
     async fn revoke(
         &self,
@@ -409,7 +428,7 @@ impl Store for PausingStore {
     ) -> Result<crate::store::RevokeOutcome, crate::StoreError> {
         let outcome = self.inner.revoke(id, at, reason, event).await;
         self.hold().await;
-        outcome
+        self.lost_acknowledgement(outcome)
     }
     async fn insert_event(&self, event: &crate::AuditEvent) -> Result<(), crate::StoreError> {
         if self.hold_events.load(std::sync::atomic::Ordering::SeqCst) {

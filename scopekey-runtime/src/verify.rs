@@ -12,7 +12,7 @@
 //! held. A store failure on a miss is an error, never a pass.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,6 +52,25 @@ struct Known {
 const NOT_USED: i64 = i64::MIN;
 
 impl Cached {
+    /// Whether this answer may replace `held`, cached for the same hash by
+    /// a miss that finished first but may have begun later: never a
+    /// revoked key by one not revoked, nor an expiry by a later one (a
+    /// key's expiry only ever comes closer: a rotation shortens it), since
+    /// then `held` is the newer read. Otherwise a revocation this node has
+    /// already seen (from another process, without a notification) could
+    /// be served as valid again for the cache's lifetime.
+    fn supersedes(&self, held: &Cached) -> bool {
+        let (Cached::Known(held), Cached::Known(new)) = (held, self) else {
+            return true;
+        };
+        let later_expiry = match (held.expires_at, new.expires_at) {
+            (Some(_), None) => true,
+            (Some(held), Some(new)) => new > held,
+            (None, _) => false,
+        };
+        (!held.revoked || new.revoked) && !later_expiry
+    }
+
     fn from_record(record: Option<VerifyRecord>) -> Result<Self, StoreError> {
         let Some(record) = record else {
             return Ok(Self::Unknown);
@@ -214,22 +233,26 @@ struct NamedSecond {
 /// the `auth.failed` budget.
 const MAX_KEYS_A_SECOND: usize = 64;
 
-/// A count of events in the current second.
+/// A count of events in the current second: the latest second seen, and
+/// how many it admitted.
 #[derive(Debug, Default)]
-struct SecondBudget {
-    second: AtomicI64,
-    used: AtomicU32,
-}
+struct SecondBudget(Mutex<(i64, u32)>);
 
 impl SecondBudget {
     /// Whether another event fits in `now`'s second, at most `limit` a
-    /// second.
+    /// second. The second only moves forward: an event stamped with an
+    /// earlier one (a refusal whose lookup began before a later one's
+    /// ended) counts against the latest, else refusals finishing out of
+    /// order around each second's turn would start the count over and
+    /// again.
     fn admit(&self, now: OffsetDateTime, limit: u32) -> bool {
         let second = now.unix_timestamp();
-        if self.second.swap(second, Ordering::Relaxed) != second {
-            self.used.store(0, Ordering::Relaxed);
+        let mut budget = lock(&self.0);
+        if second > budget.0 {
+            *budget = (second, 0);
         }
-        self.used.fetch_add(1, Ordering::Relaxed) < limit
+        budget.1 = budget.1.saturating_add(1);
+        budget.1 <= limit
     }
 }
 
@@ -287,7 +310,10 @@ impl Verifier {
                     Cached::from_record(found)
                 };
                 let entry = Arc::new(read.await.map_err(|e| (e.into(), None))?);
-                self.cache.insert(hash, entry.clone(), now, ticket);
+                let read = Arc::clone(&entry);
+                self.cache.insert(hash, entry.clone(), now, ticket, |held| {
+                    read.supersedes(held)
+                });
                 entry
             }
         };
@@ -348,6 +374,14 @@ impl Verifier {
     /// Forgets a hash: the next verification reads the store.
     pub(crate) fn invalidate(&self, hash: &KeyHash) {
         self.cache.invalidate(hash);
+    }
+
+    /// Forgets the verdicts cached for the key `id` (by a scan: for a
+    /// change whose outcome is unknown, its hash unread).
+    pub(crate) fn invalidate_key(&self, id: KeyId) {
+        self.cache.invalidate_matching(
+            |entry| matches!(&**entry, Cached::Known(known) if known.principal.id == id),
+        );
     }
 
     /// Forgets every cached verdict.
@@ -450,7 +484,8 @@ impl Verifier {
         }
         let mut named = lock(&self.named_failures);
         let second = now.unix_timestamp();
-        if named.second != second {
+        // Forward only, as for the anonymous budget.
+        if second > named.second {
             *named = NamedSecond {
                 second,
                 ..NamedSecond::default()
@@ -518,5 +553,61 @@ mod tests {
         }
         done.store(true, Ordering::Relaxed);
         reader.join().expect("the use was always shown");
+    }
+
+    /// Refusals finishing out of order around a second's turn (stamped
+    /// with the second their lookup began in) do not start the count over:
+    /// an earlier second's counts against the latest.
+    #[test]
+    fn failure_budgets_only_move_forward() {
+        let verifier = Verifier::new(&VerifierConfig::default());
+        let s = OffsetDateTime::from_unix_timestamp(1_000_000).unwrap();
+        let next = s + time::Duration::seconds(1);
+        let anonymous = (0..1_000)
+            .filter(|i| verifier.admit_failure_event(if i % 2 == 0 { s } else { next }, 1, None))
+            .count();
+        assert_eq!(anonymous, 2, "one in each second");
+
+        let key = KeyId(uuid::Uuid::now_v7());
+        let later = next + time::Duration::seconds(1);
+        let named = (0..1_000)
+            .filter(|i| {
+                let at = if i % 2 == 0 { next } else { later };
+                verifier.admit_failure_event(at, 1, Some(key))
+            })
+            .count();
+        assert_eq!(named, 2, "one in each second");
+    }
+
+    fn known(revoked: bool, expires_at: Option<i64>) -> Cached {
+        Cached::Known(Known {
+            principal: Principal {
+                id: KeyId(uuid::Uuid::nil()),
+                name: "k".into(),
+                grants: Arc::new(Grants::parse_all(&["a:b".to_owned()]).unwrap()),
+                expires_at: None,
+            },
+            revoked,
+            expires_at,
+            last_used: Arc::new(AtomicI64::new(NOT_USED)),
+        })
+    }
+
+    /// A key's answers only move one way: revoked stays revoked, an expiry
+    /// only comes closer; so an answer that would undo either is the older
+    /// read, and does not replace the one held.
+    #[test]
+    fn older_answers_do_not_supersede_newer_ones() {
+        let valid = known(false, None);
+        let revoked = known(true, None);
+        assert!(!valid.supersedes(&revoked));
+        assert!(revoked.supersedes(&valid));
+        let shortened = known(false, Some(10));
+        assert!(!valid.supersedes(&shortened));
+        assert!(!known(false, Some(20)).supersedes(&shortened));
+        assert!(shortened.supersedes(&valid));
+        assert!(known(false, Some(10)).supersedes(&shortened));
+        assert!(Cached::Unknown.supersedes(&valid));
+        assert!(valid.supersedes(&Cached::Unknown));
     }
 }

@@ -91,3 +91,51 @@ async fn rotate_abandoned(db: &TestDb) {
 }
 
 both_backends!(an_abandoned_rotation_reaches_the_cache, rotate_abandoned);
+
+/// A revocation or rotation the store made but reported as failed (a
+/// commit whose acknowledgement was lost on the way): the caller gets the
+/// error, and this node's cached verdicts of the key go all the same, so
+/// the next request reads the store.
+async fn failed_after_commit(db: &TestDb) {
+    let (keys, store) = runtime(db);
+    store.release.add_permits(100);
+    store
+        .fail_after_change
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let revoked = keys
+        .create(NewKey::new("revoked", ["orders:read"]), Actor::System)
+        .await
+        .unwrap();
+    let rotated = keys
+        .create(NewKey::new("rotated", ["orders:read"]), Actor::System)
+        .await
+        .unwrap();
+    for k in [&revoked, &rotated] {
+        keys.verify(k.plaintext.expose_secret())
+            .await
+            .expect("valid, and now cached");
+    }
+    assert!(
+        keys.revoke(revoked.key.id, Some("gone"), Actor::System)
+            .await
+            .is_err()
+    );
+    let options = RotateOptions {
+        grace: Some(Duration::ZERO),
+        ..RotateOptions::default()
+    };
+    assert!(
+        keys.rotate(rotated.key.id, options, Actor::System)
+            .await
+            .is_err()
+    );
+    let refused = keys.verify(revoked.plaintext.expose_secret()).await;
+    assert_eq!(refused.map_err(|e| e.reason()).err(), Some("revoked"));
+    let refused = keys.verify(rotated.plaintext.expose_secret()).await;
+    assert_eq!(refused.map_err(|e| e.reason()).err(), Some("expired"));
+}
+
+both_backends!(
+    a_change_reported_failed_after_its_commit_reaches_the_cache,
+    failed_after_commit
+);
