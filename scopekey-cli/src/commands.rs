@@ -71,12 +71,25 @@ fn check_sqlite_file(url: &str, may_create: bool) -> Result<(), Failure> {
     })?;
     let path = options.get_filename();
     // A `file:` URI filename is SQLite's to read: not checked here.
-    if !path.to_string_lossy().starts_with("file:") && !path.exists() {
-        return Err(Failure::Failed(format!(
-            "no key store at {}: the file does not exist (check the path; \
-             `scopekey migrate` starts a new store)",
-            path.display()
-        )));
+    if path.to_string_lossy().starts_with("file:") {
+        return Ok(());
+    }
+    match path.try_exists() {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(Failure::Failed(format!(
+                "no key store at {}: the file does not exist (check the path; \
+                 `scopekey migrate` starts a new store)",
+                path.display()
+            )));
+        }
+        // Not "missing": a folder this user may not read, say.
+        Err(e) => {
+            return Err(Failure::Failed(format!(
+                "cannot reach the key store at {}: {e}",
+                path.display()
+            )));
+        }
     }
     Ok(())
 }
@@ -323,7 +336,9 @@ struct Listing<T> {
 impl<T: serde::Serialize> Listing<T> {
     /// Writes `first`, and with `--all` each page `next` fetches after it:
     /// one page in memory at a time, so a whole audit log goes through a
-    /// pipe without being held first.
+    /// pipe without being held first. A page that fails ends the listing
+    /// with the error (exit 1); as JSON, the document is closed first, its
+    /// `next_cursor` the page that failed.
     async fn write(
         self,
         out: &mut dyn Write,
@@ -350,7 +365,19 @@ impl<T: serde::Serialize> Listing<T> {
             // output is buffered).
             out.flush()?;
             match page.next_cursor.take() {
-                Some(cursor) if self.all => page = next(cursor).await?,
+                Some(cursor) if self.all => match next(cursor.clone()).await {
+                    Ok(fetched) => page = fetched,
+                    Err(e) => {
+                        // A page that could not be read (the store gone
+                        // part-way): the document written so far is closed,
+                        // still one JSON document, its `next_cursor` where
+                        // to resume; the exit status says it is not whole.
+                        if let Some(json) = json {
+                            json.end(out, Some(&cursor))?;
+                        }
+                        return Err(e.into());
+                    }
+                },
                 cursor => {
                     page.next_cursor = cursor;
                     break;
@@ -777,6 +804,35 @@ mod tests {
             self.flushed.borrow_mut().append(&mut self.pending);
             Ok(())
         }
+    }
+
+    /// A page that fails part-way through `--all`: the JSON written is one
+    /// document, whose `next_cursor` resumes at the failed page; the error
+    /// is the command's.
+    #[tokio::test]
+    async fn a_failed_page_closes_the_document() {
+        let mut out = Vec::new();
+        let listing = Listing {
+            json: true,
+            all: true,
+            headers: &["NAME"],
+            widths: &[0],
+            rows: |names: &[String]| names.iter().map(|n| vec![n.clone()]).collect(),
+            what: "names",
+        };
+        let first = Page {
+            items: vec!["first".to_owned()],
+            next_cursor: Some("c1".to_owned()),
+        };
+        let next = async |_: String| -> Result<Page<String>, scopekey_runtime::Error> {
+            Err(scopekey_runtime::Error::Unavailable(StoreError::msg(
+                "connection reset",
+            )))
+        };
+        let failed = listing.write(&mut out, first, next).await;
+        assert!(matches!(failed, Err(Failure::Failed(_))), "{failed:?}");
+        let doc: Value = serde_json::from_slice(&out).expect("one JSON document");
+        assert_eq!(doc, json!({"items": ["first"], "next_cursor": "c1"}));
     }
 
     /// With `--all`, each page reaches the reader before the next is

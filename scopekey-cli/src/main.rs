@@ -73,7 +73,9 @@
 //!   written as it arrives (a pipe gets the first lines at once, and one
 //!   page is held in memory at a time): a table's column widens where a
 //!   later page needs it, and a failure part-way (exit 1) leaves the pages
-//!   written before it, so a script checks the exit status.
+//!   written before it (with `--json`, closed as one document whose
+//!   `next_cursor` resumes at the page that failed), so a script checks
+//!   the exit status.
 //! - `keys show ID [--json]`: one key.
 //! - `keys rotate ID [--grace 24h] [--scope S ...] [--json]`: a successor
 //!   with its plaintext, once; the old key works for the grace period

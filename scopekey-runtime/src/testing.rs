@@ -151,22 +151,24 @@ impl TestDb {
             if in_ci() {
                 panic!("{why}: the PostgreSQL tests need one in CI");
             }
-            eprintln!(
-                "\n*** SKIPPING PostgreSQL test: {why}. Unset it (the default is \
-                 {DEFAULT_DATABASE_URL}) or point it at a PostgreSQL server. ***\n"
-            );
+            skipping(&format!(
+                "{why}. Unset it (the default is {DEFAULT_DATABASE_URL}) or point it at a \
+                 PostgreSQL server"
+            ));
             return None;
         }
         let mut admin = match PgConnection::connect(&admin_url).await {
             Ok(c) => c,
             Err(e) => {
+                let shown = without_password(&admin_url);
                 if in_ci() {
-                    panic!("PostgreSQL at {admin_url} is unreachable in CI: {e}");
+                    panic!("PostgreSQL at {shown} is unreachable in CI: {e}");
                 }
-                eprintln!(
-                    "\n*** SKIPPING PostgreSQL test: {admin_url} is unreachable ({e}). \
-                     Start PostgreSQL or set DATABASE_URL. ***\n"
-                );
+                skipping(&format!(
+                    "{shown} is unreachable ({e}). Start PostgreSQL (with a database \
+                     `test`, or set DATABASE_URL to one the tests may create databases \
+                     from)"
+                ));
                 return None;
             }
         };
@@ -237,6 +239,41 @@ impl Drop for TestDb {
 }
 
 /// Replaces the database name in a PostgreSQL URL.
+/// Says, once per test process, that PostgreSQL tests are skipped and why:
+/// on standard error itself, which the test harness does not capture (it
+/// captures `eprintln!` from passing tests, and a skipped test passes).
+fn skipping(why: &str) {
+    use std::io::Write;
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** SKIPPING the PostgreSQL tests of this test binary (they pass without \
+             running): {why}. ***\n"
+        );
+    });
+}
+
+/// `url` with its password, if any, replaced by `***`.
+fn without_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, _)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!(
+                "{}{user}:***@{}",
+                &url[..scheme_end],
+                &rest[userinfo.len() + 1..]
+            ),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
 fn with_database(url: &str, name: &str) -> String {
     let (base, query) = url
         .split_once('?')
@@ -474,6 +511,24 @@ mod tests {
             Some(" "),
         ] {
             assert!(!super::ci_says(no), "{no:?}");
+        }
+    }
+
+    #[test]
+    fn passwords_are_not_shown() {
+        for (url, shown) in [
+            (
+                "postgres://app:s3cr@t@db.example:5432/test?sslmode=require",
+                "postgres://app:***@db.example:5432/test?sslmode=require",
+            ),
+            (
+                "postgres://postgres@127.0.0.1:5432/test",
+                "postgres://postgres@127.0.0.1:5432/test",
+            ),
+            ("postgres://db.example/test", "postgres://db.example/test"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(super::without_password(url), shown, "{url}");
         }
     }
 }

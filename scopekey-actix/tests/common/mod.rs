@@ -1,20 +1,16 @@
 //! What this crate's HTTP tests share: a fresh database per test on each
-//! backend, runtimes ("nodes") on it, and reading answers.
-//!
-//! PostgreSQL tests read `DATABASE_URL` (default
-//! `postgres://postgres@127.0.0.1:5432/test`), create a database of their
-//! own and drop it when done; when the server cannot be reached they skip,
-//! except under `CI=true`, where they fail.
+//! backend (`scopekey_runtime::testing::TestDb`: PostgreSQL from
+//! `DATABASE_URL`, skipped with a message when unreachable, except under
+//! `CI=true`, where the test fails), runtimes ("nodes") on it, and reading
+//! answers.
 
 #![allow(dead_code)] // each test file uses a part
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::ServiceResponse;
 use actix_web::http::header::{HeaderName, HeaderValue};
-use scopekey_runtime::sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 use scopekey_runtime::{ManualClock, ScopeKey};
 
 /// Runs `$body(&Db)` on a fresh SQLite file and a fresh PostgreSQL
@@ -30,6 +26,7 @@ macro_rules! both_backends {
                     .await
                     .expect("sqlite");
                 super::$body(&db).await;
+                db.cleanup().await;
             }
 
             #[actix_web::test]
@@ -39,103 +36,25 @@ macro_rules! both_backends {
                     return;
                 };
                 super::$body(&db).await;
+                db.cleanup().await;
             }
         }
     };
 }
 
-/// Which backend a test runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
+pub use scopekey_runtime::testing::{Backend, TestDb as Db};
 
-/// A migrated database of its own for one test, removed when dropped.
-#[derive(Debug)]
-pub struct Db {
-    pub url: String,
-    backend: Backend,
-    file: Option<PathBuf>,
-    pg_admin: Option<(String, String)>,
-}
-
-const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| {
-        let v = v.trim();
-        !(v.is_empty() || v == "0" || v.eq_ignore_ascii_case("false"))
-    })
-}
-
-impl Db {
-    /// A fresh, migrated database, or `None` when PostgreSQL cannot be
-    /// reached outside CI.
-    pub async fn new(backend: Backend) -> Option<Self> {
-        let db = match backend {
-            Backend::Sqlite => {
-                let file = std::env::temp_dir().join(format!(
-                    "scopekey-actix-test-{}.db",
-                    uuid::Uuid::now_v7().simple()
-                ));
-                Self {
-                    url: format!("sqlite://{}", file.display()),
-                    backend,
-                    file: Some(file),
-                    pg_admin: None,
-                }
-            }
-            Backend::Postgres => {
-                let admin_url = std::env::var("DATABASE_URL")
-                    .ok()
-                    .filter(|u| u.starts_with("postgres:") || u.starts_with("postgresql:"))
-                    .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
-                let mut admin = match PgConnection::connect(&admin_url).await {
-                    Ok(c) => c,
-                    Err(e) if !in_ci() => {
-                        eprintln!("*** SKIPPING PostgreSQL test: {admin_url}: {e} ***");
-                        return None;
-                    }
-                    Err(e) => panic!("PostgreSQL at {admin_url} is unreachable in CI: {e}"),
-                };
-                let name = format!("scopekey_test_{}", uuid::Uuid::now_v7().simple());
-                admin
-                    .execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                    .await
-                    .expect("create the test database");
-                let _ = admin.close().await;
-                let base = admin_url.split('?').next().unwrap_or_default();
-                let scheme_end = base.find("://").map_or(0, |i| i + 3);
-                let server = match base[scheme_end..].find('/') {
-                    Some(slash) => &base[..scheme_end + slash],
-                    None => base,
-                };
-                Self {
-                    url: format!("{server}/{name}"),
-                    backend,
-                    file: None,
-                    pg_admin: Some((admin_url, name)),
-                }
-            }
-        };
-        db.node(&ManualClock::starting_now())
-            .await
-            .migrate()
-            .await
-            .expect("migrate the test database");
-        Some(db)
-    }
-
-    pub fn backend(&self) -> Backend {
-        self.backend
-    }
-
+/// Runtimes ("nodes") on a test database.
+pub trait Nodes {
     /// A runtime on a store of its own (its own pool and verification
     /// cache: another node of the service), on `clock`, whose cached
     /// verifications last an hour: what one node revokes, another keeps
     /// serving from its cache (no change listener runs in these tests).
-    pub async fn node(&self, clock: &ManualClock) -> ScopeKey {
+    async fn node(&self, clock: &ManualClock) -> ScopeKey;
+}
+
+impl Nodes for Db {
+    async fn node(&self, clock: &ManualClock) -> ScopeKey {
         let store = scopekey_runtime::open(&self.url)
             .await
             .expect("open the store");
@@ -143,37 +62,6 @@ impl Db {
             .clock(clock.clone())
             .cache_ttl(Duration::from_secs(3600))
             .build()
-    }
-}
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        if let Some((admin_url, name)) = self.pg_admin.take() {
-            let dropped = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build();
-                if let Ok(runtime) = runtime {
-                    runtime.block_on(async {
-                        if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
-                            let _ = admin
-                                .execute(AssertSqlSafe(format!(
-                                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                                )))
-                                .await;
-                        }
-                    });
-                }
-            });
-            let _ = dropped.join();
-        }
-        if let Some(file) = &self.file {
-            for suffix in ["", "-wal", "-shm"] {
-                let mut path = file.clone().into_os_string();
-                path.push(suffix);
-                let _ = std::fs::remove_file(path);
-            }
-        }
     }
 }
 

@@ -65,6 +65,7 @@ pub fn command() -> Command {
         .env_remove("SCOPEKEY_KEY_PREFIX")
         .env_remove("SCOPEKEY_PEPPER")
         .env_remove("SCOPEKEY_ROTATION_SECRET")
+        .env_remove("SCOPEKEY_ROTATION_WEBHOOK_PORTS")
         .env_remove("SCOPEKEY_CATALOGUE")
         .env_remove("RUST_LOG");
     cmd

@@ -203,7 +203,10 @@ pub mod env {
     /// [`ScopeKeyBuilder::rotation_webhook_ports`](crate::ScopeKeyBuilder::rotation_webhook_ports)
     /// (443 alone when unset or empty); read by
     /// [`rotation_webhook_ports_from_env`](super::rotation_webhook_ports_from_env).
-    /// A service and the `scopekey` CLI working on one store should agree.
+    /// The list replaces the default: name 443 in it to keep URLs without a
+    /// port (`8443` alone refuses them, and keys already made with one are
+    /// then left out of automatic rotation). A service and the `scopekey`
+    /// CLI working on one store should agree.
     pub const ROTATION_WEBHOOK_PORTS: &str = "SCOPEKEY_ROTATION_WEBHOOK_PORTS";
 }
 
