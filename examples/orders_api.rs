@@ -16,7 +16,8 @@
 //!   unless set; `postgres://...`
 //!   works the same. Not an in-memory SQLite database (`sqlite::memory:`):
 //!   the notifier opens the store again, and would find another, empty one.
-//! - `BIND`: `127.0.0.1:8080` unless set.
+//! - `BIND`: `127.0.0.1:8080` unless set. An empty variable counts as
+//!   unset; a setting that does not work is named in the error.
 //! - `SCOPEKEY_WEBHOOK_URL`, `SCOPEKEY_WEBHOOK_SECRET` (`whsec_<base64>`),
 //!   `SCOPEKEY_NOTIFIER_INTERVAL_SECONDS` (default 60): the expiry notifier
 //!   and its signed webhooks; also `SCOPEKEY_NOTICE_THRESHOLDS` (`14d,1d`)
@@ -137,9 +138,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
 
-    let database_url =
-        std::env::var("DATABASE_URL").unwrap_or_else(|_| "sqlite://scopekey-demo.db".to_owned());
-    let bind = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
+    // Unset or empty: the default (as the CLI reads DATABASE_URL).
+    let setting = |name: &str, default: &str| {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .unwrap_or_else(|| default.to_owned())
+    };
+    let database_url = setting("DATABASE_URL", "sqlite://scopekey-demo.db");
+    let bind = setting("BIND", "127.0.0.1:8080");
     // The notifier opens the store a second time: an in-memory SQLite
     // database would be another, empty one.
     if scopekey::store::sqlite::is_in_memory(&database_url) {
@@ -153,8 +160,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The same key format as the `scopekey` CLI: SCOPEKEY_KEY_PREFIX and
     // SCOPEKEY_PEPPER, so keys made by either work in both.
-    let mut builder = ScopeKey::builder_arc(scopekey::open(&database_url).await?)
-        .key_format(KeyFormat::from_env()?);
+    let store = scopekey::open(&database_url)
+        .await
+        .map_err(|e| format!("DATABASE_URL: {e}"))?;
+    let mut builder = ScopeKey::builder_arc(store).key_format(KeyFormat::from_env()?);
     // SCOPEKEY_ROTATION_SECRET enables automatic rotation for keys created
     // with a `rotation_webhook_url`.
     for secret in scopekey::notify::rotation_secrets_from_env()? {
@@ -197,7 +206,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The demo listens for the stop signals itself (below), from before it
     // prints the admin key.
     .disable_signals()
-    .bind(&bind)?;
+    .bind(&bind)
+    .map_err(|e| format!("BIND={bind}: {e} (an address and port, such as 127.0.0.1:8080)"))?;
     for addr in server.addrs() {
         tracing::info!("listening on http://{addr}");
     }
@@ -213,6 +223,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let first = keys
         .create_first(NewKey::new("admin", ["*"]), Actor::System)
         .await?;
+    if first.is_none() {
+        tracing::info!(
+            "the store already holds keys: no admin key printed (the first start printed \
+             one; another: `scopekey keys create --name admin --scope '*'`)"
+        );
+    }
     if let Some(admin) = first {
         let mut stdout = std::io::stdout().lock();
         let shown = writeln!(stdout, "admin key: {}", admin.plaintext.expose_secret())

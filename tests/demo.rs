@@ -533,6 +533,35 @@ fn an_in_memory_store_is_refused() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A setting that does not work is named in the error; an empty one is
+/// no setting (the default).
+#[test]
+fn bad_settings_are_named_and_empty_ones_unset() {
+    let dir = std::env::temp_dir().join(format!("scopekey-demo-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let out = Demo::command(&dir, None, &[("BIND", "8080")])
+        .output()
+        .expect("run the demo");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("BIND=8080"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).is_empty());
+
+    let out = Demo::command(&dir, Some("mysql://db.example/keys"), &[])
+        .output()
+        .expect("run the demo");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+
+    // `DATABASE_URL=` (set, empty): the SQLite file in the working folder.
+    let demo = Demo::start_with(&dir, None, &[("DATABASE_URL", "")]);
+    assert!(demo.next_line().starts_with("admin key: "));
+    assert!(dir.join("scopekey-demo.db").exists());
+    assert_eq!(demo.terminate(), Vec::<String>::new());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_on_sqlite_by_default() {
     let dir = std::env::temp_dir().join(format!("scopekey-demo-{}", uuid::Uuid::now_v7().simple()));
