@@ -17,8 +17,9 @@ use crate::failure::Failure;
 
 const AFTER_HELP: &str = "\
 Every command except `migrate` also creates or upgrades the schema first
-(idempotent, so it is safe while a server runs); pass --no-migrate to refuse
-that and fail on a database without the schema instead.
+(idempotent, so it is safe while a server runs; on an up-to-date store it
+only reads, needing no DDL rights); pass --no-migrate to refuse that and fail
+on a database without the schema instead.
 
 Only `migrate` and `keys create` start a SQLite store whose file is missing;
 every other command fails on one (1), so a mistyped path never reads as an

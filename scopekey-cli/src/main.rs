@@ -32,9 +32,12 @@
 //! does on start, so a CLI pointed at a fresh database works at once; migrations
 //! are idempotent and safe while a service runs, though one that adds an
 //! index makes writes wait while it builds (on a large store, run `migrate`
-//! at a quiet time). `--no-migrate` turns this off (for a database role
-//! without DDL rights), and then a command on a database without the
-//! schema fails. `migrate` does only that.
+//! at a quiet time). On a store already up to date this only reads which
+//! migrations were applied: it takes no lock (on PostgreSQL, sqlx's
+//! migration lock is shared with the application's own migrations, and
+//! would make a command wait behind one) and needs no DDL rights.
+//! `--no-migrate` turns it off, and then a command on a database without
+//! the schema fails. `migrate` does only that.
 //!
 //! The key format must match the service's: `--key-prefix` (or
 //! `SCOPEKEY_KEY_PREFIX`, default `sk`), and the hashing pepper, if the

@@ -572,7 +572,10 @@ impl ScopeKey {
         Ok(parent.rotation_webhook_secret.clone())
     }
 
-    /// Creates or upgrades the schema.
+    /// Creates or upgrades the schema. On a store already up to date (every
+    /// migration of this version applied, with its checksum, and no other)
+    /// it only reads which were applied: no lock taken, no DDL right
+    /// needed.
     pub async fn migrate(&self) -> Result<(), Error> {
         Ok(self.inner.store.migrate().await?)
     }

@@ -371,3 +371,47 @@ async fn a_last_use_flush_commits_a_chunk_at_a_time() {
     assert_eq!(stored.last_used_at, Some(at));
     db.cleanup().await;
 }
+
+/// A role that may read and write scopekey's tables but create none (as
+/// PostgreSQL 15 has it on `public` for roles that do not own the schema)
+/// migrates an up-to-date store: there is nothing to do, so sqlx's
+/// migrator (which creates its table if missing, and takes a lock every
+/// sqlx migrator of the database shares) is not run. The CLI migrates
+/// before every command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_up_to_date_store_migrates_without_create_rights() {
+    use std::str::FromStr;
+    let Some(db) = pg().await else { return };
+    let role = format!("scopekey_limited_{}", uuid::Uuid::now_v7().simple());
+    db.execute(&format!(
+        "CREATE ROLE {role} LOGIN; \
+         REVOKE CREATE ON SCHEMA public FROM PUBLIC; \
+         GRANT USAGE ON SCHEMA public TO {role}; \
+         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role};"
+    ))
+    .await;
+    let options = sqlx::postgres::PgConnectOptions::from_str(&db.url)
+        .unwrap()
+        .username(&role);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let refused = sqlx::query("CREATE TABLE scopekey_probe (id int)")
+        .execute(&pool)
+        .await;
+    assert!(refused.is_err(), "the role may not create tables");
+    let store = scopekey_runtime::store::postgres::PgStore::from_pool(pool.clone());
+    scopekey_runtime::store::Store::migrate(&store)
+        .await
+        .expect("nothing to migrate, nothing attempted");
+    let keys = ScopeKey::builder_arc(Arc::new(store)).build();
+    keys.create(NewKey::new("k", ["a:b"]), Actor::System)
+        .await
+        .expect("the role writes keys");
+    pool.close().await;
+    db.execute(&format!("DROP OWNED BY {role}; DROP ROLE {role};"))
+        .await;
+    db.cleanup().await;
+}

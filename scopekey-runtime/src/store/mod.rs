@@ -403,6 +403,35 @@ pub(crate) fn assert_migrations_pinned(
     );
 }
 
+/// Whether a store whose `_scopekey_migrations` rows are `applied`
+/// (version, checksum, success) is up to date with `files`: exactly those
+/// versions, each applied successfully with its checksum. Then migrating
+/// has nothing to do, and the stores skip sqlx's migrator, which takes a
+/// lock (on PostgreSQL one all sqlx migrators of the database share: a
+/// command would wait behind an application's long migration) and creates
+/// its table if missing (a statement a role without `CREATE` rights is
+/// refused). Anything else (a version missing, failed, changed, or one
+/// this version does not know) goes to the migrator, which applies or
+/// refuses it.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn up_to_date(
+    files: &[(i64, &'static str, &'static str)],
+    applied: &[(i64, Vec<u8>, bool)],
+) -> bool {
+    let migrator = migrator(files);
+    applied.len() == files.len()
+        && migrator.iter().all(|m| {
+            applied.iter().any(|(version, checksum, ok)| {
+                *version == m.version && *ok && **checksum == *m.checksum
+            })
+        })
+}
+
+/// The query reading what [`up_to_date`] compares.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) const APPLIED_MIGRATIONS: &str =
+    "SELECT version, checksum, success FROM _scopekey_migrations";
+
 /// Builds the migrator for one backend's embedded SQL files. Migrations are
 /// tracked in `_scopekey_migrations`, apart from the application's own.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

@@ -486,6 +486,13 @@ async fn get_on(conn: &mut PgConnection, id: KeyId) -> Result<Option<KeyRecord>,
 #[async_trait]
 impl Store for PgStore {
     async fn migrate(&self) -> Result<(), StoreError> {
+        // Up to date: nothing to lock or create (see `super::up_to_date`).
+        let applied = sqlx::query_as::<_, (i64, Vec<u8>, bool)>(super::APPLIED_MIGRATIONS)
+            .fetch_all(&self.pool)
+            .await;
+        if applied.is_ok_and(|applied| super::up_to_date(MIGRATIONS, &applied)) {
+            return Ok(());
+        }
         // On a connection of its own, in a pool of one closed after,
         // however it went: sqlx's migrator takes a session advisory lock
         // (the same for every sqlx migrator of this database, the

@@ -521,6 +521,13 @@ impl Store for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         use sqlx::migrate::MigrateError;
         const ATTEMPTS: u32 = 10;
+        // Up to date: nothing to lock or create (see `super::up_to_date`).
+        let applied = sqlx::query_as::<_, (i64, Vec<u8>, bool)>(super::APPLIED_MIGRATIONS)
+            .fetch_all(&self.pool)
+            .await;
+        if applied.is_ok_and(|applied| super::up_to_date(MIGRATIONS, &applied)) {
+            return Ok(());
+        }
         let migrator = super::migrator(MIGRATIONS);
         let mut attempt = 1;
         loop {
