@@ -208,10 +208,22 @@ fn depends_on_key<T>(res: &mut ServiceResponse<T>) {
     // One `Vary` line, holding the handler's own fields (or an inner
     // middleware's: the two credential headers once, however many of these
     // middlewares the response passes through) and the credential headers.
+    const OURS: &str = "Authorization, X-API-Key";
+    // The common cases without building a list: no `Vary` yet, or ours
+    // alone (an inner middleware's).
+    let mut values = headers.get_all(VARY);
+    match (values.next(), values.next()) {
+        (None, _) => {
+            headers.insert(VARY, HeaderValue::from_static(OURS));
+            return finish(headers, presented);
+        }
+        (Some(only), None) if only == OURS => return finish(headers, presented),
+        _ => {}
+    }
     let read: Option<Vec<&str>> = headers.get_all(VARY).map(|v| v.to_str().ok()).collect();
     let Some(read) = read else {
         // A value that is not text: left as it is, ours beside it.
-        headers.append(VARY, HeaderValue::from_static("Authorization, X-API-Key"));
+        headers.append(VARY, HeaderValue::from_static(OURS));
         return finish(headers, presented);
     };
     let mut fields: Vec<String> = read
