@@ -222,8 +222,10 @@ fn depends_on_key<T>(res: &mut ServiceResponse<T>) {
     }
     let read: Option<Vec<&str>> = headers.get_all(VARY).map(|v| v.to_str().ok()).collect();
     let Some(read) = read else {
-        // A value that is not text: left as it is, ours beside it.
-        headers.append(VARY, HeaderValue::from_static(OURS));
+        // A value that is not text: left as it is, ours beside it (once).
+        if !headers.get_all(VARY).any(|v| v == OURS) {
+            headers.append(VARY, HeaderValue::from_static(OURS));
+        }
         return finish(headers, presented);
     };
     let mut fields: Vec<String> = read

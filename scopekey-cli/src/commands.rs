@@ -372,10 +372,20 @@ impl<T: serde::Serialize> Listing<T> {
                         // part-way): the document written so far is closed,
                         // still one JSON document, its `next_cursor` where
                         // to resume; the exit status says it is not whole.
+                        // The store's error is the one reported, whatever
+                        // becomes of closing the document.
+                        let failure = Failure::from(e);
                         if let Some(json) = json {
-                            json.end(out, Some(&cursor))?;
+                            let _ = json.end(out, Some(&cursor));
+                            return Err(failure);
                         }
-                        return Err(e.into());
+                        return Err(match failure {
+                            Failure::Failed(message) => Failure::Failed(format!(
+                                "{message} (the pages before were written; resume with \
+                                 --cursor {cursor})"
+                            )),
+                            other => other,
+                        });
                     }
                 },
                 cursor => {
@@ -833,6 +843,30 @@ mod tests {
         assert!(matches!(failed, Err(Failure::Failed(_))), "{failed:?}");
         let doc: Value = serde_json::from_slice(&out).expect("one JSON document");
         assert_eq!(doc, json!({"items": ["first"], "next_cursor": "c1"}));
+
+        // As a table: the error says where to resume.
+        let listing = Listing {
+            json: false,
+            all: true,
+            headers: &["NAME"],
+            widths: &[0],
+            rows: |names: &[String]| names.iter().map(|n| vec![n.clone()]).collect(),
+            what: "names",
+        };
+        let first = Page {
+            items: vec!["first".to_owned()],
+            next_cursor: Some("c1".to_owned()),
+        };
+        let next = async |_: String| -> Result<Page<String>, scopekey_runtime::Error> {
+            Err(scopekey_runtime::Error::Unavailable(StoreError::msg(
+                "connection reset",
+            )))
+        };
+        let failed = listing.write(&mut Vec::new(), first, next).await;
+        assert!(
+            matches!(&failed, Err(Failure::Failed(m)) if m.contains("--cursor c1")),
+            "{failed:?}"
+        );
     }
 
     /// With `--all`, each page reaches the reader before the next is

@@ -164,7 +164,8 @@ impl<K: ShardKey, V: Clone> Cache<K, V> {
     /// Caches `value` for `key` as of `now`, unless the shard saw an
     /// invalidation since `ticket` was taken, or the entry held for `key`
     /// is one `value` does not `supersede` (a newer answer than `value`'s,
-    /// read by a request that began later but finished first).
+    /// read by a request that began later but finished first): that entry
+    /// is returned then, the answer to go by.
     pub(crate) fn insert(
         &self,
         key: K,
@@ -172,17 +173,22 @@ impl<K: ShardKey, V: Clone> Cache<K, V> {
         now: i64,
         ticket: Ticket,
         supersedes: impl FnOnce(&V) -> bool,
-    ) {
+    ) -> Option<V>
+    where
+        V: Clone,
+    {
         if self.generation_len == 0 {
-            return;
+            return None;
         }
         let mut shard = self.shard(&key);
         if shard.epoch != ticket.0 {
-            return;
+            return None;
         }
         let held = shard.current.get(&key).or_else(|| shard.previous.get(&key));
-        if held.is_some_and(|held| !supersedes(&held.value)) {
-            return;
+        if let Some(held) = held
+            && !supersedes(&held.value)
+        {
+            return Some(held.value.clone());
         }
         shard.previous.remove(&key);
         let entry = Entry {
@@ -190,6 +196,7 @@ impl<K: ShardKey, V: Clone> Cache<K, V> {
             inserted_at: now,
         };
         shard.put(key, entry, self.generation_len);
+        None
     }
 
     /// Drops `key`'s entry, and any insert of an answer read before now.
@@ -367,8 +374,9 @@ mod tests {
         let (first, second) = (c.ticket(&K(1)), c.ticket(&K(1)));
         // Values: 1 valid, 2 revoked; revoked is never superseded by valid.
         let supersedes = |new: u32| move |held: &u32| !(*held == 2 && new == 1);
-        c.insert(K(1), 2, T0 + 500_000, second, supersedes(2));
-        c.insert(K(1), 1, T0, first, supersedes(1));
+        assert_eq!(c.insert(K(1), 2, T0 + 500_000, second, supersedes(2)), None);
+        // The held answer comes back: the one to go by.
+        assert_eq!(c.insert(K(1), 1, T0, first, supersedes(1)), Some(2));
         assert_eq!(c.get(&K(1), T0 + 600_000), Some(2));
         // Where it supersedes, it replaces.
         c.insert(K(1), 3, T0 + 700_000, c.ticket(&K(1)), supersedes(3));

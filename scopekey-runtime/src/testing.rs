@@ -254,13 +254,39 @@ fn skipping(why: &str) {
     });
 }
 
-/// `url` with its password, if any, replaced by `***`.
+/// `url` with its password, if any (in the user information, or a
+/// `password=` query parameter), replaced by `***`.
 fn without_password(url: &str) -> String {
+    let (url, query) = url
+        .split_once('?')
+        .map_or((url, None), |(u, q)| (u, Some(q)));
+    let query = query.map(|q| {
+        q.split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if name.eq_ignore_ascii_case("password") => format!("{name}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    let url = without_user_password(url);
+    match query {
+        Some(q) => format!("{url}?{q}"),
+        None => url,
+    }
+}
+
+/// `url` (no query) with the password of its user information hidden.
+fn without_user_password(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
     };
     let rest = &url[scheme_end..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    // The last `@` ends the user information (a password may hold `/`).
+    let authority_end = rest.rfind('@').map_or_else(
+        || rest.find('/').unwrap_or(rest.len()),
+        |at| at + rest[at..].find('/').unwrap_or(rest.len() - at),
+    );
     match rest[..authority_end].rsplit_once('@') {
         Some((userinfo, _)) => match userinfo.split_once(':') {
             Some((user, _)) => format!(
@@ -526,6 +552,11 @@ mod tests {
                 "postgres://postgres@127.0.0.1:5432/test",
             ),
             ("postgres://db.example/test", "postgres://db.example/test"),
+            (
+                "postgres://u@h/db?sslmode=require&password=p",
+                "postgres://u@h/db?sslmode=require&password=***",
+            ),
+            ("postgres://u:a/b@h/db", "postgres://u:***@h/db"),
             ("not a url", "not a url"),
         ] {
             assert_eq!(super::without_password(url), shown, "{url}");

@@ -233,6 +233,20 @@ struct NamedSecond {
 /// the `auth.failed` budget.
 const MAX_KEYS_A_SECOND: usize = 64;
 
+/// How far back (in seconds) an event's second may be and still count
+/// against the latest second's budget: a refusal stamped when its lookup
+/// began, which may take the store timeout (seconds), finishing after a
+/// later one. Further back, the clock was stepped back (NTP, a resumed
+/// virtual machine): the earlier second starts a count of its own, else
+/// the audit log would sample next to nothing until the clock caught up.
+const OUT_OF_ORDER_SECONDS: i64 = 60;
+
+/// Whether an event at `second` starts a new count, the latest second
+/// seen being `latest`.
+fn starts_a_second(second: i64, latest: i64) -> bool {
+    second > latest || second < latest.saturating_sub(OUT_OF_ORDER_SECONDS)
+}
+
 /// A count of events in the current second: the latest second seen, and
 /// how many it admitted.
 #[derive(Debug, Default)]
@@ -248,7 +262,7 @@ impl SecondBudget {
     fn admit(&self, now: OffsetDateTime, limit: u32) -> bool {
         let second = now.unix_timestamp();
         let mut budget = lock(&self.0);
-        if second > budget.0 {
+        if starts_a_second(second, budget.0) {
             *budget = (second, 0);
         }
         budget.1 = budget.1.saturating_add(1);
@@ -311,10 +325,11 @@ impl Verifier {
                 };
                 let entry = Arc::new(read.await.map_err(|e| (e.into(), None))?);
                 let read = Arc::clone(&entry);
-                self.cache.insert(hash, entry.clone(), now, ticket, |held| {
-                    read.supersedes(held)
-                });
-                entry
+                // A newer answer already cached (a later request's, which
+                // finished first) is the one to go by.
+                self.cache
+                    .insert(hash, entry, now, ticket, |held| read.supersedes(held))
+                    .unwrap_or(read)
             }
         };
         self.judge(&entry, now)
@@ -485,7 +500,7 @@ impl Verifier {
         let mut named = lock(&self.named_failures);
         let second = now.unix_timestamp();
         // Forward only, as for the anonymous budget.
-        if second > named.second {
+        if starts_a_second(second, named.second) {
             *named = NamedSecond {
                 second,
                 ..NamedSecond::default()
@@ -577,6 +592,12 @@ mod tests {
             })
             .count();
         assert_eq!(named, 2, "one in each second");
+
+        // A clock stepped back an hour starts counting again.
+        let back = s - time::Duration::hours(1);
+        assert!(verifier.admit_failure_event(back, 1, None));
+        assert!(!verifier.admit_failure_event(back, 1, None));
+        assert!(verifier.admit_failure_event(back, 1, Some(key)));
     }
 
     fn known(revoked: bool, expires_at: Option<i64>) -> Cached {

@@ -97,17 +97,18 @@ impl EndpointConfig {
 /// How long finished deliveries are kept by default (30 days).
 pub const DEFAULT_DELIVERY_RETENTION: Duration = Duration::days(30);
 
-/// The longest the interval, a notice threshold, `expired_lookback`,
-/// `max_backoff`, `lease` or `delivery_retention` may be: ten years (times past the calendar's end cannot be
-/// stored).
+/// The longest a notice threshold, `expired_lookback`, `max_backoff`,
+/// `lease` or `delivery_retention` may be: ten years (times past the
+/// calendar's end cannot be stored). The interval is at most a year
+/// ([`MAX_GRACE`](crate::lifecycle::MAX_GRACE)).
 pub const MAX_SETTING: Duration = Duration::days(3650);
 
 /// Settings of a [`Notifier`](super::Notifier).
 #[derive(Debug, Clone)]
 pub struct NotifierConfig {
-    /// How often the background task runs a pass (default 60 s). Real time:
-    /// this paces the task, while notice and retry times follow the
-    /// runtime's clock.
+    /// How often the background task runs a pass (default 60 s; at most 365
+    /// days). Real time: this paces the task, while notice and retry times
+    /// follow the runtime's clock.
     pub interval: std::time::Duration,
     /// Notice thresholds before expiry (default `[14 d]`), e.g. `[14 d, 1 d]`;
     /// whole seconds.
@@ -392,9 +393,14 @@ impl NotifierConfig {
         if self.interval.is_zero() {
             return bad("the notifier interval must be positive".into());
         }
-        if Duration::try_from(self.interval).map_or(true, |i| i > MAX_SETTING) {
+        // At most the longest rotation grace: a key under automatic
+        // rotation is due one interval (or grace) before it expires, and a
+        // longer interval would either rotate keys with more than a year
+        // left (cutting the rest) or pass over one due between two passes.
+        if Duration::try_from(self.interval).map_or(true, |i| i > crate::lifecycle::MAX_GRACE) {
             return bad(format!(
-                "the notifier interval must be at most {years} years"
+                "the notifier interval must be at most {} days",
+                crate::lifecycle::MAX_GRACE.whole_days()
             ));
         }
         if self.request_timeout.is_zero() {

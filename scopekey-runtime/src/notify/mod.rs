@@ -1240,7 +1240,7 @@ impl Notifier {
                 // within the same pass.)
                 let pause = asked.map_or_else(
                     || deliver::backoff(1, config.initial_backoff, config.max_backoff),
-                    |asked| asked.max(Duration::SECOND),
+                    |asked| asked.max(Duration::SECOND.min(config.max_backoff)),
                 );
                 (
                     Completion::Retry {
