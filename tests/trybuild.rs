@@ -6,8 +6,9 @@
 //!   without warnings and registers its requirement.
 //! - `tests/ui-catalogue/`: a crate with a scope catalogue in its Cargo.toml
 //!   (trybuild cannot test that, see its manifest), checked the same way;
-//!   `tests/ui-catalogue-broken/` and `tests/ui-catalogue-typo/`: crates
-//!   whose catalogue is malformed or misspelt.
+//!   `tests/ui-catalogue-broken/`, `tests/ui-catalogue-typo/` and
+//!   `tests/ui-catalogue-misplaced/`: crates whose catalogue is malformed,
+//!   or whose list or table is misspelt.
 //!
 //! `TRYBUILD=overwrite cargo test --test trybuild` rewrites the `.stderr`
 //! files; read them before committing, they are what users see.
@@ -30,6 +31,7 @@ fn ui() {
     t.pass("tests/ui/pass/generics.rs");
     t.pass("tests/ui/pass/attributes-kept.rs");
     t.pass("tests/ui/pass/catalogue-without-one.rs");
+    t.pass("tests/ui/pass/body-items.rs");
 }
 
 /// A crate with a catalogue: every binary in tests/ui-catalogue checked
@@ -75,6 +77,14 @@ fn broken_catalogue() {
 #[test]
 fn misspelt_catalogue() {
     check_fixture("ui-catalogue-typo");
+}
+
+/// A crate whose catalogue table is misspelt (`[package.metadata.scope-key]`):
+/// an error naming the right table, not a crate without a catalogue
+/// (tests/ui-catalogue-misplaced).
+#[test]
+fn misplaced_catalogue() {
+    check_fixture("ui-catalogue-misplaced");
 }
 
 /// Copies `tests/<name>` into `<target>/tests/ui-catalogue/<name>` (as

@@ -59,10 +59,13 @@ fn from_manifest(text: &str) -> Result<Vec<String>, String> {
             crate::failure::one_line(e.message())
         )
     })?;
-    let missing = || format!("it has no {WHERE} list");
+    // A table meant as the list but misspelt or in the workspace's
+    // metadata is named, as the macro names it, rather than reported
+    // missing.
+    let missing = || misplaced(doc.get_ref()).unwrap_or_else(|| format!("it has no {WHERE} list"));
     let mut value = doc.get_ref();
     let mut name = String::new();
-    for key in ["package", "metadata", "scopekey"] {
+    for key in ["package", "metadata", TABLE] {
         name = if name.is_empty() {
             key.to_owned()
         } else {
@@ -111,6 +114,55 @@ fn from_manifest(text: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// The catalogue's table under `package.metadata`.
+const TABLE: &str = "scopekey";
+
+/// Why a file without `[package.metadata.scopekey]` has no catalogue when
+/// it looks meant to have one, by the macro's rule: a key of
+/// `package.metadata` near `scopekey` (`scope-key`, `scopekeys`), or the
+/// table under `workspace.metadata`, which no crate's catalogue is read
+/// from.
+fn misplaced(doc: &DeTable) -> Option<String> {
+    let metadata = |section: &str| match doc.get(section)?.get_ref() {
+        DeValue::Table(t) => match t.get("metadata")?.get_ref() {
+            DeValue::Table(metadata) => Some(metadata),
+            _ => None,
+        },
+        _ => None,
+    };
+    let shown = |key: &str| key.escape_debug().collect::<String>();
+    if let Some(key) =
+        metadata("package").and_then(|m| m.keys().map(|k| &**k.get_ref()).find(|k| near_miss(k)))
+    {
+        return Some(format!(
+            "it has no {WHERE} list, but a [package.metadata.{}] table; did you mean \
+             `[package.metadata.{TABLE}]`?",
+            shown(key)
+        ));
+    }
+    let key = metadata("workspace")?
+        .keys()
+        .map(|k| &**k.get_ref())
+        .find(|k| *k == TABLE || near_miss(k))?;
+    Some(format!(
+        "it has no {WHERE} list, but a [workspace.metadata.{}] table, which is not read: the \
+         catalogue is a crate's own [package.metadata.{TABLE}]; name the Cargo.toml of the \
+         service's crate",
+        shown(key)
+    ))
+}
+
+/// Whether a key looks like a misspelt `scopekey`, as the macro judges it:
+/// the same but for case, `-` and `_`, or at most two edits from it.
+fn near_miss(key: &str) -> bool {
+    let normal: String = key
+        .chars()
+        .filter(|c| !matches!(c, '-' | '_'))
+        .flat_map(char::to_lowercase)
+        .collect();
+    key != TABLE && scopekey_core::edit_distance(&normal, TABLE) <= 2
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,7 +195,8 @@ mod tests {
             "[package]\nname = \"x\"\n",
             "[package.metadata.scopekey]\n",
             "[package.metadata]\nscopekey = {}\n",
-            "[workspace.metadata.scopekey]\nscopes = [\"a:b\"]\n",
+            "[package.metadata.keys]\nscopes = [\"a:b\"]\n",
+            "[workspace.metadata.other]\nscopes = [\"a:b\"]\n",
         ] {
             assert_eq!(
                 err(text),
@@ -192,6 +245,52 @@ mod tests {
             err("[package.metadata.scopekey]\n\"a\\nb\" = 1\n"),
             "unknown key `a\\nb` in [package.metadata.scopekey]; the table holds only `scopes`"
         );
+    }
+
+    /// A misspelt table, or one in the workspace's metadata, is named as
+    /// the macro names it, not reported as no list.
+    #[test]
+    fn names_a_misspelt_or_misplaced_table() {
+        let err = |text: &str| from_manifest(text).unwrap_err();
+        for key in ["scope-key", "scope_key", "scopekeys", "ScopeKey", "scopkey"] {
+            for text in [
+                format!("[package.metadata.{key}]\nscopes = [\"a:b\"]\n"),
+                format!("[package.metadata]\n{key} = 1\n"),
+            ] {
+                assert_eq!(
+                    err(&text),
+                    format!(
+                        "it has no [package.metadata.scopekey] scopes list, but a \
+                         [package.metadata.{key}] table; did you mean \
+                         `[package.metadata.scopekey]`?"
+                    ),
+                    "{text}"
+                );
+            }
+        }
+        for key in ["scopekey", "scope-key"] {
+            for text in [
+                format!("[workspace.metadata.{key}]\nscopes = [\"a:b\"]\n"),
+                format!(
+                    "[package]\nname = \"x\"\n[workspace.metadata.{key}]\nscopes = [\"a:b\"]\n"
+                ),
+            ] {
+                assert_eq!(
+                    err(&text),
+                    format!(
+                        "it has no [package.metadata.scopekey] scopes list, but a \
+                         [workspace.metadata.{key}] table, which is not read: the catalogue is \
+                         a crate's own [package.metadata.scopekey]; name the Cargo.toml of the \
+                         service's crate"
+                    ),
+                    "{text}"
+                );
+            }
+        }
+        // With the list in its place, nothing else is looked at.
+        let both = "[package.metadata.scopekey]\nscopes = [\"a:b\"]\n\
+                    [workspace.metadata.scopekey]\nscopes = [\"c:d\"]\n";
+        assert_eq!(from_manifest(both).unwrap(), ["a:b"]);
     }
 
     /// A wrong file named as the catalogue (a list of leaked keys, an

@@ -211,6 +211,19 @@ fn a_bad_catalogue_file_exits_2_without_touching_the_store() {
             String::new(),
             "has no [package.metadata.scopekey] scopes list",
         ),
+        // A misspelt table, or one in the workspace's metadata, is named.
+        (
+            Some(Manifest::new(&SHOP.replace("scopekey]", "scope-key]"))),
+            String::new(),
+            "but a [package.metadata.scope-key] table; did you mean `[package.metadata.scopekey]`?",
+        ),
+        (
+            Some(Manifest::new(
+                &SHOP.replace("package.metadata", "workspace.metadata"),
+            )),
+            String::new(),
+            "but a [workspace.metadata.scopekey] table, which is not read",
+        ),
         (
             Some(Manifest::new("[package.metadata.scopekey]\nother = 1\n")),
             String::new(),

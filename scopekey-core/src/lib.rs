@@ -118,7 +118,7 @@ impl ScopeError {
             .input
             .get(at..)
             .and_then(|rest| rest.chars().next())
-            .map(|c| format!("`{}`", c.escape_default()))
+            .map(shown_char)
             .unwrap_or_default();
         match self.kind {
             ScopeErrorKind::Empty => "a scope cannot be empty; write `resource:action`".into(),
@@ -178,6 +178,19 @@ impl ScopeError {
                  (at byte {at})"
             ),
         }
+    }
+}
+
+/// A character as a message shows it: an ASCII one as it is (`-`); any other
+/// as it is when it prints, escaped when it does not (a control, a
+/// zero-width or bidirectional formatting character), and with its code
+/// point (`é` (U+00E9)), which tells apart look-alikes such as a Cyrillic
+/// `о` and a Latin `o`.
+fn shown_char(c: char) -> String {
+    if c.is_ascii_graphic() {
+        format!("`{c}`")
+    } else {
+        format!("`{}` (U+{:04X})", c.escape_debug(), u32::from(c))
     }
 }
 
@@ -534,6 +547,29 @@ mod tests {
         let long = format!("a:{}", "b".repeat(MAX_SCOPE_LEN - 1));
         assert_eq!(Scope::parse(&long).unwrap_err().kind(), TooLong);
         assert!(Scope::parse(&long[..MAX_SCOPE_LEN]).is_ok());
+    }
+
+    /// A character outside ASCII is shown as it is, with its code point
+    /// (not as `\u{e9}`); one that does not print is escaped.
+    #[test]
+    fn shows_characters_with_their_code_point() {
+        let reason = |s: &str| Scope::parse(s).unwrap_err().reason();
+        assert_eq!(
+            reason("orders:café"),
+            "character `é` (U+00E9) at byte 10 is not allowed; use `a`-`z`, `0`-`9`, `_` and `.`"
+        );
+        // A Cyrillic `о`, which reads as a Latin `o`.
+        assert!(reason("\u{43e}rders:read").starts_with("character `\u{43e}` (U+043E) at byte 0"));
+        assert!(
+            reason("orders:re\u{202e}ad").starts_with("character `\\u{202e}` (U+202E) at byte 9")
+        );
+        assert!(
+            reason("orders:\u{1f600}").starts_with("character `\u{1f600}` (U+1F600) at byte 7")
+        );
+        assert!(reason("orders:re\u{7}ad").starts_with("character `\\u{7}` (U+0007) at byte 9"));
+        // ASCII as it is.
+        assert!(reason("orders:re-ad").starts_with("character `-` at byte 9"));
+        assert!(reason("orders:_read").starts_with("`_` at byte 7 starts a name"));
     }
 
     #[test]

@@ -4,9 +4,9 @@
 
 use proc_macro2::{Delimiter, Group, Span, TokenStream, TokenTree};
 use quote::{ToTokens, quote};
+use scopekey_core::MAX_REQUIREMENT_DEPTH;
 use syn::ext::IdentExt;
 use syn::parse::{ParseStream, Parser};
-use syn::punctuated::Punctuated;
 use syn::{Attribute, Error, Ident, Lit, LitStr, Result, Signature, Token, Visibility, token};
 
 /// A requirement as written in `#[requires_scope(...)]`.
@@ -25,7 +25,9 @@ pub(crate) struct Call {
     pub keyword: Ident,
     /// The parentheses' span, for spans.
     pub paren: Span,
-    /// The requirements inside; `valid` rejects an empty list.
+    /// The requirements inside; `valid` rejects an empty list. Left empty,
+    /// unparsed, in a call nested deeper than [`MAX_REQUIREMENT_DEPTH`],
+    /// which `valid` rejects for that.
     pub items: Vec<Requirement>,
 }
 
@@ -43,6 +45,7 @@ const EXPECTED: &str = "expected `any(...)`, `all(...)` or a scope string such a
 
 /// Parses the attribute's arguments: exactly one requirement.
 pub(crate) fn parse_args(args: TokenStream) -> Result<Requirement> {
+    let args = bounded(args);
     let parser = |input: ParseStream| {
         if input.is_empty() {
             return Err(Error::new(
@@ -51,8 +54,15 @@ pub(crate) fn parse_args(args: TokenStream) -> Result<Requirement> {
                  e.g. `#[requires_scope(\"orders:read\")]`",
             ));
         }
-        let requirement = Requirement::parse(input)?;
+        let requirement = Requirement::parse(input, 0)?;
         let comma: Option<Token![,]> = input.parse()?;
+        if comma.is_some() && input.peek(Token![,]) {
+            let stray: Token![,] = input.parse()?;
+            return Err(Error::new_spanned(
+                stray,
+                "stray second `,` after the requirement; remove it",
+            ));
+        }
         if !input.is_empty() {
             let rest: TokenStream = input.parse()?;
             let message = if comma.is_some() {
@@ -69,8 +79,68 @@ pub(crate) fn parse_args(args: TokenStream) -> Result<Requirement> {
     parser.parse2(args)
 }
 
+/// How deep groups may nest in the arguments: the parentheses of a call
+/// nested [`MAX_REQUIREMENT_DEPTH`] deep (too deep already, which `valid`
+/// reports over that call) are at this depth.
+const MAX_GROUP_DEPTH: usize = MAX_REQUIREMENT_DEPTH + 1;
+
+/// The arguments with the groups at [`MAX_GROUP_DEPTH`] emptied, when any
+/// holds tokens (unchanged otherwise): the parser never reads them, and
+/// syn copies tokens into its buffer recursively, a few hundred bytes of
+/// stack per level, so thousands of levels would overflow the stack before
+/// the parser could stop at the limit.
+fn bounded(args: TokenStream) -> TokenStream {
+    fn deeper(stream: TokenStream, depth: usize) -> bool {
+        stream.into_iter().any(|token| match token {
+            TokenTree::Group(group) if depth == MAX_GROUP_DEPTH => !group.stream().is_empty(),
+            TokenTree::Group(group) => deeper(group.stream(), depth + 1),
+            _ => false,
+        })
+    }
+    fn cut(stream: TokenStream, depth: usize) -> TokenStream {
+        stream
+            .into_iter()
+            .map(|token| match token {
+                TokenTree::Group(group) => {
+                    let inner = if depth == MAX_GROUP_DEPTH {
+                        TokenStream::new()
+                    } else {
+                        cut(group.stream(), depth + 1)
+                    };
+                    let mut cut = Group::new(group.delimiter(), inner);
+                    cut.set_span(group.span());
+                    TokenTree::Group(cut)
+                }
+                token => token,
+            })
+            .collect()
+    }
+    // Both recurse at most `MAX_GROUP_DEPTH` deep.
+    if deeper(args.clone(), 1) {
+        cut(args, 1)
+    } else {
+        args
+    }
+}
+
 impl Requirement {
-    fn parse(input: ParseStream) -> Result<Self> {
+    /// `depth`: how many `any(...)` / `all(...)` enclose it, so that
+    /// parsing stops past [`MAX_REQUIREMENT_DEPTH`] instead of recursing as
+    /// deep as the input goes (thousands of levels would overflow the
+    /// stack before `valid` could refuse them).
+    fn parse(input: ParseStream, depth: usize) -> Result<Self> {
+        if input.peek(Token![,]) {
+            // `any("a:b",, "c:d")`, `(, "a:b")`.
+            let stray: Token![,] = input.parse()?;
+            return Err(Error::new_spanned(
+                stray,
+                "stray `,` where a requirement should be; remove it",
+            ));
+        }
+        if input.peek(Token![*]) {
+            // The super-scope, unquoted (`*`, or `*:read`).
+            return Err(unquoted(until_comma(TokenStream::new(), input)?));
+        }
         if input.peek(LitStr) {
             let lit: LitStr = input.parse()?;
             if !lit.suffix().is_empty() {
@@ -103,36 +173,39 @@ impl Requirement {
             ));
         }
         if input.peek(Ident::peek_any) {
-            return Self::parse_word(input);
+            return Self::parse_word(input, depth);
         }
         Err(input.error(EXPECTED))
     }
 
     /// `any(...)`, `all(...)`, or a mistake that starts with a word.
-    fn parse_word(input: ParseStream) -> Result<Self> {
+    fn parse_word(input: ParseStream, depth: usize) -> Result<Self> {
         let keyword = input.call(Ident::parse_any)?;
         let name = keyword.to_string();
         if input.peek(token::Paren) {
             let content;
             let paren = syn::parenthesized!(content in input);
-            let items = Punctuated::<Requirement, Token![,]>::parse_terminated_with(
-                &content,
-                Requirement::parse,
-            )
-            .map_err(|e| {
-                if e.to_string() == "expected `,`" {
-                    Error::new(
-                        e.span(),
-                        format!("expected `,` between the requirements of `{name}(...)`"),
-                    )
-                } else {
-                    e
+            let mut items = Vec::new();
+            if depth == MAX_REQUIREMENT_DEPTH {
+                // Too deep already: `valid` says so, over this call.
+                content.parse::<TokenStream>()?;
+            }
+            while !content.is_empty() {
+                items.push(Requirement::parse(&content, depth + 1)?);
+                if content.is_empty() {
+                    break;
                 }
-            })?;
+                if !content.peek(Token![,]) {
+                    return Err(content.error(format!(
+                        "expected `,` between the requirements of `{name}(...)`"
+                    )));
+                }
+                content.parse::<Token![,]>()?;
+            }
             let call = Call {
                 keyword,
                 paren: paren.span.join(),
-                items: items.into_iter().collect(),
+                items,
             };
             return match name.as_str() {
                 "any" => Ok(Self::Any(call)),
@@ -156,49 +229,66 @@ impl Requirement {
                 format!("`{name}` takes a list in parentheses: `{name}(\"a:read\", \"b:read\")`"),
             ));
         }
-        // An unquoted scope (`orders:read`), a constant, a path, a macro:
-        // take the tokens up to the next top-level comma to show them.
-        let mut tokens = keyword.to_token_stream();
-        while !input.is_empty() && !input.peek(Token![,]) {
-            tokens.extend([input.parse::<TokenTree>()?]);
-        }
-        let text = compact(&tokens);
-        let single_colon = text.matches(':').count() == 1;
-        // Not a constant, call or macro: meant as a scope.
-        let plain = !text.contains(['!', '(', '{', '[']);
-        let message = if plain && text.contains('*') {
-            // Quoting it would only trade this error for the wildcard one.
-            let example = match text.split_once(':') {
-                Some((resource, _))
-                    if scopekey_core::Scope::parse(&format!("{resource}:read")).is_ok() =>
-                {
-                    format!("{resource}:read")
-                }
-                _ => "orders:read".to_owned(),
-            };
-            format!(
-                "found `{text}`: a required scope never has a wildcard; name the exact scope, \
-                 as a string, e.g. \"{example}\""
-            )
-        } else if plain && single_colon {
-            // Quote it only when quoting is all it needs: otherwise the
-            // quoted form would just fail again.
-            match scopekey_core::Scope::parse(&text) {
-                Ok(_) => format!("scopes are strings: write \"{text}\""),
-                Err(err) => format!(
-                    "found `{text}`: scopes are written as strings such as \"orders:read\", \
-                     and this is not a valid scope either: {}",
-                    err.reason()
-                ),
-            }
-        } else {
-            format!(
-                "{EXPECTED}, found `{text}`; scopes are written as string literals \
-                 so they can be checked at compile time"
-            )
-        };
-        Err(Error::new_spanned(tokens, message))
+        // An unquoted scope (`orders:read`), a constant, a path, a macro.
+        Err(unquoted(until_comma(keyword.to_token_stream(), input)?))
     }
+}
+
+/// `tokens` and the tokens after them up to the next top-level comma, to
+/// show them.
+fn until_comma(mut tokens: TokenStream, input: ParseStream) -> Result<TokenStream> {
+    while !input.is_empty() && !input.peek(Token![,]) {
+        tokens.extend([input.parse::<TokenTree>()?]);
+    }
+    Ok(tokens)
+}
+
+/// The error for an argument that is not a string nor `any`/`all`: an
+/// unquoted scope (`orders:read`, `orders:*`, `*`), a constant, a path, a
+/// macro; spanned over all of it.
+fn unquoted(tokens: TokenStream) -> Error {
+    let text = compact(&tokens);
+    let single_colon = text.matches(':').count() == 1;
+    // Not a constant, call or macro: meant as a scope.
+    let plain = !text.contains(['!', '(', '{', '[']);
+    let message = if plain && text.contains('*') {
+        // Quoting it would only trade this error for the wildcard one.
+        let example = match text.split_once(':') {
+            Some((resource, _))
+                if scopekey_core::Scope::parse(&format!("{resource}:read")).is_ok() =>
+            {
+                format!("{resource}:read")
+            }
+            _ => "orders:read".to_owned(),
+        };
+        // `*` alone is the super-scope: a key may hold it.
+        let held = if text == "*" {
+            " (a key may hold `*`; no handler requires it)"
+        } else {
+            ""
+        };
+        format!(
+            "found `{text}`: a required scope never has a wildcard{held}; name the exact \
+             scope, as a string, e.g. \"{example}\""
+        )
+    } else if plain && single_colon {
+        // Quote it only when quoting is all it needs: otherwise the
+        // quoted form would just fail again.
+        match scopekey_core::Scope::parse(&text) {
+            Ok(_) => format!("scopes are strings: write \"{text}\""),
+            Err(err) => format!(
+                "found `{text}`: scopes are written as strings such as \"orders:read\", \
+                 and this is not a valid scope either: {}",
+                err.reason()
+            ),
+        }
+    } else {
+        format!(
+            "{EXPECTED}, found `{text}`; scopes are written as string literals \
+             so they can be checked at compile time"
+        )
+    };
+    Error::new_spanned(tokens, message)
 }
 
 /// The error for `name = value`, spanned over all of it; `input` is just
@@ -332,6 +422,87 @@ mod tests {
             parse_args(quote!("x:y",)),
             Ok(Requirement::Scope(_))
         ));
+    }
+
+    /// Past the depth `valid` allows, the parser stops: thousands of
+    /// levels must not overflow the stack on the way to that error.
+    #[test]
+    fn stops_parsing_past_the_depth_limit() {
+        const LEVELS: usize = 20_000;
+        // Far less stack than rustc gives a proc macro.
+        let parsed = std::thread::Builder::new()
+            .stack_size(1 << 20)
+            .spawn(|| {
+                let mut tokens = quote!("orders:read");
+                for _ in 0..LEVELS {
+                    tokens = quote!(any(#tokens));
+                }
+                let parsed = parse_args(tokens).map(|r| {
+                    crate::valid::requirement(&r, None)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                });
+                parsed.map_err(|e| e.to_string())
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(
+            parsed,
+            Ok(Err(format!(
+                "`any(...)` and `all(...)` may nest at most {MAX_REQUIREMENT_DEPTH} deep; \
+                 this one is deeper"
+            )))
+        );
+        // Just inside the limit, every level is parsed.
+        let mut tokens = quote!("orders:read");
+        for _ in 0..MAX_REQUIREMENT_DEPTH {
+            tokens = quote!(all(#tokens));
+        }
+        let parsed = parse_args(tokens).unwrap();
+        assert!(crate::valid::requirement(&parsed, None).is_ok());
+    }
+
+    #[test]
+    fn a_stray_comma_is_named() {
+        assert_eq!(
+            err(quote!("a:b",,)),
+            "stray second `,` after the requirement; remove it"
+        );
+        assert_eq!(
+            err(quote!("a:b",, "c:d")),
+            "stray second `,` after the requirement; remove it"
+        );
+        for tokens in [
+            quote!(any("a:b",, "c:d")),
+            quote!(all(, "a:b")),
+            quote!(,"a:b"),
+            quote!(any(all("a:b"),,)),
+        ] {
+            assert_eq!(
+                err(tokens.clone()),
+                "stray `,` where a requirement should be; remove it",
+                "{tokens}"
+            );
+        }
+        // One comma after the requirement is fine, at every level.
+        assert!(parse_args(quote!(any("a:b", all("c:d",),),)).is_ok());
+    }
+
+    #[test]
+    fn an_unquoted_super_scope_is_a_wildcard() {
+        assert_eq!(
+            err(quote!(*)),
+            "found `*`: a required scope never has a wildcard (a key may hold `*`; no \
+             handler requires it); name the exact scope, as a string, e.g. \"orders:read\""
+        );
+        assert_eq!(err(quote!(any("a:b", *))), err(quote!(*)),);
+        assert!(
+            err(quote!(*:read))
+                .starts_with("found `*:read`: a required scope never has a wildcard;")
+        );
+        // Up to the next comma, then the rest is not looked at.
+        assert!(err(quote!(*, "a:b")).starts_with("found `*`:"));
     }
 
     #[test]

@@ -1,16 +1,17 @@
 //! The scope catalogue: `[package.metadata.scopekey] scopes = [...]` in the
 //! `Cargo.toml` of the crate being compiled (`$CARGO_MANIFEST_DIR`).
 //!
-//! The manifest is read once per process and path (rustc may expand many
-//! handlers in one run), and again only when its modification time changes
-//! (a long-lived rust-analyzer process). Rebuilding when the list changes is
+//! The manifest is parsed once per process and path (rustc may expand many
+//! handlers in one run), and again only when its text changes (a long-lived
+//! rust-analyzer process): the file is read at every expansion and compared
+//! with the text parsed, since an edit within one tick of the file system's
+//! clock keeps the modification time. Rebuilding when the list changes is
 //! the expansion's job: it `include_bytes!`es the manifest, which puts it in
 //! the crate's dep-info.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::SystemTime;
 
 use scopekey_core::{Grant, Scope};
 use toml::de::{DeTable, DeValue};
@@ -45,18 +46,9 @@ impl Catalogue {
     /// Reads the catalogue out of a manifest's text.
     pub fn from_manifest(text: &str) -> Result<Option<Self>, String> {
         let doc = DeTable::parse(text).map_err(|e| format!("cannot parse Cargo.toml: {e}"))?;
-        let Some(package) = doc.get_ref().get("package") else {
+        let Some(scopekey) = catalogue_table(doc.get_ref())? else {
             return Ok(None);
         };
-        let package = table(package.get_ref(), "package")?;
-        let Some(metadata) = package.get("metadata") else {
-            return Ok(None);
-        };
-        let metadata = table(metadata.get_ref(), "package.metadata")?;
-        let Some(scopekey) = metadata.get("scopekey") else {
-            return Ok(None);
-        };
-        let scopekey = table(scopekey.get_ref(), "package.metadata.scopekey")?;
         // The table is there to declare a catalogue: a misspelt or missing
         // `scopes` must not quietly turn the checks off.
         if let Some(key) = scopekey.keys().find(|key| key.get_ref() != "scopes") {
@@ -136,6 +128,73 @@ impl Catalogue {
 /// The only key `[package.metadata.scopekey]` holds.
 const KEY: &str = "scopes";
 
+/// The catalogue's table under `package.metadata`.
+const TABLE: &str = "scopekey";
+
+/// `[package.metadata.scopekey]`, or `None` when the manifest has no
+/// catalogue. A table that looks meant to be the catalogue but is not read
+/// (`[package.metadata.scope-key]`, `[workspace.metadata.scopekey]`) is an
+/// error: taken for no catalogue, it would turn every check off without a
+/// word.
+fn catalogue_table<'a, 'i>(doc: &'a DeTable<'i>) -> Result<Option<&'a DeTable<'i>>, String> {
+    let metadata = match doc.get("package") {
+        Some(package) => match table(package.get_ref(), "package")?.get("metadata") {
+            Some(metadata) => Some(table(metadata.get_ref(), "package.metadata")?),
+            None => None,
+        },
+        None => None,
+    };
+    if let Some(metadata) = metadata {
+        if let Some(scopekey) = metadata.get(TABLE) {
+            return table(scopekey.get_ref(), "package.metadata.scopekey").map(Some);
+        }
+        if let Some(key) = metadata.keys().find(|key| near_miss(key.get_ref())) {
+            let shown: String = key.get_ref().escape_debug().collect();
+            return Err(format!(
+                "Cargo.toml has [package.metadata.{shown}], which scopekey does not read (this \
+                 crate would have no scope catalogue); did you mean \
+                 `[package.metadata.{TABLE}]`?"
+            ));
+        }
+    }
+    if let Some(key) = workspace_table(doc) {
+        let shown: String = key.escape_debug().collect();
+        return Err(format!(
+            "Cargo.toml has [workspace.metadata.{shown}], which scopekey does not read: a \
+             crate's scope catalogue is read from its own [package.metadata.{TABLE}] (each \
+             crate of a workspace lists its scopes in its own Cargo.toml); move the list there"
+        ));
+    }
+    Ok(None)
+}
+
+/// The key of `[workspace.metadata.scopekey]` (or of a near miss of it), if
+/// the manifest has one.
+fn workspace_table<'a>(doc: &'a DeTable<'_>) -> Option<&'a str> {
+    let DeValue::Table(workspace) = doc.get("workspace")?.get_ref() else {
+        return None;
+    };
+    let DeValue::Table(metadata) = workspace.get("metadata")?.get_ref() else {
+        return None;
+    };
+    metadata
+        .keys()
+        .map(|key| &**key.get_ref())
+        .find(|key| *key == TABLE || near_miss(key))
+}
+
+/// Whether a key of `package.metadata` looks like a misspelt `scopekey`:
+/// the same but for case, `-` and `_` (`scope-key`, `ScopeKey`), or at most
+/// two edits from it (`scopekeys`, `scopkey`).
+fn near_miss(key: &str) -> bool {
+    let normal: String = key
+        .chars()
+        .filter(|c| !matches!(c, '-' | '_'))
+        .flat_map(char::to_lowercase)
+        .collect();
+    key != TABLE && scopekey_core::edit_distance(&normal, TABLE) <= 2
+}
+
 /// The message for a key other than `scopes` in the table, with a "did you
 /// mean" when it is close (`scope`, `Scopes`, `scpoes`).
 fn unknown_key(key: &str) -> String {
@@ -162,27 +221,31 @@ pub(crate) fn load() -> Option<Arc<Manifest>> {
     load_from(&Path::new(&dir).join("Cargo.toml"))
 }
 
-type Cache = HashMap<PathBuf, (Option<SystemTime>, Arc<Manifest>)>;
+type Cache = HashMap<PathBuf, (String, Arc<Manifest>)>;
 
+/// The manifest at `path`, made absolute (Cargo gives an absolute
+/// `CARGO_MANIFEST_DIR`, but `include_bytes!` would read a relative path
+/// from the source file's directory, not from where rustc runs).
 fn load_from(path: &Path) -> Option<Arc<Manifest>> {
     static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
-    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    // Fails only for an empty path, or a relative one without a current
+    // directory, which could not be read either.
+    let path = std::path::absolute(path).ok()?;
+    let text = std::fs::read_to_string(&path).ok()?;
     let cache = CACHE.get_or_init(Default::default);
     // A poisoned lock only means another expansion panicked mid-insert;
     // the map itself is still usable.
     let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((when, manifest)) = cache.get(path)
-        && *when == modified
-        && modified.is_some()
+    if let Some((parsed, manifest)) = cache.get(&path)
+        && *parsed == text
     {
         return Some(Arc::clone(manifest));
     }
-    let text = std::fs::read_to_string(path).ok()?;
     let manifest = Arc::new(Manifest {
-        path: path.to_owned(),
         catalogue: Catalogue::from_manifest(&text),
+        path: path.clone(),
     });
-    cache.insert(path.to_owned(), (modified, Arc::clone(&manifest)));
+    cache.insert(path, (text, Arc::clone(&manifest)));
     Some(manifest)
 }
 
@@ -262,11 +325,71 @@ mod tests {
             "",
             "[package]\nname = \"x\"\n",
             "[package.metadata.other]\nscopes = [1]\n",
-            "[package.metadata]\nscopekeys = 1\n",
-            "[workspace.metadata.scopekey]\nscopes = [\"a:b\"]\n",
+            "[package.metadata.scope]\nscopes = [\"a:b\"]\n",
+            "[package.metadata.keys]\nscopes = [\"a:b\"]\n",
+            "[workspace.metadata.other]\nscopes = [\"a:b\"]\n",
+            "[workspace]\nmetadata = 1\n",
         ] {
             assert_eq!(Catalogue::from_manifest(text), Ok(None), "{text}");
         }
+    }
+
+    /// A table meant as the catalogue but under another name, or in the
+    /// workspace's metadata, is an error: read as no catalogue, it would
+    /// turn every check off without a word.
+    #[test]
+    fn a_misspelt_or_misplaced_table_is_an_error() {
+        let err = |text: &str| Catalogue::from_manifest(text).unwrap_err();
+        for key in [
+            "scope-key",
+            "scope_key",
+            "scopekeys",
+            "ScopeKey",
+            "scopkey",
+            "scope-keys",
+            "\"scope key\"",
+        ] {
+            for text in [
+                format!("[package.metadata.{key}]\nscopes = [\"a:b\"]\n"),
+                format!("[package]\nname = \"x\"\nmetadata.{key}.scopes = [\"a:b\"]\n"),
+                format!("[package.metadata]\n{key} = 1\n"),
+            ] {
+                assert_eq!(
+                    err(&text),
+                    format!(
+                        "Cargo.toml has [package.metadata.{}], which scopekey does not read \
+                         (this crate would have no scope catalogue); did you mean \
+                         `[package.metadata.scopekey]`?",
+                        key.trim_matches('"')
+                    ),
+                    "{text}"
+                );
+            }
+        }
+        for key in ["scopekey", "scope-key"] {
+            let text = format!("[workspace.metadata.{key}]\nscopes = [\"a:b\"]\n");
+            assert_eq!(
+                err(&text),
+                format!(
+                    "Cargo.toml has [workspace.metadata.{key}], which scopekey does not read: \
+                     a crate's scope catalogue is read from its own \
+                     [package.metadata.scopekey] (each crate of a workspace lists its scopes \
+                     in its own Cargo.toml); move the list there"
+                ),
+                "{text}"
+            );
+        }
+        // Beside a package without metadata too.
+        assert!(
+            err("[package]\nname = \"x\"\n[workspace.metadata.scopekey]\nscopes = [\"a:b\"]\n")
+                .starts_with("Cargo.toml has [workspace.metadata.scopekey]")
+        );
+        // With the catalogue in its place, another table is not looked at.
+        let both = "[package.metadata.scopekey]\nscopes = [\"a:b\"]\n\
+                    [package.metadata.scope-key]\nx = 1\n\
+                    [workspace.metadata.scopekey]\nscopes = [\"c:d\"]\n";
+        let c = Catalogue::from_manifest(both).unwrap().unwrap();
+        assert_eq!(c.scopes().collect::<Vec<_>>(), ["a:b"]);
     }
 
     #[test]
@@ -362,5 +485,49 @@ mod tests {
         assert!(matches!(&first.catalogue, Ok(Some(c)) if c.scopes().count() == 4));
         assert!(load_from(&dir.join("missing.toml")).is_none());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// An edit that keeps the modification time (within one tick of the
+    /// file system's clock) and the length is still seen.
+    #[test]
+    fn sees_an_edit_that_keeps_the_modification_time() {
+        let dir = std::env::temp_dir().join(format!("scopekey-macros-edit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("Cargo.toml");
+        let write = |text: &str, when: std::time::SystemTime| {
+            let file = std::fs::File::create(&path).unwrap();
+            std::io::Write::write_all(&mut &file, text.as_bytes()).unwrap();
+            file.set_modified(when).unwrap();
+        };
+        let when = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1 << 30);
+        let scopes = |m: &Manifest| match &m.catalogue {
+            Ok(Some(c)) => c.scopes().map(str::to_owned).collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        write(MANIFEST, when);
+        assert_eq!(scopes(&load_from(&path).unwrap())[1], "orders:write");
+        let edited = MANIFEST.replace("orders:write", "orders:wrote");
+        assert_eq!(edited.len(), MANIFEST.len());
+        write(&edited, when);
+        assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), when);
+        assert_eq!(scopes(&load_from(&path).unwrap())[1], "orders:wrote");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `include_bytes!` reads a relative path from the source file's
+    /// directory: the path kept is absolute.
+    #[test]
+    fn the_path_is_absolute() {
+        // Tests run in the package's directory, which has a Cargo.toml.
+        let manifest = load_from(Path::new("Cargo.toml")).unwrap();
+        assert!(manifest.path.is_absolute(), "{}", manifest.path.display());
+        assert_eq!(
+            manifest.path,
+            std::env::current_dir().unwrap().join("Cargo.toml")
+        );
+        assert!(Arc::ptr_eq(
+            &manifest,
+            &load_from(&std::env::current_dir().unwrap().join("Cargo.toml")).unwrap()
+        ));
     }
 }

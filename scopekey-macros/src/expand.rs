@@ -28,12 +28,12 @@ pub(crate) fn requires_scope(args: TokenStream, item: TokenStream) -> TokenStrea
 fn try_requires_scope(args: TokenStream, item: TokenStream) -> Result<TokenStream> {
     let (requirement, handler) = both(ast::parse_args(args), Handler::parse(item))?;
     let manifest = catalogue::load();
-    let (checked, ()) = both(
+    let (checked, ((), track)) = both(
         valid::requirement(&requirement, manifest.as_deref()),
-        valid::handler(&handler),
+        both(valid::handler(&handler), track(manifest.as_deref())),
     )?;
     let id = guard_id(&checked.to_string());
-    Ok(guarded(handler, &requirement, id, manifest.as_deref()))
+    Ok(guarded(handler, &requirement, id, track))
 }
 
 /// Both values, or every error of the two.
@@ -60,12 +60,12 @@ pub(crate) fn guard_id(canonical: &str) -> u64 {
 }
 
 /// The handler with the guard in front of its extractors and its requirement
-/// registered under `id`.
+/// registered under `id`; `track` from [`track`].
 fn guarded(
     handler: Handler,
     requirement: &ast::Requirement,
     id: u64,
-    manifest: Option<&Manifest>,
+    track: TokenStream,
 ) -> TokenStream {
     let Handler {
         attrs,
@@ -80,8 +80,10 @@ fn guarded(
     // One extractor (`valid` has refused a `self`): the guard alone, or the
     // guard and then the handler's own extractors as a tuple (`Guarded`),
     // which it extracts only once the guard has passed, so that the guard
-    // always answers first. The user's patterns are bound from the tuple at
-    // the top of the body.
+    // always answers first. The user's patterns are bound from the tuple in
+    // a block around the body, so that the body's own items (`use
+    // serde_json::Value as Json;`, a `const`, a `use Enum::*;`) cannot change
+    // what the patterns mean, as they could not in the handler as written.
     let args = Ident::new("__scopekey_guard", Span::mixed_site());
     let own: Vec<&syn::PatType> = sig
         .inputs
@@ -120,9 +122,12 @@ fn guarded(
 
     let name = sig.ident.unraw().to_string();
     let static_requirement = static_requirement(requirement);
-    let track = track(manifest);
     // Generated tokens keep the call-site span (lints treat them as macro
-    // output); the user's body keeps its own spans and its braces' span.
+    // output); the user's body keeps its own spans and, in both blocks, its
+    // braces' span. Inner attributes stay first in the outer block, where
+    // they apply to the whole function.
+    let mut body = Group::new(Delimiter::Brace, body);
+    body.set_span(brace);
     let block = quote! {
         #(#inner_attrs)*
         #bind
@@ -169,13 +174,28 @@ fn static_requirement(requirement: &ast::Requirement) -> TokenStream {
 
 /// Makes the crate depend on its manifest, so editing the catalogue
 /// rebuilds it: `include_bytes!` lands the file in rustc's dep-info, which
-/// Cargo watches (`proc_macro::tracked_path` is not stable).
-fn track(manifest: Option<&Manifest>) -> TokenStream {
-    match manifest.and_then(|m| m.path.to_str()) {
-        Some(path) => quote!(
+/// Cargo watches (`proc_macro::tracked_path` is not stable). The path is
+/// absolute ([`catalogue::load`]): `include_bytes!` would read a relative
+/// one from the source file's directory. A path that is not UTF-8 cannot
+/// be written in `include_bytes!`, and without it edits to the catalogue
+/// would go unseen: an error, not a quiet stale build.
+fn track(manifest: Option<&Manifest>) -> Result<TokenStream> {
+    let Some(manifest) = manifest else {
+        return Ok(TokenStream::new());
+    };
+    match manifest.path.to_str() {
+        Some(path) => Ok(quote!(
             const _: &[u8] = ::core::include_bytes!(#path);
-        ),
-        None => TokenStream::new(),
+        )),
+        None => Err(Error::new(
+            Span::call_site(),
+            format!(
+                "this crate's Cargo.toml is at a path that is not UTF-8 ({}): scopekey \
+                 cannot watch it for edits to the scope catalogue, so the crate would not \
+                 be rebuilt when they change; move the crate to a UTF-8 path",
+                manifest.path.display()
+            ),
+        )),
     }
 }
 
@@ -190,15 +210,19 @@ pub(crate) fn catalogue(input: TokenStream) -> TokenStream {
         .to_compile_error();
     }
     let manifest = catalogue::load();
-    let (scopes, error) = match manifest.as_deref().map(|m| &m.catalogue) {
+    let (scopes, mut error) = match manifest.as_deref().map(|m| &m.catalogue) {
         Some(Ok(Some(catalogue))) => (catalogue.scopes().map(str::to_owned).collect(), None),
-        Some(Err(message)) => (
-            Vec::new(),
-            Some(Error::new(Span::call_site(), message).to_compile_error()),
-        ),
+        Some(Err(message)) => (Vec::new(), Some(Error::new(Span::call_site(), message))),
         Some(Ok(None)) | None => (Vec::new(), None),
     };
-    let track = track(manifest.as_deref());
+    let track = track(manifest.as_deref()).unwrap_or_else(|err| {
+        match &mut error {
+            Some(error) => error.combine(err),
+            None => error = Some(err),
+        }
+        TokenStream::new()
+    });
+    let error = error.map(|e| e.to_compile_error());
     let slice = Ident::new("__SCOPEKEY_CATALOGUE", Span::mixed_site());
     quote! {{
         #error
@@ -271,7 +295,8 @@ mod tests {
             "requirement : & :: scopekey :: __private :: StaticRequirement :: Any (& [:: scopekey :: __private :: StaticRequirement :: Scope (\"orders:admin\") , :: scopekey :: __private :: StaticRequirement :: Scope (\"orders:delete\")])",
             "handler : \"delete\"",
             "module : :: core :: module_path ! ()",
-            "} ; Ok (HttpResponse :: Ok () . finish ()) }",
+            // The body in a block of its own.
+            "} ; { Ok (HttpResponse :: Ok () . finish ()) } }",
         ] {
             assert!(out.contains(part), "missing {part} in {out}");
         }
@@ -292,6 +317,33 @@ mod tests {
         assert!(out.contains("async fn h (__scopekey_guard :"), "{out}");
         assert!(
             out.contains("{ # ! [allow (unused)] let (x ,) = __scopekey_guard . 0 ;"),
+            "{out}"
+        );
+    }
+
+    /// The body's items (`use`, `const`, unit structs) are in scope in the
+    /// body only, as in the handler as written: the patterns are bound
+    /// outside it.
+    #[test]
+    fn the_body_is_a_block_of_its_own() {
+        let out = expand(
+            quote!("a:b"),
+            quote!(
+                async fn h(Json(order): Json<NewOrder>) -> u8 {
+                    #![allow(unused)]
+                    use serde_json::Value as Json;
+                    order.x
+                }
+            ),
+        );
+        assert!(
+            out.contains(
+                "{ # ! [allow (unused)] let (Json (order) ,) = __scopekey_guard . 0 ; const _"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.ends_with("} ; { use serde_json :: Value as Json ; order . x } }"),
             "{out}"
         );
     }
@@ -411,6 +463,27 @@ mod tests {
         );
         assert!(out.contains(&included), "{out}");
         assert!(catalogue(quote!()).to_string().contains(&included));
+    }
+
+    /// A manifest whose path `include_bytes!` cannot name is an error, not
+    /// a crate that edits to the catalogue would not rebuild.
+    #[cfg(unix)]
+    #[test]
+    fn a_manifest_path_that_is_not_utf8_is_an_error() {
+        use std::os::unix::ffi::OsStrExt;
+        let manifest = Manifest {
+            path: std::path::Path::new(std::ffi::OsStr::from_bytes(b"/tmp/caf\xe9/Cargo.toml"))
+                .to_owned(),
+            catalogue: Ok(None),
+        };
+        let err = track(Some(&manifest)).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "this crate's Cargo.toml is at a path that is not UTF-8 (/tmp/caf\u{fffd}/Cargo.toml): \
+             scopekey cannot watch it for edits to the scope catalogue, so the crate would not \
+             be rebuilt when they change; move the crate to a UTF-8 path"
+        );
+        assert!(track(None).unwrap().is_empty());
     }
 
     #[test]

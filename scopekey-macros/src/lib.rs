@@ -52,13 +52,15 @@ use proc_macro::TokenStream;
 /// The handler keeps its name, visibility, attributes, generics and return
 /// type, and its body sees its arguments as written; the function itself
 /// takes them as one hidden extractor (the guard, then the handler's own
-/// extractors in order, once the guard has passed), binds them at the top
-/// of the body, and registers the requirement in a link-time list. So tests
-/// call a guarded handler through actix-web, and attribute macros that read
-/// parameters (`#[tracing::instrument]`) go above this one. It works
-/// above or below actix-web's route attributes (`#[get]`, `#[post]`,
-/// `#[route]`), with `web::resource(..).route(web::post().to(handler))`, and
-/// on associated functions in `impl` blocks.
+/// extractors in order, once the guard has passed), binds them in a block
+/// around the body (so the body's own items, say `use serde_json::Value as
+/// Json;`, do not change what the patterns mean), and registers the
+/// requirement in a link-time list. So tests call a guarded handler through
+/// actix-web, and attribute macros that read parameters
+/// (`#[tracing::instrument]`) go above this one. It works above or below
+/// actix-web's route attributes (`#[get]`, `#[post]`, `#[route]`), with
+/// `web::resource(..).route(web::post().to(handler))`, and on associated
+/// functions in `impl` blocks.
 ///
 /// # Limitations
 ///
@@ -95,7 +97,10 @@ pub fn requires_scope(args: TokenStream, item: TokenStream) -> TokenStream {
 /// `*`); anything else is a compile error. So is a
 /// `[package.metadata.scopekey]` table without `scopes`, or with any other
 /// key (`scope = [...]` asks "did you mean `scopes`?"): a misspelt list
-/// must not pass for no catalogue. Editing the list rebuilds the crate.
+/// must not pass for no catalogue. Nor may a misspelt table
+/// (`[package.metadata.scope-key]`, `scopekeys`: "did you mean
+/// `[package.metadata.scopekey]`?") or one under `[workspace.metadata]`,
+/// which is not read. Editing the list rebuilds the crate.
 #[proc_macro]
 pub fn catalogue(input: TokenStream) -> TokenStream {
     expand::catalogue(input.into()).into()
