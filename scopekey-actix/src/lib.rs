@@ -217,6 +217,12 @@ pub use routes::{DEFAULT_BASE_PATH, created, routes, routes_at};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::guard::{GUARDS, Guard, GuardInfo, Guarded};
+
+    /// Checked for each of a guarded handler's parameters, at its type:
+    /// one that is not an extractor is named where it is written, not
+    /// only through the guard's hidden tuple.
+    #[inline(always)]
+    pub fn extractor<T: actix_web::FromRequest>() {}
     pub use linkme;
     pub use scopekey_core::StaticRequirement;
 }

@@ -94,6 +94,15 @@ fn guarded(
         })
         .collect();
     let types = own.iter().map(|t| &t.ty);
+    // Each parameter's type checked on its own, spanned on it: a type that
+    // is not an extractor is reported where it is written.
+    let extractors: Vec<TokenStream> = own
+        .iter()
+        .map(|t| {
+            let ty = &t.ty;
+            quote::quote_spanned!(syn::spanned::Spanned::span(ty)=> ::scopekey::__private::extractor::<#ty>();)
+        })
+        .collect();
     // A pattern goes into the tuple as it is; one with attributes (say
     // `#[allow(unused_variables)]`) is bound by a `let` of its own that
     // carries them.
@@ -130,6 +139,7 @@ fn guarded(
     body.set_span(brace);
     let block = quote! {
         #(#inner_attrs)*
+        #(#extractors)*
         #bind
         #track
         const _: () = {
@@ -277,10 +287,11 @@ mod tests {
             },
         );
         let id = guard_id("any(orders:admin, orders:delete)");
-        // One extractor: the guard, then the handler's own as a tuple; their
-        // patterns bound first thing in the body.
+        // One extractor: the guard, then the handler's own as a tuple; each
+        // of their types checked as an extractor, then their patterns
+        // bound, first thing in the body.
         let expected_sig = format!(
-            "pub async fn delete (__scopekey_guard : :: scopekey :: __private :: Guarded < {id}u64 , (HttpRequest , web :: Path < u64 > ,) >) -> Result < HttpResponse , MyErr > {{ let (req , p ,) = __scopekey_guard . 0 ;"
+            "pub async fn delete (__scopekey_guard : :: scopekey :: __private :: Guarded < {id}u64 , (HttpRequest , web :: Path < u64 > ,) >) -> Result < HttpResponse , MyErr > {{ :: scopekey :: __private :: extractor :: < HttpRequest > () ; :: scopekey :: __private :: extractor :: < web :: Path < u64 > > () ; let (req , p ,) = __scopekey_guard . 0 ;"
         );
         assert!(out.contains(&expected_sig), "{out}");
         assert!(
@@ -316,7 +327,9 @@ mod tests {
         );
         assert!(out.contains("async fn h (__scopekey_guard :"), "{out}");
         assert!(
-            out.contains("{ # ! [allow (unused)] let (x ,) = __scopekey_guard . 0 ;"),
+            out.contains(
+                "{ # ! [allow (unused)] :: scopekey :: __private :: extractor :: < u8 > () ; let (x ,) = __scopekey_guard . 0 ;"
+            ),
             "{out}"
         );
     }
@@ -338,7 +351,7 @@ mod tests {
         );
         assert!(
             out.contains(
-                "{ # ! [allow (unused)] let (Json (order) ,) = __scopekey_guard . 0 ; const _"
+                "{ # ! [allow (unused)] :: scopekey :: __private :: extractor :: < Json < NewOrder > > () ; let (Json (order) ,) = __scopekey_guard . 0 ; const _"
             ),
             "{out}"
         );
