@@ -11,12 +11,8 @@ use std::time::Duration;
 
 use actix_web::{App, HttpResponse, test, web};
 use common::*;
-use scopekey_actix::{ApiKeyAuth, Authenticated};
+use scopekey_actix::ApiKeyAuth;
 use scopekey_runtime::{Actor, ManualClock, NewKey, ScopeKey};
-
-async fn whoami(caller: Authenticated) -> HttpResponse {
-    HttpResponse::Ok().body(caller.name.to_string())
-}
 
 async fn encoded() -> HttpResponse {
     HttpResponse::Ok()

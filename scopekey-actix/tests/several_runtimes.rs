@@ -7,31 +7,8 @@ mod common;
 
 use actix_web::{App, HttpResponse, test, web};
 use common::*;
-use scopekey_actix::__private::{Guard, GuardInfo, StaticRequirement};
-use scopekey_actix::{ApiKeyAuth, Authenticated, MaybeAuthenticated};
+use scopekey_actix::{ApiKeyAuth, MaybeAuthenticated};
 use scopekey_runtime::{Actor, ManualClock, NewKey};
-
-/// The guard id of `orders` (any id no other handler of this test uses).
-const ORDERS_READ: u64 = 0x5c0e_5e4e_0002_0001;
-
-// What `#[requires_scope("orders:read")]` makes of `orders` (see
-// uniform_refusals.rs).
-#[scopekey_actix::__private::linkme::distributed_slice(scopekey_actix::__private::GUARDS)]
-#[linkme(crate = scopekey_actix::__private::linkme)]
-static ORDERS_READ_GUARD: GuardInfo = GuardInfo {
-    id: ORDERS_READ,
-    requirement: &StaticRequirement::Scope("orders:read"),
-    handler: "orders",
-    module: module_path!(),
-};
-
-async fn orders(_guard: Guard<ORDERS_READ>) -> HttpResponse {
-    HttpResponse::Ok().json(["order-1"])
-}
-
-async fn whoami(caller: Authenticated) -> HttpResponse {
-    HttpResponse::Ok().body(caller.name.to_string())
-}
 
 async fn maybe(caller: MaybeAuthenticated) -> HttpResponse {
     HttpResponse::Ok().body(caller.0.map_or("anonymous".into(), |p| p.name.to_string()))

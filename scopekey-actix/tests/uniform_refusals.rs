@@ -9,33 +9,12 @@
 
 mod common;
 
-use actix_web::{App, HttpResponse, test, web};
+use actix_web::{App, test, web};
 use common::*;
-use scopekey_actix::__private::{Guard, GuardInfo, StaticRequirement};
 use scopekey_actix::ApiKeyAuth;
 use scopekey_runtime::{Actor, KeyFormat, ManualClock, NewKey};
 use serde_json::json;
 use time::Duration;
-
-/// The guard id of `orders` (any id no other handler of this test uses).
-const ORDERS_READ: u64 = 0x5c0e_5e4e_0001_0001;
-
-// What `#[requires_scope("orders:read")]` makes of `orders` (the macro
-// names the `scopekey` facade, which this crate's tests cannot depend on):
-// the requirement registered under the guard's id, and the guard as the
-// handler's extractor.
-#[scopekey_actix::__private::linkme::distributed_slice(scopekey_actix::__private::GUARDS)]
-#[linkme(crate = scopekey_actix::__private::linkme)]
-static ORDERS_READ_GUARD: GuardInfo = GuardInfo {
-    id: ORDERS_READ,
-    requirement: &StaticRequirement::Scope("orders:read"),
-    handler: "orders",
-    module: module_path!(),
-};
-
-async fn orders(_guard: Guard<ORDERS_READ>) -> HttpResponse {
-    HttpResponse::Ok().json(["order-1"])
-}
 
 async fn identical(db: &Db) {
     let clock = ManualClock::starting_now();

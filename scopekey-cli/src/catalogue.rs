@@ -131,9 +131,11 @@ fn misplaced(doc: &DeTable) -> Option<String> {
         _ => None,
     };
     let shown = |key: &str| key.escape_debug().collect::<String>();
-    if let Some(key) =
-        metadata("package").and_then(|m| m.keys().map(|k| &**k.get_ref()).find(|k| near_miss(k)))
-    {
+    if let Some(key) = metadata("package").and_then(|m| {
+        m.keys()
+            .map(|k| &**k.get_ref())
+            .find(|k| scopekey_core::near_miss(k, TABLE))
+    }) {
         return Some(format!(
             "it has no {WHERE} list, but a [package.metadata.{}] table; did you mean \
              `[package.metadata.{TABLE}]`?",
@@ -143,24 +145,13 @@ fn misplaced(doc: &DeTable) -> Option<String> {
     let key = metadata("workspace")?
         .keys()
         .map(|k| &**k.get_ref())
-        .find(|k| *k == TABLE || near_miss(k))?;
+        .find(|k| *k == TABLE || scopekey_core::near_miss(k, TABLE))?;
     Some(format!(
         "it has no {WHERE} list, but a [workspace.metadata.{}] table, which is not read: the \
          catalogue is a crate's own [package.metadata.{TABLE}]; name the Cargo.toml of the \
          service's crate",
         shown(key)
     ))
-}
-
-/// Whether a key looks like a misspelt `scopekey`, as the macro judges it:
-/// the same but for case, `-` and `_`, or at most two edits from it.
-fn near_miss(key: &str) -> bool {
-    let normal: String = key
-        .chars()
-        .filter(|c| !matches!(c, '-' | '_'))
-        .flat_map(char::to_lowercase)
-        .collect();
-    key != TABLE && scopekey_core::edit_distance(&normal, TABLE) <= 2
 }
 
 #[cfg(test)]

@@ -816,53 +816,50 @@ mod tests {
         }
     }
 
+    /// Names listed one a row, every page (`--all`).
+    fn names(json: bool) -> Listing<String> {
+        Listing {
+            json,
+            all: true,
+            headers: &["NAME"],
+            widths: &[0],
+            rows: |names: &[String]| names.iter().map(|n| vec![n.clone()]).collect(),
+            what: "names",
+        }
+    }
+
+    /// A page of one name, and the cursor after it, if any.
+    fn page(name: &str, next: Option<&str>) -> Page<String> {
+        Page {
+            items: vec![name.to_owned()],
+            next_cursor: next.map(str::to_owned),
+        }
+    }
+
+    /// A page that cannot be read.
+    async fn unreadable(_: String) -> Result<Page<String>, scopekey_runtime::Error> {
+        Err(scopekey_runtime::Error::Unavailable(StoreError::msg(
+            "connection reset",
+        )))
+    }
+
     /// A page that fails part-way through `--all`: the JSON written is one
     /// document, whose `next_cursor` resumes at the failed page; the error
     /// is the command's.
     #[tokio::test]
     async fn a_failed_page_closes_the_document() {
         let mut out = Vec::new();
-        let listing = Listing {
-            json: true,
-            all: true,
-            headers: &["NAME"],
-            widths: &[0],
-            rows: |names: &[String]| names.iter().map(|n| vec![n.clone()]).collect(),
-            what: "names",
-        };
-        let first = Page {
-            items: vec!["first".to_owned()],
-            next_cursor: Some("c1".to_owned()),
-        };
-        let next = async |_: String| -> Result<Page<String>, scopekey_runtime::Error> {
-            Err(scopekey_runtime::Error::Unavailable(StoreError::msg(
-                "connection reset",
-            )))
-        };
-        let failed = listing.write(&mut out, first, next).await;
+        let failed = names(true)
+            .write(&mut out, page("first", Some("c1")), unreadable)
+            .await;
         assert!(matches!(failed, Err(Failure::Failed(_))), "{failed:?}");
         let doc: Value = serde_json::from_slice(&out).expect("one JSON document");
         assert_eq!(doc, json!({"items": ["first"], "next_cursor": "c1"}));
 
         // As a table: the error says where to resume.
-        let listing = Listing {
-            json: false,
-            all: true,
-            headers: &["NAME"],
-            widths: &[0],
-            rows: |names: &[String]| names.iter().map(|n| vec![n.clone()]).collect(),
-            what: "names",
-        };
-        let first = Page {
-            items: vec!["first".to_owned()],
-            next_cursor: Some("c1".to_owned()),
-        };
-        let next = async |_: String| -> Result<Page<String>, scopekey_runtime::Error> {
-            Err(scopekey_runtime::Error::Unavailable(StoreError::msg(
-                "connection reset",
-            )))
-        };
-        let failed = listing.write(&mut Vec::new(), first, next).await;
+        let failed = names(false)
+            .write(&mut Vec::new(), page("first", Some("c1")), unreadable)
+            .await;
         assert!(
             matches!(&failed, Err(Failure::Failed(m)) if m.contains("--cursor c1")),
             "{failed:?}"
@@ -873,24 +870,13 @@ mod tests {
     /// fetched, as a table and as JSON.
     #[tokio::test]
     async fn all_pages_go_out_one_at_a_time() {
-        let page = |name: &str, next: Option<&str>| Page {
-            items: vec![name.to_owned()],
-            next_cursor: next.map(str::to_owned),
-        };
         for json in [false, true] {
             let flushed = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
             let mut out = Buffered {
                 pending: Vec::new(),
                 flushed: std::rc::Rc::clone(&flushed),
             };
-            let listing = Listing {
-                json,
-                all: true,
-                headers: &["NAME"],
-                widths: &[0],
-                rows: |names: &[String]| names.iter().map(|n| vec![n.clone()]).collect(),
-                what: "names",
-            };
+            let listing = names(json);
             let seen = std::rc::Rc::clone(&flushed);
             let next = async |cursor: String| {
                 let out = String::from_utf8(seen.borrow().clone()).unwrap();

@@ -460,6 +460,19 @@ impl From<Vec<Grant>> for Grants {
     }
 }
 
+/// Whether `key` looks like a misspelt `name` without being it: the same but
+/// for case, `-` and `_` (`scope-key`, `ScopeKey` for `scopekey`), or at
+/// most two edits from it (`scopekeys`, `scopkey`). How the macro and the
+/// CLI find a catalogue table written under another name.
+pub fn near_miss(key: &str, name: &str) -> bool {
+    let normal: String = key
+        .chars()
+        .filter(|c| !matches!(c, '-' | '_'))
+        .flat_map(char::to_lowercase)
+        .collect();
+    key != name && edit_distance(&normal, name) <= 2
+}
+
 /// Optimal string alignment distance: insertions, deletions, substitutions
 /// and swaps of adjacent characters each cost one. Behind the "did you
 /// mean" suggestions of the macro and the CLI.

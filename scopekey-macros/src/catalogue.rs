@@ -148,7 +148,10 @@ fn catalogue_table<'a, 'i>(doc: &'a DeTable<'i>) -> Result<Option<&'a DeTable<'i
         if let Some(scopekey) = metadata.get(TABLE) {
             return table(scopekey.get_ref(), "package.metadata.scopekey").map(Some);
         }
-        if let Some(key) = metadata.keys().find(|key| near_miss(key.get_ref())) {
+        if let Some(key) = metadata
+            .keys()
+            .find(|key| scopekey_core::near_miss(key.get_ref(), TABLE))
+        {
             let shown: String = key.get_ref().escape_debug().collect();
             return Err(format!(
                 "Cargo.toml has [package.metadata.{shown}], which scopekey does not read (this \
@@ -180,19 +183,7 @@ fn workspace_table<'a>(doc: &'a DeTable<'_>) -> Option<&'a str> {
     metadata
         .keys()
         .map(|key| &**key.get_ref())
-        .find(|key| *key == TABLE || near_miss(key))
-}
-
-/// Whether a key of `package.metadata` looks like a misspelt `scopekey`:
-/// the same but for case, `-` and `_` (`scope-key`, `ScopeKey`), or at most
-/// two edits from it (`scopekeys`, `scopkey`).
-fn near_miss(key: &str) -> bool {
-    let normal: String = key
-        .chars()
-        .filter(|c| !matches!(c, '-' | '_'))
-        .flat_map(char::to_lowercase)
-        .collect();
-    key != TABLE && scopekey_core::edit_distance(&normal, TABLE) <= 2
+        .find(|key| *key == TABLE || scopekey_core::near_miss(key, TABLE))
 }
 
 /// The message for a key other than `scopes` in the table, with a "did you

@@ -44,6 +44,36 @@ macro_rules! both_backends {
 
 pub use scopekey_runtime::testing::{Backend, TestDb as Db};
 
+use actix_web::HttpResponse;
+use scopekey_actix::__private::{Guard, GuardInfo, StaticRequirement};
+use scopekey_actix::Authenticated;
+
+/// The guard id of [`orders`] (any id no other handler of these tests uses).
+pub const ORDERS_READ: u64 = 0x5c0e_5e4e_0001_0001;
+
+// What `#[requires_scope("orders:read")]` makes of `orders` (the macro
+// names the `scopekey` facade, which this crate's tests cannot depend on):
+// the requirement registered under the guard's id, and the guard as the
+// handler's extractor.
+#[scopekey_actix::__private::linkme::distributed_slice(scopekey_actix::__private::GUARDS)]
+#[linkme(crate = scopekey_actix::__private::linkme)]
+static ORDERS_READ_GUARD: GuardInfo = GuardInfo {
+    id: ORDERS_READ,
+    requirement: &StaticRequirement::Scope("orders:read"),
+    handler: "orders",
+    module: module_path!(),
+};
+
+/// A handler guarded by `orders:read`.
+pub async fn orders(_guard: Guard<ORDERS_READ>) -> HttpResponse {
+    HttpResponse::Ok().json(["order-1"])
+}
+
+/// The caller's name.
+pub async fn whoami(caller: Authenticated) -> HttpResponse {
+    HttpResponse::Ok().body(caller.name.to_string())
+}
+
 /// Runtimes ("nodes") on a test database.
 pub trait Nodes {
     /// A runtime on a store of its own (its own pool and verification
