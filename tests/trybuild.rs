@@ -29,6 +29,7 @@ fn ui() {
     t.pass("tests/ui/pass/impl-block.rs");
     t.pass("tests/ui/pass/request-and-result.rs");
     t.pass("tests/ui/pass/generics.rs");
+    t.pass("tests/ui/pass/one-line-and-loose-generics.rs");
     t.pass("tests/ui/pass/attributes-kept.rs");
     t.pass("tests/ui/pass/catalogue-without-one.rs");
     t.pass("tests/ui/pass/body-items.rs");

@@ -461,16 +461,17 @@ impl From<Vec<Grant>> for Grants {
 }
 
 /// Whether `key` looks like a misspelt `name` without being it: the same but
-/// for case, `-` and `_` (`scope-key`, `ScopeKey` for `scopekey`), or at
-/// most two edits from it (`scopekeys`, `scopkey`). How the macro and the
-/// CLI find a catalogue table written under another name.
+/// for case, `-` and `_` (`scope-key`, `ScopeKey` for `scopekey`), or one
+/// edit from it (`scopekeys`, `scopkey`, `scopeky`). How the macro and the
+/// CLI find a catalogue table written under another name; one edit, not
+/// two, so that another tool's table (`scopekit`, `shopkey`) is left alone.
 pub fn near_miss(key: &str, name: &str) -> bool {
     let normal: String = key
         .chars()
         .filter(|c| !matches!(c, '-' | '_'))
         .flat_map(char::to_lowercase)
         .collect();
-    key != name && edit_distance(&normal, name) <= 2
+    key != name && edit_distance(&normal, name) <= 1
 }
 
 /// Optimal string alignment distance: insertions, deletions, substitutions

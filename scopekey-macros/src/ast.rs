@@ -90,22 +90,40 @@ const MAX_GROUP_DEPTH: usize = MAX_REQUIREMENT_DEPTH + 1;
 /// stack per level, so thousands of levels would overflow the stack before
 /// the parser could stop at the limit.
 fn bounded(args: TokenStream) -> TokenStream {
-    fn deeper(stream: TokenStream, depth: usize) -> bool {
+    // Parentheses count, as the calls' depth does; other groups (the
+    // invisible ones `macro_rules!` puts around a `$s:literal`) count too
+    // but only past twice the limit, so a generated attribute at the limit
+    // is read as written while no nesting of any kind goes unbounded.
+    fn next(group: &Group, depth: usize, levels: usize) -> (usize, usize) {
+        let depth = depth + usize::from(group.delimiter() == Delimiter::Parenthesis);
+        (depth, levels + 1)
+    }
+    fn at_limit(depth: usize, levels: usize) -> bool {
+        depth == MAX_GROUP_DEPTH || levels == 2 * MAX_GROUP_DEPTH
+    }
+    fn deeper(stream: TokenStream, depth: usize, levels: usize) -> bool {
         stream.into_iter().any(|token| match token {
-            TokenTree::Group(group) if depth == MAX_GROUP_DEPTH => !group.stream().is_empty(),
-            TokenTree::Group(group) => deeper(group.stream(), depth + 1),
+            TokenTree::Group(group) => {
+                let (depth, levels) = next(&group, depth, levels);
+                if at_limit(depth, levels) {
+                    !group.stream().is_empty()
+                } else {
+                    deeper(group.stream(), depth, levels)
+                }
+            }
             _ => false,
         })
     }
-    fn cut(stream: TokenStream, depth: usize) -> TokenStream {
+    fn cut(stream: TokenStream, depth: usize, levels: usize) -> TokenStream {
         stream
             .into_iter()
             .map(|token| match token {
                 TokenTree::Group(group) => {
-                    let inner = if depth == MAX_GROUP_DEPTH {
+                    let (depth, levels) = next(&group, depth, levels);
+                    let inner = if at_limit(depth, levels) {
                         TokenStream::new()
                     } else {
-                        cut(group.stream(), depth + 1)
+                        cut(group.stream(), depth, levels)
                     };
                     let mut cut = Group::new(group.delimiter(), inner);
                     cut.set_span(group.span());
@@ -115,9 +133,9 @@ fn bounded(args: TokenStream) -> TokenStream {
             })
             .collect()
     }
-    // Both recurse at most `MAX_GROUP_DEPTH` deep.
-    if deeper(args.clone(), 1) {
-        cut(args, 1)
+    // Both recurse at most `2 * MAX_GROUP_DEPTH` deep.
+    if deeper(args.clone(), 0, 0) {
+        cut(args, 0, 0)
     } else {
         args
     }
@@ -458,6 +476,19 @@ mod tests {
         let mut tokens = quote!("orders:read");
         for _ in 0..MAX_REQUIREMENT_DEPTH {
             tokens = quote!(all(#tokens));
+        }
+        let parsed = parse_args(tokens).unwrap();
+        assert!(crate::valid::requirement(&parsed, None).is_ok());
+
+        // The same, each literal in the invisible group `macro_rules!` puts
+        // around a `$s:literal`: those do not count as levels.
+        let invisible = |tokens: TokenStream| {
+            TokenStream::from(TokenTree::Group(Group::new(Delimiter::None, tokens)))
+        };
+        let mut tokens = invisible(quote!("orders:read"));
+        for _ in 0..MAX_REQUIREMENT_DEPTH {
+            let inner = invisible(tokens);
+            tokens = quote!(all(#inner));
         }
         let parsed = parse_args(tokens).unwrap();
         assert!(crate::valid::requirement(&parsed, None).is_ok());

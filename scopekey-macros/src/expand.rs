@@ -3,7 +3,7 @@
 //! so users depend on `scopekey` alone.
 
 use proc_macro2::{Delimiter, Group, Literal, Span, TokenStream};
-use quote::quote;
+use quote::{ToTokens, quote};
 use syn::ext::IdentExt;
 use syn::{Error, FnArg, Ident, LitStr, Result, parse_quote};
 
@@ -95,9 +95,19 @@ fn guarded(
         .collect();
     let types = own.iter().map(|t| &t.ty);
     // Each parameter's type checked on its own, spanned on it: a type that
-    // is not an extractor is reported where it is written.
+    // is not an extractor is reported where it is written. Not a type that
+    // names the function's generic parameters, `Self` or `impl`: whether it
+    // is an extractor is known only where the handler is registered, with
+    // its types given (`web::Data<R>` needs `R: 'static`, which a generic
+    // handler need not promise), as without the attribute.
+    let generic: Vec<String> = sig
+        .generics
+        .type_params()
+        .map(|p| p.ident.to_string())
+        .collect();
     let extractors: Vec<TokenStream> = own
         .iter()
+        .filter(|t| !names_any(t.ty.to_token_stream(), &generic))
         .map(|t| {
             let ty = &t.ty;
             quote::quote_spanned!(syn::spanned::Spanned::span(ty)=> ::scopekey::__private::extractor::<#ty>();)
@@ -135,8 +145,17 @@ fn guarded(
     // output); the user's body keeps its own spans and, in both blocks, its
     // braces' span. Inner attributes stay first in the outer block, where
     // they apply to the whole function.
-    let mut body = Group::new(Delimiter::Brace, body);
-    body.set_span(brace);
+    // The statements in a block of their own only when they declare items
+    // (`use`, `const`, `struct`, ...), which would otherwise be in scope
+    // for the bindings above: a body of one expression in braces of its own
+    // draws rustc's `unused_braces` lint, pointing at the user's braces.
+    let body = if declares_items(&body) {
+        let mut inner = Group::new(Delimiter::Brace, body);
+        inner.set_span(brace);
+        quote!(#inner)
+    } else {
+        body
+    };
     let block = quote! {
         #(#inner_attrs)*
         #(#extractors)*
@@ -160,6 +179,30 @@ fn guarded(
     quote! {
         #(#attrs)*
         #vis #sig #block
+    }
+}
+
+/// Whether a type's tokens name one of `generic` (the function's type
+/// parameters), `Self` or `impl`.
+fn names_any(tokens: TokenStream, generic: &[String]) -> bool {
+    tokens.into_iter().any(|token| match token {
+        proc_macro2::TokenTree::Ident(ident) => {
+            let ident = ident.to_string();
+            ident == "Self" || ident == "impl" || generic.contains(&ident)
+        }
+        proc_macro2::TokenTree::Group(group) => names_any(group.stream(), generic),
+        _ => false,
+    })
+}
+
+/// Whether a body's statements declare an item at their top level (a body
+/// that does not parse is taken to, the safe way).
+fn declares_items(body: &TokenStream) -> bool {
+    match syn::parse::Parser::parse2(syn::Block::parse_within, body.clone()) {
+        Ok(stmts) => stmts
+            .iter()
+            .any(|stmt| matches!(stmt, syn::Stmt::Item(_) | syn::Stmt::Macro(_))),
+        Err(_) => true,
     }
 }
 
@@ -197,6 +240,9 @@ fn track(manifest: Option<&Manifest>) -> Result<TokenStream> {
         Some(path) => Ok(quote!(
             const _: &[u8] = ::core::include_bytes!(#path);
         )),
+        // Without a catalogue there is nothing to go stale (only adding
+        // one later would not rebuild the crate by itself).
+        None if matches!(manifest.catalogue, Ok(None)) => Ok(TokenStream::new()),
         None => Err(Error::new(
             Span::call_site(),
             format!(
@@ -306,8 +352,9 @@ mod tests {
             "requirement : & :: scopekey :: __private :: StaticRequirement :: Any (& [:: scopekey :: __private :: StaticRequirement :: Scope (\"orders:admin\") , :: scopekey :: __private :: StaticRequirement :: Scope (\"orders:delete\")])",
             "handler : \"delete\"",
             "module : :: core :: module_path ! ()",
-            // The body in a block of its own.
-            "} ; { Ok (HttpResponse :: Ok () . finish ()) } }",
+            // The body after them: in no block of its own, as it declares
+            // no items.
+            "} ; Ok (HttpResponse :: Ok () . finish ()) }",
         ] {
             assert!(out.contains(part), "missing {part} in {out}");
         }
@@ -484,10 +531,16 @@ mod tests {
     #[test]
     fn a_manifest_path_that_is_not_utf8_is_an_error() {
         use std::os::unix::ffi::OsStrExt;
-        let manifest = Manifest {
-            path: std::path::Path::new(std::ffi::OsStr::from_bytes(b"/tmp/caf\xe9/Cargo.toml"))
-                .to_owned(),
+        let path = std::path::Path::new(std::ffi::OsStr::from_bytes(b"/tmp/caf\xe9/Cargo.toml"));
+        // Without a catalogue, nothing to watch: no error.
+        let without = Manifest {
+            path: path.to_owned(),
             catalogue: Ok(None),
+        };
+        assert!(track(Some(&without)).unwrap().is_empty());
+        let manifest = Manifest {
+            path: path.to_owned(),
+            catalogue: Err("any".into()),
         };
         let err = track(Some(&manifest)).unwrap_err().to_string();
         assert_eq!(
