@@ -220,12 +220,7 @@ impl<K: ShardKey, V: Clone> Cache<K, V> {
 
     /// Drops every entry, and any insert of an answer read before now.
     pub(crate) fn invalidate_all(&self) {
-        for shard in &*self.shards {
-            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            shard.epoch += 1;
-            shard.current.clear();
-            shard.previous.clear();
-        }
+        self.invalidate_matching(|_| true);
     }
 
     /// How many entries the cache holds, fresh or not.

@@ -1231,12 +1231,10 @@ impl ScopeKey {
         now: OffsetDateTime,
     ) -> Result<(), Error> {
         let judged = rotatable(record, now);
-        if judged.is_err() && actor.key_id() == Some(record.id) {
-            let why = match record.status_at(now) {
-                Status::Revoked => VerifyError::Revoked,
-                Status::Expired => VerifyError::Expired,
-                Status::Active | Status::Rotating => return judged,
-            };
+        if judged.is_err()
+            && actor.key_id() == Some(record.id)
+            && let Some(why) = refusal(record, now)
+        {
             return Err(self.actor_refused_as(actor, "rotate", now, &why).await);
         }
         judged
@@ -1347,10 +1345,9 @@ impl ScopeKey {
         let now = self.now();
         let record = self.inner.store.get(caller.id).await?;
         let why = match &record {
-            Some(record) => match record.status_at(now) {
-                Status::Active | Status::Rotating => return Ok(self.api_key(record, now)),
-                Status::Revoked => VerifyError::Revoked,
-                Status::Expired => VerifyError::Expired,
+            Some(record) => match refusal(record, now) {
+                None => return Ok(self.api_key(record, now)),
+                Some(why) => why,
             },
             None => VerifyError::Unknown,
         };
@@ -1844,6 +1841,16 @@ fn in_catalogue(catalogue: &Grants, grant: &Grant) -> bool {
         .as_slice()
         .iter()
         .any(|entry| grant.includes(entry))
+}
+
+/// Why a request presenting this key is refused at `now` (revoked or
+/// expired), if it is.
+fn refusal(record: &KeyRecord, now: OffsetDateTime) -> Option<VerifyError> {
+    match record.status_at(now) {
+        Status::Revoked => Some(VerifyError::Revoked),
+        Status::Expired => Some(VerifyError::Expired),
+        Status::Active | Status::Rotating => None,
+    }
 }
 
 fn rotatable(record: &KeyRecord, now: OffsetDateTime) -> Result<(), Error> {

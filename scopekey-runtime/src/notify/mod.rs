@@ -768,10 +768,7 @@ impl Notifier {
                 // allowed more): a successor sent there would be given up,
                 // held by nobody. The key is left as it is; its expiry
                 // notices go on.
-                if self.inner.clients.holders.is_some()
-                    && let Some(why) =
-                        deliver::refused_holder_url(&key.url, keys.rotation_webhook_ports())
-                {
+                if let Some(why) = self.holder_url_refused(&key.url) {
                     tracing::warn!(key_id = %key.id, url = %deliver::shown_url(&key.url), reason = %why, "key is due an automatic rotation but its webhook is refused; not rotating it");
                     continue;
                 }
@@ -949,6 +946,14 @@ impl Notifier {
     /// parses), or the successor fail to reach a host name that resolves
     /// only to internal addresses: those show in the audit log
     /// (`webhook.failed`) and the server's log.
+    /// Why a key's own webhook URL would be refused on sight by this
+    /// notifier (`https` only, a port allowed, no internal IP literal),
+    /// if it would; never when insecure rotation webhooks are allowed.
+    fn holder_url_refused(&self, url: &str) -> Option<String> {
+        self.inner.clients.holders.as_ref()?;
+        deliver::refused_holder_url(url, self.inner.keys.rotation_webhook_ports())
+    }
+
     async fn rotates_automatically(&self, record: &KeyRecord) -> Result<bool, StoreError> {
         let Some(url) = record.rotation_webhook_url.as_deref() else {
             return Ok(false);
@@ -957,9 +962,7 @@ impl Notifier {
         if keys.rotation_secrets().is_empty() || keys.webhook_secret_of(record).is_none() {
             return Ok(false);
         }
-        if self.inner.clients.holders.is_some()
-            && deliver::refused_holder_url(url, keys.rotation_webhook_ports()).is_some()
-        {
+        if self.holder_url_refused(url).is_some() {
             return Ok(false);
         }
         Ok(!self.inner.outbox.backend.url_disabled(url).await?)
