@@ -27,6 +27,13 @@
 //! An insert that raced an invalidation of its shard is dropped: a
 //! verification that read the store before a revocation committed cannot
 //! put the old verdict back after the revocation dropped it.
+//!
+//! Each shard keeps two such pairs of generations, [pools](Pool): the main
+//! one, and a small one (an eighth of the capacity) for entries cheap to
+//! lose. Inserts into one never evict the other's entries: the verifier
+//! keeps "no such key" answers in the small pool, so a flood of made-up keys
+//! (anyone can make well-formed ones) cycles only the small pool, and the
+//! verdicts of the keys in use stay cached.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
@@ -47,17 +54,47 @@ pub(crate) struct Cache<K, V> {
     seed: u64,
     /// 64 minus the number of bits a shard index takes.
     shift: u32,
-    /// Entries per generation and shard (a shard holds at most twice this).
-    generation_len: usize,
+    /// Per pool, entries per generation and shard (a pool holds at most
+    /// twice this in a shard).
+    generation_len: [usize; 2],
     /// Microseconds.
     ttl: i64,
 }
 
+/// Which of a shard's two pairs of generations an entry goes in: inserts
+/// into one never evict entries of the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pool {
+    /// Seven eighths of the capacity.
+    Main = 0,
+    /// An eighth of the capacity, for entries cheap to lose (none while
+    /// that is under two entries a shard, below a capacity of 16: nothing
+    /// is put in it then).
+    Small = 1,
+}
+
+/// The share of the capacity the [`Pool::Small`] takes: one part in this.
+const SMALL_POOL_PARTS: u64 = 8;
+
 struct Shard<K, V> {
-    current: HashMap<K, Entry<V>, Hasher>,
-    previous: HashMap<K, Entry<V>, Hasher>,
+    /// Per [`Pool`].
+    pools: [Generations<K, V>; 2],
     /// Bumped by every invalidation in the shard; see [`Ticket`].
     epoch: u64,
+}
+
+struct Generations<K, V> {
+    current: HashMap<K, Entry<V>, Hasher>,
+    previous: HashMap<K, Entry<V>, Hasher>,
+}
+
+impl<K, V> Default for Generations<K, V> {
+    fn default() -> Self {
+        Self {
+            current: HashMap::default(),
+            previous: HashMap::default(),
+        }
+    }
 }
 
 struct Entry<V> {
@@ -89,24 +126,25 @@ impl<K: ShardKey, V: Clone> Cache<K, V> {
         } else {
             shards.next_power_of_two() / 2
         };
-        // Two generations of half a shard each; a capacity of 1 still
-        // caches (up to two entries).
+        // Per pool, two generations of half its share of a shard each; a
+        // capacity of 1 still caches (up to two entries, in the main pool).
         let per_shard = capacity / shards as u64;
-        let generation_len =
-            usize::try_from((per_shard / 2).max(per_shard.min(1))).unwrap_or(usize::MAX);
+        // The small pool's generations: none below two entries a shard.
+        let small = per_shard / SMALL_POOL_PARTS / 2;
+        let main = per_shard - small * 2;
+        let len = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
         Self {
             shards: (0..shards)
                 .map(|_| {
                     Mutex::new(Shard {
-                        current: HashMap::default(),
-                        previous: HashMap::default(),
+                        pools: Default::default(),
                         epoch: 0,
                     })
                 })
                 .collect(),
             seed: std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64) | 1,
             shift: 64 - shards.trailing_zeros(),
-            generation_len,
+            generation_len: [len((main / 2).max(main.min(1))), len(small)],
             ttl: i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX),
         }
     }
@@ -135,25 +173,29 @@ impl<K: ShardKey, V: Clone> Cache<K, V> {
     pub(crate) fn get_with<R>(&self, key: &K, now: i64, read: impl FnOnce(&V) -> R) -> Option<R> {
         let mut guard = self.shard(key);
         let shard = &mut *guard;
-        match shard.current.get(key) {
-            Some(entry) if self.fresh(entry, now) => return Some(read(&entry.value)),
-            // Cached at a later time than this reader's: a miss for it, a
-            // hit for later readers.
-            Some(entry) if entry.inserted_at > now => return None,
-            Some(_) => {
-                shard.current.remove(key);
-                return None;
+        for (pool, generations) in shard.pools.iter_mut().enumerate() {
+            match generations.current.get(key) {
+                Some(entry) if self.fresh(entry, now) => return Some(read(&entry.value)),
+                // Cached at a later time than this reader's: a miss for it,
+                // a hit for later readers.
+                Some(entry) if entry.inserted_at > now => return None,
+                Some(_) => {
+                    generations.current.remove(key);
+                    return None;
+                }
+                None => {}
             }
-            None => {}
+            if let Some(entry) = generations.previous.remove(key) {
+                if !self.fresh(&entry, now) {
+                    return None;
+                }
+                let result = read(&entry.value);
+                // Still in use: keep it for another generation.
+                generations.put(key.clone(), entry, self.generation_len[pool]);
+                return Some(result);
+            }
         }
-        let entry = shard.previous.remove(key)?;
-        if !self.fresh(&entry, now) {
-            return None;
-        }
-        let result = read(&entry.value);
-        // Still in use: keep it for another generation.
-        shard.put(key.clone(), entry, self.generation_len);
-        Some(result)
+        None
     }
 
     /// A ticket for a later [`insert`](Self::insert) of `key`.
@@ -161,15 +203,16 @@ impl<K: ShardKey, V: Clone> Cache<K, V> {
         Ticket(self.shard(key).epoch)
     }
 
-    /// Caches `value` for `key` as of `now`, unless the shard saw an
-    /// invalidation since `ticket` was taken, or the entry held for `key`
-    /// is one `value` does not `supersede` (a newer answer than `value`'s,
-    /// read by a request that began later but finished first): that entry
-    /// is returned then, the answer to go by.
+    /// Caches `value` for `key` as of `now` in `pool`, unless the shard saw
+    /// an invalidation since `ticket` was taken, or the entry held for `key`
+    /// (in either pool) is one `value` does not `supersede` (a newer answer
+    /// than `value`'s, read by a request that began later but finished
+    /// first): that entry is returned then, the answer to go by.
     pub(crate) fn insert(
         &self,
         key: K,
         value: V,
+        pool: Pool,
         now: i64,
         ticket: Ticket,
         supersedes: impl FnOnce(&V) -> bool,
@@ -177,25 +220,32 @@ impl<K: ShardKey, V: Clone> Cache<K, V> {
     where
         V: Clone,
     {
-        if self.generation_len == 0 {
-            return None;
-        }
         let mut shard = self.shard(&key);
         if shard.epoch != ticket.0 {
             return None;
         }
-        let held = shard.current.get(&key).or_else(|| shard.previous.get(&key));
+        let held = shard.pools.iter().find_map(|generations| {
+            generations
+                .current
+                .get(&key)
+                .or_else(|| generations.previous.get(&key))
+        });
         if let Some(held) = held
             && !supersedes(&held.value)
         {
             return Some(held.value.clone());
         }
-        shard.previous.remove(&key);
-        let entry = Entry {
-            value,
-            inserted_at: now,
-        };
-        shard.put(key, entry, self.generation_len);
+        for generations in &mut shard.pools {
+            generations.remove(&key);
+        }
+        let generation_len = self.generation_len[pool as usize];
+        if generation_len > 0 {
+            let entry = Entry {
+                value,
+                inserted_at: now,
+            };
+            shard.pools[pool as usize].put(key, entry, generation_len);
+        }
         None
     }
 
@@ -203,8 +253,9 @@ impl<K: ShardKey, V: Clone> Cache<K, V> {
     pub(crate) fn invalidate(&self, key: &K) {
         let mut shard = self.shard(key);
         shard.epoch += 1;
-        shard.current.remove(key);
-        shard.previous.remove(key);
+        for generations in &mut shard.pools {
+            generations.remove(key);
+        }
     }
 
     /// Drops every entry `matches` picks (a scan of the whole cache), and
@@ -213,8 +264,14 @@ impl<K: ShardKey, V: Clone> Cache<K, V> {
         for shard in &*self.shards {
             let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
             shard.epoch += 1;
-            shard.current.retain(|_, entry| !matches(&entry.value));
-            shard.previous.retain(|_, entry| !matches(&entry.value));
+            for generations in &mut shard.pools {
+                generations
+                    .current
+                    .retain(|_, entry| !matches(&entry.value));
+                generations
+                    .previous
+                    .retain(|_, entry| !matches(&entry.value));
+            }
         }
     }
 
@@ -230,7 +287,10 @@ impl<K: ShardKey, V: Clone> Cache<K, V> {
             .iter()
             .map(|s| {
                 let s = s.lock().unwrap();
-                s.current.len() + s.previous.len()
+                s.pools
+                    .iter()
+                    .map(|g| g.current.len() + g.previous.len())
+                    .sum::<usize>()
             })
             .sum()
     }
@@ -240,7 +300,12 @@ impl<K: ShardKey, V: Clone> Cache<K, V> {
     }
 }
 
-impl<K: Eq + Hash, V> Shard<K, V> {
+impl<K: Eq + Hash, V> Generations<K, V> {
+    fn remove(&mut self, key: &K) {
+        self.current.remove(key);
+        self.previous.remove(key);
+    }
+
     /// Puts an entry in the current generation, starting a new generation
     /// first if the current one is full.
     fn put(&mut self, key: K, entry: Entry<V>, generation_len: usize) {
@@ -276,7 +341,11 @@ mod tests {
     }
 
     fn put(c: &Cache<K, u32>, k: u64, v: u32, now: i64) {
-        c.insert(K(k), v, now, c.ticket(&K(k)), |_| true);
+        c.insert(K(k), v, Pool::Main, now, c.ticket(&K(k)), |_| true);
+    }
+
+    fn put_small(c: &Cache<K, u32>, k: u64, v: u32, now: i64) {
+        c.insert(K(k), v, Pool::Small, now, c.ticket(&K(k)), |_| true);
     }
 
     #[test]
@@ -310,6 +379,57 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Inserts into the small pool evict only its own entries: the main
+    /// pool's stay, however many come; both pools together hold at most
+    /// the capacity.
+    #[test]
+    fn the_small_pool_does_not_evict_the_main_one() {
+        for capacity in [16u64, 100, 1_000, 100_000] {
+            let c = cache(capacity);
+            // Well within every shard's current generation of the main
+            // pool (seven sixteenths of a shard's share).
+            let main = capacity / 4;
+            for k in 0..main {
+                put(&c, k, 1, T0);
+            }
+            for k in main..main + capacity * 3 {
+                put_small(&c, k, 2, T0);
+                assert!(c.len() as u64 <= capacity, "capacity {capacity}");
+            }
+            let kept = (0..main).filter(|k| c.get(&K(*k), T0) == Some(1)).count();
+            assert_eq!(kept as u64, main, "capacity {capacity}");
+            let last = main + capacity * 3 - 1;
+            assert_eq!(c.get(&K(last), T0), Some(2), "capacity {capacity}");
+        }
+        // Below two entries a shard, the small pool takes nothing.
+        let c = cache(8);
+        put_small(&c, 1, 2, T0);
+        assert_eq!(c.get(&K(1), T0), None);
+        assert_eq!(c.len(), 0);
+    }
+
+    /// A key lives in one pool at a time: an insert into one drops its
+    /// entry from the other, and the answer held in either is what
+    /// `supersedes` weighs.
+    #[test]
+    fn a_key_moves_between_pools() {
+        let c = cache(1_000);
+        put_small(&c, 1, 2, T0);
+        put(&c, 1, 1, T0 + MS);
+        assert_eq!(c.get(&K(1), T0 + MS), Some(1));
+        assert_eq!(c.len(), 1);
+        put_small(&c, 1, 2, T0 + 2 * MS);
+        assert_eq!(c.get(&K(1), T0 + 2 * MS), Some(2));
+        assert_eq!(c.len(), 1);
+        let held = c.insert(K(1), 1, Pool::Main, T0, c.ticket(&K(1)), |held| *held != 2);
+        assert_eq!(held, Some(2));
+        c.invalidate(&K(1));
+        assert_eq!(c.len(), 0);
+        put_small(&c, 3, 2, T0);
+        c.invalidate_all();
+        assert_eq!(c.len(), 0);
     }
 
     #[test]
@@ -346,12 +466,12 @@ mod tests {
         // not cached.
         let ticket = c.ticket(&K(2));
         c.invalidate(&K(2));
-        c.insert(K(2), 20, T0, ticket, |_| true);
+        c.insert(K(2), 20, Pool::Main, T0, ticket, |_| true);
         assert_eq!(c.get(&K(2), T0), None);
 
         let ticket = c.ticket(&K(3));
         c.invalidate_all();
-        c.insert(K(3), 30, T0, ticket, |_| true);
+        c.insert(K(3), 30, Pool::Main, T0, ticket, |_| true);
         assert_eq!(c.get(&K(3), T0), None);
 
         put(&c, 4, 40, T0);
@@ -369,12 +489,25 @@ mod tests {
         let (first, second) = (c.ticket(&K(1)), c.ticket(&K(1)));
         // Values: 1 valid, 2 revoked; revoked is never superseded by valid.
         let supersedes = |new: u32| move |held: &u32| !(*held == 2 && new == 1);
-        assert_eq!(c.insert(K(1), 2, T0 + 500_000, second, supersedes(2)), None);
+        assert_eq!(
+            c.insert(K(1), 2, Pool::Main, T0 + 500_000, second, supersedes(2)),
+            None
+        );
         // The held answer comes back: the one to go by.
-        assert_eq!(c.insert(K(1), 1, T0, first, supersedes(1)), Some(2));
+        assert_eq!(
+            c.insert(K(1), 1, Pool::Main, T0, first, supersedes(1)),
+            Some(2)
+        );
         assert_eq!(c.get(&K(1), T0 + 600_000), Some(2));
         // Where it supersedes, it replaces.
-        c.insert(K(1), 3, T0 + 700_000, c.ticket(&K(1)), supersedes(3));
+        c.insert(
+            K(1),
+            3,
+            Pool::Main,
+            T0 + 700_000,
+            c.ticket(&K(1)),
+            supersedes(3),
+        );
         assert_eq!(c.get(&K(1), T0 + 700_000), Some(3));
     }
 

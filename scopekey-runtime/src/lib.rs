@@ -109,7 +109,9 @@
 //! reads the store once. Entries live at most one second (configurable with
 //! [`ScopeKeyBuilder::cache_ttl`], judged by the runtime's clock); the cache
 //! holds at most [`ScopeKeyBuilder::cache_capacity`] entries, evicting those
-//! not asked for lately (an approximation of least recently used). A revocation or rotation through this
+//! not asked for lately (an approximation of least recently used); "no such
+//! key" answers are kept in an eighth of it apart, so made-up keys, however
+//! many, evict only each other. A revocation or rotation through this
 //! process drops its entry at once, even if the caller stops waiting (the
 //! change and the drop run in a task spawned on the current Tokio runtime),
 //! and a verification that read the store before it cannot cache the old

@@ -379,7 +379,10 @@ impl ScopeKeyBuilder {
     /// nothing, so every verification reads the store). Entries not asked
     /// for lately are evicted first (an approximation of least recently
     /// used); memory stays bounded however many distinct keys clients
-    /// present.
+    /// present. An eighth of the capacity holds "no such key" answers
+    /// apart (none are cached below a capacity of 16), so a flood of
+    /// made-up keys evicts only those, never the verdicts of the keys in
+    /// use.
     pub fn cache_capacity(mut self, capacity: u64) -> Self {
         self.verifier.cache_capacity = capacity;
         self
@@ -878,7 +881,7 @@ impl ScopeKey {
                 let hash = format.hash(presented);
                 self.inner
                     .verifier
-                    .verify(&*self.inner.store, hash, now)
+                    .verify(&*self.inner.store, hash, &*self.inner.clock)
                     .await
                     .map_err(|(e, key_id)| (e, key_id, true))
             }
@@ -2168,6 +2171,36 @@ mod tests {
             );
             assert_eq!(keys.inner.verifier.pending_len(), 0);
         }
+    }
+
+    /// Made-up keys (well formed, unknown to the store), many more than
+    /// the cache holds, evict only each other: the verdict of a key in use
+    /// stays cached, and the last made-up ones are cached too.
+    #[tokio::test]
+    async fn made_up_keys_do_not_evict_keys_in_use() {
+        let (keys, _, k) = one_key(1_000).await;
+        let plaintext = k.plaintext.expose_secret();
+        keys.verify(plaintext).await.unwrap();
+        let mut made_up = Vec::new();
+        for _ in 0..5_000 {
+            let key = keys.key_format().generate().unwrap();
+            let refused = keys.verify(key.expose_secret()).await.unwrap_err();
+            assert!(matches!(refused, VerifyError::Unknown), "{refused:?}");
+            made_up.push(key);
+        }
+        assert!(keys.verify_cached(plaintext).is_some(), "evicted");
+        let cached = made_up
+            .iter()
+            .rev()
+            .take(20)
+            .filter(|key| {
+                keys.inner.verifier.is_cached(
+                    &keys.key_format().hash(key.expose_secret()),
+                    keys.inner.clock.now_unix_micros(),
+                )
+            })
+            .count();
+        assert!(cached > 0, "no made-up key cached");
     }
 
     /// A use a flush has taken is still shown until the flush reports it

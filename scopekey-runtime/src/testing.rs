@@ -373,7 +373,9 @@ pub async fn someone_waits_for_a_lock(conn: &mut PgConnection) {
 /// stops waiting in that moment (a client hanging up, a timeout) is the
 /// case tested. With [`hold_events`](Self::hold_events) set, each audit
 /// event written on its own (`auth.failed`) is held back the same way
-/// before it is written. Everything else is passed through.
+/// before it is written; with [`hold_lookups`](Self::hold_lookups) set,
+/// each verification lookup after it has read. Everything else is passed
+/// through.
 pub struct PausingStore {
     inner: Arc<dyn Store>,
     /// Notified (one permit a change) when a change has been made and is
@@ -383,6 +385,8 @@ pub struct PausingStore {
     pub release: Arc<tokio::sync::Semaphore>,
     /// Hold each [`Store::insert_event`] back, before writing, too.
     pub hold_events: std::sync::atomic::AtomicBool,
+    /// Hold each [`Store::find_for_verification`] back, after reading, too.
+    pub hold_lookups: std::sync::atomic::AtomicBool,
     /// Report each revocation and rotation as failed once the store it
     /// wraps has made it (a commit whose acknowledgement was lost).
     pub fail_after_change: std::sync::atomic::AtomicBool,
@@ -396,6 +400,7 @@ impl PausingStore {
             made: Arc::new(tokio::sync::Notify::new()),
             release: Arc::new(tokio::sync::Semaphore::new(0)),
             hold_events: std::sync::atomic::AtomicBool::new(false),
+            hold_lookups: std::sync::atomic::AtomicBool::new(false),
             fail_after_change: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -447,7 +452,11 @@ impl Store for PausingStore {
         &self,
         hash: &crate::key::KeyHash,
     ) -> Result<Option<crate::VerifyRecord>, crate::StoreError> {
-        self.inner.find_for_verification(hash).await
+        let found = self.inner.find_for_verification(hash).await;
+        if self.hold_lookups.load(std::sync::atomic::Ordering::SeqCst) {
+            self.hold().await;
+        }
+        found
     }
     async fn get(&self, id: crate::KeyId) -> Result<Option<crate::KeyRecord>, crate::StoreError> {
         self.inner.get(id).await

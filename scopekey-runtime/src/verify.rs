@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::cache::{Cache, Hasher, ShardKey};
-use crate::clock::{from_unix_micros, unix_micros, unix_micros_ceil};
+use crate::cache::{Cache, Hasher, Pool, ShardKey};
+use crate::clock::{Clock, from_unix_micros, unix_micros_ceil};
 use crate::error::{StoreError, VerifyError};
 use crate::key::{KeyHash, KeyId};
 use crate::model::{Principal, VerifyRecord};
@@ -103,7 +103,8 @@ pub struct VerifierConfig {
     /// How long an entry read from the store may be served (default 1 s).
     pub cache_ttl: Duration,
     /// How many hashes the cache holds at most (default 100,000; 0 caches
-    /// nothing).
+    /// nothing). An eighth of it is kept for hashes no key has, so that a
+    /// flood of made-up keys cannot evict the verdicts of keys in use.
     pub cache_capacity: u64,
     /// How long a verification may wait for the store (default 2 s): for a
     /// cache miss's lookup, after which it fails closed as unavailable; for
@@ -294,14 +295,16 @@ impl Verifier {
             .flatten()
     }
 
-    /// Looks the hash up, cache first; judges revocation and expiry at `now`.
+    /// Looks the hash up, cache first; judges revocation and expiry by
+    /// `clock`: at the start on a hit, once the store has answered on a
+    /// miss (a key that expired while its lookup waited is refused).
     pub(crate) async fn verify(
         &self,
         store: &dyn Store,
         hash: KeyHash,
-        now: OffsetDateTime,
+        clock: &dyn Clock,
     ) -> Result<Principal, Refusal> {
-        let now = unix_micros(now);
+        let mut now = clock.now_unix_micros();
         let entry = match self.cache.get(&hash, now) {
             Some(entry) => entry,
             None => {
@@ -325,11 +328,22 @@ impl Verifier {
                 };
                 let entry = Arc::new(read.await.map_err(|e| (e.into(), None))?);
                 let read = Arc::clone(&entry);
+                // "No such key" goes in the small pool: made-up keys, however
+                // many, cannot evict the verdicts of keys in use.
+                let pool = match *entry {
+                    Cached::Unknown => Pool::Small,
+                    Cached::Known(_) => Pool::Main,
+                };
                 // A newer answer already cached (a later request's, which
                 // finished first) is the one to go by.
-                self.cache
-                    .insert(hash, entry, now, ticket, |held| read.supersedes(held))
-                    .unwrap_or(read)
+                let held = self
+                    .cache
+                    .insert(hash, entry, pool, now, ticket, |held| read.supersedes(held));
+                // Stamped with the start (its lifetime counts from before
+                // the read), judged at the end (never earlier than the
+                // start, should the clock have gone back).
+                now = now.max(clock.now_unix_micros());
+                held.unwrap_or(read)
             }
         };
         self.judge(&entry, now)
@@ -456,6 +470,12 @@ impl Verifier {
             .and_then(|cell| from_unix_micros(cell.load(Ordering::Relaxed)));
         let unwritten = lock(&self.unwritten).get(&id).copied();
         in_cache.max(unwritten).max(in_flight.get(&id).copied())
+    }
+
+    /// Whether a verdict (any) is cached for the hash at `now`.
+    #[cfg(test)]
+    pub(crate) fn is_cached(&self, hash: &KeyHash, now: i64) -> bool {
+        self.cache.get_with(hash, now, |_| ()).is_some()
     }
 
     /// How many keys have a use pending (for tests of the list's bound).

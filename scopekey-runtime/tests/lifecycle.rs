@@ -2,9 +2,10 @@
 //! the `Store` trait, and run on SQLite and on PostgreSQL.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use scopekey_runtime::Clock;
-use scopekey_runtime::testing::{TestDb, auto_rotating};
+use scopekey_runtime::testing::{PausingStore, TestDb, auto_rotating};
 use scopekey_runtime::{
     Actor, CompromiseOptions, CompromiseStatus, Error, ListEvents, ListKeys, ManualClock, NewKey,
     RotateOptions, ScopeKey, Status, VerifyError, both_backends, event_type,
@@ -924,6 +925,40 @@ async fn expiry_judged_at_request_time(db: &TestDb) {
 both_backends!(
     expiry_is_judged_at_request_time,
     expiry_judged_at_request_time
+);
+
+/// A key that expires while its lookup waits for the store (a cache miss)
+/// is refused: the verdict is judged once the store has answered, not by
+/// the time the request began.
+async fn expiry_judged_after_a_slow_lookup(db: &TestDb) {
+    let (admin, clock) = runtime(db);
+    let k = admin
+        .create(
+            NewKey::new("k", ["a:b"]).expires_in(Duration::seconds(1)),
+            Actor::System,
+        )
+        .await
+        .unwrap();
+    let store = Arc::new(PausingStore::new(Arc::clone(&db.store)));
+    store.hold_lookups.store(true, Ordering::SeqCst);
+    let keys = ScopeKey::builder_arc(Arc::clone(&store) as _)
+        .clock(clock.clone())
+        .build();
+    let plaintext = k.plaintext.expose_secret();
+    let verifying = keys.verify(plaintext);
+    tokio::pin!(verifying);
+    tokio::select! {
+        biased;
+        _ = &mut verifying => panic!("the lookup was not held"),
+        () = store.made.notified() => {}
+    }
+    clock.advance(Duration::seconds(1));
+    store.release.add_permits(1);
+    assert!(matches!(verifying.await, Err(VerifyError::Expired)));
+}
+both_backends!(
+    expiry_is_judged_after_a_slow_lookup,
+    expiry_judged_after_a_slow_lookup
 );
 
 async fn list_filters_and_pages(db: &TestDb) {
