@@ -18,7 +18,9 @@
 //!   the notifier opens the store again, and would find another, empty one.
 //! - `BIND`: `127.0.0.1:8080` unless set. An empty variable counts as
 //!   unset; a setting that does not work is named in the error.
-//! - `SCOPEKEY_WEBHOOK_URL`, `SCOPEKEY_WEBHOOK_SECRET` (`whsec_<base64>`),
+//! - `SCOPEKEY_WEBHOOK_URL`, `SCOPEKEY_WEBHOOK_SECRET` (`whsec_<base64>`
+//!   of at least 24 bytes, e.g. `whsec_$(openssl rand -base64 32)`; a
+//!   shorter one stops the start, with or without a URL),
 //!   `SCOPEKEY_NOTIFIER_INTERVAL_SECONDS` (default 60): the expiry notifier
 //!   and its signed webhooks; also `SCOPEKEY_NOTICE_THRESHOLDS` (`14d,1d`)
 //!   and `SCOPEKEY_WEBHOOK_EVENTS` (`key.expiring,key.compromised` unless

@@ -554,8 +554,21 @@ fn bad_settings_are_named_and_empty_ones_unset() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("DATABASE_URL"), "{stderr}");
 
-    // `DATABASE_URL=` (set, empty): the SQLite file in the working folder.
-    let demo = Demo::start_with(&dir, None, &[("DATABASE_URL", "")]);
+    // `DATABASE_URL=` (set, empty): the SQLite file in the working folder;
+    // `BIND=` (set, empty): the default address, 127.0.0.1:8080, if this
+    // machine has it free (else left out, said so).
+    let default_bind: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+    let free = std::net::TcpListener::bind(default_bind).is_ok();
+    let mut env = vec![("DATABASE_URL", "")];
+    if free {
+        env.push(("BIND", ""));
+    } else {
+        eprintln!("port 8080 is taken on this machine: the demo's default BIND is not checked");
+    }
+    let demo = Demo::start_with(&dir, None, &env);
+    if free {
+        assert_eq!(demo.addr, default_bind);
+    }
     assert!(demo.next_line().starts_with("admin key: "));
     assert!(dir.join("scopekey-demo.db").exists());
     assert_eq!(demo.terminate(), Vec::<String>::new());

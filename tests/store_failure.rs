@@ -124,12 +124,18 @@ async fn fails_closed(db: &TestDb, middleware: bool) {
     // state of the caller's cached verification.
     let res = app.get("/api-keys").bearer(&app.admin).send().await;
     res.assert_problem(503, None);
-    // A malformed key needs no store: still 401.
-    app.get("/api-keys/self")
-        .bearer("sk_malformed")
-        .send()
-        .await
-        .assert_problem(401, Some(INVALID_TOKEN));
+    // A malformed key needs no store: still 401; so does a mistyped one
+    // (the right shape, one check character wrong), refused by its checksum.
+    let mut mistyped = reader.clone();
+    let last = mistyped.pop().unwrap();
+    mistyped.push(if last == 'A' { 'B' } else { 'A' });
+    for key in ["sk_malformed", mistyped.as_str()] {
+        app.get("/api-keys/self")
+            .bearer(key)
+            .send()
+            .await
+            .assert_problem(401, Some(INVALID_TOKEN));
+    }
     app.stop().await;
 }
 

@@ -27,7 +27,9 @@ async fn identical(db: &TestDb) {
     app.clock.advance(Duration::seconds(6));
 
     let mut malformed = unknown_key();
-    malformed.pop(); // breaks the checksum
+    // One check character mistyped: the right shape, the wrong checksum.
+    let last = malformed.pop().unwrap();
+    malformed.push(if last == 'A' { 'B' } else { 'A' });
     let cases = [
         ("malformed", malformed),
         ("unknown", unknown_key()),

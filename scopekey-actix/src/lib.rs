@@ -132,8 +132,9 @@
 //!   `Bearer error="invalid_request"` otherwise. Responses to malformed,
 //!   unknown, revoked and expired keys are byte-identical (but for `Date`),
 //!   also between a refusal before the handler and one by a management
-//!   route after it (a key revoked while its request ran, or through
-//!   another node while this node's cache still held it). A guard's
+//!   route after it (a key revoked or expired while its request ran, or
+//!   revoked through another node while this node's cache still held it:
+//!   every management route judges its caller from the store). A guard's
 //!   `scope` lists every scope its requirement names, in order: for
 //!   `any("orders:admin", "orders:delete")` that is
 //!   `scope="orders:admin orders:delete"`, any one of which would do (RFC

@@ -96,6 +96,16 @@
 //! successor in the key's lineage or events, and revoke it if its
 //! plaintext was lost).
 //!
+//! Every route judges the caller from the store before it shows or changes
+//! anything ([`ScopeKey::confirm_caller`](scopekey_runtime::ScopeKey::confirm_caller)
+//! for the reads; the changes check the acting key in their own
+//! transaction): a verification may come from this node's cache, taken
+//! before another node revoked the key, or before the key expired with its
+//! request still arriving. Such a key gets the uniform 401 everywhere,
+//! audited as `auth.failed` with the route's `action`; in particular it is
+//! never shown what became of it (its own record, its events, "already
+//! revoked" when it revokes itself).
+//!
 //! Each handler checks the caller's scope *before* reading its body, so a
 //! caller without the scope learns nothing about what the body would have
 //! been judged to be. (The rotate route takes any valid key for its own id;
@@ -364,7 +374,9 @@ async fn list(caller: Authenticated, req: HttpRequest) -> Result<HttpResponse, A
         limit: limit(q.limit)?,
         cursor: non_empty(q.cursor),
     };
-    let page = keys(&req)?.list(&request).await?;
+    let keys = keys(&req)?;
+    keys.confirm_caller(caller.principal(), "list").await?;
+    let page = keys.list(&request).await?;
     Ok(ok_json(StatusCode::OK, &page))
 }
 
@@ -380,7 +392,16 @@ async fn show_self(caller: Authenticated, req: HttpRequest) -> Result<HttpRespon
 
 async fn show(caller: Authenticated, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     caller.require(SCOPE_READ)?;
-    let key = keys(&req)?.get(path_id(&req)?).await?;
+    let id = path_id(&req)?;
+    let keys = keys(&req)?;
+    // As for every read, the caller is confirmed from the store first (see
+    // `show_self`); a key reading itself is that very read.
+    let key = if id == caller.principal().id {
+        keys.get_self(caller.principal()).await?
+    } else {
+        keys.confirm_caller(caller.principal(), "show").await?;
+        keys.get(id).await?
+    };
     Ok(ok_json(StatusCode::OK, &key))
 }
 
@@ -477,26 +498,32 @@ struct EventsQuery {
     cursor: Option<String>,
 }
 
-async fn events(req: &HttpRequest, key_id: Option<KeyId>) -> Result<HttpResponse, ApiError> {
+async fn events(
+    caller: &Authenticated,
+    req: &HttpRequest,
+    key_id: Option<KeyId>,
+) -> Result<HttpResponse, ApiError> {
     let q: EventsQuery = query(req)?;
     let request = ListEvents {
         key_id,
         limit: limit(q.limit)?,
         cursor: non_empty(q.cursor),
     };
-    let page = keys(req)?.events(&request).await?;
+    let keys = keys(req)?;
+    keys.confirm_caller(caller.principal(), "events").await?;
+    let page = keys.events(&request).await?;
     Ok(ok_json(StatusCode::OK, &page))
 }
 
 async fn all_events(caller: Authenticated, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     caller.require(SCOPE_READ)?;
-    events(&req, None).await
+    events(&caller, &req, None).await
 }
 
 async fn key_events(caller: Authenticated, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     caller.require(SCOPE_READ)?;
     let id = path_id(&req)?;
-    events(&req, Some(id)).await
+    events(&caller, &req, Some(id)).await
 }
 
 #[derive(Deserialize)]

@@ -62,7 +62,9 @@ async fn identical(db: &Db) {
     let unknown = KeyFormat::default().generate().unwrap();
     let unknown = unknown.expose_secret().to_owned();
     let mut malformed = unknown.clone();
-    malformed.pop(); // breaks the checksum
+    // One check character mistyped: the right shape, the wrong checksum.
+    let last = malformed.pop().unwrap();
+    malformed.push(if last == 'A' { 'B' } else { 'A' });
 
     let refused_before = [
         ("malformed", malformed.as_str()),

@@ -64,7 +64,8 @@ scopekey_runtime::both_backends!(migrate_twice, migrate_on_a_live_store);
 
 /// A PostgreSQL database without the schema (the test database is
 /// migrated when made, so its schema is dropped first): the first command
-/// creates it, and `migrate` finds it up to date after.
+/// creates it, and `migrate` finds it up to date after; `migrate` run
+/// first creates it too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_postgres_database_gets_its_schema() {
     let Some(db) = TestDb::new(scopekey_runtime::testing::Backend::Postgres).await else {
@@ -85,6 +86,16 @@ async fn a_fresh_postgres_database_gets_its_schema() {
     assert_eq!(run.stdout, "schema is up to date\n");
     let run = scopekey(&db.url, &["--no-migrate", "keys", "list", "--json"]);
     assert_eq!(run.json()["items"][0]["name"], "first", "{run:#?}");
+
+    // `migrate` as the first command makes the schema, and --no-migrate
+    // then finds it.
+    db.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        .await;
+    let run = scopekey(&db.url, &["migrate"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(run.stdout, "schema is up to date\n");
+    let run = scopekey(&db.url, &["--no-migrate", "keys", "list", "--json"]);
+    assert_eq!(run.json()["items"], serde_json::json!([]), "{run:#?}");
     db.cleanup().await;
 }
 

@@ -193,6 +193,16 @@ impl Requirement {
         if input.peek(Ident::peek_any) {
             return Self::parse_word(input, depth);
         }
+        if input.peek(token::Bracket) {
+            // `["orders:read", "orders:write"]`: a list, meant as "all of
+            // them" or "one of them"; which is for the author to say.
+            let list: Group = input.parse()?;
+            return Err(Error::new(
+                list.span(),
+                "a list of scopes is written `all(\"a:b\", \"c:d\")` (every one needed) \
+                 or `any(\"a:b\", \"c:d\")` (one of them is enough), not in brackets",
+            ));
+        }
         Err(input.error(EXPECTED))
     }
 

@@ -146,8 +146,8 @@ impl ScopeKey {
     /// is gone from the store (deleted by hand) is left out, and the keys
     /// it minted are still looked for.
     ///
-    /// A reporting key ([`Actor::Key`]) that is revoked (on any node) is
-    /// refused with [`Error::ActorRevoked`] before anything is read; a
+    /// A reporting key ([`Actor::Key`]) that is revoked (on any node) or
+    /// expired is refused with [`Error::ActorRevoked`] before anything is read; a
     /// report naming the reporting key itself revokes it and goes on (so
     /// such a report, failing after that, is sent again by another key or
     /// as [`Actor::System`]).
@@ -185,8 +185,7 @@ impl ScopeKey {
         // came from goes to the audit event.
         // The reporting key, if a key, must still be live (checked once: a
         // report naming the reporter's own key goes on after revoking it).
-        self.actor_still_live(actor, None, "report_compromised")
-            .await?;
+        self.actor_still_live(actor, "report_compromised").await?;
         let reason = "compromised";
         let details = json!({ "reason": reason, "source": source });
         let format = self.key_format().clone();

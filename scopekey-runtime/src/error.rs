@@ -73,9 +73,10 @@ impl StoreError {
     }
 
     /// The change was refused because the key acting for it (the event's
-    /// `actor_key_id`) is revoked, or is not in the store at all, as the
-    /// store found inside the change's own transaction: a key revoked while
-    /// its request ran mints nothing.
+    /// `actor_key_id`) is revoked, expired at the change's time, or not in
+    /// the store at all, as the store found inside the change's own
+    /// transaction: a key revoked or expired while its request ran mints
+    /// nothing.
     /// Not a failure of the store; the runtime reports it as
     /// [`Error::ActorRevoked`].
     pub fn actor_revoked() -> Self {
@@ -129,11 +130,11 @@ pub enum Error {
     /// The store failed.
     #[error(transparent)]
     Unavailable(StoreError),
-    /// The key acting for the change was revoked while its request ran
-    /// (after it was verified, before the change committed), or is not in
-    /// the store at all: nothing was changed. Audited as `auth.failed`
-    /// (reason `revoked`). Over HTTP, the same 401 as any key that is not
-    /// valid.
+    /// The key acting for the change was revoked or expired while its
+    /// request ran (after it was verified, before the change committed), or
+    /// is not in the store at all: nothing was changed. Audited as
+    /// `auth.failed` (reason `revoked`, `expired` or `unknown`). Over HTTP,
+    /// the same 401 as any key that is not valid.
     #[error("the acting key is revoked")]
     ActorRevoked,
     /// Something that should not happen (the system random source failed).

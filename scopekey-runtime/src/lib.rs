@@ -63,11 +63,14 @@
 //!   default: a change queued behind another re-reads the row it waited
 //!   for (a second revocation answers as idempotent, a losing rotation as
 //!   a conflict) instead of failing with a serialization error.
-//! - A key revoked after its request was verified (here, or in another
-//!   process whose cache still held it) mints nothing: creating or
-//!   rotating checks the acting key inside the change's own transaction
-//!   ([`Error::ActorRevoked`]; 401 over HTTP; a revoked key rotating
-//!   itself is the conflict of rotating any revoked key, 409). The SQLite
+//! - A key revoked or expired after its request was verified (here, or in
+//!   another process whose cache still held it; or while its body was
+//!   still arriving) mints nothing: creating or rotating checks the acting
+//!   key, revoked or expired at the change's time, inside the change's own
+//!   transaction ([`Error::ActorRevoked`]; 401 over HTTP, as for a revoked
+//!   or expired key rotating itself); revoking and reporting check it just
+//!   before, and the management routes' reads with
+//!   [`ScopeKey::confirm_caller`]. The SQLite
 //!   and PostgreSQL stores do this; a store of your own need not. So a
 //!   compromise report with `revoke_minted`, which revokes each key before
 //!   it lists what that key minted, leaves no minted key live within its

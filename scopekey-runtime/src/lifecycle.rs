@@ -917,41 +917,68 @@ impl ScopeKey {
     }
 
     /// Refuses a key acting for a revocation (or a compromise report) once
-    /// it is revoked or gone, read from the store, not the cache: a key
-    /// revoked on another node stays cached here for up to the cache's
-    /// lifetime, and must not go on revoking others meanwhile. A key acting
-    /// on itself (`skip`) needs no check. Unlike creating and rotating, not
-    /// in the change's transaction: a revocation racing the acting key's
-    /// own can still go through, as it could a moment before.
+    /// it is revoked, expired or gone, read from the store, not the cache:
+    /// a key revoked on another node stays cached here for up to the
+    /// cache's lifetime, and one whose request was verified before it
+    /// expired (a slow body) must not go on revoking others meanwhile; nor
+    /// may it revoke itself, which would show it what became of it. Unlike
+    /// creating and rotating, not in the change's transaction: a revocation
+    /// racing the acting key's own can still go through, as it could a
+    /// moment before.
     pub(crate) async fn actor_still_live(
         &self,
         actor: Actor<'_>,
-        skip: Option<KeyId>,
         action: &str,
     ) -> Result<(), Error> {
         let Actor::Key(principal) = actor else {
             return Ok(());
         };
-        if skip == Some(principal.id) {
-            return Ok(());
-        }
-        match self.inner.store.get(principal.id).await? {
-            Some(record) if record.revoked_at.is_none() => Ok(()),
-            _ => Err(self.actor_refused(actor, action, self.now()).await),
-        }
+        self.acting_record(principal, action).await.map(|_| ())
     }
 
-    /// A change refused because the key acting for it was revoked while
-    /// its request ran: logged, and sampled into the audit log as
-    /// `auth.failed` (reason `revoked`, with the refused `action`), as a
-    /// verification refusing that key would be.
+    /// The acting key's record, read from the store, if it is still valid
+    /// (neither revoked nor expired) now; else the refusal any request
+    /// with it gets ([`Error::ActorRevoked`]; logged, and sampled into the
+    /// audit log as `auth.failed` with `action`), and a revoked or expired
+    /// key's cache entry is dropped (a row deleted behind the runtime's
+    /// back leaves its entry to the cache's lifetime).
+    async fn acting_record(&self, caller: &Principal, action: &str) -> Result<KeyRecord, Error> {
+        let now = self.now();
+        let record = self.inner.store.get(caller.id).await?;
+        let why = match &record {
+            Some(record) => match refusal(record, now) {
+                None => return Ok(record.clone()),
+                Some(why) => why,
+            },
+            None => VerifyError::Unknown,
+        };
+        if let Some(record) = &record {
+            self.forget(&record.key_hash);
+        }
+        Err(self
+            .actor_refused_as(Actor::Key(caller), action, now, &why)
+            .await)
+    }
+
+    /// A change the store refused because the key acting for it was no
+    /// longer valid at the change's time (revoked or expired while its
+    /// request ran): refused as [`actor_refused_as`](Self::actor_refused_as)
+    /// does, for the reason the store now shows (revoked if it cannot be
+    /// read).
     async fn actor_refused(&self, actor: Actor<'_>, action: &str, now: OffsetDateTime) -> Error {
-        self.actor_refused_as(actor, action, now, &VerifyError::Revoked)
-            .await
+        let why = match actor.key_id() {
+            Some(id) => match self.inner.store.get(id).await {
+                Ok(Some(record)) => refusal(&record, now).unwrap_or(VerifyError::Revoked),
+                Ok(None) => VerifyError::Unknown,
+                Err(_) => VerifyError::Revoked,
+            },
+            None => VerifyError::Revoked,
+        };
+        self.actor_refused_as(actor, action, now, &why).await
     }
 
-    /// [`actor_refused`](Self::actor_refused), for the reason `why` (the
-    /// acting key found expired, or gone, rather than revoked).
+    /// Refuses the key acting for `action` as no longer valid, for the
+    /// reason `why` (revoked, expired, or gone: unknown).
     async fn actor_refused_as(
         &self,
         actor: Actor<'_>,
@@ -1255,9 +1282,10 @@ impl ScopeKey {
 
     /// Revokes a key at once (idempotent: revoking a revoked key changes
     /// nothing and succeeds). An acting key ([`Actor::Key`]) that is
-    /// revoked, on this node or another (whose revocation this node's cache
-    /// may not have heard of yet), is refused with [`Error::ActorRevoked`],
-    /// read from the store. The revocation runs in a task of its own
+    /// revoked or expired, on this node or another (whose revocation this
+    /// node's cache may not have heard of yet), is refused with
+    /// [`Error::ActorRevoked`], read from the store; so is a key revoking
+    /// itself once revoked (it is not shown what became of it). The revocation runs in a task of its own
     /// (spawned on the current Tokio runtime): once begun, it goes on to
     /// this node's cache even if the returned future is dropped.
     pub async fn revoke(
@@ -1273,11 +1301,21 @@ impl ScopeKey {
         // refusing would leave the key live.
         let reason = reason.map(crate::key::redact_keys);
         let reason = reason.as_deref();
-        self.actor_still_live(actor, Some(id), "revoke").await?;
+        self.actor_still_live(actor, "revoke").await?;
         let details = json!({ "reason": reason });
-        self.revoke_as(id, reason, actor, event_type::KEY_REVOKED, details)
-            .await
-            .map(|(key, _)| key)
+        let (key, revoked_now) = self
+            .revoke_as(id, reason, actor, event_type::KEY_REVOKED, details)
+            .await?;
+        // A key revoking itself, found revoked by then (a concurrent
+        // revocation committed between the check and this one): refused as
+        // any request with it, not shown what became of it.
+        if !revoked_now && actor.key_id() == Some(id) {
+            let why = VerifyError::Revoked;
+            return Err(self
+                .actor_refused_as(actor, "revoke", self.now(), &why)
+                .await);
+        }
+        Ok(key)
     }
 
     /// Revokes a key, audited as `kind` with `details`; also says whether
@@ -1345,21 +1383,21 @@ impl ScopeKey {
     /// entry is dropped (a row deleted behind the runtime's back leaves its
     /// entry to the cache's lifetime).
     pub async fn get_self(&self, caller: &Principal) -> Result<ApiKey, Error> {
-        let now = self.now();
-        let record = self.inner.store.get(caller.id).await?;
-        let why = match &record {
-            Some(record) => match refusal(record, now) {
-                None => return Ok(self.api_key(record, now)),
-                Some(why) => why,
-            },
-            None => VerifyError::Unknown,
-        };
-        if let Some(record) = &record {
-            self.forget(&record.key_hash);
-        }
-        Err(self
-            .actor_refused_as(Actor::Key(caller), "self", now, &why)
-            .await)
+        let record = self.acting_record(caller, "self").await?;
+        Ok(self.api_key(&record, self.now()))
+    }
+
+    /// Confirms, from the store, that the calling key is still valid
+    /// before it is shown anything: its verification may come from this
+    /// node's cache, taken up to the cache's lifetime ago, before another
+    /// node revoked it (or before it expired, its request still arriving).
+    /// Refused as [`get_self`](Self::get_self) refuses
+    /// ([`Error::ActorRevoked`], audited as `auth.failed` with `action`).
+    /// The management routes' reads (list, one key, the audit log) call it:
+    /// one read of the caller's row. Creating, rotating, revoking and
+    /// reporting check the acting key themselves.
+    pub async fn confirm_caller(&self, caller: &Principal, action: &str) -> Result<(), Error> {
+        self.acting_record(caller, action).await.map(|_| ())
     }
 
     /// A key as the API shows it, its `last_used_at` including a use on this

@@ -374,8 +374,10 @@ pub async fn someone_waits_for_a_lock(conn: &mut PgConnection) {
 /// case tested. With [`hold_events`](Self::hold_events) set, each audit
 /// event written on its own (`auth.failed`) is held back the same way
 /// before it is written; with [`hold_lookups`](Self::hold_lookups) set,
-/// each verification lookup after it has read. Everything else is passed
-/// through.
+/// each verification lookup after it has read; with a record in
+/// [`stale`](Self::stale), [`Store::get`] of that key answers it (a read
+/// taken just before a change committed elsewhere). Everything else is
+/// passed through.
 pub struct PausingStore {
     inner: Arc<dyn Store>,
     /// Notified (one permit a change) when a change has been made and is
@@ -387,6 +389,9 @@ pub struct PausingStore {
     pub hold_events: std::sync::atomic::AtomicBool,
     /// Hold each [`Store::find_for_verification`] back, after reading, too.
     pub hold_lookups: std::sync::atomic::AtomicBool,
+    /// What [`Store::get`] answers for this record's key instead of the
+    /// store's current row.
+    pub stale: std::sync::Mutex<Option<crate::KeyRecord>>,
     /// Report each revocation and rotation as failed once the store it
     /// wraps has made it (a commit whose acknowledgement was lost).
     pub fail_after_change: std::sync::atomic::AtomicBool,
@@ -401,6 +406,7 @@ impl PausingStore {
             release: Arc::new(tokio::sync::Semaphore::new(0)),
             hold_events: std::sync::atomic::AtomicBool::new(false),
             hold_lookups: std::sync::atomic::AtomicBool::new(false),
+            stale: std::sync::Mutex::new(None),
             fail_after_change: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -459,7 +465,11 @@ impl Store for PausingStore {
         found
     }
     async fn get(&self, id: crate::KeyId) -> Result<Option<crate::KeyRecord>, crate::StoreError> {
-        self.inner.get(id).await
+        let stale = self.stale.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match stale {
+            Some(record) if record.id == id => Ok(Some(record)),
+            _ => self.inner.get(id).await,
+        }
     }
     async fn successor(
         &self,

@@ -66,8 +66,24 @@ async fn create_and_verify(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(p.id, created.key.id);
+    assert_eq!(&*p.name, "reporting");
+    assert_eq!(p.expires_at, None);
     assert!(p.grants().covers_str("billing.invoices:void"));
     assert!(!p.grants().covers_str("orders:write"));
+    // A key with an expiry: the principal carries it, as stored.
+    let expiring = keys
+        .create(
+            NewKey::new("expiring", ["orders:read"]).expires_in(Duration::hours(1)),
+            Actor::System,
+        )
+        .await
+        .unwrap();
+    let verified = keys
+        .verify(expiring.plaintext.expose_secret())
+        .await
+        .unwrap();
+    assert!(expiring.key.expires_at.is_some());
+    assert_eq!(verified.expires_at, expiring.key.expires_at);
 
     // The stored row holds the hash, never the plaintext.
     let stored = db.store.get(created.key.id).await.unwrap().unwrap();
@@ -366,10 +382,136 @@ async fn a_revoked_actor_mints_nothing(db: &TestDb) {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::ActorRevoked), "{err:?}");
+    // Nor revoke itself (answered "already revoked", with the reason), nor
+    // read anything.
+    let err = keys
+        .revoke(admin.key.id, None, Actor::Key(&p))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::ActorRevoked), "{err:?}");
+    let err = keys.confirm_caller(&p, "list").await.unwrap_err();
+    assert!(matches!(err, Error::ActorRevoked), "{err:?}");
+    // Nor when the revocation commits between the check of the acting key
+    // and its own (here: the check reads the row as it was before).
+    let store = Arc::new(PausingStore::new(Arc::clone(&db.store)));
+    let mut before = db.store.get(admin.key.id).await.unwrap().unwrap();
+    (before.revoked_at, before.revoked_reason) = (None, None);
+    *store.stale.lock().unwrap() = Some(before);
+    store.release.add_permits(1);
+    let racing = ScopeKey::builder_arc(Arc::clone(&store) as _).build();
+    let err = racing
+        .revoke(admin.key.id, None, Actor::Key(&p))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::ActorRevoked), "{err:?}");
 }
 both_backends!(
     a_revoked_actor_mints_nothing_works,
     a_revoked_actor_mints_nothing
+);
+
+/// A key that expired after its request was verified (its body still
+/// arriving, or another node's cache holding it past a rotation that ended
+/// it) acts for nobody: it creates, rotates, revokes, reports and reads
+/// nothing, itself included, and each refusal is audited as `expired`.
+async fn an_expired_actor_acts_for_nobody(db: &TestDb) {
+    let (keys, clock) = runtime(db);
+    let scopes = [
+        "api_keys:read",
+        "api_keys:write",
+        "api_keys:revoke",
+        "orders:*",
+    ];
+    let admin = keys
+        .create(
+            NewKey::new("admin", scopes).expires_in(Duration::minutes(1)),
+            Actor::System,
+        )
+        .await
+        .unwrap();
+    let p = keys.verify(admin.plaintext.expose_secret()).await.unwrap();
+    let target = key(&keys, "target", &["orders:read"]).await;
+    let reported = key(&keys, "reported", &["orders:read"]).await;
+    let before = keys.list(&ListKeys::default()).await.unwrap().items.len();
+    clock.advance(Duration::minutes(1));
+
+    let refused = |r: Result<(), Error>| match r {
+        Err(Error::ActorRevoked) => {}
+        other => panic!("not refused: {other:?}"),
+    };
+    refused(
+        keys.create(NewKey::new("minted", ["orders:read"]), Actor::Key(&p))
+            .await
+            .map(|_| ()),
+    );
+    refused(
+        keys.rotate(target.key.id, RotateOptions::default(), Actor::Key(&p))
+            .await
+            .map(|_| ()),
+    );
+    refused(
+        keys.revoke(target.key.id, None, Actor::Key(&p))
+            .await
+            .map(|_| ()),
+    );
+    refused(
+        keys.revoke(admin.key.id, None, Actor::Key(&p))
+            .await
+            .map(|_| ()),
+    );
+    let report = vec![reported.plaintext.expose_secret().to_owned()];
+    refused(
+        keys.report_compromised(&report, None, Actor::Key(&p))
+            .await
+            .map(|_| ()),
+    );
+    refused(keys.confirm_caller(&p, "list").await);
+    refused(keys.get_self(&p).await.map(|_| ()));
+
+    // Nothing changed.
+    let listed = keys.list(&ListKeys::default()).await.unwrap().items;
+    assert_eq!(listed.len(), before);
+    for (id, status) in [
+        (target.key.id, Status::Active),
+        (reported.key.id, Status::Active),
+        (admin.key.id, Status::Expired),
+    ] {
+        assert_eq!(keys.get(id).await.unwrap().status, status);
+    }
+    let events = keys
+        .events(&ListEvents {
+            key_id: Some(admin.key.id),
+            limit: Some(500),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .items;
+    let mut attempts: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == event_type::AUTH_FAILED)
+        .map(|e| (e.details["reason"].clone(), e.details["action"].clone()))
+        .collect();
+    attempts.sort_by_key(|(_, action)| action.to_string());
+    let expired = serde_json::json!("expired");
+    let actions = [
+        "create",
+        "list",
+        "report_compromised",
+        "revoke",
+        "revoke",
+        "rotate",
+        "self",
+    ];
+    let expected: Vec<_> = actions
+        .iter()
+        .map(|a| (expired.clone(), serde_json::json!(a)))
+        .collect();
+    assert_eq!(attempts, expected);
+}
+both_backends!(
+    an_expired_actor_acts_for_nobody_works,
+    an_expired_actor_acts_for_nobody
 );
 
 /// A key the store does not hold (verified by another store, or its row
@@ -510,10 +652,16 @@ async fn rotation_grace(db: &TestDb) {
     assert_eq!(keys.get(old.key.id).await.unwrap().status, Status::Rotating);
 
     clock.advance(grace - Duration::seconds(1));
+    let inside = keys
+        .verify(old.plaintext.expose_secret())
+        .await
+        .expect("inside grace");
+    // The old key's principal says when it stops: at the grace's end.
+    let grace_end = keys.get(old.key.id).await.unwrap().expires_at;
     assert!(
-        keys.verify(old.plaintext.expose_secret()).await.is_ok(),
-        "inside grace"
+        grace_end.is_some_and(|end| end > clock.now() && end <= clock.now() + Duration::seconds(1))
     );
+    assert_eq!(inside.expires_at, grace_end);
     assert!(keys.verify(new.plaintext.expose_secret()).await.is_ok());
     clock.advance(Duration::seconds(1));
     assert!(matches!(
@@ -1242,6 +1390,54 @@ async fn events_page(db: &TestDb) {
     let mut both = vec![parent, child];
     both.sort();
     assert_eq!(about, both, "the parent's and the successor's");
+
+    // One key's log, paged one event at a time while other keys' events
+    // are in between (created, then another key, then rotated, then
+    // another key, then revoked): its own events only, each once, newest
+    // first, on every page.
+    let own = key(&keys, "own", &["a:b"]).await.key.id;
+    clock.advance(Duration::seconds(1));
+    key(&keys, "between-1", &["a:b"]).await;
+    clock.advance(Duration::seconds(1));
+    let successor = keys
+        .rotate(own, RotateOptions::default(), Actor::System)
+        .await
+        .unwrap()
+        .key
+        .id;
+    clock.advance(Duration::seconds(1));
+    key(&keys, "between-2", &["a:b"]).await;
+    clock.advance(Duration::seconds(1));
+    keys.revoke(own, None, Actor::System).await.unwrap();
+    clock.advance(Duration::seconds(1));
+    keys.revoke(successor, None, Actor::System).await.unwrap();
+    let mut kinds = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = keys
+            .events(&ListEvents {
+                key_id: Some(own),
+                limit: Some(1),
+                cursor: cursor.take(),
+            })
+            .await
+            .unwrap();
+        assert!(page.items.len() <= 1);
+        assert!(page.items.iter().all(|e| e.key_id == Some(own)), "{page:?}");
+        kinds.extend(page.items.iter().map(|e| e.kind.clone()));
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(
+        kinds,
+        [
+            event_type::KEY_REVOKED,
+            event_type::KEY_ROTATED,
+            event_type::KEY_CREATED
+        ]
+    );
 }
 both_backends!(events_paginate, events_page);
 

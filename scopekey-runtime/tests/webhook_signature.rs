@@ -30,6 +30,12 @@ fn known_answer_vector() {
     // The prefix may be left out of the secret, as the reference libraries allow.
     let bare: Secret = SECRET.trim_start_matches("whsec_").parse().unwrap();
     assert_eq!(bare, secret);
+    // So may the base64 padding: 32 bytes are 44 characters, one of them `=`.
+    let padded = Secret::generate().unwrap();
+    let text = padded.to_whsec();
+    assert!(text.ends_with('='), "{text}");
+    let unpadded: Secret = text.trim_end_matches('=').parse().unwrap();
+    assert_eq!(unpadded, padded);
 }
 
 #[test]

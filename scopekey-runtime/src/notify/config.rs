@@ -180,8 +180,10 @@ pub mod env {
     /// Receiver URL. Unset or empty: no webhooks, notices are still
     /// audited.
     pub const WEBHOOK_URL: &str = "SCOPEKEY_WEBHOOK_URL";
-    /// `whsec_<base64>`; several, space- or comma-separated, while
-    /// rotating. Required with a URL.
+    /// `whsec_<base64>` of at least [`MIN_SECRET_LEN`](super::MIN_SECRET_LEN)
+    /// (24) bytes, checked whenever it is set (a shorter one is refused at
+    /// start); several, space- or comma-separated, while rotating. Required
+    /// with a URL.
     pub const WEBHOOK_SECRET: &str = "SCOPEKEY_WEBHOOK_SECRET";
     /// Seconds between passes.
     pub const INTERVAL_SECONDS: &str = "SCOPEKEY_NOTIFIER_INTERVAL_SECONDS";

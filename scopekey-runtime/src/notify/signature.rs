@@ -34,6 +34,13 @@ use std::str::FromStr;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+
+/// Standard base64, its padding optional: how secrets are read.
+const SECRET_BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use time::{Duration, OffsetDateTime};
@@ -131,11 +138,12 @@ impl FromStr for Secret {
     type Err = SignatureError;
 
     /// Reads `whsec_<base64>`. The prefix may be left out, as the Standard
-    /// Webhooks libraries allow.
+    /// Webhooks libraries allow, and so may the base64 padding (`=`), which
+    /// is easily lost copying a secret.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
         let encoded = s.strip_prefix(SECRET_PREFIX).unwrap_or(s);
-        let bytes = BASE64
+        let bytes = SECRET_BASE64
             .decode(encoded)
             .map_err(|_| SignatureError::InvalidSecret)?;
         Self::from_bytes(bytes)

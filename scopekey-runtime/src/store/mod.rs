@@ -194,7 +194,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Inserts a new key and its `key.created` event. The SQLite and
     /// PostgreSQL stores refuse ([`StoreError::actor_revoked`]) when the
-    /// event's actor key is revoked, checked inside the same transaction.
+    /// event's actor key is revoked, or expired at the event's time
+    /// ([`AuditEvent::at`]), checked inside the same transaction.
     async fn insert_key(&self, key: &KeyRecord, event: &AuditEvent) -> Result<(), StoreError>;
 
     /// One indexed lookup by hash.
@@ -249,7 +250,7 @@ pub trait Store: Send + Sync + 'static {
     /// so concurrent rotations of one key produce exactly one successor.
     /// Like [`insert_key`](Self::insert_key), the SQLite and PostgreSQL
     /// stores refuse when the acting key ([`Rotation::actor`], if not the
-    /// parent itself) is revoked.
+    /// parent itself) is revoked, or expired at `now`.
     async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError>;
 
     /// Revokes a key unless already revoked, writing `event` only then.

@@ -138,7 +138,7 @@ impl PgStore {
                 return Ok(false);
             }
         }
-        actor_live(&mut tx, event.actor_key_id).await?;
+        actor_live(&mut tx, event.actor_key_id, event.at).await?;
         insert_key(&mut tx, key).await?;
         insert_event(&mut tx, event).await?;
         // Lifecycle webhooks go out through the outbox, in the same transaction.
@@ -164,25 +164,33 @@ pub(crate) async fn begin(
         .await?)
 }
 
-/// Refuses the change if the key acting for it is revoked, read with a
+/// Refuses the change if the key acting for it is revoked, or expired at
+/// `at` (the change's time: a key whose request was verified before it
+/// expired, its body still arriving, mints nothing after), read with a
 /// share lock inside the change's transaction: a concurrent revocation of
 /// that key either commits first (and this sees it) or waits for this
 /// transaction, so a compromise report that revokes the key and then lists
 /// what it minted sees this change. A rotation of the actor itself needs no
-/// check: its conditional update refuses a revoked key.
-async fn actor_live(conn: &mut PgConnection, actor: Option<KeyId>) -> Result<(), StoreError> {
+/// check: its conditional update refuses a revoked or expired key.
+async fn actor_live(
+    conn: &mut PgConnection,
+    actor: Option<KeyId>,
+    at: OffsetDateTime,
+) -> Result<(), StoreError> {
     let Some(actor) = actor else {
         return Ok(());
     };
-    let revoked: Option<bool> = sqlx::query_scalar(
-        "SELECT revoked_at IS NOT NULL FROM scopekey_keys WHERE id = $1 FOR SHARE",
+    let live: Option<bool> = sqlx::query_scalar(
+        "SELECT revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2) \
+         FROM scopekey_keys WHERE id = $1 FOR SHARE",
     )
     .bind(actor.0)
+    .bind(at)
     .fetch_optional(conn)
     .await?;
     // An acting key the store does not hold acts for nobody.
-    match revoked {
-        Some(false) => Ok(()),
+    match live {
+        Some(true) => Ok(()),
         _ => Err(StoreError::actor_revoked()),
     }
 }
@@ -621,21 +629,22 @@ impl Store for PgStore {
         // Rotating another key: lock both rows in id order (as the last-use
         // flush does) before anything else, so that a flush, or two keys
         // rotating each other, cannot deadlock with this; then refuse if the
-        // acting key is revoked (a concurrent revocation of it commits first
-        // or waits for this).
+        // acting key is revoked or expired at `now` (a concurrent revocation
+        // of it commits first or waits for this).
         if let Some(actor) = r.actor().filter(|a| *a != r.parent_id) {
             let rows = sqlx::query(
-                "SELECT id, revoked_at IS NOT NULL AS revoked FROM scopekey_keys \
-                 WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
+                "SELECT id, revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2) \
+                 AS live FROM scopekey_keys WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
             )
             .bind([actor.0, r.parent_id.0])
+            .bind(r.now)
             .fetch_all(&mut *tx)
             .await?;
             // An acting key the store does not hold acts for nobody.
             let mut live = false;
             for row in &rows {
                 if row.try_get::<uuid::Uuid, _>("id")? == actor.0 {
-                    live = !row.try_get::<bool, _>("revoked")?;
+                    live = row.try_get::<bool, _>("live")?;
                 }
             }
             if !live {

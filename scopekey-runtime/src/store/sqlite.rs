@@ -301,7 +301,7 @@ impl SqliteStore {
         if only_first && any_key(&mut *tx).await? {
             return Ok(false);
         }
-        actor_live(&mut tx, event.actor_key_id).await?;
+        actor_live(&mut tx, event.actor_key_id, event.at).await?;
         insert_key(&mut tx, key).await?;
         insert_event(&mut tx, event).await?;
         // Lifecycle webhooks go out through the outbox, in the same transaction.
@@ -313,27 +313,33 @@ impl SqliteStore {
     }
 }
 
-/// Refuses the change if the key acting for it is revoked, read inside the
+/// Refuses the change if the key acting for it is revoked, or expired at
+/// `at` (the change's time: a key whose request was verified before it
+/// expired, its body still arriving, mints nothing after), read inside the
 /// change's transaction under the write lock `BEGIN IMMEDIATE` took: a
 /// revocation of that key commits either before (and this sees it) or
 /// after this change, so a compromise report that revokes the key and then
 /// lists what it minted sees this change. A rotation of the actor itself
-/// needs no check: its conditional update refuses a revoked key.
+/// needs no check: its conditional update refuses a revoked or expired key.
 async fn actor_live(
     conn: &mut sqlx::SqliteConnection,
     actor: Option<KeyId>,
+    at: OffsetDateTime,
 ) -> Result<(), StoreError> {
     let Some(actor) = actor else {
         return Ok(());
     };
-    let revoked: Option<bool> =
-        sqlx::query_scalar("SELECT revoked_at IS NOT NULL FROM scopekey_keys WHERE id = ?")
-            .bind(actor.to_string())
-            .fetch_optional(conn)
-            .await?;
+    let live: Option<bool> = sqlx::query_scalar(
+        "SELECT revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?) \
+         FROM scopekey_keys WHERE id = ?",
+    )
+    .bind(micros(at))
+    .bind(actor.to_string())
+    .fetch_optional(conn)
+    .await?;
     // An acting key the store does not hold acts for nobody.
-    match revoked {
-        Some(false) => Ok(()),
+    match live {
+        Some(true) => Ok(()),
         _ => Err(StoreError::actor_revoked()),
     }
 }
@@ -653,7 +659,7 @@ impl Store for SqliteStore {
         // IMMEDIATE takes the write lock first, so concurrent rotations queue
         // on the busy timeout instead of failing to upgrade a read lock.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        actor_live(&mut tx, r.actor().filter(|a| *a != r.parent_id)).await?;
+        actor_live(&mut tx, r.actor().filter(|a| *a != r.parent_id), r.now).await?;
         let now = micros(r.now);
         let sql = format!(
             "UPDATE scopekey_keys SET rotated_at = ?1, expires_at = ?2 \
