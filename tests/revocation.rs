@@ -303,8 +303,8 @@ both_backends!(
 
 /// Nor does it revoke anything, or report keys compromised: the runtime
 /// reads the acting key from the store before a revocation, not from this
-/// node's cache. A key revoking itself needs no such check (it is refused
-/// as revoked, or revokes itself again: idempotent).
+/// node's cache (a key revoking itself too: see
+/// `scopekey-actix/tests/self_after_revocation.rs`).
 async fn revoked_elsewhere_revokes_nothing(db: &TestDb) {
     let app = TestApp::start(db).await;
     let (target, target_id) = key_and_id(&app.create_key("target", &["orders:read"]).await);

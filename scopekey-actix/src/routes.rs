@@ -66,7 +66,7 @@
 //! | `GET /api-keys` | 200 | `{items: [key object, ...], next_cursor}` |
 //! | `GET /api-keys/self`, `GET /api-keys/{id}` | 200 | the key object |
 //! | `POST /api-keys/{id}/rotate` | 201 | the successor's key object (its `parent_key_id` is `id`), plus `key` |
-//! | `POST /api-keys/{id}/revoke` | 200 | the key object, `status` `revoked` (also when it already was) |
+//! | `POST /api-keys/{id}/revoke` | 200 | the key object, `status` `revoked` (also when it already was; but a key revoking itself once revoked gets the uniform 401) |
 //! | `GET /api-keys/events`, `GET /api-keys/{id}/events` | 200 | `{items: [audit event, ...], next_cursor}` |
 //! | `POST /api-keys/compromised` | 200 | `{results: [...]}` (above) |
 //!
@@ -97,14 +97,20 @@
 //! plaintext was lost).
 //!
 //! Every route judges the caller from the store before it shows or changes
-//! anything ([`ScopeKey::confirm_caller`](scopekey_runtime::ScopeKey::confirm_caller)
-//! for the reads; the changes check the acting key in their own
+//! anything of a key ([`ScopeKey::confirm_caller`](scopekey_runtime::ScopeKey::confirm_caller)
+//! for the reads; rotating another key, revoking and reporting check the
+//! acting key first; creating and rotating check it again inside their
 //! transaction): a verification may come from this node's cache, taken
 //! before another node revoked the key, or before the key expired with its
-//! request still arriving. Such a key gets the uniform 401 everywhere,
-//! audited as `auth.failed` with the route's `action`; in particular it is
-//! never shown what became of it (its own record, its events, "already
-//! revoked" when it revokes itself).
+//! request still arriving. Such a key gets the uniform 401, audited as
+//! `auth.failed` with an `action` (`list`, `show`, `events`, `self` for a
+//! key reading itself, `create`, `rotate`, `revoke`, `report_compromised`);
+//! it is never shown what became of it (its own record, its events,
+//! "already revoked" when it revokes itself) nor anything of another key.
+//! (A check on the body, a 400 or a 403 for scopes it does not hold, may
+//! come first: those tell it nothing of any key. A compromise report's
+//! entries are judged one after another: a reporting key revoked elsewhere
+//! while its report runs may read its own entry as `already_revoked`.)
 //!
 //! Each handler checks the caller's scope *before* reading its body, so a
 //! caller without the scope learns nothing about what the body would have

@@ -102,6 +102,16 @@ async fn every_route_refuses_once_gone_elsewhere(db: &Db) {
         .create(NewKey::new("other", ["orders:read"]), Actor::System)
         .await
         .unwrap();
+    // Rotating these would be a 404 and a 409 for a valid caller: nothing
+    // of them is told to this one.
+    let gone = uuid::Uuid::now_v7();
+    let revoked = here
+        .create(NewKey::new("revoked", ["orders:read"]), Actor::System)
+        .await
+        .unwrap();
+    here.revoke(revoked.key.id, None, Actor::System)
+        .await
+        .unwrap();
     let routes = [
         ("GET", "/api-keys".to_owned(), None),
         ("GET", "/api-keys/{own}".to_owned(), None),
@@ -115,6 +125,17 @@ async fn every_route_refuses_once_gone_elsewhere(db: &Db) {
             Some("{}"),
         ),
         ("POST", "/api-keys/{own}/rotate".to_owned(), Some("{}")),
+        (
+            "POST",
+            format!("/api-keys/{}/rotate", other.key.id),
+            Some("{}"),
+        ),
+        ("POST", format!("/api-keys/{gone}/rotate"), Some("{}")),
+        (
+            "POST",
+            format!("/api-keys/{}/rotate", revoked.key.id),
+            Some("{}"),
+        ),
         (
             "POST",
             "/api-keys".to_owned(),

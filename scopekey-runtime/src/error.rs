@@ -81,7 +81,7 @@ impl StoreError {
     /// [`Error::ActorRevoked`].
     pub fn actor_revoked() -> Self {
         Self {
-            message: "the acting key is revoked".into(),
+            message: "the acting key is revoked, expired or unknown".into(),
             source: None,
             actor_revoked: true,
             corrupt: false,
@@ -135,7 +135,7 @@ pub enum Error {
     /// is not in the store at all: nothing was changed. Audited as
     /// `auth.failed` (reason `revoked`, `expired` or `unknown`). Over HTTP,
     /// the same 401 as any key that is not valid.
-    #[error("the acting key is revoked")]
+    #[error("the acting key is revoked, expired or unknown")]
     ActorRevoked,
     /// Something that should not happen (the system random source failed).
     #[error("internal error: {0}")]

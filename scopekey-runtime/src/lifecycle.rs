@@ -916,15 +916,15 @@ impl ScopeKey {
         self.record_auth_failure(key_id, details, now).await;
     }
 
-    /// Refuses a key acting for a revocation (or a compromise report) once
-    /// it is revoked, expired or gone, read from the store, not the cache:
-    /// a key revoked on another node stays cached here for up to the
-    /// cache's lifetime, and one whose request was verified before it
-    /// expired (a slow body) must not go on revoking others meanwhile; nor
-    /// may it revoke itself, which would show it what became of it. Unlike
-    /// creating and rotating, not in the change's transaction: a revocation
-    /// racing the acting key's own can still go through, as it could a
-    /// moment before.
+    /// Refuses a key acting for a revocation, a compromise report or the
+    /// rotation of another key once it is revoked, expired or gone, read
+    /// from the store, not the cache: a key revoked on another node stays
+    /// cached here for up to the cache's lifetime, and one whose request
+    /// was verified before it expired (a slow body) must not go on revoking
+    /// others meanwhile; nor may it revoke itself, which would show it what
+    /// became of it. Not in the change's transaction: a revocation racing
+    /// the acting key's own can still go through, as it could a moment
+    /// before (creating and rotating check again inside theirs).
     pub(crate) async fn actor_still_live(
         &self,
         actor: Actor<'_>,
@@ -1089,6 +1089,16 @@ impl ScopeKey {
                 "`grace_seconds` must be between 0 and {}",
                 MAX_GRACE.whole_seconds()
             )));
+        }
+        // A key rotating another is confirmed from the store before it
+        // learns anything of that key (whether it exists, its scopes, its
+        // state): one revoked on another node, or expired while its request
+        // arrived, gets the refusal any request with it gets. (Checked
+        // again inside the rotation's transaction, for a revocation racing
+        // this one; a key rotating itself is judged by its own record
+        // below.)
+        if actor.key_id().is_some_and(|caller| caller != id) {
+            self.actor_still_live(actor, "rotate").await?;
         }
         let parent = self
             .inner

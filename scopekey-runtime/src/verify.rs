@@ -3,13 +3,15 @@
 //!
 //! A verification hashes the presented key and looks the hash up in an
 //! in-process cache (see [`crate::cache`]). A hit needs no I/O. A miss reads
-//! the store once and caches the answer (including "unknown") for at most
+//! the store once and caches the answer (including "unknown", in a pool of
+//! its own, an eighth of the capacity, from a capacity of 16) for at most
 //! the configured lifetime, one second by default, so a revocation made by
 //! another process is seen within that bound; a revocation or rotation made
 //! through this process drops the entry at once (and an answer read from the
 //! store before the revocation is not cached after it). Expiry is judged
-//! against the clock at every verification, never against what the cache
-//! held. A store failure on a miss is an error, never a pass.
+//! against the clock at every verification (on a miss, once the store has
+//! answered), never against what the cache held. A store failure on a miss
+//! is an error, never a pass.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -1398,10 +1398,8 @@ async fn shutdown_between_batches(db: &TestDb) {
     assert_eq!(e.notifier.record_notices().await.unwrap(), (5, 0));
     let handle = e.notifier.clone().spawn();
     e.receiver.wait_for(1).await;
-    let asked = std::time::Instant::now();
     handle.shutdown().await;
-    let took = asked.elapsed();
-    assert!(took < SLOW * 2, "one batch, not five: {took:?}");
+    // One batch, not five (the count says so; no time is measured).
     assert_eq!(e.receiver.count(), 1, "no batch claimed after the stop");
     let all = e
         .notifier
