@@ -7,9 +7,8 @@
 
 mod common;
 
-use actix_web::{App, test};
+use actix_web::test;
 use common::*;
-use scopekey_actix::ApiKeyAuth;
 use scopekey_runtime::{Actor, KeyFormat, ManualClock, NewKey, RotateOptions};
 use time::Duration;
 
@@ -17,13 +16,7 @@ async fn refused_once_gone_elsewhere(db: &Db) {
     let clock = ManualClock::starting_now();
     let here = db.node(&clock).await;
     let elsewhere = db.node(&clock).await;
-    let app = test::init_service(
-        App::new()
-            .app_data(here.clone())
-            .wrap(ApiKeyAuth::new())
-            .configure(scopekey_actix::routes),
-    )
-    .await;
+    let app = management_app!(here);
     let self_with = |key: &str, how: Presenting| {
         how.present(test::TestRequest::get().uri("/api-keys/self"), key)
             .to_request()
@@ -91,13 +84,7 @@ async fn every_route_refuses_once_gone_elsewhere(db: &Db) {
     let clock = ManualClock::starting_now();
     let here = db.node(&clock).await;
     let elsewhere = db.node(&clock).await;
-    let app = test::init_service(
-        App::new()
-            .app_data(here.clone())
-            .wrap(ApiKeyAuth::new())
-            .configure(scopekey_actix::routes),
-    )
-    .await;
+    let app = management_app!(here);
     let other = here
         .create(NewKey::new("other", ["orders:read"]), Actor::System)
         .await

@@ -9,9 +9,8 @@
 
 mod common;
 
-use actix_web::{App, test, web};
+use actix_web::{test, web};
 use common::*;
-use scopekey_actix::ApiKeyAuth;
 use scopekey_runtime::{Actor, KeyFormat, ManualClock, NewKey};
 use serde_json::json;
 use time::Duration;
@@ -20,14 +19,9 @@ async fn identical(db: &Db) {
     let clock = ManualClock::starting_now();
     let here = db.node(&clock).await;
     let elsewhere = db.node(&clock).await;
-    let app = test::init_service(
-        App::new()
-            .app_data(here.clone())
-            .wrap(ApiKeyAuth::new())
-            .configure(scopekey_actix::routes)
-            .route("/orders", web::get().to(orders)),
-    )
-    .await;
+    let app = management_app!(here, |cfg: &mut web::ServiceConfig| {
+        cfg.route("/orders", web::get().to(orders));
+    });
     let create = |name: &'static str| {
         let here = here.clone();
         async move {

@@ -74,6 +74,26 @@ pub async fn whoami(caller: Authenticated) -> HttpResponse {
     HttpResponse::Ok().body(caller.name.to_string())
 }
 
+/// The management routes served by a node behind `ApiKeyAuth`, and any
+/// more routes `configure` adds: `management_app!(keys)` or
+/// `management_app!(keys, |cfg| ...)`. (A macro: the service's type cannot
+/// be named.)
+#[allow(unused_macros)] // each test file uses a part
+macro_rules! management_app {
+    ($keys:expr $(, $more:expr)?) => {
+        actix_web::test::init_service(
+            actix_web::App::new()
+                .app_data($keys.clone())
+                .wrap(scopekey_actix::ApiKeyAuth::new())
+                .configure(scopekey_actix::routes)
+                $(.configure($more))?,
+        )
+        .await
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use management_app;
+
 /// Runtimes ("nodes") on a test database.
 pub trait Nodes {
     /// A runtime on a store of its own (its own pool and verification
