@@ -108,9 +108,9 @@
 //! it is never shown what became of it (its own record, its events,
 //! "already revoked" when it revokes itself) nor anything of another key.
 //! (A check on the body, a 400 or a 403 for scopes it does not hold, may
-//! come first: those tell it nothing of any key. A compromise report's
-//! entries are judged one after another: a reporting key revoked elsewhere
-//! while its report runs may read its own entry as `already_revoked`.)
+//! come first: those tell it nothing of any key. A reporting key revoked
+//! elsewhere while its compromise report runs gets the 401 at the end, what
+//! the report revoked staying revoked.)
 //!
 //! Each handler checks the caller's scope *before* reading its body, so a
 //! caller without the scope learns nothing about what the body would have

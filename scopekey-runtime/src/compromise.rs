@@ -150,7 +150,10 @@ impl ScopeKey {
     /// expired is refused with [`Error::ActorRevoked`] before anything is read; a
     /// report naming the reporting key itself revokes it and goes on (so
     /// such a report, failing after that, is sent again by another key or
-    /// as [`Actor::System`]).
+    /// as [`Actor::System`]). A reporting key revoked or expired while its
+    /// report ran, by anything but the report, is refused at the end the
+    /// same way (what the report revoked stays revoked): its answer would
+    /// tell it what became of it.
     ///
     /// Keys are handled in order. A store failure partway through ends the
     /// call with an error, the keys before it already revoked: a report is
@@ -196,6 +199,10 @@ impl ScopeKey {
         // entry.
         let mut budget = options.max_minted.min(MAX_MINTED);
         let mut walked = std::collections::HashSet::new();
+        // The keys this report revoked (reported or minted), so that the
+        // reporting key, found revoked at the end, is told apart: revoked
+        // by its own report, or by someone else meanwhile.
+        let mut revoked_here = std::collections::HashSet::new();
         for (index, presented) in keys.iter().enumerate() {
             // A byte order mark is no part of a key (a report saved by
             // Notepad starts with one).
@@ -240,6 +247,7 @@ impl ScopeKey {
                     .await?;
                 // A concurrent revocation may have won; report what is true.
                 if revoked {
+                    revoked_here.insert(record.id);
                     CompromiseStatus::Revoked
                 } else {
                     CompromiseStatus::AlreadyRevoked
@@ -254,6 +262,7 @@ impl ScopeKey {
                         actor,
                         reason,
                         &details,
+                        &mut revoked_here,
                     )
                     .await?;
                 budget -= found.0.len();
@@ -269,6 +278,15 @@ impl ScopeKey {
                 minted,
                 minted_truncated,
             });
+        }
+        // A reporting key revoked (or expired) meanwhile by anyone but this
+        // report is refused as any request with it is: the report's answer
+        // would tell it (its own entry `already_revoked`). What the report
+        // revoked stays revoked.
+        if let Actor::Key(reporter) = actor
+            && !revoked_here.contains(&reporter.id)
+        {
+            self.actor_still_live(actor, "report_compromised").await?;
         }
         Ok(out)
     }
@@ -289,6 +307,7 @@ impl ScopeKey {
         actor: Actor<'_>,
         reason: &str,
         details: &serde_json::Value,
+        revoked_here: &mut std::collections::HashSet<KeyId>,
     ) -> Result<(Vec<MintedKey>, bool), Error> {
         // Per key walked, whether its lineage was started by a minter (a
         // key the leaked one or its minted keys created): every successor
@@ -358,10 +377,13 @@ impl ScopeKey {
                     let mut details = details.clone();
                     details["minted_by"] = json!(leaked);
                     let kind = event_type::KEY_COMPROMISED;
-                    key = self
+                    let (revoked, now) = self
                         .revoke_as(id, Some(reason), actor, kind, details)
-                        .await?
-                        .0;
+                        .await?;
+                    if now {
+                        revoked_here.insert(id);
+                    }
+                    key = revoked;
                 }
                 minted.push(MintedKey {
                     key_id: id,

@@ -410,6 +410,48 @@ both_backends!(
     a_revoked_actor_mints_nothing
 );
 
+/// A reporting key revoked by someone else while its compromise report
+/// runs is refused at the end (its own entry would read `already_revoked`);
+/// what the report revoked stays revoked.
+async fn a_reporter_revoked_meanwhile_is_refused(db: &TestDb) {
+    let (keys, _) = runtime(db);
+    let reporter = key(&keys, "reporter", &["api_keys:revoke"]).await;
+    let p = keys
+        .verify(reporter.plaintext.expose_secret())
+        .await
+        .unwrap();
+    let leaked = key(&keys, "leaked", &["orders:read"]).await;
+    let store = Arc::new(PausingStore::new(Arc::clone(&db.store)));
+    let reporting_runtime = ScopeKey::builder_arc(Arc::clone(&store) as _).build();
+    let report = vec![
+        leaked.plaintext.expose_secret().to_owned(),
+        reporter.plaintext.expose_secret().to_owned(),
+    ];
+    let reporting = reporting_runtime.report_compromised(&report, None, Actor::Key(&p));
+    tokio::pin!(reporting);
+    tokio::select! {
+        biased;
+        _ = &mut reporting => panic!("the revocation was not held"),
+        () = store.made.notified() => {}
+    }
+    // The leaked key's revocation is made and held; the reporter is revoked
+    // elsewhere meanwhile.
+    keys.revoke(reporter.key.id, Some("rotated out"), Actor::System)
+        .await
+        .unwrap();
+    store.release.add_permits(10);
+    let err = reporting.await.unwrap_err();
+    assert!(matches!(err, Error::ActorRevoked), "{err:?}");
+    assert_eq!(
+        keys.get(leaked.key.id).await.unwrap().status,
+        Status::Revoked
+    );
+}
+both_backends!(
+    a_reporter_revoked_meanwhile_is_refused_works,
+    a_reporter_revoked_meanwhile_is_refused
+);
+
 /// A key that expired after its request was verified (its body still
 /// arriving, or another node's cache holding it past a rotation that ended
 /// it) acts for nobody: it creates, rotates, revokes, reports and reads
