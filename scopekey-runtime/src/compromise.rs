@@ -42,6 +42,14 @@ pub struct MintedKey {
     pub status: Status,
 }
 
+/// How a report revokes what it finds: for whom, with what reason and
+/// event details.
+struct Revoking<'a, 'b> {
+    actor: Actor<'a>,
+    reason: &'b str,
+    details: &'b serde_json::Value,
+}
+
 /// The result for one reported key: never the plaintext, only id and hint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompromiseResult {
@@ -254,14 +262,16 @@ impl ScopeKey {
                 }
             };
             let (minted, minted_truncated) = if walked.insert(record.id) {
+                let revoking = Revoking {
+                    actor,
+                    reason,
+                    details: &details,
+                };
                 let found = self
                     .walk_minted(
                         record.id,
                         budget,
-                        options.revoke_minted,
-                        actor,
-                        reason,
-                        &details,
+                        options.revoke_minted.then_some(&revoking),
                         &mut revoked_here,
                     )
                     .await?;
@@ -294,7 +304,8 @@ impl ScopeKey {
     /// The keys `leaked` minted, and those minted in turn, and every
     /// successor in a lineage one of them created, breadth first (each
     /// once; at most `limit`, and whether there were more), with their
-    /// status. With `revoke`, each is revoked as it is found, before
+    /// status. With `revoke`, each is revoked as it is found (and added to
+    /// `revoked_here` if this call revoked it), before
     /// the keys it minted are read: a key it mints meanwhile is refused
     /// (the SQLite and PostgreSQL stores check the acting key), so none
     /// within the limit escapes the walk. Keys past the limit are neither
@@ -303,10 +314,7 @@ impl ScopeKey {
         &self,
         leaked: KeyId,
         limit: usize,
-        revoke: bool,
-        actor: Actor<'_>,
-        reason: &str,
-        details: &serde_json::Value,
+        revoke: Option<&Revoking<'_, '_>>,
         revoked_here: &mut std::collections::HashSet<KeyId>,
     ) -> Result<(Vec<MintedKey>, bool), Error> {
         // Per key walked, whether its lineage was started by a minter (a
@@ -373,12 +381,12 @@ impl ScopeKey {
                     if let Some(record) = self.store().get(id).await.map_err(Error::Unavailable)? {
                         self.forget(&record.key_hash);
                     }
-                } else if revoke {
-                    let mut details = details.clone();
+                } else if let Some(revoking) = revoke {
+                    let mut details = revoking.details.clone();
                     details["minted_by"] = json!(leaked);
                     let kind = event_type::KEY_COMPROMISED;
                     let (revoked, now) = self
-                        .revoke_as(id, Some(reason), actor, kind, details)
+                        .revoke_as(id, Some(revoking.reason), revoking.actor, kind, details)
                         .await?;
                     if now {
                         revoked_here.insert(id);
