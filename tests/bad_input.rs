@@ -282,6 +282,10 @@ async fn ids_and_queries(db: &TestDb) {
         "limit=-1",
         "limit=ten",
         "status=active&status=revoked",
+        // Bytes that are not UTF-8 once decoded: not a filter never sent.
+        "name_prefix=%FF",
+        "status=%C3",
+        "name_prefix=ok&%FE=1",
     ] {
         let body = app
             .get(&format!("/api-keys?{query}"))
@@ -302,10 +306,21 @@ async fn ids_and_queries(db: &TestDb) {
         body["detail"].as_str().unwrap().contains("duplicate field"),
         "{body}"
     );
+    let body = app
+        .get("/api-keys?name_prefix=%FF")
+        .bearer(&app.admin)
+        .send()
+        .await
+        .assert_problem(400, None);
+    assert!(
+        body["detail"].as_str().unwrap().contains("not UTF-8"),
+        "{body}"
+    );
     for query in [
         "cursor=nonsense",
         "cursor=-30d6d1ed4f08000.00000000000000000000000000000000",
         "limit=0",
+        "cursor=%FF",
     ] {
         app.get(&format!("/api-keys/events?{query}"))
             .bearer(&app.admin)

@@ -147,12 +147,20 @@ fn json_or_unlabelled(req: &HttpRequest) -> bool {
 /// quoted input value redacted (it might be a key).
 fn describe(e: &serde_json::Error) -> String {
     use serde_json::error::Category;
+    let message = e.to_string();
     let what = match e.classify() {
+        // Valid JSON all the same, past what the parser takes.
+        Category::Syntax if message.starts_with("recursion limit exceeded") => {
+            "the request body is nested too deeply (at most 128 levels)"
+        }
+        Category::Syntax if message.starts_with("number out of range") => {
+            "the request body holds a number too large"
+        }
         Category::Syntax | Category::Eof => "the request body is not valid JSON",
         Category::Data => "the request body does not have the expected fields and types",
         Category::Io => "the request body could not be read",
     };
-    format!("{what}: {}", redact(&e.to_string()))
+    format!("{what}: {}", redact(&message))
 }
 
 /// A parser message as kept in an error: quoted values redacted, and
@@ -217,6 +225,26 @@ fn closing(text: &str, quote: u8) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Valid JSON past what the parser takes is not called invalid.
+    #[test]
+    fn valid_json_past_the_parsers_limits_is_named_as_such() {
+        let e = serde_json::from_str::<serde_json::Value>(r#"{"x": 1e400}"#).unwrap_err();
+        assert!(
+            describe(&e).starts_with("the request body holds a number too large"),
+            "{}",
+            describe(&e)
+        );
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let e = serde_json::from_str::<serde_json::Value>(&deep).unwrap_err();
+        assert!(
+            describe(&e).starts_with("the request body is nested too deeply"),
+            "{}",
+            describe(&e)
+        );
+        let e = serde_json::from_str::<serde_json::Value>("{").unwrap_err();
+        assert!(describe(&e).starts_with("the request body is not valid JSON"));
+    }
 
     #[test]
     fn redacts_quoted_values() {

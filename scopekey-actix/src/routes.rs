@@ -350,9 +350,42 @@ struct ListQuery {
 
 /// Parses the query string; empty parameters count as absent.
 fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+    // The parser would read bytes that are not UTF-8 as U+FFFD, silently:
+    // a filter the client never sent.
+    if !decodes_to_utf8(req.query_string()) {
+        return Err(ApiError::BadRequest(
+            "bad query string: it is not UTF-8 once percent-decoded".into(),
+        ));
+    }
     web::Query::<T>::from_query(req.query_string())
         .map(web::Query::into_inner)
         .map_err(crate::json::query_error)
+}
+
+/// Whether a query string's bytes, percent-escapes decoded, are UTF-8.
+fn decodes_to_utf8(query: &str) -> bool {
+    let bytes = query.as_bytes();
+    let hex = |i: usize| {
+        bytes
+            .get(i)
+            .and_then(|b| char::from(*b).to_digit(16))
+            .and_then(|d| u8::try_from(d).ok())
+    };
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match (b, hex(i + 1), hex(i + 2)) {
+            (b'%', Some(high), Some(low)) => {
+                decoded.push(high * 16 + low);
+                i += 3;
+            }
+            _ => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    std::str::from_utf8(&decoded).is_ok()
 }
 
 fn non_empty(v: Option<String>) -> Option<String> {
