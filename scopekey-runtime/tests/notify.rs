@@ -2712,6 +2712,22 @@ async fn automatic_rotation_never_shortens_a_key(db: &TestDb) {
     .unwrap();
     // Due: it expires within the interval.
     assert_eq!(notifier.run_once().await.unwrap().rotated, 1);
+    // One that expires past the next pass, but before the one after, is due
+    // now too: a next pass coming late (behind a slow delivery step) would
+    // find it expired, never rotated.
+    let later = keys
+        .create(
+            auto_rotating("later", &holder.url).expires_at(clock.now() + Duration::seconds(100)),
+            Actor::System,
+        )
+        .await
+        .unwrap();
+    assert_eq!(notifier.run_once().await.unwrap().rotated, 1);
+    assert_eq!(
+        keys.get(later.key.id).await.unwrap().status,
+        Status::Rotating
+    );
+    holder.wait_for(2).await;
     holder.wait_for(1).await;
     let parent = keys.get(old).await.unwrap();
     assert_eq!(

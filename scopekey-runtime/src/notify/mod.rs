@@ -193,7 +193,8 @@
 //! signing secret of that key and its successors, once). When the runtime has a
 //! [rotation webhook secret](crate::ScopeKeyBuilder::rotation_webhook_secret),
 //! the notifier rotates such a key once it is due — when its expiry falls within the runtime's default grace
-//! (or within one pass interval, if that is longer), but a successor never
+//! (or within two pass intervals, if that is longer: a pass that comes late
+//! still finds the key before it expires), but a successor never
 //! before the middle of its lifetime (so a key whose period is no more
 //! than twice that lead, a grace raised after it was created, say, rotates
 //! at its middle) — and posts the
@@ -213,9 +214,12 @@
 //! automatic rotation never shortens the old key's life: its grace is the
 //! runtime's default grace or the time the key has left, whichever is
 //! longer, so the old key keeps working until its own expiry (with a grace
-//! shorter than the pass interval, 0 included, it is rotated up to an
-//! interval before that), and that time is the holder's window to receive
-//! the successor. Keys' own webhooks being `https`, a notifier whose
+//! shorter than two pass intervals, 0 included, it is rotated up to two
+//! intervals before that), and that time is the holder's window to receive
+//! the successor. A rotation period shorter than about four pass intervals
+//! leaves a successor a window (the second half of its life, from its
+//! middle) that a pass may not fall in: keep periods well above the
+//! interval. Keys' own webhooks being `https`, a notifier whose
 //! runtime has a rotation secret (and does not allow insecure rotation
 //! webhooks) needs the system's CA certificates: without them
 //! [`Notifier::new`] fails, as with an `https` endpoint configured, rather
@@ -708,7 +712,7 @@ impl Notifier {
 
     /// Rotates the keys that opted in to automatic rotation (a
     /// `rotation_webhook_url`) and are due: those whose expiry is within the
-    /// runtime's default grace (or one pass interval, if longer); a
+    /// runtime's default grace (or two pass intervals, if longer); a
     /// successor not before the middle of its lifetime. The old key keeps
     /// working until its own expiry: the grace of an automatic rotation is
     /// the default grace or the time the key has left, whichever is longer.
@@ -736,13 +740,16 @@ impl Notifier {
             return Ok(0);
         };
         let grace = keys.default_grace();
-        // Due within the grace, or within one pass interval if the grace is
-        // shorter (with no grace a key would otherwise never be due before
-        // it expired); never earlier than the longest grace a rotation
-        // takes, so the old key keeps its whole life (an interval of more
-        // than a year would otherwise make a key due with more time left).
+        // Due within the grace, or within two pass intervals if the grace
+        // is shorter (with no grace a key would otherwise never be due
+        // before it expired; with one interval, a key due just after this
+        // pass's reach would be expired by a next pass that came late,
+        // behind a slow delivery step, and never rotated); never earlier
+        // than the longest grace a rotation takes, so the old key keeps its
+        // whole life (an interval of more than half a year would otherwise
+        // make a key due with more time left).
         let interval = Duration::try_from(self.inner.config.interval).unwrap_or(Duration::MAX);
-        let lead = grace.max(interval).min(MAX_GRACE);
+        let lead = grace.max(interval.saturating_mul(2)).min(MAX_GRACE);
         let batch = self.inner.config.batch_size;
         let mut rotated = 0;
         // Pages in expiry order; a key left alone (its endpoint disabled, a
