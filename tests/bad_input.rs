@@ -268,37 +268,29 @@ async fn ids_and_queries(db: &TestDb) {
             .await
             .assert_problem(404, None);
     }
-    for query in [
-        "status=bogus",
-        "status=ACTIVE",
-        "cursor=nonsense",
-        "cursor=zz.123",
-        // Signed times: the year -5000, which PostgreSQL cannot hold.
-        "cursor=-30d6d1ed4f08000.00000000000000000000000000000000",
-        "cursor=%2B1.00000000000000000000000000000000",
-        "cursor=.00000000000000000000000000000000",
-        "limit=0",
-        "limit=501",
-        "limit=-1",
-        "limit=ten",
-        "status=active&status=revoked",
-        // Bytes that are not UTF-8 once decoded: not a filter never sent.
-        "name_prefix=%FF",
-        "status=%C3",
-        "name_prefix=ok&%FE=1",
-    ] {
-        let body = app
-            .get(&format!("/api-keys?{query}"))
-            .bearer(&app.admin)
-            .send()
-            .await
-            .assert_problem(400, None);
-        assert!(body["detail"].is_string(), "{query}");
-    }
-    // The reason is kept (the parser's: quoted input redacted).
+    // Each with what its `detail` must say ("": any text), the parser's
+    // reason kept (quoted input redacted).
     for (query, reason) in [
+        ("status=bogus", ""),
+        ("status=ACTIVE", ""),
+        ("cursor=nonsense", ""),
+        ("cursor=zz.123", ""),
+        // Signed times: the year -5000, which PostgreSQL cannot hold.
+        (
+            "cursor=-30d6d1ed4f08000.00000000000000000000000000000000",
+            "",
+        ),
+        ("cursor=%2B1.00000000000000000000000000000000", ""),
+        ("cursor=.00000000000000000000000000000000", ""),
+        ("limit=0", ""),
+        ("limit=501", ""),
+        ("limit=-1", ""),
+        ("limit=ten", ""),
         ("status=active&status=revoked", "duplicate field"),
+        // Bytes that are not UTF-8 once decoded: not a filter never sent.
         ("name_prefix=%FF", "not UTF-8"),
+        ("status=%C3", "not UTF-8"),
+        ("name_prefix=ok&%FE=1", "not UTF-8"),
     ] {
         let body = app
             .get(&format!("/api-keys?{query}"))
@@ -306,7 +298,11 @@ async fn ids_and_queries(db: &TestDb) {
             .send()
             .await
             .assert_problem(400, None);
-        assert!(body["detail"].as_str().unwrap().contains(reason), "{body}");
+        let detail = body["detail"].as_str();
+        assert!(
+            detail.is_some_and(|d| d.contains(reason)),
+            "{query}: {body}"
+        );
     }
     for query in [
         "cursor=nonsense",

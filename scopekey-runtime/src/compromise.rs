@@ -199,6 +199,11 @@ impl ScopeKey {
         self.actor_still_live(actor, "report_compromised").await?;
         let reason = "compromised";
         let details = json!({ "reason": reason, "source": source });
+        let revoking = Revoking {
+            actor,
+            reason,
+            details: &details,
+        };
         let format = self.key_format().clone();
         let mut out = Vec::with_capacity(keys.len());
         // The minted keys listed for the whole report, not per entry: a
@@ -262,11 +267,6 @@ impl ScopeKey {
                 }
             };
             let (minted, minted_truncated) = if walked.insert(record.id) {
-                let revoking = Revoking {
-                    actor,
-                    reason,
-                    details: &details,
-                };
                 let found = self
                     .walk_minted(
                         record.id,
