@@ -256,7 +256,13 @@ impl ScopeKey {
             } else {
                 let kind = event_type::KEY_COMPROMISED;
                 let (_, revoked) = self
-                    .revoke_as(record.id, Some(reason), actor, kind, details.clone())
+                    .revoke_as(
+                        record.id,
+                        Some(revoking.reason),
+                        revoking.actor,
+                        kind,
+                        revoking.details.clone(),
+                    )
                     .await?;
                 // A concurrent revocation may have won; report what is true.
                 if revoked {
