@@ -31,17 +31,24 @@ async fn bad_bodies(db: &TestDb) {
         assert!(body["detail"].is_string());
     }
 
-    // Wrong field types, missing or unknown fields.
-    for body in [
-        json!({ "name": 42, "scopes": ["orders:read"] }),
-        json!({ "name": "x", "scopes": "orders:read" }),
-        json!({ "name": "x", "scopes": [1, 2] }),
-        json!({ "scopes": ["orders:read"] }),
-        json!({ "name": "x" }),
-        json!({ "name": "x", "scopes": ["orders:read"], "expires_in": 60 }),
-        json!({ "name": "x", "scopes": ["orders:read"], "expires_in_seconds": "soon" }),
-        json!({ "name": "x", "scopes": ["orders:read"], "expires_at": "tomorrow" }),
-        json!({ "name": "x", "scopes": ["orders:read"], "metadata": [1] }),
+    // Wrong field types, missing or unknown fields; a value of the wrong
+    // type is named by where it sits (`None`: nothing to point at).
+    for (body, at) in [
+        (json!({ "name": 42, "scopes": ["orders:read"] }), Some("name")),
+        (json!({ "name": "x", "scopes": "orders:read" }), Some("scopes")),
+        (json!({ "name": "x", "scopes": ["orders:read", 2] }), Some("scopes[1]")),
+        (json!({ "scopes": ["orders:read"] }), None),
+        (json!({ "name": "x" }), None),
+        (json!({ "name": "x", "scopes": ["orders:read"], "expires_in": 60 }), None),
+        (
+            json!({ "name": "x", "scopes": ["orders:read"], "expires_in_seconds": "soon" }),
+            Some("expires_in_seconds"),
+        ),
+        (
+            json!({ "name": "x", "scopes": ["orders:read"], "expires_at": "tomorrow" }),
+            Some("expires_at"),
+        ),
+        (json!({ "name": "x", "scopes": ["orders:read"], "metadata": [1] }), Some("metadata")),
     ] {
         let res = app
             .post("/api-keys")
@@ -49,7 +56,31 @@ async fn bad_bodies(db: &TestDb) {
             .json(&body)
             .send()
             .await;
-        res.assert_problem(400, None);
+        let problem = res.assert_problem(400, None);
+        let detail = problem["detail"].as_str().unwrap();
+        match at {
+            Some(at) => assert!(detail.contains(&format!("at `{at}`: ")), "{body} -> {detail}"),
+            None => assert!(!detail.contains(" at `"), "{body} -> {detail}"),
+        }
+    }
+    // A field written in camelCase is pointed to its name.
+    let problem = app
+        .post("/api-keys")
+        .bearer(&app.admin)
+        .json(&json!({ "name": "x", "scopes": ["orders:read"], "expiresInSeconds": 60 }))
+        .send()
+        .await
+        .assert_problem(400, None);
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("did you mean `expires_in_seconds`?"), "{detail}");
+    // The same in the other routes' bodies.
+    for (path, body, at) in [
+        ("/api-keys/compromised", json!({ "keys": ["x", null] }), "keys[1]"),
+        ("/api-keys/compromised", json!({ "keys": [], "revoke_minted": "yes" }), "revoke_minted"),
+    ] {
+        let problem = app.post(path).bearer(&app.admin).json(&body).send().await.assert_problem(400, None);
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains(&format!("at `{at}`: ")), "{body} -> {detail}");
     }
 
     // Bad values: scopes, names, expiry.
@@ -150,6 +181,23 @@ async fn bad_bodies(db: &TestDb) {
         .send()
         .await;
     assert_eq!(res.status, 201, "{}", res.text());
+    // A rotation's and a revocation's bodies name a mistyped value too.
+    let successor = res.json()["id"].as_str().unwrap().to_owned();
+    for (path, body, at) in [
+        ("rotate", json!({ "scopes": ["orders:read", 7] }), "scopes[1]"),
+        ("rotate", json!({ "grace_seconds": "1h" }), "grace_seconds"),
+        ("revoke", json!({ "reason": ["lost"] }), "reason"),
+    ] {
+        let problem = app
+            .post(&format!("/api-keys/{successor}/{path}"))
+            .bearer(&app.admin)
+            .json(&body)
+            .send()
+            .await
+            .assert_problem(400, None);
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains(&format!("at `{at}`: ")), "{body} -> {detail}");
+    }
     // None at all: read as JSON, bad JSON is then a 400.
     let res = app
         .post("/api-keys")

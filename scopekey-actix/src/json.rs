@@ -119,7 +119,66 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
     if !json_or_unlabelled(req) {
         return Err(ApiError::UnsupportedMediaType);
     }
-    serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(describe(&e)))
+    parse(&body).map_err(ApiError::BadRequest)
+}
+
+/// Parses a body as `T`. A value of the wrong type or shape is named by
+/// where it sits in the body (`` at `scopes[1]` ``), so a client need not
+/// count columns.
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let inner = e.inner();
+        // An unknown field's path ends at the field itself, which the
+        // message names already: the place is where it was found.
+        let found_in = usize::from(inner.to_string().starts_with("unknown field"));
+        let segments: Vec<_> = e.path().iter().collect();
+        let at = place(&segments[..segments.len().saturating_sub(found_in)]);
+        describe_at(inner, at.as_deref())
+    })?;
+    // Nothing but blanks after the value, as `serde_json::from_slice` asks.
+    de.end().map_err(|e| describe(&e))?;
+    Ok(value)
+}
+
+/// Where in the body a value sits, as `scopes[1]` or `metadata.team`;
+/// `None` at the top. A name that is not a plain field name (an object's
+/// own keys, such as `metadata`'s, are the caller's input and might be a
+/// key) is shown as `…`.
+fn place(path: &[&serde_path_to_error::Segment]) -> Option<String> {
+    use serde_path_to_error::Segment;
+    use std::fmt::Write;
+    let mut out = String::new();
+    for segment in path {
+        match segment {
+            Segment::Seq { index } => {
+                let _ = write!(out, "[{index}]");
+            }
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(if plain_name(key) { key } else { "…" });
+            }
+            Segment::Unknown => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push('…');
+            }
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// A name shown as it is in messages: lower case, digits and `_`, at most
+/// 32 characters, as the routes' field names are. Anything else is the
+/// caller's input and might hold a key.
+fn plain_name(name: &str) -> bool {
+    name.len() <= 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// Whether the content type is `application/json` or `*/*+json`, or
@@ -146,6 +205,12 @@ fn json_or_unlabelled(req: &HttpRequest) -> bool {
 /// A parser error fit for the client: what is wrong and where, with any
 /// quoted input value redacted (it might be a key).
 fn describe(e: &serde_json::Error) -> String {
+    describe_at(e, None)
+}
+
+/// [`describe`], naming where in the body (`at`, from [`place`]) a value
+/// has the wrong type or shape.
+fn describe_at(e: &serde_json::Error, at: Option<&str>) -> String {
     use serde_json::error::Category;
     let message = e.to_string();
     let what = match e.classify() {
@@ -160,7 +225,50 @@ fn describe(e: &serde_json::Error) -> String {
         Category::Data => "the request body does not have the expected fields and types",
         Category::Io => "the request body could not be read",
     };
-    format!("{what}: {}", redact(&message))
+    let hint = suggestion(&message)
+        .map(|field| format!("; did you mean `{field}`?"))
+        .unwrap_or_default();
+    match at {
+        Some(at) if e.classify() == Category::Data => {
+            format!("{what}: at `{at}`: {}{hint}", redact(&message))
+        }
+        _ => format!("{what}: {}{hint}", redact(&message)),
+    }
+}
+
+/// For an unknown field, the expected field it most likely meant: the same
+/// but for case, `-` and `_` (`expiresInSeconds`, `Expires-In-Seconds`), or
+/// within two edits of it (`expires_in_second`). The unknown name itself
+/// is not repeated unless it is a plain field name (see [`redact`]), so
+/// this is what tells a client writing camelCase what to send.
+fn suggestion(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (unknown, rest) = rest.split_once('`')?;
+    // Longer names are nobody's typo of a field name.
+    if unknown.len() > 64 {
+        return None;
+    }
+    let (_, expected) = rest.split_once("expected")?;
+    let normal = |name: &str| -> String {
+        name.chars()
+            .filter(|c| !matches!(c, '-' | '_'))
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let unknown = normal(unknown);
+    expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|field| {
+            (
+                scopekey_core::edit_distance(&unknown, &normal(field)),
+                field,
+            )
+        })
+        .filter(|(distance, _)| *distance <= 2)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, field)| field)
 }
 
 /// A parser message as kept in an error: quoted values redacted, and
@@ -194,11 +302,7 @@ fn redact_quoted(message: &str) -> String {
             return out;
         };
         let inner = &after[..close];
-        let field_name = quote == "`"
-            && inner.len() <= 32
-            && inner
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        let field_name = quote == "`" && plain_name(inner);
         out.push_str(if field_name { inner } else { "…" });
         out.push_str(quote);
         rest = &after[close + 1..];
@@ -277,6 +381,53 @@ mod tests {
             redact("unknown field `sk_ABC`, expected `name` or `scopes`"),
             "unknown field `…`, expected `name` or `scopes`"
         );
+    }
+
+    /// A mistyped value is named by where it sits; names that are the
+    /// caller's input, not a field's, are not repeated.
+    #[test]
+    fn names_where_a_value_is_mistyped() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Body {
+            scopes: Vec<String>,
+            metadata: Option<std::collections::HashMap<String, Vec<u32>>>,
+        }
+        let at = |json: &str| parse::<Body>(json.as_bytes()).unwrap_err();
+        let shown = at(r#"{"scopes": ["a:b", 1]}"#);
+        assert!(shown.contains("at `scopes[1]`: invalid type"), "{shown}");
+        let shown = at(r#"{"scopes": [], "metadata": {"team": [1, "x"]}}"#);
+        assert!(shown.contains("at `metadata.team[1]`: "), "{shown}");
+        let key = "sk_4kQ9rT2mXbV7nL1pZ8sW3yH6jD0fG5cAe1B2c3";
+        let shown = at(&format!(r#"{{"scopes": [], "metadata": {{"{key}": "x"}}}}"#));
+        assert!(shown.contains("at `metadata.…`: "), "{shown}");
+        assert!(!shown.contains(&key[3..12]), "{shown}");
+        // Nothing to point at: a missing field, an unknown one at the top,
+        // trailing text.
+        let shown = at(r#"{"scopes": [], "expires_in": 1}"#);
+        assert!(shown.contains("unknown field `expires_in`") && !shown.contains(" at `"), "{shown}");
+        // A field written another way is pointed to its name, without
+        // being repeated unless it is a plain one.
+        for (sent, meant) in [
+            ("metaData", Some("metadata")),
+            ("Scopes", Some("scopes")),
+            ("meta-data", Some("metadata")),
+            ("metadta", Some("metadata")),
+            ("colour", None),
+        ] {
+            let shown = at(&format!(r#"{{"scopes": [], "{sent}": 1}}"#));
+            match meant {
+                Some(meant) => assert!(shown.ends_with(&format!("; did you mean `{meant}`?")), "{shown}"),
+                None => assert!(!shown.contains("did you mean"), "{shown}"),
+            }
+            assert!(!shown.contains(sent) || plain_name(sent), "{shown}");
+        }
+        let shown = at("{}");
+        assert!(shown.contains("missing field `scopes`") && !shown.contains(" at `"), "{shown}");
+        let shown = at(r#"{"scopes": []} x"#);
+        assert!(shown.starts_with("the request body is not valid JSON"), "{shown}");
+        assert!(parse::<Body>(br#" {"scopes": ["a:b"]} "#).is_ok());
     }
 
     /// What [`COMPROMISED_LIMIT`]'s docs promise.

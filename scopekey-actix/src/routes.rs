@@ -89,7 +89,10 @@
 //! Failures particular to these routes: 404 for an id that names no key (or
 //! is not a UUID), on `/{id}/events` too; 409 for a rotation of a key already rotated, revoked or
 //! expired (two concurrent rotations of one key: one 201, one 409); 400 for a
-//! bad body or query value; 413 for a body over the limit; 415 for a body
+//! bad body or query value (a body's `detail` names where a value of the
+//! wrong type sits, `` at `scopes[1]` ``, and an unknown field's likely
+//! meaning, `` did you mean `expires_in_seconds`? ``: field names are
+//! snake_case); 413 for a body over the limit; 415 for a body
 //! of another content type, or compressed (any `Content-Encoding` but
 //! `identity`: it is not decoded). A rotation or revocation whose client
 //! hangs up still completes: a rotation retried then answers 409 (find the
