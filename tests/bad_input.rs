@@ -34,12 +34,24 @@ async fn bad_bodies(db: &TestDb) {
     // Wrong field types, missing or unknown fields; a value of the wrong
     // type is named by where it sits (`None`: nothing to point at).
     for (body, at) in [
-        (json!({ "name": 42, "scopes": ["orders:read"] }), Some("name")),
-        (json!({ "name": "x", "scopes": "orders:read" }), Some("scopes")),
-        (json!({ "name": "x", "scopes": ["orders:read", 2] }), Some("scopes[1]")),
+        (
+            json!({ "name": 42, "scopes": ["orders:read"] }),
+            Some("name"),
+        ),
+        (
+            json!({ "name": "x", "scopes": "orders:read" }),
+            Some("scopes"),
+        ),
+        (
+            json!({ "name": "x", "scopes": ["orders:read", 2] }),
+            Some("scopes[1]"),
+        ),
         (json!({ "scopes": ["orders:read"] }), None),
         (json!({ "name": "x" }), None),
-        (json!({ "name": "x", "scopes": ["orders:read"], "expires_in": 60 }), None),
+        (
+            json!({ "name": "x", "scopes": ["orders:read"], "expires_in": 60 }),
+            None,
+        ),
         (
             json!({ "name": "x", "scopes": ["orders:read"], "expires_in_seconds": "soon" }),
             Some("expires_in_seconds"),
@@ -48,7 +60,10 @@ async fn bad_bodies(db: &TestDb) {
             json!({ "name": "x", "scopes": ["orders:read"], "expires_at": "tomorrow" }),
             Some("expires_at"),
         ),
-        (json!({ "name": "x", "scopes": ["orders:read"], "metadata": [1] }), Some("metadata")),
+        (
+            json!({ "name": "x", "scopes": ["orders:read"], "metadata": [1] }),
+            Some("metadata"),
+        ),
     ] {
         let res = app
             .post("/api-keys")
@@ -59,7 +74,10 @@ async fn bad_bodies(db: &TestDb) {
         let problem = res.assert_problem(400, None);
         let detail = problem["detail"].as_str().unwrap();
         match at {
-            Some(at) => assert!(detail.contains(&format!("at `{at}`: ")), "{body} -> {detail}"),
+            Some(at) => assert!(
+                detail.contains(&format!("at `{at}`: ")),
+                "{body} -> {detail}"
+            ),
             None => assert!(!detail.contains(" at `"), "{body} -> {detail}"),
         }
     }
@@ -72,15 +90,35 @@ async fn bad_bodies(db: &TestDb) {
         .await
         .assert_problem(400, None);
     let detail = problem["detail"].as_str().unwrap();
-    assert!(detail.contains("did you mean `expires_in_seconds`?"), "{detail}");
+    assert!(
+        detail.contains("did you mean `expires_in_seconds`?"),
+        "{detail}"
+    );
     // The same in the other routes' bodies.
     for (path, body, at) in [
-        ("/api-keys/compromised", json!({ "keys": ["x", null] }), "keys[1]"),
-        ("/api-keys/compromised", json!({ "keys": [], "revoke_minted": "yes" }), "revoke_minted"),
+        (
+            "/api-keys/compromised",
+            json!({ "keys": ["x", null] }),
+            "keys[1]",
+        ),
+        (
+            "/api-keys/compromised",
+            json!({ "keys": [], "revoke_minted": "yes" }),
+            "revoke_minted",
+        ),
     ] {
-        let problem = app.post(path).bearer(&app.admin).json(&body).send().await.assert_problem(400, None);
+        let problem = app
+            .post(path)
+            .bearer(&app.admin)
+            .json(&body)
+            .send()
+            .await
+            .assert_problem(400, None);
         let detail = problem["detail"].as_str().unwrap();
-        assert!(detail.contains(&format!("at `{at}`: ")), "{body} -> {detail}");
+        assert!(
+            detail.contains(&format!("at `{at}`: ")),
+            "{body} -> {detail}"
+        );
     }
 
     // Bad values: scopes, names, expiry.
@@ -184,7 +222,11 @@ async fn bad_bodies(db: &TestDb) {
     // A rotation's and a revocation's bodies name a mistyped value too.
     let successor = res.json()["id"].as_str().unwrap().to_owned();
     for (path, body, at) in [
-        ("rotate", json!({ "scopes": ["orders:read", 7] }), "scopes[1]"),
+        (
+            "rotate",
+            json!({ "scopes": ["orders:read", 7] }),
+            "scopes[1]",
+        ),
         ("rotate", json!({ "grace_seconds": "1h" }), "grace_seconds"),
         ("revoke", json!({ "reason": ["lost"] }), "reason"),
     ] {
@@ -196,7 +238,10 @@ async fn bad_bodies(db: &TestDb) {
             .await
             .assert_problem(400, None);
         let detail = problem["detail"].as_str().unwrap();
-        assert!(detail.contains(&format!("at `{at}`: ")), "{body} -> {detail}");
+        assert!(
+            detail.contains(&format!("at `{at}`: ")),
+            "{body} -> {detail}"
+        );
     }
     // None at all: read as JSON, bad JSON is then a 400.
     let res = app

@@ -400,13 +400,18 @@ mod tests {
         let shown = at(r#"{"scopes": [], "metadata": {"team": [1, "x"]}}"#);
         assert!(shown.contains("at `metadata.team[1]`: "), "{shown}");
         let key = "sk_4kQ9rT2mXbV7nL1pZ8sW3yH6jD0fG5cAe1B2c3";
-        let shown = at(&format!(r#"{{"scopes": [], "metadata": {{"{key}": "x"}}}}"#));
+        let shown = at(&format!(
+            r#"{{"scopes": [], "metadata": {{"{key}": "x"}}}}"#
+        ));
         assert!(shown.contains("at `metadata.…`: "), "{shown}");
         assert!(!shown.contains(&key[3..12]), "{shown}");
         // Nothing to point at: a missing field, an unknown one at the top,
         // trailing text.
         let shown = at(r#"{"scopes": [], "expires_in": 1}"#);
-        assert!(shown.contains("unknown field `expires_in`") && !shown.contains(" at `"), "{shown}");
+        assert!(
+            shown.contains("unknown field `expires_in`") && !shown.contains(" at `"),
+            "{shown}"
+        );
         // A field written another way is pointed to its name, without
         // being repeated unless it is a plain one.
         for (sent, meant) in [
@@ -418,15 +423,24 @@ mod tests {
         ] {
             let shown = at(&format!(r#"{{"scopes": [], "{sent}": 1}}"#));
             match meant {
-                Some(meant) => assert!(shown.ends_with(&format!("; did you mean `{meant}`?")), "{shown}"),
+                Some(meant) => assert!(
+                    shown.ends_with(&format!("; did you mean `{meant}`?")),
+                    "{shown}"
+                ),
                 None => assert!(!shown.contains("did you mean"), "{shown}"),
             }
             assert!(!shown.contains(sent) || plain_name(sent), "{shown}");
         }
         let shown = at("{}");
-        assert!(shown.contains("missing field `scopes`") && !shown.contains(" at `"), "{shown}");
+        assert!(
+            shown.contains("missing field `scopes`") && !shown.contains(" at `"),
+            "{shown}"
+        );
         let shown = at(r#"{"scopes": []} x"#);
-        assert!(shown.starts_with("the request body is not valid JSON"), "{shown}");
+        assert!(
+            shown.starts_with("the request body is not valid JSON"),
+            "{shown}"
+        );
         assert!(parse::<Body>(br#" {"scopes": ["a:b"]} "#).is_ok());
     }
 

@@ -2577,6 +2577,126 @@ async fn no_secret_no_rotation(db: &TestDb) {
 }
 both_backends!(no_secret_no_rotation_works, no_secret_no_rotation);
 
+/// With no rotation secret on any instance (automatic rotation turned off
+/// while successors were still pending), no sender claims a sealed
+/// successor: each pass leaves it while its key (the successor) is live,
+/// and gives it up once that key is revoked or expired, the payload erased
+/// and `webhook.failed` audited on the successor's log, counting no
+/// attempt and sending nothing.
+async fn sealed_successors_of_dead_keys(db: &TestDb) {
+    let e = env(db).await;
+    let holder = Receiver::start().await;
+    let with_secret = auto_runtime(Arc::clone(&db.store), &e.clock);
+    let rotator = Notifier::new(
+        with_secret.clone(),
+        Outbox::connect(&db.url).await.unwrap(),
+        config(&e.receiver),
+    )
+    .unwrap();
+    let mut parents = Vec::new();
+    for name in ["to revoke", "to expire"] {
+        let created = with_secret
+            .create(
+                auto_rotating(name, &holder.url).expires_at(e.clock.now() + Duration::hours(12)),
+                Actor::System,
+            )
+            .await
+            .unwrap();
+        parents.push(created.key.id);
+    }
+    holder.script([Reply::Status(500), Reply::Status(500)]);
+    let pass = rotator.run_once().await.unwrap();
+    assert_eq!((pass.rotated, pass.deliveries.retried), (2, 2), "{pass:?}");
+    holder.wait_for(2).await;
+    let mut successors = Vec::new();
+    for parent in &parents {
+        successors.push(with_secret.lineage(*parent).await.unwrap()[1].clone());
+    }
+    let (revoked, expiring) = (&successors[0], &successors[1]);
+    let outbox = e.notifier.outbox();
+    let delivery = |key: KeyId| async move {
+        let mut found = outbox
+            .deliveries(&DeliveryFilter {
+                key_id: Some(key),
+                event_type: Some(event_type::KEY_ROTATED.into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        found.remove(0)
+    };
+    let pending = |d: &scopekey_runtime::notify::Delivery| {
+        assert_eq!((d.state, d.attempts), (DeliveryState::Pending, 1), "{d:?}");
+        assert!(d.payload.starts_with("sealed:"), "{d:?}");
+    };
+    let given_up = |d: &scopekey_runtime::notify::Delivery| {
+        assert_eq!(
+            (d.state, d.payload.as_str(), d.attempts),
+            (DeliveryState::Failed, "", 1),
+            "{d:?}"
+        );
+        assert!(
+            d.last_error
+                .as_deref()
+                .unwrap()
+                .contains("revoked or expired"),
+            "{d:?}"
+        );
+    };
+
+    // From now on only notifiers without a secret run: while the
+    // successors are live their deliveries wait, untouched.
+    for _ in 0..3 {
+        e.clock.advance(Duration::hours(2));
+        let pass = e.notifier.run_once().await.unwrap();
+        assert_eq!(pass.given_up, 0, "{pass:?}");
+    }
+    pending(&delivery(revoked.id).await);
+    pending(&delivery(expiring.id).await);
+
+    // One successor revoked: its delivery is given up by the next pass.
+    e.keys
+        .revoke(revoked.id, None, Actor::System)
+        .await
+        .unwrap();
+    let pass = e.notifier.run_once().await.unwrap();
+    assert_eq!(pass.given_up, 1, "{pass:?}");
+    given_up(&delivery(revoked.id).await);
+    pending(&delivery(expiring.id).await);
+
+    // The other once its expiry has passed (not before).
+    let expires_at = expiring.expires_at.expect("an automatic successor expires");
+    e.clock.set(expires_at - Duration::seconds(1));
+    assert_eq!(e.notifier.run_once().await.unwrap().given_up, 0);
+    pending(&delivery(expiring.id).await);
+    e.clock.set(expires_at);
+    assert_eq!(e.notifier.run_once().await.unwrap().given_up, 1);
+    given_up(&delivery(expiring.id).await);
+
+    for successor in [revoked, expiring] {
+        let failed = events_of(&e.keys, successor.id, webhook_event::WEBHOOK_FAILED).await;
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        let details = &failed[0].details;
+        assert_eq!(
+            details["delivery_id"],
+            delivery(successor.id).await.id.to_string()
+        );
+        assert!(
+            details["error"]
+                .as_str()
+                .unwrap()
+                .contains("revoked or expired"),
+            "{details}"
+        );
+    }
+    assert_eq!(holder.count(), 2, "nothing sent after the first attempts");
+}
+both_backends!(
+    sealed_successors_of_dead_keys_are_given_up_without_a_secret,
+    sealed_successors_of_dead_keys
+);
+
 /// The `action` of the one `key.expiring` notice `receiver` got for `id`.
 fn notice_action(receiver: &Receiver, id: KeyId) -> String {
     let notices: Vec<Value> = receiver

@@ -153,6 +153,14 @@
 //! comes due, a full period later. Disable a holder's endpoint for good,
 //! not for maintenance.
 //!
+//! **Successors of dead keys.** Each pass also gives up the pending sealed
+//! deliveries whose successor was revoked or has expired (or is gone):
+//! failed with that reason, the sealed payload erased, audited as
+//! `webhook.failed`, whichever notifier runs the pass (one with no
+//! rotation secret too, so that turning automatic rotation off while
+//! successors were still pending leaves no sealed plaintext behind for
+//! ever). A delivery a sender holds a lease on is left to that sender.
+//!
 //! **One bad key stops nothing.** A pass rotates, records notices, then
 //! delivers, gives up and prunes, each whatever the earlier steps
 //! returned: a rotation or notice that fails does not hold up the
@@ -338,8 +346,9 @@ pub struct PassReport {
     pub expired: usize,
     /// Delivery attempts.
     pub deliveries: DeliveryReport,
-    /// Sealed successors given up because their endpoint is disabled
-    /// (audited as `webhook.failed`; not counted in `deliveries`).
+    /// Sealed successors given up because their endpoint is disabled or
+    /// their key (the successor) was revoked or expired (audited as
+    /// `webhook.failed`; not counted in `deliveries`).
     pub given_up: usize,
     /// Finished deliveries deleted, past their retention.
     pub pruned: usize,
@@ -564,7 +573,7 @@ impl Notifier {
         let rotated = self.rotate_due_or_stop(stop).await;
         let notices = self.record_notices_or_stop(stop).await;
         let deliveries = self.deliver_due_or_stop(stop).await;
-        let given_up = self.give_up_disabled(stop).await;
+        let given_up = self.give_up_hopeless(stop).await;
         let pruned = self.prune_deliveries_or_stop(stop).await;
         let (rotated, (notices, expired), deliveries, given_up, pruned) =
             (rotated?, notices?, deliveries?, given_up?, pruned?);
@@ -578,35 +587,54 @@ impl Notifier {
         })
     }
 
-    /// Gives up the deliveries still pending to a key's own rotation
-    /// webhook that is disabled, a batch of 1,000 at a time (at most 100 a
-    /// pass). Disabling such an endpoint gives up its deliveries at once;
-    /// this catches a successor enqueued by a rotation that checked the
-    /// endpoint just before another instance disabled it. How many.
-    async fn give_up_disabled(&self, stop: &Stop) -> Result<usize, NotifyError> {
+    /// Gives up the sealed successors still pending that can no longer be
+    /// of use, a batch of 1,000 at a time (at most 100 a pass each):
+    ///
+    /// - those to a key's own rotation webhook that is disabled. Disabling
+    ///   such an endpoint gives up its deliveries at once; this catches a
+    ///   successor enqueued by a rotation that checked the endpoint just
+    ///   before another instance disabled it;
+    /// - those whose successor is revoked, expired or gone. A sender that
+    ///   cannot open such a delivery gives it up when it claims it, but
+    ///   with no rotation secret on any instance (automatic rotation turned
+    ///   off while successors were still pending) nothing claims it: it
+    ///   would keep its sealed plaintext for ever.
+    ///
+    /// How many.
+    async fn give_up_hopeless(&self, stop: &Stop) -> Result<usize, NotifyError> {
         const BATCH: u32 = 1_000;
         let mut given_up = 0;
-        for _ in 0..MAX_ROUNDS {
-            if stop.requested() {
-                break;
+        for (which, what) in [
+            (
+                outbox::Hopeless::Disabled(None),
+                "gave up sealed successors pending to disabled endpoints",
+            ),
+            (
+                outbox::Hopeless::KeyNotLive,
+                "gave up sealed successors of keys revoked, expired or gone",
+            ),
+        ] {
+            let mut these = 0;
+            for _ in 0..MAX_ROUNDS {
+                if stop.requested() {
+                    break;
+                }
+                let now = self.inner.keys.now();
+                let n = self
+                    .inner
+                    .outbox
+                    .backend
+                    .give_up_sealed(which, now, BATCH)
+                    .await?;
+                these += usize::try_from(n).unwrap_or(usize::MAX);
+                if n < u64::from(BATCH) {
+                    break;
+                }
             }
-            let now = self.inner.keys.now();
-            let n = self
-                .inner
-                .outbox
-                .backend
-                .give_up_disabled(now, BATCH)
-                .await?;
-            given_up += usize::try_from(n).unwrap_or(usize::MAX);
-            if n < u64::from(BATCH) {
-                break;
+            if these > 0 {
+                tracing::warn!(given_up = these, "{what}");
             }
-        }
-        if given_up > 0 {
-            tracing::warn!(
-                given_up,
-                "gave up sealed successors pending to disabled endpoints"
-            );
+            given_up += these;
         }
         Ok(given_up)
     }

@@ -217,6 +217,24 @@ pub(crate) enum Completion {
 pub(crate) const ENDPOINT_DISABLED: &str =
     "given up without another attempt: the endpoint was disabled";
 
+/// The last error of a sealed successor given up without another attempt
+/// because its key (the successor) was revoked or expired, or is gone: its
+/// plaintext is of no use to anyone then.
+pub(crate) const KEY_NOT_LIVE: &str =
+    "given up without another attempt: its key was revoked or expired";
+
+/// Which pending sealed successors to give up (see
+/// [`Backend::give_up_sealed`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Hopeless {
+    /// Those to a disabled endpoint (to this one alone, if given), with
+    /// [`ENDPOINT_DISABLED`].
+    Disabled(Option<Uuid>),
+    /// Those whose key is revoked, expired at the time given, or gone, with
+    /// [`KEY_NOT_LIVE`].
+    KeyNotLive,
+}
+
 /// A delivery given up, as its `webhook.failed` audit event describes it.
 #[derive(Debug, Clone)]
 pub(crate) struct GivenUp<'a> {
@@ -345,7 +363,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Enables (`disable = None`) or disables an endpoint; whether it changed.
     /// Disabling an endpoint also gives up its pending deliveries of sealed
     /// successors in the same transaction, as
-    /// [`give_up_disabled`](Self::give_up_disabled) does.
+    /// [`give_up_sealed`](Self::give_up_sealed) does.
     async fn set_endpoint_disabled(
         &self,
         url: &str,
@@ -411,7 +429,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// already). Whether anything changed. A delivery that finishes
     /// (delivered or failed) loses a sealed payload (`erase_sealed!`). A
     /// 410 that disables an endpoint also gives up its other pending
-    /// deliveries of sealed successors, as [`give_up_disabled`](Self::give_up_disabled)
+    /// deliveries of sealed successors, as [`give_up_sealed`](Self::give_up_sealed)
     /// does.
     async fn complete(
         &self,
@@ -426,14 +444,27 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn release(&self, claims: &[(Uuid, Uuid)]) -> Result<u64, StoreError>;
 
     /// Gives up the pending deliveries of sealed successors (a key's own
-    /// rotation webhook's; at most `limit`) to disabled endpoints, except those a sender holds a lease on at
-    /// `at` (their sender records them): each is marked failed at `at` with
-    /// [`ENDPOINT_DISABLED`] as its error, loses its sealed payload
-    /// (`erase_sealed!`) and gets its `webhook.failed` event, in one
-    /// transaction. Disabling an endpoint does this for its own deliveries;
-    /// this catches the ones left (a successor enqueued by a rotation that
-    /// raced the disabling). How many.
-    async fn give_up_disabled(&self, at: OffsetDateTime, limit: u32) -> Result<u64, StoreError>;
+    /// rotation webhook's; at most `limit`) that `which` names, except
+    /// those a sender holds a lease on at `at` (their sender records them):
+    /// each is marked failed at `at` with the error `which` gives, loses
+    /// its sealed payload (`erase_sealed!`) and gets its `webhook.failed`
+    /// event, in one transaction. How many.
+    ///
+    /// - [`Hopeless::Disabled`]: to a disabled endpoint. Disabling an
+    ///   endpoint does this for its own deliveries; this catches the ones
+    ///   left (a successor enqueued by a rotation that raced the
+    ///   disabling).
+    /// - [`Hopeless::KeyNotLive`]: whose successor is revoked or expired at
+    ///   `at`, or gone. A sender gives up such a delivery it cannot open
+    ///   when it claims it; this also reaches those no sender claims (no
+    ///   instance holds a rotation secret any more), which would otherwise
+    ///   keep their sealed plaintext for ever.
+    async fn give_up_sealed(
+        &self,
+        which: Hopeless,
+        at: OffsetDateTime,
+        limit: u32,
+    ) -> Result<u64, StoreError>;
 
     /// Deletes up to `limit` finished deliveries (delivered or failed) that
     /// finished before `before`; how many.

@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use super::outbox::{
     Backend, Claimed, Completion, Delivery, DeliveryFilter, DeliveryState, DuePosition,
-    DueRotation, ENDPOINT_DISABLED, Endpoint, GivenUp, NewNotice, Notice, NoticeKind, body,
-    erase_sealed, key_event_data, subscribed, uuid_at,
+    DueRotation, ENDPOINT_DISABLED, Endpoint, GivenUp, Hopeless, KEY_NOT_LIVE, NewNotice, Notice,
+    NoticeKind, body, erase_sealed, key_event_data, subscribed, uuid_at,
 };
 use crate::error::StoreError;
 use crate::key::KeyId;
@@ -121,16 +121,19 @@ async fn insert_event(conn: &mut SqliteConnection, e: &AuditEvent) -> Result<(),
     Ok(())
 }
 
-/// Gives up the pending deliveries of sealed successors to disabled
-/// endpoints (to
-/// `endpoint` alone, if given), at most `limit`, inside the caller's
-/// transaction: see [`Backend::give_up_disabled`].
-async fn give_up_disabled(
+/// Gives up the pending deliveries of sealed successors that `which`
+/// names, at most `limit`, inside the caller's transaction: see
+/// [`Backend::give_up_sealed`].
+async fn give_up_sealed(
     conn: &mut SqliteConnection,
-    endpoint: Option<Uuid>,
+    which: Hopeless,
     at: OffsetDateTime,
     limit: i64,
 ) -> Result<u64, StoreError> {
+    let (endpoint, error) = match which {
+        Hopeless::Disabled(endpoint) => (endpoint, ENDPOINT_DISABLED),
+        Hopeless::KeyNotLive => (None, KEY_NOT_LIVE),
+    };
     let rows = sqlx::query(concat!(
         "UPDATE scopekey_deliveries SET state = 'failed', ",
         erase_sealed!(),
@@ -138,17 +141,20 @@ async fn give_up_disabled(
          WHERE id IN (SELECT d.id FROM scopekey_deliveries d \
              JOIN scopekey_webhook_endpoints e ON e.id = d.endpoint_id \
              WHERE d.state = 'pending' AND substr(d.payload, 1, 7) = 'sealed:' \
-             AND e.disabled_at IS NOT NULL \
              AND (d.claimed_until IS NULL OR d.claimed_until <= ?1) \
-             AND (?3 IS NULL OR d.endpoint_id = ?3) \
+             AND CASE WHEN ?5 THEN NOT EXISTS (SELECT 1 FROM scopekey_keys k \
+                     WHERE k.id = d.key_id AND k.revoked_at IS NULL \
+                     AND (k.expires_at IS NULL OR k.expires_at > ?1)) \
+                 ELSE e.disabled_at IS NOT NULL AND (?3 IS NULL OR d.endpoint_id = ?3) END \
              ORDER BY d.id LIMIT ?4) \
          RETURNING id, endpoint_id, event_id, event_type, key_id, attempts, last_status, \
              (SELECT e.url FROM scopekey_webhook_endpoints e WHERE e.id = endpoint_id) AS url"
     ))
     .bind(micros(at))
-    .bind(ENDPOINT_DISABLED)
+    .bind(error)
     .bind(endpoint.map(|e| e.to_string()))
     .bind(limit)
+    .bind(matches!(which, Hopeless::KeyNotLive))
     .fetch_all(&mut *conn)
     .await?;
     for r in &rows {
@@ -166,7 +172,7 @@ async fn give_up_disabled(
             attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
             last_status: status.and_then(|s| u16::try_from(s).ok()),
         };
-        insert_event(conn, &given_up.event(at, ENDPOINT_DISABLED)).await?;
+        insert_event(conn, &given_up.event(at, error)).await?;
     }
     Ok(rows.len() as u64)
 }
@@ -412,7 +418,8 @@ impl Backend for SqliteOutbox {
                 .fetch_optional(&mut *tx)
                 .await?;
                 if let Some(id) = &disabled {
-                    give_up_disabled(&mut tx, Some(uuid(id)?), at, i64::MAX).await?;
+                    give_up_sealed(&mut tx, Hopeless::Disabled(Some(uuid(id)?)), at, i64::MAX)
+                        .await?;
                 }
                 disabled.is_some()
             }
@@ -698,8 +705,13 @@ impl Backend for SqliteOutbox {
                                 > 0;
                             if disabled {
                                 insert_event(&mut tx, event).await?;
-                                give_up_disabled(&mut tx, Some(claimed.endpoint_id), *at, i64::MAX)
-                                    .await?;
+                                give_up_sealed(
+                                    &mut tx,
+                                    Hopeless::Disabled(Some(claimed.endpoint_id)),
+                                    *at,
+                                    i64::MAX,
+                                )
+                                .await?;
                             }
                         }
                     }
@@ -731,9 +743,14 @@ impl Backend for SqliteOutbox {
         Ok(released)
     }
 
-    async fn give_up_disabled(&self, at: OffsetDateTime, limit: u32) -> Result<u64, StoreError> {
+    async fn give_up_sealed(
+        &self,
+        which: Hopeless,
+        at: OffsetDateTime,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let n = give_up_disabled(&mut tx, None, at, i64::from(limit)).await?;
+        let n = give_up_sealed(&mut tx, which, at, i64::from(limit)).await?;
         tx.commit().await?;
         Ok(n)
     }
