@@ -8,7 +8,8 @@
 //!   (trybuild cannot test that, see its manifest), checked the same way;
 //!   `tests/ui-catalogue-broken/`, `tests/ui-catalogue-typo/` and
 //!   `tests/ui-catalogue-misplaced/`: crates whose catalogue is malformed,
-//!   or whose list or table is misspelt.
+//!   or whose list or table is misspelt; `tests/ui-catalogue-broken/<variant>/`
+//!   the diagnostics of the broken crate with other malformed tables.
 //!
 //! `TRYBUILD=overwrite cargo test --test trybuild` rewrites the `.stderr`
 //! files; read them before committing, they are what users see.
@@ -73,6 +74,21 @@ fn broken_catalogue() {
     check_fixture("ui-catalogue-broken");
 }
 
+/// The other ways a catalogue can be malformed, each the broken crate with
+/// its table's body replaced (`tests/ui-catalogue-broken/<variant>/`):
+/// both macros say what is wrong, at the macro's call.
+#[test]
+fn other_catalogue_mistakes() {
+    for variant in [
+        ("empty", "scopes = []"),
+        ("not-a-list", "scopes = \"orders:read\""),
+        ("not-text", "scopes = [\"orders:read\", 7]"),
+        ("no-list", ""),
+    ] {
+        check_variant("ui-catalogue-broken", Some(variant));
+    }
+}
+
 /// A crate whose catalogue is misspelt (`scope = [...]`): an error naming
 /// the key, not a crate without a catalogue (tests/ui-catalogue-typo).
 #[test]
@@ -96,11 +112,31 @@ fn misplaced_catalogue() {
 /// The fixtures share one target directory, so the macro crate is built
 /// once for all. Returns the target directory and the project's copy.
 fn check_fixture(name: &str) -> (PathBuf, PathBuf) {
+    check_variant(name, None)
+}
+
+/// [`check_fixture`] of `name`, or of a variant of it: `(variant, table)`
+/// replaces the body of its `[package.metadata.scopekey]` table with
+/// `table`, and the diagnostics expected are in
+/// `tests/<name>/<variant>/<bin>.stderr`.
+fn check_variant(name: &str, variant: Option<(&str, &str)>) -> (PathBuf, PathBuf) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let fixture = root.join("tests").join(name);
     let target = target_dir().join("tests/ui-catalogue");
-    let project = target.join(name);
-    let bins = copy_fixture(root, &fixture, &project);
+    let project = match variant {
+        Some((variant, _)) => target.join(format!("{name}-{variant}")),
+        None => target.join(name),
+    };
+    let bins = copy_fixture(root, &fixture, &project, variant.map(|(_, table)| table));
+    let expected_at = |source: &Path| match variant {
+        Some((variant, _)) => fixture.join(variant).join(
+            source
+                .with_extension("stderr")
+                .file_name()
+                .expect("file name"),
+        ),
+        None => source.with_extension("stderr"),
+    };
 
     let output = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
         .current_dir(&project)
@@ -148,13 +184,14 @@ fn check_fixture(name: &str) -> (PathBuf, PathBuf) {
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or_default();
-        let stderr_path = source.with_extension("stderr");
+        let stderr_path = expected_at(source);
         let actual = found.remove(name).unwrap_or_default();
         let expected = fs::read_to_string(&stderr_path).unwrap_or_default();
         if actual == expected {
             continue;
         }
         if overwrite && !actual.is_empty() {
+            fs::create_dir_all(stderr_path.parent().expect("a folder")).expect("create folder");
             fs::write(&stderr_path, &actual).expect("write .stderr");
             eprintln!("wrote {}", stderr_path.display());
         } else {
@@ -179,9 +216,10 @@ fn check_fixture(name: &str) -> (PathBuf, PathBuf) {
 }
 
 /// Makes `project` a copy of the fixture crate whose dependency points back
-/// at this workspace; returns the fixture's `src/bin/*.rs`. Files are only
-/// rewritten when they change, so the check stays incremental.
-fn copy_fixture(root: &Path, fixture: &Path, project: &Path) -> Vec<PathBuf> {
+/// at this workspace (and whose catalogue table holds `table` instead, if
+/// given); returns the fixture's `src/bin/*.rs`. Files are only rewritten
+/// when they change, so the check stays incremental.
+fn copy_fixture(root: &Path, fixture: &Path, project: &Path, table: Option<&str>) -> Vec<PathBuf> {
     let write = |path: PathBuf, text: &str| {
         if fs::read_to_string(&path).ok().as_deref() != Some(text) {
             fs::write(&path, text).expect("write fixture copy");
@@ -200,6 +238,17 @@ fn copy_fixture(root: &Path, fixture: &Path, project: &Path) -> Vec<PathBuf> {
         manifest.contains(&*macros.to_string_lossy()),
         "dependency not rewritten"
     );
+    let manifest = match table {
+        Some(table) => {
+            const HEADER: &str = "[package.metadata.scopekey]\n";
+            let start = manifest.find(HEADER).expect("a catalogue table") + HEADER.len();
+            let end = manifest[start..]
+                .find("\n\n")
+                .map_or(manifest.len(), |end| start + end);
+            format!("{}{table}{}", &manifest[..start], &manifest[end..])
+        }
+        None => manifest,
+    };
     write(project.join("Cargo.toml"), &manifest);
     write(
         project.join("Cargo.lock"),

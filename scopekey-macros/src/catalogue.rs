@@ -62,12 +62,19 @@ impl Catalogue {
             ));
         };
         let DeValue::Array(scopes) = scopes.get_ref() else {
-            return Err(format!("{WHERE} must be an array of strings"));
+            return Err(format!(
+                "{WHERE} must be an array of strings (`{KEY} = [\"orders:read\"]`), not {}",
+                kind(scopes.get_ref())
+            ));
         };
         let mut entries = Vec::with_capacity(scopes.len());
-        for scope in scopes.iter() {
+        for (i, scope) in scopes.iter().enumerate() {
             let DeValue::String(text) = scope.get_ref() else {
-                return Err(format!("{WHERE} must be an array of strings"));
+                return Err(format!(
+                    "{WHERE} must be an array of strings: entry {} is {}",
+                    i + 1,
+                    kind(scope.get_ref())
+                ));
             };
             let grant = Grant::parse(text).map_err(|e| format!("{WHERE}: {e}"))?;
             entries.push((text.to_string(), grant));
@@ -188,6 +195,19 @@ fn workspace_table<'a>(doc: &'a DeTable<'_>) -> Option<&'a str> {
 
 /// The message for a key other than `scopes` in the table, with a "did you
 /// mean" when it is close (`scope`, `Scopes`, `scpoes`).
+/// What a TOML value is, for messages: "a string", "an integer", ...
+fn kind(value: &DeValue<'_>) -> &'static str {
+    match value {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a date-time",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
 fn unknown_key(key: &str) -> String {
     let shown: String = key.escape_debug().collect();
     let hint = if scopekey_core::edit_distance(&key.to_lowercase(), KEY) <= 2 {
@@ -386,10 +406,29 @@ mod tests {
     #[test]
     fn malformed_catalogues() {
         let err = |text: &str| Catalogue::from_manifest(text).unwrap_err();
-        assert!(
-            err("[package.metadata.scopekey]\nscopes = \"a:b\"\n").contains("array of strings")
+        assert_eq!(
+            err("[package.metadata.scopekey]\nscopes = \"a:b\"\n"),
+            "Cargo.toml [package.metadata.scopekey] scopes must be an array of strings \
+             (`scopes = [\"orders:read\"]`), not a string"
         );
-        assert!(err("[package.metadata.scopekey]\nscopes = [1]\n").contains("array of strings"));
+        assert_eq!(
+            err("[package.metadata.scopekey]\nscopes = [\"a:b\", 1]\n"),
+            "Cargo.toml [package.metadata.scopekey] scopes must be an array of strings: \
+             entry 2 is an integer"
+        );
+        for (value, kind) in [
+            ("1.5", "a float"),
+            ("true", "a boolean"),
+            ("1979-05-27", "a date-time"),
+            ("[\"a:b\"]", "an array"),
+            ("{ a = 1 }", "a table"),
+        ] {
+            let text = format!("[package.metadata.scopekey]\nscopes = [{value}]\n");
+            assert!(
+                err(&text).ends_with(&format!("entry 1 is {kind}")),
+                "{value}"
+            );
+        }
         assert_eq!(
             err("[package.metadata.scopekey]\nscopes = [\"Orders:read\"]\n"),
             "Cargo.toml [package.metadata.scopekey] scopes: invalid scope `Orders:read`: \
