@@ -273,6 +273,71 @@ async fn audit_pages(db: &TestDb) {
     assert_eq!(rotated["actor_key_id"], id.as_str());
     assert_eq!(rotated["details"]["successor_key_id"], successor.as_str());
     assert!(mine.iter().all(|e| e["key_id"] == id.as_str()));
+
+    // A cursor names its listing: the key list's is refused by the audit
+    // log and the other way round, saying so, and nothing is listed.
+    let cursor_of = |path: &'static str| {
+        let app = &app;
+        async move {
+            let page = app.get(path).bearer(&app.admin).send().await.json();
+            page["next_cursor"]
+                .as_str()
+                .expect("a next page")
+                .to_owned()
+        }
+    };
+    let keys_cursor = cursor_of("/api-keys?limit=1").await;
+    let events_cursor = cursor_of("/api-keys/events?limit=1").await;
+    for (path, cursor, says) in [
+        (
+            "/api-keys/events",
+            &keys_cursor,
+            "a cursor of the key list, not of the audit log",
+        ),
+        (
+            &*format!("/api-keys/{id}/events"),
+            &keys_cursor,
+            "a cursor of the key list",
+        ),
+        (
+            "/api-keys",
+            &events_cursor,
+            "a cursor of the audit log, not of the key list",
+        ),
+    ] {
+        let problem = app
+            .get(&format!("{path}?cursor={cursor}"))
+            .bearer(&app.admin)
+            .send()
+            .await
+            .assert_problem(400, None);
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains(says), "{path}: {detail}");
+    }
+    // The whole log's cursor resumes one key's log at the same point (both
+    // are ordered by time), and a cursor from before cursors named their
+    // listing (no tag) is still read, as the same point.
+    let next = |path: String| {
+        let app = &app;
+        async move {
+            let res = app.get(&path).bearer(&app.admin).send().await;
+            assert_eq!(res.status, 200, "{path}: {}", res.text());
+            res.json()["items"].clone()
+        }
+    };
+    next(format!("/api-keys/{id}/events?cursor={events_cursor}")).await;
+    for (path, cursor) in [
+        ("/api-keys", &keys_cursor),
+        ("/api-keys/events", &events_cursor),
+    ] {
+        let (tag, untagged) = cursor.split_once('.').unwrap();
+        assert!(tag == "k" || tag == "e", "{cursor}");
+        assert_eq!(
+            next(format!("{path}?limit=1&cursor={untagged}")).await,
+            next(format!("{path}?limit=1&cursor={cursor}")).await,
+            "{path}"
+        );
+    }
     app.stop().await;
 }
 

@@ -82,7 +82,10 @@
 //!
 //! Lists are newest first. Their query parameters: `limit` (1 to 500, 50
 //! by default), `cursor` (the previous page's `next_cursor`, `null` on the
-//! last page) and, for `GET /api-keys`, `status` (`active`, `rotating`,
+//! last page; opaque, and it names its listing: the key list's is a 400 in
+//! the audit log and the other way round, while the whole log's and one
+//! key's are one order, and resume each other at the same point) and, for
+//! `GET /api-keys`, `status` (`active`, `rotating`,
 //! `revoked` or `expired`) and `name_prefix` (names starting with it, case
 //! sensitive).
 //!

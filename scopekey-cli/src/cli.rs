@@ -496,7 +496,7 @@ fn parse_metadata(text: &str) -> Result<Map<String, Value>, String> {
 }
 
 fn parse_cursor(text: &str) -> Result<String, String> {
-    scopekey_runtime::store::Cursor::decode(text)
+    scopekey_runtime::store::Cursor::decode_any(text)
         .map(|_| text.to_owned())
         .map_err(|e| e.to_string())
 }

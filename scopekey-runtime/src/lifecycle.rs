@@ -33,7 +33,7 @@ use crate::model::{
 };
 use crate::scope::{Grant, Grants};
 use crate::store::{
-    Change, Cursor, DEFAULT_PAGE_SIZE, EventQuery, KeyQuery, MAX_PAGE_SIZE, RevokeOutcome,
+    Change, Cursor, DEFAULT_PAGE_SIZE, EventQuery, KeyQuery, Listing, MAX_PAGE_SIZE, RevokeOutcome,
     RotateOutcome, Rotation, Store,
 };
 use crate::verify::{Verifier, VerifierConfig};
@@ -1437,12 +1437,18 @@ impl ScopeKey {
                 }
                 Some(p) => Some(p.to_owned()),
             },
-            cursor: request.cursor.as_deref().map(Cursor::decode).transpose()?,
+            cursor: request
+                .cursor
+                .as_deref()
+                .map(|c| Cursor::decode(c, Listing::Keys))
+                .transpose()?,
             limit: limit + 1,
             now,
         };
         let mut rows = self.inner.store.list(&query).await?;
-        let next_cursor = next_page(&mut rows, limit, |r| Cursor::after(r.created_at, r.id.0));
+        let next_cursor = next_page(&mut rows, limit, Listing::Keys, |r| {
+            Cursor::after(r.created_at, r.id.0)
+        });
         Ok(Page {
             items: rows.iter().map(|r| self.api_key(r, now)).collect(),
             next_cursor,
@@ -1498,11 +1504,17 @@ impl ScopeKey {
         }
         let query = EventQuery {
             key_id: request.key_id,
-            cursor: request.cursor.as_deref().map(Cursor::decode).transpose()?,
+            cursor: request
+                .cursor
+                .as_deref()
+                .map(|c| Cursor::decode(c, Listing::Events))
+                .transpose()?,
             limit: limit + 1,
         };
         let mut rows = self.inner.store.list_events(&query).await?;
-        let next_cursor = next_page(&mut rows, limit, |e| Cursor::after(e.at, e.id));
+        let next_cursor = next_page(&mut rows, limit, Listing::Events, |e| {
+            Cursor::after(e.at, e.id)
+        });
         Ok(Page {
             items: rows,
             next_cursor,
@@ -2064,10 +2076,15 @@ fn page_size(limit: Option<u32>) -> Result<u32, Error> {
 }
 
 /// Trims the look-ahead row and makes the cursor for the next page.
-fn next_page<T>(rows: &mut Vec<T>, limit: u32, cursor: impl Fn(&T) -> Cursor) -> Option<String> {
+fn next_page<T>(
+    rows: &mut Vec<T>,
+    limit: u32,
+    listing: Listing,
+    cursor: impl Fn(&T) -> Cursor,
+) -> Option<String> {
     if rows.len() > limit as usize {
         rows.truncate(limit as usize);
-        rows.last().map(|last| cursor(last).encode())
+        rows.last().map(|last| cursor(last).encode(listing))
     } else {
         None
     }

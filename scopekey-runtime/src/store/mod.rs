@@ -25,6 +25,36 @@ pub const DEFAULT_PAGE_SIZE: u32 = 50;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) const TOUCH_CHUNK: usize = 1_000;
 
+/// Which listing a [`Cursor`] belongs to: its text form names it, so that
+/// one listing's cursor given to the other is refused, not read as a point
+/// in an unrelated order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// `GET /api-keys`, [`ScopeKey::list`](crate::ScopeKey::list).
+    Keys,
+    /// The audit log, all of it or one key's
+    /// ([`ScopeKey::events`](crate::ScopeKey::events)): both are ordered by
+    /// `(at, id)`, so one's cursor resumes the other at the same point.
+    Events,
+}
+
+impl Listing {
+    /// The tag that starts a cursor's text.
+    fn tag(self) -> &'static str {
+        match self {
+            Listing::Keys => "k",
+            Listing::Events => "e",
+        }
+    }
+
+    fn named(self) -> &'static str {
+        match self {
+            Listing::Keys => "the key list",
+            Listing::Events => "the audit log",
+        }
+    }
+}
+
 /// Where a listing resumes: the last item of the previous page. Listings are
 /// ordered newest first by `(created_at, id)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,13 +74,47 @@ impl Cursor {
         }
     }
 
-    /// The opaque text form handed to callers.
-    pub fn encode(&self) -> String {
-        format!("{:x}.{}", self.at_micros, self.id.simple())
+    /// The opaque text form handed to callers of `listing`.
+    pub fn encode(&self, listing: Listing) -> String {
+        format!(
+            "{}.{:x}.{}",
+            listing.tag(),
+            self.at_micros,
+            self.id.simple()
+        )
     }
 
-    /// Reads a cursor handed out by [`Cursor::encode`].
-    pub fn decode(s: &str) -> Result<Self, Error> {
+    /// Reads a cursor [`Cursor::encode`] handed out for `listing`. One
+    /// handed out for the other listing is refused, saying so; one from
+    /// before cursors named their listing (no tag) is read for either.
+    pub fn decode(s: &str, listing: Listing) -> Result<Self, Error> {
+        let (cursor, of) = Self::decode_any(s)?;
+        match of {
+            Some(of) if of != listing => Err(Error::Invalid(format!(
+                "`cursor` is a cursor of {}, not of {}: leave it out to start from the \
+                 first page",
+                of.named(),
+                listing.named()
+            ))),
+            _ => Ok(cursor),
+        }
+    }
+
+    /// Reads a cursor handed out for either listing, and says which (`None`
+    /// for one without a tag).
+    pub fn decode_any(s: &str) -> Result<(Self, Option<Listing>), Error> {
+        let bad = || Error::Invalid("`cursor` is not a cursor this service handed out".into());
+        let (listing, s) = match s.split_once('.') {
+            Some(("k", rest)) => (Some(Listing::Keys), rest),
+            Some(("e", rest)) => (Some(Listing::Events), rest),
+            _ => (None, s),
+        };
+        Self::decode_untagged(s)
+            .map(|cursor| (cursor, listing))
+            .map_err(|_| bad())
+    }
+
+    fn decode_untagged(s: &str) -> Result<Self, Error> {
         let bad = || Error::Invalid("`cursor` is not a cursor this service handed out".into());
         let (at, id) = s.split_once('.').ok_or_else(bad)?;
         // Hex digits only, as `encode` writes them: no sign, so no time
