@@ -178,7 +178,8 @@ impl ScopeKey {
                 "a report holds at most {MAX_REPORT_KEYS} keys"
             )));
         }
-        let source = options.source;
+        // Trimmed; a blank source is none.
+        let source = options.source.map(str::trim).filter(|s| !s.is_empty());
         if let Some(s) = source
             && (s.chars().count() > 200 || s.chars().any(crate::lifecycle::unprintable))
         {

@@ -1291,7 +1291,8 @@ impl ScopeKey {
     }
 
     /// Revokes a key at once (idempotent: revoking a revoked key changes
-    /// nothing and succeeds). An acting key ([`Actor::Key`]) that is
+    /// nothing and succeeds). The `reason` is kept trimmed; a blank one is
+    /// kept as none. An acting key ([`Actor::Key`]) that is
     /// revoked or expired, on this node or another (whose revocation this
     /// node's cache may not have heard of yet), is refused with
     /// [`Error::ActorRevoked`], read from the store; so is a key revoking
@@ -1304,6 +1305,9 @@ impl ScopeKey {
         reason: Option<&str>,
         actor: Actor<'_>,
     ) -> Result<ApiKey, Error> {
+        // Blanks around it are dropped, and a blank reason is none (null,
+        // as when left out), not an empty text.
+        let reason = reason.map(str::trim).filter(|r| !r.is_empty());
         if let Some(r) = reason {
             check_reason(r)?;
         }

@@ -1046,6 +1046,34 @@ async fn revoke(db: &TestDb) {
         Some("leaked"),
         "idempotent"
     );
+    // A reason is kept trimmed, and a blank one as none (stored and
+    // audited), as if left out.
+    for (given, kept) in [
+        (" lost laptop\t", Some("lost laptop")),
+        ("", None),
+        ("  ", None),
+    ] {
+        let other = key(&keys, "other", &["a:b"]).await.key.id;
+        let revoked = keys
+            .revoke(other, Some(given), Actor::System)
+            .await
+            .unwrap();
+        assert_eq!(revoked.revoked_reason.as_deref(), kept, "{given:?}");
+        let stored = keys.get(other).await.unwrap();
+        assert_eq!(stored.revoked_reason.as_deref(), kept, "{given:?}");
+        let audited = keys
+            .events(&ListEvents {
+                key_id: Some(other),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .find(|e| e.kind == event_type::KEY_REVOKED)
+            .unwrap();
+        assert_eq!(audited.details["reason"].as_str(), kept, "{given:?}");
+    }
     let ev = keys
         .events(&ListEvents {
             key_id: Some(k.key.id),
@@ -2407,6 +2435,27 @@ async fn keys_in_free_text(db: &TestDb) {
     let stored =
         serde_json::to_string(&keys.events(&ListEvents::default()).await.unwrap().items).unwrap();
     assert!(!stored.contains(&pasted[3..20]), "{stored}");
+    // A blank source is none, like a blank reason.
+    let blank = key(&keys, "blank", &["orders:read"]).await;
+    let options = CompromiseOptions {
+        source: Some(" \t "),
+        ..CompromiseOptions::default()
+    };
+    let report = keys
+        .report_compromised_with(
+            &[blank.plaintext.expose_secret().to_owned()],
+            options,
+            Actor::System,
+        )
+        .await
+        .unwrap();
+    assert_eq!(report[0].status, CompromiseStatus::Revoked);
+    let event = event_of(&keys, blank.key.id, event_type::KEY_COMPROMISED).await;
+    assert_eq!(
+        event.details["source"],
+        serde_json::Value::Null,
+        "{event:?}"
+    );
 }
 both_backends!(keys_in_free_text_are_refused_or_hidden, keys_in_free_text);
 
