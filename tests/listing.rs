@@ -325,7 +325,15 @@ async fn audit_pages(db: &TestDb) {
             res.json()["items"].clone()
         }
     };
-    next(format!("/api-keys/{id}/events?cursor={events_cursor}")).await;
+    let newest = next("/api-keys/events?limit=1".to_owned()).await[0].clone();
+    let resumed = next(format!("/api-keys/{id}/events?cursor={events_cursor}")).await;
+    let expected: Vec<&Value> = mine.iter().filter(|e| e["id"] != newest["id"]).collect();
+    assert!(expected.len() >= 2, "{expected:?}");
+    assert_eq!(
+        resumed.as_array().unwrap().iter().collect::<Vec<_>>(),
+        expected,
+        "one key's log resumed after the whole log's newest event"
+    );
     for (path, cursor) in [
         ("/api-keys", &keys_cursor),
         ("/api-keys/events", &events_cursor),

@@ -242,13 +242,15 @@ fn describe_at(e: &serde_json::Error, at: Option<&str>) -> String {
 /// is not repeated unless it is a plain field name (see [`redact`]), so
 /// this is what tells a client writing camelCase what to send.
 fn suggestion(message: &str) -> Option<&str> {
-    let rest = message.strip_prefix("unknown field `")?;
-    let (unknown, rest) = rest.split_once('`')?;
-    // Longer names are nobody's typo of a field name.
-    if unknown.len() > 64 {
+    // The unknown name is the caller's and may hold anything, backticks
+    // and "expected" too: the list of fields is what follows the *last*
+    // "`, expected " (the fields' own names hold no backtick).
+    let (unknown, expected) = message.rsplit_once("`, expected ")?;
+    let unknown = unknown.strip_prefix("unknown field `")?;
+    // Longer names are nobody's typo of a field name, nor is one quoting.
+    if unknown.len() > 64 || unknown.contains('`') {
         return None;
     }
-    let (_, expected) = rest.split_once("expected")?;
     let normal = |name: &str| -> String {
         name.chars()
             .filter(|c| !matches!(c, '-' | '_'))
@@ -266,7 +268,7 @@ fn suggestion(message: &str) -> Option<&str> {
                 field,
             )
         })
-        .filter(|(distance, _)| *distance <= 2)
+        .filter(|(distance, field)| *distance <= 2 && plain_name(field))
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, field)| field)
 }
@@ -430,6 +432,18 @@ mod tests {
                 None => assert!(!shown.contains("did you mean"), "{shown}"),
             }
             assert!(!shown.contains(sent) || plain_name(sent), "{shown}");
+        }
+        // A name made to look like the list of fields suggests nothing of
+        // its own.
+        let key = "sk_4kQ9rT2mXbV7nL1pZ8sW3yH6jD0fG5cAe1B2c3";
+        for sent in [
+            format!("{key}`, expected `{key}"),
+            format!("x`, expected one of `{key}`, `scopes"),
+        ] {
+            let body = serde_json::json!({ "scopes": [], sent: 1 }).to_string();
+            let shown = at(&body);
+            assert!(!shown.contains(&key[3..12]), "{shown}");
+            assert!(!shown.contains("did you mean"), "{shown}");
         }
         let shown = at("{}");
         assert!(

@@ -173,7 +173,10 @@
 //!   `/compromised` ([`COMPROMISED_LIMIT`]; else 413). Unknown fields are
 //!   refused with 400, so a misspelt `expires_in` cannot silently make a key
 //!   that never expires. The rotate and revoke bodies may be empty. Parser
-//!   messages are returned with quoted input values redacted.
+//!   messages are returned with quoted input values redacted, naming where
+//!   a value of the wrong type sits (`` at `scopes[1]` ``) and, for an
+//!   unknown field written another way (`expiresInSeconds`), the field
+//!   meant.
 //! - **Ids in paths** that are not UUIDs answer 404 (they name no key), as do
 //!   paths under the base path that match no route. [`path_config`] does the
 //!   same for your own routes. A UUID may be written in any form the `uuid`
@@ -183,9 +186,11 @@
 //!   answer (`DELETE /api-keys/{id}`) is 405 with an `Allow` header.
 //! - **Query parameters** that are empty count as absent; unknown ones are
 //!   ignored; `limit` outside 1..=500, an unknown `status` or a `cursor`
-//!   that is not one are 400. A cursor is a position (a time and an id),
-//!   not a signed token: one from another listing, or written by hand, is
-//!   read as the position it names.
+//!   that is not one are 400. A cursor is a position (a time and an id)
+//!   tagged with its listing, not a signed token: the key list's is a 400
+//!   in the audit log and the other way round, while one written by hand is
+//!   read as the position it names (the whole audit log's and one key's
+//!   are one order: each resumes the other at that point).
 //! - **Scope checks come first**: a management route checks the caller's
 //!   scope before reading its body, so an unauthorized caller gets 401/403,
 //!   never a body validation error. Rotation is open to any valid key for

@@ -295,13 +295,28 @@ fn write_created(
     )
 }
 
+/// `--cursor`, checked against the listing it is given to before the store
+/// is opened: another listing's cursor is bad usage (exit 2), like one
+/// that is no cursor at all.
+fn cursor_of(
+    cursor: Option<String>,
+    listing: scopekey_runtime::store::Listing,
+) -> Result<Option<String>, Failure> {
+    if let Some(text) = &cursor {
+        scopekey_runtime::store::Cursor::decode(text, listing)
+            .map_err(|e| Failure::Usage(format!("--cursor: {e}")))?;
+    }
+    Ok(cursor)
+}
+
 async fn list(g: &Globals, args: ListArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    let cursor = cursor_of(args.paging.cursor, scopekey_runtime::store::Listing::Keys)?;
     let keys = g.open().await?;
     let mut request = ListKeys {
         status: args.status.map(Into::into),
         name_prefix: args.name_prefix,
         limit: args.paging.limit,
-        cursor: args.paging.cursor,
+        cursor,
     };
     let first = keys.list(&request).await?;
     let next = async |cursor| {
@@ -755,11 +770,12 @@ fn report_summary(lines: &[ReportLine], partial: bool) -> String {
 
 async fn events(g: &Globals, args: EventsArgs, out: &mut dyn Write) -> Result<(), Failure> {
     let key_id = args.key.map(IdArg::get).transpose()?;
+    let cursor = cursor_of(args.paging.cursor, scopekey_runtime::store::Listing::Events)?;
     let keys = g.open().await?;
     let mut request = ListEvents {
         key_id,
         limit: args.paging.limit,
-        cursor: args.paging.cursor,
+        cursor,
     };
     let first = keys.events(&request).await?;
     let next = async |cursor| {

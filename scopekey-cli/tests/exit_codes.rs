@@ -361,6 +361,20 @@ fn bad_usage_exits_2_without_touching_the_store() {
         (vec!["keys", "list", "--limit", "0"], "--limit"),
         (vec!["keys", "list", "--limit", "501"], "--limit"),
         (vec!["events", "--cursor", "junk"], "--cursor"),
+        // Another listing's cursor.
+        (
+            vec!["events", "--cursor", "k.1.00000000000000000000000000000000"],
+            "a cursor of the key list, not of the audit log",
+        ),
+        (
+            vec![
+                "keys",
+                "list",
+                "--cursor",
+                "e.1.00000000000000000000000000000000",
+            ],
+            "a cursor of the audit log, not of the key list",
+        ),
         (
             vec![
                 "keys",

@@ -193,8 +193,6 @@ fn workspace_table<'a>(doc: &'a DeTable<'_>) -> Option<&'a str> {
         .find(|key| *key == TABLE || scopekey_core::near_miss(key, TABLE))
 }
 
-/// The message for a key other than `scopes` in the table, with a "did you
-/// mean" when it is close (`scope`, `Scopes`, `scpoes`).
 /// What a TOML value is, for messages: "a string", "an integer", ...
 fn kind(value: &DeValue<'_>) -> &'static str {
     match value {
@@ -208,6 +206,8 @@ fn kind(value: &DeValue<'_>) -> &'static str {
     }
 }
 
+/// The message for a key other than `scopes` in the table, with a "did you
+/// mean" when it is close (`scope`, `Scopes`, `scpoes`).
 fn unknown_key(key: &str) -> String {
     let shown: String = key.escape_debug().collect();
     let hint = if scopekey_core::edit_distance(&key.to_lowercase(), KEY) <= 2 {

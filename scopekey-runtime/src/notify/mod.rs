@@ -81,7 +81,8 @@
 //! (30 days by default), then a pass deletes it; the audit log keeps the
 //! event, and `webhook.failed` for a delivery given up. A successor's
 //! sealed plaintext (below) is erased from its delivery as soon as it
-//! finishes, or its endpoint is disabled (below).
+//! finishes, its endpoint is disabled, or the successor is revoked or
+//! expires (below).
 //!
 //! **Claims and leases.** A sender claims due rows by stamping them with a
 //! lease (`claimed_until = now + lease`) and a claim token: on PostgreSQL
@@ -159,10 +160,12 @@
 //! `webhook.failed`, whichever notifier runs the pass (one with no
 //! rotation secret too, so that turning automatic rotation off while
 //! successors were still pending leaves no sealed plaintext behind for
-//! ever). A delivery a sender holds a lease on is left to that sender.
+//! ever). This step runs before the pass delivers, so a successor revoked
+//! since its last attempt is not sent again. A delivery a sender holds a
+//! lease on is left to that sender.
 //!
 //! **One bad key stops nothing.** A pass rotates, records notices, then
-//! delivers, gives up and prunes, each whatever the earlier steps
+//! gives up, delivers and prunes, each whatever the earlier steps
 //! returned: a rotation or notice that fails does not hold up the
 //! deliveries. A failure that belongs to the one key being rotated or
 //! noticed (its row does not decode, a stored scope no longer parses, its
@@ -317,7 +320,8 @@ use signature::Secret;
 /// Audit event types written by the notifier (besides `key.expiring` and
 /// `key.expired`). They are never delivered as webhooks themselves.
 pub mod event_type {
-    /// A delivery was given up (attempts exhausted, or 410 Gone).
+    /// A delivery was given up: attempts exhausted, 410 Gone, or (a sealed
+    /// successor) its endpoint disabled or its key revoked, expired or gone.
     pub const WEBHOOK_FAILED: &str = "webhook.failed";
     /// An endpoint answered 410 Gone and was disabled.
     pub const WEBHOOK_ENDPOINT_DISABLED: &str = "webhook.endpoint_disabled";
@@ -554,9 +558,10 @@ impl Notifier {
     }
 
     /// One pass: rotates the keys due an automatic rotation, records due
-    /// notices (and `key.expired` events), delivers what is due, gives up
-    /// the sealed successors still pending to disabled endpoints, then
-    /// deletes finished deliveries past their retention. Each step runs
+    /// notices (and `key.expired` events), gives up the sealed successors
+    /// still pending to disabled endpoints or of keys revoked or expired,
+    /// delivers what is due, then deletes finished deliveries past their
+    /// retention. Each step runs
     /// whatever the ones before it returned; the first error (in that
     /// order) is the pass's.
     pub async fn run_once(&self) -> Result<PassReport, NotifyError> {
@@ -572,11 +577,13 @@ impl Notifier {
         // housekeeping runs even when recording a delivery failed.
         let rotated = self.rotate_due_or_stop(stop).await;
         let notices = self.record_notices_or_stop(stop).await;
-        let deliveries = self.deliver_due_or_stop(stop).await;
+        // Before delivering: a successor revoked since its last attempt is
+        // not sent again.
         let given_up = self.give_up_hopeless(stop).await;
+        let deliveries = self.deliver_due_or_stop(stop).await;
         let pruned = self.prune_deliveries_or_stop(stop).await;
-        let (rotated, (notices, expired), deliveries, given_up, pruned) =
-            (rotated?, notices?, deliveries?, given_up?, pruned?);
+        let (rotated, (notices, expired), given_up, deliveries, pruned) =
+            (rotated?, notices?, given_up?, deliveries?, pruned?);
         Ok(PassReport {
             rotated,
             notices,

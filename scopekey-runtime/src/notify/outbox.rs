@@ -221,7 +221,7 @@ pub(crate) const ENDPOINT_DISABLED: &str =
 /// because its key (the successor) was revoked or expired, or is gone: its
 /// plaintext is of no use to anyone then.
 pub(crate) const KEY_NOT_LIVE: &str =
-    "given up without another attempt: its key was revoked or expired";
+    "given up without another attempt: its key was revoked or expired, or is gone";
 
 /// Which pending sealed successors to give up (see
 /// [`Backend::give_up_sealed`]).

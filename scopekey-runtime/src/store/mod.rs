@@ -104,13 +104,19 @@ impl Cursor {
     /// for one without a tag).
     pub fn decode_any(s: &str) -> Result<(Self, Option<Listing>), Error> {
         let bad = || Error::Invalid("`cursor` is not a cursor this service handed out".into());
-        let (listing, s) = match s.split_once('.') {
-            Some(("k", rest)) => (Some(Listing::Keys), rest),
-            Some(("e", rest)) => (Some(Listing::Events), rest),
-            _ => (None, s),
+        let tagged = match s.split_once('.') {
+            Some(("k", rest)) => Some((Listing::Keys, rest)),
+            Some(("e", rest)) => Some((Listing::Events, rest)),
+            _ => None,
         };
+        if let Some((listing, rest)) = tagged
+            && let Ok(cursor) = Self::decode_untagged(rest)
+        {
+            return Ok((cursor, Some(listing)));
+        }
+        // `e` is a hex digit too: an untagged cursor may start with `e.`.
         Self::decode_untagged(s)
-            .map(|cursor| (cursor, listing))
+            .map(|cursor| (cursor, None))
             .map_err(|_| bad())
     }
 
@@ -541,4 +547,57 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
         "unsupported database URL scheme in `{}`: expected sqlite: or postgres://",
         url.split(':').next().unwrap_or_default()
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_name_their_listing() {
+        let id = uuid::Uuid::now_v7();
+        let at = OffsetDateTime::now_utc();
+        let cursor = Cursor::after(at, id);
+        for listing in [Listing::Keys, Listing::Events] {
+            let text = cursor.encode(listing);
+            assert_eq!(Cursor::decode(&text, listing).unwrap(), cursor);
+            assert_eq!(Cursor::decode_any(&text).unwrap(), (cursor, Some(listing)));
+        }
+        let refused = Cursor::decode(&cursor.encode(Listing::Keys), Listing::Events)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("a cursor of the key list, not of the audit log"),
+            "{refused}"
+        );
+        let refused = Cursor::decode(&cursor.encode(Listing::Events), Listing::Keys)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("a cursor of the audit log, not of the key list"),
+            "{refused}"
+        );
+        // Untagged, as handed out before: read by either, also one whose
+        // time is written `e` (a hex digit, like the tag).
+        let untagged = format!("{:x}.{}", cursor.at_micros, id.simple());
+        for listing in [Listing::Keys, Listing::Events] {
+            assert_eq!(Cursor::decode(&untagged, listing).unwrap(), cursor);
+        }
+        let early = format!("e.{}", id.simple());
+        assert_eq!(
+            Cursor::decode_any(&early).unwrap(),
+            (Cursor { at_micros: 14, id }, None)
+        );
+        for bad in [
+            "",
+            "k.",
+            "e.x",
+            "k.1",
+            "x.1.2",
+            "k.k.1",
+            &format!("k.-1.{}", id.simple()),
+        ] {
+            assert!(Cursor::decode_any(bad).is_err(), "{bad}");
+        }
+    }
 }
