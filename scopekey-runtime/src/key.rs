@@ -12,6 +12,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::Error;
 
@@ -63,9 +64,28 @@ impl From<Uuid> for KeyId {
 }
 
 /// A plaintext key. It exists once, when a key is created or rotated; it is
-/// never stored. `Debug` and `Display` print only the hint.
+/// never stored. `Debug` and `Display` print only the hint. Its memory is
+/// wiped when it is dropped (copies made of
+/// [`expose_secret`](Self::expose_secret)'s text, a response body say, are
+/// the copier's).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Plaintext(String);
+
+/// Wipes the text now (it is then empty), for a holder done with it before
+/// the value is dropped.
+impl Zeroize for Plaintext {
+    fn zeroize(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl Drop for Plaintext {
+    fn drop(&mut self) {
+        self.zeroize();
+    }
+}
+
+impl zeroize::ZeroizeOnDrop for Plaintext {}
 
 impl Plaintext {
     /// The secret text: hand it to the key's holder, once.
@@ -140,7 +160,8 @@ pub const PEPPER_ENV: &str = "SCOPEKEY_PEPPER";
 #[derive(Clone)]
 pub struct KeyFormat {
     prefix: String,
-    pepper: Option<[u8; 32]>,
+    /// Wiped from memory when dropped.
+    pepper: Option<Zeroizing<[u8; 32]>>,
 }
 
 impl fmt::Debug for KeyFormat {
@@ -194,7 +215,10 @@ impl KeyFormat {
     /// be checked against guessed keys without the pepper. Changing the pepper
     /// invalidates every stored key.
     pub fn with_pepper(mut self, pepper: &[u8]) -> Self {
-        self.pepper = Some(blake3::derive_key("scopekey 2026 key hash pepper", pepper));
+        self.pepper = Some(Zeroizing::new(blake3::derive_key(
+            "scopekey 2026 key hash pepper",
+            pepper,
+        )));
         self
     }
 
@@ -244,10 +268,12 @@ impl KeyFormat {
 
     /// A fresh key from the operating system's CSPRNG.
     pub fn generate(&self) -> Result<Plaintext, Error> {
-        let mut secret = String::with_capacity(SECRET_LEN);
-        let mut buf = [0u8; 64];
+        // The random bytes and the secret's text are wiped once the key is
+        // made.
+        let mut secret = Zeroizing::new(String::with_capacity(SECRET_LEN));
+        let mut buf = Zeroizing::new([0u8; 64]);
         while secret.len() < SECRET_LEN {
-            getrandom::fill(&mut buf)
+            getrandom::fill(&mut *buf)
                 .map_err(|e| Error::Internal(format!("the system random source failed: {e}")))?;
             // Rejection sampling: 248 = 4 * 62, so accepted bytes are uniform mod 62.
             for &b in buf.iter().filter(|&&b| b < 248) {
@@ -257,7 +283,11 @@ impl KeyFormat {
                 secret.push(BASE62[(b % 62) as usize] as char);
             }
         }
-        let mut key = format!("{}_{}", self.prefix, secret);
+        // Sized once, so that no reallocation leaves a copy behind.
+        let mut key = String::with_capacity(self.prefix.len() + 1 + SECRET_LEN + CHECK_LEN);
+        key.push_str(&self.prefix);
+        key.push('_');
+        key.push_str(&secret);
         let check = checksum(&key);
         key.extend(check.iter().map(|&b| char::from(b)));
         Ok(Plaintext(key))
@@ -460,6 +490,17 @@ mod tests {
         assert!(32.0 * 62f64.log2() > 190.0);
         let generated = sk.generate().unwrap();
         assert_eq!(generated.expose_secret().len(), "sk_".len() + 32 + 6);
+    }
+
+    /// A plaintext is wiped when dropped, and can be wiped sooner.
+    #[test]
+    fn plaintexts_are_wiped() {
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        wiped_on_drop::<Plaintext>();
+        let mut key = KeyFormat::default().generate().unwrap();
+        assert!(!key.expose_secret().is_empty());
+        key.zeroize();
+        assert_eq!(key.expose_secret(), "");
     }
 
     #[test]

@@ -55,6 +55,11 @@
 //!   rotating and revoking keys, which enqueue deliveries): on a large
 //!   store, migrate at a quiet time, or before the new version starts
 //!   serving.
+//! - Secrets in memory: a [`Plaintext`] key, a webhook or rotation secret
+//!   (`notify::signature::Secret`, with `webhooks`) and the pepper are
+//!   wiped (`zeroize`) when dropped, and the random bytes a key is made of
+//!   once it is made. Copies taken of them (a response body, a string from
+//!   `expose_secret`) are the copier's to wipe.
 //! - sqlx 0.9, re-exported as [`sqlx`]: a pool shared with scopekey
 //!   (`SqliteStore::from_pool`, `PgStore::from_pool`) is of that version.
 //! - SQLite keeps times as integer microseconds since the Unix epoch (UTC);

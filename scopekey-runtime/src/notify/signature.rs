@@ -80,9 +80,26 @@ pub enum SignatureError {
     NoMatchingSignature,
 }
 
-/// A webhook signing secret. `Debug` never shows it.
+/// A webhook signing secret. `Debug` never shows it; its memory is wiped
+/// when it is dropped.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(Vec<u8>);
+
+/// Wipes the bytes now (the secret is then empty: do not sign with it),
+/// for a holder done with it before the value is dropped.
+impl zeroize::Zeroize for Secret {
+    fn zeroize(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(self);
+    }
+}
+
+impl zeroize::ZeroizeOnDrop for Secret {}
 
 impl Secret {
     /// A secret from raw key bytes (at least one).
@@ -283,6 +300,17 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A secret is wiped when dropped, and can be wiped sooner.
+    #[test]
+    fn secrets_are_wiped() {
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        wiped_on_drop::<Secret>();
+        let mut secret = Secret::generate().unwrap();
+        assert_eq!(secret.as_bytes().len(), 32);
+        zeroize::Zeroize::zeroize(&mut secret);
+        assert!(secret.as_bytes().is_empty());
+    }
 
     #[test]
     fn secret_round_trip_and_debug() {
