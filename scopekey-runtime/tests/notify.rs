@@ -2370,6 +2370,21 @@ async fn notifier_with_secrets(
     (keys, notifier)
 }
 
+/// The one delivery of a successor (`key`) to its holder.
+async fn successor_delivery(notifier: &Notifier, key: KeyId) -> scopekey_runtime::notify::Delivery {
+    let mut found = notifier
+        .outbox()
+        .deliveries(&DeliveryFilter {
+            key_id: Some(key),
+            event_type: Some(event_type::KEY_ROTATED.into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    found.remove(0)
+}
+
 /// Changing the rotation secret: with the new one first and the old one
 /// after it, a lineage created under the old one rotates and its secret is
 /// sealed anew under the new one, so once the old one is dropped the
@@ -2412,21 +2427,7 @@ async fn changing_the_rotation_secret(db: &TestDb) {
     assert_eq!(pass.rotated, 1, "{pass:?}");
     stranded_holder.wait_for(1).await;
     let stranded_successor = before.lineage(stranded).await.unwrap()[1].id;
-    /// The one delivery of a successor to its holder.
-    async fn waiting(notifier: &Notifier, key: KeyId) -> scopekey_runtime::notify::Delivery {
-        let mut found = notifier
-            .outbox()
-            .deliveries(&DeliveryFilter {
-                key_id: Some(key),
-                event_type: Some(event_type::KEY_ROTATED.into()),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(found.len(), 1, "{found:?}");
-        found.remove(0)
-    }
-    let pending = waiting(&before_notifier, stranded_successor).await;
+    let pending = successor_delivery(&before_notifier, stranded_successor).await;
     assert_eq!(
         (pending.state, pending.attempts),
         (DeliveryState::Pending, 1),
@@ -2443,7 +2444,7 @@ async fn changing_the_rotation_secret(db: &TestDb) {
         clock.advance(Duration::hours(2));
         after_notifier.run_once().await.unwrap();
     }
-    let left = waiting(&after_notifier, stranded_successor).await;
+    let left = successor_delivery(&after_notifier, stranded_successor).await;
     assert_eq!(
         (left.state, left.attempts, left.claimed_until),
         (DeliveryState::Pending, 1, None),
@@ -2460,7 +2461,7 @@ async fn changing_the_rotation_secret(db: &TestDb) {
         .await
         .unwrap();
     after_notifier.deliver_due().await.unwrap();
-    let given_up = waiting(&after_notifier, stranded_successor).await;
+    let given_up = successor_delivery(&after_notifier, stranded_successor).await;
     assert_eq!(
         (given_up.state, given_up.payload.as_str(), given_up.attempts),
         (DeliveryState::Failed, "", 2),
@@ -2617,19 +2618,7 @@ async fn sealed_successors_of_dead_keys(db: &TestDb) {
         successors.push(with_secret.lineage(*parent).await.unwrap()[1].clone());
     }
     let (revoked, expiring) = (&successors[0], &successors[1]);
-    let outbox = e.notifier.outbox();
-    let delivery = |key: KeyId| async move {
-        let mut found = outbox
-            .deliveries(&DeliveryFilter {
-                key_id: Some(key),
-                event_type: Some(event_type::KEY_ROTATED.into()),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(found.len(), 1, "{found:?}");
-        found.remove(0)
-    };
+    let delivery = |key: KeyId| successor_delivery(&e.notifier, key);
     let pending = |d: &scopekey_runtime::notify::Delivery| {
         assert_eq!((d.state, d.attempts), (DeliveryState::Pending, 1), "{d:?}");
         assert!(d.payload.starts_with("sealed:"), "{d:?}");
