@@ -103,37 +103,39 @@ impl Cursor {
     /// Reads a cursor handed out for either listing, and says which (`None`
     /// for one without a tag).
     pub fn decode_any(s: &str) -> Result<(Self, Option<Listing>), Error> {
-        let bad = || Error::Invalid("`cursor` is not a cursor this service handed out".into());
         let tagged = match s.split_once('.') {
             Some(("k", rest)) => Some((Listing::Keys, rest)),
             Some(("e", rest)) => Some((Listing::Events, rest)),
             _ => None,
         };
         if let Some((listing, rest)) = tagged
-            && let Ok(cursor) = Self::decode_untagged(rest)
+            && let Some(cursor) = Self::decode_untagged(rest)
         {
             return Ok((cursor, Some(listing)));
         }
         // `e` is a hex digit too: an untagged cursor may start with `e.`.
         Self::decode_untagged(s)
             .map(|cursor| (cursor, None))
-            .map_err(|_| bad())
+            .ok_or_else(|| {
+                Error::Invalid("`cursor` is not a cursor this service handed out".into())
+            })
     }
 
-    fn decode_untagged(s: &str) -> Result<Self, Error> {
-        let bad = || Error::Invalid("`cursor` is not a cursor this service handed out".into());
-        let (at, id) = s.split_once('.').ok_or_else(bad)?;
+    /// `<hex time>.<uuid>`, as [`encode`](Self::encode) writes it after
+    /// the tag.
+    fn decode_untagged(s: &str) -> Option<Self> {
+        let (at, id) = s.split_once('.')?;
         // Hex digits only, as `encode` writes them: no sign, so no time
         // before 1970, which PostgreSQL's range might not hold either.
         if at.is_empty() || !at.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(bad());
+            return None;
         }
-        let at_micros = i64::from_str_radix(at, 16).map_err(|_| bad())?;
+        let at_micros = i64::from_str_radix(at, 16).ok()?;
         // A time this service could have handed out (stores convert it).
-        from_micros(at_micros).map_err(|_| bad())?;
-        Ok(Self {
+        from_micros(at_micros).ok()?;
+        Some(Self {
             at_micros,
-            id: uuid::Uuid::try_parse(id).map_err(|_| bad())?,
+            id: uuid::Uuid::try_parse(id).ok()?,
         })
     }
 }
@@ -563,20 +565,23 @@ mod tests {
             assert_eq!(Cursor::decode(&text, listing).unwrap(), cursor);
             assert_eq!(Cursor::decode_any(&text).unwrap(), (cursor, Some(listing)));
         }
-        let refused = Cursor::decode(&cursor.encode(Listing::Keys), Listing::Events)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            refused.contains("a cursor of the key list, not of the audit log"),
-            "{refused}"
-        );
-        let refused = Cursor::decode(&cursor.encode(Listing::Events), Listing::Keys)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            refused.contains("a cursor of the audit log, not of the key list"),
-            "{refused}"
-        );
+        for (of, given_to, says) in [
+            (
+                Listing::Keys,
+                Listing::Events,
+                "a cursor of the key list, not of the audit log",
+            ),
+            (
+                Listing::Events,
+                Listing::Keys,
+                "a cursor of the audit log, not of the key list",
+            ),
+        ] {
+            let refused = Cursor::decode(&cursor.encode(of), given_to)
+                .unwrap_err()
+                .to_string();
+            assert!(refused.contains(says), "{refused}");
+        }
         // Untagged, as handed out before: read by either, also one whose
         // time is written `e` (a hex digit, like the tag).
         let untagged = format!("{:x}.{}", cursor.at_micros, id.simple());
