@@ -152,6 +152,20 @@ async fn bad_bodies(db: &TestDb) {
             .await
             .assert_problem(415, None);
     }
+    // Two content types: both must say JSON, in either order.
+    for (first, second) in [
+        ("application/json", "text/plain"),
+        ("text/plain", "application/json"),
+    ] {
+        app.post("/api-keys")
+            .bearer(&app.admin)
+            .body(valid.clone())
+            .header("Content-Type", first)
+            .header("Content-Type", second)
+            .send()
+            .await
+            .assert_problem(415, None);
+    }
     // A compressed body: 415 saying so (not "not valid JSON"), on every
     // route with a body, and nothing created; `identity` is no encoding.
     let before = app.key_count().await;
@@ -184,12 +198,14 @@ async fn bad_bodies(db: &TestDb) {
         .send()
         .await;
     assert_eq!(res.status, 201, "{}", res.text());
-    // An empty body has nothing to decode: a rotation with defaults goes.
+    // An empty body has nothing to decode, whatever its headers say (`curl
+    // -d ''` labels it a form): a rotation with defaults goes.
     let (_, id) = key_and_id(&res.json());
     let res = app
         .post(&format!("/api-keys/{id}/rotate"))
         .bearer(&app.admin)
         .header("Content-Encoding", "gzip")
+        .header("Content-Type", "application/x-www-form-urlencoded")
         .send()
         .await;
     assert_eq!(res.status, 201, "{}", res.text());

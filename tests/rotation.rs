@@ -514,27 +514,35 @@ both_backends!(
     revoked_successor
 );
 
+/// Four rotations of one key at once over HTTP: one successor (201), three
+/// conflicts (409). Each request's connection is made first, and all four
+/// are written together.
 async fn concurrent(db: &TestDb) {
+    const RACING: usize = 4;
     let app = TestApp::start(db).await;
     let (_, id) = key_and_id(&app.create_key("raced", &["orders:read"]).await);
     let path = format!("/api-keys/{id}/rotate");
-    let requests = (0..4).map(|_| app.post(&path).bearer(&app.admin).send());
-    let statuses: Vec<u16> = futures_join_all(requests).await;
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(RACING));
+    let handles: Vec<_> = (0..RACING)
+        .map(|_| {
+            let request = app.post(&path).bearer(&app.admin);
+            let start = std::sync::Arc::clone(&start);
+            tokio::spawn(async move { request.send_after(Some(&start)).await.status })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for h in handles {
+        statuses.push(h.await.expect("request task"));
+    }
     let won = statuses.iter().filter(|&&s| s == 201).count();
     let lost = statuses.iter().filter(|&&s| s == 409).count();
-    assert_eq!((won, lost), (1, 3), "{statuses:?}");
+    assert_eq!((won, lost), (1, RACING - 1), "{statuses:?}");
+    assert_eq!(
+        app.key_count().await,
+        3,
+        "the admin key, the rotated key and one successor"
+    );
     app.stop().await;
-}
-
-async fn futures_join_all(
-    requests: impl Iterator<Item = impl std::future::Future<Output = Response> + Send + 'static>,
-) -> Vec<u16> {
-    let handles: Vec<_> = requests.map(tokio::spawn).collect();
-    let mut out = Vec::new();
-    for h in handles {
-        out.push(h.await.expect("request task").status);
-    }
-    out
 }
 
 both_backends!(concurrent_rotations_produce_one_successor, concurrent);

@@ -191,7 +191,8 @@ pub(crate) fn verify(
                 return Either::Left(ready(Ok(Some(principal))));
             }
             let keys = keys.clone();
-            let key = key.to_owned();
+            // Wiped when the lookup ends, as the runtime's own copies are.
+            let key = zeroize::Zeroizing::new(key.to_owned());
             let realm = realm();
             // Boxed: the miss path is rare, and a large future inline would
             // be moved around on every request.

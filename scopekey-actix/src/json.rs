@@ -102,6 +102,18 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
         }
         Err(_) => return Err(ApiError::PayloadTooLarge { limit }),
     };
+    let read = judge(req, &body, empty);
+    wipe(body);
+    read
+}
+
+/// What a body read whole says: `empty` for white space alone (when
+/// given), else its value, if it is JSON sent as such.
+fn judge<T: DeserializeOwned>(
+    req: &HttpRequest,
+    body: &[u8],
+    empty: Option<T>,
+) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace)
         && let Some(empty) = empty
     {
@@ -119,7 +131,17 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
     if !json_or_unlabelled(req) {
         return Err(ApiError::UnsupportedMediaType);
     }
-    parse(&body).map_err(ApiError::BadRequest)
+    parse(body).map_err(ApiError::BadRequest)
+}
+
+/// Wipes a body once read (it may hold keys: a compromise report, a name
+/// or metadata refused for holding one), when nothing else holds its bytes.
+/// The buffers actix-web read it through are not this crate's to wipe.
+fn wipe(body: web::Bytes) {
+    use zeroize::Zeroize;
+    if let Ok(mut own) = body.try_into_mut() {
+        own.as_mut().zeroize();
+    }
 }
 
 /// Parses a body as `T`. A value of the wrong type or shape is named by
@@ -185,11 +207,13 @@ fn plain_name(name: &str) -> bool {
 /// missing: a body sent without one (`requests.post(url, data=...)`) is read
 /// as JSON. The routes authenticate by header, never by cookie, so a
 /// browser form posted from another site carries no key: answering only
-/// JSON-labelled bodies would guard nothing.
+/// JSON-labelled bodies would guard nothing. Several `Content-Type`
+/// headers must all say JSON: the answer never depends on their order.
 fn json_or_unlabelled(req: &HttpRequest) -> bool {
-    let Some(value) = req.headers().get(CONTENT_TYPE) else {
-        return true;
-    };
+    req.headers().get_all(CONTENT_TYPE).all(is_json)
+}
+
+fn is_json(value: &actix_web::http::header::HeaderValue) -> bool {
     let Ok(value) = value.to_str() else {
         return false;
     };

@@ -167,12 +167,16 @@
 //!   caller does not hold, and for a rotation those of the key rotated; a successor asking for more than its parent had
 //!   is a 400, since no key of the caller's would change that answer).
 //! - **Management bodies** are JSON (`application/json`, `*/*+json`, or
-//!   no content type at all; another type is 415), sent uncompressed (a
+//!   no content type at all; another type is 415, as is a second
+//!   `Content-Type` header that is not JSON), sent uncompressed (a
 //!   `Content-Encoding` other than `identity` is 415, not decoded; the
 //!   application's `PayloadConfig` and `JsonConfig` do not apply), at most 64 KiB ([`JSON_LIMIT`]) or 1 MiB for
 //!   `/compromised` ([`COMPROMISED_LIMIT`]; else 413). Unknown fields are
 //!   refused with 400, so a misspelt `expires_in` cannot silently make a key
-//!   that never expires. The rotate and revoke bodies may be empty. Parser
+//!   that never expires. The rotate and revoke bodies may be empty (nothing,
+//!   or only white space), and an empty one is accepted whatever its
+//!   `Content-Type` or `Content-Encoding` says, since there is nothing to
+//!   decode: `curl -X POST -d ''` labels it a form. Parser
 //!   messages are returned with quoted input values redacted, naming where
 //!   a value of the wrong type sits (`` at `scopes[1]` ``) and, for an
 //!   unknown field written another way (`expiresInSeconds`), the field

@@ -593,13 +593,16 @@ async fn compromised(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(SCOPE_REVOKE)?;
     let body: CompromisedBody = read_json(&req, payload, COMPROMISED_LIMIT, None).await?;
+    // The reported plaintexts are wiped when the report ends, however it
+    // ends.
+    let reported = zeroize::Zeroizing::new(body.keys);
     let options = CompromiseOptions {
         source: body.source.as_deref(),
         revoke_minted: body.revoke_minted.unwrap_or(false),
         ..CompromiseOptions::default()
     };
     let results = keys(&req)?
-        .report_compromised_with(&body.keys, options, Actor::Key(&caller))
+        .report_compromised_with(&reported, options, Actor::Key(&caller))
         .await?;
     Ok(ok_json(StatusCode::OK, &CompromisedReport { results }))
 }

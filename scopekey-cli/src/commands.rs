@@ -669,7 +669,13 @@ fn print_report(
                 Ok(value)
             })
             .collect::<Result<Vec<_>, serde_json::Error>>()?;
-        let written = output::json(out, &json!({ "results": results }), pretty());
+        let written = output::json(out, &json!({ "results": results }), pretty())
+            .and_then(|()| Ok(out.flush()?));
+        if written.is_err() {
+            // The document did not reach its reader: the summary (the keys
+            // the leaked ones minted, still live) must reach someone.
+            warn(out, &report_summary(lines, partial));
+        }
         if let Some(hint) = format_hint(lines) {
             warn(out, &hint);
         }
@@ -679,8 +685,12 @@ fn print_report(
         eprintln!("no keys in the input");
         return Ok(());
     }
-    output::report_table(out, lines)?;
-    note(out, &report_summary(lines, partial))
+    // The summary is for people, on standard error, even when the table
+    // could not be written (`… | head`): the keys the leaked ones minted,
+    // still live, must not go unsaid.
+    let written = output::report_table(out, lines);
+    warn(out, &report_summary(lines, partial));
+    written
 }
 
 /// Keys this store does not know are often its own, read with another key

@@ -92,7 +92,11 @@
 //!   rotated into being, itself included, and every successor of a key it
 //!   created) are named, and revoked too with `--revoke-minted`. When some
 //!   keys are unknown or malformed, a note on standard error asks to check
-//!   that `SCOPEKEY_PEPPER` and the key prefix are the service's.
+//!   that `SCOPEKEY_PEPPER` and the key prefix are the service's. The
+//!   table's summary goes to standard error, and so does it with `--json`
+//!   when standard output is closed before the document is written
+//!   (`… | head`): the keys were revoked all the same, and what they
+//!   minted is not left unsaid.
 //! - `keys lineage ID [--json]`: a key's rotation chain, oldest first.
 //! - `events [--key ID] [--limit N] [--cursor C] [--all] [--json]`: the audit
 //!   log, newest first (`--all` as for `keys list`).

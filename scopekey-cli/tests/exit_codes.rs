@@ -729,4 +729,35 @@ fn a_closed_standard_output() {
         assert_eq!(run.code, 0, "{run:#?}");
         assert!(run.stderr.contains("its successor"), "{run:#?}");
     }
+    // So does a compromise report's summary, in either output: the keys
+    // were revoked, and what they minted may still be live.
+    let leaked = scopekey(
+        &db.url,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "leaked",
+            "--scope",
+            "orders:read",
+            "--json",
+        ],
+    )
+    .json();
+    let report = db.path.with_extension("leaked.txt");
+    std::fs::write(&report, format!("{}\n", str_of(&leaked, "key"))).expect("write the report");
+    let report_arg = report.to_str().expect("a UTF-8 path");
+    for (json, summary) in [
+        (false, "1 revoked, 0 already revoked"),
+        (true, "0 revoked, 1 already revoked"),
+    ] {
+        let mut args = vec!["keys", "compromised", report_arg];
+        if json {
+            args.push("--json");
+        }
+        let run = with_closed_stdout(&db.url, &args);
+        assert_eq!(run.code, 0, "{run:#?}");
+        assert!(run.stderr.contains(summary), "{run:#?}");
+    }
+    std::fs::remove_file(&report).ok();
 }

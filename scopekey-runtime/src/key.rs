@@ -51,9 +51,14 @@ impl fmt::Display for KeyId {
 impl FromStr for KeyId {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::try_parse(s)
-            .map(KeyId)
-            .map_err(|_| Error::Invalid(format!("`{}` is not a key id (a UUID)", s.escape_debug())))
+        Uuid::try_parse(s).map(KeyId).map_err(|_| {
+            // Repeated only when too short to be a key pasted there.
+            Error::Invalid(if s.len() <= 32 {
+                format!("`{}` is not a key id (a UUID)", s.escape_debug())
+            } else {
+                "not a key id (a UUID)".to_owned()
+            })
+        })
     }
 }
 
@@ -451,6 +456,24 @@ mod tests {
 
     fn hex(hash: KeyHash) -> String {
         hash.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// A key id that does not parse is repeated in the error only when too
+    /// short to be a key pasted where an id belongs.
+    #[test]
+    fn key_ids_in_errors() {
+        let id = "0190a4a1-7c3e-7f00-8000-000000000001";
+        assert_eq!(id.parse::<KeyId>().unwrap().to_string(), id);
+        let Err(Error::Invalid(short)) = "abc-123".parse::<KeyId>() else {
+            panic!("not an id");
+        };
+        assert!(short.contains("`abc-123`"), "{short}");
+        let key = KeyFormat::default().generate().unwrap();
+        let Err(Error::Invalid(long)) = key.expose_secret().parse::<KeyId>() else {
+            panic!("a key is not an id");
+        };
+        assert!(!long.contains(&key.expose_secret()[3..]), "{long}");
+        assert!(long.contains("not a key id"), "{long}");
     }
 
     /// Known answers, so that the format cannot drift from what secret

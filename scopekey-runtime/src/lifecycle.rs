@@ -1105,7 +1105,7 @@ impl ScopeKey {
             .store
             .get(id)
             .await?
-            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+            .ok_or_else(|| self.gone(id))?;
         let (parent_scopes, parent_grants) = self.grants_of(&parent)?;
         // Rotating another key ends it (after the grace, at once with none)
         // and hands its successor to the caller: only a caller whose key
@@ -1249,7 +1249,7 @@ impl ScopeKey {
                     rotation_webhook_secret: None,
                 })
             }
-            RotateOutcome::NotFound => Err(Error::NotFound(id.to_string())),
+            RotateOutcome::NotFound => Err(self.gone(id)),
             RotateOutcome::Conflict(now_record) => {
                 self.rotatable_by(&now_record, actor, now).await?;
                 Err(Error::Conflict(format!(
@@ -1271,6 +1271,13 @@ impl ScopeKey {
         now: OffsetDateTime,
     ) -> Result<(), Error> {
         let judged = rotatable(record, now);
+        // A key that can no longer be rotated was rotated, revoked or
+        // expired, perhaps on another node this one has not heard from:
+        // its cached verdicts go, as every other read of a changed key
+        // drops them.
+        if judged.is_err() {
+            self.forget(&record.key_hash);
+        }
         if judged.is_err()
             && actor.key_id() == Some(record.id)
             && let Some(why) = refusal(record, now)
@@ -1278,6 +1285,13 @@ impl ScopeKey {
             return Err(self.actor_refused_as(actor, "rotate", now, &why).await);
         }
         judged
+    }
+
+    /// A key the store no longer holds: not found, and whatever this node
+    /// cached of it forgotten.
+    fn gone(&self, id: KeyId) -> Error {
+        self.inner.verifier.invalidate_key(id);
+        Error::NotFound(id.to_string())
     }
 
     fn grants_of(&self, record: &KeyRecord) -> Result<(Vec<String>, Grants), Error> {

@@ -509,10 +509,11 @@ async fn a_silent_listener_connection_is_found() {
 }
 
 /// A quiet feed stays quiet: its checks of a live connection ask for no
-/// flush (a flush a second would empty the cache for nothing).
+/// flush (a flush a second would empty the cache for nothing). The checks
+/// did run: the listener's session shows the check as its last statement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_live_feed_asks_for_nothing() {
-    use scopekey_runtime::store::postgres::FEED_QUIET_CHECK;
+    use scopekey_runtime::store::postgres::{FEED_CHECK_QUERY, FEED_QUIET_CHECK};
 
     let Some(db) = pg().await else { return };
     let mut feed = db.store.changes().await.unwrap().expect("a feed");
@@ -521,6 +522,15 @@ async fn a_quiet_live_feed_asks_for_nothing() {
     let notify = async {
         tokio::time::sleep(FEED_QUIET_CHECK * 3).await;
         let mut conn = PgConnection::connect(&db.url).await.unwrap();
+        let checked: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND query = $1",
+        )
+        .bind(FEED_CHECK_QUERY)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(checked, 1, "the feed checked its quiet connection");
         sqlx::query("SELECT pg_notify('scopekey_keys', $1)")
             .bind("ef".repeat(32))
             .execute(&mut conn)

@@ -939,6 +939,26 @@ async fn rotation_refusals_tell_nothing(db: &TestDb) {
         .await;
     assert!(matches!(refused, Err(Error::ActorRevoked)), "{refused:?}");
     assert!(db.store.successor(own.key.id).await.unwrap().is_none());
+
+    // A rotation that finds a key changed on another node (revoked there,
+    // or gone) drops what this node cached of it: the cache does not go on
+    // accepting a key the runtime has just read as revoked.
+    let cached = key(&keys, "cached", &["orders:read"]).await;
+    let plaintext = cached.plaintext.expose_secret();
+    keys.verify(plaintext).await.unwrap();
+    elsewhere
+        .revoke(cached.key.id, None, Actor::System)
+        .await
+        .unwrap();
+    assert!(keys.verify(plaintext).await.is_ok(), "cached, unheard");
+    let refused = keys
+        .rotate(cached.key.id, RotateOptions::default(), Actor::System)
+        .await;
+    assert!(matches!(refused, Err(Error::Conflict(_))), "{refused:?}");
+    assert!(
+        matches!(keys.verify(plaintext).await, Err(VerifyError::Revoked)),
+        "forgotten once read as revoked"
+    );
 }
 both_backends!(
     rotation_refusals_tell_a_caller_nothing_it_may_not_know,

@@ -199,9 +199,19 @@ impl Request {
     }
 
     pub async fn send(self) -> Response {
+        self.send_after(None).await
+    }
+
+    /// Connects, then waits at `start` (when given) before writing the
+    /// request: requests sent by tasks sharing one barrier reach the server
+    /// together, their connections already made.
+    pub async fn send_after(self, start: Option<&tokio::sync::Barrier>) -> Response {
         let mut stream = tokio::net::TcpStream::connect(self.addr)
             .await
             .expect("connect to the test server");
+        if let Some(start) = start {
+            start.wait().await;
+        }
         let mut head = format!(
             "{} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
             self.method, self.path, self.addr
