@@ -59,7 +59,11 @@
 //!   (`notify::signature::Secret`, with `webhooks`) and the pepper are
 //!   wiped (`zeroize`) when dropped, and the random bytes a key is made of
 //!   once it is made. Copies taken of them (a response body, a string from
-//!   `expose_secret`) are the copier's to wipe.
+//!   `expose_secret`) are the copier's to wipe. `scopekey-actix` wipes its
+//!   own: the presented key it holds while a cache miss is looked up, a
+//!   compromise report's keys, and a management body once parsed; the
+//!   buffers actix-web and the operating system read a request through
+//!   are beyond its reach.
 //! - sqlx 0.9, re-exported as [`sqlx`]: a pool shared with scopekey
 //!   (`SqliteStore::from_pool`, `PgStore::from_pool`) is of that version.
 //! - SQLite keeps times as integer microseconds since the Unix epoch (UTC);
