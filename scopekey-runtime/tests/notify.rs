@@ -2697,6 +2697,57 @@ both_backends!(
     sealed_successors_of_dead_keys
 );
 
+/// A sealed successor whose key is revoked after the pass's give-up step
+/// (here: no pass at all, only `deliver_due`) is still not sent: the sender
+/// reads its key before sending, and gives the delivery up, erased.
+async fn dead_successor_at_send(db: &TestDb) {
+    let e = env(db).await;
+    let holder = Receiver::start().await;
+    let with_secret = auto_runtime(Arc::clone(&db.store), &e.clock);
+    let rotator = Notifier::new(
+        with_secret.clone(),
+        Outbox::connect(&db.url).await.unwrap(),
+        config(&e.receiver),
+    )
+    .unwrap();
+    let parent = with_secret
+        .create(
+            auto_rotating("raced", &holder.url).expires_at(e.clock.now() + Duration::hours(12)),
+            Actor::System,
+        )
+        .await
+        .unwrap();
+    holder.script([Reply::Status(500)]);
+    let pass = rotator.run_once().await.unwrap();
+    assert_eq!((pass.rotated, pass.deliveries.retried), (1, 1), "{pass:?}");
+    holder.wait_for(1).await;
+    let successor = with_secret.lineage(parent.key.id).await.unwrap()[1].clone();
+    with_secret
+        .revoke(successor.id, None, Actor::System)
+        .await
+        .unwrap();
+    e.clock.advance(Duration::hours(2));
+    let sent = rotator.deliver_due().await.unwrap();
+    assert_eq!((sent.delivered, sent.failed), (0, 1), "{sent:?}");
+    let d = successor_delivery(&e.notifier, successor.id).await;
+    assert_eq!(
+        (d.state, d.payload.as_str()),
+        (DeliveryState::Failed, ""),
+        "{d:?}"
+    );
+    assert!(
+        d.last_error.as_deref().unwrap().contains("no longer live"),
+        "{d:?}"
+    );
+    let failed = events_of(&e.keys, successor.id, webhook_event::WEBHOOK_FAILED).await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(holder.count(), 1, "nothing sent after the first attempt");
+}
+both_backends!(
+    a_successor_revoked_after_the_give_up_step_is_not_sent,
+    dead_successor_at_send
+);
+
 /// The `action` of the one `key.expiring` notice `receiver` got for `id`.
 fn notice_action(receiver: &Receiver, id: KeyId) -> String {
     let notices: Vec<Value> = receiver

@@ -162,7 +162,10 @@
 //! successors were still pending leaves no sealed plaintext behind for
 //! ever). This step runs before the pass delivers, so a successor revoked
 //! since its last attempt is not sent again. A delivery a sender holds a
-//! lease on is left to that sender.
+//! lease on is left to that sender, which reads the successor's state
+//! again just before sending: one revoked in between (or while
+//! [`Notifier::deliver_due`] runs alone) is given up the same way, not
+//! sent.
 //!
 //! **One bad key stops nothing.** A pass rotates, records notices, then
 //! gives up, delivers and prunes, each whatever the earlier steps
@@ -1110,9 +1113,18 @@ impl Notifier {
         // to a notifier that can open it, counting no attempt (instances
         // still without a new secret must not use up the attempts of those
         // with it), until its key is no longer live: its plaintext is of no
-        // use then, and it is given up, erased.
-        let mut unopened = None;
+        // use then, and it is given up, erased. One this notifier opens is
+        // given up too, not sent, once its key is no longer live: the pass
+        // gives those up before it delivers, but a revocation can land
+        // between the two (or `deliver_due` runs alone).
+        let mut not_sent = None;
         let (url, secrets, body, holder) = if seal::is_sealed(&c.payload) {
+            let live = match c.key_id {
+                Some(id) => self.inner.keys.store().get(id).await?.is_some_and(|key| {
+                    matches!(key.status_at(sent_at), Status::Active | Status::Rotating)
+                }),
+                None => false,
+            };
             let server = self.inner.keys.rotation_secrets();
             let pair = seal::open(server, c.id.as_bytes(), &c.payload)
                 .and_then(|bytes| String::from_utf8(bytes).ok())
@@ -1120,8 +1132,8 @@ impl Notifier {
                     let (whsec, body) = text.split_once('\n')?;
                     Some((whsec.parse::<Secret>().ok()?, body.to_owned()))
                 });
-            match pair {
-                Some(pair) => {
+            match (pair, live) {
+                (Some(pair), true) => {
                     opened = pair;
                     (
                         c.url.as_str(),
@@ -1130,22 +1142,17 @@ impl Notifier {
                         true,
                     )
                 }
-                None => {
-                    let live = match c.key_id {
-                        Some(id) => self.inner.keys.store().get(id).await?.is_some_and(|key| {
-                            matches!(key.status_at(sent_at), Status::Active | Status::Rotating)
-                        }),
-                        None => false,
-                    };
-                    if live {
-                        tracing::warn!(delivery_id = %c.id, "cannot open a sealed delivery with this runtime's rotation secrets; leaving it to a notifier that can");
-                        return Ok(Some(Tally::Left));
-                    }
-                    unopened = Some(
+                (None, true) => {
+                    tracing::warn!(delivery_id = %c.id, "cannot open a sealed delivery with this runtime's rotation secrets; leaving it to a notifier that can");
+                    return Ok(Some(Tally::Left));
+                }
+                (pair, false) => {
+                    not_sent = Some(if pair.is_some() {
+                        "not sent: its key is no longer live (revoked, expired or gone)"
+                    } else {
                         "sealed under a rotation secret this notifier does not hold, and its key \
                          is no longer live"
-                            .to_owned(),
-                    );
+                    });
                     (c.url.as_str(), &[][..], "", true)
                 }
             }
@@ -1168,7 +1175,7 @@ impl Notifier {
             ),
             _ => (&clients.endpoints, None),
         };
-        let outcome = match unopened.clone().or(refused) {
+        let outcome = match not_sent.map(str::to_owned).or(refused) {
             Some(error) => Outcome::Failed {
                 status: None,
                 error,
@@ -1204,7 +1211,7 @@ impl Notifier {
         };
         let at = self.inner.keys.now();
         let failures = c.attempts.saturating_add(1);
-        let exhausted = unopened.is_some() || failures >= config.max_attempts;
+        let exhausted = not_sent.is_some() || failures >= config.max_attempts;
         let backoff = || deliver::backoff(failures, config.initial_backoff, config.max_backoff);
         let (completion, tally) = match outcome {
             Outcome::Delivered(status) => (Completion::Delivered { at, status }, Tally::Delivered),
