@@ -228,7 +228,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if first.is_none() {
         tracing::info!(
             "the store already holds keys: no admin key printed (the first start printed \
-             one; another: `scopekey keys create --name admin --scope '*'`)"
+             one; another: `{}`)",
+            cli_hint(&database_url, "keys create --name admin --scope '*'")
         );
     }
     if let Some(admin) = first {
@@ -243,9 +244,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tracing::error!(
                 error = %e,
                 key_id = %admin.key.id,
-                "could not print the admin key; revoke it and make another with \
-                 `scopekey keys revoke {}` and `scopekey keys create --name admin --scope '*'`",
-                admin.key.id
+                "could not print the admin key; revoke it and make another with `{}` and `{}`",
+                cli_hint(&database_url, &format!("keys revoke {}", admin.key.id)),
+                cli_hint(&database_url, "keys create --name admin --scope '*'"),
             );
         }
     }
@@ -328,4 +329,22 @@ impl StopSignals {
             false
         }
     }
+}
+
+/// The command line that runs `command` with the CLI from this workspace
+/// against the demo's store, for a log line: the store's URL written out
+/// unless it holds a password (then the reader sets `DATABASE_URL`).
+fn cli_hint(database_url: &str, command: &str) -> String {
+    let authority = database_url
+        .split_once("://")
+        .map_or("", |(_, rest)| rest.split('/').next().unwrap_or_default());
+    let password = authority
+        .rsplit_once('@')
+        .is_some_and(|(user, _)| user.contains(':'));
+    let url = if password {
+        "$DATABASE_URL".to_owned()
+    } else {
+        format!("'{database_url}'")
+    };
+    format!("cargo run -p scopekey-cli -- --database-url {url} {command}")
 }

@@ -620,7 +620,8 @@ async fn credentials(db: &TestDb) {
         .assert_problem(401, Some(NO_KEY));
 
     // Malformed tokens: empty, spaces, oversized, not ASCII. All 401
-    // invalid_token, none reaching the store.
+    // invalid_token, none reaching the store (shown in store_failure.rs:
+    // the same refusals while the store does not answer).
     let oversized = format!("Bearer {admin}{}", "A".repeat(600));
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("Authorization", b"Bearer".to_vec()),

@@ -247,13 +247,26 @@ async fn full_story(db: &TestDb) {
         .await;
     assert_eq!(res.status, 200);
     let all = res.json();
-    let failed = all["items"]
+    let mut failed: Vec<(&str, &str)> = all["items"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|e| e["type"] == "auth.failed")
-        .count();
-    assert!(failed >= 3, "expected the refusals audited: {all}");
+        .map(|e| {
+            (
+                e["key_id"].as_str().unwrap_or("none"),
+                e["details"]["reason"].as_str().unwrap_or("none"),
+            )
+        })
+        .collect();
+    failed.sort_unstable();
+    let mut expected = vec![
+        (reader_id.as_str(), "expired"),
+        (successor_id.as_str(), "revoked"),
+        (short_id.as_str(), "expired"),
+    ];
+    expected.sort_unstable();
+    assert_eq!(failed, expected, "each refusal audited, with its reason");
 
     app.stop().await;
 }

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use scopekey_runtime::KeyFormat;
-use scopekey_runtime::testing::TestDb;
+use scopekey_runtime::testing::{Backend, TestDb};
 
 const UNKNOWN_ID: &str = "0190c8f2-7a6e-7c3b-9d41-2f5e8a1b3c4d";
 
@@ -47,6 +47,28 @@ async fn operation_failures_exit_1(db: &TestDb) {
     scopekey(url, &["keys", "rotate", id])
         .fails_with(1)
         .says("it is expired");
+    // Expired with no successor: its expiry passed (set in the past by
+    // hand, since the CLI reads the wall clock).
+    let key = create(url, "expired", &["orders:read"]);
+    let id = str_of(&key, "id");
+    let just_after_creation = match db.backend() {
+        Backend::Sqlite => "created_at + 1",
+        Backend::Postgres => "created_at + interval '1 microsecond'",
+    };
+    db.execute(&format!(
+        "UPDATE scopekey_keys SET expires_at = {just_after_creation} WHERE id = '{id}'"
+    ))
+    .await;
+    scopekey(url, &["keys", "rotate", id])
+        .fails_with(1)
+        .says("it is expired");
+    assert_eq!(
+        scopekey(url, &["keys", "lineage", id, "--json"]).json()["items"]
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "no successor"
+    );
 
     // Names and values the runtime refuses (a malformed scope is bad
     // usage: `bad_usage_exits_2_without_touching_the_store`).

@@ -173,10 +173,22 @@ impl TestDb {
             }
         };
         let name = format!("scopekey_test_{}", uuid::Uuid::now_v7().simple());
-        admin
+        if let Err(e) = admin
             .execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .await
-            .expect("create test database");
+        {
+            let shown = without_password(&admin_url);
+            if in_ci() {
+                panic!("cannot create a test database on {shown} in CI: {e}");
+            }
+            // A reachable server whose role may not create databases (an
+            // application's own DATABASE_URL, say).
+            skipping(&format!(
+                "cannot create a test database on {shown} ({e}). The tests need a role \
+                 that may (CREATEDB), such as the server's `postgres`"
+            ));
+            return None;
+        }
         let _ = admin.close().await;
         let url = with_database(&admin_url, &name);
         let store = PgStore::connect(&url)
@@ -542,6 +554,58 @@ impl Store for PausingStore {
 
 #[cfg(test)]
 mod tests {
+    /// Run only as the child process of the two tests below: opens a
+    /// PostgreSQL test database as `both_backends!` does.
+    #[tokio::test]
+    #[ignore = "run as a child process by the tests of an unreachable PostgreSQL"]
+    async fn child_opens_postgres() {
+        let db = super::TestDb::new(super::Backend::Postgres).await;
+        assert!(db.is_none(), "the server at port 1 answered");
+    }
+
+    /// This test binary running [`child_opens_postgres`] against a server
+    /// that is not there, with `CI` set to `ci` (or unset): its exit
+    /// status, and its standard output and error together.
+    fn child(ci: Option<&str>) -> (bool, String) {
+        let mut cmd = std::process::Command::new(std::env::current_exe().expect("this binary"));
+        cmd.args([
+            "testing::tests::child_opens_postgres",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(
+            "DATABASE_URL",
+            "postgres://postgres@127.0.0.1:1/unreachable",
+        );
+        match ci {
+            Some(ci) => cmd.env("CI", ci),
+            None => cmd.env_remove("CI"),
+        };
+        let out = cmd.output().expect("run the child");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("running 1 test"), "the child ran: {text}");
+        (out.status.success(), text)
+    }
+
+    #[test]
+    fn in_ci_an_unreachable_postgres_fails_the_test() {
+        let (passed, text) = child(Some("true"));
+        assert!(!passed, "{text}");
+        assert!(text.contains("unreachable in CI"), "{text}");
+    }
+
+    #[test]
+    fn outside_ci_an_unreachable_postgres_is_skipped_loudly() {
+        let (passed, text) = child(None);
+        assert!(passed, "{text}");
+        assert!(text.contains("*** SKIPPING the PostgreSQL tests"), "{text}");
+    }
+
     #[test]
     fn ci_is_any_value_but_empty_zero_or_false() {
         for yes in ["true", "TRUE", "1", "yes", "True"] {

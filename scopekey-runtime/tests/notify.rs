@@ -1328,9 +1328,11 @@ async fn spawned_and_shut_down(db: &TestDb) {
         .unwrap()[0];
     assert_eq!((d.state, d.attempts), (DeliveryState::Delivered, 2));
     // Stopped (its task has ended once `shutdown` returns): a key due a
-    // notice gets none, however far the clock moves.
+    // notice gets none, however far the clock moves. (A deliberate wait of
+    // ten intervals: a task still running would have ticked meanwhile.)
     let k2 = key_expiring_in(&e.keys, "k2", Duration::days(10)).await;
     e.clock.advance(Duration::minutes(10));
+    tokio::time::sleep(StdDuration::from_millis(500)).await;
     assert!(e.notifier.outbox().notices(k2).await.unwrap().is_empty());
     assert!(
         events_of(&e.keys, k2, event_type::KEY_EXPIRING)

@@ -118,17 +118,22 @@ impl Store for Synthetic {
 }
 
 /// The process's resident anonymous memory (heap and stacks, not mapped
-/// files) in KiB (Linux; `None` elsewhere).
+/// files) in KiB (Linux, where it must be readable; `None` elsewhere).
 fn rss_kib() -> Option<u64> {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()?
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kib = status
         .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))?
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .expect("RssAnon in /proc/self/status")
         .trim()
         .trim_end_matches("kB")
         .trim()
         .parse()
-        .ok()
+        .expect("RssAnon in KiB");
+    Some(kib)
 }
 
 fn fresh_keys(n: usize) -> Vec<String> {
