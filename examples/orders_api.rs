@@ -332,19 +332,14 @@ impl StopSignals {
 }
 
 /// The command line that runs `command` with the CLI from this workspace
-/// against the demo's store, for a log line: the store's URL written out
-/// unless it holds a password (then the reader sets `DATABASE_URL`).
+/// against the demo's store, for a log line: a SQLite file's URL written
+/// out, any other left to the reader's `DATABASE_URL` (a server's URL may
+/// hold a password, in its user information or its query).
 fn cli_hint(database_url: &str, command: &str) -> String {
-    let authority = database_url
-        .split_once("://")
-        .map_or("", |(_, rest)| rest.split('/').next().unwrap_or_default());
-    let password = authority
-        .rsplit_once('@')
-        .is_some_and(|(user, _)| user.contains(':'));
-    let url = if password {
-        "$DATABASE_URL".to_owned()
-    } else {
+    let url = if database_url.starts_with("sqlite:") {
         format!("'{database_url}'")
+    } else {
+        "\"$DATABASE_URL\"".to_owned()
     };
     format!("cargo run -p scopekey-cli -- --database-url {url} {command}")
 }

@@ -32,6 +32,7 @@ fn ui() {
     t.pass("tests/ui/pass/generics.rs");
     t.pass("tests/ui/pass/one-line-and-loose-generics.rs");
     t.pass("tests/ui/pass/attributes-kept.rs");
+    t.pass("tests/ui/pass/trailing-commas.rs");
     t.pass("tests/ui/pass/catalogue-without-one.rs");
     t.pass("tests/ui/pass/body-items.rs");
 }
@@ -75,15 +76,33 @@ fn broken_catalogue() {
 }
 
 /// The other ways a catalogue can be malformed, each the broken crate with
-/// its table's body replaced (`tests/ui-catalogue-broken/<variant>/`):
+/// its table replaced (`tests/ui-catalogue-broken/<variant>/`):
 /// both macros say what is wrong, at the macro's call.
 #[test]
 fn other_catalogue_mistakes() {
-    for variant in [
+    const TABLE: &str = "[package.metadata.scopekey]\n";
+    for (variant, body) in [
         ("empty", "scopes = []"),
         ("not-a-list", "scopes = \"orders:read\""),
         ("not-text", "scopes = [\"orders:read\", 7]"),
         ("no-list", ""),
+        ("unknown-key", "scopes = [\"orders:read\"]\nstrict = true"),
+    ] {
+        check_variant(
+            "ui-catalogue-broken",
+            Some((variant, &format!("{TABLE}{body}"))),
+        );
+    }
+    // Tables other than the one scopekey reads.
+    for variant in [
+        (
+            "not-a-table",
+            "[package.metadata]\nscopekey = [\"orders:read\"]",
+        ),
+        (
+            "workspace-table",
+            "[workspace.metadata.scopekey]\nscopes = [\"orders:read\"]",
+        ),
     ] {
         check_variant("ui-catalogue-broken", Some(variant));
     }
@@ -116,7 +135,7 @@ fn check_fixture(name: &str) -> (PathBuf, PathBuf) {
 }
 
 /// [`check_fixture`] of `name`, or of a variant of it: `(variant, table)`
-/// replaces the body of its `[package.metadata.scopekey]` table with
+/// replaces its `[package.metadata.scopekey]` table, header included, with
 /// `table`, and the diagnostics expected are in
 /// `tests/<name>/<variant>/<bin>.stderr`.
 fn check_variant(name: &str, variant: Option<(&str, &str)>) -> (PathBuf, PathBuf) {
@@ -241,7 +260,7 @@ fn copy_fixture(root: &Path, fixture: &Path, project: &Path, table: Option<&str>
     let manifest = match table {
         Some(table) => {
             const HEADER: &str = "[package.metadata.scopekey]\n";
-            let start = manifest.find(HEADER).expect("a catalogue table") + HEADER.len();
+            let start = manifest.find(HEADER).expect("a catalogue table");
             let end = manifest[start..]
                 .find("\n\n")
                 .map_or(manifest.len(), |end| start + end);

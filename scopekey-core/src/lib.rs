@@ -162,7 +162,11 @@ impl ScopeError {
                     .strip_suffix(":*")
                     .is_some_and(|resource| !resource.contains('*'))
                     && at + 1 == self.scope.end;
-                if scope == "*" || whole_action {
+                if scope == "*" {
+                    "a required scope cannot be a wildcard (`*` is the super-scope a key may \
+                     hold; no handler requires it); name the exact scope, e.g. `orders:read`"
+                        .into()
+                } else if whole_action {
                     "a required scope cannot be a wildcard; name the exact scope, e.g. `orders:read`"
                         .into()
                 } else {

@@ -181,7 +181,8 @@ impl Requirement {
                 Lit::Int(_) | Lit::Float(_) => "a number",
                 Lit::Bool(_) => "a boolean",
                 Lit::Char(_) => "a character literal; scopes take double quotes",
-                Lit::ByteStr(_) | Lit::Byte(_) => "a byte string; scopes are plain strings",
+                Lit::ByteStr(_) => "a byte string; scopes are plain strings",
+                Lit::Byte(_) => "a byte literal; scopes are plain strings",
                 Lit::CStr(_) => "a C string; scopes are plain strings",
                 _ => "a literal that is not a string",
             };
@@ -201,6 +202,17 @@ impl Requirement {
                 list.span(),
                 "a list of scopes is written `all(\"a:b\", \"c:d\")` (every one needed) \
                  or `any(\"a:b\", \"c:d\")` (one of them is enough), not in brackets",
+            ));
+        }
+        if input.peek(token::Paren) {
+            // `(("orders:read"))`: parentheses around a requirement group
+            // nothing; `any` and `all` say how scopes combine.
+            let group: Group = input.parse()?;
+            return Err(Error::new(
+                group.span(),
+                "parentheses around a requirement; write it bare, e.g. \
+                 `#[requires_scope(\"orders:read\")]`, and combine scopes with `any(...)` \
+                 or `all(...)`",
             ));
         }
         Err(input.error(EXPECTED))
@@ -225,7 +237,8 @@ impl Requirement {
                 }
                 if !content.peek(Token![,]) {
                     return Err(content.error(format!(
-                        "expected `,` between the requirements of `{name}(...)`"
+                        "expected `,` between the requirements of `{name}(...)`, as in \
+                         `{name}(\"orders:admin\", \"orders:read\")`"
                     )));
                 }
                 content.parse::<Token![,]>()?;
@@ -398,7 +411,8 @@ impl Handler {
             if input.peek(Token![;]) {
                 return Err(Error::new_spanned(
                     &sig.ident,
-                    "`#[requires_scope]` goes on a handler with a body, not a declaration",
+                    "`#[requires_scope]` goes on a handler with a body, not a declaration: put it on \
+                     the `async fn` that has one (a free function, or one in an `impl` block)",
                 ));
             }
             let content;
@@ -414,10 +428,17 @@ impl Handler {
                 body,
             })
         };
-        parser.parse2(item).map_err(|err| {
-            // Our own messages say it all; syn's get the context.
+        parser.parse2(item.clone()).map_err(|err| {
+            // Our own messages say it all; syn's get the context, unless
+            // the item is plainly something else than a function.
             if err.to_string().starts_with("`#[requires_scope]`") {
                 return err;
+            }
+            if let Some((what, span)) = not_a_function(item) {
+                return Error::new(
+                    span,
+                    format!("`#[requires_scope]` goes on an `async fn` handler, not on {what}"),
+                );
             }
             Error::new(
                 err.span(),
@@ -425,6 +446,33 @@ impl Handler {
             )
         })
     }
+}
+
+/// What an item that is not a function is (`a struct`), and where its
+/// keyword is; `None` for a function, or for what is no item at all.
+fn not_a_function(item: TokenStream) -> Option<(&'static str, proc_macro2::Span)> {
+    use syn::spanned::Spanned;
+    let item: syn::Item = syn::parse2(item).ok()?;
+    let (what, span) = match &item {
+        syn::Item::Struct(i) => ("a struct", i.struct_token.span()),
+        syn::Item::Enum(i) => ("an enum", i.enum_token.span()),
+        syn::Item::Union(i) => ("a union", i.union_token.span()),
+        syn::Item::Const(i) => ("a constant", i.const_token.span()),
+        syn::Item::Static(i) => ("a static", i.static_token.span()),
+        syn::Item::Mod(i) => ("a module", i.mod_token.span()),
+        syn::Item::Impl(i) => (
+            "an `impl` block (put it on the handler inside)",
+            i.impl_token.span(),
+        ),
+        syn::Item::Trait(i) => ("a trait", i.trait_token.span()),
+        syn::Item::Type(i) => ("a type alias", i.type_token.span()),
+        syn::Item::Use(i) => ("a `use`", i.use_token.span()),
+        syn::Item::ExternCrate(i) => ("an `extern crate`", i.extern_token.span()),
+        syn::Item::ForeignMod(i) => ("an `extern` block", i.abi.span()),
+        syn::Item::Macro(i) => ("a macro", i.mac.path.span()),
+        _ => return None,
+    };
+    Some((what, span))
 }
 
 #[cfg(test)]
@@ -479,7 +527,7 @@ mod tests {
             parsed,
             Ok(Err(format!(
                 "`any(...)` and `all(...)` may nest at most {MAX_REQUIREMENT_DEPTH} deep; \
-                 this one is deeper"
+                 this one is deeper: flatten it (`any(any(a, b), c)` is `any(a, b, c)`)"
             )))
         );
         // Just inside the limit, every level is parsed.
@@ -691,7 +739,8 @@ mod tests {
         };
         assert_eq!(
             err.to_string(),
-            "`#[requires_scope]` goes on a handler with a body, not a declaration"
+            "`#[requires_scope]` goes on a handler with a body, not a declaration: put it on \
+                     the `async fn` that has one (a free function, or one in an `impl` block)"
         );
     }
 }

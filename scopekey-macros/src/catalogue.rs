@@ -153,7 +153,14 @@ fn catalogue_table<'a, 'i>(doc: &'a DeTable<'i>) -> Result<Option<&'a DeTable<'i
     };
     if let Some(metadata) = metadata {
         if let Some(scopekey) = metadata.get(TABLE) {
-            return table(scopekey.get_ref(), "package.metadata.scopekey").map(Some);
+            return match scopekey.get_ref() {
+                DeValue::Table(t) => Ok(Some(t)),
+                other => Err(format!(
+                    "`package.metadata.scopekey` in Cargo.toml must be a table, not {}: write \
+                     `[package.metadata.scopekey]` with `scopes = [\"orders:read\", ...]` under it",
+                    kind(other)
+                )),
+            };
         }
         if let Some(key) = metadata
             .keys()

@@ -61,7 +61,8 @@ fn check(
                     call.tokens(),
                     format!(
                         "`any(...)` and `all(...)` may nest at most \
-                         {MAX_REQUIREMENT_DEPTH} deep; this one is deeper"
+                         {MAX_REQUIREMENT_DEPTH} deep; this one is deeper: flatten it \
+                         (`any(any(a, b), c)` is `any(a, b, c)`)"
                     ),
                 ));
                 return None;

@@ -3,8 +3,10 @@
 use crate::key::Malformed;
 
 /// A storage failure (database unreachable, query failed). Its message may
-/// name the database; it never carries a key or a hash.
-#[derive(Debug, thiserror::Error)]
+/// name the database; it never carries a key or a hash. Its `Debug` shows
+/// its cause as displayed, not the driver's own `Debug` (PostgreSQL's
+/// error detail may quote a row's values).
+#[derive(thiserror::Error)]
 #[error("key store unavailable: {message}")]
 pub struct StoreError {
     message: String,
@@ -12,6 +14,17 @@ pub struct StoreError {
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
     actor_revoked: bool,
     corrupt: bool,
+}
+
+impl std::fmt::Debug for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreError")
+            .field("message", &self.message)
+            .field("source", &self.source.as_ref().map(ToString::to_string))
+            .field("actor_revoked", &self.actor_revoked)
+            .field("corrupt", &self.corrupt)
+            .finish()
+    }
 }
 
 impl StoreError {
@@ -189,6 +202,35 @@ impl VerifyError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A cause is shown as displayed, never by its own `Debug` (a driver's
+    /// may carry a row's values).
+    #[test]
+    fn debug_shows_the_cause_as_displayed() {
+        #[derive(Debug)]
+        struct Driver {
+            #[allow(dead_code)]
+            detail: &'static str,
+        }
+        impl std::fmt::Display for Driver {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("duplicate key value")
+            }
+        }
+        impl std::error::Error for Driver {}
+        let e = StoreError::new(
+            "insert failed",
+            Driver {
+                detail: "Key (key_hash)=(\\xabab)",
+            },
+        );
+        let shown = format!("{e:?}");
+        assert!(shown.contains("duplicate key value"), "{shown}");
+        assert!(
+            !shown.contains("key_hash") && !shown.contains("abab"),
+            "{shown}"
+        );
+    }
 
     /// Only a row's data is corrupt; the store failing in any other way
     /// (the notifier then ends its pass) is not.

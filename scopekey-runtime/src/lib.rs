@@ -63,7 +63,10 @@
 //!   own: the presented key it holds while a cache miss is looked up, a
 //!   compromise report's keys, and a management body once parsed; the
 //!   buffers actix-web and the operating system read a request through
-//!   are beyond its reach.
+//!   are beyond its reach. The notifier wipes the copies of a successor's
+//!   plaintext and its lineage's signing secret it makes while sealing and
+//!   opening a delivery; the HTTP client's own request buffers are beyond
+//!   its reach too.
 //! - sqlx 0.9, re-exported as [`sqlx`]: a pool shared with scopekey
 //!   (`SqliteStore::from_pool`, `PgStore::from_pool`) is of that version.
 //! - SQLite keeps times as integer microseconds since the Unix epoch (UTC);

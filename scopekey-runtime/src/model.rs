@@ -103,8 +103,10 @@ impl From<KeyRecord> for VerifyRecord {
 }
 
 /// A stored key, as a [`Store`](crate::Store) reads and writes it. Carries
-/// the hash: only stores and the verifier see this type.
-#[derive(Debug, Clone, PartialEq)]
+/// the hash: only stores and the verifier see this type. Its `Debug` shows
+/// neither the hash nor the webhook's sealed secret, and of the webhook's
+/// URL only its scheme, host and port (a path or query may hold a token).
+#[derive(Clone, PartialEq)]
 pub struct KeyRecord {
     /// Identifier.
     pub id: KeyId,
@@ -142,6 +144,48 @@ pub struct KeyRecord {
     /// That webhook's signing secret, sealed under the runtime's rotation
     /// secret (`sealed:v1:…`); inherited by successors. Never shown.
     pub rotation_webhook_secret: Option<String>,
+}
+
+impl fmt::Debug for KeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRecord")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("scopes", &self.scopes)
+            .field("metadata", &self.metadata)
+            .field("hint", &self.hint)
+            .field("key_hash", &self.key_hash)
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .field("revoked_at", &self.revoked_at)
+            .field("revoked_reason", &self.revoked_reason)
+            .field("rotated_at", &self.rotated_at)
+            .field("parent_key_id", &self.parent_key_id)
+            .field("last_used_at", &self.last_used_at)
+            .field("rotation_period", &self.rotation_period)
+            .field(
+                "rotation_webhook_url",
+                &self.rotation_webhook_url.as_deref().map(origin),
+            )
+            .field(
+                "rotation_webhook_secret",
+                &self.rotation_webhook_secret.as_ref().map(|_| ".."),
+            )
+            .finish()
+    }
+}
+
+/// A URL's scheme, host and port alone (no user information, path, query
+/// or fragment), for `Debug`.
+fn origin(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(not a URL)".to_owned();
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    format!("{scheme}://{host}")
 }
 
 impl KeyRecord {
@@ -333,4 +377,45 @@ pub struct Page<T> {
     pub items: Vec<T>,
     /// Pass this back as `cursor` for the next page; `None` on the last.
     pub next_cursor: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record's `Debug` shows neither its hash nor its webhook's sealed
+    /// secret, and of the webhook's URL its origin alone.
+    #[test]
+    fn debug_hides_the_hash_and_the_webhook() {
+        let record = KeyRecord {
+            id: KeyId(Uuid::now_v7()),
+            name: "billing".into(),
+            scopes: vec!["orders:read".into()],
+            metadata: Map::new(),
+            hint: "sk_…Wx9a".into(),
+            key_hash: KeyHash::from_bytes([0xab; 32]),
+            created_at: OffsetDateTime::UNIX_EPOCH,
+            expires_at: None,
+            revoked_at: None,
+            revoked_reason: None,
+            rotated_at: None,
+            parent_key_id: None,
+            last_used_at: None,
+            rotation_period: None,
+            rotation_webhook_url: Some(
+                "https://user:pw@hooks.example.com:8443/rotate?token=t0ken#x".into(),
+            ),
+            rotation_webhook_secret: Some("sealed:v1:c2VhbGVk".into()),
+        };
+        let shown = format!("{record:?}");
+        assert!(
+            shown.contains("billing") && shown.contains("sk_…Wx9a"),
+            "{shown}"
+        );
+        assert!(shown.contains("https://hooks.example.com:8443"), "{shown}");
+        for hidden in ["abab", "user:pw", "/rotate", "t0ken", "sealed:", "c2VhbGVk"] {
+            assert!(!shown.contains(hidden), "{hidden} in {shown}");
+        }
+        assert_eq!(origin("not a url"), "(not a URL)");
+    }
 }

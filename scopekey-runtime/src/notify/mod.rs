@@ -303,6 +303,7 @@ use serde_json::{Value, json};
 use time::{Duration, OffsetDateTime};
 use tokio::sync::{OnceCell, watch};
 use uuid::Uuid;
+use zeroize::{Zeroize, Zeroizing};
 
 pub use config::{
     DEFAULT_EVENTS, EndpointConfig, MIN_SECRET_LEN, NotifierConfig, parse_ports,
@@ -887,7 +888,17 @@ impl Notifier {
                     );
                 }
                 let delivery_id = uuid_at(event.at);
-                let sealed = format!("{}\n{}", signing.to_whsec(), outbox::body(event, &data)?);
+                // Every copy of the plaintext and the signing secret made
+                // here is wiped once sealed (or on the way out on an error).
+                let body = outbox::body(event, &data);
+                if let Value::Object(map) = &mut data
+                    && let Some(Value::String(key)) = map.get_mut("key")
+                {
+                    key.zeroize();
+                }
+                let body = Zeroizing::new(body?);
+                let whsec = Zeroizing::new(signing.to_whsec());
+                let sealed = Zeroizing::new(format!("{}\n{}", *whsec, *body));
                 Ok(vec![OutboxDelivery {
                     id: delivery_id,
                     endpoint_id,
@@ -1126,11 +1137,17 @@ impl Notifier {
                 None => false,
             };
             let server = self.inner.keys.rotation_secrets();
+            // The opened text and its body are wiped when dropped.
             let pair = seal::open(server, c.id.as_bytes(), &c.payload)
-                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .map(Zeroizing::new)
+                .and_then(|bytes| std::str::from_utf8(&bytes).ok().map(str::to_owned))
+                .map(Zeroizing::new)
                 .and_then(|text| {
                     let (whsec, body) = text.split_once('\n')?;
-                    Some((whsec.parse::<Secret>().ok()?, body.to_owned()))
+                    Some((
+                        whsec.parse::<Secret>().ok()?,
+                        Zeroizing::new(body.to_owned()),
+                    ))
                 });
             match (pair, live) {
                 (Some(pair), true) => {
