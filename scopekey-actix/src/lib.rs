@@ -232,7 +232,18 @@ pub mod __private {
     /// one that is not an extractor is named where it is written, not
     /// only through the guard's hidden tuple.
     #[inline(always)]
-    pub fn extractor<T: actix_web::FromRequest>() {}
+    pub fn extractor<T: Extractor>() {}
+
+    /// What every parameter of a handler is: a type actix-web builds from
+    /// the request. Its own trait, for a message that says what to write.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` is not an extractor: each parameter of a handler is built from the request",
+        label = "not an extractor",
+        note = "write the extractor that holds it, such as `web::Path<{Self}>` (a path segment), \
+                `web::Query<T>` (the query string) or `web::Json<T>` (the body)"
+    )]
+    pub trait Extractor {}
+    impl<T: actix_web::FromRequest> Extractor for T {}
     pub use linkme;
     pub use scopekey_core::StaticRequirement;
 }
