@@ -52,8 +52,12 @@ impl FromStr for KeyId {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Uuid::try_parse(s).map(KeyId).map_err(|_| {
-            // Repeated only when too short to be a key pasted there.
-            Error::Invalid(if s.len() <= 32 {
+            // Repeated only when it could be nothing but a mistyped id: a
+            // key, or part of one, pasted there is never echoed.
+            let id_like = s.len() <= 45
+                && s.chars()
+                    .all(|c| c.is_ascii_hexdigit() || matches!(c, '-' | '{' | '}' | ':'));
+            Error::Invalid(if id_like {
                 format!("`{}` is not a key id (a UUID)", s.escape_debug())
             } else {
                 "not a key id (a UUID)".to_owned()
@@ -474,6 +478,25 @@ mod tests {
         };
         assert!(!long.contains(&key.expose_secret()[3..]), "{long}");
         assert!(long.contains("not a key id"), "{long}");
+        // A mistyped id of full length is shown; part of a key is not.
+        let typo = "0190a4a1-7c3e-7f00-8000-00000000000g";
+        let Err(Error::Invalid(shown)) = typo.replace('g', "1x").parse::<KeyId>() else {
+            panic!("not an id");
+        };
+        assert!(!shown.contains("0190a4a1"), "x is no hex digit: {shown}");
+        let Err(Error::Invalid(shown)) = "0190a4a1-7c3e-7f00-8000-0000000000001".parse::<KeyId>()
+        else {
+            panic!("one digit too many");
+        };
+        assert!(
+            shown.contains("`0190a4a1-7c3e-7f00-8000-0000000000001`"),
+            "{shown}"
+        );
+        let part = &key.expose_secret()[..20];
+        let Err(Error::Invalid(shown)) = part.parse::<KeyId>() else {
+            panic!("part of a key is not an id");
+        };
+        assert!(!shown.contains(part), "{shown}");
     }
 
     /// Known answers, so that the format cannot drift from what secret

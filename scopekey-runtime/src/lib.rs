@@ -65,8 +65,10 @@
 //!   buffers actix-web and the operating system read a request through
 //!   are beyond its reach. The notifier wipes the copies of a successor's
 //!   plaintext and its lineage's signing secret it makes while sealing and
-//!   opening a delivery; the HTTP client's own request buffers are beyond
-//!   its reach too.
+//!   opening a delivery; the HTTP client's own request buffers, and those
+//!   a serializer grew and left behind, are beyond its reach too. Wiping
+//!   is thus a best effort that shortens how long secrets stay in memory,
+//!   not a guarantee that no copy remains.
 //! - sqlx 0.9, re-exported as [`sqlx`]: a pool shared with scopekey
 //!   (`SqliteStore::from_pool`, `PgStore::from_pool`) is of that version.
 //! - SQLite keeps times as integer microseconds since the Unix epoch (UTC);

@@ -1100,12 +1100,14 @@ impl ScopeKey {
         if actor.key_id().is_some_and(|caller| caller != id) {
             self.actor_still_live(actor, "rotate").await?;
         }
+        // Not found: nothing to forget (any id may be asked for; a scan of
+        // the cache for it would cost the node's cache for nothing).
         let parent = self
             .inner
             .store
             .get(id)
             .await?
-            .ok_or_else(|| self.gone(id))?;
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
         let (parent_scopes, parent_grants) = self.grants_of(&parent)?;
         // Rotating another key ends it (after the grace, at once with none)
         // and hands its successor to the caller: only a caller whose key
@@ -1249,7 +1251,12 @@ impl ScopeKey {
                     rotation_webhook_secret: None,
                 })
             }
-            RotateOutcome::NotFound => Err(self.gone(id)),
+            // Gone since it was read: its cached verdicts go (its hash is
+            // known, so this is one entry, not a scan).
+            RotateOutcome::NotFound => {
+                self.forget(&parent.key_hash);
+                Err(Error::NotFound(id.to_string()))
+            }
             RotateOutcome::Conflict(now_record) => {
                 self.rotatable_by(&now_record, actor, now).await?;
                 Err(Error::Conflict(format!(
@@ -1285,13 +1292,6 @@ impl ScopeKey {
             return Err(self.actor_refused_as(actor, "rotate", now, &why).await);
         }
         judged
-    }
-
-    /// A key the store no longer holds: not found, and whatever this node
-    /// cached of it forgotten.
-    fn gone(&self, id: KeyId) -> Error {
-        self.inner.verifier.invalidate_key(id);
-        Error::NotFound(id.to_string())
     }
 
     fn grants_of(&self, record: &KeyRecord) -> Result<(Vec<String>, Grants), Error> {

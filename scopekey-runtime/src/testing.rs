@@ -178,8 +178,14 @@ impl TestDb {
             .await
         {
             let shown = without_password(&admin_url);
-            if in_ci() {
-                panic!("cannot create a test database on {shown} in CI: {e}");
+            // Only a role without the right (insufficient_privilege) is a
+            // set-up to skip; any other failure is the test's.
+            let denied = e
+                .as_database_error()
+                .and_then(|d| d.code())
+                .is_some_and(|code| code == "42501");
+            if in_ci() || !denied {
+                panic!("cannot create a test database on {shown}: {e}");
             }
             // A reachable server whose role may not create databases (an
             // application's own DATABASE_URL, say).
@@ -388,8 +394,9 @@ pub async fn someone_waits_for_a_lock(conn: &mut PgConnection) {
 /// before it is written; with [`hold_lookups`](Self::hold_lookups) set,
 /// each verification lookup after it has read; with a record in
 /// [`stale`](Self::stale), [`Store::get`] of that key answers it (a read
-/// taken just before a change committed elsewhere). Everything else is
-/// passed through.
+/// taken just before a change committed elsewhere); with
+/// [`fail_gets`](Self::fail_gets) set, [`Store::get`] fails. Everything
+/// else is passed through.
 pub struct PausingStore {
     inner: Arc<dyn Store>,
     /// Notified (one permit a change) when a change has been made and is
@@ -407,6 +414,8 @@ pub struct PausingStore {
     /// Report each revocation and rotation as failed once the store it
     /// wraps has made it (a commit whose acknowledgement was lost).
     pub fail_after_change: std::sync::atomic::AtomicBool,
+    /// Fail each [`Store::get`], as a store that does not answer would.
+    pub fail_gets: std::sync::atomic::AtomicBool,
 }
 
 impl PausingStore {
@@ -420,6 +429,7 @@ impl PausingStore {
             hold_lookups: std::sync::atomic::AtomicBool::new(false),
             stale: std::sync::Mutex::new(None),
             fail_after_change: std::sync::atomic::AtomicBool::new(false),
+            fail_gets: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -477,6 +487,9 @@ impl Store for PausingStore {
         found
     }
     async fn get(&self, id: crate::KeyId) -> Result<Option<crate::KeyRecord>, crate::StoreError> {
+        if self.fail_gets.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(crate::StoreError::msg("the store did not answer"));
+        }
         let stale = self.stale.lock().unwrap_or_else(|e| e.into_inner()).clone();
         match stale {
             Some(record) if record.id == id => Ok(Some(record)),

@@ -6,6 +6,7 @@
 #![cfg(feature = "webhooks")]
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
@@ -16,7 +17,9 @@ use scopekey_runtime::notify::{
     DeliveryFilter, DeliveryState, EndpointConfig, Notifier, NotifierConfig, Outbox,
     WebhookVerifier, event_type as webhook_event,
 };
-use scopekey_runtime::testing::{Backend, TestDb, auto_rotating, someone_waits_for_a_lock};
+use scopekey_runtime::testing::{
+    Backend, PausingStore, TestDb, auto_rotating, someone_waits_for_a_lock,
+};
 use scopekey_runtime::{
     Actor, AuditEvent, Clock, KeyId, ListEvents, ManualClock, NewKey, RotateOptions, ScopeKey,
     Status, VerifyError, both_backends, event_type,
@@ -2748,6 +2751,58 @@ async fn dead_successor_at_send(db: &TestDb) {
 both_backends!(
     a_successor_revoked_after_the_give_up_step_is_not_sent,
     dead_successor_at_send
+);
+
+/// A sealed successor whose key cannot be read just before sending (the
+/// store failing) is neither sent nor given up: released at once, with no
+/// attempt counted, and sent by the next round once the store answers.
+async fn unread_successor_at_send(db: &TestDb) {
+    let e = env(db).await;
+    let holder = Receiver::start().await;
+    let store = Arc::new(PausingStore::new(Arc::clone(&db.store)));
+    // Its changes are not held back here: only its reads fail, when told.
+    store.release.add_permits(1_000);
+    let with_secret = auto_runtime(Arc::clone(&store) as _, &e.clock);
+    let rotator = Notifier::new(
+        with_secret.clone(),
+        Outbox::connect(&db.url).await.unwrap(),
+        config(&e.receiver),
+    )
+    .unwrap();
+    let parent = with_secret
+        .create(
+            auto_rotating("unread", &holder.url).expires_at(e.clock.now() + Duration::hours(12)),
+            Actor::System,
+        )
+        .await
+        .unwrap();
+    holder.script([Reply::Status(500)]);
+    let pass = rotator.run_once().await.unwrap();
+    assert_eq!((pass.rotated, pass.deliveries.retried), (1, 1), "{pass:?}");
+    holder.wait_for(1).await;
+    let successor = with_secret.lineage(parent.key.id).await.unwrap()[1].clone();
+    e.clock.advance(Duration::hours(2));
+
+    store.fail_gets.store(true, Ordering::SeqCst);
+    let sent = rotator.deliver_due().await.unwrap();
+    assert_eq!(
+        (sent.delivered, sent.retried, sent.failed),
+        (0, 0, 0),
+        "{sent:?}"
+    );
+    let d = successor_delivery(&e.notifier, successor.id).await;
+    assert_eq!((d.state, d.attempts), (DeliveryState::Pending, 1), "{d:?}");
+    assert!(d.claimed_until.is_none(), "released: {d:?}");
+    assert_eq!(holder.count(), 1, "nothing sent while the key is unread");
+
+    store.fail_gets.store(false, Ordering::SeqCst);
+    let sent = rotator.deliver_due().await.unwrap();
+    assert_eq!(sent.delivered, 1, "{sent:?}");
+    holder.wait_for(2).await;
+}
+both_backends!(
+    a_successor_whose_key_cannot_be_read_waits,
+    unread_successor_at_send
 );
 
 /// The `action` of the one `key.expiring` notice `receiver` got for `id`.

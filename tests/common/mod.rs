@@ -206,12 +206,13 @@ impl Request {
     /// request: requests sent by tasks sharing one barrier reach the server
     /// together, their connections already made.
     pub async fn send_after(self, start: Option<&tokio::sync::Barrier>) -> Response {
-        let mut stream = tokio::net::TcpStream::connect(self.addr)
-            .await
-            .expect("connect to the test server");
+        // At the barrier whatever the connection did: a task that failed
+        // to connect must not leave the others waiting there for ever.
+        let connected = tokio::net::TcpStream::connect(self.addr).await;
         if let Some(start) = start {
             start.wait().await;
         }
+        let mut stream = connected.expect("connect to the test server");
         let mut head = format!(
             "{} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
             self.method, self.path, self.addr

@@ -888,8 +888,10 @@ impl Notifier {
                     );
                 }
                 let delivery_id = uuid_at(event.at);
-                // Every copy of the plaintext and the signing secret made
-                // here is wiped once sealed (or on the way out on an error).
+                // The copies of the plaintext and the signing secret made
+                // here are wiped once sealed (or on the way out on an
+                // error); serde_json's buffer may have grown while writing
+                // the body, leaving earlier copies of it unwiped.
                 let body = outbox::body(event, &data);
                 if let Value::Object(map) = &mut data
                     && let Some(Value::String(key)) = map.get_mut("key")
@@ -898,7 +900,13 @@ impl Notifier {
                 }
                 let body = Zeroizing::new(body?);
                 let whsec = Zeroizing::new(signing.to_whsec());
-                let sealed = Zeroizing::new(format!("{}\n{}", *whsec, *body));
+                // Written into a buffer of its final size: one that grew
+                // would leave its earlier copies behind, unwiped.
+                let mut sealed =
+                    Zeroizing::new(String::with_capacity(whsec.len() + 1 + body.len()));
+                sealed.push_str(&whsec);
+                sealed.push('\n');
+                sealed.push_str(&body);
                 Ok(vec![OutboxDelivery {
                     id: delivery_id,
                     endpoint_id,
@@ -1131,9 +1139,17 @@ impl Notifier {
         let mut not_sent = None;
         let (url, secrets, body, holder) = if seal::is_sealed(&c.payload) {
             let live = match c.key_id {
-                Some(id) => self.inner.keys.store().get(id).await?.is_some_and(|key| {
-                    matches!(key.status_at(sent_at), Status::Active | Status::Rotating)
-                }),
+                Some(id) => match self.inner.keys.store().get(id).await {
+                    Ok(key) => key.is_some_and(|key| {
+                        matches!(key.status_at(sent_at), Status::Active | Status::Rotating)
+                    }),
+                    // Unknown: not sent, not given up; released for a later
+                    // pass, counting no attempt.
+                    Err(e) => {
+                        tracing::warn!(delivery_id = %c.id, error = %e, "could not read the key of a sealed delivery; leaving it for a later pass");
+                        return Ok(Some(Tally::Left));
+                    }
+                },
                 None => false,
             };
             let server = self.inner.keys.rotation_secrets();
