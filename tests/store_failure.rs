@@ -301,19 +301,7 @@ async fn hangs_closed(db: &TestDb, middleware: bool) {
         .assert_problem(401, Some(INVALID_TOKEN));
     // Nor do credentials refused as unreadable (empty, two tokens,
     // oversized, not ASCII): 401, never the 503 a lookup would get.
-    let oversized = format!("Bearer {reader}{}", "A".repeat(600));
-    let unreadable: [(&str, Vec<u8>); 6] = [
-        ("Authorization", b"Bearer    ".to_vec()),
-        (
-            "Authorization",
-            format!("Bearer {reader} {reader}").into_bytes(),
-        ),
-        ("Authorization", oversized.into_bytes()),
-        ("X-API-Key", "A".repeat(4000).into_bytes()),
-        ("Authorization", b"Bearer sk_\xff\xfe\xfd".to_vec()),
-        ("X-API-Key", Vec::new()),
-    ];
-    for (name, value) in unreadable {
+    for (name, value) in unreadable_credentials(&reader) {
         let req = app.get("/api-keys/self").header(name, &value).send();
         tokio::time::timeout(std::time::Duration::from_secs(10), req)
             .await

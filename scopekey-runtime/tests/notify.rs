@@ -2702,13 +2702,17 @@ both_backends!(
     sealed_successors_of_dead_keys
 );
 
-/// A sealed successor whose key is revoked after the pass's give-up step
-/// (here: no pass at all, only `deliver_due`) is still not sent: the sender
-/// reads its key before sending, and gives the delivery up, erased.
-async fn dead_successor_at_send(db: &TestDb) {
-    let e = env(db).await;
-    let holder = Receiver::start().await;
-    let with_secret = auto_runtime(Arc::clone(&db.store), &e.clock);
+/// A notifier with the rotation secret on `store`, and one key it has
+/// rotated automatically whose successor's first delivery to `holder`
+/// failed (500): that delivery is pending, due again in two hours. The
+/// notifier and the successor.
+async fn successor_pending(
+    e: &Env,
+    db: &TestDb,
+    store: Arc<dyn scopekey_runtime::Store>,
+    holder: &Receiver,
+) -> (Notifier, scopekey_runtime::ApiKey) {
+    let with_secret = auto_runtime(store, &e.clock);
     let rotator = Notifier::new(
         with_secret.clone(),
         Outbox::connect(&db.url).await.unwrap(),
@@ -2717,7 +2721,7 @@ async fn dead_successor_at_send(db: &TestDb) {
     .unwrap();
     let parent = with_secret
         .create(
-            auto_rotating("raced", &holder.url).expires_at(e.clock.now() + Duration::hours(12)),
+            auto_rotating("rotated", &holder.url).expires_at(e.clock.now() + Duration::hours(12)),
             Actor::System,
         )
         .await
@@ -2727,7 +2731,17 @@ async fn dead_successor_at_send(db: &TestDb) {
     assert_eq!((pass.rotated, pass.deliveries.retried), (1, 1), "{pass:?}");
     holder.wait_for(1).await;
     let successor = with_secret.lineage(parent.key.id).await.unwrap()[1].clone();
-    with_secret
+    (rotator, successor)
+}
+
+/// A sealed successor whose key is revoked after the pass's give-up step
+/// (here: no pass at all, only `deliver_due`) is still not sent: the sender
+/// reads its key before sending, and gives the delivery up, erased.
+async fn dead_successor_at_send(db: &TestDb) {
+    let e = env(db).await;
+    let holder = Receiver::start().await;
+    let (rotator, successor) = successor_pending(&e, db, Arc::clone(&db.store), &holder).await;
+    e.keys
         .revoke(successor.id, None, Actor::System)
         .await
         .unwrap();
@@ -2762,25 +2776,7 @@ async fn unread_successor_at_send(db: &TestDb) {
     let store = Arc::new(PausingStore::new(Arc::clone(&db.store)));
     // Its changes are not held back here: only its reads fail, when told.
     store.release.add_permits(1_000);
-    let with_secret = auto_runtime(Arc::clone(&store) as _, &e.clock);
-    let rotator = Notifier::new(
-        with_secret.clone(),
-        Outbox::connect(&db.url).await.unwrap(),
-        config(&e.receiver),
-    )
-    .unwrap();
-    let parent = with_secret
-        .create(
-            auto_rotating("unread", &holder.url).expires_at(e.clock.now() + Duration::hours(12)),
-            Actor::System,
-        )
-        .await
-        .unwrap();
-    holder.script([Reply::Status(500)]);
-    let pass = rotator.run_once().await.unwrap();
-    assert_eq!((pass.rotated, pass.deliveries.retried), (1, 1), "{pass:?}");
-    holder.wait_for(1).await;
-    let successor = with_secret.lineage(parent.key.id).await.unwrap()[1].clone();
+    let (rotator, successor) = successor_pending(&e, db, Arc::clone(&store) as _, &holder).await;
     e.clock.advance(Duration::hours(2));
 
     store.fail_gets.store(true, Ordering::SeqCst);

@@ -390,3 +390,22 @@ pub fn unknown_key() -> String {
         .expose_secret()
         .to_owned()
 }
+
+/// Credentials refused as unreadable, before any lookup, each a header name
+/// and its raw value: empty, spaces, two tokens, oversized, not ASCII.
+/// `key` is a valid key, which some of them hold.
+pub fn unreadable_credentials(key: &str) -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("Authorization", b"Bearer".to_vec()),
+        ("Authorization", b"Bearer    ".to_vec()),
+        ("Authorization", format!("Bearer {key} {key}").into_bytes()),
+        (
+            "Authorization",
+            format!("Bearer {key}{}", "A".repeat(600)).into_bytes(),
+        ),
+        ("X-API-Key", "A".repeat(4000).into_bytes()),
+        ("Authorization", b"Bearer sk_\xff\xfe\xfd".to_vec()),
+        ("X-API-Key", b"sk_\xc3\xa9t\xc3\xa9".to_vec()),
+        ("X-API-Key", Vec::new()),
+    ]
+}
