@@ -9,6 +9,10 @@ use tokio::task::JoinHandle;
 /// How often [`Background::start`] writes pending last-used times.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How many times [`Background::shutdown`] tries to write the last-used
+/// times.
+pub const SHUTDOWN_FLUSH_ATTEMPTS: u32 = 3;
+
 /// The runtime's background work in a server:
 ///
 /// - the last-used flusher (verification records last use in memory; this
@@ -61,13 +65,27 @@ impl Background {
     /// waits for the `auth.failed` events being written
     /// ([`ScopeKey::flush_auth_failures`]). Call it once the server has
     /// stopped answering.
+    ///
+    /// A write of last use that fails is tried again, up to
+    /// [`SHUTDOWN_FLUSH_ATTEMPTS`] times in all, 100 ms then 200 ms apart:
+    /// the pool's connections that actix-web's workers opened belong to
+    /// their workers' runtimes, which stop with the server, and such a
+    /// connection fails its next query; the pool then opens another. The
+    /// last error is returned if every attempt failed (the times are kept
+    /// in memory; nothing was written).
     pub async fn shutdown(self) -> Result<(), scopekey_runtime::Error> {
         for task in std::iter::once(self.flusher).chain(self.listener) {
             task.abort();
             // An aborted task's result says only that it was aborted.
             let _ = task.await;
         }
-        let flushed = self.keys.flush_last_used().await;
+        let mut flushed = self.keys.flush_last_used().await;
+        for attempt in 1..SHUTDOWN_FLUSH_ATTEMPTS {
+            let Err(e) = &flushed else { break };
+            tracing::info!(error = %e, attempt, "could not write the last-used times; trying again");
+            tokio::time::sleep(Duration::from_millis(100 << (attempt - 1))).await;
+            flushed = self.keys.flush_last_used().await;
+        }
         self.keys.flush_auth_failures().await;
         flushed
     }

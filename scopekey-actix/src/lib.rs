@@ -214,7 +214,7 @@ mod json;
 mod middleware;
 pub mod routes;
 
-pub use background::{Background, DEFAULT_FLUSH_INTERVAL};
+pub use background::{Background, DEFAULT_FLUSH_INTERVAL, SHUTDOWN_FLUSH_ATTEMPTS};
 pub use config::{AuthConfig, runtime};
 pub use credentials::{MAX_CREDENTIAL_HEADER_LEN, X_API_KEY};
 pub use error::{ApiError, AuthError, AuthErrorKind, DEFAULT_REALM, PROBLEM_JSON};

@@ -395,8 +395,9 @@ pub async fn someone_waits_for_a_lock(conn: &mut PgConnection) {
 /// each verification lookup after it has read; with a record in
 /// [`stale`](Self::stale), [`Store::get`] of that key answers it (a read
 /// taken just before a change committed elsewhere); with
-/// [`fail_gets`](Self::fail_gets) set, [`Store::get`] fails. Everything
-/// else is passed through.
+/// [`fail_gets`](Self::fail_gets) set, [`Store::get`] fails; the next
+/// [`failing_touches`](Self::failing_touches) writes of last use fail.
+/// Everything else is passed through.
 pub struct PausingStore {
     inner: Arc<dyn Store>,
     /// Notified (one permit a change) when a change has been made and is
@@ -416,6 +417,11 @@ pub struct PausingStore {
     pub fail_after_change: std::sync::atomic::AtomicBool,
     /// Fail each [`Store::get`], as a store that does not answer would.
     pub fail_gets: std::sync::atomic::AtomicBool,
+    /// How many of the next [`Store::touch_last_used`] calls fail (as on a
+    /// connection whose runtime has stopped), before they pass again.
+    pub failing_touches: std::sync::atomic::AtomicUsize,
+    /// How many [`Store::touch_last_used`] calls came.
+    pub touches: std::sync::atomic::AtomicUsize,
 }
 
 impl PausingStore {
@@ -430,6 +436,8 @@ impl PausingStore {
             stale: std::sync::Mutex::new(None),
             fail_after_change: std::sync::atomic::AtomicBool::new(false),
             fail_gets: std::sync::atomic::AtomicBool::new(false),
+            failing_touches: std::sync::atomic::AtomicUsize::new(0),
+            touches: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -556,6 +564,17 @@ impl Store for PausingStore {
         &self,
         batch: &[(crate::KeyId, time::OffsetDateTime)],
     ) -> Result<(), crate::StoreError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.touches.fetch_add(1, SeqCst);
+        let failing = self
+            .failing_touches
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Err(crate::StoreError::msg(
+                "error communicating with database: the runtime is being shut down",
+            ));
+        }
         self.inner.touch_last_used(batch).await
     }
     async fn changes(
